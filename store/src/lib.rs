@@ -1,0 +1,34 @@
+//! coldtrail's durable columnar store: the table schemas, the write-ahead log, the hot in-memory buffer,
+//! hourly Parquet segments in a local directory or an object store, retention, compaction and the
+//! tamper-evident ledger over segments.
+//!
+//! `store` speaks Arrow only. It knows nothing of log formats (ingest), SQL (query) or detectors (detect);
+//! they all depend on it, and it depends on no other workspace crate.
+//!
+//! ```no_run
+//! # async fn example() -> store::Result<()> {
+//! use store::{Store, StoreConfig, Table, TimeRange};
+//! let store = Store::open(StoreConfig::new("./coldtrail-data")).await?;
+//! let batches = store.scan(Table::Invocations, None, TimeRange::ALL).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod ledger;
+pub mod location;
+pub mod schema;
+pub mod segment;
+pub mod segment_path;
+mod store;
+pub mod time;
+pub mod verify;
+pub mod wal;
+
+pub use error::{Result, StoreError};
+pub use ledger::LedgerHead;
+pub use location::Location;
+pub use schema::{Table, SCHEMA_VERSION};
+pub use store::{CompactionPolicy, FlushPolicy, MaintenanceReport, SegmentInfo, Store, StoreConfig, TableSnapshot, TableStats};
+pub use time::TimeRange;
+pub use verify::{verify_location, Finding, VerifyReport};
+pub use wal::Position;

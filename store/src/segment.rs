@@ -1,0 +1,161 @@
+//! Sealed segments: one Parquet file of one table and one hour, sorted by time, zstd-compressed,
+//! with row-group statistics, readable by any Parquet reader.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::{and, concat_batches, filter_record_batch, kernels::cmp, sort_to_indices, take_record_batch};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+
+use crate::error::{Result, StoreError};
+use crate::ledger::sha256_hex;
+use crate::location::Location;
+use crate::schema::{Table, METADATA_SCHEMA_VERSION, METADATA_TABLE, SCHEMA_VERSION};
+use crate::time::TimeRange;
+
+/// Rows per Parquet row group: small enough that time-range statistics prune, large enough to compress.
+pub const ROW_GROUP_ROWS_MAX: usize = 128 * 1024;
+
+/// A segment encoded in memory, ready to be put into the location.
+#[derive(Debug, Clone)]
+pub struct EncodedSegment {
+    pub bytes: Bytes,
+    pub rows: u64,
+    pub min_ts_micros: i64,
+    pub max_ts_micros: i64,
+    pub sha256: String,
+}
+
+/// The time column of a batch of `table`. The schema check at append makes it present and non-null.
+pub fn time_values(table: Table, batch: &RecordBatch) -> Result<&TimestampMicrosecondArray> {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| StoreError::Internal(format!("time column of {table} is not a microsecond timestamp")))
+}
+
+/// Sorts the batches of one partition by time and encodes them as one Parquet file.
+pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSegment> {
+    let schema = table.schema();
+    let batch = concat_batches(&schema, batches)?;
+    let order = sort_to_indices(batch.column(0), None, None)?;
+    let batch = take_record_batch(&batch, &order)?;
+    let times = time_values(table, &batch)?;
+    assert_eq!(times.null_count(), 0, "time column of {table} has nulls after the append check");
+    let (min_ts_micros, max_ts_micros) = if times.is_empty() { (0, 0) } else { (times.value(0), times.value(times.len() - 1)) };
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
+        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(METADATA_SCHEMA_VERSION.to_string(), SCHEMA_VERSION.to_string()),
+            KeyValue::new(METADATA_TABLE.to_string(), table.name().to_string()),
+        ]))
+        .set_created_by(format!("coldtrail {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4 + 4096);
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(properties))?;
+    writer.write(&batch)?;
+    writer.close()?;
+    let sha256 = sha256_hex(&buffer);
+    Ok(EncodedSegment { bytes: Bytes::from(buffer), rows: batch.num_rows() as u64, min_ts_micros, max_ts_micros, sha256 })
+}
+
+/// Keeps the rows of `batch` whose time (column 0) lies in `range`.
+pub fn filter_time(table: Table, batch: &RecordBatch, range: TimeRange) -> Result<RecordBatch> {
+    if range == TimeRange::ALL {
+        return Ok(batch.clone());
+    }
+    let times = time_values(table, batch)?;
+    let start = TimestampMicrosecondArray::new_scalar(range.start_micros);
+    let end = TimestampMicrosecondArray::new_scalar(range.end_micros);
+    let mask: BooleanArray = and(&cmp::gt_eq(times, &start)?, &cmp::lt(times, &end)?)?;
+    Ok(filter_record_batch(batch, &mask)?)
+}
+
+/// Reads the rows of one segment in `range`, pruning row groups by their time statistics, with the
+/// table's columns `projection` (indices into the table schema; `None` for all).
+///
+/// The whole object is fetched: segments are bounded by the flush policy, and the SQL engine reads
+/// segments with its own ranged Parquet reader.
+pub async fn read_segment(
+    location: &Location,
+    table: Table,
+    path: &str,
+    projection: Option<&[usize]>,
+    range: TimeRange,
+) -> Result<Vec<RecordBatch>> {
+    let bytes = location.get(path).await?;
+    let path = path.to_string();
+    let projection = projection.map(<[usize]>::to_vec);
+    tokio::task::spawn_blocking(move || decode_segment(table, &path, bytes, projection.as_deref(), range))
+        .await
+        .map_err(|e| StoreError::Internal(format!("segment decoding task failed: {e}")))?
+}
+
+/// Decodes the rows of a segment's bytes in `range` with columns `projection`.
+pub fn decode_segment(table: Table, path: &str, bytes: Bytes, projection: Option<&[usize]>, range: TimeRange) -> Result<Vec<RecordBatch>> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| StoreError::SegmentCorrupt { path: path.into(), reason: e.to_string() })?;
+    if builder.schema().fields() != table.schema().fields() {
+        return Err(StoreError::SegmentCorrupt { path: path.into(), reason: format!("schema is not the schema of {table}") });
+    }
+    let row_groups: Vec<usize> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, row_group)| match row_group.column(0).statistics() {
+            Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
+                (Some(min), Some(max)) => range.overlaps(*min, *max),
+                _ => true,
+            },
+            _ => true,
+        })
+        .map(|(idx, _)| idx)
+        .collect();
+    // The time column is always read, to filter on it; it is dropped after when not asked for.
+    let mut columns: Vec<usize> = projection.map_or_else(|| (0..table.schema().fields().len()).collect(), <[usize]>::to_vec);
+    let keep_time = columns.contains(&0);
+    if !keep_time {
+        columns.insert(0, 0);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+    let reader = builder.with_row_groups(row_groups).with_projection(mask).build()?;
+    let batches = reader.collect::<std::result::Result<Vec<RecordBatch>, _>>()?;
+    // The reader returns columns in file order; map the requested order onto it.
+    let mut sorted = columns.clone();
+    sorted.sort_unstable();
+    let order: Vec<usize> = columns.iter().map(|c| sorted.binary_search(c).expect("column was requested")).collect();
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let batch = filter_time(table, &batch, range)?;
+        let keep: Vec<usize> = if keep_time { order.clone() } else { order[1..].to_vec() };
+        out.push(batch.project(&keep)?);
+    }
+    Ok(out)
+}
+
+/// Projects a hot batch (full table schema) the same way `read_segment` projects a segment.
+pub fn project(batch: &RecordBatch, projection: Option<&[usize]>) -> Result<RecordBatch> {
+    match projection {
+        Some(columns) => Ok(batch.project(columns)?),
+        None => Ok(batch.clone()),
+    }
+}
+
+/// The schema of a projection of `table`.
+pub fn projected_schema(table: Table, projection: Option<&[usize]>) -> Result<arrow::datatypes::SchemaRef> {
+    match projection {
+        Some(columns) => Ok(Arc::new(table.schema().project(columns)?)),
+        None => Ok(table.schema()),
+    }
+}

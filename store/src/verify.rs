@@ -1,0 +1,303 @@
+//! Recomputes the ledger chains and segment hashes of a location and reports every discrepancy.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::error::Result;
+use crate::ledger::{
+    head_path, list_nodes, parse_entry_file, parse_head_file, parse_public_key, public_key_path, read_entry_files,
+    sha256_hex, signature_valid, LedgerOp, SignedEntry, GENESIS_HASH,
+};
+use crate::location::Location;
+use crate::segment_path::parse_segment_path;
+
+/// One thing found wrong. Each names exactly what was tampered with or lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// A segment's bytes differ from the hash its ledger entry recorded.
+    SegmentModified { path: String, expected_sha256: String, actual_sha256: String },
+    /// A live segment recorded in the ledger is gone.
+    SegmentMissing { path: String, added_by_seq: u64 },
+    /// A segment file that no ledger entry added.
+    UnknownSegment { path: String },
+    /// A segment that the ledger removed (retention, compaction) is still there.
+    RemovedSegmentPresent { path: String, removed_by_seq: u64 },
+    /// An entry in the middle of a chain is missing.
+    LedgerEntryMissing { node: String, seq: u64 },
+    /// The entry file for one position holds the entry of another.
+    LedgerReordered { node: String, file_seq: u64, entry_seq: u64 },
+    /// The chain ends before its signed head.
+    LedgerTruncated { node: String, head_seq: u64, last_seq: u64 },
+    /// An entry's content does not hash to its recorded hash.
+    LedgerEntryAltered { node: String, seq: u64 },
+    /// An entry's signature is not the node key's.
+    LedgerBadSignature { node: String, seq: u64 },
+    /// An entry does not link to its predecessor.
+    LedgerChainBroken { node: String, seq: u64 },
+    /// An entry file that cannot be parsed.
+    LedgerEntryUnreadable { node: String, seq: u64, reason: String },
+    /// The head file is missing, unreadable, badly signed or names another hash.
+    LedgerHeadInvalid { node: String, reason: String },
+    /// The node's public key is missing or is not the key this data directory holds.
+    PublicKeyInvalid { node: String, reason: String },
+}
+
+impl Finding {
+    /// A short stable name for the kind of finding, for scripts and tests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Finding::SegmentModified { .. } => "segment_modified",
+            Finding::SegmentMissing { .. } => "segment_missing",
+            Finding::UnknownSegment { .. } => "unknown_segment",
+            Finding::RemovedSegmentPresent { .. } => "removed_segment_present",
+            Finding::LedgerEntryMissing { .. } => "ledger_entry_missing",
+            Finding::LedgerReordered { .. } => "ledger_reordered",
+            Finding::LedgerTruncated { .. } => "ledger_truncated",
+            Finding::LedgerEntryAltered { .. } => "ledger_entry_altered",
+            Finding::LedgerBadSignature { .. } => "ledger_bad_signature",
+            Finding::LedgerChainBroken { .. } => "ledger_chain_broken",
+            Finding::LedgerEntryUnreadable { .. } => "ledger_entry_unreadable",
+            Finding::LedgerHeadInvalid { .. } => "ledger_head_invalid",
+            Finding::PublicKeyInvalid { .. } => "public_key_invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::SegmentModified { path, expected_sha256, actual_sha256 } => {
+                write!(f, "segment {path} was modified: sha256 is {actual_sha256}, the ledger recorded {expected_sha256}")
+            }
+            Finding::SegmentMissing { path, added_by_seq } => {
+                write!(f, "segment {path} was deleted: ledger entry {added_by_seq} added it and none removed it")
+            }
+            Finding::UnknownSegment { path } => write!(f, "segment {path} is unknown: no ledger entry added it"),
+            Finding::RemovedSegmentPresent { path, removed_by_seq } => {
+                write!(f, "segment {path} is still present although ledger entry {removed_by_seq} removed it")
+            }
+            Finding::LedgerEntryMissing { node, seq } => write!(f, "ledger of node {node}: entry {seq} was deleted"),
+            Finding::LedgerReordered { node, file_seq, entry_seq } => {
+                write!(f, "ledger of node {node}: entries reordered, position {file_seq} holds entry {entry_seq}")
+            }
+            Finding::LedgerTruncated { node, head_seq, last_seq } => {
+                write!(f, "ledger of node {node} was truncated: the signed head is entry {head_seq}, the chain ends at {last_seq}")
+            }
+            Finding::LedgerEntryAltered { node, seq } => {
+                write!(f, "ledger of node {node}: entry {seq} was altered: its content does not match its hash")
+            }
+            Finding::LedgerBadSignature { node, seq } => {
+                write!(f, "ledger of node {node}: entry {seq} has a bad signature: forged without the node key")
+            }
+            Finding::LedgerChainBroken { node, seq } => {
+                write!(f, "ledger of node {node}: entry {seq} does not link to the entry before it")
+            }
+            Finding::LedgerEntryUnreadable { node, seq, reason } => {
+                write!(f, "ledger of node {node}: entry {seq} is unreadable: {reason}")
+            }
+            Finding::LedgerHeadInvalid { node, reason } => write!(f, "ledger head of node {node} is invalid: {reason}"),
+            Finding::PublicKeyInvalid { node, reason } => write!(f, "public key of node {node} is invalid: {reason}"),
+        }
+    }
+}
+
+/// The result of checking one node's chain.
+#[derive(Debug, Default)]
+pub struct ChainCheck {
+    /// Every entry that could be parsed, in file order.
+    pub entries: Vec<SignedEntry>,
+    pub findings: Vec<Finding>,
+    /// The head file's sequence number, when it is valid.
+    pub head_seq: Option<u64>,
+}
+
+/// Checks one node's chain: sequence, hashes, links, signatures and head.
+pub fn check_chain(node: &str, files: &[(u64, String, bytes::Bytes)], head: Option<&[u8]>, key: &VerifyingKey) -> ChainCheck {
+    let mut check = ChainCheck::default();
+    let mut expected_seq = 1u64;
+    // The hash the next entry must link to; `None` right after a gap or a bad entry, where the link
+    // cannot be judged without reporting the same problem twice.
+    let mut expected_prev: Option<String> = Some(GENESIS_HASH.to_string());
+    for (file_seq, _, bytes) in files {
+        while expected_seq < *file_seq {
+            check.findings.push(Finding::LedgerEntryMissing { node: node.into(), seq: expected_seq });
+            expected_seq += 1;
+            expected_prev = None;
+        }
+        expected_seq = file_seq + 1;
+        let signed = match parse_entry_file(bytes) {
+            Ok(signed) => signed,
+            Err(reason) => {
+                check.findings.push(Finding::LedgerEntryUnreadable { node: node.into(), seq: *file_seq, reason });
+                expected_prev = None;
+                continue;
+            }
+        };
+        let entry = &signed.entry;
+        if entry.seq != *file_seq || entry.node != node {
+            check.findings.push(Finding::LedgerReordered { node: node.into(), file_seq: *file_seq, entry_seq: entry.seq });
+            expected_prev = None;
+            check.entries.push(signed);
+            continue;
+        }
+        if sha256_hex(signed.json.as_bytes()) != signed.hash {
+            check.findings.push(Finding::LedgerEntryAltered { node: node.into(), seq: entry.seq });
+        } else if !signature_valid(key, &signed.hash, &signed.signature) {
+            check.findings.push(Finding::LedgerBadSignature { node: node.into(), seq: entry.seq });
+        } else if expected_prev.as_ref().is_some_and(|prev| *prev != entry.prev_hash) {
+            check.findings.push(Finding::LedgerChainBroken { node: node.into(), seq: entry.seq });
+        }
+        expected_prev = Some(signed.hash.clone());
+        check.entries.push(signed);
+    }
+    let last_seq = expected_seq - 1;
+    match head {
+        None if last_seq > 0 => check.findings.push(Finding::LedgerHeadInvalid { node: node.into(), reason: "head file is missing".into() }),
+        None => {}
+        Some(bytes) => match parse_head_file(bytes, key) {
+            Err(reason) => check.findings.push(Finding::LedgerHeadInvalid { node: node.into(), reason }),
+            Ok((_, false)) => check
+                .findings
+                .push(Finding::LedgerHeadInvalid { node: node.into(), reason: "bad signature: forged without the node key".into() }),
+            Ok((head, true)) => {
+                check.head_seq = Some(head.seq);
+                if head.seq > last_seq {
+                    check.findings.push(Finding::LedgerTruncated { node: node.into(), head_seq: head.seq, last_seq });
+                } else if head.seq > 0 {
+                    // The head may lag the chain by the entry being written when a crash came; it must still
+                    // name an entry of this chain.
+                    let named = check.entries.iter().find(|e| e.entry.seq == head.seq);
+                    if named.is_some_and(|e| e.hash != head.hash) {
+                        check.findings.push(Finding::LedgerHeadInvalid {
+                            node: node.into(),
+                            reason: format!("head names entry {} with another hash", head.seq),
+                        });
+                    }
+                }
+            }
+        },
+    }
+    check
+}
+
+/// A live or removed segment as the ledgers describe it.
+#[derive(Debug, Clone)]
+struct SegmentState {
+    sha256: String,
+    added_by_seq: u64,
+    removed_by_seq: Option<u64>,
+}
+
+/// What `verify` checked and found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub nodes: Vec<String>,
+    pub entries_checked: u64,
+    pub segments_checked: u64,
+    pub bytes_checked: u64,
+    pub findings: Vec<Finding>,
+    /// Each node's verified chain head: (node, seq, hash).
+    pub heads: Vec<(String, u64, String)>,
+}
+
+impl VerifyReport {
+    pub fn is_intact(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// Verifies every chain and segment in `location`. `trusted_keys` overrides the published public key of
+/// a node (the local node's own key from its data directory, or a key the operator kept elsewhere).
+pub async fn verify_location(location: &Location, trusted_keys: &HashMap<String, VerifyingKey>) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let mut segments: BTreeMap<String, SegmentState> = BTreeMap::new();
+    let mut nodes = list_nodes(location).await?;
+    for node in trusted_keys.keys() {
+        if !nodes.contains(node) {
+            nodes.push(node.clone());
+        }
+    }
+    nodes.sort();
+    for node in &nodes {
+        let published = location.get_opt(&public_key_path(node)).await?;
+        let published = published.as_ref().and_then(|b| std::str::from_utf8(b).ok()).and_then(parse_public_key);
+        let key = match (trusted_keys.get(node), published) {
+            (Some(trusted), Some(published)) if *trusted != published => {
+                report.findings.push(Finding::PublicKeyInvalid {
+                    node: node.clone(),
+                    reason: "the published public key is not the key of this data directory".into(),
+                });
+                *trusted
+            }
+            (Some(trusted), _) => *trusted,
+            (None, Some(published)) => published,
+            (None, None) => {
+                report.findings.push(Finding::PublicKeyInvalid { node: node.clone(), reason: "no readable public key".into() });
+                continue;
+            }
+        };
+        let files = read_entry_files(location, node).await?;
+        let head = location.get_opt(&head_path(node)).await?;
+        let check = check_chain(node, &files, head.as_deref(), &key);
+        report.entries_checked += check.entries.len() as u64;
+        report.findings.extend(check.findings);
+        if let Some(last) = check.entries.last() {
+            report.heads.push((node.clone(), last.entry.seq, last.hash.clone()));
+        }
+        let mut entries: Vec<&SignedEntry> = check.entries.iter().collect();
+        entries.sort_by_key(|e| e.entry.seq);
+        for signed in entries {
+            let entry = &signed.entry;
+            for removed in &entry.removed {
+                segments
+                    .entry(removed.path.clone())
+                    .or_insert(SegmentState { sha256: removed.sha256.clone(), added_by_seq: 0, removed_by_seq: None })
+                    .removed_by_seq = Some(entry.seq);
+            }
+            if let Some(segment) = &entry.segment {
+                if matches!(entry.op, LedgerOp::Add | LedgerOp::Compact) {
+                    segments.insert(
+                        segment.path.clone(),
+                        SegmentState { sha256: segment.sha256.clone(), added_by_seq: entry.seq, removed_by_seq: None },
+                    );
+                }
+            }
+        }
+    }
+    report.nodes = nodes;
+    let mut present = BTreeMap::new();
+    for meta in location.list("").await? {
+        let path = meta.location.to_string();
+        if parse_segment_path(&path).is_some() || path.ends_with(".parquet") {
+            present.insert(path, meta.size);
+        }
+    }
+    for (path, size) in &present {
+        match segments.get(path) {
+            None => report.findings.push(Finding::UnknownSegment { path: path.clone() }),
+            Some(SegmentState { removed_by_seq: Some(seq), .. }) => {
+                report.findings.push(Finding::RemovedSegmentPresent { path: path.clone(), removed_by_seq: *seq })
+            }
+            Some(state) => {
+                let bytes = location.get(path).await?;
+                report.segments_checked += 1;
+                report.bytes_checked += size;
+                let actual = sha256_hex(&bytes);
+                if actual != state.sha256 {
+                    report.findings.push(Finding::SegmentModified {
+                        path: path.clone(),
+                        expected_sha256: state.sha256.clone(),
+                        actual_sha256: actual,
+                    });
+                }
+            }
+        }
+    }
+    for (path, state) in &segments {
+        if state.removed_by_seq.is_none() && !present.contains_key(path) {
+            report.findings.push(Finding::SegmentMissing { path: path.clone(), added_by_seq: state.added_by_seq });
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,432 @@
+//! The write-ahead log: every append is framed, checksummed and fsynced here before it is acknowledged.
+//!
+//! Frame layout (little endian):
+//! `magic u32 | payload_len u32 | crc32(seq ++ payload) u32 | seq u64 | payload`,
+//! payload: `version u8 | table u8 | n_positions u32 | (stream_len u32, stream, offset u64)* | ipc_len u32 | ipc`.
+//! The IPC part is an Arrow IPC stream (schema and one batch); it is empty for a positions-only frame.
+//!
+//! A crash can leave a torn frame at the end of the newest file only: replay cuts the file there. A bad
+//! frame anywhere else is corruption and refuses to open, because skipping it would lose acknowledged rows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+
+use crate::error::{Result, StoreError};
+use crate::schema::{Table, SCHEMA_VERSION};
+
+const FRAME_MAGIC: u32 = 0x4354_574c; // "CTWL"
+const FRAME_HEADER_BYTES: usize = 4 + 4 + 4 + 8;
+const PAYLOAD_VERSION: u8 = 1;
+/// The largest payload one frame may carry; larger appends are refused before anything is written.
+pub const FRAME_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// A WAL file is closed and a new one started past this size.
+pub const WAL_FILE_BYTES_ROTATE: u64 = 64 * 1024 * 1024;
+
+/// The next offset to read in one input stream ("kafka:logs/3", "s3://bucket/key", ...), stored in the
+/// same frame as the rows read before it so that both become durable together.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub stream: String,
+    pub offset: u64,
+}
+
+/// One decoded frame: batches for one or more tables and the input positions they reach, all
+/// acknowledged together.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub seq: u64,
+    pub batches: Vec<(Table, RecordBatch)>,
+    pub positions: Vec<Position>,
+}
+
+/// A frame encoded before its sequence number is known: the header is filled in by `seal`, under the
+/// WAL lock, so that the expensive encoding runs outside it.
+#[derive(Debug)]
+pub struct UnsealedFrame {
+    bytes: Vec<u8>,
+}
+
+impl UnsealedFrame {
+    /// Writes the sequence number and checksum into the header and returns the frame bytes.
+    pub fn seal(&mut self, seq: u64) -> &[u8] {
+        let crc = frame_crc(seq, &self.bytes[FRAME_HEADER_BYTES..]);
+        self.bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+        self.bytes[12..20].copy_from_slice(&seq.to_le_bytes());
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// Encodes one frame. The batches must already match their tables' schemas.
+pub fn encode_frame(seq: u64, batches: &[(Table, RecordBatch)], positions: &[Position]) -> Result<Vec<u8>> {
+    let mut frame = encode_unsealed(batches, positions)?;
+    frame.seal(seq);
+    Ok(frame.bytes)
+}
+
+/// Encodes the payload of a frame behind a header to be sealed later.
+pub fn encode_unsealed(batches: &[(Table, RecordBatch)], positions: &[Position]) -> Result<UnsealedFrame> {
+    let estimate: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
+    let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + 64 + estimate);
+    bytes.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
+    bytes.extend_from_slice(&[0u8; FRAME_HEADER_BYTES - 4]);
+    bytes.push(PAYLOAD_VERSION);
+    bytes.extend_from_slice(&(positions.len() as u32).to_le_bytes());
+    for position in positions {
+        bytes.extend_from_slice(&(position.stream.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(position.stream.as_bytes());
+        bytes.extend_from_slice(&position.offset.to_le_bytes());
+    }
+    bytes.extend_from_slice(&(batches.len() as u32).to_le_bytes());
+    for (table, batch) in batches {
+        bytes.push(table.id());
+        let ipc_len_at = bytes.len();
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
+        writer.write(batch)?;
+        writer.finish()?;
+        drop(writer);
+        let ipc_len = bytes.len() - ipc_len_at - 4;
+        if bytes.len() - FRAME_HEADER_BYTES > FRAME_PAYLOAD_BYTES_MAX {
+            return Err(StoreError::FrameTooLarge { table: table.name().into(), bytes: bytes.len(), limit: FRAME_PAYLOAD_BYTES_MAX });
+        }
+        bytes[ipc_len_at..ipc_len_at + 4].copy_from_slice(&(ipc_len as u32).to_le_bytes());
+    }
+    let payload_len = (bytes.len() - FRAME_HEADER_BYTES) as u32;
+    bytes[4..8].copy_from_slice(&payload_len.to_le_bytes());
+    Ok(UnsealedFrame { bytes })
+}
+
+fn frame_crc(seq: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// The frames decoded from a byte buffer, how many bytes they cover, and why decoding stopped early.
+#[derive(Debug)]
+pub struct Decoded {
+    pub frames: Vec<Frame>,
+    pub valid_bytes: usize,
+    pub stopped: Option<String>,
+}
+
+/// Decodes frames until the buffer ends or a frame is torn or bad. Never panics on any input.
+pub fn decode_frames(bytes: &[u8]) -> Decoded {
+    let mut frames = Vec::new();
+    let mut at = 0usize;
+    let stopped = loop {
+        if at == bytes.len() {
+            break None;
+        }
+        match decode_one(&bytes[at..]) {
+            Ok((frame, len)) => {
+                frames.push(frame);
+                at += len;
+            }
+            Err(reason) => break Some(reason),
+        }
+    };
+    Decoded { frames, valid_bytes: at, stopped }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    bytes.get(at..at.checked_add(4)?).map(|b| u32::from_le_bytes(b.try_into().expect("slice of 4")))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes.get(at..at.checked_add(8)?).map(|b| u64::from_le_bytes(b.try_into().expect("slice of 8")))
+}
+
+fn decode_one(bytes: &[u8]) -> std::result::Result<(Frame, usize), String> {
+    if bytes.len() < FRAME_HEADER_BYTES {
+        return Err(format!("torn frame header ({} bytes)", bytes.len()));
+    }
+    let magic = read_u32(bytes, 0).expect("header length checked");
+    if magic != FRAME_MAGIC {
+        return Err(format!("bad frame magic {magic:#x}"));
+    }
+    let payload_len = read_u32(bytes, 4).expect("header length checked") as usize;
+    if payload_len > FRAME_PAYLOAD_BYTES_MAX {
+        return Err(format!("frame length {payload_len} over the limit"));
+    }
+    let crc = read_u32(bytes, 8).expect("header length checked");
+    let seq = read_u64(bytes, 12).expect("header length checked");
+    let Some(payload) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + payload_len) else {
+        return Err(format!(
+            "torn frame: {payload_len} payload bytes announced, {} present",
+            bytes.len() - FRAME_HEADER_BYTES
+        ));
+    };
+    if frame_crc(seq, payload) != crc {
+        return Err("frame checksum mismatch".into());
+    }
+    let frame = decode_payload(seq, payload)?;
+    Ok((frame, FRAME_HEADER_BYTES + payload_len))
+}
+
+fn decode_payload(seq: u64, payload: &[u8]) -> std::result::Result<Frame, String> {
+    let version = *payload.first().ok_or("empty payload")?;
+    if version != PAYLOAD_VERSION {
+        return Err(format!("unknown payload version {version}"));
+    }
+    let n_positions = read_u32(payload, 1).ok_or("payload without position count")? as usize;
+    let mut at = 5usize;
+    let mut positions = Vec::with_capacity(n_positions.min(1024));
+    for _ in 0..n_positions {
+        let stream_len = read_u32(payload, at).ok_or("truncated position")? as usize;
+        at += 4;
+        let stream = payload.get(at..at.saturating_add(stream_len)).ok_or("truncated position stream")?;
+        let stream = String::from_utf8(stream.to_vec()).map_err(|_| "position stream is not utf-8")?;
+        at += stream_len;
+        let offset = read_u64(payload, at).ok_or("truncated position offset")?;
+        at += 8;
+        positions.push(Position { stream, offset });
+    }
+    let n_batches = read_u32(payload, at).ok_or("payload without batch count")? as usize;
+    at += 4;
+    let mut batches = Vec::with_capacity(n_batches.min(64));
+    for _ in 0..n_batches {
+        let table_id = *payload.get(at).ok_or("truncated batch table")?;
+        let table = Table::from_id(table_id).ok_or_else(|| format!("unknown table id {table_id}"))?;
+        let ipc_len = read_u32(payload, at + 1).ok_or("truncated batch length")? as usize;
+        at += 5;
+        let ipc = payload.get(at..at.saturating_add(ipc_len)).ok_or("truncated ipc")?;
+        at += ipc_len;
+        let mut reader = StreamReader::try_new(ipc, None).map_err(|e| format!("bad ipc: {e}"))?;
+        let batch = reader.next().ok_or("ipc stream without batch")?.map_err(|e| format!("bad ipc batch: {e}"))?;
+        if batch.schema().fields() != table.schema().fields() {
+            return Err(format!("batch schema is not the schema v{SCHEMA_VERSION} of {table}"));
+        }
+        batches.push((table, batch));
+    }
+    if at != payload.len() {
+        return Err("trailing bytes after the last batch".into());
+    }
+    Ok(Frame { seq, batches, positions })
+}
+
+/// What one WAL file holds: for each (table, hour) partition the highest sequence number in it.
+#[derive(Debug, Default)]
+struct WalFileInfo {
+    max_seq: u64,
+    partitions: HashMap<(Table, i64), u64>,
+}
+
+/// The set of WAL files of one node; only the newest is written.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    active: File,
+    active_first_seq: u64,
+    active_bytes: u64,
+    files: BTreeMap<u64, WalFileInfo>,
+}
+
+fn wal_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.wal"))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+}
+
+impl Wal {
+    /// Opens the WAL in `dir`, returning every intact frame in sequence order. A torn tail of the newest file
+    /// is cut off; corruption anywhere else is an error.
+    pub fn open(dir: &Path, partitions_of: impl Fn(&Frame) -> Vec<(Table, i64)>) -> Result<(Wal, Vec<Frame>)> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let mut first_seqs = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
+            let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+                first_seqs.push(seq);
+            }
+        }
+        first_seqs.sort_unstable();
+        let mut frames = Vec::new();
+        let mut files = BTreeMap::new();
+        let n_files = first_seqs.len();
+        let mut last_seq = 0u64;
+        for (file_idx, first_seq) in first_seqs.iter().copied().enumerate() {
+            let path = wal_path(dir, first_seq);
+            let mut bytes = Vec::new();
+            File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| StoreError::io(&path, e))?;
+            let decoded = decode_frames(&bytes);
+            if let Some(reason) = &decoded.stopped {
+                if file_idx + 1 != n_files {
+                    return Err(StoreError::WalCorrupt { path, offset: decoded.valid_bytes as u64, reason: reason.clone() });
+                }
+                tracing::warn!(path = %path.display(), offset = decoded.valid_bytes, reason, "cutting torn wal tail");
+                let file = OpenOptions::new().write(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+                file.set_len(decoded.valid_bytes as u64).map_err(|e| StoreError::io(&path, e))?;
+                file.sync_all().map_err(|e| StoreError::io(&path, e))?;
+            }
+            let mut info = WalFileInfo { max_seq: first_seq.saturating_sub(1), ..Default::default() };
+            for frame in &decoded.frames {
+                if frame.seq < first_seq || frame.seq <= last_seq {
+                    return Err(StoreError::WalCorrupt {
+                        path,
+                        offset: 0,
+                        reason: format!("sequence {} after {last_seq} is out of order", frame.seq),
+                    });
+                }
+                last_seq = frame.seq;
+                info.max_seq = frame.seq;
+                for partition in partitions_of(frame) {
+                    info.partitions.insert(partition, frame.seq);
+                }
+            }
+            frames.extend(decoded.frames);
+            files.insert(first_seq, info);
+        }
+        // A new file per start keeps every file's frames from a single run; an empty newest file is reused.
+        let next_seq = last_seq + 1;
+        let (active, active_bytes) = open_active(dir, next_seq)?;
+        files.entry(next_seq).or_insert(WalFileInfo { max_seq: last_seq, ..Default::default() });
+        let wal = Wal { dir: dir.to_path_buf(), active, active_first_seq: next_seq, active_bytes, files };
+        Ok((wal, frames))
+    }
+
+    /// The sequence number the next frame must carry at least.
+    pub fn next_seq(&self) -> u64 {
+        self.files.values().map(|info| info.max_seq).max().unwrap_or(0) + 1
+    }
+
+    /// Starts a new active file whose first frame will have `first_seq`.
+    fn start_file(&mut self, first_seq: u64) -> Result<()> {
+        let (file, len) = open_active(&self.dir, first_seq)?;
+        self.active = file;
+        self.active_first_seq = first_seq;
+        self.active_bytes = len;
+        self.files.entry(first_seq).or_insert(WalFileInfo { max_seq: first_seq.saturating_sub(1), ..Default::default() });
+        Ok(())
+    }
+
+    /// Writes one encoded frame and fsyncs it. Only after this returns is the frame acknowledged.
+    pub fn append(&mut self, seq: u64, partitions: &[(Table, i64)], frame: &[u8]) -> Result<()> {
+        if self.active_bytes >= WAL_FILE_BYTES_ROTATE {
+            self.start_file(seq)?;
+        }
+        let path = wal_path(&self.dir, self.active_first_seq);
+        if let Err(e) = self.active.write_all(frame).and_then(|()| self.active.sync_data()) {
+            // A partly written frame would be cut as a torn tail on restart; cut it now so later
+            // frames are not written behind garbage.
+            let _ = self.active.set_len(self.active_bytes);
+            return Err(StoreError::io(path, e));
+        }
+        self.active_bytes += frame.len() as u64;
+        let info = self.files.get_mut(&self.active_first_seq).expect("the active file is tracked");
+        info.max_seq = seq;
+        for partition in partitions {
+            info.partitions.insert(*partition, seq);
+        }
+        Ok(())
+    }
+
+    /// Deletes every WAL file whose frames are all covered by `watermark` (the highest flushed
+    /// sequence number of a partition) and by `positions_seq` (the sequence the positions checkpoint
+    /// covers). The active file is rotated first when it is fully covered.
+    pub fn collect_garbage(&mut self, watermark: impl Fn(Table, i64) -> u64, positions_seq: u64, next_seq: u64) -> Result<usize> {
+        let covered = |info: &WalFileInfo| {
+            info.max_seq <= positions_seq && info.partitions.iter().all(|((table, hour), seq)| watermark(*table, *hour) >= *seq)
+        };
+        let active_info = self.files.get(&self.active_first_seq).expect("the active file is tracked");
+        if self.active_bytes > 0 && covered(active_info) {
+            self.start_file(next_seq)?;
+        }
+        let doomed: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(first_seq, info)| **first_seq != self.active_first_seq && covered(info))
+            .map(|(first_seq, _)| *first_seq)
+            .collect();
+        for first_seq in &doomed {
+            let path = wal_path(&self.dir, *first_seq);
+            std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            self.files.remove(first_seq);
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(doomed.len())
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn bytes_active(&self) -> u64 {
+        self.active_bytes
+    }
+}
+
+fn open_active(dir: &Path, first_seq: u64) -> Result<(File, u64)> {
+    let path = wal_path(dir, first_seq);
+    let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+    let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+    sync_dir(dir)?;
+    Ok((file, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, RecordBatchOptions};
+
+    use super::*;
+
+    fn empty_batch(table: Table) -> RecordBatch {
+        let schema = table.schema();
+        let columns: Vec<ArrayRef> = schema.fields().iter().map(|f| arrow::array::new_empty_array(f.data_type())).collect();
+        RecordBatch::try_new_with_options(schema, columns, &RecordBatchOptions::new().with_row_count(Some(0))).unwrap()
+    }
+
+    #[test]
+    fn frames_round_trip_with_and_without_batches() {
+        let positions = vec![Position { stream: "kafka:logs/3".into(), offset: 42 }];
+        let batches = vec![(Table::Logs, empty_batch(Table::Logs)), (Table::DeadLetters, empty_batch(Table::DeadLetters))];
+        let mut bytes = encode_frame(7, &batches, &positions).unwrap();
+        bytes.extend(encode_frame(8, &[], &[]).unwrap());
+        let decoded = decode_frames(&bytes);
+        assert!(decoded.stopped.is_none());
+        assert_eq!(decoded.valid_bytes, bytes.len());
+        assert_eq!(decoded.frames.len(), 2);
+        assert_eq!(decoded.frames[0].positions, positions);
+        assert_eq!(decoded.frames[0].batches.len(), 2);
+        assert_eq!(decoded.frames[0].batches[1].0, Table::DeadLetters);
+        assert_eq!(decoded.frames[0].batches[0].1.schema().fields(), Table::Logs.schema().fields());
+        assert!(decoded.frames[1].batches.is_empty());
+        assert_eq!(decoded.frames[1].seq, 8);
+    }
+
+    #[test]
+    fn a_frame_with_a_foreign_schema_is_rejected_on_decode() {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "x",
+            arrow::datatypes::DataType::Int64,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(arrow::array::Int64Array::from(vec![1]))]).unwrap();
+        let bytes = encode_frame(1, &[(Table::Logs, batch)], &[]).unwrap();
+        let decoded = decode_frames(&bytes);
+        assert!(decoded.frames.is_empty());
+        assert!(decoded.stopped.unwrap().contains("schema"));
+    }
+}
