@@ -14,6 +14,7 @@
 //! ```
 
 pub mod error;
+pub mod fixtures;
 pub mod ledger;
 pub mod location;
 pub mod schema;

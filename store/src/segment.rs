@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{Array, BooleanArray, RecordBatch, Scalar, TimestampMicrosecondArray};
 use arrow::compute::{and, concat_batches, filter_record_batch, kernels::cmp, sort_to_indices, take_record_batch};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -16,7 +16,7 @@ use parquet::file::statistics::Statistics;
 use crate::error::{Result, StoreError};
 use crate::ledger::sha256_hex;
 use crate::location::Location;
-use crate::schema::{Table, METADATA_SCHEMA_VERSION, METADATA_TABLE, SCHEMA_VERSION};
+use crate::schema::{Table, METADATA_SCHEMA_VERSION, METADATA_TABLE, SCHEMA_VERSION, TIME_ZONE};
 use crate::time::TimeRange;
 
 /// Rows per Parquet row group: small enough that time-range statistics prune, large enough to compress.
@@ -75,8 +75,8 @@ pub fn filter_time(table: Table, batch: &RecordBatch, range: TimeRange) -> Resul
         return Ok(batch.clone());
     }
     let times = time_values(table, batch)?;
-    let start = TimestampMicrosecondArray::new_scalar(range.start_micros);
-    let end = TimestampMicrosecondArray::new_scalar(range.end_micros);
+    let scalar = |micros: i64| Scalar::new(TimestampMicrosecondArray::from(vec![micros]).with_timezone(TIME_ZONE));
+    let (start, end) = (scalar(range.start_micros), scalar(range.end_micros));
     let mask: BooleanArray = and(&cmp::gt_eq(times, &start)?, &cmp::lt(times, &end)?)?;
     Ok(filter_record_batch(batch, &mask)?)
 }

@@ -38,7 +38,7 @@ mod tests {
     #[test]
     fn segment_paths_round_trip() {
         let path = segment_path(Table::Logs, 470_000, "node-a", 17);
-        assert_eq!(path, "logs/date=2023-08-13/hour=16/node-a-000000000017.parquet");
+        assert_eq!(path, "logs/date=2023-08-14/hour=08/node-a-000000000017.parquet");
         assert_eq!(parse_segment_path(&path), Some(SegmentName { table: Table::Logs, hour: 470_000, node: "node-a".into(), seq: 17 }));
         assert_eq!(parse_segment_path("logs/date=2023-08-13/hour=16/x.parquet"), None);
         assert_eq!(parse_segment_path("nope/date=2023-08-13/hour=16/a-1.parquet"), None);
