@@ -11,6 +11,8 @@ pub enum StoreError {
     SchemaMismatch { table: String, reason: String },
     #[error("batch for table {table} has a null in time column {column}")]
     NullTime { table: String, column: String },
+    #[error("data directory is in use by another process (lock {path}): {reason}")]
+    Locked { path: PathBuf, reason: String },
     #[error("invalid store location {location}: {reason}")]
     BadLocation { location: String, reason: String },
 

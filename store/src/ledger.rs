@@ -9,7 +9,8 @@
 use std::path::Path as FsPath;
 
 use bytes::Bytes;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+pub use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -287,6 +288,12 @@ impl LedgerWriter {
         let public = hex(self.key.verifying_key().as_bytes());
         self.location.put(&public_key_path(&self.node), Bytes::from(format!("{public}\n"))).await
     }
+}
+
+/// Signs `message` with the key whose secret is `secret`: for tests that play a forger holding a key
+/// that is not the node's.
+pub fn testing_sign(secret: &[u8; 32], message: &[u8]) -> Vec<u8> {
+    SigningKey::from_bytes(secret).sign(message).to_bytes().to_vec()
 }
 
 /// Parses a hex public key file.

@@ -172,6 +172,8 @@ struct State {
 /// The store. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Store {
     config: StoreConfig,
+    /// Holds an exclusive lock on `<data_dir>/LOCK` for the store's lifetime: one process per WAL.
+    _lock_file: std::fs::File,
     node: String,
     location: Location,
     verifying_key: VerifyingKey,
@@ -284,6 +286,16 @@ impl Store {
     pub async fn open(config: StoreConfig) -> Result<Store> {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StoreError::io(&data_dir, e))?;
+        let lock_path = data_dir.join("LOCK");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        if let Err(e) = lock_file.try_lock() {
+            return Err(StoreError::Locked { path: lock_path, reason: e.to_string() });
+        }
         let node = load_or_create_node_id(&data_dir, config.node_id.as_deref())?;
         let key = load_or_create_key(&data_dir.join("node.key"))?;
         let verifying_key = key.verifying_key();
@@ -350,6 +362,7 @@ impl Store {
         tracing::info!(node = %node, frames = frames.len(), replayed_rows, next_seq, "store opened");
         Ok(Store {
             config,
+            _lock_file: lock_file,
             node,
             location,
             verifying_key,
@@ -814,6 +827,22 @@ impl Store {
         let wal = lock(&self.wal);
         (wal.wal.file_count(), wal.wal.bytes_active())
     }
+}
+
+/// Segment counts per table from the ledgers alone, without opening the store (no lock, no WAL).
+pub async fn catalog_stats(location: &Location) -> Result<BTreeMap<Table, TableStats>> {
+    let mut catalog = BTreeMap::new();
+    load_other_nodes(location, "", &mut catalog).await?;
+    let mut stats: BTreeMap<Table, TableStats> = Table::ALL.iter().map(|t| (*t, TableStats::default())).collect();
+    for (table, segments) in &catalog {
+        let entry = stats.entry(*table).or_default();
+        for segment in segments.values() {
+            entry.segments += 1;
+            entry.segment_rows += segment.rows;
+            entry.segment_bytes += segment.bytes;
+        }
+    }
+    Ok(stats)
 }
 
 fn insert_hot(state: &mut State, table: Table, hour: i64, seq: u64, batch: RecordBatch) {

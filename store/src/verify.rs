@@ -273,11 +273,22 @@ pub async fn verify_location(location: &Location, trusted_keys: &HashMap<String,
             present.insert(path, meta.size);
         }
     }
+    // A segment whose ledger entry was deleted or cut off is explained by that finding already.
+    let explained = |path: &str| {
+        let Some(name) = parse_segment_path(path) else { return false };
+        report.findings.iter().any(|finding| match finding {
+            Finding::LedgerEntryMissing { node, seq } => *node == name.node && *seq == name.seq,
+            Finding::LedgerTruncated { node, head_seq, last_seq } => *node == name.node && name.seq > *last_seq && name.seq <= *head_seq,
+            _ => false,
+        })
+    };
+    let mut segment_findings = Vec::new();
     for (path, size) in &present {
         match segments.get(path) {
-            None => report.findings.push(Finding::UnknownSegment { path: path.clone() }),
+            None if explained(path) => {}
+            None => segment_findings.push(Finding::UnknownSegment { path: path.clone() }),
             Some(SegmentState { removed_by_seq: Some(seq), .. }) => {
-                report.findings.push(Finding::RemovedSegmentPresent { path: path.clone(), removed_by_seq: *seq })
+                segment_findings.push(Finding::RemovedSegmentPresent { path: path.clone(), removed_by_seq: *seq })
             }
             Some(state) => {
                 let bytes = location.get(path).await?;
@@ -285,7 +296,7 @@ pub async fn verify_location(location: &Location, trusted_keys: &HashMap<String,
                 report.bytes_checked += size;
                 let actual = sha256_hex(&bytes);
                 if actual != state.sha256 {
-                    report.findings.push(Finding::SegmentModified {
+                    segment_findings.push(Finding::SegmentModified {
                         path: path.clone(),
                         expected_sha256: state.sha256.clone(),
                         actual_sha256: actual,
@@ -294,6 +305,7 @@ pub async fn verify_location(location: &Location, trusted_keys: &HashMap<String,
             }
         }
     }
+    report.findings.extend(segment_findings);
     for (path, state) in &segments {
         if state.removed_by_seq.is_none() && !present.contains_key(path) {
             report.findings.push(Finding::SegmentMissing { path: path.clone(), added_by_seq: state.added_by_seq });
