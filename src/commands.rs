@@ -43,7 +43,8 @@ impl Paths {
         else {
             return Ok(None);
         };
-        let key = parse_public_key(&public).with_context(|| format!("{} is not a public key", self.data.join("node.pub").display()))?;
+        let key = parse_public_key(&public)
+            .with_context(|| format!("{} is not a public key", self.data.join("node.pub").display()))?;
         Ok(Some((node.trim().to_string(), key)))
     }
 }
@@ -71,13 +72,13 @@ pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode>
     }
     let report = store::verify_location(&location, &trusted).await?;
     if args.json {
-        let findings: Vec<serde_json::Value> = report
-            .findings
+        let findings: Vec<serde_json::Value> =
+            report.findings.iter().map(|f| serde_json::json!({ "kind": f.kind(), "message": f.to_string() })).collect();
+        let heads: Vec<serde_json::Value> = report
+            .heads
             .iter()
-            .map(|f| serde_json::json!({ "kind": f.kind(), "message": f.to_string() }))
+            .map(|(node, seq, hash)| serde_json::json!({"node": node, "seq": seq, "hash": hash}))
             .collect();
-        let heads: Vec<serde_json::Value> =
-            report.heads.iter().map(|(node, seq, hash)| serde_json::json!({"node": node, "seq": seq, "hash": hash})).collect();
         println!(
             "{}",
             serde_json::json!({
@@ -127,7 +128,10 @@ pub async fn info(paths: &Paths, args: InfoArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(0);
     let mut heads = Vec::new();
     for node in list_nodes(&location).await? {
-        let key = location.get_opt(&public_key_path(&node)).await?.and_then(|b| parse_public_key(&String::from_utf8_lossy(&b)));
+        let key = location
+            .get_opt(&public_key_path(&node))
+            .await?
+            .and_then(|b| parse_public_key(&String::from_utf8_lossy(&b)));
         let head = location.get_opt(&head_path(&node)).await?;
         if let (Some(key), Some(head)) = (key, head) {
             if let Ok((head, _)) = parse_head_file(&head, &key) {
@@ -175,7 +179,8 @@ pub async fn ledger(paths: &Paths, args: LedgerArgs) -> anyhow::Result<ExitCode>
     let Some((node, key)) = paths.local_node_key()? else {
         bail!("{} has no node identity (node.id, node.pub)", paths.data.display());
     };
-    let head = location.get_opt(&head_path(&node)).await?.with_context(|| format!("node {node} has no ledger head yet"))?;
+    let head =
+        location.get_opt(&head_path(&node)).await?.with_context(|| format!("node {node} has no ledger head yet"))?;
     let (parsed, valid) = parse_head_file(&head, &key).map_err(anyhow::Error::msg)?;
     if !valid {
         bail!("the ledger head of node {node} has a bad signature: run `coldtrail verify`");
@@ -210,6 +215,9 @@ pub async fn maintain(paths: &Paths, args: MaintainArgs) -> anyhow::Result<ExitC
     let expired = store.apply_retention(now).await?;
     let compacted = store.compact(now).await?;
     let head = store.ledger_head();
-    println!("flushed {flushed} segments, expired {expired}, compacted {compacted}; ledger head {} {}", head.seq, head.hash);
+    println!(
+        "flushed {flushed} segments, expired {expired}, compacted {compacted}; ledger head {} {}",
+        head.seq, head.hash
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,8 @@ fn make_store(dir: &Path) -> Vec<String> {
             store.append_batch(Table::Logs, batch).unwrap();
             store.flush_all().await.unwrap();
         }
-        let mut paths: Vec<String> = store.snapshot(Table::Logs, store::TimeRange::ALL).segments.into_iter().map(|s| s.path).collect();
+        let mut paths: Vec<String> =
+            store.snapshot(Table::Logs, store::TimeRange::ALL).segments.into_iter().map(|s| s.path).collect();
         paths.sort();
         paths
     })
@@ -33,10 +34,17 @@ struct Verified {
 }
 
 fn verify(dir: &Path) -> Verified {
-    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail")).arg("verify").arg("--json").arg("--data").arg(dir).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("verify")
+        .arg("--json")
+        .arg("--data")
+        .arg(dir)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let report: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {stdout} {}", String::from_utf8_lossy(&output.stderr)));
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("verify printed no JSON ({e}): {stdout} {}", String::from_utf8_lossy(&output.stderr))
+    });
     let findings = report["findings"].as_array().unwrap();
     Verified {
         code: output.status.code().unwrap(),
@@ -65,7 +73,8 @@ fn an_untouched_store_verifies_clean() {
     let verified = verify(dir.path());
     assert_eq!(verified.code, 0, "{:?}", verified.messages);
     assert!(verified.kinds.is_empty());
-    let human = Command::new(env!("CARGO_BIN_EXE_coldtrail")).arg("verify").arg("--data").arg(dir.path()).output().unwrap();
+    let human =
+        Command::new(env!("CARGO_BIN_EXE_coldtrail")).arg("verify").arg("--data").arg(dir.path()).output().unwrap();
     let text = String::from_utf8(human.stdout).unwrap();
     assert!(text.contains("checked 3 ledger entries of 1 node(s) and 3 segments"), "{text}");
     assert!(text.trim_end().ends_with("intact"), "{text}");
@@ -164,7 +173,11 @@ fn an_entry_forged_without_the_node_key_is_reported_as_a_bad_signature() {
     let verified = verify(dir.path());
     assert_eq!(verified.code, 1);
     assert!(verified.kinds.contains(&"ledger_bad_signature".to_string()), "{:?}", verified.messages);
-    assert!(verified.kinds.iter().all(|k| k == "ledger_bad_signature" || k == "ledger_head_invalid"), "{:?}", verified.messages);
+    assert!(
+        verified.kinds.iter().all(|k| k == "ledger_bad_signature" || k == "ledger_head_invalid"),
+        "{:?}",
+        verified.messages
+    );
 }
 
 /// A signing function with a key that is not the node's: what a forger has.
@@ -187,7 +200,12 @@ fn an_altered_entry_is_reported_as_altered() {
 #[test]
 fn a_missing_data_directory_is_an_error_not_a_clean_report() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail")).arg("verify").arg("--data").arg(dir.path().join("nope")).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("verify")
+        .arg("--data")
+        .arg(dir.path().join("nope"))
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no data directory"));
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef, RecordBatch, StringArray, StringDictionaryBuilder, TimestampMicrosecondArray};
+use arrow::array::{
+    new_null_array, ArrayRef, RecordBatch, StringArray, StringDictionaryBuilder, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Int32Type};
 
 use crate::schema::{Table, TIME_ZONE};
@@ -20,13 +22,18 @@ pub fn batch_with_ids(table: Table, ids: &[u64], time_of: impl Fn(u64) -> i64) -
         .enumerate()
         .map(|(idx, field)| -> ArrayRef {
             if idx == 0 {
-                return Arc::new(TimestampMicrosecondArray::from_iter_values(ids.iter().map(|id| time_of(*id))).with_timezone(TIME_ZONE));
+                return Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(ids.iter().map(|id| time_of(*id)))
+                        .with_timezone(TIME_ZONE),
+                );
             }
             if field.name() == id_column {
                 return Arc::new(StringArray::from_iter_values(ids.iter().map(|id| id.to_string())));
             }
             match (field.data_type(), field.is_nullable()) {
-                (DataType::Utf8, false) => Arc::new(StringArray::from_iter_values(ids.iter().map(|id| format!("{}-{id}", field.name())))),
+                (DataType::Utf8, false) => {
+                    Arc::new(StringArray::from_iter_values(ids.iter().map(|id| format!("{}-{id}", field.name()))))
+                }
                 (DataType::Dictionary(_, _), false) => {
                     let mut builder = StringDictionaryBuilder::<Int32Type>::new();
                     for id in ids {

@@ -242,7 +242,12 @@ impl LedgerWriter {
     }
 
     pub fn head(&self) -> LedgerHead {
-        LedgerHead { node: self.node.clone(), seq: self.last_seq, hash: self.last_hash.clone(), ts: format_micros(now_micros()) }
+        LedgerHead {
+            node: self.node.clone(),
+            seq: self.last_seq,
+            hash: self.last_hash.clone(),
+            ts: format_micros(now_micros()),
+        }
     }
 
     /// Writes the entry durably, then the new head. Returns the signed entry.
@@ -266,7 +271,8 @@ impl LedgerWriter {
             segment,
             removed,
         };
-        let json = serde_json::to_string(&entry).map_err(|e| StoreError::Internal(format!("ledger entry encode: {e}")))?;
+        let json =
+            serde_json::to_string(&entry).map_err(|e| StoreError::Internal(format!("ledger entry encode: {e}")))?;
         let (hash, signature) = sign_text(&self.key, &json);
         let file = format!("{json}\n{hash} {signature}\n");
         self.location.put(&entry_path(&self.node, entry.seq), Bytes::from(file)).await?;
@@ -278,7 +284,8 @@ impl LedgerWriter {
 
     /// Rewrites the signed head file from the writer's state.
     pub async fn write_head(&self) -> Result<()> {
-        let json = serde_json::to_string(&self.head()).map_err(|e| StoreError::Internal(format!("ledger head encode: {e}")))?;
+        let json = serde_json::to_string(&self.head())
+            .map_err(|e| StoreError::Internal(format!("ledger head encode: {e}")))?;
         let (_, signature) = sign_text(&self.key, &json);
         self.location.put(&head_path(&self.node), Bytes::from(format!("{json}\n{signature}\n"))).await
     }
@@ -313,7 +320,8 @@ pub fn load_or_create_key(path: &FsPath) -> Result<SigningKey> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut secret = [0u8; 32];
-            getrandom::fill(&mut secret).map_err(|e| StoreError::Internal(format!("no randomness for the node key: {e}")))?;
+            getrandom::fill(&mut secret)
+                .map_err(|e| StoreError::Internal(format!("no randomness for the node key: {e}")))?;
             write_private(path, &format!("{}\n", hex(&secret)))?;
             Ok(SigningKey::from_bytes(&secret))
         }

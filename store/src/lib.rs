@@ -29,7 +29,10 @@ pub use error::{Result, StoreError};
 pub use ledger::LedgerHead;
 pub use location::Location;
 pub use schema::{Table, SCHEMA_VERSION};
-pub use store::{catalog_stats, CompactionPolicy, FlushPolicy, MaintenanceReport, SegmentInfo, Store, StoreConfig, TableSnapshot, TableStats};
+pub use store::{
+    catalog_stats, CompactionPolicy, FlushPolicy, MaintenanceReport, SegmentInfo, Store, StoreConfig, TableSnapshot,
+    TableStats,
+};
 pub use time::TimeRange;
 pub use verify::{verify_location, Finding, VerifyReport};
 pub use wal::Position;

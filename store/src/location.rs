@@ -49,7 +49,8 @@ impl Location {
         let path = FsPath::new(location.strip_prefix("file://").unwrap_or(location));
         std::fs::create_dir_all(path).map_err(|e| StoreError::io(path, e))?;
         let root = std::fs::canonicalize(path).map_err(|e| StoreError::io(path, e))?;
-        let local = LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?.with_automatic_cleanup(true);
+        let local =
+            LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?.with_automatic_cleanup(true);
         Ok(Location { object_store: Arc::new(local), url: root.display().to_string(), local_root: Some(root) })
     }
 

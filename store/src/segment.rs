@@ -49,7 +49,8 @@ pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSe
     let batch = take_record_batch(&batch, &order)?;
     let times = time_values(table, &batch)?;
     assert_eq!(times.null_count(), 0, "time column of {table} has nulls after the append check");
-    let (min_ts_micros, max_ts_micros) = if times.is_empty() { (0, 0) } else { (times.value(0), times.value(times.len() - 1)) };
+    let (min_ts_micros, max_ts_micros) =
+        if times.is_empty() { (0, 0) } else { (times.value(0), times.value(times.len() - 1)) };
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -66,7 +67,13 @@ pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSe
     writer.write(&batch)?;
     writer.close()?;
     let sha256 = sha256_hex(&buffer);
-    Ok(EncodedSegment { bytes: Bytes::from(buffer), rows: batch.num_rows() as u64, min_ts_micros, max_ts_micros, sha256 })
+    Ok(EncodedSegment {
+        bytes: Bytes::from(buffer),
+        rows: batch.num_rows() as u64,
+        min_ts_micros,
+        max_ts_micros,
+        sha256,
+    })
 }
 
 /// Keeps the rows of `batch` whose time (column 0) lies in `range`.
@@ -102,11 +109,20 @@ pub async fn read_segment(
 }
 
 /// Decodes the rows of a segment's bytes in `range` with columns `projection`.
-pub fn decode_segment(table: Table, path: &str, bytes: Bytes, projection: Option<&[usize]>, range: TimeRange) -> Result<Vec<RecordBatch>> {
+pub fn decode_segment(
+    table: Table,
+    path: &str,
+    bytes: Bytes,
+    projection: Option<&[usize]>,
+    range: TimeRange,
+) -> Result<Vec<RecordBatch>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| StoreError::SegmentCorrupt { path: path.into(), reason: e.to_string() })?;
     if builder.schema().fields() != table.schema().fields() {
-        return Err(StoreError::SegmentCorrupt { path: path.into(), reason: format!("schema is not the schema of {table}") });
+        return Err(StoreError::SegmentCorrupt {
+            path: path.into(),
+            reason: format!("schema is not the schema of {table}"),
+        });
     }
     let row_groups: Vec<usize> = builder
         .metadata()
@@ -123,7 +139,8 @@ pub fn decode_segment(table: Table, path: &str, bytes: Bytes, projection: Option
         .map(|(idx, _)| idx)
         .collect();
     // The time column is always read, to filter on it; it is dropped after when not asked for.
-    let mut columns: Vec<usize> = projection.map_or_else(|| (0..table.schema().fields().len()).collect(), <[usize]>::to_vec);
+    let mut columns: Vec<usize> =
+        projection.map_or_else(|| (0..table.schema().fields().len()).collect(), <[usize]>::to_vec);
     let keep_time = columns.contains(&0);
     if !keep_time {
         columns.insert(0, 0);

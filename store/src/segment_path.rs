@@ -28,7 +28,9 @@ pub fn parse_segment_path(path: &str) -> Option<SegmentName> {
 
 /// Node ids name files: lowercase letters, digits, `_` and `-`, 1 to 64 of them.
 pub fn valid_node_id(node: &str) -> bool {
-    !node.is_empty() && node.len() <= 64 && node.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !node.is_empty()
+        && node.len() <= 64
+        && node.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -39,7 +41,10 @@ mod tests {
     fn segment_paths_round_trip() {
         let path = segment_path(Table::Logs, 470_000, "node-a", 17);
         assert_eq!(path, "logs/date=2023-08-14/hour=08/node-a-000000000017.parquet");
-        assert_eq!(parse_segment_path(&path), Some(SegmentName { table: Table::Logs, hour: 470_000, node: "node-a".into(), seq: 17 }));
+        assert_eq!(
+            parse_segment_path(&path),
+            Some(SegmentName { table: Table::Logs, hour: 470_000, node: "node-a".into(), seq: 17 })
+        );
         assert_eq!(parse_segment_path("logs/date=2023-08-13/hour=16/x.parquet"), None);
         assert_eq!(parse_segment_path("nope/date=2023-08-13/hour=16/a-1.parquet"), None);
     }

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::ledger::{
-    head_path, hex, list_nodes, load_or_create_key, parse_entry_file,
-    read_entry_files, LedgerHead, LedgerOp, LedgerWriter, RemovedSegment, SegmentRecord, SignedEntry,
+    head_path, hex, list_nodes, load_or_create_key, parse_entry_file, read_entry_files, LedgerHead, LedgerOp,
+    LedgerWriter, RemovedSegment, SegmentRecord, SignedEntry,
 };
 use crate::location::Location;
 use crate::schema::{ledger_schema, timestamp_type, Table};
@@ -62,7 +62,11 @@ pub struct CompactionPolicy {
 
 impl Default for CompactionPolicy {
     fn default() -> Self {
-        CompactionPolicy { small_segment_rows_max: 250_000, small_segments_min: 8, closed_after: Duration::from_secs(600) }
+        CompactionPolicy {
+            small_segment_rows_max: 250_000,
+            small_segments_min: 8,
+            closed_after: Duration::from_secs(600),
+        }
     }
 }
 
@@ -333,7 +337,8 @@ impl Store {
         remove_unrecorded_segments(&location, &node, &state.catalog).await?;
 
         let checkpoint: PositionsCheckpoint = match location.get_opt(&positions_path(&node)).await? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Internal(format!("bad positions checkpoint: {e}")))?,
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Internal(format!("bad positions checkpoint: {e}")))?,
             None => PositionsCheckpoint::default(),
         };
         state.positions = checkpoint.positions;
@@ -444,7 +449,9 @@ impl Store {
         let segments = state
             .catalog
             .get(&table)
-            .map(|segments| segments.values().filter(|s| range.overlaps(s.min_ts_micros, s.max_ts_micros)).cloned().collect())
+            .map(|segments| {
+                segments.values().filter(|s| range.overlaps(s.min_ts_micros, s.max_ts_micros)).cloned().collect()
+            })
             .unwrap_or_default();
         let hot = state
             .hot
@@ -470,7 +477,12 @@ impl Store {
         }
     }
 
-    async fn scan_once(&self, table: Table, projection: Option<&[usize]>, range: TimeRange) -> Result<Vec<RecordBatch>> {
+    async fn scan_once(
+        &self,
+        table: Table,
+        projection: Option<&[usize]>,
+        range: TimeRange,
+    ) -> Result<Vec<RecordBatch>> {
         let snapshot = self.snapshot(table, range);
         let mut out = Vec::new();
         for segment in &snapshot.segments {
@@ -579,8 +591,10 @@ impl Store {
         *watermark = (*watermark).max(seq_hi);
         if let Some(partition) = state.hot.get_mut(&(table, hour)) {
             partition.batches.retain(|(seq, _)| *seq > seq_hi);
-            let (rows, bytes) =
-                partition.batches.iter().fold((0, 0), |(r, b), (_, batch)| (r + batch.num_rows(), b + batch.get_array_memory_size()));
+            let (rows, bytes) = partition
+                .batches
+                .iter()
+                .fold((0, 0), |(r, b), (_, batch)| (r + batch.num_rows(), b + batch.get_array_memory_size()));
             let freed = partition.bytes - bytes;
             partition.rows = rows;
             partition.bytes = bytes;
@@ -603,7 +617,8 @@ impl Store {
         };
         if seq > already {
             let checkpoint = PositionsCheckpoint { wal_seq: seq, positions };
-            let json = serde_json::to_vec(&checkpoint).map_err(|e| StoreError::Internal(format!("positions encode: {e}")))?;
+            let json =
+                serde_json::to_vec(&checkpoint).map_err(|e| StoreError::Internal(format!("positions encode: {e}")))?;
             self.location.put(&positions_path(&self.node), Bytes::from(json)).await?;
             lock(&self.state).positions_checkpoint_seq = seq;
         }
@@ -611,7 +626,11 @@ impl Store {
         let state = lock(&self.state);
         let next_seq = wal.next_seq;
         let checkpoint_seq = state.positions_checkpoint_seq;
-        wal.wal.collect_garbage(|table, hour| state.watermarks.get(&(table, hour)).copied().unwrap_or(0), checkpoint_seq, next_seq)
+        wal.wal.collect_garbage(
+            |table, hour| state.watermarks.get(&(table, hour)).copied().unwrap_or(0),
+            checkpoint_seq,
+            next_seq,
+        )
     }
 
     /// Deletes segments whose newest row is older than the table's retention. Returns segments removed.
@@ -635,7 +654,8 @@ impl Store {
                     .iter()
                     .map(|s| RemovedSegment { path: s.path.clone(), sha256: s.sha256.clone(), rows: s.rows })
                     .collect();
-                let signed = ledger.append(LedgerOp::Retention, table.name(), &partition_dir(hour), None, removed).await?;
+                let signed =
+                    ledger.append(LedgerOp::Retention, table.name(), &partition_dir(hour), None, removed).await?;
                 {
                     let mut state = lock(&self.state);
                     apply_entry(&mut state.catalog, &signed);
@@ -703,7 +723,8 @@ impl Store {
                 .iter()
                 .map(|s| RemovedSegment { path: s.path.clone(), sha256: s.sha256.clone(), rows: s.rows })
                 .collect();
-            let signed = ledger.append(LedgerOp::Compact, table.name(), &partition_dir(hour), Some(record), removed).await?;
+            let signed =
+                ledger.append(LedgerOp::Compact, table.name(), &partition_dir(hour), Some(record), removed).await?;
             {
                 let mut state = lock(&self.state);
                 apply_entry(&mut state.catalog, &signed);
@@ -779,7 +800,9 @@ impl Store {
             text(&|e| Some(e.entry.partition.clone())),
             text(&|e| e.entry.segment.as_ref().map(|s| s.path.clone())),
             text(&|e| e.entry.segment.as_ref().map(|s| s.sha256.clone())),
-            std::sync::Arc::new(entries.iter().map(|e| e.entry.segment.as_ref().map(|s| s.rows as i64)).collect::<Int64Array>()),
+            std::sync::Arc::new(
+                entries.iter().map(|e| e.entry.segment.as_ref().map(|s| s.rows as i64)).collect::<Int64Array>(),
+            ),
             std::sync::Arc::new(
                 entries
                     .iter()
@@ -794,7 +817,10 @@ impl Store {
                     .collect::<TimestampMicrosecondArray>()
                     .with_timezone(crate::schema::TIME_ZONE),
             ),
-            text(&|e| (!e.entry.removed.is_empty()).then(|| e.entry.removed.iter().map(|r| r.path.as_str()).collect::<Vec<_>>().join(","))),
+            text(&|e| {
+                (!e.entry.removed.is_empty())
+                    .then(|| e.entry.removed.iter().map(|r| r.path.as_str()).collect::<Vec<_>>().join(","))
+            }),
             text(&|e| Some(e.entry.prev_hash.clone())),
             text(&|e| Some(e.hash.clone())),
         ];
@@ -877,7 +903,8 @@ fn load_or_create_node_id(data_dir: &FsPath, wanted: Option<&str>) -> Result<Str
         (None, Some(wanted)) => wanted.to_string(),
         (None, None) => {
             let mut random = [0u8; 4];
-            getrandom::fill(&mut random).map_err(|e| StoreError::Internal(format!("no randomness for the node id: {e}")))?;
+            getrandom::fill(&mut random)
+                .map_err(|e| StoreError::Internal(format!("no randomness for the node id: {e}")))?;
             format!("n{}", hex(&random))
         }
     };
@@ -893,7 +920,11 @@ fn load_or_create_node_id(data_dir: &FsPath, wanted: Option<&str>) -> Result<Str
 
 /// Adds the live segments of every other node's ledger to the catalog. Their chains are checked by
 /// `verify`, not here: a damaged foreign ledger must not stop this node.
-async fn load_other_nodes(location: &Location, own: &str, catalog: &mut BTreeMap<Table, BTreeMap<String, SegmentInfo>>) -> Result<()> {
+async fn load_other_nodes(
+    location: &Location,
+    own: &str,
+    catalog: &mut BTreeMap<Table, BTreeMap<String, SegmentInfo>>,
+) -> Result<()> {
     for node in list_nodes(location).await? {
         if node == own {
             continue;
@@ -901,7 +932,9 @@ async fn load_other_nodes(location: &Location, own: &str, catalog: &mut BTreeMap
         for (seq, path, bytes) in read_entry_files(location, &node).await? {
             match parse_entry_file(&bytes) {
                 Ok(signed) => apply_entry(catalog, &signed),
-                Err(reason) => tracing::warn!(node, seq, path, reason, "unreadable ledger entry of another node skipped"),
+                Err(reason) => {
+                    tracing::warn!(node, seq, path, reason, "unreadable ledger entry of another node skipped")
+                }
             }
         }
     }
@@ -910,7 +943,11 @@ async fn load_other_nodes(location: &Location, own: &str, catalog: &mut BTreeMap
 
 /// Deletes this node's segment files that no live ledger entry records: written before a crash cut off
 /// their ledger entry, or removed by an entry before a crash cut off the deletion.
-async fn remove_unrecorded_segments(location: &Location, node: &str, catalog: &BTreeMap<Table, BTreeMap<String, SegmentInfo>>) -> Result<()> {
+async fn remove_unrecorded_segments(
+    location: &Location,
+    node: &str,
+    catalog: &BTreeMap<Table, BTreeMap<String, SegmentInfo>>,
+) -> Result<()> {
     for table in Table::ALL {
         for meta in location.list(table.name()).await? {
             let path = meta.location.to_string();

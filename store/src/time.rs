@@ -36,13 +36,7 @@ pub fn hour_of(micros: i64) -> i64 {
 /// The Hive-style partition directory of an hour bucket: `date=YYYY-MM-DD/hour=HH`.
 pub fn partition_dir(hour: i64) -> String {
     let datetime = datetime_of(hour * MICROS_PER_HOUR);
-    format!(
-        "date={:04}-{:02}-{:02}/hour={:02}",
-        datetime.year(),
-        datetime.month(),
-        datetime.day(),
-        datetime.hour()
-    )
+    format!("date={:04}-{:02}-{:02}/hour={:02}", datetime.year(), datetime.month(), datetime.day(), datetime.hour())
 }
 
 /// Parses `date=YYYY-MM-DD/hour=HH` back into its hour bucket.

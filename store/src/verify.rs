@@ -68,7 +68,10 @@ impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Finding::SegmentModified { path, expected_sha256, actual_sha256 } => {
-                write!(f, "segment {path} was modified: sha256 is {actual_sha256}, the ledger recorded {expected_sha256}")
+                write!(
+                    f,
+                    "segment {path} was modified: sha256 is {actual_sha256}, the ledger recorded {expected_sha256}"
+                )
             }
             Finding::SegmentMissing { path, added_by_seq } => {
                 write!(f, "segment {path} was deleted: ledger entry {added_by_seq} added it and none removed it")
@@ -113,7 +116,12 @@ pub struct ChainCheck {
 }
 
 /// Checks one node's chain: sequence, hashes, links, signatures and head.
-pub fn check_chain(node: &str, files: &[(u64, String, bytes::Bytes)], head: Option<&[u8]>, key: &VerifyingKey) -> ChainCheck {
+pub fn check_chain(
+    node: &str,
+    files: &[(u64, String, bytes::Bytes)],
+    head: Option<&[u8]>,
+    key: &VerifyingKey,
+) -> ChainCheck {
     let mut check = ChainCheck::default();
     let mut expected_seq = 1u64;
     // The hash the next entry must link to; `None` right after a gap or a bad entry, where the link
@@ -136,7 +144,11 @@ pub fn check_chain(node: &str, files: &[(u64, String, bytes::Bytes)], head: Opti
         };
         let entry = &signed.entry;
         if entry.seq != *file_seq || entry.node != node {
-            check.findings.push(Finding::LedgerReordered { node: node.into(), file_seq: *file_seq, entry_seq: entry.seq });
+            check.findings.push(Finding::LedgerReordered {
+                node: node.into(),
+                file_seq: *file_seq,
+                entry_seq: entry.seq,
+            });
             expected_prev = None;
             check.entries.push(signed);
             continue;
@@ -153,13 +165,16 @@ pub fn check_chain(node: &str, files: &[(u64, String, bytes::Bytes)], head: Opti
     }
     let last_seq = expected_seq - 1;
     match head {
-        None if last_seq > 0 => check.findings.push(Finding::LedgerHeadInvalid { node: node.into(), reason: "head file is missing".into() }),
+        None if last_seq > 0 => {
+            check.findings.push(Finding::LedgerHeadInvalid { node: node.into(), reason: "head file is missing".into() })
+        }
         None => {}
         Some(bytes) => match parse_head_file(bytes, key) {
             Err(reason) => check.findings.push(Finding::LedgerHeadInvalid { node: node.into(), reason }),
-            Ok((_, false)) => check
-                .findings
-                .push(Finding::LedgerHeadInvalid { node: node.into(), reason: "bad signature: forged without the node key".into() }),
+            Ok((_, false)) => check.findings.push(Finding::LedgerHeadInvalid {
+                node: node.into(),
+                reason: "bad signature: forged without the node key".into(),
+            }),
             Ok((head, true)) => {
                 check.head_seq = Some(head.seq);
                 if head.seq > last_seq {
@@ -209,7 +224,10 @@ impl VerifyReport {
 
 /// Verifies every chain and segment in `location`. `trusted_keys` overrides the published public key of
 /// a node (the local node's own key from its data directory, or a key the operator kept elsewhere).
-pub async fn verify_location(location: &Location, trusted_keys: &HashMap<String, VerifyingKey>) -> Result<VerifyReport> {
+pub async fn verify_location(
+    location: &Location,
+    trusted_keys: &HashMap<String, VerifyingKey>,
+) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut segments: BTreeMap<String, SegmentState> = BTreeMap::new();
     let mut nodes = list_nodes(location).await?;
@@ -233,7 +251,9 @@ pub async fn verify_location(location: &Location, trusted_keys: &HashMap<String,
             (Some(trusted), _) => *trusted,
             (None, Some(published)) => published,
             (None, None) => {
-                report.findings.push(Finding::PublicKeyInvalid { node: node.clone(), reason: "no readable public key".into() });
+                report
+                    .findings
+                    .push(Finding::PublicKeyInvalid { node: node.clone(), reason: "no readable public key".into() });
                 continue;
             }
         };
@@ -278,7 +298,9 @@ pub async fn verify_location(location: &Location, trusted_keys: &HashMap<String,
         let Some(name) = parse_segment_path(path) else { return false };
         report.findings.iter().any(|finding| match finding {
             Finding::LedgerEntryMissing { node, seq } => *node == name.node && *seq == name.seq,
-            Finding::LedgerTruncated { node, head_seq, last_seq } => *node == name.node && name.seq > *last_seq && name.seq <= *head_seq,
+            Finding::LedgerTruncated { node, head_seq, last_seq } => {
+                *node == name.node && name.seq > *last_seq && name.seq <= *head_seq
+            }
             _ => false,
         })
     };

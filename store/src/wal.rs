@@ -101,7 +101,11 @@ pub fn encode_unsealed(batches: &[(Table, RecordBatch)], positions: &[Position])
         drop(writer);
         let ipc_len = bytes.len() - ipc_len_at - 4;
         if bytes.len() - FRAME_HEADER_BYTES > FRAME_PAYLOAD_BYTES_MAX {
-            return Err(StoreError::FrameTooLarge { table: table.name().into(), bytes: bytes.len(), limit: FRAME_PAYLOAD_BYTES_MAX });
+            return Err(StoreError::FrameTooLarge {
+                table: table.name().into(),
+                bytes: bytes.len(),
+                limit: FRAME_PAYLOAD_BYTES_MAX,
+            });
         }
         bytes[ipc_len_at..ipc_len_at + 4].copy_from_slice(&(ipc_len as u32).to_le_bytes());
     }
@@ -270,7 +274,11 @@ impl Wal {
             let decoded = decode_frames(&bytes);
             if let Some(reason) = &decoded.stopped {
                 if file_idx + 1 != n_files {
-                    return Err(StoreError::WalCorrupt { path, offset: decoded.valid_bytes as u64, reason: reason.clone() });
+                    return Err(StoreError::WalCorrupt {
+                        path,
+                        offset: decoded.valid_bytes as u64,
+                        reason: reason.clone(),
+                    });
                 }
                 tracing::warn!(path = %path.display(), offset = decoded.valid_bytes, reason, "cutting torn wal tail");
                 let file = OpenOptions::new().write(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
@@ -314,7 +322,9 @@ impl Wal {
         self.active = file;
         self.active_first_seq = first_seq;
         self.active_bytes = len;
-        self.files.entry(first_seq).or_insert(WalFileInfo { max_seq: first_seq.saturating_sub(1), ..Default::default() });
+        self.files
+            .entry(first_seq)
+            .or_insert(WalFileInfo { max_seq: first_seq.saturating_sub(1), ..Default::default() });
         Ok(())
     }
 
@@ -342,9 +352,15 @@ impl Wal {
     /// Deletes every WAL file whose frames are all covered by `watermark` (the highest flushed
     /// sequence number of a partition) and by `positions_seq` (the sequence the positions checkpoint
     /// covers). The active file is rotated first when it is fully covered.
-    pub fn collect_garbage(&mut self, watermark: impl Fn(Table, i64) -> u64, positions_seq: u64, next_seq: u64) -> Result<usize> {
+    pub fn collect_garbage(
+        &mut self,
+        watermark: impl Fn(Table, i64) -> u64,
+        positions_seq: u64,
+        next_seq: u64,
+    ) -> Result<usize> {
         let covered = |info: &WalFileInfo| {
-            info.max_seq <= positions_seq && info.partitions.iter().all(|((table, hour), seq)| watermark(*table, *hour) >= *seq)
+            info.max_seq <= positions_seq
+                && info.partitions.iter().all(|((table, hour), seq)| watermark(*table, *hour) >= *seq)
         };
         let active_info = self.files.get(&self.active_first_seq).expect("the active file is tracked");
         if self.active_bytes > 0 && covered(active_info) {
@@ -394,14 +410,16 @@ mod tests {
 
     fn empty_batch(table: Table) -> RecordBatch {
         let schema = table.schema();
-        let columns: Vec<ArrayRef> = schema.fields().iter().map(|f| arrow::array::new_empty_array(f.data_type())).collect();
+        let columns: Vec<ArrayRef> =
+            schema.fields().iter().map(|f| arrow::array::new_empty_array(f.data_type())).collect();
         RecordBatch::try_new_with_options(schema, columns, &RecordBatchOptions::new().with_row_count(Some(0))).unwrap()
     }
 
     #[test]
     fn frames_round_trip_with_and_without_batches() {
         let positions = vec![Position { stream: "kafka:logs/3".into(), offset: 42 }];
-        let batches = vec![(Table::Logs, empty_batch(Table::Logs)), (Table::DeadLetters, empty_batch(Table::DeadLetters))];
+        let batches =
+            vec![(Table::Logs, empty_batch(Table::Logs)), (Table::DeadLetters, empty_batch(Table::DeadLetters))];
         let mut bytes = encode_frame(7, &batches, &positions).unwrap();
         bytes.extend(encode_frame(8, &[], &[]).unwrap());
         let decoded = decode_frames(&bytes);

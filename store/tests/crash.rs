@@ -89,7 +89,10 @@ fn acknowledged_rows_survive_sigkill_exactly_once() {
             if *acked {
                 assert_eq!(n_present, hi - lo, "acknowledged batch {lo}..{hi} is complete");
             } else {
-                assert!(n_present == 0 || n_present == hi - lo, "unacknowledged batch {lo}..{hi} is all or nothing: {n_present}");
+                assert!(
+                    n_present == 0 || n_present == hi - lo,
+                    "unacknowledged batch {lo}..{hi} is all or nothing: {n_present}"
+                );
             }
         }
         // Every stored row belongs to an announced batch.

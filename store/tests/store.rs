@@ -65,7 +65,8 @@ async fn flush_writes_one_time_sorted_segment_per_hour() {
         assert_eq!(segment.rows, 100);
         let file = dir.path().join(&segment.path);
         let bytes = bytes::Bytes::from(std::fs::read(&file).unwrap());
-        let batches = store::segment::decode_segment(Table::Invocations, &segment.path, bytes, None, TimeRange::ALL).unwrap();
+        let batches =
+            store::segment::decode_segment(Table::Invocations, &segment.path, bytes, None, TimeRange::ALL).unwrap();
         let times: Vec<i64> = batches
             .iter()
             .flat_map(|b| store::segment::time_values(Table::Invocations, b).unwrap().values().to_vec())
@@ -82,12 +83,15 @@ async fn time_ranges_prune_segments_and_filter_rows() {
     let store = Store::open(config(dir.path())).await.unwrap();
     for hour in 0..4 {
         let ids: Vec<u64> = (hour * 10..hour * 10 + 10).collect();
-        let batch = batch_with_ids(Table::Cloudtrail, &ids, |id| T0 + (id / 10) as i64 * MICROS_PER_HOUR + (id % 10) as i64);
+        let batch =
+            batch_with_ids(Table::Cloudtrail, &ids, |id| T0 + (id / 10) as i64 * MICROS_PER_HOUR + (id % 10) as i64);
         store.append_batch(Table::Cloudtrail, batch).unwrap();
     }
     store.flush_all().await.unwrap();
     // One more hot row in hour 1.
-    store.append_batch(Table::Cloudtrail, batch_with_ids(Table::Cloudtrail, &[99], |_| T0 + MICROS_PER_HOUR + 50)).unwrap();
+    store
+        .append_batch(Table::Cloudtrail, batch_with_ids(Table::Cloudtrail, &[99], |_| T0 + MICROS_PER_HOUR + 50))
+        .unwrap();
     let range = TimeRange::new(T0 + MICROS_PER_HOUR + 5, T0 + 2 * MICROS_PER_HOUR + 3);
     let snapshot = store.snapshot(Table::Cloudtrail, range);
     assert_eq!(snapshot.segments.len(), 2, "hours 1 and 2 only");
@@ -109,7 +113,8 @@ async fn positions_are_stored_with_their_rows_and_survive_wal_collection() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).await.unwrap();
     let batch = batch_with_ids(Table::Logs, &ids(0..10), |id| T0 + id as i64);
-    let positions = [Position { stream: "kafka:logs/0".into(), offset: 10 }, Position { stream: "kafka:logs/1".into(), offset: 3 }];
+    let positions =
+        [Position { stream: "kafka:logs/0".into(), offset: 10 }, Position { stream: "kafka:logs/1".into(), offset: 3 }];
     store.append(&[(Table::Logs, batch)], &positions).unwrap();
     store.append(&[], &[Position { stream: "kafka:logs/0".into(), offset: 12 }]).unwrap();
     assert_eq!(store.position("kafka:logs/0"), Some(12));
@@ -154,7 +159,9 @@ async fn retention_and_compaction_keep_rows_and_the_ledger_consistent() {
     // Recent data in three small segments of one hour.
     for chunk in 1..4u64 {
         let ids: Vec<u64> = (chunk * 100..chunk * 100 + 5).collect();
-        store.append_batch(Table::Logs, batch_with_ids(Table::Logs, &ids, |id| now - MICROS_PER_HOUR / 2 + id as i64)).unwrap();
+        store
+            .append_batch(Table::Logs, batch_with_ids(Table::Logs, &ids, |id| now - MICROS_PER_HOUR / 2 + id as i64))
+            .unwrap();
         store.flush_all().await.unwrap();
     }
     assert_eq!(store.stats()[&Table::Logs].segments, 4);
@@ -184,7 +191,9 @@ async fn a_segment_left_unrecorded_by_a_crash_is_removed_on_open() {
     let node = store.node_id().to_string();
     drop(store);
     // What a crash after the put and before the ledger append leaves behind.
-    let orphan = store::segment::encode_segment(Table::Logs, &[batch_with_ids(Table::Logs, &ids(0..20), |id| T0 + id as i64)]).unwrap();
+    let orphan =
+        store::segment::encode_segment(Table::Logs, &[batch_with_ids(Table::Logs, &ids(0..20), |id| T0 + id as i64)])
+            .unwrap();
     let orphan_path = store::segment_path::segment_path(Table::Logs, store::time::hour_of(T0), &node, 1);
     std::fs::create_dir_all(dir.path().join(&orphan_path).parent().unwrap()).unwrap();
     std::fs::write(dir.path().join(&orphan_path), &orphan.bytes).unwrap();

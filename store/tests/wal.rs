@@ -15,7 +15,11 @@ fn frames(row_counts: &[usize]) -> (Vec<u8>, Vec<usize>) {
     for (idx, rows) in row_counts.iter().enumerate() {
         let ids: Vec<u64> = (next_id..next_id + *rows as u64).collect();
         next_id += *rows as u64;
-        let batches = if ids.is_empty() { vec![] } else { vec![(Table::Logs, batch_with_ids(Table::Logs, &ids, |id| T0 + id as i64))] };
+        let batches = if ids.is_empty() {
+            vec![]
+        } else {
+            vec![(Table::Logs, batch_with_ids(Table::Logs, &ids, |id| T0 + id as i64))]
+        };
         let position = Position { stream: format!("s{}", idx % 3), offset: next_id };
         bytes.extend(encode_frame(idx as u64 + 1, &batches, &[position]).unwrap());
         ends.push(bytes.len());

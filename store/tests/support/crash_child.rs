@@ -18,7 +18,8 @@ async fn main() {
     let dir = args.next().expect("usage: crash_child DATA_DIR SEED");
     let mut seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let mut config = StoreConfig::new(&dir);
-    config.flush = FlushPolicy { partition_rows_max: 600, partition_age_max: Duration::from_millis(30), ..FlushPolicy::default() };
+    config.flush =
+        FlushPolicy { partition_rows_max: 600, partition_age_max: Duration::from_millis(30), ..FlushPolicy::default() };
     config.compaction.small_segments_min = 3;
     let store = Store::open(config).await.expect("store opens after a crash");
     let existing = ids_of(Table::Logs, &store.scan(Table::Logs, None, TimeRange::ALL).await.expect("scan"));
@@ -32,10 +33,13 @@ async fn main() {
         let rows = 1 + (seed >> 33) % 64;
         let ids: Vec<u64> = (next..next + rows).collect();
         // Two thousand rows per hour, so partitions roll over while the test runs.
-        let batch = batch_with_ids(Table::Logs, &ids, |id| T0 + (id as i64 / 2_000) * 3_600_000_000 + (id % 2_000) as i64);
+        let batch =
+            batch_with_ids(Table::Logs, &ids, |id| T0 + (id as i64 / 2_000) * 3_600_000_000 + (id % 2_000) as i64);
         writeln!(stdout, "BEGIN {next} {}", next + rows).unwrap();
         stdout.flush().unwrap();
-        store.append(&[(Table::Logs, batch)], &[Position { stream: "crash".into(), offset: next + rows }]).expect("append");
+        store
+            .append(&[(Table::Logs, batch)], &[Position { stream: "crash".into(), offset: next + rows }])
+            .expect("append");
         writeln!(stdout, "ACK {next} {}", next + rows).unwrap();
         stdout.flush().unwrap();
         next += rows;

@@ -1,0 +1,406 @@
+//! Invocation assembly: turns `START`, `END`, `REPORT`, platform events, application lines, trigger
+//! events and trace ids into exactly one `invocations` row per request id, whatever order they come in.
+//!
+//! An invocation is emitted as soon as its `START` and `REPORT` are both seen; one missing a part waits
+//! until event time has moved `grace` past its last part, or until the end of a finite input. Emitted
+//! request ids are remembered (bounded) so that a part arriving after emission does not make a second row.
+//! Memory is bounded by `pending_max`: past it, the oldest pending invocation is emitted as it is.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::lambda::{Message, Report};
+use crate::rows::{bounded, TableBuilder, Value};
+use crate::trigger::Trigger;
+
+/// Bytes of the trigger event kept in `event_payload`.
+pub const EVENT_PAYLOAD_BYTES_MAX: usize = 8 * 1024;
+/// Bytes of an error message kept in `error_message`.
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 2 * 1024;
+
+/// Where an invocation's parts came from.
+#[derive(Debug, Clone, Default)]
+pub struct Origin<'a> {
+    pub function_name: Option<&'a str>,
+    pub log_group: Option<&'a str>,
+    pub log_stream: Option<&'a str>,
+    pub account: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub source: &'a str,
+    pub position: &'a str,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    function_name: Option<String>,
+    function_version: Option<String>,
+    log_group: Option<String>,
+    log_stream: Option<String>,
+    account: Option<String>,
+    region: Option<String>,
+    start_ts: Option<i64>,
+    end_ts: Option<i64>,
+    last_ts: i64,
+    seen_start: bool,
+    report: Option<Report<'static>>,
+    cold_start: bool,
+    status: Option<String>,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    trace_id: Option<String>,
+    trigger: Option<Trigger>,
+    event_payload: Option<String>,
+    source: String,
+    position: String,
+}
+
+/// Per execution environment (log stream): whether the next invocation is a cold start, and which
+/// request is running, for lines that do not name their request.
+#[derive(Debug, Default)]
+struct Environment {
+    cold_next: bool,
+    current_request: Option<String>,
+}
+
+/// Counters of the assembler, for metrics and the ingest summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AssemblyStats {
+    pub emitted: u64,
+    pub evicted: u64,
+    pub late_parts: u64,
+}
+
+pub struct Assembler {
+    pending: HashMap<String, Pending>,
+    /// Request ids in the order they became pending, for eviction; may hold ids already emitted.
+    arrival: VecDeque<String>,
+    emitted: HashSet<String>,
+    emitted_order: VecDeque<String>,
+    environments: HashMap<String, Environment>,
+    pending_max: usize,
+    emitted_memory: usize,
+    grace_micros: i64,
+    pub stats: AssemblyStats,
+}
+
+impl Assembler {
+    pub fn new(pending_max: usize, grace_micros: i64) -> Self {
+        Assembler {
+            pending: HashMap::new(),
+            arrival: VecDeque::new(),
+            emitted: HashSet::new(),
+            emitted_order: VecDeque::new(),
+            environments: HashMap::new(),
+            pending_max,
+            emitted_memory: pending_max * 4,
+            grace_micros,
+            stats: AssemblyStats::default(),
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The request currently running in a log stream, for lines that do not name one.
+    pub fn current_request(&self, log_stream: Option<&str>) -> Option<&str> {
+        self.environments.get(log_stream?)?.current_request.as_deref()
+    }
+
+    fn entry(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64) -> Option<&mut Pending> {
+        if self.emitted.contains(request_id) {
+            self.stats.late_parts += 1;
+            return None;
+        }
+        if !self.pending.contains_key(request_id) {
+            self.arrival.push_back(request_id.to_string());
+            self.pending.insert(
+                request_id.to_string(),
+                Pending { source: origin.source.to_string(), position: origin.position.to_string(), last_ts: ts, ..Pending::default() },
+            );
+        }
+        let pending = self.pending.get_mut(request_id).expect("inserted above");
+        let fill = |slot: &mut Option<String>, value: Option<&str>| {
+            if slot.is_none() {
+                *slot = value.map(str::to_string);
+            }
+        };
+        fill(&mut pending.function_name, origin.function_name);
+        fill(&mut pending.log_group, origin.log_group);
+        fill(&mut pending.log_stream, origin.log_stream);
+        fill(&mut pending.account, origin.account);
+        fill(&mut pending.region, origin.region);
+        pending.last_ts = pending.last_ts.max(ts);
+        Some(pending)
+    }
+
+    /// Feeds one classified message at event time `ts`. Returns whether an invocation became complete;
+    /// completed invocations are appended to `out` right away.
+    pub fn observe(&mut self, message: &Message<'_>, ts: i64, origin: &Origin<'_>, out: &mut TableBuilder) {
+        let stream_key = origin.log_stream.map(str::to_string);
+        match message {
+            Message::InitStart { .. } => {
+                if let Some(stream) = stream_key {
+                    self.environments.entry(stream).or_default().cold_next = true;
+                }
+            }
+            Message::Start { request_id, version, trace_id } => {
+                let cold = stream_key.as_ref().and_then(|s| self.environments.get_mut(s)).is_some_and(|env| std::mem::take(&mut env.cold_next));
+                if let Some(stream) = &stream_key {
+                    self.environments.entry(stream.clone()).or_default().current_request = Some(request_id.to_string());
+                }
+                if let Some(pending) = self.entry(request_id, origin, ts) {
+                    pending.seen_start = true;
+                    pending.start_ts = Some(pending.start_ts.map_or(ts, |t| t.min(ts)));
+                    pending.cold_start |= cold;
+                    if pending.function_version.is_none() {
+                        pending.function_version = version.as_deref().map(str::to_string);
+                    }
+                    if pending.trace_id.is_none() {
+                        pending.trace_id = trace_id.as_deref().map(str::to_string);
+                    }
+                }
+                self.emit_if_complete(request_id, out);
+            }
+            Message::End { request_id } => {
+                if let Some(stream) = &stream_key {
+                    if let Some(env) = self.environments.get_mut(stream) {
+                        if env.current_request.as_deref() == Some(request_id) {
+                            env.current_request = None;
+                        }
+                    }
+                }
+                if let Some(pending) = self.entry(request_id, origin, ts) {
+                    pending.end_ts = Some(pending.end_ts.map_or(ts, |t| t.max(ts)));
+                }
+            }
+            Message::Report(report) => {
+                if let Some(pending) = self.entry(&report.request_id, origin, ts) {
+                    pending.cold_start |= report.init_duration_ms.is_some() || report.restore_duration_ms.is_some();
+                    if pending.trace_id.is_none() {
+                        pending.trace_id = report.trace_id.as_deref().map(str::to_string);
+                    }
+                    if pending.end_ts.is_none() {
+                        pending.end_ts = Some(ts);
+                    }
+                    pending.report = Some(report.to_static());
+                }
+                self.emit_if_complete(&report.request_id, out);
+            }
+            Message::RuntimeDone { request_id, status, error_type } => {
+                if let Some(pending) = self.entry(request_id, origin, ts) {
+                    set_status(pending, status.as_deref(), error_type.as_deref(), None);
+                }
+            }
+            Message::Timeout { request_id, seconds } => {
+                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.log_stream).map(str::to_string));
+                if let Some(pending) = request_id.and_then(|id| self.entry(&id, origin, ts)) {
+                    let text = seconds.map_or("Task timed out".to_string(), |s| format!("Task timed out after {s:.2} seconds"));
+                    set_status(pending, Some("timeout"), Some("Sandbox.Timedout"), Some(&text));
+                }
+            }
+            Message::RuntimeExit { request_id, error, error_type } => {
+                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.log_stream).map(str::to_string));
+                if let Some(pending) = request_id.and_then(|id| self.entry(&id, origin, ts)) {
+                    set_status(pending, Some("crash"), Some(error_type), Some(error));
+                }
+            }
+            Message::App { request_id, level, message, .. } => {
+                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.log_stream).map(str::to_string));
+                let Some(request_id) = request_id else { return };
+                let trigger = crate::trigger::find_in_message(message);
+                let is_error = level.as_deref() == Some("ERROR") || level.as_deref() == Some("FATAL");
+                if trigger.is_none() && !is_error {
+                    return;
+                }
+                if let Some(pending) = self.entry(&request_id, origin, ts) {
+                    if let Some((trigger, at)) = trigger {
+                        if pending.trigger.is_none() {
+                            pending.event_payload = Some(bounded(&message[at..], EVENT_PAYLOAD_BYTES_MAX).to_string());
+                            pending.trigger = Some(trigger);
+                        }
+                    } else if is_error && pending.error_message.is_none() {
+                        pending.error_message = Some(bounded(message, ERROR_MESSAGE_BYTES_MAX).to_string());
+                        if let Some(error_type) = error_type_of(message) {
+                            pending.error_type.get_or_insert(error_type);
+                        }
+                    }
+                }
+            }
+            Message::InitReport { .. } | Message::PlatformNotice { .. } => {}
+        }
+    }
+
+    /// Attaches a trace id learned elsewhere (an X-Ray segment naming the request).
+    pub fn link_trace(&mut self, request_id: &str, trace_id: &str, origin: &Origin<'_>, ts: i64) {
+        if let Some(pending) = self.entry(request_id, origin, ts) {
+            pending.trace_id.get_or_insert_with(|| trace_id.to_string());
+        }
+    }
+
+    fn emit_if_complete(&mut self, request_id: &str, out: &mut TableBuilder) {
+        if self.pending.get(request_id).is_some_and(|p| p.seen_start && p.report.is_some()) {
+            self.emit(request_id, out);
+        }
+        self.enforce_limit(out);
+    }
+
+    fn enforce_limit(&mut self, out: &mut TableBuilder) {
+        while self.pending.len() > self.pending_max {
+            let Some(oldest) = self.arrival.pop_front() else { break };
+            if self.pending.contains_key(&oldest) {
+                self.stats.evicted += 1;
+                self.emit(&oldest, out);
+            }
+        }
+        // The arrival queue also holds ids emitted on completion; trim it when it outgrows the map.
+        if self.arrival.len() > self.pending.len() * 2 + 1024 {
+            let pending = &self.pending;
+            self.arrival.retain(|id| pending.contains_key(id));
+        }
+    }
+
+    /// Emits every invocation whose last part is older than `watermark - grace`.
+    pub fn flush_older_than(&mut self, watermark_micros: i64, out: &mut TableBuilder) {
+        let cutoff = watermark_micros.saturating_sub(self.grace_micros);
+        let due: Vec<String> = self.pending.iter().filter(|(_, p)| p.last_ts < cutoff).map(|(id, _)| id.clone()).collect();
+        for id in due {
+            self.emit(&id, out);
+        }
+    }
+
+    /// Emits every pending invocation: the input ended.
+    pub fn flush_all(&mut self, out: &mut TableBuilder) {
+        let all: Vec<String> = self.pending.keys().cloned().collect();
+        for id in all {
+            self.emit(&id, out);
+        }
+        self.arrival.clear();
+    }
+
+    fn emit(&mut self, request_id: &str, out: &mut TableBuilder) {
+        let Some(p) = self.pending.remove(request_id) else { return };
+        self.stats.emitted += 1;
+        if self.emitted.insert(request_id.to_string()) {
+            self.emitted_order.push_back(request_id.to_string());
+            while self.emitted_order.len() > self.emitted_memory {
+                if let Some(old) = self.emitted_order.pop_front() {
+                    self.emitted.remove(&old);
+                }
+            }
+        }
+        let report = p.report.clone().unwrap_or_default();
+        let status = final_status(&p);
+        let error_type = p.error_type.clone().or_else(|| report.error_type.as_deref().map(str::to_string)).or_else(|| {
+            (status == "crash" && report.max_memory_used_mb.is_some() && report.max_memory_used_mb == report.memory_size_mb)
+                .then(|| "Runtime.OutOfMemory".to_string())
+        });
+        let start = p.start_ts.or_else(|| {
+            let end = p.end_ts?;
+            Some(end - report.duration_ms.map_or(0, |d| (d * 1000.0) as i64))
+        });
+        let ts = start.unwrap_or(p.last_ts);
+        let trigger = p.trigger.as_ref();
+        let function_name = p.function_name.as_deref().unwrap_or("unknown");
+        out.push(&[
+            Value::Time(Some(ts)),
+            Value::Time(p.end_ts),
+            Value::Text(p.account.as_deref()),
+            Value::Text(p.region.as_deref()),
+            Value::Text(Some(function_name)),
+            Value::Text(p.function_version.as_deref()),
+            Value::Text(Some(request_id)),
+            Value::Text(p.log_group.as_deref()),
+            Value::Text(p.log_stream.as_deref()),
+            Value::Bool(Some(p.cold_start)),
+            Value::Float(report.init_duration_ms),
+            Value::Float(report.restore_duration_ms),
+            Value::Float(report.duration_ms),
+            Value::Int(report.billed_duration_ms),
+            Value::Int(report.memory_size_mb),
+            Value::Int(report.max_memory_used_mb),
+            Value::Text(Some(status)),
+            Value::Text(error_type.as_deref()),
+            Value::Text(p.error_message.as_deref()),
+            Value::Text(p.trace_id.as_deref()),
+            Value::Text(Some(trigger.map_or("unknown", |t| t.trigger))),
+            Value::Text(trigger.and_then(|t| t.source_ip.as_deref())),
+            Value::Text(trigger.and_then(|t| t.user_agent.as_deref())),
+            Value::Text(trigger.and_then(|t| t.principal.as_deref())),
+            Value::Text(trigger.and_then(|t| t.http_method.as_deref())),
+            Value::Text(trigger.and_then(|t| t.http_path.as_deref())),
+            Value::Text(p.event_payload.as_deref()),
+            Value::Text(Some(&p.source)),
+            Value::Text(Some(&p.position)),
+        ]);
+    }
+}
+
+/// Records the strongest outcome seen: crash and timeout beat error, error beats success.
+fn set_status(pending: &mut Pending, status: Option<&str>, error_type: Option<&str>, message: Option<&str>) {
+    let rank = |s: &str| match s {
+        "crash" => 4,
+        "timeout" => 3,
+        "error" => 2,
+        _ => 1,
+    };
+    if let Some(status) = status.map(normalise_status) {
+        if pending.status.as_deref().is_none_or(|current| rank(status) > rank(current)) {
+            pending.status = Some(status.to_string());
+            if let Some(error_type) = error_type {
+                pending.error_type = Some(error_type.to_string());
+            }
+            if let Some(message) = message {
+                pending.error_message = Some(bounded(message, ERROR_MESSAGE_BYTES_MAX).to_string());
+            }
+        }
+    }
+}
+
+/// Lambda's status words in both formats, to this table's: success, error, timeout, crash, throttled.
+fn normalise_status(status: &str) -> &'static str {
+    match status {
+        "success" => "success",
+        "timeout" => "timeout",
+        "failure" | "crash" => "crash",
+        "throttled" => "throttled",
+        _ => "error",
+    }
+}
+
+fn final_status(pending: &Pending) -> &'static str {
+    let from_report = pending.report.as_ref().and_then(|r| r.status.as_deref()).map(normalise_status);
+    let from_parts = pending.status.as_deref().map(normalise_status);
+    let status = match (from_report, from_parts) {
+        (Some(report), Some(parts)) if report == "success" => parts,
+        (Some(report), _) => report,
+        (None, Some(parts)) => parts,
+        (None, None) if pending.report.is_some() => {
+            if pending.error_message.is_some() {
+                "error"
+            } else {
+                "success"
+            }
+        }
+        (None, None) => "unknown",
+    };
+    if status == "success" && pending.error_type.is_some() {
+        return "error";
+    }
+    status
+}
+
+/// The error type at the start of an error line: `Runtime.ImportModuleError: …`, `TypeError: …`,
+/// `{"errorType":"…"}`.
+fn error_type_of(message: &str) -> Option<String> {
+    if let Some(at) = message.find("\"errorType\":\"") {
+        let rest = &message[at + 13..];
+        return rest.split('"').next().map(str::to_string);
+    }
+    let head = message.split([':', '\n']).next()?.trim();
+    let looks_like_type = !head.is_empty()
+        && head.len() <= 80
+        && !head.contains(' ')
+        && head.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && (head.contains("Error") || head.contains("Exception"));
+    looks_like_type.then(|| head.to_string())
+}

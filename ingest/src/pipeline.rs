@@ -1,0 +1,570 @@
+//! The ingest pipeline: detects the format of each input unit (a file, an object, a Kafka message, an
+//! HTTP body), decodes it, and builds rows of every table, with every rejected record kept as a
+//! dead letter. It does no IO: sources hand it bytes and store the batches it returns.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use arrow::array::RecordBatch;
+use base64::Engine;
+use serde_json::Value as Json;
+use store::Table;
+
+use crate::assemble::{Assembler, AssemblyStats, Origin};
+use crate::cloudwatch::{export_stream_of_key, function_of_group, Subscription};
+use crate::lambda::{self, Message};
+use crate::rows::{bounded, TableBuilder, Value};
+use crate::{cloudtrail, timestamp, trace};
+
+/// One log message (CloudWatch caps events at 256 KiB); longer ones are dead letters.
+pub const LINE_BYTES_MAX: usize = 256 * 1024;
+/// Decompressed bytes of one input unit.
+pub const DECOMPRESSED_BYTES_MAX: usize = 1024 * 1024 * 1024;
+/// Raw bytes kept with a dead letter.
+pub const DEAD_LETTER_RAW_BYTES_MAX: usize = 64 * 1024;
+/// Nesting of encodings (base64 in JSON in gzip in base64 ...) followed before giving up.
+const DECODE_DEPTH_MAX: usize = 4;
+
+/// The input format of a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Detect per unit (and per line of NDJSON).
+    Auto,
+    /// Lambda log lines, text or JSON format, optionally prefixed by a timestamp (export objects,
+    /// `aws logs tail`).
+    Lambda,
+    /// CloudWatch Logs subscription payloads.
+    Subscription,
+    /// CloudWatch Logs export-to-S3 objects.
+    Export,
+    /// CloudTrail files or events.
+    CloudTrail,
+    /// X-Ray segment documents.
+    XRay,
+    /// OTLP/JSON traces.
+    Otlp,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "auto" => Format::Auto,
+            "lambda" => Format::Lambda,
+            "subscription" | "cloudwatch" => Format::Subscription,
+            "export" => Format::Export,
+            "cloudtrail" => Format::CloudTrail,
+            "xray" => Format::XRay,
+            "otlp" => Format::Otlp,
+            other => return Err(format!("unknown format {other:?}: auto, lambda, subscription, export, cloudtrail, xray, otlp")),
+        })
+    }
+}
+
+/// Where a unit comes from.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unit<'a> {
+    /// The input stream: `file:/path`, `s3://bucket/key`, `kafka:topic/3`, `http`, `stdin`.
+    pub source: &'a str,
+    /// The unit's position in its stream (offset, line).
+    pub position: &'a str,
+    /// The file name or object key, which names the log stream of export objects.
+    pub key: Option<&'a str>,
+    /// The log group, when the source knows it and the data does not say.
+    pub log_group: Option<&'a str>,
+}
+
+/// Counts of what a pipeline has seen.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IngestStats {
+    pub units: u64,
+    pub bytes: u64,
+    pub log_lines: u64,
+    pub cloudtrail_events: u64,
+    pub spans: u64,
+    pub control_messages: u64,
+    pub dead_letters: BTreeMap<&'static str, u64>,
+    pub assembly: AssemblyStats,
+}
+
+impl IngestStats {
+    pub fn dead_letters_total(&self) -> u64 {
+        self.dead_letters.values().sum()
+    }
+}
+
+/// Pipeline settings.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Most invocations awaiting their missing parts at once.
+    pub pending_invocations_max: usize,
+    /// How far event time must move past an invocation's last part before it is emitted incomplete.
+    pub assembly_grace_micros: i64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { pending_invocations_max: 100_000, assembly_grace_micros: 15 * 60 * 1_000_000 }
+    }
+}
+
+/// Log context of a message.
+#[derive(Clone, Copy, Debug, Default)]
+struct Context<'a> {
+    log_group: Option<&'a str>,
+    log_stream: Option<&'a str>,
+    account: Option<&'a str>,
+}
+
+pub struct Pipeline {
+    logs: TableBuilder,
+    invocations: TableBuilder,
+    cloudtrail: TableBuilder,
+    spans: TableBuilder,
+    dead_letters: TableBuilder,
+    assembler: Assembler,
+    /// The latest event time seen: drives emission of incomplete invocations.
+    watermark_micros: i64,
+    pub stats: IngestStats,
+}
+
+fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// Decompresses gzip (also concatenated members), refusing to go past `DECOMPRESSED_BYTES_MAX`.
+pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(64 * 1024 * 1024));
+    let decoder = flate2::read::MultiGzDecoder::new(bytes);
+    let read = decoder.take(DECOMPRESSED_BYTES_MAX as u64 + 1).read_to_end(&mut out).map_err(|e| format!("broken gzip: {e}"))?;
+    if read > DECOMPRESSED_BYTES_MAX {
+        return Err(format!("gzip expands past {DECOMPRESSED_BYTES_MAX} bytes"));
+    }
+    Ok(out)
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline::new(PipelineConfig::default())
+    }
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Self {
+        Pipeline {
+            logs: TableBuilder::new(Table::Logs),
+            invocations: TableBuilder::new(Table::Invocations),
+            cloudtrail: TableBuilder::new(Table::Cloudtrail),
+            spans: TableBuilder::new(Table::Spans),
+            dead_letters: TableBuilder::new(Table::DeadLetters),
+            assembler: Assembler::new(config.pending_invocations_max, config.assembly_grace_micros),
+            watermark_micros: i64::MIN,
+            stats: IngestStats::default(),
+        }
+    }
+
+    /// Rows built and not yet taken.
+    pub fn buffered_rows(&self) -> usize {
+        self.logs.rows() + self.invocations.rows() + self.cloudtrail.rows() + self.spans.rows() + self.dead_letters.rows()
+    }
+
+    /// Approximate text bytes built and not yet taken.
+    pub fn buffered_bytes(&self) -> usize {
+        self.logs.bytes() + self.invocations.bytes() + self.cloudtrail.bytes() + self.spans.bytes() + self.dead_letters.bytes()
+    }
+
+    /// Invocations waiting for missing parts.
+    pub fn pending_invocations(&self) -> usize {
+        self.assembler.pending()
+    }
+
+    /// Takes every row built so far, one batch per table.
+    pub fn take_batches(&mut self) -> Vec<(Table, RecordBatch)> {
+        self.stats.assembly = self.assembler.stats;
+        [&mut self.logs, &mut self.invocations, &mut self.cloudtrail, &mut self.spans, &mut self.dead_letters]
+            .into_iter()
+            .filter_map(|builder| builder.finish().map(|batch| (builder.table(), batch)))
+            .collect()
+    }
+
+    /// The input ended: emits every invocation still waiting for parts.
+    pub fn finish(&mut self) {
+        self.assembler.flush_all(&mut self.invocations);
+        self.stats.assembly = self.assembler.stats;
+    }
+
+    /// Decodes one unit. Never fails: what cannot be decoded becomes dead letters.
+    pub fn ingest(&mut self, format: Format, bytes: &[u8], unit: &Unit<'_>) {
+        self.stats.units += 1;
+        self.stats.bytes += bytes.len() as u64;
+        self.decode(format, bytes, unit, 0);
+        self.assembler.flush_older_than(self.watermark_micros, &mut self.invocations);
+    }
+
+    fn decode(&mut self, format: Format, bytes: &[u8], unit: &Unit<'_>, depth: usize) {
+        if depth > DECODE_DEPTH_MAX {
+            return self.dead_letter("nesting_too_deep", "encodings nested too deeply", bytes, unit.source, unit.position);
+        }
+        let decompressed;
+        let bytes = if is_gzip(bytes) {
+            match gunzip(bytes) {
+                Ok(plain) => {
+                    decompressed = plain;
+                    &decompressed[..]
+                }
+                Err(error) => return self.dead_letter("gzip", &error, bytes, unit.source, unit.position),
+            }
+        } else {
+            bytes
+        };
+        match format {
+            Format::Auto => self.auto(bytes, unit, depth),
+            Format::Lambda | Format::Export => self.text_lines(bytes, unit),
+            Format::Subscription => self.subscription_bytes(bytes, unit),
+            Format::CloudTrail | Format::XRay | Format::Otlp => match serde_json::from_slice::<Json>(bytes) {
+                Ok(json) => match format {
+                    Format::CloudTrail => self.cloudtrail_json(&json, bytes, unit),
+                    _ => self.trace_json(&json, bytes, unit),
+                },
+                Err(error) => self.json_error(&error, bytes, unit),
+            },
+        }
+    }
+
+    fn auto(&mut self, bytes: &[u8], unit: &Unit<'_>, depth: usize) {
+        let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+        let body = &bytes[start..];
+        if body.is_empty() {
+            return;
+        }
+        if body.starts_with(b"H4sI") {
+            // Base64 of gzip: a subscription payload as Kinesis or Firehose deliver its data.
+            if let Some(decoded) = std::str::from_utf8(body).ok().and_then(base64_decode) {
+                return self.decode(Format::Auto, &decoded, unit, depth + 1);
+            }
+        }
+        if body[0] == b'{' || body[0] == b'[' {
+            // A subscription payload is parsed straight into borrowed structs: the hot path.
+            if body.len() < 4096 || body[..4096].windows(13).any(|w| w == b"\"messageType\"") {
+                if let Ok(subscription) = serde_json::from_slice::<Subscription<'_>>(body) {
+                    return self.subscription(subscription, unit);
+                }
+            }
+            match serde_json::from_slice::<Json>(body) {
+                Ok(json) => return self.json(&json, body, unit, depth),
+                Err(error) if !body.contains(&b'\n') => return self.json_error(&error, body, unit),
+                Err(_) => {}
+            }
+            // Newline-delimited: each line is JSON or a text line.
+            for (line_idx, line) in body.split(|b| *b == b'\n').enumerate() {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let position = format!("{}:{}", unit.position, line_idx + 1);
+                let line_unit = Unit { position: &position, ..*unit };
+                if line.first() == Some(&b'{') && line.len() <= LINE_BYTES_MAX {
+                    match serde_json::from_slice::<Json>(line) {
+                        Ok(json) => self.json(&json, line, &line_unit, depth),
+                        Err(error) => self.json_error(&error, line, &line_unit),
+                    }
+                } else {
+                    self.text_lines(line, &line_unit);
+                }
+            }
+            return;
+        }
+        self.text_lines(body, unit)
+    }
+
+    fn json(&mut self, json: &Json, raw: &[u8], unit: &Unit<'_>, depth: usize) {
+        if let Some(data) = json.get("awslogs").and_then(|a| a.get("data")).and_then(Json::as_str) {
+            return match base64_decode(data) {
+                Some(decoded) => self.decode(Format::Auto, &decoded, unit, depth + 1),
+                None => self.dead_letter("bad_base64", "awslogs.data is not base64", raw, unit.source, unit.position),
+            };
+        }
+        if json.get("messageType").is_some() {
+            return match serde_json::from_slice::<Subscription<'_>>(raw) {
+                Ok(subscription) => self.subscription(subscription, unit),
+                Err(error) => self.dead_letter("bad_subscription", &error.to_string(), raw, unit.source, unit.position),
+            };
+        }
+        // Kinesis (`Records[].kinesis.data`), Firehose (`records[].data`) and Kafka (`records{}[].value`)
+        // events carry base64 payloads; each is a unit of its own.
+        let mut nested = Vec::new();
+        if let Some(Json::Array(records)) = json.get("Records") {
+            nested.extend(records.iter().filter_map(|r| r.get("kinesis")?.get("data")?.as_str()));
+        }
+        match json.get("records") {
+            Some(Json::Array(records)) => nested.extend(records.iter().filter_map(|r| r.get("data")?.as_str())),
+            Some(Json::Object(partitions)) => {
+                nested.extend(partitions.values().filter_map(Json::as_array).flatten().filter_map(|r| r.get("value")?.as_str()))
+            }
+            _ => {}
+        }
+        if !nested.is_empty() {
+            for (idx, data) in nested.into_iter().enumerate() {
+                let position = format!("{}#{idx}", unit.position);
+                let record_unit = Unit { position: &position, ..*unit };
+                match base64_decode(data) {
+                    Some(decoded) => self.decode(Format::Auto, &decoded, &record_unit, depth + 1),
+                    None => self.dead_letter("bad_base64", "record data is not base64", data.as_bytes(), unit.source, &position),
+                }
+            }
+            return;
+        }
+        if cloudtrail::looks_like(json) {
+            return self.cloudtrail_json(json, raw, unit);
+        }
+        if trace::looks_like(json) {
+            return self.trace_json(json, raw, unit);
+        }
+        let is_log_line = json.get("type").and_then(Json::as_str).is_some_and(|t| t.starts_with("platform."))
+            || ((json.get("message").is_some() || json.get("msg").is_some())
+                && (json.get("timestamp").is_some() || json.get("time").is_some() || json.get("level").is_some()));
+        if is_log_line {
+            if let Ok(text) = std::str::from_utf8(raw) {
+                let context = self.context(unit, None);
+                return self.log_message(&context, None, text.trim(), unit, unit.position);
+            }
+        }
+        self.dead_letter("unrecognised_json", "JSON that is no log, CloudTrail or trace format", raw, unit.source, unit.position)
+    }
+
+    fn json_error(&mut self, error: &serde_json::Error, raw: &[u8], unit: &Unit<'_>) {
+        let reason = match error.classify() {
+            serde_json::error::Category::Eof => "truncated_json",
+            _ if error.to_string().contains("recursion limit") => "nesting_too_deep",
+            _ => "malformed_json",
+        };
+        self.dead_letter(reason, &error.to_string(), raw, unit.source, unit.position);
+    }
+
+    fn context<'u>(&self, unit: &Unit<'u>, stream: Option<&'u str>) -> Context<'u> {
+        Context { log_group: unit.log_group, log_stream: stream, account: None }
+    }
+
+    fn subscription_bytes(&mut self, bytes: &[u8], unit: &Unit<'_>) {
+        match serde_json::from_slice::<Json>(bytes) {
+            Ok(json) if json.get("awslogs").is_some() => self.json(&json, bytes, unit, 0),
+            Ok(_) => match serde_json::from_slice::<Subscription<'_>>(bytes) {
+                Ok(subscription) => self.subscription(subscription, unit),
+                Err(error) => self.dead_letter("bad_subscription", &error.to_string(), bytes, unit.source, unit.position),
+            },
+            Err(error) => self.json_error(&error, bytes, unit),
+        }
+    }
+
+    fn subscription(&mut self, subscription: Subscription<'_>, unit: &Unit<'_>) {
+        match subscription.message_type {
+            "CONTROL_MESSAGE" => {
+                self.stats.control_messages += 1;
+            }
+            "DATA_MESSAGE" => {
+                let context = Context {
+                    log_group: subscription.log_group.as_deref().or(unit.log_group),
+                    log_stream: subscription.log_stream.as_deref(),
+                    account: subscription.owner,
+                };
+                for (idx, event) in subscription.log_events.iter().enumerate() {
+                    let position = format!("{}#{idx}", unit.position);
+                    let ts = timestamp::millis_to_micros(event.timestamp);
+                    self.log_message(&context, ts, &event.message, unit, &position);
+                }
+            }
+            other => self.dead_letter(
+                "bad_subscription",
+                &format!("unknown messageType {other:?}"),
+                other.as_bytes(),
+                unit.source,
+                unit.position,
+            ),
+        }
+    }
+
+    fn cloudtrail_json(&mut self, json: &Json, raw: &[u8], unit: &Unit<'_>) {
+        let records = cloudtrail::records(json);
+        if records.is_empty() {
+            return self.dead_letter("cloudtrail_missing_field", "no records", raw, unit.source, unit.position);
+        }
+        for (idx, record) in records.into_iter().enumerate() {
+            let position = format!("{}#{idx}", unit.position);
+            match cloudtrail::push_record(&mut self.cloudtrail, record, unit.source, &position) {
+                Ok(()) => self.stats.cloudtrail_events += 1,
+                Err(rejected) => {
+                    let raw = record.to_string();
+                    self.dead_letter(rejected.reason, &rejected.detail, raw.as_bytes(), unit.source, &position);
+                }
+            }
+        }
+    }
+
+    fn trace_json(&mut self, json: &Json, raw: &[u8], unit: &Unit<'_>) {
+        let mut rejected = Vec::new();
+        let spans = trace::push_spans(&mut self.spans, json, unit.source, unit.position, &mut rejected);
+        self.stats.spans += spans.len() as u64;
+        for link in spans {
+            if let Some(request_id) = &link.request_id {
+                let origin = Origin { function_name: link.function_name.as_deref(), source: unit.source, position: unit.position, ..Origin::default() };
+                self.assembler.link_trace(request_id, &link.trace_id, &origin, link.start_micros);
+            }
+        }
+        for (reason, detail) in rejected {
+            self.dead_letter(reason, &detail, raw, unit.source, unit.position);
+        }
+    }
+
+    /// Lines of Lambda logs: text or JSON messages, optionally behind an export timestamp, with
+    /// continuation lines (stack traces) joined to the message they belong to.
+    fn text_lines(&mut self, bytes: &[u8], unit: &Unit<'_>) {
+        let stream_from_key = unit.key.and_then(export_stream_of_key);
+        let mut message = String::new();
+        let mut message_ts = None;
+        let mut message_line = 0usize;
+        let mut stream: Option<String> = stream_from_key.clone();
+        for (line_idx, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > LINE_BYTES_MAX {
+                let position = format!("{}:{}", unit.position, line_idx + 1);
+                self.dead_letter("oversized_line", &format!("line of {} bytes over {LINE_BYTES_MAX}", line.len()), line, unit.source, &position);
+                continue;
+            }
+            let Ok(line) = std::str::from_utf8(line) else {
+                let position = format!("{}:{}", unit.position, line_idx + 1);
+                self.dead_letter("invalid_utf8", "line is not UTF-8", line, unit.source, &position);
+                continue;
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            // In an export object every event starts with its timestamp, so a line without one continues
+            // the event before it.
+            let continues = is_continuation(line) || (stream_from_key.is_some() && timestamp::parse_prefix(line).is_none());
+            if !message.is_empty() && continues && message.len() + line.len() < LINE_BYTES_MAX {
+                message.push('\n');
+                message.push_str(line);
+                continue;
+            }
+            if !message.is_empty() {
+                self.flush_text_message(&message, message_ts, stream.as_deref(), unit, message_line);
+                message.clear();
+            }
+            let (ts, rest, line_stream) = split_event_prefix(line);
+            message_ts = ts;
+            message_line = line_idx + 1;
+            if let Some(line_stream) = line_stream {
+                stream = Some(line_stream.to_string());
+            } else if stream_from_key.is_some() {
+                stream = stream_from_key.clone();
+            }
+            message.push_str(rest);
+        }
+        if !message.is_empty() {
+            self.flush_text_message(&message, message_ts, stream.as_deref(), unit, message_line);
+        }
+    }
+
+    fn flush_text_message(&mut self, message: &str, ts: Option<i64>, stream: Option<&str>, unit: &Unit<'_>, line: usize) {
+        let context = Context { log_group: unit.log_group, log_stream: stream, account: None };
+        let position = format!("{}:{line}", unit.position);
+        self.log_message(&context, ts, message, unit, &position);
+    }
+
+    /// One log message: a `logs` row, and its part of an invocation.
+    fn log_message(&mut self, context: &Context<'_>, event_ts: Option<i64>, text: &str, unit: &Unit<'_>, position: &str) {
+        if text.len() > LINE_BYTES_MAX {
+            let reason = format!("message of {} bytes over {LINE_BYTES_MAX}", text.len());
+            return self.dead_letter("oversized_line", &reason, text.as_bytes(), unit.source, position);
+        }
+        let parsed = if text.starts_with('{') { lambda::parse_json(text) } else { None };
+        let (json_ts, message, format): (Option<i64>, Message<'_>, &str) = match parsed {
+            Some((ts, message)) => (ts, message, "json"),
+            None => (None, lambda::parse_text(text), "text"),
+        };
+        let line_ts = match &message {
+            Message::App { ts_micros, .. } => *ts_micros,
+            _ => None,
+        };
+        let ts = event_ts.or(json_ts).or(line_ts).unwrap_or(if self.watermark_micros == i64::MIN { store::time::now_micros() } else { self.watermark_micros });
+        self.watermark_micros = self.watermark_micros.max(ts);
+        let function_name = context.log_group.and_then(function_of_group);
+        let request_id: Option<Cow<'_, str>> = message
+            .request_id()
+            .filter(|id| !id.is_empty())
+            .map(|id| Cow::Owned(id.to_string()))
+            .or_else(|| self.assembler.current_request(context.log_stream).map(|id| Cow::Owned(id.to_string())));
+        self.logs.push(&[
+            Value::Time(Some(ts)),
+            Value::Text(function_name),
+            Value::Text(context.log_group),
+            Value::Text(context.log_stream),
+            Value::Text(request_id.as_deref()),
+            Value::Text(message.level()),
+            Value::Text(Some(text)),
+            Value::Text(Some(format)),
+            Value::Text(Some(unit.source)),
+            Value::Text(Some(position)),
+        ]);
+        self.stats.log_lines += 1;
+        let origin = Origin {
+            function_name,
+            log_group: context.log_group,
+            log_stream: context.log_stream,
+            account: context.account,
+            region: None,
+            source: unit.source,
+            position,
+        };
+        self.assembler.observe(&message, ts, &origin, &mut self.invocations);
+    }
+
+    /// Keeps a record that could not be decoded, with why.
+    pub fn dead_letter(&mut self, reason: &'static str, error: &str, raw: &[u8], source: &str, position: &str) {
+        *self.stats.dead_letters.entry(reason).or_default() += 1;
+        self.dead_letters.push(&[
+            Value::Time(Some(store::time::now_micros())),
+            Value::Text(Some(reason)),
+            Value::Text(Some(bounded(error, 1024))),
+            Value::Binary(Some(&raw[..raw.len().min(DEAD_LETTER_RAW_BYTES_MAX)])),
+            Value::Int(Some(raw.len() as i64)),
+            Value::Text(Some(source)),
+            Value::Text(Some(position)),
+        ]);
+    }
+}
+
+/// Whether a line continues the message before it: stack frames, tracebacks, an `XRAY` suffix.
+fn is_continuation(line: &str) -> bool {
+    line.starts_with([' ', '\t'])
+        || line.starts_with("at ")
+        || line.starts_with("Caused by:")
+        || line.starts_with("Traceback")
+        || line.starts_with("XRAY TraceId:")
+        || line.starts_with("...")
+        || line.starts_with('}')
+        || line.starts_with(']')
+}
+
+/// Splits the event timestamp (export objects: `<ts> <message>`) and, in `aws logs tail` output, the log
+/// stream (`<ts> <stream> <message>`) off a line. A runtime's own `<ts>\t` prefix is left in the message.
+fn split_event_prefix(line: &str) -> (Option<i64>, &str, Option<&str>) {
+    let Some((ts, len)) = timestamp::parse_prefix(line) else {
+        return (None, line, None);
+    };
+    let Some(rest) = line[len..].strip_prefix(' ') else {
+        return (None, line, None);
+    };
+    // `aws logs tail`: `2024/01/01/[$LATEST]0123abcd` before the message.
+    let (first, after) = rest.split_once(' ').unwrap_or((rest, ""));
+    if first.len() > 12 && first.as_bytes().get(4) == Some(&b'/') && first.contains("/[") {
+        return (Some(ts), after, Some(first));
+    }
+    (Some(ts), rest, None)
+}
