@@ -29,6 +29,14 @@ pub struct Origin<'a> {
     pub position: &'a str,
 }
 
+impl Origin<'_> {
+    /// What identifies the execution environment: the log stream, or the input itself when the
+    /// stream is unknown (a plain log file of one function).
+    pub fn environment(&self) -> &str {
+        self.log_stream.unwrap_or(self.source)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Pending {
     function_name: Option<String>,
@@ -76,6 +84,8 @@ pub struct Assembler {
     emitted: HashSet<String>,
     emitted_order: VecDeque<String>,
     environments: HashMap<String, Environment>,
+    /// Request ids whose START and REPORT are both in; emitted at the end of the unit.
+    completed: Vec<String>,
     pending_max: usize,
     emitted_memory: usize,
     grace_micros: i64,
@@ -90,6 +100,7 @@ impl Assembler {
             emitted: HashSet::new(),
             emitted_order: VecDeque::new(),
             environments: HashMap::new(),
+            completed: Vec::new(),
             pending_max,
             emitted_memory: pending_max * 4,
             grace_micros,
@@ -101,9 +112,10 @@ impl Assembler {
         self.pending.len()
     }
 
-    /// The request currently running in a log stream, for lines that do not name one.
-    pub fn current_request(&self, log_stream: Option<&str>) -> Option<&str> {
-        self.environments.get(log_stream?)?.current_request.as_deref()
+    /// The request currently running in an environment (see `Origin::environment`), for lines that do
+    /// not name one.
+    pub fn current_request(&self, environment: &str) -> Option<&str> {
+        self.environments.get(environment)?.current_request.as_deref()
     }
 
     fn entry(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64) -> Option<&mut Pending> {
@@ -136,7 +148,7 @@ impl Assembler {
     /// Feeds one classified message at event time `ts`. Returns whether an invocation became complete;
     /// completed invocations are appended to `out` right away.
     pub fn observe(&mut self, message: &Message<'_>, ts: i64, origin: &Origin<'_>, out: &mut TableBuilder) {
-        let stream_key = origin.log_stream.map(str::to_string);
+        let stream_key = Some(origin.environment().to_string());
         match message {
             Message::InitStart { .. } => {
                 if let Some(stream) = stream_key {
@@ -192,20 +204,20 @@ impl Assembler {
                 }
             }
             Message::Timeout { request_id, seconds } => {
-                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.log_stream).map(str::to_string));
+                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.environment()).map(str::to_string));
                 if let Some(pending) = request_id.and_then(|id| self.entry(&id, origin, ts)) {
                     let text = seconds.map_or("Task timed out".to_string(), |s| format!("Task timed out after {s:.2} seconds"));
                     set_status(pending, Some("timeout"), Some("Sandbox.Timedout"), Some(&text));
                 }
             }
             Message::RuntimeExit { request_id, error, error_type } => {
-                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.log_stream).map(str::to_string));
+                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.environment()).map(str::to_string));
                 if let Some(pending) = request_id.and_then(|id| self.entry(&id, origin, ts)) {
                     set_status(pending, Some("crash"), Some(error_type), Some(error));
                 }
             }
             Message::App { request_id, level, message, .. } => {
-                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.log_stream).map(str::to_string));
+                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.environment()).map(str::to_string));
                 let Some(request_id) = request_id else { return };
                 let trigger = crate::trigger::find_in_message(message);
                 let is_error = level.as_deref() == Some("ERROR") || level.as_deref() == Some("FATAL");
@@ -239,9 +251,16 @@ impl Assembler {
 
     fn emit_if_complete(&mut self, request_id: &str, out: &mut TableBuilder) {
         if self.pending.get(request_id).is_some_and(|p| p.seen_start && p.report.is_some()) {
-            self.emit(request_id, out);
+            self.completed.push(request_id.to_string());
         }
         self.enforce_limit(out);
+    }
+
+    /// Emits the invocations whose `START` and `REPORT` have both been seen.
+    pub fn emit_completed(&mut self, out: &mut TableBuilder) {
+        for request_id in std::mem::take(&mut self.completed) {
+            self.emit(&request_id, out);
+        }
     }
 
     fn enforce_limit(&mut self, out: &mut TableBuilder) {

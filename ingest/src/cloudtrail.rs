@@ -64,9 +64,15 @@ fn json_text(json: &Json, key: &str) -> Option<String> {
 /// The role session name of an assumed-role identity:
 /// `arn:aws:sts::123:assumed-role/<role>/<session>`.
 pub fn session_name(identity: &Json) -> Option<String> {
-    let arn = text(identity, "arn")?;
-    let rest = arn.split_once(":assumed-role/")?.1;
-    rest.split_once('/').map(|(_, session)| session.to_string())
+    let from_arn = text(identity, "arn")
+        .and_then(|arn| arn.split_once(":assumed-role/"))
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, session)| session.to_string());
+    // `principalId` of a role session is `<role id>:<session name>`.
+    from_arn.or_else(|| {
+        let is_session = matches!(text(identity, "type"), Some("AssumedRole" | "FederatedUser"));
+        text(identity, "principalId").filter(|_| is_session).and_then(|id| id.split_once(':')).map(|(_, session)| session.to_string())
+    })
 }
 
 /// Appends one record as a `cloudtrail` row.

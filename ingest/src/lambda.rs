@@ -249,6 +249,17 @@ fn parse_app_line(text: &str) -> Message<'_> {
         // Go's log package: `2024/01/01 00:00:00 message`.
         return app(Some(ts), None, None, rest);
     }
+    let (first, after_first) = token(text);
+    if is_request_id(first) {
+        if let Some(at) = after_first.find("Task timed out after") {
+            return timeout(Some(first), &after_first[at..]);
+        }
+        let (level, after_level) = token(after_first);
+        return match normalise_level(level) {
+            Some(level) => app(None, Some(first), Some(level), after_level),
+            None => app(None, Some(first), None, after_first),
+        };
+    }
     if let Some(at) = text.find("Task timed out after") {
         return timeout(None, &text[at..]);
     }

@@ -204,6 +204,9 @@ impl Pipeline {
         self.stats.units += 1;
         self.stats.bytes += bytes.len() as u64;
         self.decode(format, bytes, unit, 0);
+        // Parts inside one unit come in any order (export objects are not time-ordered): invocations
+        // are completed only once the whole unit is read.
+        self.assembler.emit_completed(&mut self.invocations);
         self.assembler.flush_older_than(self.watermark_micros, &mut self.invocations);
     }
 
@@ -499,7 +502,7 @@ impl Pipeline {
             .request_id()
             .filter(|id| !id.is_empty())
             .map(|id| Cow::Owned(id.to_string()))
-            .or_else(|| self.assembler.current_request(context.log_stream).map(|id| Cow::Owned(id.to_string())));
+            .or_else(|| self.assembler.current_request(context.log_stream.unwrap_or(unit.source)).map(|id| Cow::Owned(id.to_string())));
         self.logs.push(&[
             Value::Time(Some(ts)),
             Value::Text(function_name),
@@ -561,6 +564,10 @@ fn split_event_prefix(line: &str) -> (Option<i64>, &str, Option<&str>) {
     let Some(rest) = line[len..].strip_prefix(' ') else {
         return (None, line, None);
     };
+    // `<ts> <request id> …` is a runtime's own line (Java, timeouts), not an export prefix.
+    if lambda::is_request_id(rest.split([' ', '\t']).next().unwrap_or_default()) {
+        return (None, line, None);
+    }
     // `aws logs tail`: `2024/01/01/[$LATEST]0123abcd` before the message.
     let (first, after) = rest.split_once(' ').unwrap_or((rest, ""));
     if first.len() > 12 && first.as_bytes().get(4) == Some(&b'/') && first.contains("/[") {

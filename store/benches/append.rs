@@ -27,7 +27,7 @@ fn log_rows(start: u64, rows: usize) -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
             TimestampMicrosecondArray::from_iter_values((start..start + rows as u64).map(|id| T0 + id as i64 * 1_000))
-                .with_timezone("UTC"),
+                .with_timezone("+00:00"),
         ),
         dictionary(&|id| format!("orders-api-{}", id % 20)),
         dictionary(&|id| format!("/aws/lambda/orders-api-{}", id % 20)),

@@ -12,8 +12,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const METADATA_SCHEMA_VERSION: &str = "coldtrail.schema_version";
 pub const METADATA_TABLE: &str = "coldtrail.table";
 
-/// Time zone of every timestamp column: all times are UTC.
-pub const TIME_ZONE: &str = "UTC";
+/// Time zone of every timestamp column: all times are UTC, written as an offset (what DataFusion's
+/// `now()` returns, and what Arrow formats without a time zone database).
+pub const TIME_ZONE: &str = "+00:00";
 
 /// Every timestamp is microseconds since the epoch, UTC.
 pub fn timestamp_type() -> DataType {
