@@ -16,7 +16,7 @@ pub struct Paths {
 }
 
 impl Paths {
-    fn store_config(&self) -> StoreConfig {
+    pub fn store_config(&self) -> StoreConfig {
         let mut config = StoreConfig::new(&self.data);
         config.location = self.location.clone();
         config

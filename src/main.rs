@@ -1,6 +1,7 @@
 //! The `coldtrail` command: CLI entry points and the wiring of store, ingest, detect and query.
 
 mod commands;
+mod ingest_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Ingest Lambda logs, CloudWatch exports and subscription payloads, CloudTrail, X-Ray and OTLP from
+    /// files, directories or stdin (`-`).
+    Ingest(ingest_command::IngestArgs),
     /// Check every ledger chain and every segment against it; exit 0 only when all is intact.
     Verify(commands::VerifyArgs),
     /// Show the tables, segments, rows and ledger heads of a store without opening it for writing.
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
     let paths = commands::Paths { data: cli.data, location: cli.location };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Ingest(args) => ingest_command::ingest(&paths, args).await,
             Command::Verify(args) => commands::verify(&paths, args).await,
             Command::Info(args) => commands::info(&paths, args).await,
             Command::Ledger(args) => commands::ledger(&paths, args).await,

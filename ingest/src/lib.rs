@@ -7,6 +7,8 @@
 pub mod assemble;
 pub mod cloudtrail;
 pub mod cloudwatch;
+pub mod error;
+pub mod file;
 pub mod lambda;
 pub mod pipeline;
 pub mod rows;
@@ -14,4 +16,5 @@ pub mod timestamp;
 pub mod trace;
 pub mod trigger;
 
+pub use error::IngestError;
 pub use pipeline::{Format, IngestStats, Pipeline, PipelineConfig, Unit};

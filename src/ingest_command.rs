@@ -1,0 +1,190 @@
+//! `coldtrail ingest`: files, directories and stdin into the store, with progress and a summary.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use ingest::file::FileInput;
+use ingest::{Format, IngestStats, Pipeline, Unit};
+use store::{Position, Store};
+
+use crate::commands::Paths;
+
+/// Rows buffered before they are appended to the store.
+const BUFFERED_ROWS_MAX: usize = 200_000;
+/// Text bytes buffered before they are appended to the store.
+const BUFFERED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Bytes read from stdin per unit when it carries lines.
+const STDIN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(clap::Args, Debug)]
+pub struct IngestArgs {
+    /// Files or directories (recursive, plain or gzip), or `-` for stdin.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Input format; detected per file when `auto`: auto, lambda, subscription, export, cloudtrail, xray, otlp.
+    #[arg(long, default_value = "auto")]
+    format: Format,
+    /// Log group of plain log files that do not name theirs (`/aws/lambda/<function>`).
+    #[arg(long)]
+    log_group: Option<String>,
+    /// Ingest files again even when their position says they were ingested.
+    #[arg(long)]
+    again: bool,
+}
+
+struct Run<'a> {
+    store: &'a Store,
+    pipeline: Pipeline,
+    /// Positions of the files whose rows are in the pipeline's buffers.
+    positions: Vec<Position>,
+    started: Instant,
+    progress: bool,
+    files_done: u64,
+    rows_stored: u64,
+}
+
+impl Run<'_> {
+    fn store_buffered(&mut self) -> anyhow::Result<()> {
+        let batches = self.pipeline.take_batches();
+        let rows: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
+        if batches.is_empty() && self.positions.is_empty() {
+            return Ok(());
+        }
+        self.store.append(&batches, &self.positions).context("storing ingested rows")?;
+        self.positions.clear();
+        self.rows_stored += rows as u64;
+        Ok(())
+    }
+
+    fn maybe_store(&mut self) -> anyhow::Result<()> {
+        if self.pipeline.buffered_rows() >= BUFFERED_ROWS_MAX || self.pipeline.buffered_bytes() >= BUFFERED_BYTES_MAX {
+            self.store_buffered()?;
+        }
+        if self.progress {
+            let stats = &self.pipeline.stats;
+            let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r{} files, {:.1} MB, {} records, {} dead letters, {:.1} MB/s   ",
+                self.files_done,
+                stats.bytes as f64 / 1e6,
+                records(stats),
+                stats.dead_letters_total(),
+                stats.bytes as f64 / 1e6 / seconds
+            );
+        }
+        Ok(())
+    }
+}
+
+fn records(stats: &IngestStats) -> u64 {
+    stats.log_lines + stats.cloudtrail_events + stats.spans + stats.dead_letters_total()
+}
+
+pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(paths.store_config()).await?;
+    let mut run = Run {
+        store: &store,
+        pipeline: Pipeline::default(),
+        positions: Vec::new(),
+        started: Instant::now(),
+        progress: std::io::stderr().is_terminal(),
+        files_done: 0,
+        rows_stored: 0,
+    };
+    let mut skipped = 0u64;
+    for input in &args.inputs {
+        if input == "-" {
+            ingest_stdin(&mut run, &args)?;
+            continue;
+        }
+        let files = ingest::file::list(&PathBuf::from(input))?;
+        for file in files {
+            let stream = file.stream();
+            if !args.again && store.position(&stream) == Some(file.bytes) {
+                skipped += 1;
+                continue;
+            }
+            ingest_file(&mut run, &args, &file, &stream)?;
+        }
+    }
+    run.pipeline.finish();
+    run.store_buffered()?;
+    let flushed = store.flush_all().await?;
+    if run.progress {
+        eprintln!();
+    }
+    let stats = run.pipeline.stats.clone();
+    let seconds = run.started.elapsed().as_secs_f64();
+    println!(
+        "ingested {} units ({:.1} MB) in {seconds:.2} s: {} log lines, {} CloudTrail events, {} spans, {} invocations, {} dead letters; {} rows stored in {flushed} new segments",
+        stats.units,
+        stats.bytes as f64 / 1e6,
+        stats.log_lines,
+        stats.cloudtrail_events,
+        stats.spans,
+        stats.assembly.emitted,
+        stats.dead_letters_total(),
+        run.rows_stored,
+    );
+    if skipped > 0 {
+        println!("skipped {skipped} files ingested before (--again to ingest them anyway)");
+    }
+    for (reason, count) in &stats.dead_letters {
+        println!("  dead letters {reason}: {count}");
+    }
+    println!("throughput: {:.0} records/s, {:.1} MB/s", records(&stats) as f64 / seconds.max(1e-6), stats.bytes as f64 / 1e6 / seconds.max(1e-6));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ingest_file(run: &mut Run<'_>, args: &IngestArgs, file: &FileInput, stream: &str) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&file.path).with_context(|| format!("reading {}", file.path.display()))?;
+    let key = file.path.to_string_lossy();
+    let unit = Unit { source: stream, position: "0", key: Some(&key), log_group: args.log_group.as_deref() };
+    run.pipeline.ingest(args.format, &bytes, &unit);
+    run.positions.push(Position { stream: stream.to_string(), offset: file.bytes });
+    run.files_done += 1;
+    run.maybe_store()
+}
+
+/// Stdin carrying lines is read in chunks, so that `tail -f … | coldtrail ingest -` streams; a JSON
+/// document or gzip is read whole.
+fn ingest_stdin(run: &mut Run<'_>, args: &IngestArgs) -> anyhow::Result<()> {
+    let mut stdin = std::io::stdin().lock();
+    let mut buffer = Vec::with_capacity(STDIN_CHUNK_BYTES);
+    let mut first = true;
+    let mut whole = false;
+    let mut offset = 0u64;
+    loop {
+        let mut chunk = vec![0u8; STDIN_CHUNK_BYTES];
+        let read = stdin.read(&mut chunk).context("reading stdin")?;
+        buffer.extend_from_slice(&chunk[..read]);
+        if first && !buffer.is_empty() {
+            first = false;
+            let start = buffer.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+            whole = buffer[start..].starts_with(&[0x1f, 0x8b]) || (buffer[start] == b'[') || (buffer[start] == b'{' && !looks_like_ndjson(&buffer[start..]));
+        }
+        let done = read == 0;
+        let cut = if done || whole { if done { buffer.len() } else { 0 } } else { buffer.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1) };
+        if cut > 0 && (done || buffer.len() >= STDIN_CHUNK_BYTES / 2) {
+            let unit_bytes: Vec<u8> = buffer.drain(..cut).collect();
+            let position = offset.to_string();
+            run.pipeline.ingest(args.format, &unit_bytes, &Unit { source: "stdin", position: &position, key: None, log_group: args.log_group.as_deref() });
+            offset += unit_bytes.len() as u64;
+            run.maybe_store()?;
+        }
+        if done {
+            break;
+        }
+    }
+    std::io::stdout().flush().ok();
+    Ok(())
+}
+
+/// Whether a buffer starting with `{` holds one JSON object per line.
+fn looks_like_ndjson(buffer: &[u8]) -> bool {
+    let Some(end) = buffer.iter().position(|b| *b == b'\n') else { return false };
+    serde_json::from_slice::<serde_json::Value>(&buffer[..end]).is_ok()
+}
