@@ -79,7 +79,7 @@ pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode>
             .iter()
             .map(|(node, seq, hash)| serde_json::json!({"node": node, "seq": seq, "hash": hash}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "location": location.url(),
@@ -93,7 +93,7 @@ pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode>
             })
         );
     } else {
-        println!(
+        outln!(
             "checked {} ledger entries of {} node(s) and {} segments ({} bytes) in {}",
             report.entries_checked,
             report.nodes.len(),
@@ -102,12 +102,12 @@ pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode>
             location.url()
         );
         for (node, seq, hash) in &report.heads {
-            println!("head of node {node}: entry {seq} {hash}");
+            outln!("head of node {node}: entry {seq} {hash}");
         }
         for finding in &report.findings {
-            println!("FAIL {}: {finding}", finding.kind());
+            outln!("FAIL {}: {finding}", finding.kind());
         }
-        println!("{}", if report.is_intact() { "intact" } else { "TAMPERED OR DAMAGED" });
+        outln!("{}", if report.is_intact() { "intact" } else { "TAMPERED OR DAMAGED" });
     }
     Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -140,20 +140,20 @@ pub async fn info(paths: &Paths, args: InfoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "location": location.url(), "tables": stats.iter().map(|(t, s)| (t.name(), s)).collect::<std::collections::BTreeMap<_, _>>(), "wal_bytes": wal_bytes, "heads": heads })
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("location: {}", location.url());
-    println!("{:<18} {:>9} {:>14} {:>14}", "table", "segments", "rows", "bytes");
+    outln!("location: {}", location.url());
+    outln!("{:<18} {:>9} {:>14} {:>14}", "table", "segments", "rows", "bytes");
     for (table, stat) in &stats {
-        println!("{:<18} {:>9} {:>14} {:>14}", table.name(), stat.segments, stat.segment_rows, stat.segment_bytes);
+        outln!("{:<18} {:>9} {:>14} {:>14}", table.name(), stat.segments, stat.segment_rows, stat.segment_bytes);
     }
-    println!("write-ahead log: {wal_bytes} bytes not yet in segments (replayed on the next start)");
+    outln!("write-ahead log: {wal_bytes} bytes not yet in segments (replayed on the next start)");
     for head in heads {
-        println!("ledger head of node {}: entry {} {} at {}", head.node, head.seq, head.hash, head.ts);
+        outln!("ledger head of node {}: entry {} {} at {}", head.node, head.seq, head.hash, head.ts);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -171,7 +171,7 @@ pub async fn ledger(paths: &Paths, args: LedgerArgs) -> anyhow::Result<ExitCode>
         for node in list_nodes(&location).await? {
             for (_, _, bytes) in store::ledger::read_entry_files(&location, &node).await? {
                 let text = String::from_utf8_lossy(&bytes);
-                println!("{}", text.lines().next().unwrap_or_default());
+                outln!("{}", text.lines().next().unwrap_or_default());
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -215,9 +215,49 @@ pub async fn maintain(paths: &Paths, args: MaintainArgs) -> anyhow::Result<ExitC
     let expired = store.apply_retention(now).await?;
     let compacted = store.compact(now).await?;
     let head = store.ledger_head();
-    println!(
+    outln!(
         "flushed {flushed} segments, expired {expired}, compacted {compacted}; ledger head {} {}",
         head.seq, head.hash
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// Only this table.
+    table: Option<String>,
+    /// Print as JSON: {"version": N, "tables": {TABLE: [{"name", "type", "nullable"}]}}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn schema(args: SchemaArgs) -> anyhow::Result<ExitCode> {
+    let tables: Vec<Table> = match &args.table {
+        Some(name) => vec![Table::from_name(name).with_context(|| format!("unknown table {name}"))?],
+        None => Table::ALL.to_vec(),
+    };
+    if args.json {
+        let tables: serde_json::Map<String, serde_json::Value> = tables
+            .iter()
+            .map(|table| {
+                let columns: Vec<serde_json::Value> = table
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+                    .collect();
+                (table.name().to_string(), serde_json::Value::Array(columns))
+            })
+            .collect();
+        outln!("{}", serde_json::json!({"version": store::SCHEMA_VERSION, "tables": tables}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("schema version {}", store::SCHEMA_VERSION);
+    for table in tables {
+        outln!("\n{} (time column {})", table.name(), table.time_column());
+        for field in table.schema().fields() {
+            outln!("  {:<22} {}{}", field.name(), field.data_type(), if field.is_nullable() { "" } else { " not null" });
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

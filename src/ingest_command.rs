@@ -118,7 +118,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     }
     let stats = run.pipeline.stats.clone();
     let seconds = run.started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "ingested {} units ({:.1} MB) in {seconds:.2} s: {} log lines, {} CloudTrail events, {} spans, {} invocations, {} dead letters; {} rows stored in {flushed} new segments",
         stats.units,
         stats.bytes as f64 / 1e6,
@@ -130,12 +130,12 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
         run.rows_stored,
     );
     if skipped > 0 {
-        println!("skipped {skipped} files ingested before (--again to ingest them anyway)");
+        outln!("skipped {skipped} files ingested before (--again to ingest them anyway)");
     }
     for (reason, count) in &stats.dead_letters {
-        println!("  dead letters {reason}: {count}");
+        outln!("  dead letters {reason}: {count}");
     }
-    println!("throughput: {:.0} records/s, {:.1} MB/s", records(&stats) as f64 / seconds.max(1e-6), stats.bytes as f64 / 1e6 / seconds.max(1e-6));
+    outln!("throughput: {:.0} records/s, {:.1} MB/s", records(&stats) as f64 / seconds.max(1e-6), stats.bytes as f64 / 1e6 / seconds.max(1e-6));
     Ok(ExitCode::SUCCESS)
 }
 

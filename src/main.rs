@@ -1,5 +1,13 @@
 //! The `coldtrail` command: CLI entry points and the wiring of store, ingest, detect and query.
 
+/// `println!` for command output that ends the process quietly when stdout is a closed pipe
+/// (`coldtrail info | head`), instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout_line(format_args!($($arg)*))
+    };
+}
+
 mod commands;
 mod ingest_command;
 
@@ -35,6 +43,21 @@ enum Command {
     Ledger(commands::LedgerArgs),
     /// Flush hot rows into segments, apply retention and compact small segments.
     Maintain(commands::MaintainArgs),
+    /// Print the columns and Arrow types of the stored tables (schema version included).
+    Schema(commands::SchemaArgs),
+}
+
+/// Writes one line of command output; see `outln!`.
+pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
 }
 
 fn main() -> ExitCode {
@@ -58,6 +81,7 @@ fn main() -> ExitCode {
             Command::Info(args) => commands::info(&paths, args).await,
             Command::Ledger(args) => commands::ledger(&paths, args).await,
             Command::Maintain(args) => commands::maintain(&paths, args).await,
+            Command::Schema(args) => commands::schema(args),
         }
     });
     match result {
