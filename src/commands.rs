@@ -217,7 +217,8 @@ pub async fn maintain(paths: &Paths, args: MaintainArgs) -> anyhow::Result<ExitC
     let head = store.ledger_head();
     outln!(
         "flushed {flushed} segments, expired {expired}, compacted {compacted}; ledger head {} {}",
-        head.seq, head.hash
+        head.seq,
+        head.hash
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -256,7 +257,12 @@ pub fn schema(args: SchemaArgs) -> anyhow::Result<ExitCode> {
     for table in tables {
         outln!("\n{} (time column {})", table.name(), table.time_column());
         for field in table.schema().fields() {
-            outln!("  {:<22} {}{}", field.name(), field.data_type(), if field.is_nullable() { "" } else { " not null" });
+            outln!(
+                "  {:<22} {}{}",
+                field.name(),
+                field.data_type(),
+                if field.is_nullable() { "" } else { " not null" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -135,7 +135,11 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     for (reason, count) in &stats.dead_letters {
         outln!("  dead letters {reason}: {count}");
     }
-    outln!("throughput: {:.0} records/s, {:.1} MB/s", records(&stats) as f64 / seconds.max(1e-6), stats.bytes as f64 / 1e6 / seconds.max(1e-6));
+    outln!(
+        "throughput: {:.0} records/s, {:.1} MB/s",
+        records(&stats) as f64 / seconds.max(1e-6),
+        stats.bytes as f64 / 1e6 / seconds.max(1e-6)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -164,14 +168,28 @@ fn ingest_stdin(run: &mut Run<'_>, args: &IngestArgs) -> anyhow::Result<()> {
         if first && !buffer.is_empty() {
             first = false;
             let start = buffer.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
-            whole = buffer[start..].starts_with(&[0x1f, 0x8b]) || (buffer[start] == b'[') || (buffer[start] == b'{' && !looks_like_ndjson(&buffer[start..]));
+            whole = buffer[start..].starts_with(&[0x1f, 0x8b])
+                || (buffer[start] == b'[')
+                || (buffer[start] == b'{' && !looks_like_ndjson(&buffer[start..]));
         }
         let done = read == 0;
-        let cut = if done || whole { if done { buffer.len() } else { 0 } } else { buffer.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1) };
+        let cut = if done || whole {
+            if done {
+                buffer.len()
+            } else {
+                0
+            }
+        } else {
+            buffer.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1)
+        };
         if cut > 0 && (done || buffer.len() >= STDIN_CHUNK_BYTES / 2) {
             let unit_bytes: Vec<u8> = buffer.drain(..cut).collect();
             let position = offset.to_string();
-            run.pipeline.ingest(args.format, &unit_bytes, &Unit { source: "stdin", position: &position, key: None, log_group: args.log_group.as_deref() });
+            run.pipeline.ingest(
+                args.format,
+                &unit_bytes,
+                &Unit { source: "stdin", position: &position, key: None, log_group: args.log_group.as_deref() },
+            );
             offset += unit_bytes.len() as u64;
             run.maybe_store()?;
         }

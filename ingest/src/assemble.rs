@@ -127,7 +127,12 @@ impl Assembler {
             self.arrival.push_back(request_id.to_string());
             self.pending.insert(
                 request_id.to_string(),
-                Pending { source: origin.source.to_string(), position: origin.position.to_string(), last_ts: ts, ..Pending::default() },
+                Pending {
+                    source: origin.source.to_string(),
+                    position: origin.position.to_string(),
+                    last_ts: ts,
+                    ..Pending::default()
+                },
             );
         }
         let pending = self.pending.get_mut(request_id).expect("inserted above");
@@ -156,7 +161,10 @@ impl Assembler {
                 }
             }
             Message::Start { request_id, version, trace_id } => {
-                let cold = stream_key.as_ref().and_then(|s| self.environments.get_mut(s)).is_some_and(|env| std::mem::take(&mut env.cold_next));
+                let cold = stream_key
+                    .as_ref()
+                    .and_then(|s| self.environments.get_mut(s))
+                    .is_some_and(|env| std::mem::take(&mut env.cold_next));
                 if let Some(stream) = &stream_key {
                     self.environments.entry(stream.clone()).or_default().current_request = Some(request_id.to_string());
                 }
@@ -204,20 +212,30 @@ impl Assembler {
                 }
             }
             Message::Timeout { request_id, seconds } => {
-                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.environment()).map(str::to_string));
+                let request_id = request_id
+                    .as_deref()
+                    .map(str::to_string)
+                    .or_else(|| self.current_request(origin.environment()).map(str::to_string));
                 if let Some(pending) = request_id.and_then(|id| self.entry(&id, origin, ts)) {
-                    let text = seconds.map_or("Task timed out".to_string(), |s| format!("Task timed out after {s:.2} seconds"));
+                    let text = seconds
+                        .map_or("Task timed out".to_string(), |s| format!("Task timed out after {s:.2} seconds"));
                     set_status(pending, Some("timeout"), Some("Sandbox.Timedout"), Some(&text));
                 }
             }
             Message::RuntimeExit { request_id, error, error_type } => {
-                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.environment()).map(str::to_string));
+                let request_id = request_id
+                    .as_deref()
+                    .map(str::to_string)
+                    .or_else(|| self.current_request(origin.environment()).map(str::to_string));
                 if let Some(pending) = request_id.and_then(|id| self.entry(&id, origin, ts)) {
                     set_status(pending, Some("crash"), Some(error_type), Some(error));
                 }
             }
             Message::App { request_id, level, message, .. } => {
-                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.environment()).map(str::to_string));
+                let request_id = request_id
+                    .as_deref()
+                    .map(str::to_string)
+                    .or_else(|| self.current_request(origin.environment()).map(str::to_string));
                 let Some(request_id) = request_id else { return };
                 let trigger = crate::trigger::find_in_message(message);
                 let is_error = level.as_deref() == Some("ERROR") || level.as_deref() == Some("FATAL");
@@ -281,7 +299,8 @@ impl Assembler {
     /// Emits every invocation whose last part is older than `watermark - grace`.
     pub fn flush_older_than(&mut self, watermark_micros: i64, out: &mut TableBuilder) {
         let cutoff = watermark_micros.saturating_sub(self.grace_micros);
-        let due: Vec<String> = self.pending.iter().filter(|(_, p)| p.last_ts < cutoff).map(|(id, _)| id.clone()).collect();
+        let due: Vec<String> =
+            self.pending.iter().filter(|(_, p)| p.last_ts < cutoff).map(|(id, _)| id.clone()).collect();
         for id in due {
             self.emit(&id, out);
         }
@@ -309,10 +328,13 @@ impl Assembler {
         }
         let report = p.report.clone().unwrap_or_default();
         let status = final_status(&p);
-        let error_type = p.error_type.clone().or_else(|| report.error_type.as_deref().map(str::to_string)).or_else(|| {
-            (status == "crash" && report.max_memory_used_mb.is_some() && report.max_memory_used_mb == report.memory_size_mb)
-                .then(|| "Runtime.OutOfMemory".to_string())
-        });
+        let error_type =
+            p.error_type.clone().or_else(|| report.error_type.as_deref().map(str::to_string)).or_else(|| {
+                (status == "crash"
+                    && report.max_memory_used_mb.is_some()
+                    && report.max_memory_used_mb == report.memory_size_mb)
+                    .then(|| "Runtime.OutOfMemory".to_string())
+            });
         let start = p.start_ts.or_else(|| {
             let end = p.end_ts?;
             Some(end - report.duration_ms.map_or(0, |d| (d * 1000.0) as i64))
@@ -390,7 +412,7 @@ fn final_status(pending: &Pending) -> &'static str {
     let from_report = pending.report.as_ref().and_then(|r| r.status.as_deref()).map(normalise_status);
     let from_parts = pending.status.as_deref().map(normalise_status);
     let status = match (from_report, from_parts) {
-        (Some(report), Some(parts)) if report == "success" => parts,
+        (Some("success"), Some(parts)) => parts,
         (Some(report), _) => report,
         (None, Some(parts)) => parts,
         (None, None) if pending.report.is_some() => {

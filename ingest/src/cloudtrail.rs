@@ -71,7 +71,10 @@ pub fn session_name(identity: &Json) -> Option<String> {
     // `principalId` of a role session is `<role id>:<session name>`.
     from_arn.or_else(|| {
         let is_session = matches!(text(identity, "type"), Some("AssumedRole" | "FederatedUser"));
-        text(identity, "principalId").filter(|_| is_session).and_then(|id| id.split_once(':')).map(|(_, session)| session.to_string())
+        text(identity, "principalId")
+            .filter(|_| is_session)
+            .and_then(|id| id.split_once(':'))
+            .map(|(_, session)| session.to_string())
     })
 }
 
@@ -81,10 +84,16 @@ pub fn push_record(builder: &mut TableBuilder, record: &Json, source: &str, posi
         return Err(Rejected { reason: "cloudtrail_missing_field", detail: "record without eventTime".into() });
     };
     let Some(event_time) = timestamp::parse(event_time) else {
-        return Err(Rejected { reason: "cloudtrail_bad_time", detail: format!("eventTime {event_time:?} is not a timestamp") });
+        return Err(Rejected {
+            reason: "cloudtrail_bad_time",
+            detail: format!("eventTime {event_time:?} is not a timestamp"),
+        });
     };
     let (Some(event_source), Some(event_name)) = (text(record, "eventSource"), text(record, "eventName")) else {
-        return Err(Rejected { reason: "cloudtrail_missing_field", detail: "record without eventSource or eventName".into() });
+        return Err(Rejected {
+            reason: "cloudtrail_missing_field",
+            detail: "record without eventSource or eventName".into(),
+        });
     };
     let null = Json::Null;
     let identity = record.get("userIdentity").unwrap_or(&null);

@@ -59,7 +59,8 @@ mod tests {
     #[test]
     fn export_keys_give_their_log_stream() {
         assert_eq!(
-            export_stream_of_key("exports/0e2c5ba9-6d3b-4c1a-a1b2-1234567890ab/2024/01/01/[$LATEST]abcdef/000000.gz").as_deref(),
+            export_stream_of_key("exports/0e2c5ba9-6d3b-4c1a-a1b2-1234567890ab/2024/01/01/[$LATEST]abcdef/000000.gz")
+                .as_deref(),
             Some("2024/01/01/[$LATEST]abcdef")
         );
         assert_eq!(export_stream_of_key("x/task/stream-1/000001.gz").as_deref(), Some("stream-1"));

@@ -57,7 +57,10 @@ mod tests {
         std::fs::write(dir.path().join("a.json"), "xy").unwrap();
         std::fs::write(dir.path().join(".git/x"), "x").unwrap();
         let files = list(dir.path()).unwrap();
-        let names: Vec<String> = files.iter().map(|f| f.path.strip_prefix(std::fs::canonicalize(dir.path()).unwrap()).unwrap().display().to_string()).collect();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.path.strip_prefix(std::fs::canonicalize(dir.path()).unwrap()).unwrap().display().to_string())
+            .collect();
         assert_eq!(names, vec!["a.json", "b/c/2.log"]);
         assert_eq!(files[0].bytes, 2);
         assert!(list(&dir.path().join("missing")).is_err());

@@ -45,22 +45,53 @@ impl Report<'_> {
 /// One Lambda log message, classified.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message<'a> {
-    Start { request_id: Cow<'a, str>, version: Option<Cow<'a, str>>, trace_id: Option<Cow<'a, str>> },
-    End { request_id: Cow<'a, str> },
+    Start {
+        request_id: Cow<'a, str>,
+        version: Option<Cow<'a, str>>,
+        trace_id: Option<Cow<'a, str>>,
+    },
+    End {
+        request_id: Cow<'a, str>,
+    },
     Report(Report<'a>),
     /// `INIT_START` / `platform.initStart`: a new execution environment; the next invocation is a cold start.
-    InitStart { runtime_version: Option<Cow<'a, str>>, function_version: Option<Cow<'a, str>> },
+    InitStart {
+        runtime_version: Option<Cow<'a, str>>,
+        function_version: Option<Cow<'a, str>>,
+    },
     /// `INIT_REPORT` / `platform.initReport`: the outcome of an init phase that failed or timed out.
-    InitReport { duration_ms: Option<f64>, status: Option<Cow<'a, str>>, error_type: Option<Cow<'a, str>> },
+    InitReport {
+        duration_ms: Option<f64>,
+        status: Option<Cow<'a, str>>,
+        error_type: Option<Cow<'a, str>>,
+    },
     /// `platform.runtimeDone`: the handler's outcome before the report.
-    RuntimeDone { request_id: Cow<'a, str>, status: Option<Cow<'a, str>>, error_type: Option<Cow<'a, str>> },
-    Timeout { request_id: Option<Cow<'a, str>>, seconds: Option<f64> },
+    RuntimeDone {
+        request_id: Cow<'a, str>,
+        status: Option<Cow<'a, str>>,
+        error_type: Option<Cow<'a, str>>,
+    },
+    Timeout {
+        request_id: Option<Cow<'a, str>>,
+        seconds: Option<f64>,
+    },
     /// `Runtime exited with error …`: the runtime process died (crash, out of memory).
-    RuntimeExit { request_id: Option<Cow<'a, str>>, error: Cow<'a, str>, error_type: Cow<'a, str> },
+    RuntimeExit {
+        request_id: Option<Cow<'a, str>>,
+        error: Cow<'a, str>,
+        error_type: Cow<'a, str>,
+    },
     /// Extension, telemetry and logs-dropped notices: kept as log lines only.
-    PlatformNotice { kind: &'static str },
+    PlatformNotice {
+        kind: &'static str,
+    },
     /// An application line.
-    App { ts_micros: Option<i64>, request_id: Option<Cow<'a, str>>, level: Option<Cow<'a, str>>, message: Cow<'a, str> },
+    App {
+        ts_micros: Option<i64>,
+        request_id: Option<Cow<'a, str>>,
+        level: Option<Cow<'a, str>>,
+        message: Cow<'a, str>,
+    },
 }
 
 impl Message<'_> {
@@ -71,9 +102,9 @@ impl Message<'_> {
             | Message::End { request_id }
             | Message::RuntimeDone { request_id, .. }
             | Message::Report(Report { request_id, .. }) => Some(request_id),
-            Message::Timeout { request_id, .. } | Message::RuntimeExit { request_id, .. } | Message::App { request_id, .. } => {
-                request_id.as_deref()
-            }
+            Message::Timeout { request_id, .. }
+            | Message::RuntimeExit { request_id, .. }
+            | Message::App { request_id, .. } => request_id.as_deref(),
             Message::InitStart { .. } | Message::InitReport { .. } | Message::PlatformNotice { .. } => None,
         }
     }
@@ -95,7 +126,13 @@ impl Message<'_> {
 pub fn is_request_id(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { *b == b'-' } else { b.is_ascii_alphanumeric() })
+        && bytes.iter().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *b == b'-'
+            } else {
+                b.is_ascii_alphanumeric()
+            }
+        })
 }
 
 const LEVELS: [&str; 9] = ["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL", "NOTICE"];
@@ -271,7 +308,10 @@ fn parse_app_line(text: &str) -> Message<'_> {
             }
         }
     }
-    let level = LEVELS.iter().find(|l| text.starts_with(*l) && text[l.len()..].starts_with([' ', ':', '\t'])).and_then(|l| normalise_level(l));
+    let level = LEVELS
+        .iter()
+        .find(|l| text.starts_with(*l) && text[l.len()..].starts_with([' ', ':', '\t']))
+        .and_then(|l| normalise_level(l));
     app(None, None, level, text)
 }
 
@@ -328,7 +368,9 @@ pub fn parse_json(text: &str) -> Option<(Option<i64>, Message<'static>)> {
     let request_id = || owned(json_str(&record, "requestId")).unwrap_or(Cow::Borrowed(""));
     let trace = record.get("tracing").and_then(|t| json_str(t, "value")).map(|v| Cow::Owned(trace_root(v).to_string()));
     let message = match kind {
-        "platform.start" => Message::Start { request_id: request_id(), version: owned(json_str(&record, "version")), trace_id: trace },
+        "platform.start" => {
+            Message::Start { request_id: request_id(), version: owned(json_str(&record, "version")), trace_id: trace }
+        }
         "platform.runtimeDone" => Message::RuntimeDone {
             request_id: request_id(),
             status: owned(json_str(&record, "status")),
@@ -370,7 +412,8 @@ pub fn parse_json(text: &str) -> Option<(Option<i64>, Message<'static>)> {
 /// `{"errorType", "errorMessage", "stackTrace"}` objects runtimes print for unhandled errors.
 fn parse_json_app<'a>(json: &Json, text: &'a str) -> Option<Message<'a>> {
     let object = json.as_object()?;
-    let ts = ["timestamp", "time", "@timestamp"].iter().find_map(|k| object.get(*k)?.as_str()).and_then(timestamp::parse);
+    let ts =
+        ["timestamp", "time", "@timestamp"].iter().find_map(|k| object.get(*k)?.as_str()).and_then(timestamp::parse);
     let request_id = ["requestId", "AWSRequestId", "aws_request_id", "request_id"]
         .iter()
         .find_map(|k| object.get(*k)?.as_str())
@@ -392,7 +435,10 @@ fn parse_json_app<'a>(json: &Json, text: &'a str) -> Option<Message<'a>> {
             return Some(timeout_owned(request_id, error_message));
         }
     }
-    let level = ["level", "levelname", "severity", "log.level"].iter().find_map(|k| object.get(*k)?.as_str()).and_then(normalise_level);
+    let level = ["level", "levelname", "severity", "log.level"]
+        .iter()
+        .find_map(|k| object.get(*k)?.as_str())
+        .and_then(normalise_level);
     let level = level.or_else(|| json_str(json, "errorType").map(|_| "ERROR"));
     let message = match object.get("message").or_else(|| object.get("msg")) {
         Some(Json::String(message)) if object.len() <= 4 => Cow::Owned(message.clone()),
@@ -421,15 +467,18 @@ fn into_owned(message: Message<'_>) -> Message<'static> {
         }
         Message::End { request_id } => Message::End { request_id: own(request_id) },
         Message::Report(report) => Message::Report(report.to_static()),
-        Message::InitStart { runtime_version, function_version } => {
-            Message::InitStart { runtime_version: own_opt(runtime_version), function_version: own_opt(function_version) }
-        }
+        Message::InitStart { runtime_version, function_version } => Message::InitStart {
+            runtime_version: own_opt(runtime_version),
+            function_version: own_opt(function_version),
+        },
         Message::InitReport { duration_ms, status, error_type } => {
             Message::InitReport { duration_ms, status: own_opt(status), error_type: own_opt(error_type) }
         }
-        Message::RuntimeDone { request_id, status, error_type } => {
-            Message::RuntimeDone { request_id: own(request_id), status: own_opt(status), error_type: own_opt(error_type) }
-        }
+        Message::RuntimeDone { request_id, status, error_type } => Message::RuntimeDone {
+            request_id: own(request_id),
+            status: own_opt(status),
+            error_type: own_opt(error_type),
+        },
         Message::Timeout { request_id, seconds } => Message::Timeout { request_id: own_opt(request_id), seconds },
         Message::RuntimeExit { request_id, error, error_type } => {
             Message::RuntimeExit { request_id: own_opt(request_id), error: own(error), error_type: own(error_type) }

@@ -58,7 +58,11 @@ impl std::str::FromStr for Format {
             "cloudtrail" => Format::CloudTrail,
             "xray" => Format::XRay,
             "otlp" => Format::Otlp,
-            other => return Err(format!("unknown format {other:?}: auto, lambda, subscription, export, cloudtrail, xray, otlp")),
+            other => {
+                return Err(format!(
+                    "unknown format {other:?}: auto, lambda, subscription, export, cloudtrail, xray, otlp"
+                ))
+            }
         })
     }
 }
@@ -138,7 +142,10 @@ fn is_gzip(bytes: &[u8]) -> bool {
 pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(64 * 1024 * 1024));
     let decoder = flate2::read::MultiGzDecoder::new(bytes);
-    let read = decoder.take(DECOMPRESSED_BYTES_MAX as u64 + 1).read_to_end(&mut out).map_err(|e| format!("broken gzip: {e}"))?;
+    let read = decoder
+        .take(DECOMPRESSED_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("broken gzip: {e}"))?;
     if read > DECOMPRESSED_BYTES_MAX {
         return Err(format!("gzip expands past {DECOMPRESSED_BYTES_MAX} bytes"));
     }
@@ -171,12 +178,20 @@ impl Pipeline {
 
     /// Rows built and not yet taken.
     pub fn buffered_rows(&self) -> usize {
-        self.logs.rows() + self.invocations.rows() + self.cloudtrail.rows() + self.spans.rows() + self.dead_letters.rows()
+        self.logs.rows()
+            + self.invocations.rows()
+            + self.cloudtrail.rows()
+            + self.spans.rows()
+            + self.dead_letters.rows()
     }
 
     /// Approximate text bytes built and not yet taken.
     pub fn buffered_bytes(&self) -> usize {
-        self.logs.bytes() + self.invocations.bytes() + self.cloudtrail.bytes() + self.spans.bytes() + self.dead_letters.bytes()
+        self.logs.bytes()
+            + self.invocations.bytes()
+            + self.cloudtrail.bytes()
+            + self.spans.bytes()
+            + self.dead_letters.bytes()
     }
 
     /// Invocations waiting for missing parts.
@@ -212,7 +227,13 @@ impl Pipeline {
 
     fn decode(&mut self, format: Format, bytes: &[u8], unit: &Unit<'_>, depth: usize) {
         if depth > DECODE_DEPTH_MAX {
-            return self.dead_letter("nesting_too_deep", "encodings nested too deeply", bytes, unit.source, unit.position);
+            return self.dead_letter(
+                "nesting_too_deep",
+                "encodings nested too deeply",
+                bytes,
+                unit.source,
+                unit.position,
+            );
         }
         let decompressed;
         let bytes = if is_gzip(bytes) {
@@ -307,9 +328,9 @@ impl Pipeline {
         }
         match json.get("records") {
             Some(Json::Array(records)) => nested.extend(records.iter().filter_map(|r| r.get("data")?.as_str())),
-            Some(Json::Object(partitions)) => {
-                nested.extend(partitions.values().filter_map(Json::as_array).flatten().filter_map(|r| r.get("value")?.as_str()))
-            }
+            Some(Json::Object(partitions)) => nested.extend(
+                partitions.values().filter_map(Json::as_array).flatten().filter_map(|r| r.get("value")?.as_str()),
+            ),
             _ => {}
         }
         if !nested.is_empty() {
@@ -318,7 +339,13 @@ impl Pipeline {
                 let record_unit = Unit { position: &position, ..*unit };
                 match base64_decode(data) {
                     Some(decoded) => self.decode(Format::Auto, &decoded, &record_unit, depth + 1),
-                    None => self.dead_letter("bad_base64", "record data is not base64", data.as_bytes(), unit.source, &position),
+                    None => self.dead_letter(
+                        "bad_base64",
+                        "record data is not base64",
+                        data.as_bytes(),
+                        unit.source,
+                        &position,
+                    ),
                 }
             }
             return;
@@ -338,7 +365,13 @@ impl Pipeline {
                 return self.log_message(&context, None, text.trim(), unit, unit.position);
             }
         }
-        self.dead_letter("unrecognised_json", "JSON that is no log, CloudTrail or trace format", raw, unit.source, unit.position)
+        self.dead_letter(
+            "unrecognised_json",
+            "JSON that is no log, CloudTrail or trace format",
+            raw,
+            unit.source,
+            unit.position,
+        )
     }
 
     fn json_error(&mut self, error: &serde_json::Error, raw: &[u8], unit: &Unit<'_>) {
@@ -359,7 +392,9 @@ impl Pipeline {
             Ok(json) if json.get("awslogs").is_some() => self.json(&json, bytes, unit, 0),
             Ok(_) => match serde_json::from_slice::<Subscription<'_>>(bytes) {
                 Ok(subscription) => self.subscription(subscription, unit),
-                Err(error) => self.dead_letter("bad_subscription", &error.to_string(), bytes, unit.source, unit.position),
+                Err(error) => {
+                    self.dead_letter("bad_subscription", &error.to_string(), bytes, unit.source, unit.position)
+                }
             },
             Err(error) => self.json_error(&error, bytes, unit),
         }
@@ -415,7 +450,12 @@ impl Pipeline {
         self.stats.spans += spans.len() as u64;
         for link in spans {
             if let Some(request_id) = &link.request_id {
-                let origin = Origin { function_name: link.function_name.as_deref(), source: unit.source, position: unit.position, ..Origin::default() };
+                let origin = Origin {
+                    function_name: link.function_name.as_deref(),
+                    source: unit.source,
+                    position: unit.position,
+                    ..Origin::default()
+                };
                 self.assembler.link_trace(request_id, &link.trace_id, &origin, link.start_micros);
             }
         }
@@ -436,7 +476,13 @@ impl Pipeline {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.len() > LINE_BYTES_MAX {
                 let position = format!("{}:{}", unit.position, line_idx + 1);
-                self.dead_letter("oversized_line", &format!("line of {} bytes over {LINE_BYTES_MAX}", line.len()), line, unit.source, &position);
+                self.dead_letter(
+                    "oversized_line",
+                    &format!("line of {} bytes over {LINE_BYTES_MAX}", line.len()),
+                    line,
+                    unit.source,
+                    &position,
+                );
                 continue;
             }
             let Ok(line) = std::str::from_utf8(line) else {
@@ -449,7 +495,8 @@ impl Pipeline {
             }
             // In an export object every event starts with its timestamp, so a line without one continues
             // the event before it.
-            let continues = is_continuation(line) || (stream_from_key.is_some() && timestamp::parse_prefix(line).is_none());
+            let continues =
+                is_continuation(line) || (stream_from_key.is_some() && timestamp::parse_prefix(line).is_none());
             if !message.is_empty() && continues && message.len() + line.len() < LINE_BYTES_MAX {
                 message.push('\n');
                 message.push_str(line);
@@ -474,14 +521,28 @@ impl Pipeline {
         }
     }
 
-    fn flush_text_message(&mut self, message: &str, ts: Option<i64>, stream: Option<&str>, unit: &Unit<'_>, line: usize) {
+    fn flush_text_message(
+        &mut self,
+        message: &str,
+        ts: Option<i64>,
+        stream: Option<&str>,
+        unit: &Unit<'_>,
+        line: usize,
+    ) {
         let context = Context { log_group: unit.log_group, log_stream: stream, account: None };
         let position = format!("{}:{line}", unit.position);
         self.log_message(&context, ts, message, unit, &position);
     }
 
     /// One log message: a `logs` row, and its part of an invocation.
-    fn log_message(&mut self, context: &Context<'_>, event_ts: Option<i64>, text: &str, unit: &Unit<'_>, position: &str) {
+    fn log_message(
+        &mut self,
+        context: &Context<'_>,
+        event_ts: Option<i64>,
+        text: &str,
+        unit: &Unit<'_>,
+        position: &str,
+    ) {
         if text.len() > LINE_BYTES_MAX {
             let reason = format!("message of {} bytes over {LINE_BYTES_MAX}", text.len());
             return self.dead_letter("oversized_line", &reason, text.as_bytes(), unit.source, position);
@@ -495,14 +556,19 @@ impl Pipeline {
             Message::App { ts_micros, .. } => *ts_micros,
             _ => None,
         };
-        let ts = event_ts.or(json_ts).or(line_ts).unwrap_or(if self.watermark_micros == i64::MIN { store::time::now_micros() } else { self.watermark_micros });
+        let ts = event_ts.or(json_ts).or(line_ts).unwrap_or(if self.watermark_micros == i64::MIN {
+            store::time::now_micros()
+        } else {
+            self.watermark_micros
+        });
         self.watermark_micros = self.watermark_micros.max(ts);
         let function_name = context.log_group.and_then(function_of_group);
-        let request_id: Option<Cow<'_, str>> = message
-            .request_id()
-            .filter(|id| !id.is_empty())
-            .map(|id| Cow::Owned(id.to_string()))
-            .or_else(|| self.assembler.current_request(context.log_stream.unwrap_or(unit.source)).map(|id| Cow::Owned(id.to_string())));
+        let request_id: Option<Cow<'_, str>> =
+            message.request_id().filter(|id| !id.is_empty()).map(|id| Cow::Owned(id.to_string())).or_else(|| {
+                self.assembler
+                    .current_request(context.log_stream.unwrap_or(unit.source))
+                    .map(|id| Cow::Owned(id.to_string()))
+            });
         self.logs.push(&[
             Value::Time(Some(ts)),
             Value::Text(function_name),

@@ -76,7 +76,9 @@ pub fn push_spans(
     for document in &documents {
         let trace_id = document.get("trace_id").and_then(Json::as_str).map(str::to_string);
         match trace_id {
-            Some(trace_id) => push_xray(builder, document, &trace_id, None, None, 0, source, position, rejected, &mut links),
+            Some(trace_id) => {
+                push_xray(builder, document, &trace_id, None, None, 0, source, position, rejected, &mut links)
+            }
             None => rejected.push(("bad_trace", "segment without trace_id".into())),
         }
     }
@@ -112,7 +114,9 @@ fn push_xray(
         rejected.push(("nesting_too_deep", format!("subsegments nested deeper than {SUBSEGMENT_DEPTH_MAX}")));
         return;
     }
-    let (Some(id), Some(start)) = (segment.get("id").and_then(Json::as_str), seconds_to_micros(segment.get("start_time"))) else {
+    let (Some(id), Some(start)) =
+        (segment.get("id").and_then(Json::as_str), seconds_to_micros(segment.get("start_time")))
+    else {
         rejected.push(("bad_trace", "segment without id or start_time".into()));
         return;
     };
@@ -203,7 +207,13 @@ fn push_otlp(
 ) {
     for resource_spans in json.get("resourceSpans").and_then(Json::as_array).into_iter().flatten() {
         let mut resource = serde_json::Map::new();
-        for attribute in resource_spans.get("resource").and_then(|r| r.get("attributes")).and_then(Json::as_array).into_iter().flatten() {
+        for attribute in resource_spans
+            .get("resource")
+            .and_then(|r| r.get("attributes"))
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let (Some(key), Some(value)) = (attribute.get("key").and_then(Json::as_str), attribute.get("value")) {
                 resource.insert(key.to_string(), otlp_value(value));
             }
@@ -226,20 +236,34 @@ fn push_otlp(
                 let mut aws = serde_json::Map::new();
                 let mut request_id = None;
                 for attribute in span.get("attributes").and_then(Json::as_array).into_iter().flatten() {
-                    let (Some(key), Some(value)) = (attribute.get("key").and_then(Json::as_str), attribute.get("value")) else { continue };
+                    let (Some(key), Some(value)) =
+                        (attribute.get("key").and_then(Json::as_str), attribute.get("value"))
+                    else {
+                        continue;
+                    };
                     let value = otlp_value(value);
                     if key == "faas.invocation_id" || key == "faas.execution" || key == "aws.request_id" {
                         request_id = value.as_str().map(str::to_string);
                     }
-                    if key.starts_with("http.") || key.starts_with("url.") || key.starts_with("client.") || key.starts_with("net.") {
+                    if key.starts_with("http.")
+                        || key.starts_with("url.")
+                        || key.starts_with("client.")
+                        || key.starts_with("net.")
+                    {
                         http.insert(key.to_string(), value);
-                    } else if key.starts_with("aws.") || key.starts_with("rpc.") || key.starts_with("faas.") || key.starts_with("cloud.") {
+                    } else if key.starts_with("aws.")
+                        || key.starts_with("rpc.")
+                        || key.starts_with("faas.")
+                        || key.starts_with("cloud.")
+                    {
                         aws.insert(key.to_string(), value);
                     }
                 }
                 let status_code = span.get("status").and_then(|s| s.get("code"));
-                let is_error = status_code.is_some_and(|c| c.as_i64() == Some(2) || c.as_str() == Some("STATUS_CODE_ERROR"));
-                let error = span.get("status").and_then(|s| s.get("message")).and_then(Json::as_str).filter(|m| !m.is_empty());
+                let is_error =
+                    status_code.is_some_and(|c| c.as_i64() == Some(2) || c.as_str() == Some("STATUS_CODE_ERROR"));
+                let error =
+                    span.get("status").and_then(|s| s.get("message")).and_then(Json::as_str).filter(|m| !m.is_empty());
                 let kind = match span.get("kind").and_then(Json::as_i64) {
                     Some(1) => "internal",
                     Some(2) => "server",
@@ -249,8 +273,10 @@ fn push_otlp(
                     _ => "unspecified",
                 };
                 let parent = span.get("parentSpanId").and_then(Json::as_str).filter(|p| !p.is_empty());
-                let http = (!http.is_empty()).then(|| bounded(&Json::Object(http).to_string(), ATTRIBUTES_BYTES_MAX).to_string());
-                let aws = (!aws.is_empty()).then(|| bounded(&Json::Object(aws).to_string(), ATTRIBUTES_BYTES_MAX).to_string());
+                let http = (!http.is_empty())
+                    .then(|| bounded(&Json::Object(http).to_string(), ATTRIBUTES_BYTES_MAX).to_string());
+                let aws = (!aws.is_empty())
+                    .then(|| bounded(&Json::Object(aws).to_string(), ATTRIBUTES_BYTES_MAX).to_string());
                 builder.push(&[
                     Value::Time(Some(start)),
                     Value::Time(nanos(span.get("endTimeUnixNano"))),
@@ -269,7 +295,12 @@ fn push_otlp(
                     Value::Text(Some(source)),
                     Value::Text(Some(position)),
                 ]);
-                links.push(SpanLink { trace_id, request_id, function_name: resource_function.clone(), start_micros: start });
+                links.push(SpanLink {
+                    trace_id,
+                    request_id,
+                    function_name: resource_function.clone(),
+                    start_micros: start,
+                });
             }
         }
     }

@@ -80,7 +80,8 @@ pub fn classify(event: &Json) -> Option<Trigger> {
                 .or_else(|| text(context, &["identity", "cognitoIdentityId"]));
             return Some(Trigger {
                 trigger: "api_gateway",
-                source_ip: text(context, &["identity", "sourceIp"]).or_else(|| first_forwarded(header(event, "x-forwarded-for"))),
+                source_ip: text(context, &["identity", "sourceIp"])
+                    .or_else(|| first_forwarded(header(event, "x-forwarded-for"))),
                 user_agent: text(context, &["identity", "userAgent"]).or_else(|| header(event, "user-agent")),
                 principal,
                 http_method: text(event, &["httpMethod"]),
@@ -92,12 +93,12 @@ pub fn classify(event: &Json) -> Option<Trigger> {
         let record = records.first()?;
         let source = text(record, &["eventSource"]).or_else(|| text(record, &["EventSource"]))?;
         return Some(match source.as_str() {
-            "aws:sqs" => Trigger {
-                trigger: "sqs",
-                principal: text(record, &["attributes", "SenderId"]),
-                ..Trigger::default()
-            },
-            "aws:sns" => Trigger { trigger: "sns", principal: text(record, &["Sns", "TopicArn"]), ..Trigger::default() },
+            "aws:sqs" => {
+                Trigger { trigger: "sqs", principal: text(record, &["attributes", "SenderId"]), ..Trigger::default() }
+            }
+            "aws:sns" => {
+                Trigger { trigger: "sns", principal: text(record, &["Sns", "TopicArn"]), ..Trigger::default() }
+            }
             "aws:s3" => Trigger {
                 trigger: "s3",
                 source_ip: text(record, &["requestParameters", "sourceIPAddress"]),
@@ -106,8 +107,12 @@ pub fn classify(event: &Json) -> Option<Trigger> {
                 http_path: text(record, &["s3", "object", "key"]),
                 ..Trigger::default()
             },
-            "aws:kinesis" => Trigger { trigger: "kinesis", principal: text(record, &["eventSourceARN"]), ..Trigger::default() },
-            "aws:dynamodb" => Trigger { trigger: "dynamodb", principal: text(record, &["eventSourceARN"]), ..Trigger::default() },
+            "aws:kinesis" => {
+                Trigger { trigger: "kinesis", principal: text(record, &["eventSourceARN"]), ..Trigger::default() }
+            }
+            "aws:dynamodb" => {
+                Trigger { trigger: "dynamodb", principal: text(record, &["eventSourceARN"]), ..Trigger::default() }
+            }
             _ => return None,
         });
     }
@@ -123,14 +128,22 @@ pub fn classify(event: &Json) -> Option<Trigger> {
     }
     if let Some(source) = object.get("eventSource").and_then(Json::as_str) {
         if source == "aws:kafka" || source == "SelfManagedKafka" {
-            return Some(Trigger { trigger: "kafka", principal: text(event, &["eventSourceArn"]), ..Trigger::default() });
+            return Some(Trigger {
+                trigger: "kafka",
+                principal: text(event, &["eventSourceArn"]),
+                ..Trigger::default()
+            });
         }
     }
     if object.contains_key("awslogs") {
         return Some(Trigger { trigger: "cloudwatch_logs", ..Trigger::default() });
     }
     if object.contains_key("deliveryStreamArn") {
-        return Some(Trigger { trigger: "firehose", principal: text(event, &["deliveryStreamArn"]), ..Trigger::default() });
+        return Some(Trigger {
+            trigger: "firehose",
+            principal: text(event, &["deliveryStreamArn"]),
+            ..Trigger::default()
+        });
     }
     None
 }
@@ -142,7 +155,10 @@ pub fn find_in_message(message: &str) -> Option<(Trigger, usize)> {
     // Avoid parsing every line that happens to contain a brace: trigger events are objects with one of
     // these keys.
     let candidate = &message[start..];
-    if !["requestContext", "Records", "detail-type", "eventSource", "awslogs", "deliveryStreamArn"].iter().any(|k| candidate.contains(k)) {
+    if !["requestContext", "Records", "detail-type", "eventSource", "awslogs", "deliveryStreamArn"]
+        .iter()
+        .any(|k| candidate.contains(k))
+    {
         return None;
     }
     let json: Json = serde_json::from_str(candidate.trim_end()).ok()?;
@@ -199,7 +215,8 @@ mod tests {
 
     #[test]
     fn events_are_found_after_a_log_prefix_and_plain_json_is_not_a_trigger() {
-        let message = r#"EVENT: {"httpMethod":"GET","path":"/x","requestContext":{"identity":{"sourceIp":"203.0.113.9"}}}"#;
+        let message =
+            r#"EVENT: {"httpMethod":"GET","path":"/x","requestContext":{"identity":{"sourceIp":"203.0.113.9"}}}"#;
         let (trigger, at) = find_in_message(message).unwrap();
         assert_eq!(at, 7);
         assert_eq!(trigger.source_ip.as_deref(), Some("203.0.113.9"));

@@ -29,7 +29,8 @@ fn run(format: Format, units: &[(&str, &[u8])]) -> BTreeMap<Table, Vec<Row>> {
 
 fn rows(batch: &RecordBatch) -> Vec<Row> {
     let options = FormatOptions::default();
-    let formatters: Vec<ArrayFormatter> = batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+    let formatters: Vec<ArrayFormatter> =
+        batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
     (0..batch.num_rows())
         .map(|row| {
             batch
@@ -90,7 +91,12 @@ fn all_310_stratus_cloudtrail_records_parse_with_their_fields() {
         let delivered = gzip(serde_json::json!({ "Records": records }).to_string().as_bytes());
         for input in [bytes.clone(), delivered] {
             let tables = run(Format::Auto, &[("file", &input)]);
-            assert!(!tables.contains_key(&Table::DeadLetters), "{}: {:?}", path.display(), tables.get(&Table::DeadLetters));
+            assert!(
+                !tables.contains_key(&Table::DeadLetters),
+                "{}: {:?}",
+                path.display(),
+                tables.get(&Table::DeadLetters)
+            );
             let rows = &tables[&Table::Cloudtrail];
             assert_eq!(rows.len(), records.len(), "{}", path.display());
             for (record, row) in records.iter().zip(rows) {
@@ -114,8 +120,15 @@ fn all_310_stratus_cloudtrail_records_parse_with_their_fields() {
                 if identity["type"] == "AssumedRole" {
                     assert!(get(row, "session_name").is_some(), "{row:?}");
                 }
-                assert_eq!(get(row, "account").is_some(), identity["accountId"].is_string() || record["recipientAccountId"].is_string());
-                for (key, column) in [("requestParameters", "request_parameters"), ("responseElements", "response_elements"), ("resources", "resources")] {
+                assert_eq!(
+                    get(row, "account").is_some(),
+                    identity["accountId"].is_string() || record["recipientAccountId"].is_string()
+                );
+                for (key, column) in [
+                    ("requestParameters", "request_parameters"),
+                    ("responseElements", "response_elements"),
+                    ("resources", "resources"),
+                ] {
                     let present = record.get(key).is_some_and(|v| !v.is_null());
                     assert_eq!(get(row, column).is_some(), present, "{key} in {row:?}");
                     if present {
@@ -126,7 +139,9 @@ fn all_310_stratus_cloudtrail_records_parse_with_their_fields() {
                 if let Some(read_only) = record.get("readOnly").and_then(|v| v.as_bool()) {
                     assert_eq!(get(row, "read_only"), Some(if read_only { "true" } else { "false" }));
                 }
-                let expected = chrono::DateTime::parse_from_rfc3339(text("eventTime").unwrap()).unwrap().with_timezone(&chrono::Utc);
+                let expected = chrono::DateTime::parse_from_rfc3339(text("eventTime").unwrap())
+                    .unwrap()
+                    .with_timezone(&chrono::Utc);
                 assert_eq!(get(row, "event_time"), Some(expected.format("%Y-%m-%dT%H:%M:%SZ").to_string().as_str()));
             }
         }
@@ -145,7 +160,8 @@ fn a_cloudtrail_event_from_eventbridge_and_the_fixture_records_parse() {
     let row = &tables[&Table::Cloudtrail][0];
     assert_eq!(get(row, "principal_type"), Some("AssumedRole"));
     assert_eq!(get(row, "session_name"), Some("me@dev.com"));
-    let unknown = run(Format::Auto, &[("u", &shared("aws-lambda-events/example-cloudwatch-cloudtrail-unknown-user-auth.json"))]);
+    let unknown =
+        run(Format::Auto, &[("u", &shared("aws-lambda-events/example-cloudwatch-cloudtrail-unknown-user-auth.json"))]);
     assert_eq!(unknown[&Table::Cloudtrail].len(), 1);
 }
 
@@ -173,7 +189,13 @@ fn a_text_format_invocation_becomes_one_row_with_its_caller() {
     let stream = "2024/03/05/[$LATEST]0123456789abcdef0123456789abcdef";
     let text: String = lambda_text_invocation()
         .split('\n')
-        .map(|line| if line.starts_with(' ') || line.starts_with("XRAY") { line.to_string() } else { format!("2024-03-05T10:00:00.100000+00:00 {stream} {line}") })
+        .map(|line| {
+            if line.starts_with(' ') || line.starts_with("XRAY") {
+                line.to_string()
+            } else {
+                format!("2024-03-05T10:00:00.100000+00:00 {stream} {line}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let tables = run(Format::Lambda, &[("tail.log", text.as_bytes())]);
@@ -240,10 +262,13 @@ fn timeouts_crashes_and_out_of_memory_get_their_status() {
 #[test]
 fn parts_out_of_order_across_units_and_a_lone_report_make_exactly_one_row_each() {
     let lone = "3c2e9f3d-6b7e-4f80-9bac-1d2e3f4a5b6c";
-    let report = format!("REPORT RequestId: {ID}\tDuration: 5.00 ms\tBilled Duration: 5 ms\tMemory Size: 128 MB\tMax Memory Used: 50 MB");
+    let report = format!(
+        "REPORT RequestId: {ID}\tDuration: 5.00 ms\tBilled Duration: 5 ms\tMemory Size: 128 MB\tMax Memory Used: 50 MB"
+    );
     let start = format!("START RequestId: {ID} Version: 7");
     let lone_report = format!("REPORT RequestId: {lone}\tDuration: 1.00 ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\tMax Memory Used: 50 MB");
-    let tables = run(Format::Lambda, &[("a", report.as_bytes()), ("b", lone_report.as_bytes()), ("c", start.as_bytes())]);
+    let tables =
+        run(Format::Lambda, &[("a", report.as_bytes()), ("b", lone_report.as_bytes()), ("c", start.as_bytes())]);
     let rows = &tables[&Table::Invocations];
     assert_eq!(rows.len(), 2, "{rows:#?}");
     let by_id: BTreeMap<&str, &Row> = rows.iter().map(|r| (get(r, "request_id").unwrap(), r)).collect();
@@ -299,9 +324,15 @@ fn application_lines_of_each_runtime_get_level_and_request_id() {
     let tables = run(Format::Lambda, &[("x", stream_lines.join("\n").as_bytes())]);
     let logs = &tables[&Table::Logs];
     let levels: Vec<Option<&str>> = logs.iter().map(|l| get(l, "level")).collect();
-    assert_eq!(levels, vec![Some("PLATFORM"), Some("INFO"), Some("ERROR"), Some("WARN"), Some("ERROR"), None, Some("PLATFORM")]);
+    assert_eq!(
+        levels,
+        vec![Some("PLATFORM"), Some("INFO"), Some("ERROR"), Some("WARN"), Some("ERROR"), None, Some("PLATFORM")]
+    );
     assert!(get(&logs[2], "message").unwrap().contains("line 3, in handler"), "traceback kept with its error");
-    assert!(logs.iter().all(|l| get(l, "request_id") == Some(ID)), "lines between START and END belong to it: {logs:#?}");
+    assert!(
+        logs.iter().all(|l| get(l, "request_id") == Some(ID)),
+        "lines between START and END belong to it: {logs:#?}"
+    );
 }
 
 #[test]
@@ -341,7 +372,9 @@ fn xray_segments_and_otlp_spans_become_spans_linked_to_invocations() {
         ]
     });
     let batch = serde_json::json!({ "Traces": [{ "Id": "1-581cf771-a006649127e371903a2de979", "Segments": [{ "Id": "70de5b6f19ff9a0a", "Document": segment.to_string() }] }] });
-    let report = format!("REPORT RequestId: {ID}\tDuration: 5.00 ms\tBilled Duration: 5 ms\tMemory Size: 128 MB\tMax Memory Used: 50 MB");
+    let report = format!(
+        "REPORT RequestId: {ID}\tDuration: 5.00 ms\tBilled Duration: 5 ms\tMemory Size: 128 MB\tMax Memory Used: 50 MB"
+    );
     let tables = run(Format::Auto, &[("trace", batch.to_string().as_bytes()), ("log", report.as_bytes())]);
     let spans = &tables[&Table::Spans];
     assert_eq!(spans.len(), 3);
@@ -381,7 +414,14 @@ fn kinesis_and_firehose_deliveries_of_subscription_payloads_decode() {
     let kinesis = serde_json::json!({"Records": [{"kinesis": {"data": data}, "eventSource": "aws:kinesis"}, {"kinesis": {"data": data}, "eventSource": "aws:kinesis"}]});
     let firehose = serde_json::json!({"invocationId": "x", "deliveryStreamArn": "arn", "records": [{"recordId": "1", "data": data}]});
     let control = serde_json::json!({"messageType": "CONTROL_MESSAGE", "owner": "CloudwatchLogs", "logGroup": "", "logStream": "", "subscriptionFilters": [], "logEvents": [{"id": "", "timestamp": 1, "message": "CWL CONTROL MESSAGE: Checking health of destination Kinesis stream."}]});
-    let tables = run(Format::Auto, &[("k", kinesis.to_string().as_bytes()), ("f", firehose.to_string().as_bytes()), ("c", control.to_string().as_bytes())]);
+    let tables = run(
+        Format::Auto,
+        &[
+            ("k", kinesis.to_string().as_bytes()),
+            ("f", firehose.to_string().as_bytes()),
+            ("c", control.to_string().as_bytes()),
+        ],
+    );
     let logs = &tables[&Table::Logs];
     assert_eq!(logs.len(), 3);
     assert!(logs.iter().all(|l| get(l, "function_name") == Some("f")));

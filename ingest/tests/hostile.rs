@@ -118,7 +118,8 @@ fn unrecognised_json_and_bad_subscriptions_are_dead_letters() {
     assert_eq!(dead_letters(&batches)[0].0, "unrecognised_json");
     let (_, batches) = run(Format::Auto, br#"{"awslogs": {"data": "!!not base64!!"}}"#);
     assert_eq!(dead_letters(&batches)[0].0, "bad_base64");
-    let (_, batches) = run(Format::Subscription, br#"{"messageType": "DATA_MESSAGE", "logEvents": [{"timestamp": "x"}]}"#);
+    let (_, batches) =
+        run(Format::Subscription, br#"{"messageType": "DATA_MESSAGE", "logEvents": [{"timestamp": "x"}]}"#);
     assert_eq!(dead_letters(&batches)[0].0, "bad_subscription");
 }
 

@@ -44,8 +44,8 @@ async fn main() {
         stdout.flush().unwrap();
         next += rows;
         round += 1;
-        if round % 5 == 0 {
-            store.maintain(round % 20 == 0).await.expect("maintenance");
+        if round.is_multiple_of(5) {
+            store.maintain(round.is_multiple_of(20)).await.expect("maintenance");
         }
     }
 }
