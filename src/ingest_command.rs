@@ -33,6 +33,12 @@ pub struct IngestArgs {
     /// Ingest files again even when their position says they were ingested.
     #[arg(long)]
     again: bool,
+    /// Consumer group of `kafka://` inputs.
+    #[arg(long, default_value = "coldtrail")]
+    group: String,
+    /// Stop a `kafka://` input after this many seconds without records (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    idle_exit: Option<f64>,
 }
 
 struct Run<'a> {
@@ -84,7 +90,7 @@ fn records(stats: &IngestStats) -> u64 {
 }
 
 pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(paths.store_config()).await?;
+    let store = std::sync::Arc::new(Store::open(paths.store_config()).await?);
     let mut run = Run {
         store: &store,
         pipeline: Pipeline::default(),
@@ -98,6 +104,20 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     for input in &args.inputs {
         if input == "-" {
             ingest_stdin(&mut run, &args)?;
+            continue;
+        }
+        if let Some(spec) = input.strip_prefix("kafka://") {
+            // Stores as it goes; files before it are stored first so positions stay in order.
+            run.store_buffered()?;
+            let stats = ingest_kafka(&store, &args, spec).await?;
+            outln!(
+                "kafka: {} records received, {} stored in {} batches, {} below the stored position skipped, {} position conflicts",
+                stats.records,
+                stats.stored_records,
+                stats.batches,
+                stats.skipped_below_position,
+                stats.position_conflicts
+            );
             continue;
         }
         let files = ingest::file::list(&PathBuf::from(input))?;
@@ -205,4 +225,54 @@ fn ingest_stdin(run: &mut Run<'_>, args: &IngestArgs) -> anyhow::Result<()> {
 fn looks_like_ndjson(buffer: &[u8]) -> bool {
     let Some(end) = buffer.iter().position(|b| *b == b'\n') else { return false };
     serde_json::from_slice::<serde_json::Value>(&buffer[..end]).is_ok()
+}
+
+/// `kafka://BROKER[,BROKER]/TOPIC[:FORMAT][,TOPIC[:FORMAT]]`: consumes until Ctrl-C or `--idle-exit`.
+async fn ingest_kafka(
+    store: &std::sync::Arc<Store>,
+    args: &IngestArgs,
+    spec: &str,
+) -> anyhow::Result<ingest::kafka::KafkaStats> {
+    let (brokers, topics) = spec.split_once('/').context("kafka input is kafka://BROKERS/TOPIC[:FORMAT][,TOPIC...]")?;
+    let mut topic_configs = Vec::new();
+    for topic in topics.split(',').filter(|t| !t.is_empty()) {
+        let (topic, format) = match topic.split_once(':') {
+            Some((topic, format)) => (topic, format.parse::<Format>().map_err(anyhow::Error::msg)?),
+            None => (topic, args.format),
+        };
+        topic_configs.push(ingest::kafka::TopicConfig {
+            topic: topic.to_string(),
+            format,
+            log_group: args.log_group.clone(),
+        });
+    }
+    anyhow::ensure!(!topic_configs.is_empty(), "kafka input names no topic");
+    let config = ingest::kafka::KafkaConfig::new(brokers, args.group.clone(), topic_configs);
+    let mut source = ingest::kafka::KafkaSource::new(store.clone(), config)?;
+    let idle_exit = args.idle_exit.map(std::time::Duration::from_secs_f64);
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let Some(idle_exit) = idle_exit else {
+            ctrl_c.await.ok();
+            return;
+        };
+        // Polls the store's positions: idle means they stopped moving.
+        let mut last = String::new();
+        let mut since = Instant::now();
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+            let now = format!("{:?}", store.positions());
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= idle_exit {
+                return;
+            }
+        }
+    };
+    Ok(source.run(shutdown).await?)
 }

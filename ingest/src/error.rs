@@ -10,6 +10,10 @@ pub enum IngestError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("store error: {0}")]
     Store(#[from] store::StoreError),
+    #[error("kafka error: {0}")]
+    Kafka(String),
+    #[error("bug: {0}")]
+    Internal(String),
 }
 
 impl IngestError {
@@ -20,7 +24,8 @@ impl IngestError {
     /// Whether retrying may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            IngestError::Io { .. } => true,
+            IngestError::Io { .. } | IngestError::Kafka(_) => true,
+            IngestError::Internal(_) => false,
             IngestError::Store(e) => e.is_retryable(),
         }
     }

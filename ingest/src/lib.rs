@@ -9,6 +9,7 @@ pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod error;
 pub mod file;
+pub mod kafka;
 pub mod lambda;
 pub mod pipeline;
 pub mod rows;

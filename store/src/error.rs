@@ -16,6 +16,9 @@ pub enum StoreError {
     #[error("invalid store location {location}: {reason}")]
     BadLocation { location: String, reason: String },
 
+    #[error("position of {stream} is {actual:?}, not {expected:?} as the append assumed")]
+    PositionConflict { stream: String, expected: Option<u64>, actual: Option<u64> },
+
     // Limits.
     #[error("append of {bytes} bytes to table {table} exceeds the frame limit of {limit} bytes")]
     FrameTooLarge { table: String, bytes: usize, limit: usize },

@@ -399,6 +399,19 @@ impl Store {
     /// them is. Blocks for one fsync: call it from a blocking thread in async code.
     /// Returns the WAL sequence number of the append.
     pub fn append(&self, batches: &[(Table, RecordBatch)], positions: &[Position]) -> Result<u64> {
+        self.append_checked(batches, positions, &[])
+    }
+
+    /// `append`, on condition that each stream in `expected` is at the given position (`None`: no position
+    /// yet) when the append is made; otherwise nothing is written and the error is
+    /// `StoreError::PositionConflict`. Consumers that share partitions over time use it so that a record
+    /// is stored by one of them only.
+    pub fn append_checked(
+        &self,
+        batches: &[(Table, RecordBatch)],
+        positions: &[Position],
+        expected: &[(String, Option<u64>)],
+    ) -> Result<u64> {
         let mut splits = Vec::with_capacity(batches.len());
         let mut partitions = Vec::new();
         for (table, batch) in batches {
@@ -411,6 +424,16 @@ impl Store {
         }
         let mut frame = encode_unsealed(batches, positions)?;
         let mut wal = lock(&self.wal);
+        if !expected.is_empty() {
+            // Positions change only under the WAL lock, which is held from here to the insert below.
+            let state = lock(&self.state);
+            for (stream, position) in expected {
+                let actual = state.positions.get(stream).copied();
+                if actual != *position {
+                    return Err(StoreError::PositionConflict { stream: stream.clone(), expected: *position, actual });
+                }
+            }
+        }
         let seq = wal.next_seq;
         let bytes = frame.seal(seq);
         wal.wal.append(seq, &partitions, bytes)?;
