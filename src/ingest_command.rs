@@ -36,7 +36,8 @@ pub struct IngestArgs {
     /// Consumer group of `kafka://` inputs.
     #[arg(long, default_value = "coldtrail")]
     group: String,
-    /// Stop a `kafka://` input after this many seconds without records (default: run until Ctrl-C).
+    /// Stop a `kafka://` input once it has partitions and no record came for this many seconds
+    /// (default: run until Ctrl-C).
     #[arg(long, value_name = "SECONDS")]
     idle_exit: Option<f64>,
 }
@@ -247,32 +248,12 @@ async fn ingest_kafka(
         });
     }
     anyhow::ensure!(!topic_configs.is_empty(), "kafka input names no topic");
-    let config = ingest::kafka::KafkaConfig::new(brokers, args.group.clone(), topic_configs);
+    let mut config = ingest::kafka::KafkaConfig::new(brokers, args.group.clone(), topic_configs);
+    config.idle_exit = args.idle_exit.map(std::time::Duration::from_secs_f64);
     let mut source = ingest::kafka::KafkaSource::new(store.clone(), config)?;
-    let idle_exit = args.idle_exit.map(std::time::Duration::from_secs_f64);
-    let shutdown = async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
-        let Some(idle_exit) = idle_exit else {
-            ctrl_c.await.ok();
-            return;
-        };
-        // Polls the store's positions: idle means they stopped moving.
-        let mut last = String::new();
-        let mut since = Instant::now();
-        loop {
-            tokio::select! {
-                _ = &mut ctrl_c => return,
-                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            }
-            let now = format!("{:?}", store.positions());
-            if now != last {
-                last = now;
-                since = Instant::now();
-            } else if since.elapsed() >= idle_exit {
-                return;
-            }
-        }
-    };
-    Ok(source.run(shutdown).await?)
+    Ok(source
+        .run(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
+        .await?)
 }

@@ -47,6 +47,8 @@ pub struct KafkaConfig {
     pub heartbeat_interval: Duration,
     /// Bound on librdkafka's prefetch queue per consumer.
     pub queue_kbytes_max: usize,
+    /// Stop once partitions are assigned and no record has come for this long (one-shot ingests, tests).
+    pub idle_exit: Option<Duration>,
     /// Further librdkafka settings (`security.protocol`, `sasl.mechanism`, ...), applied last.
     pub client_options: BTreeMap<String, String>,
 }
@@ -63,6 +65,7 @@ impl KafkaConfig {
             session_timeout: Duration::from_secs(6),
             heartbeat_interval: Duration::from_secs(1),
             queue_kbytes_max: 64 * 1024,
+            idle_exit: None,
             client_options: BTreeMap::new(),
         }
     }
@@ -124,6 +127,8 @@ impl KafkaSource {
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.config.batch_records_max);
         let mut batch_bytes = 0usize;
         let mut batch_started = Instant::now();
+        // When the consumer last had something to do: got a record, or got partitions assigned.
+        let mut active_at: Option<Instant> = None;
         loop {
             let wait = if batch.is_empty() {
                 self.config.batch_wait
@@ -135,6 +140,7 @@ impl KafkaSource {
                 () = &mut shutdown => break,
                 received = tokio::time::timeout(wait, self.consumer.recv()) => match received {
                     Ok(Ok(message)) => {
+                        active_at = Some(Instant::now());
                         if batch.is_empty() {
                             batch_started = Instant::now();
                         }
@@ -155,6 +161,14 @@ impl KafkaSource {
                         if !batch.is_empty() {
                             self.store_batch(&mut batch).await?;
                             batch_bytes = 0;
+                        }
+                        if let Some(idle_exit) = self.config.idle_exit {
+                            let assigned = self.consumer.assignment().is_ok_and(|list| list.count() > 0);
+                            match active_at {
+                                None if assigned => active_at = Some(Instant::now()),
+                                Some(at) if at.elapsed() >= idle_exit => break,
+                                _ => {}
+                            }
                         }
                     }
                 },
