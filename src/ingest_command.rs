@@ -21,7 +21,8 @@ const STDIN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
-    /// Files or directories (recursive, plain or gzip), or `-` for stdin.
+    /// Files or directories (recursive, plain or gzip), `-` for stdin, `s3://bucket/prefix` (each object
+    /// once), or `kafka://BROKERS/TOPIC[:FORMAT][,TOPIC...]` (a consumer group).
     #[arg(required = true)]
     inputs: Vec<String>,
     /// Input format; detected per file when `auto`: auto, lambda, subscription, export, cloudtrail, xray, otlp.
@@ -105,6 +106,19 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     for input in &args.inputs {
         if input == "-" {
             ingest_stdin(&mut run, &args)?;
+            continue;
+        }
+        if input.starts_with("s3://") {
+            run.store_buffered()?;
+            let source = ingest::s3::S3Source::new(input, args.format, args.log_group.clone())?;
+            let stats = source.poll(&store, &mut run.pipeline).await?;
+            outln!(
+                "{input}: {} objects listed, {} ingested ({:.1} MB), {} ingested before",
+                stats.objects_listed,
+                stats.objects_ingested,
+                stats.bytes as f64 / 1e6,
+                stats.objects_skipped
+            );
             continue;
         }
         if let Some(spec) = input.strip_prefix("kafka://") {

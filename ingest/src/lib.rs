@@ -1,5 +1,5 @@
 //! coldtrail's ingest: parsers of Lambda, CloudWatch Logs, CloudTrail, X-Ray and OTLP input and the
-//! sources (files, stdin; Kafka, S3 and HTTP to come) that feed them into the store.
+//! sources (files, stdin, Kafka, S3; HTTP through the binary) that feed them into the store.
 //!
 //! Ingest depends on `store` only; it knows nothing of detectors or SQL. Parsers never fail a batch: a
 //! record they cannot decode becomes a `dead_letters` row with its reason and raw bytes.
@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod lambda;
 pub mod pipeline;
 pub mod rows;
+pub mod s3;
 pub mod timestamp;
 pub mod trace;
 pub mod trigger;

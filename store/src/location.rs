@@ -69,9 +69,15 @@ impl Location {
         self.local_root.as_deref()
     }
 
+    /// A path from its text: listed paths come back in their encoded form (`%5B` for `[`), which must not
+    /// be encoded a second time.
+    fn path(path: &str) -> Path {
+        Path::parse(path).unwrap_or_else(|_| Path::from(path))
+    }
+
     /// Writes an object atomically and durably.
     pub async fn put(&self, path: &str, bytes: Bytes) -> Result<()> {
-        self.object_store.put(&Path::from(path), PutPayload::from_bytes(bytes)).await?;
+        self.object_store.put(&Self::path(path), PutPayload::from_bytes(bytes)).await?;
         if let Some(root) = &self.local_root {
             let file = root.join(path);
             let dir = file.parent().expect("an object path has a parent directory").to_path_buf();
@@ -91,12 +97,12 @@ impl Location {
     }
 
     pub async fn get(&self, path: &str) -> Result<Bytes> {
-        Ok(self.object_store.get(&Path::from(path)).await?.bytes().await?)
+        Ok(self.object_store.get(&Self::path(path)).await?.bytes().await?)
     }
 
     /// Reads an object, or `None` when it does not exist.
     pub async fn get_opt(&self, path: &str) -> Result<Option<Bytes>> {
-        match self.object_store.get(&Path::from(path)).await {
+        match self.object_store.get(&Self::path(path)).await {
             Ok(res) => Ok(Some(res.bytes().await?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -105,7 +111,7 @@ impl Location {
 
     /// Deletes an object; deleting a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<()> {
-        match self.object_store.delete(&Path::from(path)).await {
+        match self.object_store.delete(&Self::path(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -69,5 +69,14 @@ set -e
 check "coldtrail verify: a flipped byte in an S3 segment is reported, exit 1" \
     python3 -c "import json,sys; r=json.load(open('$work/verify-s3.json')); sys.exit(0 if $code == 1 and [f['kind'] for f in r['findings']] == ['segment_modified'] else 1)"
 
+echo "-- the S3 source reads a CloudWatch Logs export written by moto's create_export_task"
+events=$(python3 tests/e2e/cloudwatch_export.py "$AWS_ENDPOINT" logs-archive exports)
+"$coldtrail" --data "$work/export" ingest s3://logs-archive/exports --log-group /aws/lambda/orders-api > "$work/export.txt"
+"$coldtrail" --data "$work/export" info --json > "$work/export-info.json"
+check "every exported event is a log row and every request an invocation" \
+    python3 -c "import json,sys; t=json.load(open('$work/export-info.json'))['tables']; sys.exit(0 if t['logs']['segment_rows'] == $events and t['invocations']['segment_rows'] == $events // 4 else 1)"
+"$coldtrail" --data "$work/export" ingest s3://logs-archive/exports > "$work/export-again.txt"
+check "objects ingested before are not ingested again" grep -q " 0 ingested" "$work/export-again.txt"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
