@@ -22,7 +22,8 @@ const STDIN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
     /// Files or directories (recursive, plain or gzip), `-` for stdin, `s3://bucket/prefix` (each object
-    /// once), or `kafka://BROKERS/TOPIC[:FORMAT][,TOPIC...]` (a consumer group).
+    /// once), `kafka://BROKERS/TOPIC[:FORMAT][,TOPIC...]` (a consumer group), or `http://ADDR:PORT` (serve
+    /// `POST /ingest` until Ctrl-C).
     #[arg(required = true)]
     inputs: Vec<String>,
     /// Input format; detected per file when `auto`: auto, lambda, subscription, export, cloudtrail, xray, otlp.
@@ -34,6 +35,9 @@ pub struct IngestArgs {
     /// Ingest files again even when their position says they were ingested.
     #[arg(long)]
     again: bool,
+    /// File holding the bearer token an `http://ADDR` input requires (else `COLDTRAIL_INGEST_TOKEN`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// Consumer group of `kafka://` inputs.
     #[arg(long, default_value = "coldtrail")]
     group: String,
@@ -106,6 +110,20 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     for input in &args.inputs {
         if input == "-" {
             ingest_stdin(&mut run, &args)?;
+            continue;
+        }
+        if let Some(address) = input.strip_prefix("http://") {
+            run.store_buffered()?;
+            let token = match &args.token_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .trim()
+                    .to_string(),
+                None => std::env::var("COLDTRAIL_INGEST_TOKEN")
+                    .context("an http input needs --token-file or COLDTRAIL_INGEST_TOKEN")?,
+            };
+            anyhow::ensure!(token.len() >= 16, "the ingest token must have at least 16 characters");
+            crate::http_ingest::serve(store.clone(), address.trim_end_matches('/'), token).await?;
             continue;
         }
         if input.starts_with("s3://") {

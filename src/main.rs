@@ -9,6 +9,7 @@ macro_rules! outln {
 }
 
 mod commands;
+mod http_ingest;
 mod ingest_command;
 
 use std::path::PathBuf;

@@ -333,7 +333,10 @@ impl Pipeline {
             ),
             _ => {}
         }
-        if !nested.is_empty() {
+        // A Firehose or Kafka envelope with no records is empty, not unrecognised.
+        let envelope = json.get("deliveryStreamArn").is_some()
+            || json.get("requestId").is_some() && json.get("records").is_some_and(Json::is_array);
+        if !nested.is_empty() || envelope {
             for (idx, data) in nested.into_iter().enumerate() {
                 let position = format!("{}#{idx}", unit.position);
                 let record_unit = Unit { position: &position, ..*unit };

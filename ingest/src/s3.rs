@@ -60,7 +60,8 @@ impl S3Source {
             let bytes = self.location.get(&key).await?;
             // The key names the log stream of export objects: decoded, as the stream is named.
             let decoded_key = percent_decode(&stream);
-            let unit = Unit { source: &stream, position: "0", key: Some(&decoded_key), log_group: self.log_group.as_deref() };
+            let unit =
+                Unit { source: &stream, position: "0", key: Some(&decoded_key), log_group: self.log_group.as_deref() };
             pipeline.ingest(self.format, &bytes, &unit);
             positions.push(Position { stream, offset: object.size });
             stats.objects_ingested += 1;
@@ -123,9 +124,15 @@ mod tests {
         let bucket = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
         let write = |name: &str, lines: usize| {
-            let text: String = (0..lines).map(|i| format!("2024-03-05T10:00:0{}.000Z line {i} of {name}\n", i % 10)).collect();
-            std::fs::create_dir_all(bucket.path().join("exports/0e2c5ba9-6d3b-4c1a-a1b2-1234567890ab/stream-a")).unwrap();
-            std::fs::write(bucket.path().join(format!("exports/0e2c5ba9-6d3b-4c1a-a1b2-1234567890ab/stream-a/{name}")), text).unwrap();
+            let text: String =
+                (0..lines).map(|i| format!("2024-03-05T10:00:0{}.000Z line {i} of {name}\n", i % 10)).collect();
+            std::fs::create_dir_all(bucket.path().join("exports/0e2c5ba9-6d3b-4c1a-a1b2-1234567890ab/stream-a"))
+                .unwrap();
+            std::fs::write(
+                bucket.path().join(format!("exports/0e2c5ba9-6d3b-4c1a-a1b2-1234567890ab/stream-a/{name}")),
+                text,
+            )
+            .unwrap();
         };
         write("000000", 3);
         write("000001", 2);
@@ -146,7 +153,9 @@ mod tests {
         assert_eq!((stats.objects_ingested, stats.objects_skipped), (1, 1));
         assert_eq!(logs(&store), 9);
         let batches = store.scan(store::Table::Logs, None, store::TimeRange::ALL).await.unwrap();
-        let streams = arrow::compute::cast(batches[0].column_by_name("log_stream").unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+        let streams =
+            arrow::compute::cast(batches[0].column_by_name("log_stream").unwrap(), &arrow::datatypes::DataType::Utf8)
+                .unwrap();
         assert_eq!(streams.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().value(0), "stream-a");
     }
 }

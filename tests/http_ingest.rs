@@ -1,0 +1,85 @@
+//! `coldtrail ingest http://…` with a real HTTP client: bearer token, answers after durable storage,
+//! bad bodies kept as dead letters, oversized bodies refused, everything stored after a SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use store::{Store, StoreConfig, Table};
+
+const TOKEN: &str = "a-long-enough-test-token";
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_payloads_posted_with_the_token_are_stored_before_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .args(["--data", dir.path().to_str().unwrap(), "ingest", "http://127.0.0.1:0"])
+        .env("COLDTRAIL_INGEST_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let client = reqwest::Client::new();
+
+    let payload = serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "/aws/lambda/orders", "logStream": "s1",
+        "subscriptionFilters": ["f"], "logEvents": [
+            {"id": "1", "timestamp": 1709632800000i64, "message": "START RequestId: 8f507cfc-1a2b-4697-b07a-ac58fc914c95 Version: 1"},
+            {"id": "2", "timestamp": 1709632800050i64, "message": "REPORT RequestId: 8f507cfc-1a2b-4697-b07a-ac58fc914c95\tDuration: 5.00 ms\tBilled Duration: 5 ms\tMemory Size: 128 MB\tMax Memory Used: 50 MB"}]});
+    let body = gzip(payload.to_string().as_bytes());
+
+    let anonymous = client.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = client.post(&url).bearer_auth("a-long-enough-wrong-token").body(body.clone()).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let accepted = client.post(&url).bearer_auth(TOKEN).body(body).send().await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    let summary: serde_json::Value = accepted.json().await.unwrap();
+    assert_eq!(summary["log_lines"], 2);
+    assert_eq!(summary["rows"], 3, "two log rows and the invocation: {summary}");
+
+    let ndjson = "{\"eventTime\":\"2024-03-05T10:00:00Z\",\"eventSource\":\"lambda.amazonaws.com\",\"eventName\":\"GetFunction\"}\n{\"broken\": \n";
+    let mixed = client.post(&url).bearer_auth(TOKEN).body(ndjson).send().await.unwrap();
+    let summary: serde_json::Value = mixed.json().await.unwrap();
+    assert_eq!(
+        (summary["cloudtrail_events"].as_u64(), summary["dead_letters"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
+
+    let bad_format = client.post(format!("{url}?format=nope")).bearer_auth(TOKEN).body("x").send().await.unwrap();
+    assert_eq!(bad_format.status(), 400);
+    let huge = client.post(&url).bearer_auth(TOKEN).body(vec![b'x'; 65 * 1024 * 1024]).send().await;
+    assert!(huge.map(|r| r.status() == 413).unwrap_or(true), "an oversized body is refused");
+
+    let firehose = client
+        .post(&url)
+        .header("x-amz-firehose-access-key", TOKEN)
+        .header("x-amz-firehose-request-id", "req-1")
+        .body(serde_json::json!({"requestId": "req-1", "timestamp": 1, "records": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = firehose.json().await.unwrap();
+    assert_eq!(answer["requestId"], "req-1");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success(), "SIGTERM shuts down cleanly");
+    let store = Store::open(StoreConfig::new(dir.path())).await.unwrap();
+    let stats = store.stats();
+    assert_eq!(stats[&Table::Logs].segment_rows, 2);
+    assert_eq!(stats[&Table::Invocations].segment_rows, 1);
+    assert_eq!(stats[&Table::Cloudtrail].segment_rows, 1);
+    assert_eq!(stats[&Table::DeadLetters].segment_rows, 1, "the broken NDJSON line");
+}
