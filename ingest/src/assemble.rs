@@ -232,16 +232,14 @@ impl Assembler {
                 }
             }
             Message::App { request_id, level, message, .. } => {
-                let request_id = request_id
-                    .as_deref()
-                    .map(str::to_string)
-                    .or_else(|| self.current_request(origin.environment()).map(str::to_string));
-                let Some(request_id) = request_id else { return };
+                // Most application lines are neither a trigger event nor an error: leave them at once.
                 let trigger = crate::trigger::find_in_message(message);
-                let is_error = level.as_deref() == Some("ERROR") || level.as_deref() == Some("FATAL");
+                let is_error = matches!(level.as_deref(), Some("ERROR" | "FATAL"));
                 if trigger.is_none() && !is_error {
                     return;
                 }
+                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.environment()).map(str::to_string));
+                let Some(request_id) = request_id else { return };
                 if let Some(pending) = self.entry(&request_id, origin, ts) {
                     if let Some((trigger, at)) = trigger {
                         if pending.trigger.is_none() {

@@ -139,17 +139,28 @@ const LEVELS: [&str; 9] = ["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR",
 
 /// Normalises a level name across runtimes (`info`, `Information`, `fail`, `WARNING`, ...).
 pub fn normalise_level(level: &str) -> Option<&'static str> {
-    let upper = level.trim();
-    Some(match upper.to_ascii_uppercase().as_str() {
-        "TRACE" | "TRCE" => "TRACE",
-        "DEBUG" | "DBUG" => "DEBUG",
-        "INFO" | "INFORMATION" => "INFO",
-        "WARN" | "WARNING" => "WARN",
-        "ERROR" | "FAIL" | "ERR" => "ERROR",
-        "FATAL" | "CRITICAL" | "CRIT" => "FATAL",
-        "NOTICE" => "INFO",
-        _ => return None,
-    })
+    const NAMES: [(&str, &str); 15] = [
+        ("INFO", "INFO"),
+        ("ERROR", "ERROR"),
+        ("WARN", "WARN"),
+        ("DEBUG", "DEBUG"),
+        ("WARNING", "WARN"),
+        ("TRACE", "TRACE"),
+        ("FATAL", "FATAL"),
+        ("INFORMATION", "INFO"),
+        ("FAIL", "ERROR"),
+        ("ERR", "ERROR"),
+        ("CRITICAL", "FATAL"),
+        ("CRIT", "FATAL"),
+        ("NOTICE", "INFO"),
+        ("TRCE", "TRACE"),
+        ("DBUG", "DEBUG"),
+    ];
+    let level = level.trim();
+    if level.len() > 11 {
+        return None;
+    }
+    NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(level)).map(|(_, normal)| *normal)
 }
 
 /// Splits `text` at the first tab or space run; returns the token and the rest (without the separator).
@@ -228,8 +239,11 @@ pub fn parse_text(message: &str) -> Message<'_> {
             return Message::PlatformNotice { kind };
         }
     }
-    if let Some(exit) = runtime_exit(trimmed) {
-        return exit;
+    // `RequestId: <id> Error: Runtime exited with error: …`
+    if trimmed.starts_with("RequestId: ") || trimmed.starts_with("Error: Runtime exited") {
+        if let Some(exit) = runtime_exit(trimmed) {
+            return exit;
+        }
     }
     parse_app_line(trimmed)
 }
@@ -273,9 +287,6 @@ fn parse_app_line(text: &str) -> Message<'_> {
             // Node.js / .NET: `<ts>\t<id>\t<LEVEL>\t<message>`; Java: `<ts> <id> <LEVEL> <logger> - <message>`.
             let (level, after_level) = token(after_id);
             if let Some(level) = normalise_level(level) {
-                if let Some(message) = text.find("Task timed out after").map(|i| &text[i..]) {
-                    return timeout(Some(id), message);
-                }
                 return app(Some(ts), Some(id), Some(level), after_level);
             }
             if let Some(at) = after_id.find("Task timed out after") {

@@ -2,7 +2,6 @@
 //! HTTP body), decodes it, and builds rows of every table, with every rejected record kept as a
 //! dead letter. It does no IO: sources hand it bytes and store the batches it returns.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 
@@ -414,8 +413,12 @@ impl Pipeline {
                     log_stream: subscription.log_stream.as_deref(),
                     account: subscription.owner,
                 };
+                // One position buffer for the whole payload: this is the hot loop.
+                let mut position = String::with_capacity(unit.position.len() + 8);
                 for (idx, event) in subscription.log_events.iter().enumerate() {
-                    let position = format!("{}#{idx}", unit.position);
+                    use std::fmt::Write;
+                    position.clear();
+                    let _ = write!(position, "{}#{idx}", unit.position);
                     let ts = timestamp::millis_to_micros(event.timestamp);
                     self.log_message(&context, ts, &event.message, unit, &position);
                 }
@@ -566,18 +569,16 @@ impl Pipeline {
         });
         self.watermark_micros = self.watermark_micros.max(ts);
         let function_name = context.log_group.and_then(function_of_group);
-        let request_id: Option<Cow<'_, str>> =
-            message.request_id().filter(|id| !id.is_empty()).map(|id| Cow::Owned(id.to_string())).or_else(|| {
-                self.assembler
-                    .current_request(context.log_stream.unwrap_or(unit.source))
-                    .map(|id| Cow::Owned(id.to_string()))
-            });
+        let request_id: Option<&str> = message
+            .request_id()
+            .filter(|id| !id.is_empty())
+            .or_else(|| self.assembler.current_request(context.log_stream.unwrap_or(unit.source)));
         self.logs.push(&[
             Value::Time(Some(ts)),
             Value::Text(function_name),
             Value::Text(context.log_group),
             Value::Text(context.log_stream),
-            Value::Text(request_id.as_deref()),
+            Value::Text(request_id),
             Value::Text(message.level()),
             Value::Text(Some(text)),
             Value::Text(Some(format)),

