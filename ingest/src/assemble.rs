@@ -153,21 +153,18 @@ impl Assembler {
     /// Feeds one classified message at event time `ts`. Returns whether an invocation became complete;
     /// completed invocations are appended to `out` right away.
     pub fn observe(&mut self, message: &Message<'_>, ts: i64, origin: &Origin<'_>, out: &mut TableBuilder) {
-        let stream_key = Some(origin.environment().to_string());
+        let environment = origin.environment();
         match message {
             Message::InitStart { .. } => {
-                if let Some(stream) = stream_key {
-                    self.environments.entry(stream).or_default().cold_next = true;
-                }
+                self.environments.entry(environment.to_string()).or_default().cold_next = true;
             }
             Message::Start { request_id, version, trace_id } => {
-                let cold = stream_key
-                    .as_ref()
-                    .and_then(|s| self.environments.get_mut(s))
-                    .is_some_and(|env| std::mem::take(&mut env.cold_next));
-                if let Some(stream) = &stream_key {
-                    self.environments.entry(stream.clone()).or_default().current_request = Some(request_id.to_string());
-                }
+                let env = match self.environments.get_mut(environment) {
+                    Some(env) => env,
+                    None => self.environments.entry(environment.to_string()).or_default(),
+                };
+                let cold = std::mem::take(&mut env.cold_next);
+                env.current_request = Some(request_id.to_string());
                 if let Some(pending) = self.entry(request_id, origin, ts) {
                     pending.seen_start = true;
                     pending.start_ts = Some(pending.start_ts.map_or(ts, |t| t.min(ts)));
@@ -182,11 +179,9 @@ impl Assembler {
                 self.emit_if_complete(request_id, out);
             }
             Message::End { request_id } => {
-                if let Some(stream) = &stream_key {
-                    if let Some(env) = self.environments.get_mut(stream) {
-                        if env.current_request.as_deref() == Some(request_id) {
-                            env.current_request = None;
-                        }
+                if let Some(env) = self.environments.get_mut(environment) {
+                    if env.current_request.as_deref() == Some(request_id) {
+                        env.current_request = None;
                     }
                 }
                 if let Some(pending) = self.entry(request_id, origin, ts) {

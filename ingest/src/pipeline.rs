@@ -274,7 +274,9 @@ impl Pipeline {
         }
         if body[0] == b'{' || body[0] == b'[' {
             // A subscription payload is parsed straight into borrowed structs: the hot path.
-            if body.len() < 4096 || body[..4096].windows(13).any(|w| w == b"\"messageType\"") {
+            // CloudWatch writes `messageType` first; serialisers that sort keys write it last.
+            let sniff = |part: &[u8]| part.windows(13).any(|w| w == b"\"messageType\"");
+            if sniff(&body[..body.len().min(4096)]) || sniff(&body[body.len().saturating_sub(4096)..]) {
                 if let Ok(subscription) = serde_json::from_slice::<Subscription<'_>>(body) {
                     return self.subscription(subscription, unit);
                 }
