@@ -16,6 +16,11 @@ use crate::commands::Paths;
 const BUFFERED_ROWS_MAX: usize = 200_000;
 /// Text bytes buffered before they are appended to the store.
 const BUFFERED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Arrow bytes per append; larger outputs of one unit are stored in slices.
+const APPEND_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Line-oriented files larger than this are read in chunks of about this size, each stored with the
+/// file offset it reaches, so that a large file streams and an interrupted ingest resumes mid-file.
+const FILE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes read from stdin per unit when it carries lines.
 const STDIN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
@@ -65,7 +70,23 @@ impl Run<'_> {
         if batches.is_empty() && self.positions.is_empty() {
             return Ok(());
         }
-        self.store.append(&batches, &self.positions).context("storing ingested rows")?;
+        // One unit (a large gzip object, say) can decode into more than one WAL frame may hold: such
+        // rows go in slices, and the positions with the last slice.
+        let bytes: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
+        let slices = bytes.div_ceil(APPEND_BYTES_MAX).max(1);
+        for slice in 0..slices {
+            let part: Vec<_> = batches
+                .iter()
+                .map(|(table, batch)| {
+                    let per_slice = batch.num_rows().div_ceil(slices);
+                    let start = (slice * per_slice).min(batch.num_rows());
+                    (*table, batch.slice(start, per_slice.min(batch.num_rows() - start)))
+                })
+                .filter(|(_, batch)| batch.num_rows() > 0)
+                .collect();
+            let positions = if slice + 1 == slices { &self.positions[..] } else { &[] };
+            self.store.append(&part, positions).context("storing ingested rows")?;
+        }
         self.positions.clear();
         self.rows_stored += rows as u64;
         Ok(())
@@ -199,11 +220,38 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
 fn ingest_file(run: &mut Run<'_>, args: &IngestArgs, file: &FileInput, stream: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(&file.path).with_context(|| format!("reading {}", file.path.display()))?;
     let key = file.path.to_string_lossy();
-    let unit = Unit { source: stream, position: "0", key: Some(&key), log_group: args.log_group.as_deref() };
-    run.pipeline.ingest(args.format, &bytes, &unit);
-    run.positions.push(Position { stream: stream.to_string(), offset: file.bytes });
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let line_oriented = bytes.len() > FILE_CHUNK_BYTES
+        && !bytes.starts_with(&[0x1f, 0x8b])
+        && bytes.get(start) != Some(&b'[')
+        && (bytes.get(start) != Some(&b'{') || looks_like_ndjson(&bytes[start..]));
+    if !line_oriented {
+        let unit = Unit { source: stream, position: "0", key: Some(&key), log_group: args.log_group.as_deref() };
+        run.pipeline.ingest(args.format, &bytes, &unit);
+        run.positions.push(Position { stream: stream.to_string(), offset: file.bytes });
+        run.files_done += 1;
+        return run.maybe_store();
+    }
+    // Resume where an interrupted ingest of this file stopped.
+    let mut offset = run.store.position(stream).filter(|at| *at < file.bytes && !args.again).unwrap_or(0) as usize;
+    while offset < bytes.len() {
+        let end = (offset + FILE_CHUNK_BYTES).min(bytes.len());
+        let end = if end == bytes.len() {
+            end
+        } else {
+            bytes[offset..end].iter().rposition(|b| *b == b'\n').map_or(end, |at| offset + at + 1)
+        };
+        let position = offset.to_string();
+        let unit = Unit { source: stream, position: &position, key: Some(&key), log_group: args.log_group.as_deref() };
+        run.pipeline.ingest(args.format, &bytes[offset..end], &unit);
+        offset = end;
+        let reached = if offset == bytes.len() { file.bytes } else { offset as u64 };
+        run.positions.retain(|p| p.stream != stream);
+        run.positions.push(Position { stream: stream.to_string(), offset: reached });
+        run.maybe_store()?;
+    }
     run.files_done += 1;
-    run.maybe_store()
+    Ok(())
 }
 
 /// Stdin carrying lines is read in chunks, so that `tail -f … | coldtrail ingest -` streams; a JSON

@@ -53,7 +53,11 @@ fn parse_all(payloads: &[Vec<u8>]) -> usize {
     let mut pipeline = Pipeline::default();
     for (idx, payload) in payloads.iter().enumerate() {
         let position = idx.to_string();
-        pipeline.ingest(Format::Auto, payload, &Unit { source: "kafka:logs/0", position: &position, key: None, log_group: None });
+        pipeline.ingest(
+            Format::Auto,
+            payload,
+            &Unit { source: "kafka:logs/0", position: &position, key: None, log_group: None },
+        );
     }
     pipeline.finish();
     pipeline.take_batches().iter().map(|(_, b)| b.num_rows()).sum()
@@ -85,7 +89,11 @@ fn ingest(c: &mut Criterion) {
                 let mut pipeline = Pipeline::default();
                 for (idx, payload) in gzipped.iter().enumerate() {
                     let position = idx.to_string();
-                    pipeline.ingest(Format::Auto, payload, &Unit { source: "kafka:logs/0", position: &position, key: None, log_group: None });
+                    pipeline.ingest(
+                        Format::Auto,
+                        payload,
+                        &Unit { source: "kafka:logs/0", position: &position, key: None, log_group: None },
+                    );
                     if idx % 50 == 49 {
                         store.append(&pipeline.take_batches(), &[]).unwrap();
                     }

@@ -233,7 +233,10 @@ impl Assembler {
                 if trigger.is_none() && !is_error {
                     return;
                 }
-                let request_id = request_id.as_deref().map(str::to_string).or_else(|| self.current_request(origin.environment()).map(str::to_string));
+                let request_id = request_id
+                    .as_deref()
+                    .map(str::to_string)
+                    .or_else(|| self.current_request(origin.environment()).map(str::to_string));
                 let Some(request_id) = request_id else { return };
                 if let Some(pending) = self.entry(&request_id, origin, ts) {
                     if let Some((trigger, at)) = trigger {

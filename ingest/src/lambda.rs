@@ -365,58 +365,64 @@ pub fn trace_root(header: &str) -> &str {
 /// application lines). `None` when the text is not JSON at all; it is then a text-format message.
 pub fn parse_json(text: &str) -> Option<(Option<i64>, Message<'static>)> {
     let json: Json = serde_json::from_str(text).ok()?;
-    let ts = json_str(&json, "time").or_else(|| json_str(&json, "timestamp")).and_then(timestamp::parse);
-    let Some(kind) = json_str(&json, "type").filter(|t| t.starts_with("platform.")) else {
-        let message = parse_json_app(&json, text).unwrap_or_else(|| Message::App {
+    Some(parse_json_value(&json, text))
+}
+
+/// `parse_json` for a line already parsed as `json`.
+pub fn parse_json_value(json: &Json, text: &str) -> (Option<i64>, Message<'static>) {
+    let ts = json_str(json, "time").or_else(|| json_str(json, "timestamp")).and_then(timestamp::parse);
+    let Some(kind) = json_str(json, "type").filter(|t| t.starts_with("platform.")) else {
+        let message = parse_json_app(json, text).unwrap_or_else(|| Message::App {
             ts_micros: ts,
             request_id: None,
             level: None,
             message: Cow::Owned(text.to_string()),
         });
-        return Some((ts, into_owned(message)));
+        return (ts, into_owned(message));
     };
-    let record = json.get("record").cloned().unwrap_or(Json::Null);
-    let request_id = || owned(json_str(&record, "requestId")).unwrap_or(Cow::Borrowed(""));
+    let null = Json::Null;
+    let record = json.get("record").unwrap_or(&null);
+    let request_id = || owned(json_str(record, "requestId")).unwrap_or(Cow::Borrowed(""));
     let trace = record.get("tracing").and_then(|t| json_str(t, "value")).map(|v| Cow::Owned(trace_root(v).to_string()));
     let message = match kind {
         "platform.start" => {
-            Message::Start { request_id: request_id(), version: owned(json_str(&record, "version")), trace_id: trace }
+            Message::Start { request_id: request_id(), version: owned(json_str(record, "version")), trace_id: trace }
         }
         "platform.runtimeDone" => Message::RuntimeDone {
             request_id: request_id(),
-            status: owned(json_str(&record, "status")),
-            error_type: owned(json_str(&record, "errorType")),
+            status: owned(json_str(record, "status")),
+            error_type: owned(json_str(record, "errorType")),
         },
         "platform.report" => {
-            let metrics = record.get("metrics").cloned().unwrap_or(Json::Null);
+            let metrics = record.get("metrics").unwrap_or(&null);
             Message::Report(Report {
                 request_id: request_id(),
-                duration_ms: json_f64(&metrics, "durationMs"),
-                billed_duration_ms: json_f64(&metrics, "billedDurationMs").map(|v| v as i64),
-                memory_size_mb: json_f64(&metrics, "memorySizeMB").map(|v| v as i64),
-                max_memory_used_mb: json_f64(&metrics, "maxMemoryUsedMB").map(|v| v as i64),
-                init_duration_ms: json_f64(&metrics, "initDurationMs"),
-                restore_duration_ms: json_f64(&metrics, "restoreDurationMs"),
-                status: owned(json_str(&record, "status")),
-                error_type: owned(json_str(&record, "errorType")),
+                duration_ms: json_f64(metrics, "durationMs"),
+                billed_duration_ms: json_f64(metrics, "billedDurationMs").map(|v| v as i64),
+                memory_size_mb: json_f64(metrics, "memorySizeMB").map(|v| v as i64),
+                max_memory_used_mb: json_f64(metrics, "maxMemoryUsedMB").map(|v| v as i64),
+                init_duration_ms: json_f64(metrics, "initDurationMs"),
+                restore_duration_ms: json_f64(metrics, "restoreDurationMs"),
+                status: owned(json_str(record, "status")),
+                error_type: owned(json_str(record, "errorType")),
                 trace_id: trace,
             })
         }
         "platform.initStart" => Message::InitStart {
-            runtime_version: owned(json_str(&record, "runtimeVersion")),
-            function_version: owned(json_str(&record, "functionVersion")),
+            runtime_version: owned(json_str(record, "runtimeVersion")),
+            function_version: owned(json_str(record, "functionVersion")),
         },
         "platform.initReport" | "platform.initRuntimeDone" => Message::InitReport {
             duration_ms: record.get("metrics").and_then(|m| json_f64(m, "durationMs")),
-            status: owned(json_str(&record, "status")),
-            error_type: owned(json_str(&record, "errorType")),
+            status: owned(json_str(record, "status")),
+            error_type: owned(json_str(record, "errorType")),
         },
         "platform.extension" => Message::PlatformNotice { kind: "extension" },
         "platform.telemetrySubscription" => Message::PlatformNotice { kind: "telemetry" },
         "platform.logsDropped" => Message::PlatformNotice { kind: "logs_dropped" },
         _ => Message::PlatformNotice { kind: "platform" },
     };
-    Some((ts, message))
+    (ts, message)
 }
 
 /// A JSON application line: `{"timestamp", "level", "message", "requestId" | "AWSRequestId"}` and the

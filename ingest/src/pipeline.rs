@@ -366,7 +366,8 @@ impl Pipeline {
         if is_log_line {
             if let Ok(text) = std::str::from_utf8(raw) {
                 let context = self.context(unit, None);
-                return self.log_message(&context, None, text.trim(), unit, unit.position);
+                let parsed = lambda::parse_json_value(json, text);
+                return self.log_message_parsed(&context, None, text.trim(), unit, unit.position, Some(parsed));
             }
         }
         self.dead_letter(
@@ -551,11 +552,24 @@ impl Pipeline {
         unit: &Unit<'_>,
         position: &str,
     ) {
+        self.log_message_parsed(context, event_ts, text, unit, position, None)
+    }
+
+    /// `log_message` for a JSON line the caller has parsed already (`parsed`), or not.
+    fn log_message_parsed(
+        &mut self,
+        context: &Context<'_>,
+        event_ts: Option<i64>,
+        text: &str,
+        unit: &Unit<'_>,
+        position: &str,
+        parsed: Option<(Option<i64>, Message<'static>)>,
+    ) {
         if text.len() > LINE_BYTES_MAX {
             let reason = format!("message of {} bytes over {LINE_BYTES_MAX}", text.len());
             return self.dead_letter("oversized_line", &reason, text.as_bytes(), unit.source, position);
         }
-        let parsed = if text.starts_with('{') { lambda::parse_json(text) } else { None };
+        let parsed = parsed.or_else(|| if text.starts_with('{') { lambda::parse_json(text) } else { None });
         let (json_ts, message, format): (Option<i64>, Message<'_>, &str) = match parsed {
             Some((ts, message)) => (ts, message, "json"),
             None => (None, lambda::parse_text(text), "text"),
