@@ -38,8 +38,18 @@ pub fn router(store: Arc<Store>, token: String) -> Router {
     Router::new()
         .route("/ingest", post(ingest))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(endpoint)
+}
+
+/// Prometheus text exposition of the process's metrics.
+async fn metrics() -> Response {
+    let families = prometheus::gather();
+    match prometheus::TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 /// Compares without an early exit, so that timing does not reveal how much of a guess was right.

@@ -74,6 +74,14 @@ async fn subscription_payloads_posted_with_the_token_are_stored_before_the_answe
     let answer: serde_json::Value = firehose.json().await.unwrap();
     assert_eq!(answer["requestId"], "req-1");
 
+    let metrics = client.get(url.replace("/ingest", "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("ingest_dead_letters_total{reason=\"malformed_json\"} 1")
+            || metrics.contains("ingest_dead_letters_total{reason=\"truncated_json\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ingest_records_total{kind=\"log_line\"} 2"), "{metrics}");
+
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success(), "SIGTERM shuts down cleanly");
     let store = Store::open(StoreConfig::new(dir.path())).await.unwrap();

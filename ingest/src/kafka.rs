@@ -201,6 +201,7 @@ impl KafkaSource {
                 }
                 Err(StoreError::PositionConflict { stream, .. }) => {
                     self.stats.position_conflicts += 1;
+                    crate::metrics::metrics().kafka_position_conflicts.inc();
                     tracing::info!(stream, "another consumer stored part of this batch first; decoding it again");
                 }
                 Err(e) => return Err(e.into()),
@@ -226,6 +227,7 @@ impl KafkaSource {
             let floor = next.get(&stream).copied().or(stored).unwrap_or(0);
             if offset < floor {
                 self.stats.skipped_below_position += 1;
+                crate::metrics::metrics().kafka_skipped.inc();
                 continue;
             }
             next.insert(stream.clone(), offset + 1);

@@ -11,6 +11,7 @@ pub mod error;
 pub mod file;
 pub mod kafka;
 pub mod lambda;
+pub mod metrics;
 pub mod pipeline;
 pub mod rows;
 pub mod s3;

@@ -131,6 +131,8 @@ pub struct Pipeline {
     /// The latest event time seen: drives emission of incomplete invocations.
     watermark_micros: i64,
     pub stats: IngestStats,
+    /// The stats as last added to the metrics.
+    reported: IngestStats,
 }
 
 fn is_gzip(bytes: &[u8]) -> bool {
@@ -172,6 +174,7 @@ impl Pipeline {
             assembler: Assembler::new(config.pending_invocations_max, config.assembly_grace_micros),
             watermark_micros: i64::MIN,
             stats: IngestStats::default(),
+            reported: IngestStats::default(),
         }
     }
 
@@ -201,6 +204,8 @@ impl Pipeline {
     /// Takes every row built so far, one batch per table.
     pub fn take_batches(&mut self) -> Vec<(Table, RecordBatch)> {
         self.stats.assembly = self.assembler.stats;
+        crate::metrics::record(&self.reported, &self.stats, self.assembler.pending());
+        self.reported = self.stats.clone();
         [&mut self.logs, &mut self.invocations, &mut self.cloudtrail, &mut self.spans, &mut self.dead_letters]
             .into_iter()
             .filter_map(|builder| builder.finish().map(|batch| (builder.table(), batch)))
