@@ -192,6 +192,9 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     }
     let stats = run.pipeline.stats.clone();
     let seconds = run.started.elapsed().as_secs_f64();
+    if stats.units == 0 && args.inputs.iter().all(|i| i.contains("://")) {
+        return Ok(ExitCode::SUCCESS);
+    }
     outln!(
         "ingested {} units ({:.1} MB) in {seconds:.2} s: {} log lines, {} CloudTrail events, {} spans, {} invocations, {} dead letters; {} rows stored in {flushed} new segments",
         stats.units,

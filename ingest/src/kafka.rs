@@ -45,6 +45,9 @@ pub struct KafkaConfig {
     pub batch_wait: Duration,
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
+    /// A member that does not poll for this long leaves the group; brokers also use it as the rebalance
+    /// timeout, i.e. how long a rebalance waits for a member that died without leaving.
+    pub max_poll_interval: Duration,
     /// Bound on librdkafka's prefetch queue per consumer.
     pub queue_kbytes_max: usize,
     /// Stop once partitions are assigned and no record has come for this long (one-shot ingests, tests).
@@ -64,6 +67,7 @@ impl KafkaConfig {
             batch_wait: Duration::from_millis(250),
             session_timeout: Duration::from_secs(6),
             heartbeat_interval: Duration::from_secs(1),
+            max_poll_interval: Duration::from_secs(30),
             queue_kbytes_max: 64 * 1024,
             idle_exit: None,
             client_options: BTreeMap::new(),
@@ -110,6 +114,7 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
             .set("heartbeat.interval.ms", config.heartbeat_interval.as_millis().to_string())
+            .set("max.poll.interval.ms", config.max_poll_interval.as_millis().to_string())
             .set("queued.max.messages.kbytes", config.queue_kbytes_max.to_string())
             .set("enable.partition.eof", "false");
         for (key, value) in &config.client_options {

@@ -41,7 +41,9 @@ for kill in range(2):
     child.send_signal(signal.SIGKILL)
     child.wait()
 producing.join()
-subprocess.run(command + ["5"], check=True, stdout=subprocess.DEVNULL, timeout=300)
+# The killed members hold their partitions until the broker drops them (rebalance timeout: coldtrail
+# sets max.poll.interval.ms to 30 s), so the last run waits longer than that for records.
+subprocess.run(command + ["45"], check=True, stdout=subprocess.DEVNULL, timeout=300)
 
 glob = os.path.join(data, "logs", "**", "*.parquet")
 total, distinct = duckdb.sql(f"SELECT count(*), count(DISTINCT message) FROM read_parquet('{glob}')").fetchall()[0]
