@@ -178,22 +178,18 @@ impl Pipeline {
         }
     }
 
+    fn builders(&self) -> [&TableBuilder; 5] {
+        [&self.logs, &self.invocations, &self.cloudtrail, &self.spans, &self.dead_letters]
+    }
+
     /// Rows built and not yet taken.
     pub fn buffered_rows(&self) -> usize {
-        self.logs.rows()
-            + self.invocations.rows()
-            + self.cloudtrail.rows()
-            + self.spans.rows()
-            + self.dead_letters.rows()
+        self.builders().iter().map(|b| b.rows()).sum()
     }
 
     /// Approximate text bytes built and not yet taken.
     pub fn buffered_bytes(&self) -> usize {
-        self.logs.bytes()
-            + self.invocations.bytes()
-            + self.cloudtrail.bytes()
-            + self.spans.bytes()
-            + self.dead_letters.bytes()
+        self.builders().iter().map(|b| b.bytes()).sum()
     }
 
     /// Invocations waiting for missing parts.
