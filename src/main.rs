@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Ingest Lambda logs, CloudWatch exports and subscription payloads, CloudTrail, X-Ray and OTLP from
-    /// files, directories or stdin (`-`).
+    /// files, directories, stdin (`-`), `s3://`, `kafka://` or an `http://` endpoint.
     Ingest(ingest_command::IngestArgs),
     /// Check every ledger chain and every segment against it; exit 0 only when all is intact.
     Verify(commands::VerifyArgs),
