@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -52,8 +53,62 @@ pub struct IngestArgs {
     idle_exit: Option<f64>,
 }
 
+/// Work for the appender thread.
+enum Job {
+    Append(Vec<(store::Table, arrow::array::RecordBatch)>, Vec<Position>),
+    /// Answered once every job before it is done, with the first error so far.
+    Barrier(std::sync::mpsc::SyncSender<Result<(), String>>),
+}
+
+/// Stores batches on a thread of its own, in order, so that parsing the next input overlaps the WAL
+/// write of the last (two cores: parse on one, compress and fsync on the other). The queue holds two
+/// jobs: a slow store slows parsing, memory stays bounded.
+struct Appender {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl Appender {
+    fn start(store: Arc<Store>) -> Appender {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(2);
+        std::thread::spawn(move || {
+            let mut failed: Option<String> = None;
+            for job in queue {
+                match job {
+                    Job::Append(batches, positions) => {
+                        if failed.is_none() {
+                            if let Err(e) = store.append(&batches, &positions) {
+                                failed = Some(format!("storing ingested rows: {e}"));
+                            }
+                        }
+                    }
+                    Job::Barrier(reply) => {
+                        let _ = reply.send(failed.clone().map_or(Ok(()), Err));
+                    }
+                }
+            }
+        });
+        Appender { jobs }
+    }
+
+    fn append(
+        &self,
+        batches: Vec<(store::Table, arrow::array::RecordBatch)>,
+        positions: Vec<Position>,
+    ) -> anyhow::Result<()> {
+        self.jobs.send(Job::Append(batches, positions)).map_err(|_| anyhow::anyhow!("bug: the appender thread ended"))
+    }
+
+    /// Waits until everything sent is stored; the first error if not.
+    fn drain(&self) -> anyhow::Result<()> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.jobs.send(Job::Barrier(reply)).map_err(|_| anyhow::anyhow!("bug: the appender thread ended"))?;
+        answer.recv().map_err(|_| anyhow::anyhow!("bug: the appender thread ended"))?.map_err(anyhow::Error::msg)
+    }
+}
+
 struct Run<'a> {
-    store: &'a Store,
+    store: &'a Arc<Store>,
+    appender: Appender,
     pipeline: Pipeline,
     /// Positions of the files whose rows are in the pipeline's buffers.
     positions: Vec<Position>,
@@ -84,8 +139,8 @@ impl Run<'_> {
                 })
                 .filter(|(_, batch)| batch.num_rows() > 0)
                 .collect();
-            let positions = if slice + 1 == slices { &self.positions[..] } else { &[] };
-            self.store.append(&part, positions).context("storing ingested rows")?;
+            let positions = if slice + 1 == slices { std::mem::take(&mut self.positions) } else { Vec::new() };
+            self.appender.append(part, positions)?;
         }
         self.positions.clear();
         self.rows_stored += rows as u64;
@@ -117,9 +172,24 @@ fn records(stats: &IngestStats) -> u64 {
 }
 
 pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode> {
-    let store = std::sync::Arc::new(Store::open(paths.store_config()).await?);
+    let mut config = paths.store_config();
+    // Seal segments while ingesting, on the other core, instead of all at the end.
+    config.flush.partition_rows_max = 250_000;
+    let store = Arc::new(Store::open(config).await?);
+    let maintenance = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if let Err(e) = store.maintain(false).await {
+                    tracing::warn!(error = %e, "flush during ingest failed; retried at the end");
+                }
+            }
+        })
+    };
     let mut run = Run {
         store: &store,
+        appender: Appender::start(store.clone()),
         pipeline: Pipeline::default(),
         positions: Vec::new(),
         started: Instant::now(),
@@ -135,6 +205,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
         }
         if let Some(address) = input.strip_prefix("http://") {
             run.store_buffered()?;
+            run.appender.drain()?;
             let token = match &args.token_file {
                 Some(path) => std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?
@@ -149,6 +220,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
         }
         if input.starts_with("s3://") {
             run.store_buffered()?;
+            run.appender.drain()?;
             let source = ingest::s3::S3Source::new(input, args.format, args.log_group.clone())?;
             let stats = source.poll(&store, &mut run.pipeline).await?;
             outln!(
@@ -163,6 +235,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
         if let Some(spec) = input.strip_prefix("kafka://") {
             // Stores as it goes; files before it are stored first so positions stay in order.
             run.store_buffered()?;
+            run.appender.drain()?;
             let stats = ingest_kafka(&store, &args, spec).await?;
             outln!(
                 "kafka: {} records received, {} stored in {} batches, {} below the stored position skipped, {} position conflicts",
@@ -186,6 +259,8 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     }
     run.pipeline.finish();
     run.store_buffered()?;
+    run.appender.drain()?;
+    maintenance.abort();
     let flushed = store.flush_all().await?;
     if run.progress {
         eprintln!();
