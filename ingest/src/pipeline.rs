@@ -310,6 +310,18 @@ impl Pipeline {
     }
 
     fn json(&mut self, json: &Json, raw: &[u8], unit: &Unit<'_>, depth: usize) {
+        // Lambda log lines first: they are the bulk of NDJSON input, and the checks for the other
+        // formats below cost a dozen key lookups each.
+        let is_log_line = json.get("type").and_then(Json::as_str).is_some_and(|t| t.starts_with("platform."))
+            || ((json.get("message").is_some() || json.get("msg").is_some())
+                && (json.get("timestamp").is_some() || json.get("time").is_some() || json.get("level").is_some()));
+        if is_log_line {
+            if let Ok(text) = std::str::from_utf8(raw) {
+                let context = self.context(unit, None);
+                let parsed = lambda::parse_json_value(json, text);
+                return self.log_message_parsed(&context, None, text.trim(), unit, unit.position, Some(parsed));
+            }
+        }
         if let Some(data) = json.get("awslogs").and_then(|a| a.get("data")).and_then(Json::as_str) {
             return match base64_decode(data) {
                 Some(decoded) => self.decode(Format::Auto, &decoded, unit, depth + 1),
@@ -360,16 +372,6 @@ impl Pipeline {
         }
         if trace::looks_like(json) {
             return self.trace_json(json, raw, unit);
-        }
-        let is_log_line = json.get("type").and_then(Json::as_str).is_some_and(|t| t.starts_with("platform."))
-            || ((json.get("message").is_some() || json.get("msg").is_some())
-                && (json.get("timestamp").is_some() || json.get("time").is_some() || json.get("level").is_some()));
-        if is_log_line {
-            if let Ok(text) = std::str::from_utf8(raw) {
-                let context = self.context(unit, None);
-                let parsed = lambda::parse_json_value(json, text);
-                return self.log_message_parsed(&context, None, text.trim(), unit, unit.position, Some(parsed));
-            }
         }
         self.dead_letter(
             "unrecognised_json",
