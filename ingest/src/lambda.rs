@@ -381,10 +381,14 @@ pub fn parse_json_value(json: &Json, text: &str) -> (Option<i64>, Message<'stati
         return (ts, into_owned(message));
     };
     let null = Json::Null;
-    let record = json.get("record").unwrap_or(&null);
+    (ts, platform_message(kind, json.get("record").unwrap_or(&null)))
+}
+
+/// The message of a `platform.*` event from its `record`.
+fn platform_message(kind: &str, record: &Json) -> Message<'static> {
     let request_id = || owned(json_str(record, "requestId")).unwrap_or(Cow::Borrowed(""));
     let trace = record.get("tracing").and_then(|t| json_str(t, "value")).map(|v| Cow::Owned(trace_root(v).to_string()));
-    let message = match kind {
+    match kind {
         "platform.start" => {
             Message::Start { request_id: request_id(), version: owned(json_str(record, "version")), trace_id: trace }
         }
@@ -394,6 +398,7 @@ pub fn parse_json_value(json: &Json, text: &str) -> (Option<i64>, Message<'stati
             error_type: owned(json_str(record, "errorType")),
         },
         "platform.report" => {
+            let null = Json::Null;
             let metrics = record.get("metrics").unwrap_or(&null);
             Message::Report(Report {
                 request_id: request_id(),
@@ -421,8 +426,7 @@ pub fn parse_json_value(json: &Json, text: &str) -> (Option<i64>, Message<'stati
         "platform.telemetrySubscription" => Message::PlatformNotice { kind: "telemetry" },
         "platform.logsDropped" => Message::PlatformNotice { kind: "logs_dropped" },
         _ => Message::PlatformNotice { kind: "platform" },
-    };
-    (ts, message)
+    }
 }
 
 /// A JSON application line: `{"timestamp", "level", "message", "requestId" | "AWSRequestId"}` and the
@@ -504,5 +508,220 @@ fn into_owned(message: Message<'_>) -> Message<'static> {
         Message::App { ts_micros, request_id, level, message } => {
             Message::App { ts_micros, request_id: own_opt(request_id), level: own_opt(level), message: own(message) }
         }
+    }
+}
+
+/// A string value, or anything else (skipped without building it).
+enum MaybeStr<'a> {
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'a> MaybeStr<'a> {
+    fn str(self) -> Option<Cow<'a, str>> {
+        match self {
+            MaybeStr::Str(text) => Some(text),
+            MaybeStr::Other => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MaybeStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MaybeStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MaybeStr::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeStr::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(MaybeStr::Str(Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeStr::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MaybeStr::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MaybeStr::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeStr::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(MaybeStr::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeStr::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeStr::Other)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The top level of a JSON log line, read straight from its text: no `serde_json::Value` is built but
+/// for a platform event's `record`.
+#[derive(Default)]
+struct JsonLine<'a> {
+    keys: usize,
+    time: Option<Cow<'a, str>>,
+    timestamp: Option<Cow<'a, str>>,
+    at_timestamp: Option<Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
+    record: Option<Json>,
+    /// `level`, `levelname`, `severity`, `log.level`, in that order of precedence.
+    levels: [Option<Cow<'a, str>>; 4],
+    /// `requestId`, `AWSRequestId`, `aws_request_id`, `request_id`, in that order of precedence.
+    request_ids: [Option<Cow<'a, str>>; 4],
+    message: Option<MaybeStr<'a>>,
+    msg: Option<MaybeStr<'a>>,
+    has_error_type: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for JsonLine<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JsonLine<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut line = JsonLine::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    line.keys += 1;
+                    let text = |map: &mut A| map.next_value::<MaybeStr<'de>>().map(MaybeStr::str);
+                    match key.as_ref() {
+                        "time" => line.time = text(&mut map)?,
+                        "timestamp" => line.timestamp = text(&mut map)?,
+                        "@timestamp" => line.at_timestamp = text(&mut map)?,
+                        "type" => line.kind = text(&mut map)?,
+                        "record" => line.record = Some(map.next_value::<Json>()?),
+                        "level" => line.levels[0] = text(&mut map)?,
+                        "levelname" => line.levels[1] = text(&mut map)?,
+                        "severity" => line.levels[2] = text(&mut map)?,
+                        "log.level" => line.levels[3] = text(&mut map)?,
+                        "requestId" => line.request_ids[0] = text(&mut map)?,
+                        "AWSRequestId" => line.request_ids[1] = text(&mut map)?,
+                        "aws_request_id" => line.request_ids[2] = text(&mut map)?,
+                        "request_id" => line.request_ids[3] = text(&mut map)?,
+                        "message" => line.message = Some(map.next_value::<MaybeStr<'de>>()?),
+                        "msg" => line.msg = Some(map.next_value::<MaybeStr<'de>>()?),
+                        "errorType" => {
+                            line.has_error_type = true;
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(line)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// `parse_json` for the bulk of JSON log lines (platform events and application lines), without
+/// building a `serde_json::Value`; text is borrowed where it has no escapes. `None` for anything else
+/// (not JSON, not a log line, an unhandled-error object): `parse_json` then decides.
+pub fn parse_json_fast(text: &str) -> Option<(Option<i64>, Message<'_>)> {
+    let line: JsonLine<'_> = serde_json::from_str(text).ok()?;
+    if let Some(kind) = line.kind.as_deref().filter(|k| k.starts_with("platform.")) {
+        let ts = line.time.as_deref().or(line.timestamp.as_deref()).and_then(timestamp::parse);
+        let record = line.record.unwrap_or(Json::Null);
+        return Some((ts, platform_message(kind, &record)));
+    }
+    let has_message = line.message.is_some() || line.msg.is_some();
+    let has_time_or_level = line.timestamp.is_some() || line.time.is_some() || line.levels[0].is_some();
+    if !has_message || !has_time_or_level || line.has_error_type {
+        return None;
+    }
+    let ts = line.time.as_deref().or(line.timestamp.as_deref()).and_then(timestamp::parse);
+    let app_ts =
+        line.timestamp.as_deref().or(line.time.as_deref()).or(line.at_timestamp.as_deref()).and_then(timestamp::parse);
+    let request_id = line.request_ids.into_iter().flatten().next().filter(|id| is_request_id(id));
+    let level = line.levels.iter().flatten().next().and_then(|l| normalise_level(l));
+    let message = match line.message.or(line.msg) {
+        Some(MaybeStr::Str(message)) if line.keys <= 4 => message,
+        _ => Cow::Borrowed(text),
+    };
+    Some((ts, Message::App { ts_micros: app_ts, request_id, level: level.map(Cow::Borrowed), message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path must say exactly what the `Value` path says, or leave the line to it.
+    fn check(text: &str, fast_expected: bool) {
+        let slow = parse_json(text).expect("valid JSON");
+        match parse_json_fast(text) {
+            Some(fast) => {
+                assert!(fast_expected, "fast path took {text}");
+                assert_eq!(fast.0, slow.0, "{text}");
+                assert_eq!(fast.1, slow.1, "{text}");
+            }
+            None => assert!(!fast_expected, "fast path left {text}"),
+        }
+    }
+
+    #[test]
+    fn the_fast_json_path_agrees_with_the_value_path() {
+        let id = "8f507cfc-1a2b-4697-b07a-ac58fc914c95";
+        check(
+            &format!(
+                r#"{{"time":"2024-03-05T10:00:00.300Z","type":"platform.start","record":{{"requestId":"{id}","version":"$LATEST","tracing":{{"value":"Root=1-65e6ed80-aaaaaaaaaaaaaaaaaaaaaaaa;Sampled=1"}}}}}}"#
+            ),
+            true,
+        );
+        check(
+            &format!(
+                r#"{{"time":"2024-03-05T10:00:00.410Z","type":"platform.report","record":{{"requestId":"{id}","metrics":{{"durationMs":99.1,"billedDurationMs":100,"memorySizeMB":512,"maxMemoryUsedMB":120,"initDurationMs":410.2}},"status":"timeout","errorType":"Sandbox.Timedout"}}}}"#
+            ),
+            true,
+        );
+        check(
+            r#"{"time":"2024-03-05T10:00:00.000Z","type":"platform.initStart","record":{"runtimeVersion":"python:3.12.v18","functionVersion":"$LATEST"}}"#,
+            true,
+        );
+        check(
+            &format!(
+                r#"{{"timestamp":"2024-03-05T10:00:00.310Z","level":"WARNING","message":"slow \"downstream\"\tok","requestId":"{id}"}}"#
+            ),
+            true,
+        );
+        check(
+            &format!(
+                r#"{{"timestamp":"2024-03-05T10:00:00.310Z","level":"INFO","message":"m","logger":"root","requestId":"{id}","extra":1}}"#
+            ),
+            true,
+        );
+        check(r#"{"time":"2024-03-05T10:00:00Z","levelname":"nope","level":"debug","msg":"x"}"#, true);
+        check(r#"{"timestamp":"2024-03-05T10:00:00Z","message":{"nested":true},"level":"INFO"}"#, true);
+        check(r#"{"level":"ERROR","message":"no time","requestId":"not-an-id"}"#, true);
+        // Left to the Value path: unhandled-error objects, objects that are no log line, non-objects.
+        check(
+            &format!(
+                r#"{{"errorType":"Runtime.ExitError","errorMessage":"RequestId: {id} Error: Runtime exited with error: signal: killed","level":"ERROR","message":"x"}}"#
+            ),
+            false,
+        );
+        check(r#"{"order":42}"#, false);
+        check(r#"{"message":"no time or level"}"#, false);
+        check(r#"[1,2]"#, false);
     }
 }

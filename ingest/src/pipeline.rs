@@ -296,6 +296,21 @@ impl Pipeline {
                 let position = format!("{}:{}", unit.position, line_idx + 1);
                 let line_unit = Unit { position: &position, ..*unit };
                 if line.first() == Some(&b'{') && line.len() <= LINE_BYTES_MAX {
+                    // Most lines are Lambda JSON log lines: read those without a `Value`.
+                    if let Some((text, parsed)) =
+                        std::str::from_utf8(line).ok().and_then(|t| Some((t, lambda::parse_json_fast(t)?)))
+                    {
+                        let context = self.context(&line_unit, None);
+                        self.log_message_parsed(
+                            &context,
+                            None,
+                            text.trim(),
+                            &line_unit,
+                            line_unit.position,
+                            Some(parsed),
+                        );
+                        continue;
+                    }
                     match serde_json::from_slice::<Json>(line) {
                         Ok(json) => self.json(&json, line, &line_unit, depth),
                         Err(error) => self.json_error(&error, line, &line_unit),
@@ -566,13 +581,19 @@ impl Pipeline {
         text: &str,
         unit: &Unit<'_>,
         position: &str,
-        parsed: Option<(Option<i64>, Message<'static>)>,
+        parsed: Option<(Option<i64>, Message<'_>)>,
     ) {
         if text.len() > LINE_BYTES_MAX {
             let reason = format!("message of {} bytes over {LINE_BYTES_MAX}", text.len());
             return self.dead_letter("oversized_line", &reason, text.as_bytes(), unit.source, position);
         }
-        let parsed = parsed.or_else(|| if text.starts_with('{') { lambda::parse_json(text) } else { None });
+        let parsed = parsed.or_else(|| {
+            if text.starts_with('{') {
+                lambda::parse_json_fast(text).or_else(|| lambda::parse_json(text))
+            } else {
+                None
+            }
+        });
         let (json_ts, message, format): (Option<i64>, Message<'_>, &str) = match parsed {
             Some((ts, message)) => (ts, message, "json"),
             None => (None, lambda::parse_text(text), "text"),
