@@ -9,8 +9,11 @@ macro_rules! outln {
 }
 
 mod commands;
+mod config;
 mod http_ingest;
 mod ingest_command;
+mod serve;
+mod sql_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +49,10 @@ enum Command {
     Maintain(commands::MaintainArgs),
     /// Print the columns and Arrow types of the stored tables (schema version included).
     Schema(commands::SchemaArgs),
+    /// Serve SQL over the PostgreSQL protocol and HTTP, with maintenance, until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
+    /// Run one SQL statement against the data directory or a running server (--server).
+    Sql(sql_command::SqlArgs),
 }
 
 /// Writes one line of command output; see `outln!`.
@@ -83,6 +90,8 @@ fn main() -> ExitCode {
             Command::Ledger(args) => commands::ledger(&paths, args).await,
             Command::Maintain(args) => commands::maintain(&paths, args).await,
             Command::Schema(args) => commands::schema(args),
+            Command::Serve(args) => serve::serve(&paths, args).await,
+            Command::Sql(args) => sql_command::sql(&paths, args).await,
         }
     });
     match result {

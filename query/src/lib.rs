@@ -2,3 +2,28 @@
 //! HTTP, with forensic table functions, authentication and an audit log.
 //!
 //! Query depends on `store` only; it reads tables and writes the query audit.
+//!
+//! - `catalog`: the store's tables as DataFusion table providers (hot rows and Parquet segments together,
+//!   with projection and time-range pushdown), and the ledger as a table.
+//! - `functions`: scalar UDFs (`cidr_match`, `time_bucket`); `forensics`: the `timeline` and
+//!   `environment` table functions and the saved views.
+//! - `engine`: one `SessionContext` over a store, access checks per role, the query audit, metrics.
+//! - `auth`: users, roles, SCRAM secrets and HTTP tokens; `access`: what each role may run.
+//! - `pg` and `http`: the PostgreSQL-protocol and HTTP servers, with TLS when configured.
+
+pub mod access;
+pub mod audit;
+pub mod auth;
+pub mod catalog;
+pub mod engine;
+pub mod error;
+pub mod forensics;
+pub mod functions;
+pub mod http;
+pub mod metrics;
+pub mod pg;
+pub mod tls;
+
+pub use auth::{Role, UserSpec, Users};
+pub use engine::{Caller, QueryEngine, QueryOutput};
+pub use error::{QueryError, Result};

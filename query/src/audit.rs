@@ -1,0 +1,137 @@
+//! The query audit: one row per statement in the `query_audit` table, which is stored, sealed into
+//! segments and ledgered like every other table, so that nobody can remove what they looked at.
+//!
+//! Records go through a bounded queue to a writer task that appends them in batches; when the queue is
+//! full the record is written by the caller instead, so a record is never dropped.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::compute::cast;
+use store::{Store, Table};
+use tokio::sync::mpsc;
+
+use crate::metrics::metrics;
+
+/// SQL text longer than this is stored cut, with a note of how much was cut.
+pub const SQL_TEXT_MAX: usize = 64 * 1024;
+const QUEUE: usize = 4096;
+
+/// One audited statement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub ts_micros: i64,
+    pub user: String,
+    pub client_addr: String,
+    pub protocol: &'static str,
+    pub sql: String,
+    /// ok, error or denied.
+    pub status: &'static str,
+    pub rows: u64,
+    pub duration_ms: f64,
+    pub error: Option<String>,
+}
+
+/// Writes audit records to the store.
+pub struct AuditLog {
+    store: Arc<Store>,
+    sender: Mutex<Option<mpsc::Sender<AuditRecord>>>,
+    worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl AuditLog {
+    /// Starts the writer task on the current Tokio runtime.
+    pub fn start(store: Arc<Store>) -> Arc<AuditLog> {
+        let (sender, mut receiver) = mpsc::channel::<AuditRecord>(QUEUE);
+        let writer_store = store.clone();
+        let worker = tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut records = vec![first];
+                while records.len() < 1024 {
+                    match receiver.try_recv() {
+                        Ok(record) => records.push(record),
+                        Err(_) => break,
+                    }
+                }
+                let store = writer_store.clone();
+                let _ = tokio::task::spawn_blocking(move || write(&store, &records)).await;
+            }
+        });
+        Arc::new(AuditLog { store, sender: Mutex::new(Some(sender)), worker: Mutex::new(Some(worker)) })
+    }
+
+    /// Records a statement.
+    pub fn record(&self, record: AuditRecord) {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let record = match sender {
+            Some(sender) => match sender.try_send(record) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) => r,
+            },
+            None => record,
+        };
+        write(&self.store, &[record]);
+    }
+
+    /// Writes every queued record and stops the writer.
+    pub async fn close(&self) {
+        drop(self.sender.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+    }
+}
+
+fn cut(sql: &str) -> String {
+    if sql.len() <= SQL_TEXT_MAX {
+        return sql.to_string();
+    }
+    let mut end = SQL_TEXT_MAX;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} more bytes]", &sql[..end], sql.len() - end)
+}
+
+/// The records as a `query_audit` batch.
+pub fn to_batch(records: &[AuditRecord]) -> arrow::error::Result<RecordBatch> {
+    let schema = Table::QueryAudit.schema();
+    let text = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> ArrayRef {
+        Arc::new(records.iter().map(f).collect::<StringArray>())
+    };
+    let dict = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> arrow::error::Result<ArrayRef> {
+        cast(&text(f), &store::schema::dictionary_type())
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            records
+                .iter()
+                .map(|r| Some(r.ts_micros))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone(store::schema::TIME_ZONE),
+        ),
+        text(&|r| Some(r.user.clone())),
+        text(&|r| Some(r.client_addr.clone())),
+        dict(&|r| Some(r.protocol.to_string()))?,
+        text(&|r| Some(cut(&r.sql))),
+        dict(&|r| Some(r.status.to_string()))?,
+        Arc::new(records.iter().map(|r| Some(r.rows as i64)).collect::<Int64Array>()),
+        Arc::new(records.iter().map(|r| Some(r.duration_ms)).collect::<Float64Array>()),
+        text(&|r| r.error.as_ref().map(|e| cut(e))),
+    ];
+    RecordBatch::try_new(schema, columns)
+}
+
+fn write(store: &Store, records: &[AuditRecord]) {
+    let result = to_batch(records)
+        .map_err(|e| e.to_string())
+        .and_then(|batch| store.append_batch(Table::QueryAudit, batch).map_err(|e| e.to_string()));
+    match result {
+        Ok(_) => metrics().audit.with_label_values(&["written"]).inc_by(records.len() as u64),
+        Err(e) => {
+            metrics().audit.with_label_values(&["failed"]).inc_by(records.len() as u64);
+            tracing::error!(error = %e, records = records.len(), "query audit records could not be stored");
+        }
+    }
+}

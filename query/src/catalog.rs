@@ -1,0 +1,276 @@
+//! The store's tables as DataFusion table providers.
+//!
+//! A scan reads a table's sealed Parquet segments through DataFusion's Parquet reader (projection,
+//! row-group and page pruning by the pushed-down predicate) and its hot rows from memory, as one union.
+//! Time-range filters on the table's time column prune whole hour partitions and segments before any
+//! file is opened: `EXPLAIN` shows only the segments whose time range overlaps the filter.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use store::{Store, Table, TimeRange};
+
+/// The URL under which the store's object store is registered in DataFusion's runtime.
+pub const STORE_URL: &str = "coldtrail://store/";
+
+/// Name of the ledger table (not a `store::Table`: it is read from the ledger entries).
+pub const LEDGER_TABLE: &str = "ledger";
+
+/// Registers every store table, the ledger and the store's object store in `ctx`.
+pub fn register_store(ctx: &SessionContext, store: &Arc<Store>) -> DfResult<()> {
+    let url = url::Url::parse(STORE_URL).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    ctx.runtime_env().register_object_store(&url, store.location().object_store());
+    for table in Table::ALL {
+        ctx.register_table(table.name(), Arc::new(StoreTable::new(store.clone(), table)))?;
+    }
+    ctx.register_table(LEDGER_TABLE, Arc::new(LedgerTable { store: store.clone() }))?;
+    Ok(())
+}
+
+/// One store table: hot rows and sealed segments.
+pub struct StoreTable {
+    store: Arc<Store>,
+    table: Table,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for StoreTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTable").field("table", &self.table).finish()
+    }
+}
+
+impl StoreTable {
+    pub fn new(store: Arc<Store>, table: Table) -> Self {
+        StoreTable { schema: table.schema(), store, table }
+    }
+}
+
+#[async_trait]
+impl TableProvider for StoreTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Every filter prunes what it can (time ranges, Parquet statistics); DataFusion still applies
+        // them to the rows, so hot rows need no filtering here.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let range = time_range(filters, self.table.time_column());
+        let snapshot = self.store.snapshot(self.table, range);
+        let partitions = state.config().target_partitions().max(1);
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+
+        if !snapshot.segments.is_empty() {
+            let mut segments = snapshot.segments;
+            segments.sort_by(|a, b| a.min_ts_micros.cmp(&b.min_ts_micros).then_with(|| a.path.cmp(&b.path)));
+            let groups = spread(segments.iter().map(|s| PartitionedFile::new(s.path.clone(), s.bytes)), partitions)
+                .into_iter()
+                .map(FileGroup::new)
+                .collect();
+            let mut source = ParquetSource::new(self.schema.clone());
+            if let Some(predicate) = conjunction(filters.iter().cloned()) {
+                let df_schema = DFSchema::try_from(self.schema.clone())?;
+                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+            }
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
+                .with_file_groups(groups)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        if !snapshot.hot.is_empty() || inputs.is_empty() {
+            let hot = spread(snapshot.hot, partitions);
+            inputs.push(MemorySourceConfig::try_new_exec(&hot, self.schema.clone(), projection.cloned())?);
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+/// Deals `items` round-robin into at most `n` non-empty groups.
+fn spread<T>(items: impl IntoIterator<Item = T>, n: usize) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        groups[i % n].push(item);
+    }
+    groups.retain(|g| !g.is_empty());
+    if groups.is_empty() {
+        groups.push(Vec::new());
+    }
+    groups
+}
+
+/// The time range that `filters` (a conjunction) restrict `column` to; `TimeRange::ALL` when they don't.
+/// Understands comparisons with timestamp literals in either order, `BETWEEN`, casts of the column, and
+/// conjunctions; anything else leaves the range as it is (DataFusion still applies every filter).
+pub fn time_range(filters: &[Expr], column: &str) -> TimeRange {
+    let mut range = TimeRange::ALL;
+    for filter in filters {
+        narrow(filter, column, &mut range);
+    }
+    range
+}
+
+fn narrow(expr: &Expr, column: &str, range: &mut TimeRange) {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            narrow(left, column, range);
+            narrow(right, column, range);
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, value) = if is_column(left, column) {
+                (*op, micros(right))
+            } else if is_column(right, column) {
+                match op.swap() {
+                    Some(op) => (op, micros(left)),
+                    None => return,
+                }
+            } else {
+                return;
+            };
+            let Some(v) = value else { return };
+            match op {
+                Operator::Eq => {
+                    range.start_micros = range.start_micros.max(v);
+                    range.end_micros = range.end_micros.min(v + 1);
+                }
+                Operator::Gt | Operator::GtEq => range.start_micros = range.start_micros.max(v),
+                // The range is half-open and only a pruning hint: an upper bound is kept inclusive.
+                Operator::Lt | Operator::LtEq => range.end_micros = range.end_micros.min(v + 1),
+                _ => {}
+            }
+        }
+        Expr::Between(between) if !between.negated && is_column(&between.expr, column) => {
+            if let Some(low) = micros(&between.low) {
+                range.start_micros = range.start_micros.max(low);
+            }
+            if let Some(high) = micros(&between.high) {
+                range.end_micros = range.end_micros.min(high + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_column(expr: &Expr, column: &str) -> bool {
+    match expr {
+        Expr::Column(c) => c.name == column,
+        Expr::Cast(cast) => is_column(&cast.expr, column),
+        Expr::TryCast(cast) => is_column(&cast.expr, column),
+        _ => false,
+    }
+}
+
+/// A timestamp literal in microseconds, rounded outwards so that the range never excludes a match.
+fn micros(expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::Literal(value, _) => match value {
+            ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000),
+            ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000),
+            ScalarValue::TimestampMicrosecond(Some(v), _) => Some(*v),
+            // Nanoseconds round down; upper bounds get one microsecond added by the caller.
+            ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000)),
+            _ => None,
+        },
+        Expr::Cast(cast) => micros(&cast.expr),
+        _ => None,
+    }
+    .map(|v| v.clamp(i64::MIN + 1, i64::MAX - 1))
+}
+
+/// The ledger of every node, one row per entry (`store::schema::ledger_schema`).
+pub struct LedgerTable {
+    store: Arc<Store>,
+}
+
+impl std::fmt::Debug for LedgerTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LedgerTable")
+    }
+}
+
+#[async_trait]
+impl TableProvider for LedgerTable {
+    fn schema(&self) -> SchemaRef {
+        store::schema::ledger_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch: RecordBatch =
+            self.store.ledger_batch().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())
+            .map(|exec| exec as Arc<dyn ExecutionPlan>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn ts(v: i64) -> Expr {
+        lit(ScalarValue::TimestampMicrosecond(Some(v), Some("+00:00".into())))
+    }
+
+    #[test]
+    fn comparisons_and_between_narrow_the_range() {
+        let filters = vec![col("ts").gt_eq(ts(100)), ts(500).gt(col("ts"))];
+        assert_eq!(time_range(&filters, "ts"), TimeRange::new(100, 501));
+        let between = vec![col("ts").between(ts(10), ts(20))];
+        assert_eq!(time_range(&between, "ts"), TimeRange::new(10, 21));
+        let and = vec![col("ts").gt(ts(7)).and(col("ts").lt(ts(9)))];
+        assert_eq!(time_range(&and, "ts"), TimeRange::new(7, 10));
+    }
+
+    #[test]
+    fn filters_on_other_columns_or_disjunctions_leave_all() {
+        assert_eq!(time_range(&[col("end_ts").gt(ts(5))], "ts"), TimeRange::ALL);
+        assert_eq!(time_range(&[col("ts").gt(ts(5)).or(col("ts").lt(ts(1)))], "ts"), TimeRange::ALL);
+        assert_eq!(time_range(&[col("ts").not_eq(ts(5))], "ts"), TimeRange::ALL);
+    }
+
+    #[test]
+    fn nanosecond_bounds_round_to_the_enclosing_microsecond() {
+        let filters = vec![col("ts").gt(lit(ScalarValue::TimestampNanosecond(Some(1_999), None)))];
+        assert_eq!(time_range(&filters, "ts").start_micros, 1);
+    }
+}

@@ -1,0 +1,301 @@
+//! Forensic table functions and saved views.
+//!
+//! - `timeline(key [, from [, to]])`: every row of every table that mentions `key` (a request id, trace
+//!   id, log stream, principal ARN, access key id, source IP, function name, event or alert id), in time
+//!   order, with its table, the row's own id and a one-line summary.
+//! - `environment(log_stream [, from [, to]])`: every invocation and log line of one execution
+//!   environment (one Lambda log stream is one sandbox), in order.
+//!
+//! Each call becomes a SQL union over the store tables, planned when the call is scanned, so that the
+//! time bounds prune partitions like any other query.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatchOptions;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{plan_err, DFSchema, ScalarValue};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{ColumnarValue, Expr, TableType};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+
+/// The saved views: name and definition.
+pub const VIEWS: &[(&str, &str)] = &[
+    (
+        "function_minutes",
+        "SELECT time_bucket('1m', ts) AS minute,
+                CAST(function_name AS VARCHAR) AS function_name,
+                count(*) AS invocations,
+                sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors,
+                sum(CASE WHEN status = 'timeout' THEN 1 ELSE 0 END) AS timeouts,
+                sum(CASE WHEN status = 'crash' THEN 1 ELSE 0 END) AS crashes,
+                sum(CASE WHEN status = 'throttled' THEN 1 ELSE 0 END) AS throttles,
+                sum(CASE WHEN cold_start THEN 1 ELSE 0 END) AS cold_starts,
+                avg(duration_ms) AS duration_avg_ms,
+                approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS duration_p50_ms,
+                approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS duration_p95_ms,
+                max(duration_ms) AS duration_max_ms,
+                max(CAST(max_memory_used_mb AS DOUBLE) / memory_size_mb) AS memory_used_ratio_max,
+                sum(CAST(billed_duration_ms AS DOUBLE) * memory_size_mb) / 1024000.0 AS gb_seconds,
+                count(DISTINCT log_stream) AS environments,
+                count(DISTINCT source_ip) AS source_ips,
+                count(DISTINCT principal) AS principals
+         FROM invocations
+         GROUP BY 1, 2",
+    ),
+    (
+        "recent_alerts",
+        "SELECT ts, CAST(severity AS VARCHAR) AS severity, CAST(detector AS VARCHAR) AS detector, title,
+                CAST(function_name AS VARCHAR) AS function_name, entity, window_start, window_end, score, count,
+                first_seen, last_seen, observed, expected, evidence, attack_ids, query, alert_id
+         FROM alerts
+         WHERE ts >= now() - INTERVAL '24 hours'
+         ORDER BY ts DESC",
+    ),
+];
+
+/// Registers the table functions and creates the saved views.
+pub async fn register(ctx: &SessionContext) -> Result<()> {
+    for kind in [Kind::Timeline, Kind::Environment] {
+        let sql = kind.sql("", None, None);
+        let schema = Arc::new(ctx.sql(&sql).await?.schema().as_arrow().clone());
+        ctx.register_udtf(kind.name(), Arc::new(ForensicFunction { kind, schema }));
+    }
+    for (name, definition) in VIEWS {
+        ctx.sql(&format!("CREATE VIEW {name} AS {definition}")).await?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Timeline,
+    Environment,
+}
+
+/// Quotes `text` as a SQL string literal.
+pub fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn rfc3339(micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
+        .unwrap_or_else(|| if micros < 0 { "0001-01-01T00:00:00Z".into() } else { "9999-12-31T23:59:59Z".into() })
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Timeline => "timeline",
+            Kind::Environment => "environment",
+        }
+    }
+
+    /// The union query for one call.
+    fn sql(self, key: &str, from: Option<i64>, to: Option<i64>) -> String {
+        let k = quote(key);
+        let within = |column: &str| {
+            let mut bounds = String::new();
+            if let Some(from) = from {
+                bounds.push_str(&format!(" AND {column} >= {}", quote(&rfc3339(from))));
+            }
+            if let Some(to) = to {
+                bounds.push_str(&format!(" AND {column} < {}", quote(&rfc3339(to))));
+            }
+            bounds
+        };
+        let invocations = format!(
+            "SELECT ts, 'invocations' AS table_name, CAST(function_name AS VARCHAR) AS function_name,
+                    request_id AS row_id,
+                    concat_ws(' ', CAST(status AS VARCHAR), CAST(\"trigger\" AS VARCHAR),
+                              CAST(round(duration_ms, 1) AS VARCHAR) || ' ms',
+                              CASE WHEN cold_start THEN 'cold start' END, CAST(error_type AS VARCHAR),
+                              CAST(http_method AS VARCHAR) || ' ' || http_path,
+                              'from ' || source_ip, 'by ' || principal, 'in ' || log_stream) AS summary
+             FROM invocations WHERE {}{}",
+            match self {
+                Kind::Timeline => format!(
+                    "(request_id = {k} OR trace_id = {k} OR log_stream = {k} OR principal = {k} OR source_ip = {k}
+                      OR CAST(function_name AS VARCHAR) = {k})"
+                ),
+                Kind::Environment => format!("log_stream = {k}"),
+            },
+            within("ts")
+        );
+        let logs = format!(
+            "SELECT ts, 'logs', CAST(function_name AS VARCHAR), request_id,
+                    concat_ws(' ', CAST(level AS VARCHAR), substr(message, 1, 400))
+             FROM logs WHERE {}{}",
+            match self {
+                Kind::Timeline => format!(
+                    "(request_id = {k} OR log_stream = {k} OR CAST(function_name AS VARCHAR) = {k}
+                      OR strpos(message, {k}) > 0)"
+                ),
+                Kind::Environment => format!("log_stream = {k}"),
+            },
+            within("ts")
+        );
+        if self == Kind::Environment {
+            return format!("{invocations} UNION ALL {logs} ORDER BY ts, table_name");
+        }
+        let spans = format!(
+            "SELECT start_ts, 'spans', CAST(function_name AS VARCHAR), coalesce(request_id, span_id),
+                    concat_ws(' ', name, CAST(kind AS VARCHAR), CAST(status AS VARCHAR), 'trace ' || trace_id, error)
+             FROM spans
+             WHERE (trace_id = {k} OR span_id = {k} OR request_id = {k} OR CAST(function_name AS VARCHAR) = {k}
+                    OR strpos(aws, {k}) > 0 OR strpos(http, {k}) > 0){}",
+            within("start_ts")
+        );
+        let cloudtrail = format!(
+            "SELECT event_time, 'cloudtrail', json_get_str(request_parameters, 'functionName'), event_id,
+                    concat_ws(' ', CAST(event_source AS VARCHAR) || ':' || CAST(event_name AS VARCHAR),
+                              'by ' || principal_arn, 'from ' || source_ip, 'error ' || CAST(error_code AS VARCHAR))
+             FROM cloudtrail
+             WHERE (principal_arn = {k} OR access_key_id = {k} OR source_ip = {k} OR session_name = {k}
+                    OR event_id = {k} OR strpos(request_parameters, {k}) > 0 OR strpos(resources, {k}) > 0
+                    OR strpos(response_elements, {k}) > 0){}",
+            within("event_time")
+        );
+        let alerts = format!(
+            "SELECT ts, 'alerts', CAST(function_name AS VARCHAR), alert_id,
+                    concat_ws(' ', CAST(severity AS VARCHAR), CAST(detector AS VARCHAR) || ':', title)
+             FROM alerts
+             WHERE (alert_id = {k} OR CAST(function_name AS VARCHAR) = {k} OR entity = {k}
+                    OR strpos(evidence, {k}) > 0){}",
+            within("ts")
+        );
+        format!(
+            "{invocations} UNION ALL {logs} UNION ALL {spans} UNION ALL {cloudtrail} UNION ALL {alerts}
+             ORDER BY ts, table_name"
+        )
+    }
+}
+
+#[derive(Debug)]
+struct ForensicFunction {
+    kind: Kind,
+    schema: SchemaRef,
+}
+
+/// Evaluates a constant argument (a literal, `now() - INTERVAL '1 day'`, a cast).
+fn constant(session: &dyn Session, expr: &Expr) -> Result<ScalarValue> {
+    let physical = session.create_physical_expr(expr.clone(), &DFSchema::empty())?;
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    match physical.evaluate(&batch)? {
+        ColumnarValue::Scalar(value) => Ok(value),
+        ColumnarValue::Array(array) => ScalarValue::try_from_array(&array, 0),
+    }
+}
+
+fn time_argument(name: &str, value: ScalarValue) -> Result<Option<i64>> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let ts = value.cast_to(&arrow::datatypes::DataType::Timestamp(
+        arrow::datatypes::TimeUnit::Microsecond,
+        Some(store::schema::TIME_ZONE.into()),
+    ));
+    match ts {
+        Ok(ScalarValue::TimestampMicrosecond(Some(v), _)) => Ok(Some(v)),
+        _ => plan_err!("{name}: the time bounds must be timestamps, got {value}"),
+    }
+}
+
+impl TableFunctionImpl for ForensicFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let name = self.kind.name();
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > 3 {
+            return plan_err!("{name}(key [, from [, to]]) takes one to three arguments, got {}", exprs.len());
+        }
+        let key = match constant(args.session(), &exprs[0])? {
+            ScalarValue::Utf8(Some(k)) | ScalarValue::Utf8View(Some(k)) | ScalarValue::LargeUtf8(Some(k)) => k,
+            other => return plan_err!("{name}: the key must be text, got {other}"),
+        };
+        if key.is_empty() {
+            return plan_err!("{name}: the key must not be empty");
+        }
+        let from = match exprs.get(1) {
+            Some(e) => time_argument(name, constant(args.session(), e)?)?,
+            None => None,
+        };
+        let to = match exprs.get(2) {
+            Some(e) => time_argument(name, constant(args.session(), e)?)?,
+            None => None,
+        };
+        Ok(Arc::new(ForensicTable { sql: self.kind.sql(&key, from, to), schema: self.schema.clone() }))
+    }
+}
+
+#[derive(Debug)]
+struct ForensicTable {
+    sql: String,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for ForensicTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+            return Err(DataFusionError::Internal("forensic functions need a SessionState".into()));
+        };
+        let ctx = SessionContext::new_with_state(state.clone());
+        let plan = ctx.sql(&self.sql).await?.create_physical_plan().await?;
+        let Some(projection) = projection else { return Ok(plan) };
+        let schema = plan.schema();
+        let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = projection
+            .iter()
+            .map(|&i| {
+                let name = schema.field(i).name().clone();
+                (Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>, name)
+            })
+            .collect();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_quoted_as_literals() {
+        assert_eq!(quote("it's"), "'it''s'");
+        let sql = Kind::Timeline.sql("x' OR 1=1 --", None, None);
+        assert!(sql.contains("'x'' OR 1=1 --'"));
+    }
+
+    #[test]
+    fn bounds_become_rfc3339_literals_on_each_time_column() {
+        let sql = Kind::Timeline.sql("k", Some(0), Some(1_000_000));
+        assert!(sql.contains("event_time >= '1970-01-01T00:00:00.000000Z'"));
+        assert!(sql.contains("start_ts < '1970-01-01T00:00:01.000000Z'"));
+    }
+}

@@ -1,0 +1,398 @@
+//! The HTTP API.
+//!
+//! - `POST /api/v1/sql`: the body is the SQL text, or JSON `{"sql": "...", "format": "json"}`; the result
+//!   is JSON (default), CSV or Arrow IPC stream, chosen by `?format=json|csv|arrow` or by `Accept`
+//!   (`application/json`, `text/csv`, `application/vnd.apache.arrow.stream`).
+//! - `GET /api/v1/timeline?key=K[&from=T&to=T][&format=...]`: `timeline(K, from, to)`.
+//! - `GET /healthz`, `GET /metrics` (Prometheus text), both without authentication.
+//!
+//! Every other route needs `Authorization: Bearer <token>` or `Basic` with a user's password.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::auth::Users;
+use crate::engine::{Caller, QueryEngine, QueryOutput};
+use crate::error::QueryError;
+use crate::forensics::quote;
+use crate::metrics::metrics;
+
+/// Largest request body (SQL text) accepted.
+pub const BODY_MAX: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct AppState {
+    engine: Arc<QueryEngine>,
+    users: Users,
+}
+
+/// The client's address, for the audit.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for ClientAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// The API's routes. Serve them with `into_make_service_with_connect_info::<ClientAddr>()` so that the
+/// audit records client addresses.
+pub fn router(engine: Arc<QueryEngine>, users: Users) -> Router {
+    Router::new()
+        .route("/api/v1/sql", post(sql))
+        .route("/api/v1/timeline", get(timeline))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(BODY_MAX))
+        .with_state(AppState { engine, users })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+    Arrow,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Option<Format> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "json" | "application/json" => Some(Format::Json),
+            "csv" | "text/csv" => Some(Format::Csv),
+            "arrow" | "ipc" | "application/vnd.apache.arrow.stream" => Some(Format::Arrow),
+            _ => None,
+        }
+    }
+
+    fn from_accept(headers: &HeaderMap) -> Format {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        accept
+            .split(',')
+            .filter_map(|part| Format::parse(part.split(';').next().unwrap_or("")))
+            .next()
+            .unwrap_or(Format::Json)
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
+}
+
+fn error_response(e: &QueryError) -> Response {
+    let status = match e {
+        QueryError::Denied(_) => StatusCode::FORBIDDEN,
+        QueryError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        QueryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        e if matches!(e.kind(), "plan") => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = serde_json::json!({ "error": e.to_string(), "kind": e.kind(), "sqlstate": e.sqlstate() });
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"coldtrail\", Basic realm=\"coldtrail\""),
+        );
+    }
+    response
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap, addr: SocketAddr) -> Result<Caller, QueryError> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let caller = |user: String, role| Caller { user, role, client_addr: addr.to_string(), protocol: "http" };
+    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    let result = if scheme.eq_ignore_ascii_case("bearer") {
+        state.users.check_token(credentials.trim()).map(|(user, role)| caller(user, role))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        base64::engine::general_purpose::STANDARD
+            .decode(credentials.trim())
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|pair| {
+                let (user, password) = pair.split_once(':')?;
+                state.users.check_password(user, password).map(|role| caller(user.to_string(), role))
+            })
+    } else {
+        None
+    };
+    result.ok_or_else(|| {
+        metrics().auth_failures.with_label_values(&["http"]).inc();
+        QueryError::Unauthenticated(if value.is_empty() {
+            "send Authorization: Bearer <token> or Basic credentials".into()
+        } else {
+            "unknown user, wrong password or token".into()
+        })
+    })
+}
+
+#[derive(Deserialize)]
+struct FormatParam {
+    format: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+    format: Option<String>,
+}
+
+fn choose_format(explicit: Option<&str>, headers: &HeaderMap) -> Result<Format, QueryError> {
+    match explicit {
+        Some(f) => Format::parse(f).ok_or_else(|| QueryError::BadRequest(format!("unknown format {f:?}; use json, csv or arrow"))),
+        None => Ok(Format::from_accept(headers)),
+    }
+}
+
+async fn sql(
+    State(state): State<AppState>,
+    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    Query(param): Query<FormatParam>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match authenticate(&state, &headers, addr) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (text, body_format) = if is_json {
+        match serde_json::from_slice::<SqlBody>(&body) {
+            Ok(b) => (b.sql, b.format),
+            Err(e) => return error_response(&QueryError::BadRequest(format!("the JSON body must be {{\"sql\": \"...\"}}: {e}"))),
+        }
+    } else {
+        match String::from_utf8(body.to_vec()) {
+            Ok(t) => (t, None),
+            Err(_) => return error_response(&QueryError::BadRequest("the SQL text is not UTF-8".into())),
+        }
+    };
+    let format = match choose_format(param.format.as_deref().or(body_format.as_deref()), &headers) {
+        Ok(f) => f,
+        Err(e) => return error_response(&e),
+    };
+    run(&state, &caller, &text, format).await
+}
+
+#[derive(Deserialize)]
+struct TimelineParams {
+    key: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn timeline(
+    State(state): State<AppState>,
+    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    Query(params): Query<TimelineParams>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match authenticate(&state, &headers, addr) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    let Some(key) = params.key.filter(|k| !k.is_empty()) else {
+        return error_response(&QueryError::BadRequest("the key parameter is required".into()));
+    };
+    let format = match choose_format(params.format.as_deref(), &headers) {
+        Ok(f) => f,
+        Err(e) => return error_response(&e),
+    };
+    let bound = |b: Option<String>| b.map_or("NULL".to_string(), |t| format!("CAST({} AS TIMESTAMP)", quote(&t)));
+    let mut sql = format!("SELECT * FROM timeline({}, {}, {})", quote(&key), bound(params.from), bound(params.to));
+    if let Some(limit) = params.limit {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    run(&state, &caller, &sql, format).await
+}
+
+async fn run(state: &AppState, caller: &Caller, sql: &str, format: Format) -> Response {
+    // Arrow IPC streams any size; the text formats are held in memory and bounded.
+    let limit = (format == Format::Arrow).then_some(usize::MAX);
+    match state.engine.execute(caller, sql, limit).await {
+        Ok(output) => match encode(&output, format) {
+            Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+            Err(e) => error_response(&QueryError::BadRequest(format!("the result cannot be written as {format:?}: {e}"))),
+        },
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Encodes a result in `format`.
+pub fn encode(output: &QueryOutput, format: Format) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    match format {
+        Format::Json => {
+            let mut rows = Vec::new();
+            {
+                let mut writer = arrow_json::ArrayWriter::new(&mut rows);
+                for batch in &output.batches {
+                    writer.write(batch)?;
+                }
+                writer.finish()?;
+            }
+            if rows.is_empty() {
+                rows.extend_from_slice(b"[]");
+            }
+            let columns: Vec<serde_json::Value> = output
+                .schema
+                .fields()
+                .iter()
+                .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
+                .collect();
+            let mut body = format!(
+                "{{\"columns\":{},\"row_count\":{},\"elapsed_ms\":{:.3},\"rows\":",
+                serde_json::Value::Array(columns),
+                output.rows,
+                output.elapsed.as_secs_f64() * 1e3
+            )
+            .into_bytes();
+            body.extend_from_slice(&rows);
+            body.push(b'}');
+            Ok(body)
+        }
+        Format::Csv => {
+            let mut body = Vec::new();
+            {
+                let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(&mut body);
+                if output.batches.is_empty() {
+                    writer.write(&arrow::record_batch::RecordBatch::new_empty(output.schema.clone()))?;
+                }
+                for batch in &output.batches {
+                    writer.write(batch)?;
+                }
+            }
+            Ok(body)
+        }
+        Format::Arrow => {
+            let mut body = Vec::new();
+            {
+                let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut body, &output.schema)?;
+                for batch in &output.batches {
+                    writer.write(batch)?;
+                }
+                writer.finish()?;
+            }
+            Ok(body)
+        }
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let head = state.engine.store().ledger_head();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "node": state.engine.store().node_id(),
+        "ledger_seq": head.seq,
+    }))
+    .into_response()
+}
+
+async fn metrics_text() -> Response {
+    let encoder = prometheus::TextEncoder::new();
+    match encoder.encode_to_string(&prometheus::gather()) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A listener that completes TLS handshakes off the accept loop, so a slow client delays nobody else.
+pub struct TlsListener {
+    receiver: tokio::sync::mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> std::io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (socket, addr) = match listener.accept().await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HTTPS accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if sender.is_closed() {
+                    return;
+                }
+                let acceptor = acceptor.clone();
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = sender.send((stream, addr)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { receiver, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.receiver.recv().await {
+            Some(pair) => pair,
+            // The accept task only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Serves the API on `listener` (TLS when `tls` is set) until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Arc<QueryEngine>,
+    users: Users,
+    tls: Option<crate::tls::TlsSettings>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(engine, users).into_make_service_with_connect_info::<ClientAddr>();
+    match tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls.for_http().acceptor())?;
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    }
+}

@@ -1,0 +1,135 @@
+//! The TOML configuration (`--config`, `COLDTRAIL_CONFIG`); `coldtrail.example.toml` documents every key.
+//! Unknown keys are errors, and every problem is reported at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// PostgreSQL-protocol listen address.
+    #[serde(default = "default_pg")]
+    pub pg_listen: SocketAddr,
+    /// HTTP API listen address.
+    #[serde(default = "default_http")]
+    pub http_listen: SocketAddr,
+    /// Seconds a statement may run.
+    #[serde(default = "default_timeout")]
+    pub statement_timeout_secs: u64,
+    /// Most rows one HTTP JSON/CSV response or CLI result holds.
+    #[serde(default = "default_rows")]
+    pub max_result_rows: usize,
+    /// Most concurrent PostgreSQL connections.
+    #[serde(default = "default_connections")]
+    pub max_connections: usize,
+    /// PEM certificate chain and private key: TLS on both servers when set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub users: Vec<query::UserSpec>,
+}
+
+fn default_pg() -> SocketAddr {
+    "127.0.0.1:5433".parse().expect("a socket address")
+}
+fn default_http() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("a socket address")
+}
+fn default_timeout() -> u64 {
+    300
+}
+fn default_rows() -> usize {
+    1_000_000
+}
+fn default_connections() -> usize {
+    256
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            pg_listen: default_pg(),
+            http_listen: default_http(),
+            statement_timeout_secs: default_timeout(),
+            max_result_rows: default_rows(),
+            max_connections: default_connections(),
+            tls_cert: None,
+            tls_key: None,
+            users: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a configuration text and checks it; the error lists every problem.
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        let mut problems = Vec::new();
+        let q = &config.query;
+        if q.tls_cert.is_some() != q.tls_key.is_some() {
+            problems.push("query.tls_cert and query.tls_key go together".to_string());
+        }
+        if q.statement_timeout_secs == 0 {
+            problems.push("query.statement_timeout_secs must be at least 1".to_string());
+        }
+        if q.max_result_rows == 0 || q.max_connections == 0 {
+            problems.push("query.max_result_rows and query.max_connections must be at least 1".to_string());
+        }
+        if q.pg_listen == q.http_listen {
+            problems.push(format!("query.pg_listen and query.http_listen are both {}", q.pg_listen));
+        }
+        if let Err(e) = query::Users::from_specs(&q.users) {
+            problems.push(e.to_string());
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            anyhow::bail!("{origin}: {}", problems.join("; "))
+        }
+    }
+
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        match path {
+            None => Ok(Config::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                Config::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_parses() {
+        std::env::set_var("COLDTRAIL_ALICE_PASSWORD", "example-password");
+        let text = include_str!("../coldtrail.example.toml");
+        let config = Config::parse(text, "coldtrail.example.toml").unwrap();
+        assert_eq!(config.query.pg_listen.port(), 5433);
+        assert!(!config.query.users.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_every_problem_are_reported() {
+        let err = Config::parse("[query]\npg_lisen = \"127.0.0.1:1\"\n", "x").unwrap_err().to_string();
+        assert!(err.contains("pg_lisen"), "{err}");
+        let text = "[query]\nstatement_timeout_secs = 0\ntls_cert = \"a.pem\"\npg_listen = \"127.0.0.1:9\"\nhttp_listen = \"127.0.0.1:9\"\n";
+        let err = Config::parse(text, "x").unwrap_err().to_string();
+        for part in ["tls_key go together", "statement_timeout_secs", "both 127.0.0.1:9"] {
+            assert!(err.contains(part), "{err}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `coldtrail serve`: the store, the SQL servers (PostgreSQL protocol and HTTP) and background
+//! maintenance in one process, until SIGTERM or Ctrl-C; then the servers stop, the query audit is
+//! written and the hot rows are sealed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use query::engine::Limits;
+use query::{QueryEngine, Users};
+use store::Store;
+
+use crate::commands::Paths;
+use crate::config::Config;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file (TOML; see coldtrail.example.toml).
+    #[arg(long, env = "COLDTRAIL_CONFIG")]
+    config: Option<PathBuf>,
+    /// PostgreSQL-protocol listen address [default: 127.0.0.1:5433].
+    #[arg(long, value_name = "ADDR")]
+    pg_listen: Option<std::net::SocketAddr>,
+    /// HTTP API listen address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain for TLS on both servers (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(args.config.as_deref())?;
+    let q = &mut config.query;
+    q.pg_listen = args.pg_listen.unwrap_or(q.pg_listen);
+    q.http_listen = args.http_listen.unwrap_or(q.http_listen);
+    if args.tls_cert.is_some() {
+        q.tls_cert = args.tls_cert.clone();
+        q.tls_key = args.tls_key.clone();
+    }
+    let tls = match (&q.tls_cert, &q.tls_key) {
+        (Some(cert), Some(key)) => Some(query::tls::TlsSettings::load(cert, key)?),
+        _ => None,
+    };
+
+    let store = Arc::new(Store::open(paths.store_config()).await.context("cannot open the store")?);
+    let users = if q.users.is_empty() {
+        for addr in [q.pg_listen, q.http_listen] {
+            if !addr.ip().is_loopback() {
+                bail!("{addr} is not a loopback address: configure users ([[query.users]]) before listening beyond this machine");
+            }
+        }
+        let (users, path, created) = Users::load_or_create_default(&paths.data)?;
+        outln!(
+            "no users configured: user admin, password and token {} {} (owner-only)",
+            if created { "created in" } else { "in" },
+            path.display()
+        );
+        users
+    } else {
+        Users::from_specs(&q.users)?
+    };
+
+    let limits = Limits {
+        statement_timeout: Duration::from_secs(q.statement_timeout_secs),
+        max_result_rows: q.max_result_rows,
+    };
+    let engine = QueryEngine::new(store.clone(), limits).await?;
+    let pg_listener = tokio::net::TcpListener::bind(q.pg_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for PostgreSQL clients", q.pg_listen))?;
+    let http_listener = tokio::net::TcpListener::bind(q.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for HTTP", q.http_listen))?;
+    let pg_addr = pg_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let first_user = users.names().next().unwrap_or("admin").to_string();
+    outln!("postgres listening on {pg_addr}: psql \"postgresql://{first_user}@{pg_addr}/coldtrail\"");
+    outln!("http listening on {scheme}://{http_addr}/api/v1/sql (metrics at {scheme}://{http_addr}/metrics)");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let pg = tokio::spawn(query::pg::serve(
+        pg_listener,
+        engine.clone(),
+        users.clone(),
+        query::pg::PgOptions { tls: tls.clone(), max_connections: q.max_connections },
+        stopped(stop_rx.clone()),
+    ));
+    let http = tokio::spawn(query::http::serve(http_listener, engine.clone(), users, tls, stopped(stop_rx.clone())));
+    let maintenance = {
+        let store = store.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = rx.wait_for(|stop| *stop) => return,
+                }
+                if let Err(e) = store.maintain(false).await {
+                    tracing::error!(error = %e, "maintenance failed; retrying");
+                }
+            }
+        })
+    };
+
+    crate::http_ingest::shutdown_signal().await;
+    outln!("stopping: closing the servers, writing the query audit and sealing hot rows");
+    let _ = stop_tx.send(true);
+    // Open PostgreSQL sessions are not waited for beyond a grace period.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = pg.await;
+        let _ = http.await;
+    })
+    .await;
+    let _ = maintenance.await;
+    engine.close().await;
+    store.flush_all().await.context("sealing hot rows at shutdown")?;
+    Ok(ExitCode::SUCCESS)
+}

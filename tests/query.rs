@@ -1,0 +1,511 @@
+//! The query engine over a store with sealed segments and hot rows: SQL, pruning in `EXPLAIN`, the
+//! forensic functions and views, role checks and the audit; then the same through real clients:
+//! tokio-postgres (SCRAM, simple and extended protocol, types), psql (`\dt`, `\d`), Grafana's queries,
+//! and the HTTP API with reqwest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use ingest::pipeline::{Format, Pipeline, Unit};
+use query::engine::Limits;
+use query::{Caller, QueryEngine, QueryError, Role, UserSpec, Users};
+use store::{Store, StoreConfig};
+
+/// 2026-11-20T10:00:00Z.
+const BASE_MS: i64 = 1_795_168_800_000;
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/samples");
+
+/// A CloudWatch subscription payload: `per_hour` invocations of `function` in each hour of `hours`,
+/// one log stream per hour, each with a log line naming the caller's address.
+fn subscription(function: &str, hours: std::ops::Range<i64>, per_hour: i64) -> Vec<u8> {
+    let mut events = Vec::new();
+    for hour in hours.clone() {
+        for i in 0..per_hour {
+            let t = BASE_MS + hour * 3_600_000 + i * 60_000;
+            let id = format!("{function}-{hour:02}-{i:04}-0000-0000-000000000000");
+            let ip = if i % 10 == 0 { "198.51.100.7" } else { "203.0.113.20" };
+            let duration = if i == 5 { 2900.0 } else { 40.0 + i as f64 };
+            for (offset, message) in [
+                (0, format!("START RequestId: {id} Version: $LATEST")),
+                (1, format!("2026-11-20T10:00:00.000Z\t{id}\tINFO\thandling order {i} for {ip}")),
+                (2, format!("END RequestId: {id}")),
+                (
+                    3,
+                    format!(
+                        "REPORT RequestId: {id}\tDuration: {duration:.2} ms\tBilled Duration: {} ms\tMemory Size: 512 MB\tMax Memory Used: 100 MB\t",
+                        duration.ceil()
+                    ),
+                ),
+            ] {
+                events.push(serde_json::json!({"id": format!("{hour}-{i}-{offset}"), "timestamp": t + offset, "message": message}));
+            }
+        }
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": format!("/aws/lambda/{function}"),
+        "logStream": format!("2026/11/20/[$LATEST]{function}{:02}", hours.start), "subscriptionFilters": ["t"],
+        "logEvents": events,
+    }))
+    .unwrap()
+}
+
+fn load(store: &Store, bytes: &[u8]) {
+    let mut pipeline = Pipeline::default();
+    pipeline.ingest(Format::Auto, bytes, &Unit { source: "file:test", position: "0", key: None, log_group: None });
+    pipeline.finish();
+    let batches = pipeline.take_batches();
+    store.append(&batches, &[]).unwrap();
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    engine: Arc<QueryEngine>,
+}
+
+/// Three hours of `payments` sealed in segments (one log stream per hour), the CloudTrail samples sealed,
+/// and a fourth hour of `payments` plus `orders` still hot.
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(StoreConfig::new(dir.path())).await.unwrap());
+    for hour in 0..3 {
+        load(&store, &subscription("payments", hour..hour + 1, 20));
+    }
+    for entry in std::fs::read_dir(SAMPLES).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            load(&store, &std::fs::read(&path).unwrap());
+        }
+    }
+    store.flush_all().await.unwrap();
+    load(&store, &subscription("payments", 3..4, 20));
+    load(&store, &subscription("orders", 3..4, 5));
+    let engine = QueryEngine::new(store.clone(), Limits::default()).await.unwrap();
+    Fixture { _dir: dir, store, engine }
+}
+
+fn admin() -> Caller {
+    Caller { user: "root".into(), role: Role::Admin, client_addr: "test".into(), protocol: "cli" }
+}
+
+fn analyst() -> Caller {
+    Caller { user: "alice".into(), role: Role::Analyst, client_addr: "test".into(), protocol: "cli" }
+}
+
+async fn rows(engine: &QueryEngine, sql: &str) -> Vec<Vec<String>> {
+    let output = engine.execute(&admin(), sql, None).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    for batch in &output.batches {
+        for row in 0..batch.num_rows() {
+            out.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| arrow::util::display::array_value_to_string(c, row).unwrap())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+async fn count(engine: &QueryEngine, sql: &str) -> i64 {
+    let output = engine.execute(&admin(), sql, None).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    output.batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_sees_sealed_and_hot_rows_and_time_filters_prune_segments() {
+    let f = fixture().await;
+    assert!(f.store.stats()[&store::Table::Invocations].segments >= 3, "three hours sealed");
+    assert_eq!(count(&f.engine, "SELECT count(*) FROM invocations").await, 85);
+    assert_eq!(count(&f.engine, "SELECT count(*) FROM invocations WHERE function_name = 'orders'").await, 5);
+    assert_eq!(count(&f.engine, "SELECT count(*) FROM logs WHERE request_id IS NOT NULL").await, 85);
+    let hour1 = "ts >= '2026-11-20T11:00:00Z' AND ts < '2026-11-20T12:00:00Z'";
+    assert_eq!(count(&f.engine, &format!("SELECT count(*) FROM invocations WHERE {hour1}")).await, 20);
+
+    let plan = |filter: &str| {
+        let engine = f.engine.clone();
+        let sql = format!("EXPLAIN SELECT request_id FROM invocations WHERE {filter}");
+        async move { rows(&engine, &sql).await.into_iter().map(|r| r.join(" ")).collect::<Vec<_>>().join("\n") }
+    };
+    let all = plan("duration_ms > 0").await;
+    let one = plan(hour1).await;
+    let files = |plan: &str| plan.matches(".parquet").count();
+    assert!(files(&all) >= 3, "{all}");
+    assert_eq!(files(&one), 1, "only the 11:00 segment is read:\n{one}");
+    assert!(one.contains("projection=[request_id, ts]") || one.contains("request_id"), "{one}");
+    assert!(!one.contains("hour=10") && one.contains("hour=11"), "{one}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeline_environment_and_helpers_answer_forensic_questions() {
+    let f = fixture().await;
+    let request = "payments-01-0005-0000-0000-000000000000";
+    let timeline = rows(&f.engine, &format!("SELECT table_name, row_id, summary FROM timeline('{request}')")).await;
+    let tables: Vec<&str> = timeline.iter().map(|r| r[0].as_str()).collect();
+    assert!(tables.contains(&"invocations") && tables.contains(&"logs"), "{timeline:?}");
+    assert!(timeline.iter().any(|r| r[2].contains("2900")), "the summary carries the duration: {timeline:?}");
+
+    // An address is mentioned by log lines of every hour, sealed or hot; bounds cut it to one hour.
+    let ip = count(&f.engine, "SELECT count(*) FROM timeline('198.51.100.7')").await;
+    assert_eq!(ip, 4 * 2 + 1, "two per payments hour and one for orders");
+    let bounded = count(
+        &f.engine,
+        "SELECT count(*) FROM timeline('198.51.100.7', TIMESTAMP '2026-11-20T13:00:00Z', now())",
+    )
+    .await;
+    assert_eq!(bounded, 3);
+
+    // A principal from the CloudTrail samples.
+    let principal: String = rows(&f.engine, "SELECT principal_arn FROM cloudtrail WHERE principal_arn IS NOT NULL LIMIT 1")
+        .await[0][0]
+        .clone();
+    let trail = rows(&f.engine, &format!("SELECT table_name FROM timeline('{principal}')")).await;
+    assert!(!trail.is_empty() && trail.iter().all(|r| r[0] == "cloudtrail"), "{trail:?}");
+
+    // The timeline is in time order.
+    let times = rows(&f.engine, "SELECT ts FROM timeline('payments')").await;
+    assert!(times.windows(2).all(|w| w[0][0] <= w[1][0]));
+
+    let env = rows(&f.engine, "SELECT table_name, row_id FROM environment('2026/11/20/[$LATEST]payments01')").await;
+    assert_eq!(env.len(), 20 * 2, "every invocation and its log line: {env:?}");
+    assert!(env.iter().all(|r| r[1].starts_with("payments-01-")));
+
+    assert_eq!(count(&f.engine, "SELECT count(*) FROM timeline('no-such-key')").await, 0);
+    let quoted = f.engine.execute(&admin(), "SELECT * FROM timeline('x'' OR ''1''=''1')", None).await.unwrap();
+    assert_eq!(quoted.rows, 0, "a quote in the key is data, not SQL");
+
+    assert_eq!(
+        count(&f.engine, "SELECT count(*) FROM logs WHERE cidr_match(regexp_replace(message, '.* for ', ''), '198.51.100.0/24')").await,
+        9
+    );
+    assert_eq!(rows(&f.engine, "SELECT cidr_match('10.1.2.3', '10.0.0.0/8'), cidr_match(NULL, '10.0.0.0/8')").await, vec![vec!["true".to_string(), "".to_string()]]);
+    let bad = f.engine.execute(&admin(), "SELECT cidr_match('10.1.2.3', '10.0.0.0/99')", None).await.unwrap_err();
+    assert!(bad.to_string().contains("not an IP address or CIDR block"), "{bad}");
+
+    let buckets = rows(&f.engine, "SELECT time_bucket('1h', ts) AS hour, count(*) FROM invocations WHERE function_name = 'payments' GROUP BY 1 ORDER BY 1").await;
+    assert_eq!(buckets.len(), 4);
+    assert!(buckets[0][0].starts_with("2026-11-20T10:00:00"), "{buckets:?}");
+
+    let json = rows(&f.engine, "SELECT json_get_str(request_parameters, 'functionName') FROM cloudtrail WHERE event_name = 'UpdateFunctionCode20150331v2' LIMIT 1").await;
+    assert!(json.first().is_some_and(|r| !r[0].is_empty()), "{json:?}");
+
+    let minutes = rows(&f.engine, "SELECT function_name, sum(invocations), max(duration_max_ms), sum(gb_seconds) > 0 FROM function_minutes GROUP BY 1 ORDER BY 1").await;
+    assert_eq!(minutes[1][0], "payments");
+    assert_eq!(minutes[1][1], "80");
+    assert_eq!(minutes[1][2], "2900.0");
+    let _ = rows(&f.engine, "SELECT * FROM recent_alerts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysts_only_read_and_every_statement_is_audited() {
+    let f = fixture().await;
+    let refused = [
+        "CREATE EXTERNAL TABLE passwd (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY (SELECT 1) TO '/tmp/coldtrail-copy-test.csv'",
+        "CREATE VIEW mine AS SELECT 1",
+        "CREATE TABLE t AS SELECT * FROM invocations",
+        "INSERT INTO alerts (ts, alert_id, detector) VALUES (now(), 'x', 'y')",
+        "DROP VIEW function_minutes",
+        "SET datafusion.execution.batch_size = 1",
+        "EXPLAIN CREATE VIEW v AS SELECT 1",
+    ];
+    for sql in refused {
+        match f.engine.execute(&analyst(), sql, None).await {
+            Err(QueryError::Denied(message)) => assert!(message.contains("analyst"), "{message}"),
+            other => panic!("{sql}: expected a denial, got {other:?}"),
+        }
+    }
+    assert!(!std::path::Path::new("/tmp/coldtrail-copy-test.csv").exists());
+    assert!(f.engine.execute(&analyst(), "SELECT * FROM '/etc/passwd'", None).await.is_err());
+    assert!(f.engine.execute(&analyst(), "SELECT count(*) FROM invocations", None).await.is_ok());
+    assert!(f.engine.execute(&analyst(), "EXPLAIN SELECT * FROM logs", None).await.is_ok());
+    assert!(f.engine.execute(&admin(), "CREATE VIEW mine AS SELECT 1 AS one", None).await.is_ok());
+    assert_eq!(count(&f.engine, "SELECT CAST(one AS BIGINT) FROM mine").await, 1);
+
+    f.engine.audit_log().close().await;
+    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let audit = rows(
+        &engine,
+        "SELECT user_name, status, sql, error FROM query_audit WHERE user_name = 'alice' ORDER BY ts",
+    )
+    .await;
+    assert_eq!(audit.len(), refused.len() + 4, "{audit:?}");
+    assert!(audit[..refused.len()].iter().all(|r| r[1] == "denied"));
+    assert_eq!(audit[0][2], refused[0]);
+    assert!(audit.iter().any(|r| r[1] == "ok" && r[2] == "SELECT count(*) FROM invocations"));
+    assert!(audit.iter().any(|r| r[1] == "error" && r[2].contains("/etc/passwd")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_statements_time_out_and_big_results_are_bounded() {
+    let f = fixture().await;
+    let engine = QueryEngine::new(
+        f.store.clone(),
+        Limits { statement_timeout: Duration::from_millis(200), max_result_rows: 50 },
+    )
+    .await
+    .unwrap();
+    let slow = "SELECT count(*) FROM generate_series(1, 2000000000) a";
+    assert!(matches!(engine.execute(&admin(), slow, None).await, Err(QueryError::Timeout(_))));
+    assert!(matches!(engine.execute(&admin(), "SELECT * FROM logs", None).await, Err(QueryError::TooLarge(50))));
+    assert_eq!(engine.execute(&admin(), "SELECT * FROM logs LIMIT 50", None).await.unwrap().rows, 50);
+    assert!(matches!(engine.execute(&admin(), "  ; ", None).await, Err(QueryError::BadRequest(_))));
+    let two = engine.execute(&admin(), "SELECT 1; SELECT 2", None).await.unwrap_err();
+    assert!(two.to_string().contains("single"), "{two}");
+}
+
+fn users() -> Users {
+    Users::from_specs(&[
+        UserSpec {
+            name: "alice".into(),
+            role: Some(Role::Analyst),
+            password: Some("alice-password".into()),
+            token: Some("alice-token-0123456789".into()),
+            ..Default::default()
+        },
+        UserSpec {
+            name: "root".into(),
+            role: Some(Role::Admin),
+            password: Some("root-password".into()),
+            token: Some("root-token-0123456789ab".into()),
+            ..Default::default()
+        },
+    ])
+    .unwrap()
+}
+
+struct Servers {
+    pg: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn start(engine: Arc<QueryEngine>) -> Servers {
+    let pg_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let servers = Servers {
+        pg: pg_listener.local_addr().unwrap(),
+        http: http_listener.local_addr().unwrap(),
+        stop: tokio::sync::watch::channel(false).0,
+    };
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(query::pg::serve(pg_listener, engine.clone(), users(), Default::default(), stopped(servers.stop.subscribe())));
+    tokio::spawn(query::http::serve(http_listener, engine, users(), None, stopped(servers.stop.subscribe())));
+    servers
+}
+
+async fn connect(addr: std::net::SocketAddr, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let config = format!("host=127.0.0.1 port={} user={user} password={password} dbname=coldtrail", addr.port());
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_clients_log_in_with_scram_and_read_typed_rows() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+
+    let wrong = connect(servers.pg, "alice", "not-her-password").await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+    assert!(connect(servers.pg, "mallory", "alice-password").await.is_err(), "an unknown user is refused");
+
+    let client = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    // Simple protocol.
+    let simple = client.simple_query("SELECT count(*) FROM invocations").await.unwrap();
+    let first = simple.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap().to_string()),
+        _ => None,
+    });
+    assert_eq!(first.as_deref(), Some("85"));
+
+    // Extended protocol with bound parameters and typed results.
+    let row = client
+        .query_one(
+            "SELECT ts, function_name, duration_ms, billed_duration_ms, cold_start, error_type, request_id
+             FROM invocations WHERE request_id = $1",
+            &[&"payments-02-0005-0000-0000-000000000000"],
+        )
+        .await
+        .unwrap();
+    let ts: chrono::DateTime<chrono::Utc> = row.get(0);
+    assert_eq!(ts.timestamp_millis(), BASE_MS + 2 * 3_600_000 + 5 * 60_000);
+    assert_eq!(row.get::<_, String>(1), "payments");
+    assert_eq!(row.get::<_, f64>(2), 2900.0);
+    assert_eq!(row.get::<_, i64>(3), 2900);
+    assert_eq!(row.get::<_, Option<bool>>(4), Some(false));
+    assert_eq!(row.get::<_, Option<String>>(5), None);
+
+    let statement = client.prepare("SELECT count(*) FROM logs WHERE function_name = $1").await.unwrap();
+    let n: i64 = client.query_one(&statement, &[&"orders"]).await.unwrap().get(0);
+    assert_eq!(n, 5);
+
+    // Refused statements come back as errors with PostgreSQL's code for insufficient privilege.
+    let denied = client.simple_query("CREATE VIEW v AS SELECT 1").await.unwrap_err();
+    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{denied:?}");
+    let denied = client.query("COPY (SELECT 1) TO '/tmp/x.csv'", &[]).await.unwrap_err();
+    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{denied:?}");
+    let denied = client.simple_query("SET datafusion.execution.batch_size = 1").await.unwrap_err();
+    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{denied:?}");
+    client.simple_query("SET application_name = 'grafana'").await.unwrap();
+
+    // Grafana's PostgreSQL data source: connection test, then a time series panel with its macros
+    // expanded ($__timeGroupAlias(ts, 1h), $__timeFilter(ts)).
+    client.simple_query("SELECT 1").await.unwrap();
+    let series = client
+        .query(
+            "SELECT floor(extract(epoch from ts)/3600)*3600 AS \"time\", count(*) AS invocations
+             FROM invocations
+             WHERE ts BETWEEN '2026-11-20T09:00:00Z' AND '2026-11-20T12:30:00Z' AND function_name = 'payments'
+             GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(series.len(), 3);
+    let admin = connect(servers.pg, "root", "root-password").await.unwrap();
+    admin.simple_query("CREATE VIEW admins_view AS SELECT 1 AS one").await.unwrap();
+    drop(client);
+    drop(admin);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.engine.audit_log().close().await;
+    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let audit = rows(&engine, "SELECT user_name, protocol, status, rows, client_addr FROM query_audit WHERE sql = 'SELECT count(*) FROM invocations'").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(&audit[0][..4], ["alice", "pg", "ok", "1"]);
+    assert!(audit[0][4].starts_with("127.0.0.1:"));
+    assert!(count(&engine, "SELECT count(*) FROM query_audit WHERE protocol = 'pg' AND status = 'denied'").await >= 3);
+    let _ = servers.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_lists_and_describes_the_tables() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let psql = |command: &'static str| {
+        let port = servers.pg.port().to_string();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "alice", "-d", "coldtrail", "-X", "-c", command])
+                .env("PGPASSWORD", "alice-password")
+                .env("PGCONNECT_TIMEOUT", "10")
+                .output()
+                .expect("psql is installed")
+        })
+    };
+    let tables = psql("\\dt").await.unwrap();
+    let text = String::from_utf8_lossy(&tables.stdout);
+    assert!(tables.status.success(), "{}", String::from_utf8_lossy(&tables.stderr));
+    for table in ["invocations", "logs", "spans", "cloudtrail", "alerts", "dead_letters", "query_audit", "ledger"] {
+        assert!(text.contains(table), "\\dt lists {table}:\n{text}");
+    }
+    let described = psql("\\d invocations").await.unwrap();
+    let text = String::from_utf8_lossy(&described.stdout);
+    assert!(described.status.success(), "{}", String::from_utf8_lossy(&described.stderr));
+    assert!(text.contains("request_id") && text.contains("duration_ms"), "{text}");
+    let _ = servers.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_json_csv_and_arrow_to_authenticated_callers() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/sql", servers.http);
+
+    let anonymous = client.post(&url).body("SELECT 1").send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let wrong = client.post(&url).bearer_auth("alice-token-wrong-789").body("SELECT 1").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let json: serde_json::Value = client
+        .post(&url)
+        .bearer_auth("alice-token-0123456789")
+        .body("SELECT function_name, count(*) AS n FROM invocations GROUP BY 1 ORDER BY 1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["row_count"], 2);
+    assert_eq!(json["rows"][1]["function_name"], "payments");
+    assert_eq!(json["rows"][1]["n"], 80);
+    assert_eq!(json["columns"][1]["name"], "n");
+
+    let csv = client
+        .post(format!("{url}?format=csv"))
+        .basic_auth("alice", Some("alice-password"))
+        .body("SELECT request_id, duration_ms FROM invocations WHERE function_name = 'orders' ORDER BY request_id LIMIT 2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    assert_eq!(csv.lines().next(), Some("request_id,duration_ms"));
+    assert_eq!(csv.lines().count(), 3);
+
+    let arrow_body = client
+        .post(&url)
+        .bearer_auth("alice-token-0123456789")
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .header("content-type", "application/json")
+        .body(r#"{"sql": "SELECT ts, request_id FROM invocations"}"#)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow_body), None).unwrap();
+    let total: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(total, 85);
+
+    let denied = client.post(&url).bearer_auth("alice-token-0123456789").body("CREATE VIEW v AS SELECT 1").send().await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let body: serde_json::Value = denied.json().await.unwrap();
+    assert_eq!(body["sqlstate"], "42501");
+    let bad = client.post(&url).bearer_auth("alice-token-0123456789").body("SELEC 1").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad_json = client
+        .post(&url)
+        .bearer_auth("alice-token-0123456789")
+        .header("content-type", "application/json")
+        .body("{\"sql\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_json.status(), 400);
+    let huge = client.post(&url).bearer_auth("alice-token-0123456789").body(vec![b' '; 2 * 1024 * 1024]).send().await.unwrap();
+    assert_eq!(huge.status(), 413);
+
+    let timeline: serde_json::Value = client
+        .get(format!("http://{}/api/v1/timeline", servers.http))
+        .query(&[("key", "198.51.100.7"), ("from", "2026-11-20T13:00:00Z")])
+        .bearer_auth("alice-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(timeline["row_count"], 3, "{timeline}");
+    assert!(timeline["rows"][0]["summary"].as_str().is_some());
+
+    let health: serde_json::Value =
+        client.get(format!("http://{}/healthz", servers.http)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let metrics = client.get(format!("http://{}/metrics", servers.http)).send().await.unwrap().text().await.unwrap();
+    for name in ["query_statements_total", "query_duration_seconds_bucket", "query_rows_total", "query_auth_failures_total"] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    let _ = servers.stop.send(true);
+}
