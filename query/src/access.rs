@@ -23,15 +23,23 @@ pub fn sql_options(role: Role) -> SQLOptions {
 
 /// Checks a planned statement.
 pub fn check_plan(role: Role, plan: &LogicalPlan) -> Result<()> {
-    sql_options(role).verify_plan(plan).map_err(|e| denied(role, &e.strip_backtrace()))
+    sql_options(role).verify_plan(plan).map_err(|e| {
+        let message = match &e {
+            datafusion::error::DataFusionError::Plan(m) => m.clone(),
+            other => other.strip_backtrace(),
+        };
+        // DataFusion says "DDL not supported: CreateView"; say who may.
+        let what = match message.split_once(" not supported: ") {
+            Some((kind, statement)) if kind == "Statement" => format!("{statement} needs the admin role"),
+            Some((kind, statement)) => format!("{statement} ({kind}) needs the admin role"),
+            None => message,
+        };
+        denied(role, &what)
+    })
 }
 
 fn denied(role: Role, what: &str) -> QueryError {
-    QueryError::Denied(format!(
-        "role {} may only read (SELECT, EXPLAIN, SHOW); {}",
-        role.name(),
-        what.trim_end_matches('.').replace(" not supported", " statements need the admin role")
-    ))
+    QueryError::Denied(format!("role {} may only read (SELECT, EXPLAIN, SHOW); {what}", role.name()))
 }
 
 /// Whether a statement is answered by the PostgreSQL-protocol layer itself (settings, `SHOW`,

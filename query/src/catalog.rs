@@ -11,14 +11,13 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
@@ -96,11 +95,9 @@ impl TableProvider for StoreTable {
                 .into_iter()
                 .map(FileGroup::new)
                 .collect();
-            let mut source = ParquetSource::new(self.schema.clone());
-            if let Some(predicate) = conjunction(filters.iter().cloned()) {
-                let df_schema = DFSchema::try_from(self.schema.clone())?;
-                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-            }
+            // DataFusion's filter pushdown gives the filters to the Parquet source, which prunes row
+            // groups and pages by their statistics.
+            let source = ParquetSource::new(self.schema.clone());
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
                 .with_file_groups(groups)
                 .with_projection_indices(projection.cloned())?
@@ -157,23 +154,24 @@ fn narrow(expr: &Expr, column: &str, range: &mut TimeRange) {
             } else {
                 return;
             };
-            let Some(v) = value else { return };
+            let Some((v, exact)) = value else { return };
+            // `v` is the literal rounded down to a microsecond; `exact` when nothing was rounded.
             match op {
                 Operator::Eq => {
                     range.start_micros = range.start_micros.max(v);
                     range.end_micros = range.end_micros.min(v + 1);
                 }
                 Operator::Gt | Operator::GtEq => range.start_micros = range.start_micros.max(v),
-                // The range is half-open and only a pruning hint: an upper bound is kept inclusive.
-                Operator::Lt | Operator::LtEq => range.end_micros = range.end_micros.min(v + 1),
+                Operator::Lt => range.end_micros = range.end_micros.min(if exact { v } else { v + 1 }),
+                Operator::LtEq => range.end_micros = range.end_micros.min(v + 1),
                 _ => {}
             }
         }
         Expr::Between(between) if !between.negated && is_column(&between.expr, column) => {
-            if let Some(low) = micros(&between.low) {
+            if let Some((low, _)) = micros(&between.low) {
                 range.start_micros = range.start_micros.max(low);
             }
-            if let Some(high) = micros(&between.high) {
+            if let Some((high, _)) = micros(&between.high) {
                 range.end_micros = range.end_micros.min(high + 1);
             }
         }
@@ -190,21 +188,20 @@ fn is_column(expr: &Expr, column: &str) -> bool {
     }
 }
 
-/// A timestamp literal in microseconds, rounded outwards so that the range never excludes a match.
-fn micros(expr: &Expr) -> Option<i64> {
+/// A timestamp literal in microseconds, rounded down, and whether that was exact.
+fn micros(expr: &Expr) -> Option<(i64, bool)> {
     match expr {
         Expr::Literal(value, _) => match value {
-            ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000),
-            ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000),
-            ScalarValue::TimestampMicrosecond(Some(v), _) => Some(*v),
-            // Nanoseconds round down; upper bounds get one microsecond added by the caller.
-            ScalarValue::TimestampNanosecond(Some(v), _) => Some(v.div_euclid(1_000)),
+            ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000).map(|v| (v, true)),
+            ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000).map(|v| (v, true)),
+            ScalarValue::TimestampMicrosecond(Some(v), _) => Some((*v, true)),
+            ScalarValue::TimestampNanosecond(Some(v), _) => Some((v.div_euclid(1_000), v.rem_euclid(1_000) == 0)),
             _ => None,
         },
         Expr::Cast(cast) => micros(&cast.expr),
         _ => None,
     }
-    .map(|v| v.clamp(i64::MIN + 1, i64::MAX - 1))
+    .map(|(v, exact)| (v.clamp(i64::MIN + 1, i64::MAX - 1), exact))
 }
 
 /// The ledger of every node, one row per entry (`store::schema::ledger_schema`).
@@ -254,11 +251,13 @@ mod tests {
     #[test]
     fn comparisons_and_between_narrow_the_range() {
         let filters = vec![col("ts").gt_eq(ts(100)), ts(500).gt(col("ts"))];
-        assert_eq!(time_range(&filters, "ts"), TimeRange::new(100, 501));
+        assert_eq!(time_range(&filters, "ts"), TimeRange::new(100, 500));
+        let inclusive = vec![col("ts").lt_eq(ts(500))];
+        assert_eq!(time_range(&inclusive, "ts").end_micros, 501);
         let between = vec![col("ts").between(ts(10), ts(20))];
         assert_eq!(time_range(&between, "ts"), TimeRange::new(10, 21));
         let and = vec![col("ts").gt(ts(7)).and(col("ts").lt(ts(9)))];
-        assert_eq!(time_range(&and, "ts"), TimeRange::new(7, 10));
+        assert_eq!(time_range(&and, "ts"), TimeRange::new(7, 9));
     }
 
     #[test]
@@ -272,5 +271,7 @@ mod tests {
     fn nanosecond_bounds_round_to_the_enclosing_microsecond() {
         let filters = vec![col("ts").gt(lit(ScalarValue::TimestampNanosecond(Some(1_999), None)))];
         assert_eq!(time_range(&filters, "ts").start_micros, 1);
+        let below = vec![col("ts").lt(lit(ScalarValue::TimestampNanosecond(Some(1_999), None)))];
+        assert_eq!(time_range(&below, "ts").end_micros, 2, "1 µs is below 1999 ns and stays in range");
     }
 }

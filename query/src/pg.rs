@@ -241,9 +241,9 @@ impl Service {
             if access::is_session_statement(&statement) {
                 access::check_session_statement(role, &statement)?;
             } else {
-                let plan = state
-                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
-                    .await?;
+                // Planned from its text, as datafusion-postgres runs it: DataFusion's parser reads
+                // `COPY ... TO` and `CREATE EXTERNAL TABLE` as its own statements.
+                let plan = state.create_logical_plan(&statement.to_string()).await?;
                 access::check_plan(role, &plan)?;
             }
         }
