@@ -43,7 +43,13 @@ pub async fn sql(paths: &Paths, args: SqlArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print(schema: arrow::datatypes::SchemaRef, batches: &[arrow::record_batch::RecordBatch], rows: usize, format: OutputFormat, elapsed_ms: f64) -> anyhow::Result<()> {
+fn print(
+    schema: arrow::datatypes::SchemaRef,
+    batches: &[arrow::record_batch::RecordBatch],
+    rows: usize,
+    format: OutputFormat,
+    elapsed_ms: f64,
+) -> anyhow::Result<()> {
     let output = query::QueryOutput {
         schema,
         batches: batches.to_vec(),
@@ -72,7 +78,8 @@ async fn local(paths: &Paths, args: &SqlArgs) -> anyhow::Result<ExitCode> {
     };
     let engine = QueryEngine::new(store, Default::default()).await?;
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let caller = Caller { user: format!("local:{user}"), role: Role::Admin, client_addr: "local".into(), protocol: "cli" };
+    let caller =
+        Caller { user: format!("local:{user}"), role: Role::Admin, client_addr: "local".into(), protocol: "cli" };
     let result = engine.execute(&caller, &args.query, None).await;
     engine.close().await;
     let output = result?;

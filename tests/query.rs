@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use ingest::pipeline::{Format, Pipeline, Unit};
 use query::engine::Limits;
@@ -100,11 +100,7 @@ async fn rows(engine: &QueryEngine, sql: &str) -> Vec<Vec<String>> {
     for batch in &output.batches {
         for row in 0..batch.num_rows() {
             out.push(
-                batch
-                    .columns()
-                    .iter()
-                    .map(|c| arrow::util::display::array_value_to_string(c, row).unwrap())
-                    .collect(),
+                batch.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, row).unwrap()).collect(),
             );
         }
     }
@@ -120,9 +116,17 @@ async fn count(engine: &QueryEngine, sql: &str) -> i64 {
 async fn sql_sees_sealed_and_hot_rows_and_time_filters_prune_segments() {
     let f = fixture().await;
     assert!(f.store.stats()[&store::Table::Invocations].segments >= 3, "three hours sealed");
-    assert_eq!(count(&f.engine, "SELECT count(*) FROM invocations WHERE function_name IN ('payments', 'orders')").await, 85);
+    assert_eq!(
+        count(&f.engine, "SELECT count(*) FROM invocations WHERE function_name IN ('payments', 'orders')").await,
+        85
+    );
     assert_eq!(count(&f.engine, "SELECT count(*) FROM invocations WHERE function_name = 'orders'").await, 5);
-    assert_eq!(count(&f.engine, "SELECT count(*) FROM logs WHERE request_id LIKE 'payments-%' OR request_id LIKE 'orders-%'").await, 85 * 4, "START, the line, END and REPORT");
+    assert_eq!(
+        count(&f.engine, "SELECT count(*) FROM logs WHERE request_id LIKE 'payments-%' OR request_id LIKE 'orders-%'")
+            .await,
+        85 * 4,
+        "START, the line, END and REPORT"
+    );
     let hour1 = "ts >= '2026-11-20T11:00:00Z' AND ts < '2026-11-20T12:00:00Z'";
     assert_eq!(count(&f.engine, &format!("SELECT count(*) FROM invocations WHERE {hour1}")).await, 20);
 
@@ -152,17 +156,15 @@ async fn timeline_environment_and_helpers_answer_forensic_questions() {
     // An address is mentioned by log lines of every hour, sealed or hot; bounds cut it to one hour.
     let ip = count(&f.engine, "SELECT count(*) FROM timeline('198.51.100.7')").await;
     assert_eq!(ip, 4 * 2 + 1, "two per payments hour and one for orders");
-    let bounded = count(
-        &f.engine,
-        "SELECT count(*) FROM timeline('198.51.100.7', TIMESTAMP '2026-11-20T13:00:00Z', now())",
-    )
-    .await;
+    let bounded =
+        count(&f.engine, "SELECT count(*) FROM timeline('198.51.100.7', TIMESTAMP '2026-11-20T13:00:00Z', now())")
+            .await;
     assert_eq!(bounded, 3);
 
     // A principal from the CloudTrail samples.
-    let principal: String = rows(&f.engine, "SELECT principal_arn FROM cloudtrail WHERE principal_arn IS NOT NULL LIMIT 1")
-        .await[0][0]
-        .clone();
+    let principal: String =
+        rows(&f.engine, "SELECT principal_arn FROM cloudtrail WHERE principal_arn IS NOT NULL LIMIT 1").await[0][0]
+            .clone();
     let trail = rows(&f.engine, &format!("SELECT table_name FROM timeline('{principal}')")).await;
     assert!(!trail.is_empty() && trail.iter().all(|r| r[0] == "cloudtrail"), "{trail:?}");
 
@@ -180,10 +182,17 @@ async fn timeline_environment_and_helpers_answer_forensic_questions() {
     assert_eq!(quoted.rows, 0, "a quote in the key is data, not SQL");
 
     assert_eq!(
-        count(&f.engine, "SELECT count(*) FROM logs WHERE cidr_match(regexp_replace(message, '.* for ', ''), '198.51.100.0/24')").await,
+        count(
+            &f.engine,
+            "SELECT count(*) FROM logs WHERE cidr_match(regexp_replace(message, '.* for ', ''), '198.51.100.0/24')"
+        )
+        .await,
         9
     );
-    assert_eq!(rows(&f.engine, "SELECT cidr_match('10.1.2.3', '10.0.0.0/8'), cidr_match(NULL, '10.0.0.0/8')").await, vec![vec!["true".to_string(), "".to_string()]]);
+    assert_eq!(
+        rows(&f.engine, "SELECT cidr_match('10.1.2.3', '10.0.0.0/8'), cidr_match(NULL, '10.0.0.0/8')").await,
+        vec![vec!["true".to_string(), "".to_string()]]
+    );
     let bad = f.engine.execute(&admin(), "SELECT cidr_match('10.1.2.3', '10.0.0.0/99')", None).await.unwrap_err();
     assert!(bad.to_string().contains("not an IP address or CIDR block"), "{bad}");
 
@@ -229,11 +238,9 @@ async fn analysts_only_read_and_every_statement_is_audited() {
 
     f.engine.audit_log().close().await;
     let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
-    let audit = rows(
-        &engine,
-        "SELECT user_name, status, sql, error FROM query_audit WHERE user_name = 'alice' ORDER BY ts",
-    )
-    .await;
+    let audit =
+        rows(&engine, "SELECT user_name, status, sql, error FROM query_audit WHERE user_name = 'alice' ORDER BY ts")
+            .await;
     assert_eq!(audit.len(), refused.len() + 3, "{audit:?}");
     assert!(audit[..refused.len()].iter().all(|r| r[1] == "denied"));
     assert_eq!(audit[0][2], refused[0]);
@@ -296,12 +303,22 @@ async fn start(engine: Arc<QueryEngine>) -> Servers {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tokio::spawn(query::pg::serve(pg_listener, engine.clone(), users(), Default::default(), stopped(servers.stop.subscribe())));
+    tokio::spawn(query::pg::serve(
+        pg_listener,
+        engine.clone(),
+        users(),
+        Default::default(),
+        stopped(servers.stop.subscribe()),
+    ));
     tokio::spawn(query::http::serve(http_listener, engine, users(), None, stopped(servers.stop.subscribe())));
     servers
 }
 
-async fn connect(addr: std::net::SocketAddr, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn connect(
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let config = format!("host=127.0.0.1 port={} user={user} password={password} dbname=coldtrail", addr.port());
     let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
@@ -319,7 +336,8 @@ async fn postgres_clients_log_in_with_scram_and_read_typed_rows() {
 
     let client = connect(servers.pg, "alice", "alice-password").await.unwrap();
     // Simple protocol.
-    let simple = client.simple_query("SELECT count(*) FROM invocations WHERE function_name <> 'orders-api'").await.unwrap();
+    let simple =
+        client.simple_query("SELECT count(*) FROM invocations WHERE function_name <> 'orders-api'").await.unwrap();
     let first = simple.iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap().to_string()),
         _ => None,
@@ -473,7 +491,8 @@ async fn the_http_api_answers_json_csv_and_arrow_to_authenticated_callers() {
     let total: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(total, 85);
 
-    let denied = client.post(&url).bearer_auth("alice-token-0123456789").body("CREATE VIEW v AS SELECT 1").send().await.unwrap();
+    let denied =
+        client.post(&url).bearer_auth("alice-token-0123456789").body("CREATE VIEW v AS SELECT 1").send().await.unwrap();
     assert_eq!(denied.status(), 403);
     let body: serde_json::Value = denied.json().await.unwrap();
     assert_eq!(body["sqlstate"], "42501");
@@ -488,7 +507,8 @@ async fn the_http_api_answers_json_csv_and_arrow_to_authenticated_callers() {
         .await
         .unwrap();
     assert_eq!(bad_json.status(), 400);
-    let huge = client.post(&url).bearer_auth("alice-token-0123456789").body(vec![b' '; 2 * 1024 * 1024]).send().await.unwrap();
+    let huge =
+        client.post(&url).bearer_auth("alice-token-0123456789").body(vec![b' '; 2 * 1024 * 1024]).send().await.unwrap();
     assert_eq!(huge.status(), 413);
 
     let timeline: serde_json::Value = client
@@ -508,7 +528,9 @@ async fn the_http_api_answers_json_csv_and_arrow_to_authenticated_callers() {
         client.get(format!("http://{}/healthz", servers.http)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
     let metrics = client.get(format!("http://{}/metrics", servers.http)).send().await.unwrap().text().await.unwrap();
-    for name in ["query_statements_total", "query_duration_seconds_bucket", "query_rows_total", "query_auth_failures_total"] {
+    for name in
+        ["query_statements_total", "query_duration_seconds_bucket", "query_rows_total", "query_auth_failures_total"]
+    {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
     let _ = servers.stop.send(true);

@@ -30,7 +30,7 @@ pub fn check_plan(role: Role, plan: &LogicalPlan) -> Result<()> {
         };
         // DataFusion says "DDL not supported: CreateView"; say who may.
         let what = match message.split_once(" not supported: ") {
-            Some((kind, statement)) if kind == "Statement" => format!("{statement} needs the admin role"),
+            Some(("Statement", statement)) => format!("{statement} needs the admin role"),
             Some((kind, statement)) => format!("{statement} ({kind}) needs the admin role"),
             None => message,
         };

@@ -232,8 +232,7 @@ impl TableProvider for LedgerTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch: RecordBatch =
-            self.store.ledger_batch().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batch: RecordBatch = self.store.ledger_batch().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
         MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())
             .map(|exec| exec as Arc<dyn ExecutionPlan>)
     }

@@ -43,9 +43,9 @@ impl QueryError {
             QueryError::Timeout(_) => "timeout",
             QueryError::TooLarge(_) => "too_large",
             QueryError::BadRequest(_) => "bad_request",
-            QueryError::DataFusion(DataFusionError::Plan(_) | DataFusionError::SQL(..) | DataFusionError::SchemaError(..)) => {
-                "plan"
-            }
+            QueryError::DataFusion(
+                DataFusionError::Plan(_) | DataFusionError::SQL(..) | DataFusionError::SchemaError(..),
+            ) => "plan",
             QueryError::DataFusion(_) => "execution",
             QueryError::Store(_) | QueryError::Io { .. } => "storage",
             QueryError::Config(_) => "config",

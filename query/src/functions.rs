@@ -8,9 +8,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{exec_err, plan_err, ScalarValue};
 use datafusion::error::Result;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 
 /// Registers the functions of this module.
@@ -124,9 +122,7 @@ impl ScalarUDFImpl for CidrMatch {
                 (Some(cidr), _) => Some(*cidr),
                 (None, Some(blocks)) if blocks.is_valid(i) => match Cidr::parse(blocks.value(i)) {
                     Some(cidr) => Some(cidr),
-                    None => {
-                        return exec_err!("cidr_match: '{}' is not an IP address or CIDR block", blocks.value(i))
-                    }
+                    None => return exec_err!("cidr_match: '{}' is not an IP address or CIDR block", blocks.value(i)),
                 },
                 _ => None,
             };
@@ -173,7 +169,7 @@ pub fn parse_width(text: &str) -> Option<i64> {
         _ => return None,
     };
     let micros = (number * unit_micros).round();
-    (micros >= 1.0 && micros < 1e17).then_some(micros as i64)
+    (1.0..1e17).contains(&micros).then_some(micros as i64)
 }
 
 /// `time_bucket(width, ts) -> timestamp`: the start of the `width`-long bucket (aligned to the Unix

@@ -161,7 +161,8 @@ struct SqlBody {
 
 fn choose_format(explicit: Option<&str>, headers: &HeaderMap) -> Result<Format, QueryError> {
     match explicit {
-        Some(f) => Format::parse(f).ok_or_else(|| QueryError::BadRequest(format!("unknown format {f:?}; use json, csv or arrow"))),
+        Some(f) => Format::parse(f)
+            .ok_or_else(|| QueryError::BadRequest(format!("unknown format {f:?}; use json, csv or arrow"))),
         None => Ok(Format::from_accept(headers)),
     }
 }
@@ -184,7 +185,11 @@ async fn sql(
     let (text, body_format) = if is_json {
         match serde_json::from_slice::<SqlBody>(&body) {
             Ok(b) => (b.sql, b.format),
-            Err(e) => return error_response(&QueryError::BadRequest(format!("the JSON body must be {{\"sql\": \"...\"}}: {e}"))),
+            Err(e) => {
+                return error_response(&QueryError::BadRequest(format!(
+                    "the JSON body must be {{\"sql\": \"...\"}}: {e}"
+                )))
+            }
         }
     } else {
         match String::from_utf8(body.to_vec()) {
@@ -239,7 +244,9 @@ async fn run(state: &AppState, caller: &Caller, sql: &str, format: Format) -> Re
     match state.engine.execute(caller, sql, limit).await {
         Ok(output) => match encode(&output, format) {
             Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
-            Err(e) => error_response(&QueryError::BadRequest(format!("the result cannot be written as {format:?}: {e}"))),
+            Err(e) => {
+                error_response(&QueryError::BadRequest(format!("the result cannot be written as {format:?}: {e}")))
+            }
         },
         Err(e) => error_response(&e),
     }

@@ -26,8 +26,12 @@ pub struct Metrics {
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| Metrics {
-        queries: register_int_counter_vec!("query_statements_total", "SQL statements finished.", &["protocol", "status"])
-            .expect("metric registers once"),
+        queries: register_int_counter_vec!(
+            "query_statements_total",
+            "SQL statements finished.",
+            &["protocol", "status"]
+        )
+        .expect("metric registers once"),
         duration: register_histogram_vec!(
             "query_duration_seconds",
             "SQL statement latency, receipt to last row.",

@@ -157,10 +157,8 @@ pub struct Service {
 impl Service {
     fn caller<C: ClientInfo + ?Sized>(&self, client: &C) -> Result<Caller, QueryError> {
         let user = client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default();
-        let role = self
-            .users
-            .role(&user)
-            .ok_or_else(|| QueryError::Unauthenticated(format!("user {user:?} is not known")))?;
+        let role =
+            self.users.role(&user).ok_or_else(|| QueryError::Unauthenticated(format!("user {user:?} is not known")))?;
         Ok(Caller { user, role, client_addr: client.socket_addr().to_string(), protocol: "pg" })
     }
 }
