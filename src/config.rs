@@ -32,6 +32,12 @@ pub struct QueryConfig {
     /// Most concurrent PostgreSQL connections.
     #[serde(default = "default_connections")]
     pub max_connections: usize,
+    /// Statements running at once (more wait for a slot).
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent_queries: usize,
+    /// Memory (MiB) that running statements may hold together for sorts, joins and aggregations.
+    #[serde(default = "default_memory")]
+    pub memory_limit_mb: usize,
     /// PEM certificate chain and private key: TLS on both servers when set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -54,6 +60,12 @@ fn default_rows() -> usize {
 fn default_connections() -> usize {
     256
 }
+fn default_concurrent() -> usize {
+    16
+}
+fn default_memory() -> usize {
+    2048
+}
 
 impl Default for QueryConfig {
     fn default() -> Self {
@@ -63,6 +75,8 @@ impl Default for QueryConfig {
             statement_timeout_secs: default_timeout(),
             max_result_rows: default_rows(),
             max_connections: default_connections(),
+            max_concurrent_queries: default_concurrent(),
+            memory_limit_mb: default_memory(),
             tls_cert: None,
             tls_key: None,
             users: Vec::new(),
@@ -82,8 +96,11 @@ impl Config {
         if q.statement_timeout_secs == 0 {
             problems.push("query.statement_timeout_secs must be at least 1".to_string());
         }
-        if q.max_result_rows == 0 || q.max_connections == 0 {
-            problems.push("query.max_result_rows and query.max_connections must be at least 1".to_string());
+        if q.max_result_rows == 0 || q.max_connections == 0 || q.max_concurrent_queries == 0 || q.memory_limit_mb == 0 {
+            problems.push(
+                "query.max_result_rows, max_connections, max_concurrent_queries and memory_limit_mb must be at least 1"
+                    .to_string(),
+            );
         }
         if q.pg_listen == q.http_listen {
             problems.push(format!("query.pg_listen and query.http_listen are both {}", q.pg_listen));

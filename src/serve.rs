@@ -66,8 +66,12 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Users::from_specs(&q.users)?
     };
 
-    let limits =
-        Limits { statement_timeout: Duration::from_secs(q.statement_timeout_secs), max_result_rows: q.max_result_rows };
+    let limits = Limits {
+        statement_timeout: Duration::from_secs(q.statement_timeout_secs),
+        max_result_rows: q.max_result_rows,
+        memory_bytes: q.memory_limit_mb << 20,
+        max_concurrent: q.max_concurrent_queries,
+    };
     let engine = QueryEngine::new(store.clone(), limits).await?;
     let pg_listener = tokio::net::TcpListener::bind(q.pg_listen)
         .await

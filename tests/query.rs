@@ -253,12 +253,28 @@ async fn long_statements_time_out_and_big_results_are_bounded() {
     let f = fixture().await;
     let engine = QueryEngine::new(
         f.store.clone(),
-        Limits { statement_timeout: Duration::from_millis(200), max_result_rows: 50 },
+        Limits {
+            statement_timeout: Duration::from_millis(500),
+            max_result_rows: 50,
+            memory_bytes: 8 << 20,
+            max_concurrent: 2,
+        },
     )
     .await
     .unwrap();
     let slow = "SELECT count(*) FROM generate_series(1, 2000000000) a";
-    assert!(matches!(engine.execute(&admin(), slow, None).await, Err(QueryError::Timeout(_))));
+    // Two runaways at once: both are cancelled by the timeout, and a third statement that arrives
+    // meanwhile waits for a slot, then answers.
+    let caller = admin();
+    let (a, b) = tokio::join!(engine.execute(&caller, slow, None), engine.execute(&caller, slow, None));
+    assert!(matches!(a, Err(QueryError::Timeout(_))) && matches!(b, Err(QueryError::Timeout(_))));
+    assert!(engine.execute(&admin(), "SELECT count(*) FROM invocations", None).await.is_ok());
+    // A join whose build side outgrows the memory pool fails with a clear error; others still run.
+    let join =
+        "SELECT count(*) FROM generate_series(1, 3000000) a JOIN generate_series(1, 3000000) b ON a.value = b.value";
+    let err = engine.execute(&admin(), join, None).await.unwrap_err();
+    assert!(err.to_string().contains("Resources exhausted"), "{err}");
+    assert_eq!(engine.execute(&admin(), "SELECT * FROM logs LIMIT 5", None).await.unwrap().rows, 5);
     assert!(matches!(engine.execute(&admin(), "SELECT * FROM logs", None).await, Err(QueryError::TooLarge(50))));
     assert_eq!(engine.execute(&admin(), "SELECT * FROM logs LIMIT 50", None).await.unwrap().rows, 50);
     assert!(matches!(engine.execute(&admin(), "  ; ", None).await, Err(QueryError::BadRequest(_))));

@@ -27,11 +27,21 @@ pub struct Limits {
     pub statement_timeout: Duration,
     /// Most rows one HTTP or CLI response carries (the PostgreSQL protocol streams instead).
     pub max_result_rows: usize,
+    /// Memory all running statements may hold for sorts, joins and aggregations together; a statement
+    /// that needs more than its fair share fails with "Resources exhausted" and frees what it held.
+    pub memory_bytes: usize,
+    /// Statements running at once; more wait (within their timeout) for a slot.
+    pub max_concurrent: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { statement_timeout: Duration::from_secs(300), max_result_rows: 1_000_000 }
+        Limits {
+            statement_timeout: Duration::from_secs(300),
+            max_result_rows: 1_000_000,
+            memory_bytes: 2 << 30,
+            max_concurrent: 16,
+        }
     }
 }
 
@@ -59,18 +69,25 @@ pub struct QueryEngine {
     ctx: SessionContext,
     audit: Arc<AuditLog>,
     limits: Limits,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The session context over `store`: store tables, ledger, forensic functions and views, JSON functions,
 /// `pg_catalog` and `information_schema`.
-pub async fn build_context(store: &Arc<Store>) -> Result<SessionContext> {
+pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(true)
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
         .set_str("datafusion.execution.time_zone", store::schema::TIME_ZONE);
-    let mut ctx = SessionContext::new_with_config(config);
+    let pool = datafusion::execution::memory_pool::TrackConsumersPool::new(
+        datafusion::execution::memory_pool::FairSpillPool::new(limits.memory_bytes),
+        std::num::NonZeroUsize::new(3).expect("non-zero"),
+    );
+    let runtime =
+        datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool)).build_arc()?;
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     crate::catalog::register_store(&ctx, store)?;
     crate::functions::register(&ctx);
     datafusion_functions_json::register_all(&mut ctx)?;
@@ -87,9 +104,10 @@ pub async fn build_context(store: &Arc<Store>) -> Result<SessionContext> {
 impl QueryEngine {
     /// Builds the engine and starts its audit writer (on the current Tokio runtime).
     pub async fn new(store: Arc<Store>, limits: Limits) -> Result<Arc<QueryEngine>> {
-        let ctx = build_context(&store).await?;
+        let ctx = build_context(&store, &limits).await?;
         let audit = AuditLog::start(store.clone());
-        Ok(Arc::new(QueryEngine { store, ctx, audit, limits }))
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1)));
+        Ok(Arc::new(QueryEngine { store, ctx, audit, limits, slots }))
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -106,6 +124,15 @@ impl QueryEngine {
 
     pub fn audit_log(&self) -> &Arc<AuditLog> {
         &self.audit
+    }
+
+    /// Waits for a slot to run a statement (at most the statement timeout).
+    pub async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout(self.limits.statement_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(QueryError::BadRequest("the engine is shutting down".into())),
+            Err(_) => Err(QueryError::Timeout(self.limits.statement_timeout)),
+        }
     }
 
     /// Records a finished statement in the audit and the metrics.
@@ -142,8 +169,11 @@ impl QueryEngine {
     pub async fn execute(&self, caller: &Caller, sql: &str, row_limit: Option<usize>) -> Result<QueryOutput> {
         let started = Instant::now();
         let limit = row_limit.unwrap_or(self.limits.max_result_rows);
-        let result = match tokio::time::timeout(self.limits.statement_timeout, self.run(caller.role, sql, limit)).await
-        {
+        let work = async {
+            let _slot = self.slot().await?;
+            self.run(caller.role, sql, limit).await
+        };
+        let result = match tokio::time::timeout(self.limits.statement_timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(QueryError::Timeout(self.limits.statement_timeout)),
         };

@@ -171,6 +171,8 @@ struct AuditGuard {
     started: Instant,
     rows: AtomicU64,
     error: Mutex<Option<QueryError>>,
+    /// The statement's concurrency slot, held until its rows are sent.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl AuditGuard {
@@ -264,6 +266,13 @@ impl SimpleQueryHandler for Service {
             self.engine.finish(&caller, query, started, 0, Err(&e));
             return Err(user_error(&e));
         }
+        let slot = match self.engine.slot().await {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.engine.finish(&caller, query, started, 0, Err(&e));
+                return Err(user_error(&e));
+            }
+        };
         let guard = Arc::new(AuditGuard {
             engine: self.engine.clone(),
             caller,
@@ -271,6 +280,7 @@ impl SimpleQueryHandler for Service {
             started,
             rows: AtomicU64::new(0),
             error: Mutex::new(None),
+            _slot: slot,
         });
         match SimpleQueryHandler::do_query(&*self.inner, client, query).await {
             Ok(responses) => Ok(responses.into_iter().map(|r| audited(r, &guard)).collect()),
@@ -317,6 +327,13 @@ impl ExtendedQueryHandler for Service {
             self.engine.finish(&caller, sql, started, 0, Err(&e));
             return Err(user_error(&e));
         }
+        let slot = match self.engine.slot().await {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.engine.finish(&caller, sql, started, 0, Err(&e));
+                return Err(user_error(&e));
+            }
+        };
         let guard = Arc::new(AuditGuard {
             engine: self.engine.clone(),
             caller,
@@ -324,6 +341,7 @@ impl ExtendedQueryHandler for Service {
             started,
             rows: AtomicU64::new(0),
             error: Mutex::new(None),
+            _slot: slot,
         });
         match ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await {
             Ok(response) => Ok(audited(response, &guard)),
