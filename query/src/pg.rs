@@ -228,6 +228,36 @@ fn from_pgwire(e: &PgWireError) -> QueryError {
 }
 
 impl Service {
+    /// After the role check: audits a refusal, or takes a concurrency slot and returns the guard that
+    /// audits the statement once its rows are sent.
+    async fn begin(
+        &self,
+        caller: Caller,
+        sql: &str,
+        started: Instant,
+        check: Result<(), QueryError>,
+    ) -> PgWireResult<Arc<AuditGuard>> {
+        let slot = match check {
+            Ok(()) => self.engine.slot().await,
+            Err(e) => Err(e),
+        };
+        match slot {
+            Ok(slot) => Ok(Arc::new(AuditGuard {
+                engine: self.engine.clone(),
+                caller,
+                sql: sql.to_string(),
+                started,
+                rows: AtomicU64::new(0),
+                error: Mutex::new(None),
+                _slot: slot,
+            })),
+            Err(e) => {
+                self.engine.finish(&caller, sql, started, 0, Err(&e));
+                Err(user_error(&e))
+            }
+        }
+    }
+
     /// Checks every statement of a simple-protocol query before any of them runs.
     async fn check_simple(&self, role: Role, query: &str) -> Result<(), QueryError> {
         if role == Role::Admin {
@@ -262,26 +292,8 @@ impl SimpleQueryHandler for Service {
     {
         let started = Instant::now();
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
-        if let Err(e) = self.check_simple(caller.role, query).await {
-            self.engine.finish(&caller, query, started, 0, Err(&e));
-            return Err(user_error(&e));
-        }
-        let slot = match self.engine.slot().await {
-            Ok(slot) => slot,
-            Err(e) => {
-                self.engine.finish(&caller, query, started, 0, Err(&e));
-                return Err(user_error(&e));
-            }
-        };
-        let guard = Arc::new(AuditGuard {
-            engine: self.engine.clone(),
-            caller,
-            sql: query.to_string(),
-            started,
-            rows: AtomicU64::new(0),
-            error: Mutex::new(None),
-            _slot: slot,
-        });
+        let check = self.check_simple(caller.role, query).await;
+        let guard = self.begin(caller, query, started, check).await?;
         match SimpleQueryHandler::do_query(&*self.inner, client, query).await {
             Ok(responses) => Ok(responses.into_iter().map(|r| audited(r, &guard)).collect()),
             Err(e) => {
@@ -323,26 +335,7 @@ impl ExtendedQueryHandler for Service {
             Some((_, plan)) => access::check_plan(caller.role, plan),
             None => Ok(()),
         };
-        if let Err(e) = check {
-            self.engine.finish(&caller, sql, started, 0, Err(&e));
-            return Err(user_error(&e));
-        }
-        let slot = match self.engine.slot().await {
-            Ok(slot) => slot,
-            Err(e) => {
-                self.engine.finish(&caller, sql, started, 0, Err(&e));
-                return Err(user_error(&e));
-            }
-        };
-        let guard = Arc::new(AuditGuard {
-            engine: self.engine.clone(),
-            caller,
-            sql: sql.clone(),
-            started,
-            rows: AtomicU64::new(0),
-            error: Mutex::new(None),
-            _slot: slot,
-        });
+        let guard = self.begin(caller, sql, started, check).await?;
         match ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await {
             Ok(response) => Ok(audited(response, &guard)),
             Err(e) => {
