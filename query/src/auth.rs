@@ -93,8 +93,8 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Compares in time independent of where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+/// Compares without an early exit, so that timing does not reveal how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -186,7 +186,7 @@ impl Users {
     pub fn check_password(&self, name: &str, password: &str) -> Option<Role> {
         let entry = self.entries.get(name)?;
         let salted = pgwire::api::auth::sasl::scram::gen_salted_password(password, &entry.salt, SCRAM_ITERATIONS);
-        same(&salted, &entry.salted_password).then_some(entry.role)
+        constant_time_eq(&salted, &entry.salted_password).then_some(entry.role)
     }
 
     /// Finds the user of a bearer token.
@@ -194,7 +194,7 @@ impl Users {
         let digest = sha256(token.as_bytes());
         let mut found = None;
         for (name, entry) in &self.entries {
-            if entry.token_sha256.is_some_and(|t| same(&t, &digest)) {
+            if entry.token_sha256.is_some_and(|t| constant_time_eq(&t, &digest)) {
                 found = Some((name.clone(), entry.role));
             }
         }
