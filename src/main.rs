@@ -10,6 +10,7 @@ macro_rules! outln {
 
 mod commands;
 mod config;
+mod generate;
 mod http_ingest;
 mod ingest_command;
 mod serve;
@@ -53,6 +54,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run one SQL statement against the data directory or a running server (--server).
     Sql(sql_command::SqlArgs),
+    /// Write the demo's generated workload (a fleet of functions with daily cycles) into the store.
+    Generate(generate::GenerateArgs),
 }
 
 /// Writes one line of command output; see `outln!`.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             Command::Schema(args) => commands::schema(args),
             Command::Serve(args) => serve::serve(&paths, args).await,
             Command::Sql(args) => sql_command::sql(&paths, args).await,
+            Command::Generate(args) => generate::generate(&paths, args).await,
         }
     });
     match result {

@@ -9,8 +9,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::lambda::{Message, Report};
-use crate::rows::{bounded, TableBuilder, Value};
 use crate::trigger::Trigger;
+use store::rows::{bounded, TableBuilder, Value};
 
 /// Bytes of the trigger event kept in `event_payload`.
 pub const EVENT_PAYLOAD_BYTES_MAX: usize = 8 * 1024;

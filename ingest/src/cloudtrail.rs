@@ -3,8 +3,8 @@
 
 use serde_json::Value as Json;
 
-use crate::rows::{bounded, TableBuilder, Value};
 use crate::timestamp;
+use store::rows::{bounded, TableBuilder, Value};
 
 /// JSON text columns are bounded so that one hostile record cannot blow up a batch.
 pub const JSON_COLUMN_BYTES_MAX: usize = 64 * 1024;

@@ -13,7 +13,6 @@ pub mod kafka;
 pub mod lambda;
 pub mod metrics;
 pub mod pipeline;
-pub mod rows;
 pub mod s3;
 pub mod timestamp;
 pub mod trace;

@@ -13,8 +13,8 @@ use store::Table;
 use crate::assemble::{Assembler, AssemblyStats, Origin};
 use crate::cloudwatch::{export_stream_of_key, function_of_group, Subscription};
 use crate::lambda::{self, Message};
-use crate::rows::{bounded, TableBuilder, Value};
 use crate::{cloudtrail, timestamp, trace};
+use store::rows::{bounded, TableBuilder, Value};
 
 /// One log message (CloudWatch caps events at 256 KiB); longer ones are dead letters.
 pub const LINE_BYTES_MAX: usize = 256 * 1024;

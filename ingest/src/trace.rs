@@ -4,7 +4,7 @@
 
 use serde_json::Value as Json;
 
-use crate::rows::{bounded, TableBuilder, Value};
+use store::rows::{bounded, TableBuilder, Value};
 
 const ATTRIBUTES_BYTES_MAX: usize = 16 * 1024;
 /// Subsegments nested deeper than this are not followed.

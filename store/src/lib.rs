@@ -17,6 +17,7 @@ pub mod error;
 pub mod fixtures;
 pub mod ledger;
 pub mod location;
+pub mod rows;
 pub mod schema;
 pub mod segment;
 pub mod segment_path;

@@ -11,6 +11,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use parquet::file::statistics::Statistics;
 
 use crate::error::{Result, StoreError};
@@ -41,6 +42,19 @@ pub fn time_values(table: Table, batch: &RecordBatch) -> Result<&TimestampMicros
         .ok_or_else(|| StoreError::Internal(format!("time column of {table} is not a microsecond timestamp")))
 }
 
+/// Identifier columns that analysts look up one value of (`WHERE request_id = ...`): each gets a Parquet
+/// bloom filter per row group, so that a lookup skips the row groups that cannot hold the value.
+pub fn lookup_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Invocations => &["request_id", "trace_id", "log_stream", "source_ip", "principal"],
+        Table::Logs => &["request_id", "log_stream"],
+        Table::Spans => &["trace_id", "span_id", "request_id"],
+        Table::Cloudtrail => &["event_id", "access_key_id", "principal_arn", "source_ip"],
+        Table::Alerts | Table::AlertDeliveries => &["alert_id"],
+        Table::DeadLetters | Table::QueryAudit => &[],
+    }
+}
+
 /// Sorts the batches of one partition by time and encodes them as one Parquet file.
 pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSegment> {
     let schema = table.schema();
@@ -60,7 +74,13 @@ pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSe
             KeyValue::new(METADATA_SCHEMA_VERSION.to_string(), SCHEMA_VERSION.to_string()),
             KeyValue::new(METADATA_TABLE.to_string(), table.name().to_string()),
         ]))
-        .set_created_by(format!("coldtrail {}", env!("CARGO_PKG_VERSION")))
+        .set_created_by(format!("coldtrail {}", env!("CARGO_PKG_VERSION")));
+    let properties = lookup_columns(table)
+        .iter()
+        .fold(properties, |properties, column| {
+            let path = ColumnPath::from(*column);
+            properties.set_column_bloom_filter_enabled(path.clone(), true).set_column_bloom_filter_fpp(path, 0.01)
+        })
         .build();
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4 + 4096);
     let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(properties))?;
@@ -174,5 +194,43 @@ pub fn projected_schema(table: Table, projection: Option<&[usize]>) -> Result<ar
     match projection {
         Some(columns) => Ok(Arc::new(table.schema().project(columns)?)),
         None => Ok(table.schema()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parquet::file::properties::ReaderProperties;
+    use parquet::file::reader::FileReader;
+    use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+
+    use super::*;
+    use crate::fixtures::batch_with_ids;
+
+    #[test]
+    fn every_lookup_column_exists_in_its_table() {
+        for table in Table::ALL {
+            for column in lookup_columns(table) {
+                assert!(table.schema().field_with_name(column).is_ok(), "{table} has no column {column}");
+            }
+        }
+    }
+
+    #[test]
+    fn request_ids_get_bloom_filters_that_answer_lookups() {
+        let ids: Vec<u64> = (0..50_000).collect();
+        let batch = batch_with_ids(Table::Invocations, &ids, |id| 1_700_000_000_000_000 + id as i64);
+        let segment = encode_segment(Table::Invocations, &[batch]).unwrap();
+        let options = ReadOptionsBuilder::new()
+            .with_reader_properties(ReaderProperties::builder().set_read_bloom_filter(true).build())
+            .build();
+        let reader = SerializedFileReader::new_with_options(segment.bytes.clone(), options).unwrap();
+        let row_group = reader.get_row_group(0).unwrap();
+        let column_idx = Table::Invocations.schema().index_of("request_id").unwrap();
+        let filter = row_group.get_column_bloom_filter(column_idx).expect("request_id has a bloom filter");
+        assert!(ids.iter().all(|id| filter.check(id.to_string().as_str())));
+        let false_positives = (100_000..110_000u64).filter(|id| filter.check(id.to_string().as_str())).count();
+        assert!(false_positives < 300, "{false_positives} false positives in 10,000 absent ids");
+        let status_idx = Table::Invocations.schema().index_of("status").unwrap();
+        assert!(row_group.get_column_bloom_filter(status_idx).is_none());
     }
 }

@@ -1,14 +1,14 @@
-//! Column builders for the store's tables: parsers append typed rows here and take Arrow batches out.
+//! Column builders for the tables: parsers, detectors and generators append typed rows and take Arrow batches out.
 
 use std::sync::Arc;
 
+use crate::schema::TIME_ZONE;
+use crate::Table;
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     StringDictionaryBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Int32Type};
-use store::schema::TIME_ZONE;
-use store::Table;
 
 /// One column under construction.
 enum Column {

@@ -1,0 +1,15 @@
+//! coldtrail's workload generator: realistic serverless traffic for a fleet of functions (daily and weekly
+//! cycles, cold starts, errors, timeouts, API Gateway / SQS / S3 / EventBridge triggers and their callers),
+//! with anomalies injected into chosen functions. It feeds the demo, `coldtrail generate`, the detector
+//! scenario tests and the query benchmarks.
+//!
+//! It is deterministic for a seed and knows nothing of parsing, detection or SQL; it depends on `store`
+//! only, for the table schemas and the row builder.
+
+pub mod fleet;
+pub mod generator;
+pub mod rng;
+
+pub use fleet::{fleet, Caller, FunctionProfile, Trigger};
+pub use generator::{invocations_batch, Anomaly, Generator, Injection, Invocation};
+pub use rng::Rng;
