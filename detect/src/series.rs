@@ -1,0 +1,400 @@
+//! The univariate streaming detector: one value per step in, an anomaly score in [0, 1] and the expected
+//! range out. Robust statistics (median and MAD) of a recent window and of a daily profile, a level-shift
+//! test on a short window, and an anomaly likelihood over the detector's own recent surprise, so that one
+//! threshold fits series of any scale and noise.
+
+use std::collections::VecDeque;
+
+/// How the detector learns and scores. Every window is counted in steps (observations).
+#[derive(Debug, Clone)]
+pub struct SeriesConfig {
+    /// Steps of recent history the point and shift tests compare against.
+    pub baseline_steps: usize,
+    /// Steps in the short window whose median is tested for a level shift.
+    pub shift_steps: usize,
+    /// Steps before any score above zero: the detector is learning.
+    pub warmup_steps: usize,
+    /// Steps of surprise history behind the anomaly likelihood.
+    pub likelihood_steps: usize,
+    /// Steps averaged into the surprise that the likelihood scores.
+    pub likelihood_average_steps: usize,
+    /// After a score, lower scores are damped for this many steps: one anomaly is reported once.
+    pub cooldown_steps: usize,
+    /// Buckets of the daily profile (for example 288 for 5-minute steps); 0 disables seasonality.
+    pub daily_buckets: usize,
+    /// Days of history before the daily profile is used.
+    pub seasonal_days_min: u32,
+}
+
+impl Default for SeriesConfig {
+    fn default() -> Self {
+        SeriesConfig {
+            baseline_steps: 240,
+            shift_steps: 6,
+            warmup_steps: 60,
+            likelihood_steps: 1_000,
+            likelihood_average_steps: 1,
+            cooldown_steps: 150,
+            daily_buckets: 96,
+            seasonal_days_min: 3,
+        }
+    }
+}
+
+impl SeriesConfig {
+    /// The default windows, with the daily profile at the series' step (at most 288 buckets a day).
+    pub fn for_step(step_us: i64) -> SeriesConfig {
+        let steps_per_day = if step_us > 0 { MICROS_PER_DAY / step_us } else { 0 };
+        SeriesConfig { daily_buckets: steps_per_day.clamp(0, 288) as usize, ..SeriesConfig::default() }
+    }
+}
+
+/// The typical step of a series: the median gap between its first timestamps.
+pub fn median_step(times_us: &[i64]) -> i64 {
+    let mut gaps: Vec<i64> = times_us.windows(2).take(1_000).map(|w| w[1] - w[0]).filter(|g| *g > 0).collect();
+    if gaps.is_empty() {
+        return 0;
+    }
+    let mid = gaps.len() / 2;
+    *gaps.select_nth_unstable(mid).1
+}
+
+/// The detector's verdict on one observation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    /// Anomaly score in [0, 1]: how unlikely the recent surprise is, damped after a reported anomaly.
+    pub score: f64,
+    /// The surprise before the likelihood: robust z-score of the strongest test.
+    pub surprise: f64,
+    /// The value the detector expected.
+    pub expected: f64,
+    /// The range it considered normal (expected ± 3 robust standard deviations).
+    pub expected_low: f64,
+    pub expected_high: f64,
+}
+
+/// One daily-profile bucket: exponentially weighted mean of the value at that time of day.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    mean: f64,
+    days: u32,
+    last_day: i64,
+}
+
+/// Streaming state of one series; memory is bounded by the configured windows.
+#[derive(Debug, Clone)]
+pub struct SeriesDetector {
+    config: SeriesConfig,
+    recent: VecDeque<f64>,
+    residuals: VecDeque<f64>,
+    surprises: VecDeque<f64>,
+    tail: TailModel,
+    daily: Vec<Bucket>,
+    steps: u64,
+    /// The highest recent score, decaying over the cooldown.
+    recent_peak: f64,
+    scratch: Vec<f64>,
+}
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// How much a score must exceed the recent peak to be reported again within the cooldown.
+const ESCALATION_MIN: f64 = 0.05;
+/// The share of its score that a repeated (not escalating) observation keeps.
+const DAMPED_SHARE: f64 = 0.3;
+
+impl SeriesDetector {
+    pub fn new(config: SeriesConfig) -> Self {
+        let daily = vec![Bucket::default(); config.daily_buckets];
+        SeriesDetector {
+            recent: VecDeque::with_capacity(config.baseline_steps + 1),
+            residuals: VecDeque::with_capacity(config.baseline_steps + 1),
+            surprises: VecDeque::with_capacity(config.likelihood_average_steps + 1),
+            tail: TailModel::new(config.likelihood_steps),
+            daily,
+            steps: 0,
+            recent_peak: 0.0,
+            scratch: Vec::with_capacity(config.baseline_steps),
+            config,
+        }
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Scores `value` observed at `ts_us`, then learns it.
+    pub fn observe(&mut self, ts_us: i64, value: f64) -> Verdict {
+        let value = if value.is_finite() { value } else { 0.0 };
+        let day = ts_us.div_euclid(MICROS_PER_DAY);
+        let bucket_idx = self.bucket_of(ts_us);
+        let seasonal =
+            bucket_idx.map(|idx| self.daily[idx]).filter(|bucket| bucket.days >= self.config.seasonal_days_min);
+
+        // The recent level and spread, robustly.
+        let (level, spread) = self.median_and_spread(Window::Recent);
+        // With a daily profile, expect the profile's value moved by how far the series sits from its
+        // profile lately; the spread is that of the residuals.
+        let (expected, expected_spread) = match seasonal {
+            Some(bucket) if self.residuals.len() >= self.config.shift_steps => {
+                let (residual_level, residual_spread) = self.median_and_spread(Window::Residuals);
+                (bucket.mean + residual_level, residual_spread.min(spread))
+            }
+            _ => (level, spread),
+        };
+        let floor = spread_floor(expected);
+        let point_z = (value - expected).abs() / expected_spread.max(floor);
+        let shift_z = self.shift_z(value, level, spread.max(floor));
+        let surprise = point_z.max(shift_z).min(1e6);
+
+        let likelihood = self.likelihood(surprise);
+        self.learn(value, surprise, bucket_idx, seasonal.map(|b| b.mean), day);
+
+        let warm = self.steps as usize > self.config.warmup_steps;
+        let mut score = if warm { likelihood } else { 0.0 };
+        // One anomaly is reported once: a score counts in full only when it rises clearly above the recent
+        // peak, which decays over the cooldown; a run of high scores reports its first and its escalations.
+        let peak = self.recent_peak;
+        self.recent_peak = score.max(peak * (1.0 - 1.0 / self.config.cooldown_steps.max(1) as f64));
+        if score <= peak + ESCALATION_MIN {
+            score *= DAMPED_SHARE;
+        }
+        let band = 3.0 * expected_spread.max(floor);
+        Verdict { score, surprise, expected, expected_low: expected - band, expected_high: expected + band }
+    }
+
+    fn bucket_of(&self, ts_us: i64) -> Option<usize> {
+        (self.config.daily_buckets > 0).then(|| {
+            let into_day = ts_us.rem_euclid(MICROS_PER_DAY);
+            (into_day as i128 * self.config.daily_buckets as i128 / MICROS_PER_DAY as i128) as usize
+        })
+    }
+
+    fn median_and_spread(&mut self, window: Window) -> (f64, f64) {
+        let source = match window {
+            Window::Recent => &self.recent,
+            Window::Residuals => &self.residuals,
+        };
+        if source.is_empty() {
+            return (0.0, 0.0);
+        }
+        self.scratch.clear();
+        self.scratch.extend(source.iter().copied());
+        let median = median_in_place(&mut self.scratch);
+        for v in self.scratch.iter_mut() {
+            *v = (*v - median).abs();
+        }
+        let mad = median_in_place(&mut self.scratch);
+        (median, 1.4826 * mad)
+    }
+
+    /// Robust z of the median of the last `shift_steps` values (this one included) against the level
+    /// before them: catches level shifts and drops that single points hide in noise.
+    fn shift_z(&mut self, value: f64, level: f64, spread: f64) -> f64 {
+        let n = self.config.shift_steps;
+        if n < 2 || self.recent.len() < 2 * n {
+            return 0.0;
+        }
+        self.scratch.clear();
+        self.scratch.extend(self.recent.iter().rev().take(n - 1).copied());
+        self.scratch.push(value);
+        let short = median_in_place(&mut self.scratch);
+        // The median of n values varies about 1.25/sqrt(n) as much as one value.
+        (short - level).abs() / (spread * 1.25 / (n as f64).sqrt())
+    }
+
+    /// How unusual the recent average surprise is against this series' own history of surprises: its
+    /// tail probability in that history, on a log scale where 1.0 is beyond anything seen.
+    fn likelihood(&self, surprise: f64) -> f64 {
+        let k = self.config.likelihood_average_steps.max(1);
+        let recent: f64 = self.surprises.iter().rev().take(k - 1).sum::<f64>() + surprise;
+        self.tail.score(recent / k.min(self.surprises.len() + 1) as f64)
+    }
+
+    fn learn(&mut self, value: f64, surprise: f64, bucket_idx: Option<usize>, seasonal: Option<f64>, day: i64) {
+        self.steps += 1;
+        push_bounded(&mut self.recent, value, self.config.baseline_steps);
+        if let Some(expected) = seasonal {
+            push_bounded(&mut self.residuals, value - expected, self.config.baseline_steps);
+        }
+        let k = self.config.likelihood_average_steps.max(1);
+        let recent: f64 = self.surprises.iter().rev().take(k - 1).sum::<f64>() + surprise;
+        // Surprises of the warm-up, measured against a baseline of a few values, would mask real anomalies
+        // for as long as the tail model remembers them.
+        if self.steps as usize > self.config.warmup_steps {
+            self.tail.learn(recent / k.min(self.surprises.len() + 1) as f64);
+        }
+        push_bounded(&mut self.surprises, surprise, k);
+        if let Some(idx) = bucket_idx {
+            let bucket = &mut self.daily[idx];
+            if bucket.days == 0 {
+                *bucket = Bucket { mean: value, days: 1, last_day: day };
+            } else {
+                bucket.mean += 0.3 * (value - bucket.mean);
+                if day != bucket.last_day {
+                    bucket.days += 1;
+                    bucket.last_day = day;
+                }
+            }
+        }
+    }
+}
+
+/// The distribution of a series' surprises: counts in logarithmic buckets, forgotten exponentially with
+/// an effective memory of `memory_steps`. Bounded at a few hundred bytes however long the series runs.
+#[derive(Debug, Clone)]
+struct TailModel {
+    counts: [f64; TAIL_BUCKETS],
+    total: f64,
+    keep: f64,
+}
+
+const TAIL_BUCKETS: usize = 144;
+const TAIL_BUCKETS_PER_OCTAVE: f64 = 6.0;
+
+impl TailModel {
+    fn new(memory_steps: usize) -> Self {
+        TailModel { counts: [0.0; TAIL_BUCKETS], total: 0.0, keep: 1.0 - 1.0 / memory_steps.max(2) as f64 }
+    }
+
+    /// Bucket and position inside it (0..1) of a surprise.
+    fn position(surprise: f64) -> (usize, f64) {
+        let at = (1.0 + surprise.max(0.0)).log2() * TAIL_BUCKETS_PER_OCTAVE;
+        if at >= TAIL_BUCKETS as f64 {
+            return (TAIL_BUCKETS - 1, 1.0);
+        }
+        (at as usize, at.fract())
+    }
+
+    fn learn(&mut self, surprise: f64) {
+        for count in self.counts.iter_mut() {
+            *count *= self.keep;
+        }
+        self.total = self.total * self.keep + 1.0;
+        self.counts[Self::position(surprise).0] += 1.0;
+    }
+
+    /// 0 for a surprise as common as any, towards 1 for one rarer than the whole memory; beyond every
+    /// bucket seen, the score keeps growing with the surprise so that rarer outliers rank higher.
+    fn score(&self, surprise: f64) -> f64 {
+        if self.total < 10.0 {
+            return 0.0;
+        }
+        let (bucket, inside) = Self::position(surprise);
+        let above: f64 = self.counts[bucket + 1..].iter().sum::<f64>() + self.counts[bucket] * (1.0 - inside);
+        let probability = if above > 0.01 {
+            (above + 0.5) / (self.total + 1.0)
+        } else {
+            // Beyond the history: extrapolate from the highest bucket seen, one octave per halving.
+            let top = self.counts.iter().rposition(|c| *c > 0.01).unwrap_or(0);
+            let octaves = ((bucket as f64 + inside) - (top + 1) as f64).max(0.0) / TAIL_BUCKETS_PER_OCTAVE;
+            0.5 / (self.total + 1.0) * 0.5f64.powf(4.0 * octaves)
+        };
+        let scale = (2.0 * (self.total + 1.0)).log10() + 3.0;
+        (-probability.log10() / scale).clamp(0.0, 1.0)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Window {
+    Recent,
+    Residuals,
+}
+
+/// The smallest spread a series is given: a flat series that moves a little is not a million sigma off.
+fn spread_floor(expected: f64) -> f64 {
+    (expected.abs() * 0.01).max(1e-3)
+}
+
+fn push_bounded(window: &mut VecDeque<f64>, value: f64, capacity: usize) {
+    if window.len() == capacity {
+        window.pop_front();
+    }
+    window.push_back(value);
+}
+
+fn median_in_place(values: &mut [f64]) -> f64 {
+    let mid = values.len() / 2;
+    let (_, median, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    *median
+}
+
+/// P(Z > z) for a standard normal Z (Abramowitz and Stegun 7.1.26 on erfc, error below 1.5e-7).
+pub fn normal_tail(z: f64) -> f64 {
+    if z < 0.0 {
+        return 1.0 - normal_tail(-z);
+    }
+    let x = z / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    0.5 * poly * (-x * x).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEP_US: i64 = 60_000_000;
+
+    fn noisy(step: i64) -> f64 {
+        // Deterministic noise in [-1, 1].
+        let x = (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        (x as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    fn run(values: impl Iterator<Item = f64>) -> Vec<Verdict> {
+        let mut detector = SeriesDetector::new(SeriesConfig::default());
+        values.enumerate().map(|(step, value)| detector.observe(step as i64 * STEP_US, value)).collect()
+    }
+
+    #[test]
+    fn the_normal_tail_matches_known_values() {
+        assert!((normal_tail(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_tail(1.96) - 0.025).abs() < 1e-4);
+        assert!((normal_tail(-1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!(normal_tail(8.0) < 1e-14);
+    }
+
+    #[test]
+    fn noise_alone_scores_low_and_a_spike_scores_high_once() {
+        let verdicts = run((0..2_000).map(|step| 100.0 + 5.0 * noisy(step) + if step == 1_500 { 60.0 } else { 0.0 }));
+        let before = verdicts[100..1_500].iter().map(|v| v.score).fold(0.0, f64::max);
+        assert!(before < 0.5, "noise scored {before}");
+        assert!(verdicts[1_500].score > 0.7, "spike scored {:?}", verdicts[1_500]);
+        assert!(verdicts[1_500].expected_high < 160.0 && verdicts[1_500].expected_low > 80.0);
+        let after = verdicts[1_501..1_520].iter().filter(|v| v.score >= verdicts[1_500].score).count();
+        assert_eq!(after, 0, "the spike is reported once");
+    }
+
+    #[test]
+    fn a_drop_to_zero_and_a_level_shift_are_found_within_a_few_steps() {
+        for (name, change) in [("drop", 0.0), ("shift", 140.0)] {
+            let verdicts = run((0..2_000).map(|step| if step >= 1_500 { change } else { 100.0 + 5.0 * noisy(step) }));
+            let first = verdicts[1_500..].iter().position(|v| v.score > 0.7);
+            assert!(first.is_some_and(|steps| steps <= 5), "{name}: first high score after {first:?} steps");
+        }
+    }
+
+    #[test]
+    fn a_daily_cycle_is_learned_and_a_missing_peak_is_found() {
+        let day_steps = 1_440i64;
+        let value = |step: i64| {
+            let phase = (step % day_steps) as f64 / day_steps as f64;
+            100.0 + 80.0 * (std::f64::consts::TAU * phase).sin() + 3.0 * noisy(step)
+        };
+        let n = 6 * day_steps;
+        let missing_from = 5 * day_steps + 300;
+        let verdicts = run((0..n).map(|step| {
+            if (missing_from..missing_from + 240).contains(&step) {
+                100.0
+            } else {
+                value(step)
+            }
+        }));
+        let normal_days = verdicts[(3 * day_steps) as usize..(5 * day_steps) as usize].iter().map(|v| v.score);
+        let worst = normal_days.fold(0.0, f64::max);
+        assert!(worst < 0.7, "a learned daily cycle scored {worst}");
+        let found = verdicts[missing_from as usize..(missing_from + 240) as usize].iter().any(|v| v.score > 0.7);
+        assert!(found, "the missing daily peak was not found");
+    }
+}
