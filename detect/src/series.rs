@@ -87,6 +87,8 @@ pub struct SeriesDetector {
     config: SeriesConfig,
     recent: VecDeque<f64>,
     residuals: VecDeque<f64>,
+    /// Signed distances outside the daily profile's range, for its shift test.
+    outside: VecDeque<f64>,
     surprises: VecDeque<f64>,
     tail: TailModel,
     daily: Vec<Bucket>,
@@ -97,6 +99,8 @@ pub struct SeriesDetector {
 }
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Share of a day on each side of a profile bucket whose values count as expected at this time of day.
+const ENVELOPE_SHARE: f64 = 1.0 / 48.0;
 /// How much a score must exceed the recent peak to be reported again within the cooldown.
 const ESCALATION_MIN: f64 = 0.05;
 /// The share of its score that a repeated (not escalating) observation keeps.
@@ -108,6 +112,7 @@ impl SeriesDetector {
         SeriesDetector {
             recent: VecDeque::with_capacity(config.baseline_steps + 1),
             residuals: VecDeque::with_capacity(config.baseline_steps + 1),
+            outside: VecDeque::with_capacity(config.shift_steps + 1),
             surprises: VecDeque::with_capacity(config.likelihood_average_steps + 1),
             tail: TailModel::new(config.likelihood_steps),
             daily,
@@ -132,18 +137,36 @@ impl SeriesDetector {
 
         // The recent level and spread, robustly.
         let (level, spread) = self.median_and_spread(Window::Recent);
-        // With a daily profile, expect the profile's value moved by how far the series sits from its
-        // profile lately; the spread is that of the residuals.
-        let (expected, expected_spread) = match seasonal {
-            Some(bucket) if self.residuals.len() >= self.config.shift_steps => {
-                let (residual_level, residual_spread) = self.median_and_spread(Window::Residuals);
-                (bucket.mean + residual_level, residual_spread.min(spread))
+        // With a daily profile, expect the range the profile spans around this time of day (the same event
+        // comes a little earlier or later each day), moved by how far the series sits from its profile
+        // lately; the noise is that of successive changes.
+        let by_profile = seasonal.is_some() && self.residuals.len() >= self.config.shift_steps;
+        let (expected, expected_low, expected_high, expected_spread) = match (seasonal, bucket_idx) {
+            (Some(bucket), Some(idx)) if by_profile => {
+                let (residual_level, _) = self.median_and_spread(Window::Residuals);
+                let (low, high) = self.envelope(idx);
+                let noise = self.step_noise().min(spread);
+                (bucket.mean + residual_level, low + residual_level, high + residual_level, noise)
             }
-            _ => (level, spread),
+            _ => (level, level, level, spread),
         };
         let floor = spread_floor(expected);
-        let point_z = (value - expected).abs() / expected_spread.max(floor);
-        let shift_z = self.shift_z(value, level, spread.max(floor));
+        let outside = if value < expected_low {
+            expected_low - value
+        } else if value > expected_high {
+            value - expected_high
+        } else {
+            0.0
+        };
+        let point_z = outside / expected_spread.max(floor);
+        let shift_z = if by_profile {
+            // Against the daily profile: a run of values outside it, such as a missing daily peak.
+            let signed = if value < expected_low { -outside } else { outside };
+            self.seasonal_shift_z(signed, expected_spread.max(floor))
+        } else {
+            self.outside.clear();
+            self.shift_z(value, level, spread.max(floor))
+        };
         let surprise = point_z.max(shift_z).min(1e6);
 
         let likelihood = self.likelihood(surprise);
@@ -159,7 +182,7 @@ impl SeriesDetector {
             score *= DAMPED_SHARE;
         }
         let band = 3.0 * expected_spread.max(floor);
-        Verdict { score, surprise, expected, expected_low: expected - band, expected_high: expected + band }
+        Verdict { score, surprise, expected, expected_low: expected_low - band, expected_high: expected_high + band }
     }
 
     fn bucket_of(&self, ts_us: i64) -> Option<usize> {
@@ -167,6 +190,37 @@ impl SeriesDetector {
             let into_day = ts_us.rem_euclid(MICROS_PER_DAY);
             (into_day as i128 * self.config.daily_buckets as i128 / MICROS_PER_DAY as i128) as usize
         })
+    }
+
+    /// The lowest and highest profile values within `ENVELOPE_SHARE` of a day around bucket `idx`.
+    fn envelope(&self, idx: usize) -> (f64, f64) {
+        let n = self.daily.len();
+        let reach = ((n as f64 * ENVELOPE_SHARE).round() as usize).min(n / 2);
+        let mut low = f64::INFINITY;
+        let mut high = f64::NEG_INFINITY;
+        for offset in 0..=2 * reach {
+            let bucket = self.daily[(idx + n + offset - reach) % n];
+            if bucket.days > 0 {
+                low = low.min(bucket.mean);
+                high = high.max(bucket.mean);
+            }
+        }
+        (low, high)
+    }
+
+    /// The noise of the series as the robust spread of its successive changes (divided by √2): unlike the
+    /// spread around the median, it does not grow with a daily swing.
+    fn step_noise(&mut self) -> f64 {
+        self.scratch.clear();
+        self.scratch.extend(self.recent.iter().zip(self.recent.iter().skip(1)).map(|(a, b)| b - a));
+        if self.scratch.is_empty() {
+            return 0.0;
+        }
+        let median = median_in_place(&mut self.scratch);
+        for v in self.scratch.iter_mut() {
+            *v = (*v - median).abs();
+        }
+        1.4826 * median_in_place(&mut self.scratch) / std::f64::consts::SQRT_2
     }
 
     fn median_and_spread(&mut self, window: Window) -> (f64, f64) {
@@ -185,6 +239,19 @@ impl SeriesDetector {
         }
         let mad = median_in_place(&mut self.scratch);
         (median, 1.4826 * mad)
+    }
+
+    /// Robust z of the median distance outside the daily profile's range over the last `shift_steps`.
+    fn seasonal_shift_z(&mut self, signed_outside: f64, noise: f64) -> f64 {
+        let n = self.config.shift_steps;
+        push_bounded(&mut self.outside, signed_outside, n);
+        if n < 2 || self.outside.len() < n {
+            return 0.0;
+        }
+        self.scratch.clear();
+        self.scratch.extend(self.outside.iter().copied());
+        let short = median_in_place(&mut self.scratch);
+        short.abs() / (noise * 1.25 / (n as f64).sqrt())
     }
 
     /// Robust z of the median of the last `shift_steps` values (this one included) against the level
@@ -384,13 +451,16 @@ mod tests {
         };
         let n = 6 * day_steps;
         let missing_from = 5 * day_steps + 300;
-        let verdicts = run((0..n).map(|step| {
-            if (missing_from..missing_from + 240).contains(&step) {
-                100.0
-            } else {
-                value(step)
-            }
-        }));
+        let verdicts =
+            run((0..n).map(
+                |step| {
+                    if (missing_from..missing_from + 240).contains(&step) {
+                        100.0
+                    } else {
+                        value(step)
+                    }
+                },
+            ));
         let normal_days = verdicts[(3 * day_steps) as usize..(5 * day_steps) as usize].iter().map(|v| v.score);
         let worst = normal_days.fold(0.0, f64::max);
         assert!(worst < 0.7, "a learned daily cycle scored {worst}");
