@@ -2,12 +2,26 @@
 //! over invocations, logs and CloudTrail, producing alerts.
 //!
 //! Detect depends on `store` only; it reads stored records and writes alerts, and never changes raw records.
+//! Everything here is synchronous and CPU-bound: callers run it on a thread of its own, never on the async
+//! runtime that polls sources.
 //!
-//! - `series`: the univariate streaming detector (robust baseline, daily profile, level shifts,
-//!   anomaly likelihood).
+//! - `features`: one-minute event-time windows per function with a watermark: `MinuteFeatures`.
+//! - `series`: the univariate streaming detector (robust baseline, daily profile, level shifts, a score
+//!   calibrated by the series' own history).
+//! - `multivariate`: a Gaussian mixture (linfa) over each function's feature vectors.
+//! - `anomaly`: both detectors over every signal of every function, raising `alert::Alert`s.
+//! - `stream`: windows and detectors together over batches of stored rows, live or replayed, with
+//!   checkpoints.
 //! - `nab`: scoring of anomaly scores by the Numenta Anomaly Benchmark's rules, for the benchmark.
 
+pub mod alert;
+pub mod anomaly;
+pub mod features;
+pub mod multivariate;
 pub mod nab;
 pub mod series;
 
+pub use alert::{Alert, Severity};
+pub use anomaly::{AnomalyConfig, AnomalyDetector};
+pub use features::{MinuteFeatures, MinuteWindows};
 pub use series::{SeriesConfig, SeriesDetector, Verdict};

@@ -5,8 +5,10 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 /// How the detector learns and scores. Every window is counted in steps (observations).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesConfig {
     /// Steps of recent history the point and shift tests compare against.
     pub baseline_steps: usize,
@@ -74,7 +76,7 @@ pub struct Verdict {
 }
 
 /// One daily-profile bucket: exponentially weighted mean of the value at that time of day.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Bucket {
     mean: f64,
     days: u32,
@@ -82,7 +84,7 @@ struct Bucket {
 }
 
 /// Streaming state of one series; memory is bounded by the configured windows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeriesDetector {
     config: SeriesConfig,
     recent: VecDeque<f64>,
@@ -95,7 +97,6 @@ pub struct SeriesDetector {
     steps: u64,
     /// The highest recent score, decaying over the cooldown.
     recent_peak: f64,
-    scratch: Vec<f64>,
 }
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -118,7 +119,6 @@ impl SeriesDetector {
             daily,
             steps: 0,
             recent_peak: 0.0,
-            scratch: Vec::with_capacity(config.baseline_steps),
             config,
         }
     }
@@ -136,14 +136,14 @@ impl SeriesDetector {
             bucket_idx.map(|idx| self.daily[idx]).filter(|bucket| bucket.days >= self.config.seasonal_days_min);
 
         // The recent level and spread, robustly.
-        let (level, spread) = self.median_and_spread(Window::Recent);
+        let (level, spread) = self.window_stats(Window::Recent);
         // With a daily profile, expect the range the profile spans around this time of day (the same event
         // comes a little earlier or later each day), moved by how far the series sits from its profile
         // lately; the noise is that of successive changes.
         let by_profile = seasonal.is_some() && self.residuals.len() >= self.config.shift_steps;
         let (expected, expected_low, expected_high, expected_spread) = match (seasonal, bucket_idx) {
             (Some(bucket), Some(idx)) if by_profile => {
-                let (residual_level, _) = self.median_and_spread(Window::Residuals);
+                let (residual_level, _) = self.window_stats(Window::Residuals);
                 let (low, high) = self.envelope(idx);
                 let noise = self.step_noise().min(spread);
                 (bucket.mean + residual_level, low + residual_level, high + residual_level, noise)
@@ -210,20 +210,12 @@ impl SeriesDetector {
 
     /// The noise of the series as the robust spread of its successive changes (divided by √2): unlike the
     /// spread around the median, it does not grow with a daily swing.
-    fn step_noise(&mut self) -> f64 {
-        self.scratch.clear();
-        self.scratch.extend(self.recent.iter().zip(self.recent.iter().skip(1)).map(|(a, b)| b - a));
-        if self.scratch.is_empty() {
-            return 0.0;
-        }
-        let median = median_in_place(&mut self.scratch);
-        for v in self.scratch.iter_mut() {
-            *v = (*v - median).abs();
-        }
-        1.4826 * median_in_place(&mut self.scratch) / std::f64::consts::SQRT_2
+    fn step_noise(&self) -> f64 {
+        let changes = self.recent.iter().zip(self.recent.iter().skip(1)).map(|(a, b)| b - a);
+        median_and_spread(changes).1 / std::f64::consts::SQRT_2
     }
 
-    fn median_and_spread(&mut self, window: Window) -> (f64, f64) {
+    fn window_stats(&self, window: Window) -> (f64, f64) {
         let source = match window {
             Window::Recent => &self.recent,
             Window::Residuals => &self.residuals,
@@ -231,14 +223,7 @@ impl SeriesDetector {
         if source.is_empty() {
             return (0.0, 0.0);
         }
-        self.scratch.clear();
-        self.scratch.extend(source.iter().copied());
-        let median = median_in_place(&mut self.scratch);
-        for v in self.scratch.iter_mut() {
-            *v = (*v - median).abs();
-        }
-        let mad = median_in_place(&mut self.scratch);
-        (median, 1.4826 * mad)
+        median_and_spread(source.iter().copied())
     }
 
     /// Robust z of the median distance outside the daily profile's range over the last `shift_steps`.
@@ -248,23 +233,18 @@ impl SeriesDetector {
         if n < 2 || self.outside.len() < n {
             return 0.0;
         }
-        self.scratch.clear();
-        self.scratch.extend(self.outside.iter().copied());
-        let short = median_in_place(&mut self.scratch);
+        let short = median_of(self.outside.iter().copied());
         short.abs() / (noise * 1.25 / (n as f64).sqrt())
     }
 
     /// Robust z of the median of the last `shift_steps` values (this one included) against the level
     /// before them: catches level shifts and drops that single points hide in noise.
-    fn shift_z(&mut self, value: f64, level: f64, spread: f64) -> f64 {
+    fn shift_z(&self, value: f64, level: f64, spread: f64) -> f64 {
         let n = self.config.shift_steps;
         if n < 2 || self.recent.len() < 2 * n {
             return 0.0;
         }
-        self.scratch.clear();
-        self.scratch.extend(self.recent.iter().rev().take(n - 1).copied());
-        self.scratch.push(value);
-        let short = median_in_place(&mut self.scratch);
+        let short = median_of(self.recent.iter().rev().take(n - 1).copied().chain([value]));
         // The median of n values varies about 1.25/sqrt(n) as much as one value.
         (short - level).abs() / (spread * 1.25 / (n as f64).sqrt())
     }
@@ -308,9 +288,9 @@ impl SeriesDetector {
 
 /// The distribution of a series' surprises: counts in logarithmic buckets, forgotten exponentially with
 /// an effective memory of `memory_steps`. Bounded at a few hundred bytes however long the series runs.
-#[derive(Debug, Clone)]
-struct TailModel {
-    counts: [f64; TAIL_BUCKETS],
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TailModel {
+    counts: Vec<f64>,
     total: f64,
     keep: f64,
 }
@@ -319,8 +299,8 @@ const TAIL_BUCKETS: usize = 144;
 const TAIL_BUCKETS_PER_OCTAVE: f64 = 6.0;
 
 impl TailModel {
-    fn new(memory_steps: usize) -> Self {
-        TailModel { counts: [0.0; TAIL_BUCKETS], total: 0.0, keep: 1.0 - 1.0 / memory_steps.max(2) as f64 }
+    pub(crate) fn new(memory_steps: usize) -> Self {
+        TailModel { counts: vec![0.0; TAIL_BUCKETS], total: 0.0, keep: 1.0 - 1.0 / memory_steps.max(2) as f64 }
     }
 
     /// Bucket and position inside it (0..1) of a surprise.
@@ -332,7 +312,7 @@ impl TailModel {
         (at as usize, at.fract())
     }
 
-    fn learn(&mut self, surprise: f64) {
+    pub(crate) fn learn(&mut self, surprise: f64) {
         for count in self.counts.iter_mut() {
             *count *= self.keep;
         }
@@ -342,7 +322,7 @@ impl TailModel {
 
     /// 0 for a surprise as common as any, towards 1 for one rarer than the whole memory; beyond every
     /// bucket seen, the score keeps growing with the surprise so that rarer outliers rank higher.
-    fn score(&self, surprise: f64) -> f64 {
+    pub(crate) fn score(&self, surprise: f64) -> f64 {
         if self.total < 10.0 {
             return 0.0;
         }
@@ -377,6 +357,38 @@ fn push_bounded(window: &mut VecDeque<f64>, value: f64, capacity: usize) {
         window.pop_front();
     }
     window.push_back(value);
+}
+
+thread_local! {
+    /// Scratch space for medians, shared by every detector on a thread instead of held by each.
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn median_of(values: impl Iterator<Item = f64>) -> f64 {
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        scratch.extend(values);
+        if scratch.is_empty() {
+            return 0.0;
+        }
+        median_in_place(scratch)
+    })
+}
+
+/// Median and robust standard deviation (1.4826 MAD); zeros for no values.
+fn median_and_spread(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        scratch.extend(values);
+        if scratch.is_empty() {
+            return (0.0, 0.0);
+        }
+        let median = median_in_place(scratch);
+        for v in scratch.iter_mut() {
+            *v = (*v - median).abs();
+        }
+        (median, 1.4826 * median_in_place(scratch))
+    })
 }
 
 fn median_in_place(values: &mut [f64]) -> f64 {
