@@ -134,7 +134,8 @@ try:
             return pa.ipc.open_stream(response.read()).read_all()
 
     def duckdb_run(sql):
-        return duck.execute(sql).fetch_arrow_table()
+        result = duck.execute(sql)
+        return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
 
     def timed(run, sql):
         run(sql)

@@ -51,6 +51,9 @@ pub struct IngestArgs {
     /// (default: run until Ctrl-C).
     #[arg(long, value_name = "SECONDS")]
     idle_exit: Option<f64>,
+    /// Do not run the streaming anomaly detectors over what is stored.
+    #[arg(long)]
+    no_detect: bool,
 }
 
 /// Work for the appender thread.
@@ -176,6 +179,11 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     // Seal segments while ingesting, on the other core, instead of all at the end.
     config.flush.partition_rows_max = 250_000;
     let store = Arc::new(Store::open(config).await?);
+    let detection = if args.no_detect {
+        None
+    } else {
+        Some(crate::detection::Detection::start(store.clone(), &paths.data, detect::StreamConfig::default())?)
+    };
     let maintenance = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -260,6 +268,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     run.pipeline.finish();
     run.store_buffered()?;
     run.appender.drain()?;
+    let detected = detection.map(crate::detection::Detection::stop).transpose()?;
     maintenance.abort();
     let flushed = store.flush_all().await?;
     if run.progress {
@@ -286,6 +295,14 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     }
     for (reason, count) in &stats.dead_letters {
         outln!("  dead letters {reason}: {count}");
+    }
+    if let Some(detected) = detected {
+        outln!(
+            "detectors: {} function-minutes scored, {} alerts stored, {} late records (minutes still open are kept for the next run)",
+            detected.minutes_scored,
+            detected.alerts,
+            detected.late_records
+        );
     }
     outln!(
         "throughput: {:.0} records/s, {:.1} MB/s",

@@ -10,6 +10,7 @@ macro_rules! outln {
 
 mod commands;
 mod config;
+mod detection;
 mod generate;
 mod http_ingest;
 mod ingest_command;
@@ -54,6 +55,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run one SQL statement against the data directory or a running server (--server).
     Sql(sql_command::SqlArgs),
+    /// Replay stored invocations through the anomaly detectors and store the alerts they raise.
+    Detect(detection::DetectArgs),
+    /// Run the univariate anomaly detector over a `timestamp,value` CSV file and write
+    /// `timestamp,value,anomaly_score` (NAB's results format).
+    DetectSeries(detection::DetectSeriesArgs),
     /// Write the demo's generated workload (a fleet of functions with daily cycles) into the store.
     Generate(generate::GenerateArgs),
 }
@@ -96,6 +102,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(&paths, args).await,
             Command::Sql(args) => sql_command::sql(&paths, args).await,
             Command::Generate(args) => generate::generate(&paths, args).await,
+            Command::Detect(args) => detection::backfill(&paths, args).await,
+            Command::DetectSeries(args) => detection::detect_series(args),
         }
     });
     match result {

@@ -73,6 +73,7 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_concurrent: q.max_concurrent_queries,
     };
     let engine = QueryEngine::new(store.clone(), limits).await?;
+    let detection = crate::detection::Detection::start(store.clone(), &paths.data, detect::StreamConfig::default())?;
     let pg_listener = tokio::net::TcpListener::bind(q.pg_listen)
         .await
         .with_context(|| format!("cannot listen on {} for PostgreSQL clients", q.pg_listen))?;
@@ -115,7 +116,7 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
 
     crate::http_ingest::shutdown_signal().await;
-    outln!("stopping: closing the servers, writing the query audit and sealing hot rows");
+    outln!("stopping: closing the servers, checkpointing the detectors, writing the query audit and sealing hot rows");
     let _ = stop_tx.send(true);
     // Open PostgreSQL sessions are not waited for beyond a grace period.
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -124,6 +125,8 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
     .await;
     let _ = maintenance.await;
+    let detected = detection.stop().context("stopping the detectors")?;
+    tracing::info!(minutes = detected.minutes_scored, alerts = detected.alerts, "detectors stopped and checkpointed");
     engine.close().await;
     store.flush_all().await.context("sealing hot rows at shutdown")?;
     Ok(ExitCode::SUCCESS)

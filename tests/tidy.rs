@@ -29,7 +29,8 @@ fn workspace_crates_depend_only_along_the_allowed_edges() {
         ("coldtrail-workload", &["coldtrail-store"][..]),
         ("coldtrail-store", &[][..]),
         ("coldtrail-ingest", &["coldtrail-store"][..]),
-        ("coldtrail-detect", &["coldtrail-store"][..]),
+        // The workload generator only in detect's tests (scenario tests on generated traffic).
+        ("coldtrail-detect", &["coldtrail-store", "coldtrail-workload"][..]),
         ("coldtrail-query", &["coldtrail-store"][..]),
     ]);
     assert_eq!(workspace, allowed.keys().map(|k| k.to_string()).collect::<BTreeSet<_>>());
@@ -39,9 +40,24 @@ fn workspace_crates_depend_only_along_the_allowed_edges() {
             let dependency = dependency["name"].as_str().unwrap();
             if workspace.contains(dependency) {
                 assert!(allowed[name].contains(&dependency), "{name} must not depend on {dependency}");
+                if name == "coldtrail-detect" && dependency == "coldtrail-workload" {
+                    assert_eq!(
+                        dependency_kind(dependency_entry(package, dependency)),
+                        "dev",
+                        "detect may use workload in tests only"
+                    );
+                }
             }
         }
     }
+}
+
+fn dependency_entry<'a>(package: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    package["dependencies"].as_array().unwrap().iter().find(|d| d["name"] == name).unwrap()
+}
+
+fn dependency_kind(dependency: &serde_json::Value) -> &str {
+    dependency["kind"].as_str().unwrap_or("normal")
 }
 
 #[test]

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::alert::{alert_id, sql_literal, Alert, Severity};
 use crate::features::{MinuteFeatures, MINUTE_US};
-use crate::multivariate::{Multivariate, MultivariateConfig};
+use crate::multivariate::{Multivariate, MultivariateConfig, MultivariateVerdict};
 use crate::series::{SeriesConfig, SeriesDetector, Verdict};
 
 /// One signal watched per function.
@@ -27,15 +27,17 @@ pub enum Signal {
     NewCallers,
 }
 
+/// Every signal, in the order that names an alert when several fire in one minute: causes before
+/// consequences (a spike brings cold starts and cost with it).
 pub const SIGNALS: [Signal; 8] = [
     Signal::Invocations,
+    Signal::NewCallers,
     Signal::Errors,
     Signal::Timeouts,
-    Signal::ColdStarts,
     Signal::DurationP95,
-    Signal::MemoryUsed,
     Signal::Cost,
-    Signal::NewCallers,
+    Signal::MemoryUsed,
+    Signal::ColdStarts,
 ];
 
 impl Signal {
@@ -47,7 +49,7 @@ impl Signal {
             Signal::ColdStarts => "cold_starts",
             Signal::DurationP95 => "duration_p95_ms",
             Signal::MemoryUsed => "memory_used_ratio",
-            Signal::Cost => "gb_seconds",
+            Signal::Cost => "gb_seconds_typical",
             Signal::NewCallers => "new_callers",
         }
     }
@@ -65,9 +67,22 @@ impl Signal {
             Signal::ColdStarts => features.cold_starts as f64,
             Signal::DurationP95 => features.duration_p95_ms,
             Signal::MemoryUsed => features.memory_used_ratio,
-            Signal::Cost => features.gb_seconds,
+            Signal::Cost => features.gb_seconds_typical,
             Signal::NewCallers => new_callers as f64,
         }
+    }
+
+    /// Signals that count events, judged also against a Poisson rate.
+    fn is_count(self) -> bool {
+        matches!(
+            self,
+            Signal::Invocations | Signal::Errors | Signal::Timeouts | Signal::ColdStarts | Signal::NewCallers
+        )
+    }
+
+    /// Signals that vary by factors: durations and costs.
+    fn is_multiplicative(self) -> bool {
+        matches!(self, Signal::DurationP95 | Signal::Cost)
     }
 
     /// Only the invocation rate is anomalous both ways (a function that went silent); fewer errors or
@@ -76,15 +91,24 @@ impl Signal {
         self == Signal::Invocations
     }
 
-    /// Whether a deviation is big enough in absolute terms to tell a person: three errors, not one.
-    fn substantial(self, value: f64, expected: f64) -> bool {
+    /// Whether a deviation is big enough in practice to tell a person, beyond being unlikely: an error
+    /// burst is a tenth of the invocations failing, not three errors in a busy minute.
+    fn substantial(self, value: f64, expected: f64, features: &MinuteFeatures) -> bool {
+        let invocations = features.invocations as f64;
         match self {
-            Signal::Invocations => (value - expected).abs() >= 5.0,
-            Signal::Errors | Signal::ColdStarts | Signal::NewCallers => value >= 3.0,
-            Signal::Timeouts => value >= 2.0,
-            Signal::DurationP95 => value >= expected * 1.5 && value - expected >= 50.0,
-            Signal::MemoryUsed => value >= 0.8,
-            Signal::Cost => value >= expected * 1.5,
+            Signal::Invocations => {
+                (value - expected).abs() >= 5.0 && (value >= 2.0 * expected || value <= 0.5 * expected)
+            }
+            Signal::Errors => value >= 3.0 && value >= 0.1 * invocations,
+            Signal::Timeouts => value >= 3.0 && value >= 0.05 * invocations,
+            Signal::ColdStarts => value >= 5.0 && value >= 0.2 * invocations,
+            Signal::NewCallers => value >= 3.0,
+            // The p95 of a handful of invocations is their slowest: it must be extreme to mean something.
+            Signal::DurationP95 => {
+                value >= expected * 2.0 && value - expected >= 100.0 && (invocations >= 10.0 || value >= expected * 4.0)
+            }
+            Signal::MemoryUsed => value >= 0.8 && value >= expected + 0.15,
+            Signal::Cost => value >= expected * 2.0,
         }
     }
 
@@ -155,7 +179,7 @@ impl Default for AnomalyConfig {
             // Minute steps: a four-hour baseline, a daily profile of 15-minute buckets.
             series: SeriesConfig { daily_buckets: 96, ..SeriesConfig::default() },
             multivariate: MultivariateConfig::default(),
-            score_threshold: 0.6,
+            score_threshold: 0.8,
             functions_max: 10_000,
             learning_minutes: 60,
             known_callers_max: 2_048,
@@ -172,6 +196,8 @@ struct FunctionState {
     known_callers: HashMap<String, i64>,
     minutes: u64,
     last_minute_us: i64,
+    /// The last request id seen: the evidence of a function that went silent.
+    last_request_id: Option<String>,
 }
 
 /// The anomaly detector over every function's minutes.
@@ -215,19 +241,29 @@ impl AnomalyDetector {
 
     /// Scores one closed minute of one function and appends any alerts.
     pub fn observe(&mut self, features: &MinuteFeatures, out: &mut Vec<Alert>) {
-        if !self.functions.contains_key(&*features.function) {
+        if !self.functions.contains_key(features.function.as_str()) {
             self.make_room();
             let state = FunctionState {
-                signals: SIGNALS.iter().map(|_| SeriesDetector::new(self.config.series.clone())).collect(),
+                signals: SIGNALS
+                    .iter()
+                    .map(|signal| {
+                        SeriesDetector::new(SeriesConfig {
+                            counts: signal.is_count(),
+                            log_scale: signal.is_multiplicative(),
+                            ..self.config.series.clone()
+                        })
+                    })
+                    .collect(),
                 multivariate: Multivariate::new(self.config.multivariate.clone()),
                 known_callers: HashMap::new(),
                 minutes: 0,
                 last_minute_us: features.minute_us,
+                last_request_id: None,
             };
-            self.functions.insert(features.function.to_string(), state);
+            self.functions.insert(features.function.clone(), state);
         }
         let config = &self.config;
-        let state = self.functions.get_mut(&*features.function).expect("inserted above");
+        let state = self.functions.get_mut(features.function.as_str()).expect("inserted above");
         state.minutes += 1;
         state.last_minute_us = state.last_minute_us.max(features.minute_us);
 
@@ -247,53 +283,40 @@ impl AnomalyDetector {
             }
         }
 
-        let window_end = features.minute_us + MINUTE_US;
+        let mut findings = Vec::new();
         for (signal, detector) in SIGNALS.iter().zip(state.signals.iter_mut()) {
             let value = signal.value(features, new_caller_requests.len());
             let verdict = detector.observe(features.minute_us, value);
             let rising = value >= verdict.expected;
-            if verdict.score < config.score_threshold
-                || !(rising || signal.both_ways())
-                || !signal.substantial(value, verdict.expected)
+            if verdict.score >= config.score_threshold
+                && (rising || signal.both_ways())
+                && signal.substantial(value, verdict.expected, features)
             {
-                continue;
+                findings.push(Finding::Signal { signal: *signal, verdict, value, rising });
             }
-            out.push(signal_alert(*signal, features, &verdict, value, rising, &new_caller_requests, window_end));
         }
         if let Some(verdict) = state.multivariate.observe(features) {
-            if verdict.score >= config.score_threshold.max(0.8) {
-                let function = &*features.function;
-                let detector = "anomaly.multivariate";
-                let observed: serde_json::Map<String, serde_json::Value> =
-                    verdict.deviations.iter().map(|(name, _, value, _)| (name.to_string(), json!(round(*value)))).collect();
-                let expected: serde_json::Map<String, serde_json::Value> =
-                    verdict.deviations.iter().map(|(name, _, _, mean)| (name.to_string(), json!(round(*mean)))).collect();
-                let names: Vec<&str> = verdict.deviations.iter().map(|d| d.0).collect();
-                out.push(Alert {
-                    ts_us: window_end,
-                    alert_id: alert_id(detector, function, features.minute_us),
-                    detector: detector.to_string(),
-                    severity: Severity::of_score(verdict.score),
-                    title: format!("unusual combination of {} in {function}", names.join(", ")),
-                    function: Some(function.to_string()),
-                    entity: Some(function.to_string()),
-                    window_start_us: features.minute_us,
-                    window_end_us: window_end,
-                    score: verdict.score,
-                    count: 1,
-                    observed: serde_json::Value::Object(observed),
-                    expected: serde_json::Value::Object(expected),
-                    evidence: features.evidence.slowest.iter().map(|(_, id)| id.clone()).collect(),
-                    attack_ids: vec!["T1496".to_string()],
-                    query: window_query(function, features.minute_us, window_end),
-                });
+            let strongest = verdict.deviations.first().map_or(0.0, |d| d.1.abs());
+            if verdict.score >= config.score_threshold && strongest >= 3.0 {
+                findings.push(Finding::Multivariate(verdict));
             }
+        }
+        if !findings.is_empty() {
+            let mut alert = incident(features, &findings, &new_caller_requests);
+            if alert.evidence.is_empty() {
+                alert.evidence.extend(state.last_request_id.iter().cloned());
+            }
+            out.push(alert);
+        }
+        if let Some(last) = features.evidence.first.last() {
+            state.last_request_id = Some(last.clone());
         }
     }
 
     fn make_room(&mut self) {
         while self.functions.len() >= self.config.functions_max.max(1) {
-            let idlest = self.functions.iter().min_by_key(|(_, state)| state.last_minute_us).map(|(name, _)| name.clone());
+            let idlest =
+                self.functions.iter().min_by_key(|(_, state)| state.last_minute_us).map(|(name, _)| name.clone());
             let Some(name) = idlest else { return };
             self.functions.remove(&name);
             self.evicted_functions += 1;
@@ -315,35 +338,109 @@ fn window_query(function: &str, start_us: i64, end_us: i64) -> String {
     )
 }
 
-fn signal_alert(
-    signal: Signal,
-    features: &MinuteFeatures,
-    verdict: &Verdict,
-    value: f64,
-    rising: bool,
-    new_caller_requests: &[String],
-    window_end: i64,
-) -> Alert {
-    let function = &*features.function;
-    let detector = signal.detector();
+/// One reason to alert on a function-minute.
+enum Finding {
+    Signal { signal: Signal, verdict: Verdict, value: f64, rising: bool },
+    Multivariate(MultivariateVerdict),
+}
+
+impl Finding {
+    fn score(&self) -> f64 {
+        match self {
+            Finding::Signal { verdict, .. } => verdict.score,
+            Finding::Multivariate(verdict) => verdict.score,
+        }
+    }
+}
+
+/// One alert for everything found in one function-minute: the strongest finding names it, the others
+/// add their observed and expected values, evidence and ATT&CK ids.
+fn incident(features: &MinuteFeatures, findings: &[Finding], new_caller_requests: &[String]) -> Alert {
+    let function = features.function.as_str();
+    let window_end = features.minute_us + MINUTE_US;
+    // A named signal explains more than the mixture: the first signal found (in `SIGNALS` order) names
+    // the alert, the mixture only when no single signal stood out.
+    let primary = findings.first().expect("at least one finding");
+    let mut observed = serde_json::Map::new();
+    let mut expected = serde_json::Map::new();
+    let mut evidence: Vec<String> = Vec::new();
+    let mut attack_ids: Vec<String> = Vec::new();
+    let mut titles = Vec::new();
+    observed.insert("invocations".into(), json!(features.invocations));
+    for finding in findings {
+        let (ids, more_evidence, title) = match finding {
+            Finding::Signal { signal, verdict, value, rising } => {
+                observed.insert(signal.name().into(), json!(round(*value)));
+                expected.insert(signal.name().into(), json!(round(verdict.expected)));
+                expected.insert(
+                    format!("{}_range", signal.name()),
+                    json!([round(verdict.expected_low.max(0.0)), round(verdict.expected_high)]),
+                );
+                (
+                    signal.attack_ids(*rising),
+                    signal.evidence(features, new_caller_requests),
+                    signal.title(function, *rising),
+                )
+            }
+            Finding::Multivariate(verdict) => {
+                for (name, _, value, mean) in &verdict.deviations {
+                    observed.entry(name.to_string()).or_insert(json!(round(*value)));
+                    expected.entry(name.to_string()).or_insert(json!(round(*mean)));
+                }
+                let names: Vec<&str> = verdict.deviations.iter().map(|d| d.0).collect();
+                (
+                    vec!["T1496".to_string()],
+                    features.evidence.slowest.iter().map(|(_, id)| id.clone()).collect(),
+                    format!("unusual combination of {} in {function}", names.join(", ")),
+                )
+            }
+        };
+        for id in ids {
+            if !attack_ids.contains(&id) {
+                attack_ids.push(id);
+            }
+        }
+        for id in more_evidence {
+            if !evidence.contains(&id) && evidence.len() < 10 {
+                evidence.push(id);
+            }
+        }
+        titles.push(title);
+    }
+    let detector = match primary {
+        Finding::Signal { signal, .. } => signal.detector(),
+        Finding::Multivariate(_) => "anomaly.multivariate".to_string(),
+    };
+    let mut title = match primary {
+        Finding::Signal { signal, rising, .. } => signal.title(function, *rising),
+        Finding::Multivariate(_) => titles.last().cloned().unwrap_or_default(),
+    };
+    let others: Vec<String> = findings
+        .iter()
+        .filter(|f| !std::ptr::eq(*f, primary))
+        .map(|f| match f {
+            Finding::Signal { signal, .. } => signal.name().to_string(),
+            Finding::Multivariate(_) => "feature combination".to_string(),
+        })
+        .collect();
+    if !others.is_empty() {
+        title.push_str(&format!(" (also {})", others.join(", ")));
+    }
     Alert {
         ts_us: window_end,
         alert_id: alert_id(&detector, function, features.minute_us),
-        severity: Severity::of_score(verdict.score),
-        title: signal.title(function, rising),
+        severity: Severity::of_score(primary.score()),
+        title,
         function: Some(function.to_string()),
         entity: Some(function.to_string()),
         window_start_us: features.minute_us,
         window_end_us: window_end,
-        score: verdict.score,
+        score: primary.score(),
         count: 1,
-        observed: json!({ signal.name(): round(value), "invocations": features.invocations }),
-        expected: json!({
-            signal.name(): round(verdict.expected),
-            "range": [round(verdict.expected_low.max(0.0)), round(verdict.expected_high)],
-        }),
-        evidence: signal.evidence(features, new_caller_requests),
-        attack_ids: signal.attack_ids(rising),
+        observed: serde_json::Value::Object(observed),
+        expected: serde_json::Value::Object(expected),
+        evidence,
+        attack_ids,
         query: window_query(function, features.minute_us, window_end),
         detector,
     }
@@ -352,11 +449,10 @@ fn signal_alert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn minute(minute_idx: i64, invocations: u64, callers: &[&str]) -> MinuteFeatures {
         MinuteFeatures {
-            function: Arc::from("orders-api"),
+            function: "orders-api".to_string(),
             minute_us: 1_763_769_600_000_000 + minute_idx * MINUTE_US,
             invocations,
             errors: 0,
@@ -369,6 +465,7 @@ mod tests {
             duration_max_ms: 200.0,
             memory_used_ratio: 0.4,
             gb_seconds: invocations as f64 * 0.05,
+            gb_seconds_typical: invocations as f64 * 0.05,
             source_ips: callers.len() as u64,
             principals: 0,
             environments: 4,
@@ -391,8 +488,8 @@ mod tests {
         let spike: Vec<&Alert> = alerts.iter().filter(|a| a.detector == "anomaly.invocations").collect();
         assert_eq!(spike.len(), 1, "{alerts:?}");
         assert_eq!(spike[0].evidence, vec!["first-600".to_string()]);
-        assert_eq!(spike[0].observed["invocations"], 400);
-        assert!(spike[0].expected["range"][1].as_f64().unwrap() < 100.0);
+        assert_eq!(spike[0].observed["invocations"].as_f64(), Some(400.0));
+        assert!(spike[0].expected["invocations_range"][1].as_f64().unwrap() < 100.0);
         assert!(spike[0].query.contains("function_name = 'orders-api'"));
         assert_eq!(spike[0].attack_ids, vec!["T1499".to_string(), "T1496".to_string()]);
     }
@@ -421,7 +518,7 @@ mod tests {
         let mut alerts = Vec::new();
         for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
             let mut features = minute(i as i64, 10, &[]);
-            features.function = Arc::from(*name);
+            features.function = name.to_string();
             detector.observe(&features, &mut alerts);
         }
         assert_eq!(detector.tracked_functions(), 3);

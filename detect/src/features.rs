@@ -5,13 +5,13 @@
 //! not scored (they are stored all the same).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 use arrow::array::{
     Array, AsArray, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::Int32Type;
+use serde::{Deserialize, Serialize};
 
 pub const MINUTE_US: i64 = 60_000_000;
 /// Durations kept per window for the percentiles; beyond it, a uniform reservoir sample.
@@ -22,9 +22,9 @@ const CALLERS_PER_WINDOW_MAX: usize = 512;
 const EVIDENCE_PER_KIND_MAX: usize = 3;
 
 /// What one function did in one minute.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MinuteFeatures {
-    pub function: Arc<str>,
+    pub function: String,
     pub minute_us: i64,
     pub invocations: u64,
     pub errors: u64,
@@ -39,6 +39,9 @@ pub struct MinuteFeatures {
     pub memory_used_ratio: f64,
     /// Billed GB-seconds: billed duration times memory size.
     pub gb_seconds: f64,
+    /// Invocations times the median GB-seconds of one: the cost of the minute's typical work, which one
+    /// invocation stuck until its timeout does not move.
+    pub gb_seconds_typical: f64,
     pub source_ips: u64,
     pub principals: u64,
     pub environments: u64,
@@ -49,7 +52,7 @@ pub struct MinuteFeatures {
 }
 
 /// Request ids worth looking at first, by what made them interesting.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub first: Vec<String>,
     pub failed: Vec<String>,
@@ -77,7 +80,7 @@ impl Evidence {
 }
 
 /// One minute of one function being accumulated.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Window {
     invocations: u64,
     errors: u64,
@@ -86,6 +89,8 @@ struct Window {
     crashes: u64,
     cold_starts: u64,
     durations: Vec<f64>,
+    /// GB-seconds of the same invocations as `durations`, slot for slot.
+    invocation_gb_seconds: Vec<f64>,
     durations_seen: u64,
     duration_max_ms: f64,
     memory_ratio_sum: f64,
@@ -100,15 +105,15 @@ struct Window {
 }
 
 /// The per-function minute windows of a stream of invocations.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MinuteWindows {
     lateness_us: i64,
     functions_max: usize,
     /// Largest event time seen.
     event_time_max_us: i64,
-    open: HashMap<Arc<str>, BTreeMap<i64, Window>>,
+    open: HashMap<String, BTreeMap<i64, Window>>,
     /// Per function: the last closed minute, and the last minute it had invocations.
-    closed_through: HashMap<Arc<str>, (i64, i64)>,
+    closed_through: HashMap<String, (i64, i64)>,
     late_records: u64,
     evicted_functions: u64,
     sample_state: u64,
@@ -162,19 +167,16 @@ impl MinuteWindows {
             let Some(function) = columns.function(row) else { continue };
             let minute = ts.div_euclid(MINUTE_US) * MINUTE_US;
             self.event_time_max_us = self.event_time_max_us.max(ts);
-            let function: Arc<str> = match self.open.get_key_value(function) {
-                Some((key, _)) => key.clone(),
-                None => match self.closed_through.get_key_value(function) {
-                    Some((key, _)) => key.clone(),
-                    None => Arc::from(function),
-                },
-            };
-            if self.closed_through.get(&function).is_some_and(|(closed, _)| minute <= *closed) {
+            if self.closed_through.get(function).is_some_and(|(closed, _)| minute <= *closed) {
                 self.late_records += 1;
                 continue;
             }
             let sample = self.next_sample();
-            let window = self.open.entry(function).or_default().entry(minute).or_default();
+            let minutes = match self.open.get_mut(function) {
+                Some(minutes) => minutes,
+                None => self.open.entry(function.to_string()).or_default(),
+            };
+            let window = minutes.entry(minute).or_default();
             columns.accumulate(row, window, sample);
         }
         self.evict_if_needed();
@@ -210,7 +212,7 @@ impl MinuteWindows {
             return;
         }
         let last_closable = (watermark - MINUTE_US).div_euclid(MINUTE_US) * MINUTE_US;
-        let mut functions: Vec<Arc<str>> = self.open.keys().chain(self.closed_through.keys()).cloned().collect();
+        let mut functions: Vec<String> = self.open.keys().chain(self.closed_through.keys()).cloned().collect();
         functions.sort_unstable();
         functions.dedup();
         for function in functions {
@@ -243,7 +245,7 @@ impl MinuteWindows {
     }
 }
 
-fn finish(function: &Arc<str>, minute_us: i64, mut window: Window) -> MinuteFeatures {
+fn finish(function: &str, minute_us: i64, mut window: Window) -> MinuteFeatures {
     window.durations.sort_by(f64::total_cmp);
     let quantile = |q: f64| -> f64 {
         if window.durations.is_empty() {
@@ -253,7 +255,7 @@ fn finish(function: &Arc<str>, minute_us: i64, mut window: Window) -> MinuteFeat
         window.durations[idx]
     };
     MinuteFeatures {
-        function: function.clone(),
+        function: function.to_string(),
         minute_us,
         invocations: window.invocations,
         errors: window.errors,
@@ -270,6 +272,16 @@ fn finish(function: &Arc<str>, minute_us: i64, mut window: Window) -> MinuteFeat
             0.0
         },
         gb_seconds: window.gb_seconds,
+        gb_seconds_typical: {
+            let mut costs = std::mem::take(&mut window.invocation_gb_seconds);
+            if costs.is_empty() {
+                0.0
+            } else {
+                let mid = costs.len() / 2;
+                let (_, median, _) = costs.select_nth_unstable_by(mid, f64::total_cmp);
+                *median * window.invocations as f64
+            }
+        },
         source_ips: window.source_ips.len() as u64,
         principals: window.principals.len() as u64,
         environments: window.environments.len() as u64,
@@ -380,18 +392,6 @@ impl<'a> Columns<'a> {
             window.cold_starts += 1;
         }
         let duration_ms = if self.duration_ms.is_valid(row) { self.duration_ms.value(row) } else { 0.0 };
-        if self.duration_ms.is_valid(row) {
-            window.durations_seen += 1;
-            if window.durations.len() < DURATION_SAMPLE_MAX {
-                window.durations.push(duration_ms);
-            } else {
-                let slot = (sample % window.durations_seen) as usize;
-                if slot < DURATION_SAMPLE_MAX {
-                    window.durations[slot] = duration_ms;
-                }
-            }
-            window.duration_max_ms = window.duration_max_ms.max(duration_ms);
-        }
         let memory_mb = self.memory_size_mb.is_valid(row).then(|| self.memory_size_mb.value(row));
         if let (Some(size), true) = (memory_mb, self.max_memory_used_mb.is_valid(row)) {
             if size > 0 {
@@ -399,13 +399,29 @@ impl<'a> Columns<'a> {
                 window.memory_ratio_n += 1;
             }
         }
-        if let Some(size) = memory_mb {
+        let invocation_gb_seconds = memory_mb.map(|size| {
             let billed = if self.billed_duration_ms.is_valid(row) {
                 self.billed_duration_ms.value(row) as f64
             } else {
                 duration_ms.ceil()
             };
-            window.gb_seconds += billed / 1_000.0 * size as f64 / 1_024.0;
+            billed / 1_000.0 * size as f64 / 1_024.0
+        });
+        window.gb_seconds += invocation_gb_seconds.unwrap_or(0.0);
+        if self.duration_ms.is_valid(row) {
+            window.durations_seen += 1;
+            let cost = invocation_gb_seconds.unwrap_or(0.0);
+            if window.durations.len() < DURATION_SAMPLE_MAX {
+                window.durations.push(duration_ms);
+                window.invocation_gb_seconds.push(cost);
+            } else {
+                let slot = (sample % window.durations_seen) as usize;
+                if slot < DURATION_SAMPLE_MAX {
+                    window.durations[slot] = duration_ms;
+                    window.invocation_gb_seconds[slot] = cost;
+                }
+            }
+            window.duration_max_ms = window.duration_max_ms.max(duration_ms);
         }
         let source_ip = Self::text(self.source_ip, row);
         let principal = Self::text(self.principal, row);
@@ -479,7 +495,13 @@ mod tests {
         let mut windows = MinuteWindows::new(30_000_000, 100);
         let mut builder = TableBuilder::new(Table::Invocations);
         for i in 0..10 {
-            let status = if i == 3 { "error" } else if i == 4 { "timeout" } else { "success" };
+            let status = if i == 3 {
+                "error"
+            } else if i == 4 {
+                "timeout"
+            } else {
+                "success"
+            };
             row(&mut builder, T0 + i * 1_000_000, "a", &format!("r{i}"), status, 100.0 + i as f64 * 100.0, "10.0.0.1");
         }
         row(&mut builder, T0 + 5_000_000, "b", "b0", "success", 10.0, "10.0.1.9");
@@ -488,7 +510,7 @@ mod tests {
         windows.add(&builder.finish().unwrap());
         let mut out = Vec::new();
         windows.close(&mut out);
-        let a: Vec<&MinuteFeatures> = out.iter().filter(|f| &*f.function == "a").collect();
+        let a: Vec<&MinuteFeatures> = out.iter().filter(|f| f.function == "a").collect();
         assert_eq!(a.iter().map(|f| (f.minute_us - T0) / MINUTE_US).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(a[0].invocations, 10);
         assert_eq!((a[0].errors, a[0].timeouts), (1, 1));
@@ -500,7 +522,7 @@ mod tests {
         assert_eq!(a[0].callers, vec![("net:10.0.0.0/24".to_string(), "r0".to_string())]);
         assert_eq!((a[1].invocations, a[2].invocations), (0, 0));
         // "b" closes its minute 0 and, as a known function, its silent minutes 1 and 2.
-        assert_eq!(out.iter().filter(|f| &*f.function == "b").count(), 3);
+        assert_eq!(out.iter().filter(|f| f.function == "b").count(), 3);
 
         // A record for a closed minute is late: counted, not scored.
         let mut late = TableBuilder::new(Table::Invocations);
@@ -511,7 +533,7 @@ mod tests {
         windows.advance_to(T0 + 5 * MINUTE_US);
         out.clear();
         windows.close(&mut out);
-        let minute3 = out.iter().find(|f| &*f.function == "a" && f.minute_us == T0 + 3 * MINUTE_US).unwrap();
+        let minute3 = out.iter().find(|f| f.function == "a" && f.minute_us == T0 + 3 * MINUTE_US).unwrap();
         assert_eq!(minute3.invocations, 1);
         assert_eq!(minute3.evidence.first, vec!["late-minute".to_string()]);
     }
@@ -533,7 +555,10 @@ mod tests {
 
     #[test]
     fn callers_group_by_principal_or_network() {
-        assert_eq!(caller_key(Some("arn:aws:iam::1:role/x"), Some("1.2.3.4")).unwrap(), "principal:arn:aws:iam::1:role/x");
+        assert_eq!(
+            caller_key(Some("arn:aws:iam::1:role/x"), Some("1.2.3.4")).unwrap(),
+            "principal:arn:aws:iam::1:role/x"
+        );
         assert_eq!(caller_key(None, Some("198.51.100.77")).unwrap(), "net:198.51.100.0/24");
         assert_eq!(caller_key(None, Some("2001:db8:1:2:3::9")).unwrap(), "net:2001:db8:1:2::/64");
         assert_eq!(caller_key(Some(""), None), None);

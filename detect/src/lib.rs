@@ -16,12 +16,17 @@
 
 pub mod alert;
 pub mod anomaly;
+pub mod error;
 pub mod features;
+pub mod metrics;
 pub mod multivariate;
 pub mod nab;
 pub mod series;
+pub mod stream;
 
 pub use alert::{Alert, Severity};
 pub use anomaly::{AnomalyConfig, AnomalyDetector};
+pub use error::DetectError;
 pub use features::{MinuteFeatures, MinuteWindows};
 pub use series::{SeriesConfig, SeriesDetector, Verdict};
+pub use stream::{Stream, StreamConfig, StreamStats};

@@ -25,6 +25,8 @@ pub const FEATURE_NAMES: [&str; 8] = [
     "log_payload_bytes",
 ];
 const DIMENSIONS: usize = FEATURE_NAMES.len();
+/// Minutes over which one unusual combination is reported once.
+const REPORT_COOLDOWN_MINUTES: usize = 150;
 
 /// The feature vector of one minute with invocations.
 pub fn feature_vector(features: &MinuteFeatures) -> Option<[f64; DIMENSIONS]> {
@@ -58,7 +60,7 @@ pub struct MultivariateConfig {
 
 impl Default for MultivariateConfig {
     fn default() -> Self {
-        MultivariateConfig { history_minutes: 720, fit_minutes_min: 120, refit_every_minutes: 60, components: 2 }
+        MultivariateConfig { history_minutes: 720, fit_minutes_min: 240, refit_every_minutes: 60, components: 2 }
     }
 }
 
@@ -90,6 +92,9 @@ pub struct Multivariate {
     mixture: Option<Mixture>,
     since_fit: usize,
     tail: TailModel,
+    /// The lowest negative log-likelihood of the training minutes: scores start from there.
+    nll_offset: f64,
+    recent_peak: f64,
     fit_failures: u64,
 }
 
@@ -100,6 +105,8 @@ impl Multivariate {
             mixture: None,
             since_fit: 0,
             tail: TailModel::new(1_000),
+            nll_offset: 0.0,
+            recent_peak: 0.0,
             fit_failures: 0,
             config,
         }
@@ -118,8 +125,8 @@ impl Multivariate {
         let vector = feature_vector(features)?;
         let verdict = self.mixture.as_ref().map(|mixture| {
             let (nll, component) = mixture.negative_log_likelihood(&vector);
-            let score = self.tail.score(nll.max(0.0));
-            self.tail.learn(nll.max(0.0));
+            let raw = self.tail.score((nll - self.nll_offset).max(0.0));
+            let score = crate::series::report_once(&mut self.recent_peak, raw, REPORT_COOLDOWN_MINUTES);
             let mut deviations: Vec<(&'static str, f64, f64, f64)> = (0..DIMENSIONS)
                 .map(|d| {
                     let mean = mixture.means[component][d] * mixture.scale[d] + mixture.center[d];
@@ -128,6 +135,7 @@ impl Multivariate {
                 })
                 .collect();
             deviations.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+            deviations.retain(|d| d.1.abs() >= 2.0);
             deviations.truncate(3);
             MultivariateVerdict { score, negative_log_likelihood: nll, deviations }
         });
@@ -147,7 +155,18 @@ impl Multivariate {
     pub fn fit(&mut self) {
         self.since_fit = 0;
         match Mixture::fit(&self.history, self.config.components) {
-            Some(mixture) => self.mixture = Some(mixture),
+            Some(mixture) => {
+                // Scores are calibrated against how likely the minutes the mixture was fitted on are under
+                // it: a new minute is as surprising as its rank among them.
+                let training: Vec<f64> =
+                    self.history.iter().map(|vector| mixture.negative_log_likelihood(vector).0).collect();
+                self.nll_offset = training.iter().copied().fold(f64::INFINITY, f64::min);
+                self.tail = TailModel::new(self.config.history_minutes);
+                for nll in training {
+                    self.tail.learn(nll - self.nll_offset);
+                }
+                self.mixture = Some(mixture);
+            }
             None => self.fit_failures += 1,
         }
     }
@@ -249,11 +268,10 @@ fn log_determinant(matrix: &Array2<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn minute(invocations: u64, p50: f64, p95: f64, memory: f64, noise: f64) -> MinuteFeatures {
         MinuteFeatures {
-            function: Arc::from("f"),
+            function: "f".to_string(),
             minute_us: 0,
             invocations,
             errors: 0,
@@ -266,6 +284,7 @@ mod tests {
             duration_max_ms: p95 * 1.2,
             memory_used_ratio: memory + 0.02 * noise,
             gb_seconds: invocations as f64 * p50 / 1000.0 * 0.5,
+            gb_seconds_typical: invocations as f64 * p50 / 1000.0 * 0.5,
             source_ips: 5,
             principals: 0,
             environments: 3,

@@ -26,6 +26,15 @@ pub struct SeriesConfig {
     pub daily_buckets: usize,
     /// Days of history before the daily profile is used.
     pub seasonal_days_min: u32,
+    /// The values are event counts: a deviation is also judged by how likely it is under a Poisson
+    /// process at the recent mean rate, and the smaller of the two surprises counts. Sparse counts (a
+    /// few errors a day) then do not look infinitely surprising when three come together.
+    #[serde(default)]
+    pub counts: bool,
+    /// The values vary by factors rather than by amounts (durations, costs): the detector works on
+    /// ln(1 + value), and reports expected values back in the values' own scale.
+    #[serde(default)]
+    pub log_scale: bool,
 }
 
 impl Default for SeriesConfig {
@@ -39,6 +48,8 @@ impl Default for SeriesConfig {
             cooldown_steps: 150,
             daily_buckets: 96,
             seasonal_days_min: 3,
+            counts: false,
+            log_scale: false,
         }
     }
 }
@@ -49,6 +60,55 @@ impl SeriesConfig {
         let steps_per_day = if step_us > 0 { MICROS_PER_DAY / step_us } else { 0 };
         SeriesConfig { daily_buckets: steps_per_day.clamp(0, 288) as usize, ..SeriesConfig::default() }
     }
+}
+
+/// Parses a `timestamp,value` series: a header line is skipped, timestamps are `YYYY-MM-DD HH:MM:SS`
+/// (NAB's format, UTC), RFC 3339 or epoch seconds. Returns (timestamp text, microseconds, value) per row;
+/// the first bad line is an error that names it.
+pub fn parse_series(text: &str) -> Result<Vec<(String, i64, f64)>, crate::DetectError> {
+    let mut rows = Vec::new();
+    for (line_idx, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |what: &str| {
+            let shown: String = line.chars().take(80).collect();
+            crate::DetectError::BadSeries(format!("line {}: {what}: {shown:?}", line_idx + 1))
+        };
+        let (stamp, value) = line.split_once(',').ok_or_else(|| bad("expected timestamp,value"))?;
+        let (stamp, value) = (stamp.trim(), value.trim());
+        let parsed_value = value.parse::<f64>().ok().filter(|v| v.is_finite());
+        let Some(parsed_value) = parsed_value else {
+            if line_idx == 0 && rows.is_empty() {
+                continue; // the header
+            }
+            return Err(bad("the value is not a finite number"));
+        };
+        let ts = parse_timestamp(stamp)
+            .ok_or_else(|| bad("the timestamp is not YYYY-MM-DD HH:MM:SS, RFC 3339 or epoch seconds"))?;
+        if let Some((_, previous, _)) = rows.last() {
+            if ts < *previous {
+                return Err(bad("timestamps go backwards"));
+            }
+        }
+        rows.push((stamp.to_string(), ts, parsed_value));
+    }
+    if rows.is_empty() {
+        return Err(crate::DetectError::BadSeries("no timestamp,value rows".into()));
+    }
+    Ok(rows)
+}
+
+fn parse_timestamp(text: &str) -> Option<i64> {
+    if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f") {
+        return Some(naive.and_utc().timestamp_micros());
+    }
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(time.timestamp_micros());
+    }
+    let seconds = text.parse::<f64>().ok().filter(|s| s.is_finite() && s.abs() < 1e12)?;
+    Some((seconds * 1e6) as i64)
 }
 
 /// The typical step of a series: the median gap between its first timestamps.
@@ -130,6 +190,7 @@ impl SeriesDetector {
     /// Scores `value` observed at `ts_us`, then learns it.
     pub fn observe(&mut self, ts_us: i64, value: f64) -> Verdict {
         let value = if value.is_finite() { value } else { 0.0 };
+        let value = if self.config.log_scale { value.max(0.0).ln_1p() } else { value };
         let day = ts_us.div_euclid(MICROS_PER_DAY);
         let bucket_idx = self.bucket_of(ts_us);
         let seasonal =
@@ -167,22 +228,30 @@ impl SeriesDetector {
             self.outside.clear();
             self.shift_z(value, level, spread.max(floor))
         };
-        let surprise = point_z.max(shift_z).min(1e6);
+        let mut surprise = point_z.max(shift_z).min(1e6);
+        if self.config.counts && !self.recent.is_empty() {
+            let rate = (self.recent.iter().sum::<f64>() / self.recent.len() as f64).max(expected).max(0.05);
+            let n = self.config.shift_steps.max(1);
+            let window_sum = self.recent.iter().rev().take(n - 1).sum::<f64>() + value;
+            let window_steps = (self.recent.len() + 1).min(n) as f64;
+            let poisson = poisson_z(value, rate).max(poisson_z(window_sum, rate * window_steps));
+            surprise = surprise.min(poisson);
+        }
 
         let likelihood = self.likelihood(surprise);
         self.learn(value, surprise, bucket_idx, seasonal.map(|b| b.mean), day);
 
         let warm = self.steps as usize > self.config.warmup_steps;
-        let mut score = if warm { likelihood } else { 0.0 };
-        // One anomaly is reported once: a score counts in full only when it rises clearly above the recent
-        // peak, which decays over the cooldown; a run of high scores reports its first and its escalations.
-        let peak = self.recent_peak;
-        self.recent_peak = score.max(peak * (1.0 - 1.0 / self.config.cooldown_steps.max(1) as f64));
-        if score <= peak + ESCALATION_MIN {
-            score *= DAMPED_SHARE;
-        }
+        let score = report_once(&mut self.recent_peak, if warm { likelihood } else { 0.0 }, self.config.cooldown_steps);
         let band = 3.0 * expected_spread.max(floor);
-        Verdict { score, surprise, expected, expected_low: expected_low - band, expected_high: expected_high + band }
+        let back = |v: f64| if self.config.log_scale { v.exp_m1() } else { v };
+        Verdict {
+            score,
+            surprise,
+            expected: back(expected),
+            expected_low: back(expected_low - band),
+            expected_high: back(expected_high + band),
+        }
     }
 
     fn bucket_of(&self, ts_us: i64) -> Option<usize> {
@@ -296,6 +365,12 @@ pub(crate) struct TailModel {
 }
 
 const TAIL_BUCKETS: usize = 144;
+/// How much wider than a standard normal the tail beyond the surprises seen is assumed to be.
+const TAIL_WIDENING: f64 = 2.0;
+/// Orders of magnitude of rarity per e-fold towards a score of 1.
+const RARITY_SCALE: f64 = 3.0;
+/// Surprises seen before scores mean anything: with a short history every fluctuation is a record.
+const TAIL_HISTORY_MIN: f64 = 100.0;
 const TAIL_BUCKETS_PER_OCTAVE: f64 = 6.0;
 
 impl TailModel {
@@ -320,10 +395,10 @@ impl TailModel {
         self.counts[Self::position(surprise).0] += 1.0;
     }
 
-    /// 0 for a surprise as common as any, towards 1 for one rarer than the whole memory; beyond every
-    /// bucket seen, the score keeps growing with the surprise so that rarer outliers rank higher.
+    /// 0 for a surprise as common as any, towards 1 the rarer it is in the memory; beyond every bucket
+    /// seen, the score keeps growing with the surprise so that rarer outliers rank higher.
     pub(crate) fn score(&self, surprise: f64) -> f64 {
-        if self.total < 10.0 {
+        if self.total < TAIL_HISTORY_MIN {
             return 0.0;
         }
         let (bucket, inside) = Self::position(surprise);
@@ -333,11 +408,19 @@ impl TailModel {
         } else {
             // Beyond the history: extrapolate from the highest bucket seen, one octave per halving.
             let top = self.counts.iter().rposition(|c| *c > 0.01).unwrap_or(0);
-            let octaves = ((bucket as f64 + inside) - (top + 1) as f64).max(0.0) / TAIL_BUCKETS_PER_OCTAVE;
-            0.5 / (self.total + 1.0) * 0.5f64.powf(4.0 * octaves)
+            // Beyond the history the tail is extrapolated as a normal tail twice as wide as the surprises
+            // (which are z-scores): it falls off faster the further out it is, but not as fast as a
+            // textbook normal, because real series have heavier tails.
+            let top_surprise = 2f64.powf((top + 1) as f64 / TAIL_BUCKETS_PER_OCTAVE) - 1.0;
+            let at = 2f64.powf((bucket as f64 + inside) / TAIL_BUCKETS_PER_OCTAVE) - 1.0;
+            let fall =
+                normal_tail(at / TAIL_WIDENING) / normal_tail(top_surprise / TAIL_WIDENING).max(f64::MIN_POSITIVE);
+            0.5 / (self.total + 1.0) * fall.min(1.0)
         };
-        let scale = (2.0 * (self.total + 1.0)).log10() + 3.0;
-        (-probability.log10() / scale).clamp(0.0, 1.0)
+        // -log10 of the probability, squashed into [0, 1) without saturating: 0.67 for one in two
+        // thousand, 0.81 for one in 100,000, 0.96 for one in 10^10; rarer is always higher.
+        let rarity = -probability.log10();
+        (1.0 - (-rarity / RARITY_SCALE).exp()).clamp(0.0, 1.0)
     }
 }
 
@@ -345,6 +428,19 @@ impl TailModel {
 enum Window {
     Recent,
     Residuals,
+}
+
+/// One anomaly is reported once: a score counts in full only when it rises clearly above the recent peak,
+/// which decays over `cooldown_steps`; a run of high scores reports its first and its escalations, the
+/// rest keep `DAMPED_SHARE` of their score.
+pub(crate) fn report_once(recent_peak: &mut f64, score: f64, cooldown_steps: usize) -> f64 {
+    let peak = *recent_peak;
+    *recent_peak = score.max(peak * (1.0 - 1.0 / cooldown_steps.max(1) as f64));
+    if score <= peak + ESCALATION_MIN {
+        score * DAMPED_SHARE
+    } else {
+        score
+    }
 }
 
 /// The smallest spread a series is given: a flat series that moves a little is not a million sigma off.
@@ -397,6 +493,79 @@ fn median_in_place(values: &mut [f64]) -> f64 {
     *median
 }
 
+/// How far `count` is from a Poisson mean `rate`, as the z-score of a normal variable with the same tail
+/// probability (upper tail above the mean, lower tail below it).
+pub fn poisson_z(count: f64, rate: f64) -> f64 {
+    let count = count.max(0.0).round();
+    let rate = rate.max(1e-9);
+    let tail = if count > rate { poisson_upper_tail(count, rate) } else { poisson_lower_tail(count, rate) };
+    z_of_tail(tail)
+}
+
+/// P(X >= k) for X ~ Poisson(rate).
+fn poisson_upper_tail(k: f64, rate: f64) -> f64 {
+    if rate > 200.0 {
+        return normal_tail((k - 0.5 - rate) / rate.sqrt());
+    }
+    // Sum the pmf from k upwards until the terms vanish, in logs to avoid overflow.
+    let mut log_term = k * rate.ln() - rate - ln_factorial(k);
+    let mut sum = 0.0;
+    let mut i = k;
+    while i < k + 1_000.0 {
+        let term = log_term.exp();
+        sum += term;
+        if term < sum * 1e-12 {
+            break;
+        }
+        i += 1.0;
+        log_term += rate.ln() - i.ln();
+    }
+    sum.min(1.0)
+}
+
+/// P(X <= k) for X ~ Poisson(rate).
+fn poisson_lower_tail(k: f64, rate: f64) -> f64 {
+    if rate > 200.0 {
+        return 1.0 - normal_tail((k + 0.5 - rate) / rate.sqrt());
+    }
+    let mut log_term = -rate;
+    let mut sum = log_term.exp();
+    let mut i = 0.0;
+    while i < k {
+        i += 1.0;
+        log_term += rate.ln() - f64::ln(i);
+        sum += log_term.exp();
+    }
+    sum.min(1.0)
+}
+
+fn ln_factorial(n: f64) -> f64 {
+    if n < 20.0 {
+        return (1..=n as u64).map(|i| (i as f64).ln()).sum();
+    }
+    // Stirling's series.
+    n * n.ln() - n + 0.5 * (std::f64::consts::TAU * n).ln() + 1.0 / (12.0 * n)
+}
+
+/// The z whose upper normal tail is `tail` (0 for tails of a half or more).
+fn z_of_tail(tail: f64) -> f64 {
+    if tail >= 0.5 {
+        return 0.0;
+    }
+    let tail = tail.max(1e-300);
+    // Bisection on the normal tail: monotone, and cheap enough for one call per step.
+    let (mut low, mut high) = (0.0f64, 40.0f64);
+    for _ in 0..60 {
+        let mid = 0.5 * (low + high);
+        if normal_tail(mid) > tail {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    0.5 * (low + high)
+}
+
 /// P(Z > z) for a standard normal Z (Abramowitz and Stegun 7.1.26 on erfc, error below 1.5e-7).
 pub fn normal_tail(z: f64) -> f64 {
     if z < 0.0 {
@@ -424,6 +593,40 @@ mod tests {
     fn run(values: impl Iterator<Item = f64>) -> Vec<Verdict> {
         let mut detector = SeriesDetector::new(SeriesConfig::default());
         values.enumerate().map(|(step, value)| detector.observe(step as i64 * STEP_US, value)).collect()
+    }
+
+    #[test]
+    fn series_files_parse_or_name_their_bad_line() {
+        let rows = parse_series("timestamp,value\n2014-04-01 00:00:00,1.5\n2014-04-01 00:05:00,2\n").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].1 - rows[0].1, 300_000_000);
+        assert_eq!(parse_series("2026-01-01T00:00:00Z,3\n1767225660,4\n").unwrap()[1].1, 1_767_225_660_000_000);
+        let cases = [
+            ("timestamp,value\n2014-04-01 00:00:00,abc\n", "line 2: the value is not a finite number"),
+            ("timestamp,value\nyesterday,1\n", "line 2: the timestamp"),
+            ("timestamp,value\n2014-04-01 00:00:00\n", "line 2: expected timestamp,value"),
+            ("timestamp,value\n2014-04-02 00:00:00,1\n2014-04-01 00:00:00,1\n", "line 3: timestamps go backwards"),
+            ("timestamp,value\n2014-04-01 00:00:00,NaN\n", "line 2: the value is not a finite number"),
+            ("", "no timestamp,value rows"),
+            ("\u{0}\u{1}binary,\u{ff}", "no timestamp,value rows"),
+        ];
+        for (input, message) in cases {
+            let error = parse_series(input).unwrap_err().to_string();
+            assert!(error.starts_with(message), "{input:?}: {error}");
+        }
+        let long = format!("timestamp,value\n{},1\n", "9".repeat(100_000));
+        assert!(parse_series(&long).unwrap_err().to_string().len() < 300);
+    }
+
+    #[test]
+    fn poisson_surprises_follow_the_poisson_tails() {
+        // P(X >= 3 | 0.25) = 0.0022: a z of about 2.85.
+        assert!((poisson_z(3.0, 0.25) - 2.85).abs() < 0.05, "{}", poisson_z(3.0, 0.25));
+        // Nothing where 44 were expected: P = e^-44, far out.
+        assert!(poisson_z(0.0, 44.0) > 8.0);
+        assert!(poisson_z(10.0, 10.0) < 0.5);
+        assert!(poisson_z(1_500.0, 1_000.0) > 10.0);
+        assert!((ln_factorial(25.0) - (2..=25).map(|i| (i as f64).ln()).sum::<f64>()).abs() < 1e-6);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -97,7 +98,17 @@ impl TableProvider for StoreTable {
                 .collect();
             // DataFusion's filter pushdown gives the filters to the Parquet source, which prunes row
             // groups and pages by their statistics.
-            let source = ParquetSource::new(self.schema.clone());
+            // The session's Parquet options (filters evaluated while decoding, bloom filters) and its
+            // footer cache: segments are immutable under their names, so cached footers never go stale.
+            let url = ObjectStoreUrl::parse(STORE_URL)?;
+            let object_store = state.runtime_env().object_store(&url)?;
+            let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+            let source = ParquetSource::new(self.schema.clone())
+                .with_table_parquet_options(state.table_options().parquet.clone())
+                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                    object_store,
+                    metadata_cache,
+                )));
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
                 .with_file_groups(groups)
                 .with_projection_indices(projection.cloned())?

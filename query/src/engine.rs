@@ -80,7 +80,13 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(true)
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
-        .set_str("datafusion.execution.time_zone", store::schema::TIME_ZONE);
+        .set_str("datafusion.execution.time_zone", store::schema::TIME_ZONE)
+        // Filters are evaluated while Parquet is decoded, cheapest first, so that the other columns are
+        // decoded only for matching rows; bloom filters answer lookups of ids.
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        .set_bool("datafusion.execution.parquet.reorder_filters", true)
+        .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true)
+        .set_bool("datafusion.execution.parquet.enable_page_index", true);
     let pool = datafusion::execution::memory_pool::TrackConsumersPool::new(
         datafusion::execution::memory_pool::FairSpillPool::new(limits.memory_bytes),
         std::num::NonZeroUsize::new(3).expect("non-zero"),

@@ -125,7 +125,7 @@ impl Kind {
             match self {
                 Kind::Timeline => format!(
                     "(request_id = {k} OR trace_id = {k} OR log_stream = {k} OR principal = {k} OR source_ip = {k}
-                      OR CAST(function_name AS VARCHAR) = {k})"
+                      OR function_name = {k})"
                 ),
                 Kind::Environment => format!("log_stream = {k}"),
             },
@@ -137,7 +137,7 @@ impl Kind {
              FROM logs WHERE {}{}",
             match self {
                 Kind::Timeline => format!(
-                    "(request_id = {k} OR log_stream = {k} OR CAST(function_name AS VARCHAR) = {k}
+                    "(request_id = {k} OR log_stream = {k} OR function_name = {k}
                       OR strpos(message, {k}) > 0)"
                 ),
                 Kind::Environment => format!("log_stream = {k}"),
@@ -151,7 +151,7 @@ impl Kind {
             "SELECT start_ts, 'spans', CAST(function_name AS VARCHAR), coalesce(request_id, span_id),
                     concat_ws(' ', name, CAST(kind AS VARCHAR), CAST(status AS VARCHAR), 'trace ' || trace_id, error)
              FROM spans
-             WHERE (trace_id = {k} OR span_id = {k} OR request_id = {k} OR CAST(function_name AS VARCHAR) = {k}
+             WHERE (trace_id = {k} OR span_id = {k} OR request_id = {k} OR function_name = {k}
                     OR strpos(aws, {k}) > 0 OR strpos(http, {k}) > 0){}",
             within("start_ts")
         );
@@ -169,7 +169,7 @@ impl Kind {
             "SELECT ts, 'alerts', CAST(function_name AS VARCHAR), alert_id,
                     concat_ws(' ', CAST(severity AS VARCHAR), CAST(detector AS VARCHAR) || ':', title)
              FROM alerts
-             WHERE (alert_id = {k} OR CAST(function_name AS VARCHAR) = {k} OR entity = {k}
+             WHERE (alert_id = {k} OR function_name = {k} OR entity = {k}
                     OR strpos(evidence, {k}) > 0){}",
             within("ts")
         );

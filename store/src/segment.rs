@@ -46,7 +46,7 @@ pub fn time_values(table: Table, batch: &RecordBatch) -> Result<&TimestampMicros
 /// bloom filter per row group, so that a lookup skips the row groups that cannot hold the value.
 pub fn lookup_columns(table: Table) -> &'static [&'static str] {
     match table {
-        Table::Invocations => &["request_id", "trace_id", "log_stream", "source_ip", "principal"],
+        Table::Invocations => &["request_id", "trace_id", "log_stream", "source_ip", "principal", "function_name"],
         Table::Logs => &["request_id", "log_stream"],
         Table::Spans => &["trace_id", "span_id", "request_id"],
         Table::Cloudtrail => &["event_id", "access_key_id", "principal_arn", "source_ip"],

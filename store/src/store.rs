@@ -185,6 +185,21 @@ pub struct Store {
     state: Mutex<State>,
     /// Serialises everything that writes the ledger (flush, compaction, retention); held across IO.
     ledger: tokio::sync::Mutex<LedgerWriter>,
+    /// Subscribers to appended rows (see `Store::subscribe`).
+    taps: Mutex<Vec<Tap>>,
+}
+
+/// Rows of one append, as a subscriber receives them: the WAL sequence number and the batches of the
+/// subscribed tables.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub seq: u64,
+    pub batches: Vec<(Table, RecordBatch)>,
+}
+
+struct Tap {
+    tables: Vec<Table>,
+    sender: std::sync::mpsc::SyncSender<Appended>,
 }
 
 fn positions_path(node: &str) -> String {
@@ -374,6 +389,7 @@ impl Store {
             wal: Mutex::new(WalState { wal, next_seq }),
             state: Mutex::new(state),
             ledger: tokio::sync::Mutex::new(ledger),
+            taps: Mutex::new(Vec::new()),
         })
     }
 
@@ -448,7 +464,33 @@ impl Store {
         for position in positions {
             state.positions.insert(position.stream.clone(), position.offset);
         }
+        drop(state);
+        drop(wal);
+        self.deliver(seq, batches);
         Ok(seq)
+    }
+
+    /// Delivers the rows of every append of `tables`, once durable, to the returned receiver (concurrent
+    /// appends may arrive in either order; `Appended::seq` tells). The channel holds `capacity` appends;
+    /// when it is full, appending waits for the subscriber (backpressure, never loss). Dropping the
+    /// receiver ends the subscription. A subscriber must not wait for its own appends of subscribed
+    /// tables while the channel is full.
+    pub fn subscribe(&self, tables: &[Table], capacity: usize) -> std::sync::mpsc::Receiver<Appended> {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(capacity.max(1));
+        lock(&self.taps).push(Tap { tables: tables.to_vec(), sender });
+        receiver
+    }
+
+    fn deliver(&self, seq: u64, batches: &[(Table, RecordBatch)]) {
+        let mut taps = lock(&self.taps);
+        if taps.is_empty() {
+            return;
+        }
+        taps.retain(|tap| {
+            let wanted: Vec<(Table, RecordBatch)> =
+                batches.iter().filter(|(table, _)| tap.tables.contains(table)).cloned().collect();
+            wanted.is_empty() || tap.sender.send(Appended { seq, batches: wanted }).is_ok()
+        });
     }
 
     /// Convenience for appending one batch without positions.

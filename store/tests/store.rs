@@ -229,3 +229,37 @@ async fn two_nodes_sharing_one_location_see_each_others_segments() {
     drop(a);
     assert!(open(a_dir.path(), "node-c").await.is_err(), "a data directory keeps its node id");
 }
+
+#[tokio::test]
+async fn subscribers_receive_appended_rows_of_their_tables_with_backpressure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(config(dir.path())).await.unwrap());
+    let receiver = store.subscribe(&[Table::Invocations], 1);
+    let invocations = batch_with_ids(Table::Invocations, &ids(0..3), |id| T0 + id as i64);
+    let logs = batch_with_ids(Table::Logs, &ids(0..2), |id| T0 + id as i64);
+    let seq = store.append(&[(Table::Invocations, invocations.clone()), (Table::Logs, logs.clone())], &[]).unwrap();
+    // Appends of other tables only are not delivered and do not wait.
+    store.append(&[(Table::Logs, logs)], &[]).unwrap();
+    // The channel holds one append: the next one waits until the subscriber takes the first.
+    let writer = {
+        let store = store.clone();
+        let batch = batch_with_ids(Table::Invocations, &ids(3..5), |id| T0 + id as i64);
+        std::thread::spawn(move || store.append(&[(Table::Invocations, batch)], &[]).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!writer.is_finished(), "the second append should wait for the subscriber");
+    let first = receiver.recv().unwrap();
+    assert_eq!(first.seq, seq);
+    assert_eq!(first.batches.len(), 1);
+    assert_eq!(first.batches[0].0, Table::Invocations);
+    assert_eq!(ids_of(Table::Invocations, &[first.batches[0].1.clone()]), vec![0, 1, 2]);
+    let second_seq = writer.join().unwrap();
+    let second = receiver.recv().unwrap();
+    assert_eq!(second.seq, second_seq);
+    assert_eq!(ids_of(Table::Invocations, &[second.batches[0].1.clone()]), vec![3, 4]);
+    // A dropped subscriber no longer holds appends back.
+    drop(receiver);
+    for _ in 0..3 {
+        store.append(&[(Table::Invocations, invocations.clone())], &[]).unwrap();
+    }
+}
