@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use store::{Store, Table};
-use workload::{fleet, invocations_batch, Generator, Rng};
+use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
 use crate::commands::Paths;
 
@@ -31,6 +31,40 @@ pub struct GenerateArgs {
     /// Seed of the workload: the same seed gives the same rows.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Inject an anomaly for 30 minutes: KIND:FUNCTION:MINUTE, where KIND is spike, drop, ramp, creep,
+    /// errors, cold, cost, callers or mining, FUNCTION the function's index in the fleet and MINUTE the
+    /// start, counted from the first minute. Repeatable.
+    #[arg(long, value_name = "KIND:FUNCTION:MINUTE")]
+    anomaly: Vec<String>,
+    /// Do not run the streaming anomaly detectors over what is written.
+    #[arg(long)]
+    no_detect: bool,
+}
+
+fn parse_anomaly(spec: &str, start_us: i64, n_functions: usize) -> anyhow::Result<Injection> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [kind, function, minute] = parts[..] else {
+        bail!("--anomaly {spec:?}: expected KIND:FUNCTION:MINUTE");
+    };
+    let anomaly = match kind {
+        "spike" => Anomaly::Spike { factor: 6.0 },
+        "drop" => Anomaly::Drop,
+        "ramp" => Anomaly::Ramp { factor_per_hour: 24.0 },
+        "creep" => Anomaly::DurationCreep { minutes: 10.0 },
+        "errors" => Anomaly::ErrorBurst { error_rate: 0.3 },
+        "cold" => Anomaly::ColdStartStorm,
+        "cost" => Anomaly::CostSurge { factor: 4.0 },
+        "callers" => Anomaly::NewCallers { n_callers: 6, share: 0.3 },
+        "mining" => Anomaly::CryptoMining,
+        other => bail!("--anomaly {spec:?}: unknown kind {other:?}"),
+    };
+    let function_idx: usize = function.parse().with_context(|| format!("--anomaly {spec:?}: bad function index"))?;
+    if function_idx >= n_functions {
+        bail!("--anomaly {spec:?}: the fleet has {n_functions} functions (0 to {})", n_functions - 1);
+    }
+    let minute: i64 = minute.parse().with_context(|| format!("--anomaly {spec:?}: bad minute"))?;
+    let start_us = start_us + minute * MINUTE_US;
+    Ok(Injection { function_idx, anomaly, start_us, end_us: start_us + 30 * MINUTE_US })
 }
 
 pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitCode> {
@@ -49,9 +83,19 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
             now_us - now_us.rem_euclid(3_600 * 1_000_000) - 24 * 3_600 * 1_000_000
         }
     };
-    let store = Store::open(paths.store_config()).await?;
+    let injections: Vec<Injection> =
+        args.anomaly.iter().map(|spec| parse_anomaly(spec, start_us, args.functions)).collect::<anyhow::Result<_>>()?;
+    let store = std::sync::Arc::new(Store::open(paths.store_config()).await?);
+    let detection = if args.no_detect {
+        None
+    } else {
+        Some(crate::detection::Detection::start(store.clone(), &paths.data, detect::StreamConfig::default())?)
+    };
     let functions = fleet(args.functions, &mut Rng::new(args.seed));
     let mut generator = Generator::new(functions, args.seed);
+    for injection in injections {
+        generator.inject(injection);
+    }
     let started = Instant::now();
     let mut pending = Vec::with_capacity(APPEND_ROWS_MAX + 100_000);
     let mut n_invocations = 0u64;
@@ -71,6 +115,7 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
         }
     }
     append(&store, &generator, &mut pending).await?;
+    let detected = detection.map(crate::detection::Detection::stop).transpose()?;
     store.flush_all().await?;
     let seconds = started.elapsed().as_secs_f64();
     outln!(
@@ -78,12 +123,16 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
         args.functions,
         n_invocations as f64 / seconds
     );
+    if let Some(detected) = detected {
+        outln!("detectors: {} function-minutes scored, {} alerts stored", detected.minutes_scored, detected.alerts);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn append(store: &Store, generator: &Generator, pending: &mut Vec<workload::Invocation>) -> anyhow::Result<()> {
     if let Some(batch) = invocations_batch(generator.functions(), pending) {
-        store.append(&[(Table::Invocations, batch)], &[])?;
+        // An fsync, and a wait when the detectors are behind: off the async workers.
+        tokio::task::block_in_place(|| store.append(&[(Table::Invocations, batch)], &[]))?;
         store.flush_due().await?;
     }
     pending.clear();

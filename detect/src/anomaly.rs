@@ -254,7 +254,7 @@ impl AnomalyDetector {
                         })
                     })
                     .collect(),
-                multivariate: Multivariate::new(self.config.multivariate.clone()),
+                multivariate: Multivariate::with_phase(self.config.multivariate.clone(), phase_of(&features.function)),
                 known_callers: HashMap::new(),
                 minutes: 0,
                 last_minute_us: features.minute_us,
@@ -322,6 +322,11 @@ impl AnomalyDetector {
             self.evicted_functions += 1;
         }
     }
+}
+
+/// A stable small number from a function's name, to spread its periodic work.
+fn phase_of(function: &str) -> usize {
+    function.bytes().fold(0usize, |hash, byte| hash.wrapping_mul(31).wrapping_add(byte as usize))
 }
 
 fn round(value: f64) -> f64 {

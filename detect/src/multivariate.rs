@@ -89,6 +89,8 @@ pub struct MultivariateVerdict {
 pub struct Multivariate {
     config: MultivariateConfig,
     history: VecDeque<[f64; DIMENSIONS]>,
+    #[serde(default)]
+    phase: usize,
     mixture: Option<Mixture>,
     since_fit: usize,
     tail: TailModel,
@@ -100,7 +102,16 @@ pub struct Multivariate {
 
 impl Multivariate {
     pub fn new(config: MultivariateConfig) -> Self {
+        Multivariate::with_phase(config, 0)
+    }
+
+    /// A detector whose first fit waits `phase` extra minutes (modulo the refit period), so that the
+    /// fits of many functions that started together spread over the period instead of stalling one
+    /// minute.
+    pub fn with_phase(config: MultivariateConfig, phase: usize) -> Self {
+        let phase = phase % config.refit_every_minutes.max(1);
         Multivariate {
+            phase,
             history: VecDeque::with_capacity(config.history_minutes + 1),
             mixture: None,
             since_fit: 0,
@@ -145,7 +156,9 @@ impl Multivariate {
         self.history.push_back(vector);
         self.since_fit += 1;
         let due = self.mixture.is_none() || self.since_fit >= self.config.refit_every_minutes;
-        if due && self.history.len() >= self.config.fit_minutes_min {
+        let enough = self.history.len() >= self.config.fit_minutes_min + self.phase
+            || (self.history.len() == self.config.history_minutes && self.history.len() >= self.config.fit_minutes_min);
+        if due && enough {
             self.fit();
         }
         verdict

@@ -131,3 +131,26 @@ impl Stream {
         Ok(stream)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restored_stream_continues_where_it_stopped() {
+        let mut stream = Stream::new(StreamConfig::default());
+        stream.advance_to(1_000_000_000, &mut Vec::new());
+        stream.records = 7;
+        let bytes = stream.checkpoint().unwrap();
+        let restored = Stream::restore(StreamConfig::default(), &bytes).unwrap();
+        assert_eq!(restored.stats(), stream.stats());
+        assert_eq!(restored.watermark_us(), stream.watermark_us());
+        let other = StreamConfig { lateness_us: 1, ..StreamConfig::default() };
+        assert!(Stream::restore(other, &bytes).unwrap_err().to_string().contains("another configuration"));
+        assert!(Stream::restore(StreamConfig::default(), b"{\"version\":").is_err());
+        let mut wrong_version: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        wrong_version["version"] = 99.into();
+        let bytes = serde_json::to_vec(&wrong_version).unwrap();
+        assert!(Stream::restore(StreamConfig::default(), &bytes).unwrap_err().to_string().contains("version 99"));
+    }
+}

@@ -1,0 +1,90 @@
+//! The live detection path through the binary: rows appended to the store reach the detection thread
+//! through the store's subscription, alerts are stored rows that SQL reads, and the state checkpoint lets
+//! a second run continue with its baselines.
+
+use std::path::Path;
+use std::process::Command;
+
+fn coldtrail(data: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail")).arg("--data").arg(data).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "coldtrail {args:?}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn generated_anomalies_become_stored_alerts_and_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let first = coldtrail(
+        data,
+        &[
+            "generate",
+            "--functions",
+            "6",
+            "--minutes",
+            "420",
+            "--start",
+            "2026-11-16T00:00:00Z",
+            "--anomaly",
+            "spike:0:400",
+            "--anomaly",
+            "errors:1:400",
+        ],
+    );
+    assert!(first.contains("detectors: "), "{first}");
+    let checkpoint = data.join("detect/checkpoint.json");
+    assert!(checkpoint.exists(), "no detector checkpoint after the run");
+
+    let csv = coldtrail(
+        data,
+        &[
+            "sql",
+            "SELECT function_name, detector, severity, window_start, evidence, query FROM alerts \
+             WHERE window_start >= '2026-11-16T06:40:00Z' ORDER BY window_start",
+            "--format",
+            "csv",
+        ],
+    );
+    let spike = csv.lines().find(|l| l.starts_with("orders-api,anomaly.invocations,"));
+    assert!(spike.is_some(), "no invocation-rate alert for the spiked function:\n{csv}");
+    assert!(spike.unwrap().contains("SELECT ts, request_id"), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("payments-api,anomaly.errors,")), "no error-burst alert:\n{csv}");
+    let onset_minute = csv
+        .lines()
+        .filter(|l| l.starts_with("orders-api,anomaly.invocations,"))
+        .filter_map(|l| l.split(',').nth(3))
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(onset_minute.starts_with("2026-11-16T06:4"), "spike found at {onset_minute}, not within minutes of 06:40");
+
+    // A second run continues the same fleet where the first stopped: the checkpoint is restored, so no
+    // warm-up passes and a new spike is found at once.
+    let before = std::fs::metadata(&checkpoint).unwrap().modified().unwrap();
+    let second = coldtrail(
+        data,
+        &[
+            "generate",
+            "--functions",
+            "6",
+            "--minutes",
+            "30",
+            "--start",
+            "2026-11-16T07:00:00Z",
+            "--anomaly",
+            "spike:2:10",
+        ],
+    );
+    assert!(second.contains("detectors: "), "{second}");
+    assert!(std::fs::metadata(&checkpoint).unwrap().modified().unwrap() > before);
+    let csv = coldtrail(
+        data,
+        &["sql", "SELECT function_name FROM alerts WHERE window_start >= '2026-11-16T07:10:00Z'", "--format", "csv"],
+    );
+    assert!(csv.lines().any(|l| l == "users-api"), "the restored detectors missed the spike:\n{csv}");
+}
