@@ -11,6 +11,8 @@ coldtrail answers over its HTTP API (Arrow IPC results), DuckDB in this process 
 store's segment files; both fetch the whole result as Arrow. Each query runs once to warm caches, then
 RUNS times; the median is reported. Results are compared row for row (count and a checksum of key values).
 
+Needs duckdb, pyarrow and pytz (pip).
+
 Usage: python3 bench/query_duckdb.py [INVOCATIONS] [COLDTRAIL_BINARY] [DATA_DIR]"""
 import json
 import os

@@ -31,6 +31,10 @@ pub struct SeriesConfig {
     /// few errors a day) then do not look infinitely surprising when three come together.
     #[serde(default)]
     pub counts: bool,
+    /// Learn each day of the week's level against the daily profile (once a weekday has been seen a full
+    /// day), so that weekends that are always quieter are expected.
+    #[serde(default = "yes")]
+    pub weekly: bool,
     /// The values vary by factors rather than by amounts (durations, costs): the detector works on
     /// ln(1 + value), and reports expected values back in the values' own scale.
     #[serde(default)]
@@ -49,6 +53,7 @@ impl Default for SeriesConfig {
             daily_buckets: 96,
             seasonal_days_min: 3,
             counts: false,
+            weekly: true,
             log_scale: false,
         }
     }
@@ -111,6 +116,10 @@ fn parse_timestamp(text: &str) -> Option<i64> {
     Some((seconds * 1e6) as i64)
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// The typical step of a series: the median gap between its first timestamps.
 pub fn median_step(times_us: &[i64]) -> i64 {
     let mut gaps: Vec<i64> = times_us.windows(2).take(1_000).map(|w| w[1] - w[0]).filter(|g| *g > 0).collect();
@@ -143,6 +152,13 @@ struct Bucket {
     last_day: i64,
 }
 
+/// How a weekday sits against the daily profile: the exponentially weighted mean of its days' residuals.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct WeekdayLevel {
+    offset: f64,
+    weeks: u32,
+}
+
 /// Streaming state of one series; memory is bounded by the configured windows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeriesDetector {
@@ -154,6 +170,12 @@ pub struct SeriesDetector {
     surprises: VecDeque<f64>,
     tail: TailModel,
     daily: Vec<Bucket>,
+    /// Per day of the week (days since the epoch modulo 7), its level against the daily profile.
+    #[serde(default)]
+    weekdays: Vec<WeekdayLevel>,
+    /// The residuals of the day being observed: their sum, count and the day.
+    #[serde(default)]
+    day_residuals: (f64, u32, i64),
     steps: u64,
     /// The highest recent score, decaying over the cooldown.
     recent_peak: f64,
@@ -177,6 +199,8 @@ impl SeriesDetector {
             surprises: VecDeque::with_capacity(config.likelihood_average_steps + 1),
             tail: TailModel::new(config.likelihood_steps),
             daily,
+            weekdays: vec![WeekdayLevel::default(); 7],
+            day_residuals: (0.0, 0, i64::MIN),
             steps: 0,
             recent_peak: 0.0,
             config,
@@ -195,6 +219,9 @@ impl SeriesDetector {
         let bucket_idx = self.bucket_of(ts_us);
         let seasonal =
             bucket_idx.map(|idx| self.daily[idx]).filter(|bucket| bucket.days >= self.config.seasonal_days_min);
+        // Once a weekday has been seen a full day, its level against the profile moves the expectation:
+        // quiet weekends are expected, a weekend as busy as a weekday is not.
+        let weekday_offset = self.weekday_offset(day);
 
         // The recent level and spread, robustly.
         let (level, spread) = self.window_stats(Window::Recent);
@@ -207,7 +234,8 @@ impl SeriesDetector {
                 let (residual_level, _) = self.window_stats(Window::Residuals);
                 let (low, high) = self.envelope(idx);
                 let noise = self.step_noise().min(spread);
-                (bucket.mean + residual_level, low + residual_level, high + residual_level, noise)
+                let shift = residual_level + weekday_offset;
+                (bucket.mean + shift, low + shift, high + shift, noise)
             }
             _ => (level, level, level, spread),
         };
@@ -239,7 +267,7 @@ impl SeriesDetector {
         }
 
         let likelihood = self.likelihood(surprise);
-        self.learn(value, surprise, bucket_idx, seasonal.map(|b| b.mean), day);
+        self.learn(value, surprise, bucket_idx, seasonal.map(|b| b.mean), weekday_offset, day);
 
         let warm = self.steps as usize > self.config.warmup_steps;
         let score = report_once(&mut self.recent_peak, if warm { likelihood } else { 0.0 }, self.config.cooldown_steps);
@@ -251,6 +279,41 @@ impl SeriesDetector {
             expected: back(expected),
             expected_low: back(expected_low - band),
             expected_high: back(expected_high + band),
+        }
+    }
+
+    fn weekday_offset(&self, day: i64) -> f64 {
+        if !self.config.weekly || self.weekdays.len() != 7 {
+            return 0.0;
+        }
+        let level = self.weekdays[day.rem_euclid(7) as usize];
+        if level.weeks >= 1 {
+            level.offset
+        } else {
+            0.0
+        }
+    }
+
+    /// Accumulates today's residual against the daily profile; when a day ends with enough of it
+    /// observed, its mean becomes its weekday's level.
+    fn learn_weekday(&mut self, residual: Option<f64>, day: i64) {
+        if !self.config.weekly || self.weekdays.len() != 7 {
+            return;
+        }
+        let (sum, n, current) = self.day_residuals;
+        if day != current {
+            let steps_per_day = self.config.daily_buckets.max(1) as u32;
+            if current != i64::MIN && n >= steps_per_day / 2 {
+                let mean = sum / n as f64;
+                let level = &mut self.weekdays[current.rem_euclid(7) as usize];
+                level.offset = if level.weeks == 0 { mean } else { level.offset + 0.5 * (mean - level.offset) };
+                level.weeks += 1;
+            }
+            self.day_residuals = (0.0, 0, day);
+        }
+        if let Some(residual) = residual {
+            self.day_residuals.0 += residual;
+            self.day_residuals.1 += 1;
         }
     }
 
@@ -326,12 +389,21 @@ impl SeriesDetector {
         self.tail.score(recent / k.min(self.surprises.len() + 1) as f64)
     }
 
-    fn learn(&mut self, value: f64, surprise: f64, bucket_idx: Option<usize>, seasonal: Option<f64>, day: i64) {
+    fn learn(
+        &mut self,
+        value: f64,
+        surprise: f64,
+        bucket_idx: Option<usize>,
+        seasonal: Option<f64>,
+        weekday_offset: f64,
+        day: i64,
+    ) {
         self.steps += 1;
         push_bounded(&mut self.recent, value, self.config.baseline_steps);
         if let Some(expected) = seasonal {
-            push_bounded(&mut self.residuals, value - expected, self.config.baseline_steps);
+            push_bounded(&mut self.residuals, value - expected - weekday_offset, self.config.baseline_steps);
         }
+        self.learn_weekday(seasonal.map(|expected| value - expected), day);
         let k = self.config.likelihood_average_steps.max(1);
         let recent: f64 = self.surprises.iter().rev().take(k - 1).sum::<f64>() + surprise;
         // Surprises of the warm-up, measured against a baseline of a few values, would mask real anomalies
@@ -593,6 +665,46 @@ mod tests {
     fn run(values: impl Iterator<Item = f64>) -> Vec<Verdict> {
         let mut detector = SeriesDetector::new(SeriesConfig::default());
         values.enumerate().map(|(step, value)| detector.observe(step as i64 * STEP_US, value)).collect()
+    }
+
+    #[test]
+    fn weekday_levels_make_quiet_weekends_expected_and_a_busy_one_surprising() {
+        let step_us = 15 * STEP_US;
+        let day_steps = 96i64;
+        let weekend = |day: i64| matches!(day.rem_euclid(7), 2 | 3);
+        let value = |step: i64, busy_weekend: bool| {
+            let day = step / day_steps;
+            let phase = (step % day_steps) as f64 / day_steps as f64;
+            let daily = 100.0 + 50.0 * (std::f64::consts::TAU * phase).sin();
+            let level = if weekend(day) && !busy_weekend { 0.4 } else { 1.0 };
+            daily * level + 2.0 * noisy(step)
+        };
+        let run = |weekly: bool, anomalous_day: Option<i64>| {
+            let mut detector = SeriesDetector::new(SeriesConfig { weekly, ..SeriesConfig::for_step(step_us) });
+            (0..28 * day_steps)
+                .map(|step| detector.observe(step * step_us, value(step, Some(step / day_steps) == anomalous_day)))
+                .collect::<Vec<Verdict>>()
+        };
+        let day_max = |verdicts: &[Verdict], day: i64, of: fn(&Verdict) -> f64| {
+            verdicts[(day * day_steps) as usize..((day + 1) * day_steps) as usize].iter().map(of).fold(0.0, f64::max)
+        };
+        let weekend_surprise = |verdicts: &[Verdict]| -> f64 {
+            (14..28).filter(|d| weekend(*d)).map(|d| day_max(verdicts, d, |v| v.surprise)).sum()
+        };
+        // Weeks 3 and 4 of normal traffic raise nothing; with weekday levels, weekends surprise far less.
+        let normal = run(true, None);
+        for day in 14..28 {
+            let score = day_max(&normal, day, |v| v.score);
+            assert!(score < 0.7, "day {day} (weekend: {}) scored {score}", weekend(day));
+        }
+        let without = run(false, None);
+        assert!(weekend_surprise(&normal) < 0.5 * weekend_surprise(&without));
+        // A weekend day in week 4 as busy as a weekday: invisible to the daily profile alone, far out of
+        // line with its weekday's level.
+        let busy_day = (21..28).find(|d| weekend(*d)).unwrap();
+        let seen = day_max(&run(true, Some(busy_day)), busy_day, |v| v.surprise);
+        let unseen = day_max(&run(false, Some(busy_day)), busy_day, |v| v.surprise);
+        assert!(seen > 30.0 && unseen < 10.0, "busy weekend surprise {seen} with weekday levels, {unseen} without");
     }
 
     #[test]
