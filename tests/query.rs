@@ -551,3 +551,67 @@ async fn the_http_api_answers_json_csv_and_arrow_to_authenticated_callers() {
     }
     let _ = servers.stop.send(true);
 }
+
+/// DBeaver's connection start-up and database navigator queries (the ones its PostgreSQL driver sends, as
+/// recorded in datafusion-postgres's `tests/dbeaver.rs`, Apache-2.0), plus the column listing its table
+/// browser runs, replayed by an analyst over both query protocols.
+const DBEAVER_QUERIES: &[&str] = &[
+    "SET extra_float_digits = 3",
+    "SET application_name = 'PostgreSQL JDBC Driver'",
+    "SET application_name = 'DBeaver 25.1.5 - Main <postgres>'",
+    "SELECT current_schema(),session_user",
+    "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 AND d.classoid='pg_namespace'::regclass ORDER BY nspname",
+    "SELECT n.nspname = ANY(current_schemas(true)), n.nspname, t.typname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON t.typnamespace = n.oid WHERE t.oid = 1034",
+    "SELECT typinput='pg_catalog.array_in'::regproc as is_array, typtype, typname, pg_type.oid FROM pg_catalog.pg_type LEFT JOIN (select ns.oid as nspoid, ns.nspname, r.r from pg_namespace as ns join ( select s.r, (current_schemas(false))[s.r] as nspname from generate_series(1, array_upper(current_schemas(false), 1)) as s(r) ) as r using ( nspname ) ) as sp ON sp.nspoid = typnamespace WHERE pg_type.oid = 1034 ORDER BY sp.r, pg_type.oid DESC",
+    "SHOW search_path",
+    "SELECT db.oid,db.* FROM pg_catalog.pg_database db WHERE datname='postgres'",
+    "SELECT * FROM pg_catalog.pg_settings where name='standard_conforming_strings'",
+    "SELECT version()",
+    "SELECT * FROM pg_catalog.pg_enum WHERE 1<>1 LIMIT 1",
+    "SELECT reltype FROM pg_catalog.pg_class WHERE 1<>1 LIMIT 1",
+    "SELECT t.oid,t.*,c.relkind,format_type(nullif(t.typbasetype, 0), t.typtypmod) as base_type_name, d.description FROM pg_catalog.pg_type t LEFT OUTER JOIN pg_catalog.pg_type et ON et.oid=t.typelem LEFT OUTER JOIN pg_catalog.pg_class c ON c.oid=t.typrelid LEFT OUTER JOIN pg_catalog.pg_description d ON t.oid=d.objoid WHERE t.typname IS NOT NULL AND (c.relkind IS NULL OR c.relkind = 'c') AND (et.typcategory IS NULL OR et.typcategory <> 'C')",
+    "SELECT c.oid,c.*,d.description,pg_catalog.pg_get_expr(c.relpartbound, c.oid) as partition_expr, pg_catalog.pg_get_partkeydef(c.oid) as partition_key FROM pg_catalog.pg_class c LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_class'::regclass WHERE c.relnamespace=11 AND c.relkind not in ('i','I','c')",
+    "select c.oid,pg_catalog.pg_total_relation_size(c.oid) as total_rel_size,pg_catalog.pg_relation_size(c.oid) as rel_size FROM pg_class c WHERE c.relnamespace='public'",
+    "SELECT i.*,i.indkey as keys,c.relname,c.relnamespace,c.relam,c.reltablespace,tc.relname as tabrelname,dsc.description,pg_catalog.pg_get_expr(i.indpred, i.indrelid) as pred_expr,pg_catalog.pg_get_expr(i.indexprs, i.indrelid, true) as expr,pg_catalog.pg_relation_size(i.indexrelid) as index_rel_size,pg_catalog.pg_stat_get_numscans(i.indexrelid) as index_num_scans FROM pg_catalog.pg_index i INNER JOIN pg_catalog.pg_class c ON c.oid=i.indexrelid INNER JOIN pg_catalog.pg_class tc ON tc.oid=i.indrelid LEFT OUTER JOIN pg_catalog.pg_description dsc ON i.indexrelid=dsc.objoid WHERE i.indrelid=1 ORDER BY tabrelname, c.relname",
+    "SELECT c.oid,c.*,t.relname as tabrelname,rt.relnamespace as refnamespace,d.description, case when c.contype='c' then \"substring\"(pg_get_constraintdef(c.oid), 7) else null end consrc_copy FROM pg_catalog.pg_constraint c INNER JOIN pg_catalog.pg_class t ON t.oid=c.conrelid LEFT OUTER JOIN pg_catalog.pg_class rt ON rt.oid=c.confrelid LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_constraint'::regclass WHERE c.conrelid=1 ORDER BY c.oid",
+    "SELECT c.relname, a.attname, a.atttypid, a.attnum FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid WHERE c.relname = 'invocations' AND a.attnum > 0 ORDER BY a.attnum",
+    "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'invocations' ORDER BY ordinal_position",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbeaver_browses_the_catalog_as_an_analyst() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let client = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    for query in DBEAVER_QUERIES {
+        client.simple_query(query).await.unwrap_or_else(|e| panic!("simple protocol: {query}\n{e:?}"));
+        if !query.starts_with("SET") && !query.starts_with("SHOW") {
+            client.query(*query, &[]).await.unwrap_or_else(|e| panic!("extended protocol: {query}\n{e:?}"));
+        }
+    }
+    // The browser finds the stored tables and their columns.
+    let tables = client
+        .simple_query(
+            "SELECT relname FROM pg_catalog.pg_class WHERE relname IN ('invocations', 'alerts', 'query_audit')",
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = tables
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let columns = client
+        .query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'invocations' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(columns.first().map(|r| r.get::<_, String>(0)), Some("ts".to_string()));
+    assert!(columns.len() > 20);
+    let _ = servers.stop.send(true);
+}

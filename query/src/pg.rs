@@ -21,10 +21,12 @@ use pgwire::api::auth::sasl::scram::ScramAuth;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
-use pgwire::api::portal::Portal;
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::Response;
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
+use pgwire::api::Type;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
@@ -292,6 +294,7 @@ impl SimpleQueryHandler for Service {
     {
         let started = Instant::now();
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
+        let query = &*client_sql(query);
         let check = self.check_simple(caller.role, query).await;
         let guard = self.begin(caller, query, started, check).await?;
         match SimpleQueryHandler::do_query(&*self.inner, client, query).await {
@@ -307,10 +310,10 @@ impl SimpleQueryHandler for Service {
 #[async_trait]
 impl ExtendedQueryHandler for Service {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = Parser;
+    type QueryParser = ClientSqlParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        Arc::new(ClientSqlParser { inner: self.inner.query_parser() })
     }
 
     async fn do_query<C>(
@@ -344,6 +347,77 @@ impl ExtendedQueryHandler for Service {
             }
         }
     }
+}
+
+/// datafusion-postgres's parser for the extended protocol, after [`client_sql`].
+pub struct ClientSqlParser {
+    inner: Arc<Parser>,
+}
+
+#[async_trait]
+impl QueryParser for ClientSqlParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.inner.parse_sql(client, &client_sql(sql), types).await
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(stmt, column_format)
+    }
+}
+
+/// `pg_type`'s function columns that datafusion-pg-catalog keeps as the function's name (text), as
+/// PostgreSQL displays a `regproc`.
+const REGPROC_NAME_COLUMNS: [&str; 4] = ["typinput", "typoutput", "typreceive", "typsend"];
+
+/// Fixes what client drivers send that datafusion-pg-catalog would plan wrongly.
+///
+/// pgjdbc (DBeaver, every JDBC tool) asks `typinput='pg_catalog.array_in'::regproc` to tell array
+/// types apart. datafusion-pg-catalog resolves a `'name'::regproc` to the function's oid, but keeps
+/// `typinput` as the function's name, so the comparison casts `'array_in'` to an integer and fails.
+/// Compared with one of those name columns, the cast becomes the bare function name.
+pub fn client_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    const CAST: &str = "'::regproc";
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains(CAST) {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(CAST) {
+        let close = from + found;
+        from = close + CAST.len();
+        let Some(open) = lower[..close].rfind('\'') else { continue };
+        let name = &sql[open + 1..close];
+        let before = lower[..open].trim_end();
+        let Some(before) = before.strip_suffix('=') else { continue };
+        let column = before.trim_end();
+        let column = &column[column.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1)..];
+        if !REGPROC_NAME_COLUMNS.contains(&column) || name.is_empty() || name.contains(['\'', ' ']) {
+            continue;
+        }
+        let bare = name.rsplit('.').next().unwrap_or(name);
+        out.push_str(&sql[copied..open]);
+        out.push('\'');
+        out.push_str(bare);
+        out.push('\'');
+        copied = from;
+    }
+    out.push_str(&sql[copied..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Serves the PostgreSQL protocol on `listener` until `shutdown` resolves. Open connections finish their
@@ -385,5 +459,31 @@ pub async fn serve(
             }
             metrics().pg_connections.dec();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_sql;
+
+    #[test]
+    fn regproc_compared_with_a_name_column_becomes_the_name() {
+        assert_eq!(
+            client_sql("SELECT typinput='pg_catalog.array_in'::regproc as is_array FROM pg_type"),
+            "SELECT typinput='array_in' as is_array FROM pg_type"
+        );
+        assert_eq!(client_sql("SELECT t.typoutput = 'int4out'::REGPROC"), "SELECT t.typoutput = 'int4out'");
+    }
+
+    #[test]
+    fn other_regproc_casts_and_text_are_left_alone() {
+        for sql in [
+            "SELECT 'array_in'::regproc",
+            "SELECT oid = 'array_in'::regproc FROM pg_proc",
+            "SELECT 'typinput=''x''::regproc' AS text",
+            "SELECT typinput FROM pg_type",
+        ] {
+            assert_eq!(client_sql(sql), sql);
+        }
     }
 }
