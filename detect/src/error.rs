@@ -11,4 +11,7 @@ pub enum DetectError {
     /// The input file of `detect-series` is not `timestamp,value` rows.
     #[error("{0}")]
     BadSeries(String),
+    /// A Sigma rule (or a directory of them) could not be loaded.
+    #[error("Sigma rule {file}: {reason}")]
+    Rule { file: String, reason: String },
 }

@@ -12,6 +12,8 @@
 //! - `anomaly`: both detectors over every signal of every function, raising `alert::Alert`s.
 //! - `stream`: windows and detectors together over batches of stored rows, live or replayed, with
 //!   checkpoints.
+//! - `security`: security detections (event injection, risky Lambda changes, trail tampering, role
+//!   credentials outside Lambda, authorization-failure bursts, new callers, resource abuse, Sigma rules).
 //! - `nab`: scoring of anomaly scores by the Numenta Anomaly Benchmark's rules, for the benchmark.
 
 pub mod alert;
@@ -21,6 +23,7 @@ pub mod features;
 pub mod metrics;
 pub mod multivariate;
 pub mod nab;
+pub mod security;
 pub mod series;
 pub mod stream;
 

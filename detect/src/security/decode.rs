@@ -1,0 +1,415 @@
+//! Undoing the encodings attackers hide payloads behind, before matching: URL (repeated, `%u`, overlong
+//! UTF-8 slashes), HTML entities, `\u`/`\x` escapes, base64 segments, letter case, SQL comments, log4j
+//! lookups and `${IFS}`. Each function is total: any input gives an output, nothing panics.
+
+use base64::Engine as _;
+
+/// Most bytes of one text that are decoded and matched.
+pub const TEXT_BYTES_MAX: usize = 64 * 1024;
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One round of URL decoding: `%XX`, `%uXXXX` and `+`. Overlong UTF-8 encodings of `/`, `\` and `.`
+/// (`%c0%af`, `%e0%80%af`, `%c1%9c`, `%c0%ae`) decode to the character they disguise.
+pub fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == b'+' {
+            out.push(b' ');
+            i += 1;
+            continue;
+        }
+        if byte != b'%' {
+            out.push(byte);
+            i += 1;
+            continue;
+        }
+        let unicode = matches!(bytes.get(i + 1), Some(b'u' | b'U'))
+            .then(|| bytes.get(i + 2..i + 6))
+            .flatten()
+            .and_then(|digits| digits.iter().try_fold(0u32, |acc, b| hex_value(*b).map(|d| acc << 4 | d as u32)));
+        if let Some(code) = unicode {
+            let mut buffer = [0u8; 4];
+            out.extend_from_slice(char::from_u32(code).unwrap_or('?').encode_utf8(&mut buffer).as_bytes());
+            i += 6;
+            continue;
+        }
+        match (bytes.get(i + 1).and_then(|b| hex_value(*b)), bytes.get(i + 2).and_then(|b| hex_value(*b))) {
+            (Some(high), Some(low)) => {
+                out.push(high << 4 | low);
+                i += 3;
+            }
+            _ => {
+                out.push(b'%');
+                i += 1;
+            }
+        }
+    }
+    let out = replace_overlong(&out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Overlong UTF-8 sequences (invalid, and decoded as their ASCII by lax servers).
+fn replace_overlong(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let two = bytes.get(i..i + 2);
+        let three = bytes.get(i..i + 3);
+        match (two, three) {
+            (_, Some([0xe0, 0x80, c])) if *c >= 0x80 && *c < 0xc0 => {
+                out.push(c & 0x3f);
+                i += 3;
+            }
+            (Some([a @ (0xc0 | 0xc1), c]), _) if *c >= 0x80 && *c < 0xc0 => {
+                out.push(((a & 0x01) << 6) | (c & 0x3f));
+                i += 2;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// HTML character references: numeric (`&#47;`, `&#x2f;`, without the `;` too) and the named ones that
+/// spell code.
+pub fn html_decode(text: &str) -> String {
+    if !text.contains('&') {
+        return text.to_string();
+    }
+    const NAMED: [(&str, char); 20] = [
+        ("lt", '<'),
+        ("gt", '>'),
+        ("amp", '&'),
+        ("quot", '"'),
+        ("apos", '\''),
+        ("sol", '/'),
+        ("bsol", '\\'),
+        ("colon", ':'),
+        ("semi", ';'),
+        ("lpar", '('),
+        ("rpar", ')'),
+        ("period", '.'),
+        ("comma", ','),
+        ("equals", '='),
+        ("dollar", '$'),
+        ("lbrace", '{'),
+        ("rbrace", '}'),
+        ("num", '#'),
+        ("tab", '\t'),
+        ("newline", '\n'),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let mut decoded = None;
+        if let Some(number) = after.strip_prefix('#') {
+            let (digits, radix) = match number.strip_prefix(['x', 'X']) {
+                Some(hex) => (hex, 16),
+                None => (number, 10),
+            };
+            let len = digits.chars().take_while(|c| c.is_digit(radix)).count().min(8);
+            if len > 0 {
+                if let Some(c) = u32::from_str_radix(&digits[..len], radix).ok().and_then(char::from_u32) {
+                    let consumed = (number.len() - digits.len()) + len + 1;
+                    let consumed = consumed + usize::from(after[consumed..].starts_with(';'));
+                    decoded = Some((c, consumed));
+                }
+            }
+        } else {
+            let len = after.chars().take_while(|c| c.is_ascii_alphabetic()).count();
+            let name = after[..len].to_ascii_lowercase();
+            if let Some((_, c)) = NAMED.iter().find(|(n, _)| *n == name) {
+                decoded = Some((*c, len + usize::from(after[len..].starts_with(';'))));
+            }
+        }
+        match decoded {
+            Some((c, consumed)) => {
+                out.push(c);
+                rest = &after[consumed..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `\uXXXX`, `\u{X}`, `\xHH` and `\NNN` (octal) escapes.
+pub fn unescape(text: &str) -> String {
+    if !text.contains('\\') {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let hex = |from: usize, n: usize| -> Option<u32> {
+        let digits: String = chars.get(from..from + n)?.iter().collect();
+        u32::from_str_radix(&digits, 16).ok()
+    };
+    while i < chars.len() {
+        if chars[i] == '\\' && i + 1 < chars.len() {
+            match chars[i + 1] {
+                'u' | 'U' if chars.get(i + 2) == Some(&'{') => {
+                    let end = chars[i + 3..].iter().position(|c| *c == '}').map(|p| i + 3 + p);
+                    if let Some(c) = end.and_then(|e| hex(i + 3, e - i - 3)).and_then(char::from_u32) {
+                        out.push(c);
+                        i = end.expect("found") + 1;
+                        continue;
+                    }
+                }
+                'u' | 'U' => {
+                    if let Some(c) = hex(i + 2, 4).and_then(char::from_u32) {
+                        out.push(c);
+                        i += 6;
+                        continue;
+                    }
+                }
+                'x' | 'X' => {
+                    if let Some(c) = hex(i + 2, 2).and_then(char::from_u32) {
+                        out.push(c);
+                        i += 4;
+                        continue;
+                    }
+                }
+                '0'..='7' => {
+                    let digits: String = chars[i + 1..].iter().take(3).take_while(|c| c.is_digit(8)).collect();
+                    if digits.len() == 3 {
+                        if let Some(c) = u32::from_str_radix(&digits, 8).ok().and_then(char::from_u32) {
+                            out.push(c);
+                            i += 4;
+                            continue;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Log4j lookups that only spell text (`${lower:j}`, `${::-n}`, `${env:X:-d}`, `${upper:i}`), resolved, so
+/// that `${${lower:j}ndi:...}` reads `${jndi:...}`.
+pub fn resolve_lookups(text: &str) -> String {
+    if !text.contains("${") {
+        return text.to_string();
+    }
+    let mut current = text.to_string();
+    for _ in 0..8 {
+        let mut changed = false;
+        let mut out = String::with_capacity(current.len());
+        let mut rest = current.as_str();
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let inner_start = start + 2;
+            let inner_end = rest[inner_start..].find(['}', '$']).map(|p| inner_start + p);
+            match inner_end {
+                Some(end) if rest.as_bytes()[end] == b'}' => {
+                    let inner = &rest[inner_start..end];
+                    let lower = inner.to_ascii_lowercase();
+                    let replacement = if let Some((_, default)) = inner.split_once(":-") {
+                        Some(default.to_string())
+                    } else if let Some(value) = lower.strip_prefix("lower:").or_else(|| lower.strip_prefix("upper:")) {
+                        Some(value.to_string())
+                    } else if let Some(value) = lower.strip_prefix("date:") {
+                        Some(value.trim_matches('\'').to_string())
+                    } else {
+                        None
+                    };
+                    match replacement {
+                        Some(r) => {
+                            out.push_str(&r);
+                            changed = true;
+                        }
+                        None => out.push_str(&rest[start..=end]),
+                    }
+                    rest = &rest[end + 1..];
+                }
+                _ => {
+                    out.push_str("${");
+                    rest = &rest[inner_start..];
+                }
+            }
+        }
+        out.push_str(rest);
+        current = out;
+        if !changed {
+            break;
+        }
+    }
+    current
+}
+
+/// Lower case, SQL comments as spaces (versioned MySQL comments as their content), shell separators `${IFS}` as spaces, runs of white space as one space.
+pub fn normalise(text: &str) -> String {
+    let lower = text.to_lowercase();
+    // A comment is white space to SQL; MySQL runs the content of a versioned comment (`/*!50000UNION*/`).
+    let mut without_comments = String::with_capacity(lower.len());
+    let mut rest = lower.as_str();
+    while let Some(start) = rest.find("/*") {
+        without_comments.push_str(&rest[..start]);
+        match rest[start + 2..].find("*/") {
+            Some(end) => {
+                let content = &rest[start + 2..start + 2 + end];
+                if let Some(code) = content.strip_prefix('!') {
+                    without_comments.push(' ');
+                    without_comments.push_str(code.trim_start_matches(|c: char| c.is_ascii_digit()));
+                }
+                without_comments.push(' ');
+                rest = &rest[start + 2 + end + 2..];
+            }
+            None => {
+                without_comments.push(' ');
+                rest = "";
+            }
+        }
+    }
+    without_comments.push_str(rest);
+    let replaced = without_comments.replace("${ifs}", " ").replace("$ifs", " ").replace('\u{0}', "");
+    let mut out = String::with_capacity(replaced.len());
+    let mut space = false;
+    for c in replaced.chars() {
+        if c.is_whitespace() || c == '\u{a0}' {
+            if !space {
+                out.push(' ');
+            }
+            space = true;
+        } else {
+            out.push(c);
+            space = false;
+        }
+    }
+    out
+}
+
+/// Base64 segments of a text (at least 16 characters) that decode to printable text.
+pub fn base64_segments(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for segment in text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '-' | '_'))) {
+        let segment = segment.trim_end_matches('=');
+        if segment.len() < 16 || out.len() >= 8 {
+            continue;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(segment)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment));
+        let Ok(bytes) = decoded else { continue };
+        let printable = bytes.iter().filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()).count();
+        // Binary (images, serialized objects) stays binary; a few known binary markers are kept as text.
+        let binary_marker = bytes.starts_with(&[0xac, 0xed, 0x00, 0x05]) || bytes.starts_with(&[0x80, 0x04, 0x95]) || bytes.starts_with(&[0x80, 0x03]) || bytes.starts_with(&[0x00, 0x01, 0x00, 0x00, 0x00, 0xff]);
+        if binary_marker {
+            let hex: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            out.push(format!("binary:{hex} {}", String::from_utf8_lossy(&bytes).chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect::<String>()));
+        } else if printable * 100 >= bytes.len() * 90 {
+            out.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    out
+}
+
+/// The forms of a text to match: as it came, fully decoded, and its base64 segments decoded, each
+/// normalised.
+pub fn forms(text: &str) -> Vec<String> {
+    let text = match text.char_indices().nth(TEXT_BYTES_MAX) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    };
+    let mut decoded = text.to_string();
+    for _ in 0..4 {
+        let next = resolve_lookups(&unescape(&html_decode(&url_decode(&decoded))));
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let mut out = vec![normalise(text)];
+    let full = normalise(&decoded);
+    if full != out[0] {
+        out.push(full);
+    }
+    for segment in base64_segments(text).into_iter().chain(if decoded != text { base64_segments(&decoded) } else { Vec::new() }) {
+        let segment = resolve_lookups(&unescape(&html_decode(&url_decode(&segment))));
+        out.push(normalise(&segment));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_forms_decode_including_double_unicode_and_overlong() {
+        assert_eq!(url_decode("%27%20OR%201%3D1"), "' OR 1=1");
+        assert_eq!(url_decode(&url_decode("%252e%252e%252f")), "../");
+        assert_eq!(url_decode("%u0027"), "'");
+        assert_eq!(url_decode("..%c0%af..%c0%afetc"), "../../etc");
+        assert_eq!(url_decode("100%"), "100%");
+        assert_eq!(url_decode("%zz%4"), "%zz%4");
+        assert_eq!(url_decode("a+b"), "a b");
+    }
+
+    #[test]
+    fn html_and_escapes_decode() {
+        assert_eq!(html_decode("&lt;script&gt;&#x27;&#39&sol;"), "<script>''/");
+        assert_eq!(html_decode("fish &chips & more"), "fish &chips & more");
+        assert_eq!(unescape("\\u0027\\x3c\\u{2f}\\047"), "'</'");
+        assert_eq!(unescape("C:\\\\path\\u12"), "C:\\\\path\\u12");
+    }
+
+    #[test]
+    fn log4j_lookups_resolve() {
+        assert_eq!(resolve_lookups("${${lower:j}ndi:${lower:l}dap://x}"), "${jndi:ldap://x}");
+        assert_eq!(resolve_lookups("${${::-j}${::-n}di:rmi://x}"), "${jndi:rmi://x}");
+        assert_eq!(resolve_lookups("${${env:NaN:-j}ndi${env:NaN:-:}ldap://x}"), "${jndi:ldap://x}");
+        assert_eq!(resolve_lookups("price ${amount} due"), "price ${amount} due");
+    }
+
+    #[test]
+    fn normalising_removes_comments_case_and_separators() {
+        assert_eq!(normalise("UNION/**/SELECT"), "union select");
+        assert_eq!(normalise("/*!50000UNION*/ /*!50000SELECT*/").trim(), "union select");
+        assert_eq!(normalise("cat${IFS}/etc/passwd"), "cat /etc/passwd");
+        assert_eq!(normalise("a \t\n b"), "a b");
+    }
+
+    #[test]
+    fn base64_segments_decode_text_but_not_binary() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode("' union select password from users--");
+        assert_eq!(base64_segments(&format!("q={encoded}")), vec!["' union select password from users--"]);
+        let png = base64::engine::general_purpose::STANDARD.encode([0x89u8, b'P', b'N', b'G', 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, 0, 0, 1, 0]);
+        assert!(base64_segments(&png).is_empty());
+        let java = base64::engine::general_purpose::STANDARD.encode([0xacu8, 0xed, 0, 5, b's', b'r', 0, 0x17, b'j', b'a', b'v', b'a', b'.', b'u', b't', b'i', b'l']);
+        assert!(base64_segments(&java)[0].starts_with("binary:aced0005"));
+    }
+
+    #[test]
+    fn forms_never_panic_on_hostile_text() {
+        for text in ["%", "%u", "%u12", "&#", "&#x;", "\\", "\\u{", "\\u{110000}", "${", "${${", "/*", "\u{10ffff}%c0", "&#99999999999;"] {
+            let _ = forms(text);
+        }
+        let long = "%41".repeat(100_000);
+        assert!(forms(&long).iter().all(|f| f.len() <= TEXT_BYTES_MAX * 4));
+    }
+}

@@ -1,0 +1,438 @@
+//! Security detections for serverless attacks, over `invocations`, `logs` and `cloudtrail` rows, streaming
+//! and as a retro-hunt through the same code (`Security::push`).
+//!
+//! - `injection` (with `decode`): event injection in trigger payloads and logged input.
+//! - `controlplane`: risky Lambda changes, trail tampering, execution-role credentials used outside Lambda.
+//! - `behaviour`: authorization-failure bursts, new callers, crypto-mining and denial of wallet.
+//! - `sigma`: Sigma rules over CloudTrail records and Lambda log lines.
+//!
+//! Every detection is in `CATALOG` with a stable id, a severity, ATT&CK technique ids and what to check
+//! next. Alert ids come from the detection, the entity and the evidence key (or the event-time window),
+//! never from when the record was processed, so a replay raises the same ids as the stream did.
+
+pub mod behaviour;
+pub mod controlplane;
+pub mod decode;
+pub mod injection;
+pub mod rows;
+pub mod sigma;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::Table;
+
+use crate::alert::{alert_id, sql_literal, Alert};
+use crate::{DetectError, Severity};
+pub use behaviour::BehaviourConfig;
+use behaviour::Behaviour;
+use controlplane::ControlPlane;
+use injection::InjectionMatcher;
+use rows::{CloudTrailEvent, InvocationRow, LogRow};
+pub use sigma::SigmaRules;
+
+/// One detection of the catalog.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Detection {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub severity: Severity,
+    pub attack: &'static [&'static str],
+    /// What an analyst checks next.
+    pub next: &'static str,
+}
+
+const fn detection(
+    id: &'static str,
+    title: &'static str,
+    severity: Severity,
+    attack: &'static [&'static str],
+    next: &'static str,
+) -> Detection {
+    Detection { id, title, severity, attack, next }
+}
+
+/// Every built-in detection (Sigma rules bring their own).
+pub const CATALOG: &[Detection] = &[
+    detection("injection.sql", "SQL injection in function input", Severity::Medium, &["T1190"], "Run timeline() on the request id; check the function's logs for database errors and the response size, and other requests from the same address."),
+    detection("injection.command", "OS command injection in function input", Severity::High, &["T1190", "T1059"], "Check the request's logs for command output, outbound connections in its trace, and environment() of its execution environment for later invocations."),
+    detection("injection.path_traversal", "Path traversal or local file read in function input", Severity::Medium, &["T1190", "T1083"], "Check whether the response carried file contents (/proc/self/environ holds the role credentials) and whether those credentials were used afterwards."),
+    detection("injection.metadata_ssrf", "Server-side request forgery to a metadata endpoint", Severity::High, &["T1190", "T1552.005"], "Look for the function's role session in cloudtrail from addresses outside Lambda (credentials.outside_lambda) after this request."),
+    detection("injection.jndi", "JNDI lookup (Log4Shell) in function input", Severity::High, &["T1190", "T1203"], "Check spans and logs of the request for outbound LDAP/RMI/DNS connections and class loading."),
+    detection("injection.template", "Server-side template injection in function input", Severity::Medium, &["T1190", "T1059"], "Check whether the response evaluated the expression (49 for 7*7) and what later requests from the address sent."),
+    detection("injection.xxe", "XML external entity in function input", Severity::Medium, &["T1190"], "Check the response and outbound requests of the invocation for resolved entities (file contents, metadata)."),
+    detection("injection.deserialization", "Deserialization gadget in function input", Severity::High, &["T1190", "T1059"], "Check for errors naming the gadget classes, new child processes or outbound connections during the invocation."),
+    detection("injection.nosql", "NoSQL operator injection in function input", Severity::Medium, &["T1190"], "Check whether the request authenticated or returned more records than usual; look at other requests from the address."),
+    detection("access.denied_burst", "Burst of authorization failures", Severity::Medium, &["T1110", "T1580"], "Run timeline() on the principal or address: what did it try, and did any call succeed after the failures?"),
+    detection("callers.new", "New caller of a function after its callers were learned", Severity::Low, &["T1078"], "Check who owns the new principal, network or client; compare its requests with the function's usual callers."),
+    detection("resource.cryptomining", "Function pinned at long durations and full memory (crypto-mining)", Severity::High, &["T1496"], "Compare the code sha256 of the running version with the last deployment; look for UpdateFunctionCode and new layers before the change."),
+    detection("resource.denial_of_wallet", "Function cost surge (denial of wallet)", Severity::High, &["T1496", "T1499.003"], "Find the callers responsible (group invocations by source_ip and principal) and whether the function is publicly reachable (function URL, AddPermission)."),
+    detection("lambda.public_permission", "Lambda function made invocable by everyone or another account", Severity::High, &["T1098", "T1648"], "Review the function's policy (GetPolicy); check who added the statement and invocations from new callers since."),
+    detection("lambda.url_without_auth", "Lambda function URL without authentication", Severity::High, &["T1190", "T1648"], "Check whether the URL was intended to be public and what has called it since (invocations with trigger function-url)."),
+    detection("lambda.code_by_new_principal", "Lambda code replaced by a principal that never deployed it", Severity::High, &["T1648", "T1525"], "Compare the new code sha256 with the build pipeline's artifacts; run timeline() on the principal and its access key."),
+    detection("lambda.layer_added", "Layer or extension added to a Lambda function", Severity::Medium, &["T1648", "T1546"], "Inspect the layer's content and owner account; extensions run with the function's role and see every event."),
+    detection("lambda.role_swapped", "Lambda function's execution role changed or privileged", Severity::High, &["T1098.003"], "Review the new role's policies and what the function did with it since."),
+    detection("lambda.runtime_hijack", "Lambda environment variable that loads code before the handler", Severity::High, &["T1574"], "Check the variable's value and the layer or path it points to."),
+    detection("lambda.privileged_role", "Lambda function created with a privileged role", Severity::High, &["T1098.003", "T1648"], "Check who passed the role (iam:PassRole) and whether the function was invoked."),
+    detection("lambda.concurrency_zero", "Lambda function throttled to zero concurrency", Severity::Medium, &["T1489"], "Check who set it and whether a security tool or an attacker disabled the function."),
+    detection("trail.stopped", "CloudTrail logging stopped", Severity::Critical, &["T1562.008"], "Restart logging; run timeline() on the principal for what it did while the trail was off."),
+    detection("trail.deleted", "CloudTrail trail deleted", Severity::Critical, &["T1562.008"], "Recreate the trail; look for the principal's other activity around the deletion."),
+    detection("trail.selectors_reduced", "CloudTrail event selectors reduced", Severity::High, &["T1562.008"], "Restore the selectors; find what the dropped events would have recorded since."),
+    detection("trail.weakened", "CloudTrail trail coverage weakened", Severity::Medium, &["T1562.008"], "Restore the trail's settings and check the principal's other changes."),
+    detection("credentials.outside_lambda", "Lambda execution-role credentials used outside Lambda", Severity::Critical, &["T1078.004", "T1552.001"], "Revoke the role's sessions; timeline() the access key id for everything done with it, and find the invocation that leaked it."),
+];
+
+/// The catalog entry of a detection id.
+pub fn catalog(id: &str) -> Option<&'static Detection> {
+    CATALOG.iter().find(|d| d.id == id)
+}
+
+/// Event time as RFC 3339.
+pub fn rfc3339(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| us.to_string())
+}
+
+/// What a detection found, before it becomes an alert.
+#[derive(Debug, Clone, Default)]
+pub struct Finding {
+    pub detection: &'static str,
+    pub ts_us: i64,
+    pub function: Option<String>,
+    pub entity: String,
+    /// What makes the finding unique within its detection and entity (an event id, a request id and class).
+    pub key: String,
+    /// A windowed finding: its id comes from the window.
+    pub window: bool,
+    pub window_start_us: i64,
+    pub window_end_us: i64,
+    pub count: i64,
+    pub detail: String,
+    pub observed: Value,
+    pub expected: Value,
+    pub evidence: Vec<String>,
+    pub principal: Option<String>,
+    pub severity: Option<Severity>,
+    /// For a Sigma rule: its id, title, level and techniques.
+    pub sigma: Option<(String, String, Severity, Vec<String>)>,
+}
+
+impl Finding {
+    fn detection_id(&self) -> String {
+        match &self.sigma {
+            Some((id, ..)) => format!("sigma.{id}"),
+            None => self.detection.to_string(),
+        }
+    }
+
+    /// The alert of this finding.
+    pub fn alert(&self) -> Alert {
+        let detector = self.detection_id();
+        let (title, severity, attack, next) = match (&self.sigma, catalog(self.detection)) {
+            (Some((_, title, level, attack)), _) => (title.clone(), *level, attack.clone(), None),
+            (None, Some(d)) => (d.title.to_string(), d.severity, d.attack.iter().map(|s| s.to_string()).collect(), Some(d.next)),
+            (None, None) => (self.detection.to_string(), Severity::Medium, Vec::new(), None),
+        };
+        let severity = self.severity.unwrap_or(severity);
+        let (start, end) = if self.window { (self.window_start_us, self.window_end_us) } else { (self.ts_us, self.ts_us) };
+        let id_window = if self.window { self.window_start_us } else { 0 };
+        let mut expected = match &self.expected {
+            Value::Object(map) => Value::Object(map.clone()),
+            Value::Null => json!({}),
+            other => json!({"expected": other}),
+        };
+        if let Some(next) = next {
+            expected["next"] = json!(next);
+        }
+        let query = match (&self.principal, self.evidence.first()) {
+            (Some(principal), _) => format!("SELECT * FROM timeline({})", sql_literal(principal)),
+            (None, Some(key)) => format!("SELECT * FROM timeline({})", sql_literal(key)),
+            (None, None) => format!("SELECT * FROM alerts WHERE detector = {}", sql_literal(&detector)),
+        };
+        Alert {
+            ts_us: self.ts_us,
+            alert_id: alert_id(&detector, &format!("{}\u{0}{}", self.entity, self.key), id_window),
+            title: if self.detail.is_empty() { title } else { format!("{title}: {}", self.detail) },
+            detector,
+            severity,
+            function: self.function.clone(),
+            entity: Some(self.entity.clone()),
+            window_start_us: start,
+            window_end_us: end,
+            score: match severity {
+                Severity::Critical => 1.0,
+                Severity::High => 0.9,
+                Severity::Medium => 0.7,
+                Severity::Low => 0.5,
+            },
+            count: self.count.max(1),
+            observed: self.observed.clone(),
+            expected,
+            evidence: self.evidence.clone(),
+            attack_ids: attack,
+            query,
+        }
+    }
+}
+
+/// Tunables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SecurityConfig {
+    pub behaviour: BehaviourConfig,
+}
+
+/// Counts of what the security detections looked at and found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SecurityStats {
+    pub cloudtrail_events: u64,
+    pub invocations: u64,
+    pub log_lines: u64,
+    pub findings: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    controlplane: ControlPlane,
+    behaviour: Behaviour,
+}
+
+const STATE_VERSION: u32 = 1;
+/// Findings remembered so that one request's injection is one alert, whether seen in its payload or its logs.
+const REPORTED_MAX: usize = 200_000;
+
+/// The security detections over stored rows.
+pub struct Security {
+    injection: InjectionMatcher,
+    sigma: SigmaRules,
+    state: State,
+    reported: HashSet<String>,
+    reported_order: VecDeque<String>,
+    stats: SecurityStats,
+}
+
+impl Security {
+    /// The tables the detections read.
+    pub const TABLES: [Table; 3] = [Table::Cloudtrail, Table::Invocations, Table::Logs];
+
+    pub fn new(config: SecurityConfig, sigma: SigmaRules) -> Self {
+        Security {
+            injection: InjectionMatcher::new(),
+            sigma,
+            state: State { version: STATE_VERSION, behaviour: Behaviour::new(config.behaviour), ..State::default() },
+            reported: HashSet::new(),
+            reported_order: VecDeque::new(),
+            stats: SecurityStats::default(),
+        }
+    }
+
+    /// Restores learned state (deployers, callers, baselines) from `checkpoint`.
+    pub fn restore(config: SecurityConfig, sigma: SigmaRules, bytes: &[u8]) -> Result<Self, DetectError> {
+        let mut state: State = serde_json::from_slice(bytes).map_err(|e| DetectError::Checkpoint(e.to_string()))?;
+        if state.version != STATE_VERSION {
+            return Err(DetectError::Checkpoint(format!("security state version {} is not {STATE_VERSION}", state.version)));
+        }
+        state.behaviour.set_config(config.behaviour.clone());
+        let mut security = Security::new(config, sigma);
+        security.state = state;
+        Ok(security)
+    }
+
+    pub fn checkpoint(&self) -> Result<Vec<u8>, DetectError> {
+        serde_json::to_vec(&self.state).map_err(|e| DetectError::Checkpoint(e.to_string()))
+    }
+
+    pub fn stats(&self) -> &SecurityStats {
+        &self.stats
+    }
+
+    pub fn sigma(&self) -> &SigmaRules {
+        &self.sigma
+    }
+
+    /// Runs every detection over one batch of `table` and appends the alerts raised.
+    pub fn push(&mut self, table: Table, batch: &RecordBatch, out: &mut Vec<Alert>) {
+        let mut findings = Vec::new();
+        match table {
+            Table::Cloudtrail => {
+                for event in CloudTrailEvent::rows(batch) {
+                    self.stats.cloudtrail_events += 1;
+                    self.cloudtrail(&event, &mut findings);
+                }
+            }
+            Table::Invocations => {
+                for row in InvocationRow::rows(batch) {
+                    self.stats.invocations += 1;
+                    self.invocation(&row, &mut findings);
+                }
+            }
+            Table::Logs => {
+                for row in LogRow::rows(batch) {
+                    self.stats.log_lines += 1;
+                    self.log(&row, &mut findings);
+                }
+            }
+            _ => {}
+        }
+        for finding in findings {
+            let alert = finding.alert();
+            if self.remember(&alert.alert_id) {
+                *self.stats.findings.entry(alert.detector.clone()).or_default() += 1;
+                out.push(alert);
+            }
+        }
+    }
+
+    /// True the first time an alert id is seen (within the bounded memory).
+    fn remember(&mut self, id: &str) -> bool {
+        if self.reported.contains(id) {
+            return false;
+        }
+        if self.reported_order.len() >= REPORTED_MAX {
+            if let Some(old) = self.reported_order.pop_front() {
+                self.reported.remove(&old);
+            }
+        }
+        self.reported.insert(id.to_string());
+        self.reported_order.push_back(id.to_string());
+        true
+    }
+
+    fn cloudtrail(&mut self, event: &CloudTrailEvent, out: &mut Vec<Finding>) {
+        self.state.controlplane.observe(event, out);
+        self.state.behaviour.cloudtrail(event, out);
+        if !self.sigma.is_empty() {
+            let record = event.record();
+            for rule in self.sigma.matching(sigma::Target::CloudTrail, &record) {
+                out.push(Finding {
+                    detection: "sigma",
+                    ts_us: event.ts_us,
+                    function: event.param("functionName").map(|f| controlplane::function_name(f).to_string()),
+                    entity: event.actor().unwrap_or_default(),
+                    key: event.key(),
+                    detail: format!("{} by {}", event.event_name, event.principal_arn.as_deref().unwrap_or("?")),
+                    observed: json!({"rule": rule.source, "eventName": event.event_name, "eventSource": event.event_source, "sourceIPAddress": event.source_ip, "requestParameters": event.request}),
+                    expected: json!({"description": rule.description}),
+                    evidence: vec![event.key()],
+                    principal: event.principal_arn.clone(),
+                    sigma: Some((rule.id.clone(), rule.title.clone(), rule.severity, rule.attack.clone())),
+                    ..Finding::default()
+                });
+            }
+        }
+    }
+
+    fn injection_findings(&self, hits: Vec<injection::Hit>, base: &Finding, out: &mut Vec<Finding>) {
+        for hit in hits {
+            out.push(Finding {
+                detection: hit.class.detection(),
+                key: format!("{}|{}", base.key, hit.class.name()),
+                detail: format!("{} in {}", hit.rule, hit.field),
+                observed: json!({"field": hit.field, "decoded": hit.snippet, "rule": hit.rule}),
+                ..base.clone()
+            });
+        }
+    }
+
+    fn invocation(&mut self, row: &InvocationRow, out: &mut Vec<Finding>) {
+        self.state.controlplane.note_function(&row.function);
+        self.state.behaviour.invocation(row, out);
+        let mut hits = Vec::new();
+        if let Some(payload) = &row.payload {
+            hits = self.injection.scan_payload(payload);
+        }
+        for (field, text) in [("http_path", &row.http_path), ("user_agent", &row.user_agent)] {
+            if let Some(text) = text {
+                let mut more = Vec::new();
+                self.injection.scan_text(field, text, &mut more);
+                hits.extend(more.into_iter().filter(|h| !hits.iter().any(|k| k.class == h.class)).collect::<Vec<_>>());
+            }
+        }
+        if hits.is_empty() {
+            return;
+        }
+        // The entity is the function: the same request seen in its logs (without its address) must
+        // get the same alert id.
+        let base = Finding {
+            ts_us: row.ts_us,
+            function: Some(row.function.clone()),
+            entity: row.function.clone(),
+            key: row.request_id.clone(),
+            evidence: vec![row.request_id.clone()],
+            principal: row.principal.clone(),
+            ..Finding::default()
+        };
+        self.injection_findings(hits, &base, out);
+    }
+
+    fn log(&mut self, row: &LogRow, out: &mut Vec<Finding>) {
+        self.state.behaviour.log(row, out);
+        let Some(function) = row.function.clone() else { return };
+        // Platform lines (START, END, REPORT) carry no input.
+        if row.message.starts_with("START RequestId") || row.message.starts_with("END RequestId") || row.message.starts_with("REPORT RequestId") {
+            return;
+        }
+        let hits = self.injection.scan_payload(&row.message);
+        if !hits.is_empty() {
+            let key = row.request_id.clone().unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
+            let base = Finding {
+                ts_us: row.ts_us,
+                function: Some(function.clone()),
+                entity: function.clone(),
+                key: key.clone(),
+                evidence: vec![key],
+                ..Finding::default()
+            };
+            self.injection_findings(hits.into_iter().map(|h| injection::Hit { field: format!("log message ({})", h.field), ..h }).collect(), &base, out);
+        }
+        if !self.sigma.is_empty() {
+            for rule in self.sigma.matching(sigma::Target::LambdaLogs, &row.record()) {
+                let key = row.request_id.clone().unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
+                out.push(Finding {
+                    detection: "sigma",
+                    ts_us: row.ts_us,
+                    function: Some(function.clone()),
+                    entity: function.clone(),
+                    key: key.clone(),
+                    detail: format!("in {function}'s log"),
+                    observed: json!({"rule": rule.source, "message": row.message.chars().take(500).collect::<String>()}),
+                    expected: json!({"description": rule.description}),
+                    evidence: vec![key],
+                    sigma: Some((rule.id.clone(), rule.title.clone(), rule.severity, rule.attack.clone())),
+                    ..Finding::default()
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_is_complete_and_unique() {
+        let mut ids: Vec<&str> = CATALOG.iter().map(|d| d.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), CATALOG.len());
+        for d in CATALOG {
+            assert!(!d.attack.is_empty() && !d.next.is_empty(), "{}", d.id);
+            assert!(d.attack.iter().all(|a| a.starts_with('T')), "{}", d.id);
+        }
+        for class in injection::Class::ALL {
+            assert!(catalog(class.detection()).is_some());
+        }
+    }
+
+    #[test]
+    fn shipped_sigma_rules_load() {
+        let rules = SigmaRules::shipped();
+        assert!(rules.len() >= 14, "{}", rules.len());
+        assert!(rules.skipped.is_empty());
+        assert!(rules.rules().iter().all(|r| !r.attack.is_empty()));
+    }
+}
