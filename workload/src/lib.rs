@@ -3,9 +3,13 @@
 //! with anomalies injected into chosen functions. It feeds the demo, `coldtrail generate`, the detector
 //! scenario tests and the query benchmarks.
 //!
+//! `cloudtrail` writes the routine CloudTrail activity of the team running that fleet (deployments,
+//! configuration, administrators, the functions' own role sessions).
+//!
 //! It is deterministic for a seed and knows nothing of parsing, detection or SQL; it depends on `store`
 //! only, for the table schemas and the row builder.
 
+pub mod cloudtrail;
 pub mod fleet;
 pub mod generator;
 pub mod rng;

@@ -1,0 +1,174 @@
+//! Security detections over real attack detonations (Stratus Red Team CloudTrail) and a benign set (the
+//! CloudTrail fixtures of aws-lambda-events, a generated team's routine deployments and administration,
+//! and a day of a generated fleet's invocations), through the same parsing as `coldtrail ingest`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use detect::security::{Security, SecurityConfig, SigmaRules};
+use detect::Alert;
+use ingest::pipeline::{Format, Pipeline, PipelineConfig, Unit};
+use store::Table;
+
+fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}
+
+/// Parses one input as `coldtrail ingest` does.
+fn parse(bytes: &[u8], name: &str) -> Vec<(Table, RecordBatch)> {
+    let mut pipeline = Pipeline::new(PipelineConfig::default());
+    pipeline.ingest(Format::Auto, bytes, &Unit { source: name, position: "0", key: Some(name), log_group: None });
+    pipeline.finish();
+    pipeline.take_batches()
+}
+
+fn detect(security: &mut Security, batches: &[(Table, RecordBatch)]) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    for table in Security::TABLES {
+        for (t, batch) in batches {
+            if *t == table {
+                security.push(table, batch, &mut alerts);
+            }
+        }
+    }
+    alerts
+}
+
+fn fresh() -> Security {
+    Security::new(SecurityConfig::default(), SigmaRules::shipped())
+}
+
+/// The detection meant for each Lambda-related and CloudTrail-tampering technique, and its ATT&CK id.
+const EXPECTED: &[(&str, &str, &str)] = &[
+    ("aws.persistence.lambda-backdoor-function", "lambda.public_permission", "T1098"),
+    ("aws.persistence.lambda-layer-extension", "lambda.layer_added", "T1648"),
+    ("aws.persistence.lambda-overwrite-code", "lambda.code_by_new_principal", "T1648"),
+    ("aws.defense-evasion.cloudtrail-delete", "trail.deleted", "T1562.008"),
+    ("aws.defense-evasion.cloudtrail-event-selectors", "trail.selectors_reduced", "T1562.008"),
+    ("aws.defense-evasion.cloudtrail-stop", "trail.stopped", "T1562.008"),
+    // Covered by the shipped Sigma rules.
+    ("aws.defense-evasion.dns-delete-logs", "sigma.coldtrail-aws-dns-query-logging-deleted", "T1562.008"),
+    ("aws.defense-evasion.vpc-remove-flow-logs", "sigma.coldtrail-aws-vpc-flow-logs-deleted", "T1562.008"),
+    ("aws.defense-evasion.organizations-leave", "sigma.coldtrail-aws-organizations-leave", "T1666"),
+    ("aws.persistence.iam-create-user-login-profile", "sigma.coldtrail-aws-iam-login-profile-changed", "T1098"),
+    ("aws.privilege-escalation.iam-update-user-login-profile", "sigma.coldtrail-aws-iam-login-profile-changed", "T1098"),
+    ("aws.persistence.sts-federation-token", "sigma.coldtrail-aws-sts-federation-token", "T1550.001"),
+    ("aws.persistence.rolesanywhere-create-trust-anchor", "sigma.coldtrail-aws-rolesanywhere-trust-anchor", "T1098"),
+    ("aws.lateral-movement.ec2-instance-connect", "sigma.coldtrail-aws-ec2-instance-connect-key", "T1021.004"),
+    ("aws.lateral-movement.ec2-serial-console-send-ssh-public-key", "sigma.coldtrail-aws-ec2-instance-connect-key", "T1021.004"),
+    ("aws.discovery.ec2-download-user-data", "sigma.coldtrail-aws-ec2-user-data-read", "T1552.005"),
+    ("aws.credential-access.secretsmanager-batch-retrieve-secrets", "sigma.coldtrail-aws-secrets-batch-retrieved", "T1555.006"),
+];
+
+#[test]
+fn every_stratus_technique_raises_its_detection() {
+    let dir = shared_data().join("stratus-detonation-logs");
+    let mut table = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    files.sort();
+    assert!(files.len() >= 35, "{}", files.len());
+    for file in &files {
+        let technique = file.file_stem().unwrap().to_string_lossy().to_string();
+        let batches = parse(&std::fs::read(file).unwrap(), &technique);
+        let alerts = detect(&mut fresh(), &batches);
+        let raised: BTreeMap<String, Vec<String>> = alerts.iter().map(|a| (a.detector.clone(), a.attack_ids.clone())).collect();
+        table.push(format!("{technique}: {:?}", raised.keys().collect::<Vec<_>>()));
+        if let Some((_, detection, attack)) = EXPECTED.iter().find(|(t, _, _)| *t == technique) {
+            let ids = raised.get(*detection).unwrap_or_else(|| panic!("{technique} raised {raised:?}, not {detection}"));
+            assert!(ids.iter().any(|i| i == attack), "{technique}: {detection} carries {ids:?}, not {attack}");
+            let alert = alerts.iter().find(|a| a.detector == *detection).unwrap();
+            assert!(!alert.evidence.is_empty() && alert.query.contains("timeline("), "{alert:?}");
+        }
+    }
+    println!("{}", table.join("\n"));
+}
+
+#[test]
+fn the_benign_set_raises_nothing() {
+    let mut security = fresh();
+    let mut alerts = Vec::new();
+    // The CloudTrail fixtures of aws-lambda-events (CloudTrail through EventBridge).
+    for name in ["example-cloudwatch-cloudtrail-assumed-role.json", "example-cloudwatch-cloudtrail-unknown-user-auth.json"] {
+        let bytes = std::fs::read(shared_data().join("aws-lambda-events").join(name)).unwrap();
+        alerts.extend(detect(&mut security, &parse(&bytes, name)));
+    }
+    // Two days of a generated fleet's routine CloudTrail and a day of its invocations, interleaved by hour.
+    let start = 1_722_470_400_000_000i64; // 2024-08-01
+    let functions = workload::fleet(12, &mut workload::Rng::new(3));
+    let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
+    let records = workload::cloudtrail::routine(&workload::cloudtrail::Team::new(&names), start, 48, 11);
+    let mut generator = workload::Generator::new(functions.clone(), 5);
+    let mut invocations = Vec::new();
+    let mut n_records = 0;
+    for hour in 0..48i64 {
+        let from = start + hour * 3_600_000_000;
+        let hour_records: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| {
+                let t = chrono::DateTime::parse_from_rfc3339(r["eventTime"].as_str().unwrap()).unwrap().timestamp_micros();
+                t >= from && t < from + 3_600_000_000
+            })
+            .collect();
+        n_records += hour_records.len();
+        let body = serde_json::json!({ "Records": hour_records }).to_string();
+        alerts.extend(detect(&mut security, &parse(body.as_bytes(), "routine.json")));
+        if hour < 24 {
+            invocations.clear();
+            for minute in 0..60 {
+                generator.minute(from + minute * 60_000_000, &mut invocations);
+            }
+            let batch = workload::invocations_batch(&functions, &invocations).unwrap();
+            security.push(Table::Invocations, &batch, &mut alerts);
+        }
+    }
+    assert_eq!(n_records, records.len());
+    let stats = security.stats();
+    assert!(stats.cloudtrail_events > 1_000 && stats.invocations > 10_000, "{stats:?}");
+    assert!(alerts.is_empty(), "{} alerts on benign activity, first: {:#?}", alerts.len(), alerts.iter().take(3).collect::<Vec<_>>());
+}
+
+#[test]
+fn stolen_role_credentials_and_a_backdoor_story_are_found_and_routine_is_not() {
+    use serde_json::json;
+    use workload::cloudtrail::{lambda_agent, record, role_session, Team};
+    let team = Team::new(&["orders-api".to_string()]);
+    let start = 1_722_470_400_000_000i64;
+    let mut records = workload::cloudtrail::routine(&team, start, 6, 1);
+    let mut rng = workload::Rng::new(9);
+    let role = "arn:aws:iam::123456789012:role/orders-api-exec";
+    let identity = role_session(role, "orders-api", "ASIASTOLEN0000000001");
+    let late = start + 7 * 3_600_000_000;
+    // The function's own calls, then the same session from a laptop.
+    records.push(record(&mut rng, late, "dynamodb.amazonaws.com", "Scan", identity.clone(), "3.81.1.1", lambda_agent(), json!({"tableName": "orders"}), json!(null)));
+    records.push(record(&mut rng, late + 1, "s3.amazonaws.com", "ListBuckets", identity.clone(), "203.0.113.66", "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0", json!({}), json!(null)));
+    records.push(record(&mut rng, late + 2, "sts.amazonaws.com", "GetCallerIdentity", identity, "203.0.113.66", "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0", json!({}), json!(null)));
+    // A stranger replaces the code and opens the function to everyone, with a URL without auth and a hijacking variable.
+    let stranger = json!({"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/intern", "accountId": "123456789012", "accessKeyId": "AKIAINTERN"});
+    records.push(record(&mut rng, late + 3, "lambda.amazonaws.com", "UpdateFunctionCode20150331v2", stranger.clone(), "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api"}), json!({"codeSha256": "evil"})));
+    records.push(record(&mut rng, late + 4, "lambda.amazonaws.com", "AddPermission20150331v2", stranger.clone(), "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api", "principal": "999988887777", "action": "lambda:InvokeFunction", "statementId": "x"}), json!(null)));
+    records.push(record(&mut rng, late + 5, "lambda.amazonaws.com", "CreateFunctionUrlConfig20211031", stranger.clone(), "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api", "authType": "NONE"}), json!(null)));
+    records.push(record(&mut rng, late + 6, "lambda.amazonaws.com", "UpdateFunctionConfiguration20150331v2", stranger.clone(), "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api", "role": "arn:aws:iam::123456789012:role/AdminRole", "environment": {"variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrap"}}, "layers": ["arn:aws:lambda:us-east-1:999988887777:layer:x:1"]}), json!(null)));
+    records.push(record(&mut rng, late + 7, "lambda.amazonaws.com", "PutFunctionConcurrency20171031", stranger, "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api", "reservedConcurrentExecutions": 0}), json!(null)));
+    let body = json!({ "Records": records }).to_string();
+    let alerts = detect(&mut fresh(), &parse(body.as_bytes(), "story.json"));
+    let detectors: Vec<&str> = alerts.iter().map(|a| a.detector.as_str()).collect();
+    for expected in [
+        "credentials.outside_lambda",
+        "lambda.code_by_new_principal",
+        "lambda.public_permission",
+        "lambda.url_without_auth",
+        "lambda.role_swapped",
+        "lambda.runtime_hijack",
+        "lambda.layer_added",
+        "lambda.concurrency_zero",
+    ] {
+        assert!(detectors.contains(&expected), "{expected} not in {detectors:?}");
+    }
+    // Once per session and address, and never for the calls from inside Lambda.
+    let outside: Vec<&Alert> = alerts.iter().filter(|a| a.detector == "credentials.outside_lambda").collect();
+    assert_eq!(outside.len(), 1, "{outside:#?}");
+    assert!(outside[0].title.contains("203.0.113.66"));
+    let layer = alerts.iter().find(|a| a.detector == "lambda.layer_added").unwrap();
+    assert_eq!(layer.severity, detect::Severity::Critical, "a layer from another account");
+}
