@@ -303,12 +303,12 @@ pub fn normalise(text: &str) -> String {
     out
 }
 
-/// Base64 segments of a text (at least 16 characters) that decode to printable text.
+/// Base64 segments of a text (at least 8 characters) that decode to printable text.
 pub fn base64_segments(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for segment in text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '-' | '_'))) {
         let segment = segment.trim_end_matches('=');
-        if segment.len() < 16 || out.len() >= 8 {
+        if segment.len() < 8 || segment.len() % 4 == 1 || out.len() >= 8 {
             continue;
         }
         let decoded = base64::engine::general_purpose::STANDARD_NO_PAD

@@ -64,12 +64,13 @@ const RULES: &[(Class, &str, &str)] = &[
     // SQL injection.
     (Class::Sql, "sql.union_select", r#"\bunion(\s+(all|distinct))?\s*(\(\s*)?select\b"#),
     (Class::Sql, "sql.quote_boolean", r#"['"`)]\s*(or|and|xor|\|\||&&)\s*(\(\s*)?(['"`]?\w*['"`]?\s*(=|<>|!=|<=>|>|<|\blike\b|\bis\b|\bin\b)|\d+\s*(=|>|<|-)|true\b|false\b|not\b|\d+\s*$|sleep|exists)"#),
-    (Class::Sql, "sql.numeric_tautology", r#"^\s*-?\d+\s*\)?\s*(or|and|\|\|)\s+(\d+\s*(=|<|>)\s*\d+|true|sleep)"#),
-    (Class::Sql, "sql.comment_terminator", r#"['"]\s*\)*\s*(;\s*)?(--|#|/\*|;%00|\x00)"#),
+    (Class::Sql, "sql.numeric_tautology", r#"(^|=)\s*-?\d+\s*\)?\s*(or|and|\|\|)\s+(\d+\s*(=|<|>)\s*\d+|true|sleep)"#),
+    (Class::Sql, "sql.comment_terminator", r#"['"]\s*\)*\s*(;\s*)?(--|#(\s|$)|/\*|;%00|\x00)"#),
     (Class::Sql, "sql.stacked", r#"['";)]\s*;?\s*(drop|delete|insert|update|alter|create|truncate|exec|execute|declare|shutdown|grant|select)\s+(table|from|into|database|schema|user|procedure|function|\w+\s+set|@|xp_|master\.|\*|\w+\s*\(|\d)"#),
     (Class::Sql, "sql.functions", r#"\b(pg_sleep\s*\(|sleep\s*\(\s*\d|benchmark\s*\(\s*\d|waitfor\s+(delay|time)\s+'|extractvalue\s*\(|updatexml\s*\(|load_file\s*\(|into\s+(out|dump)file\b|information_schema\.|xp_cmdshell|sp_executesql|dbms_pipe\.|utl_http\.|utl_inaddr\.|sysobjects\b|@@version|@@datadir|sqlite_master\b|pg_catalog\.pg_|current_user\s*\(|char\(\d+\)\s*(\+|\|\|)\s*char\(|concat\s*\(\s*0x|0x[0-9a-f]{6,}\s*(,|\)|$)|group_concat\s*\(|having\s+\d+\s*=\s*\d+|order\s+by\s+\d+\s*(--|#|/\*))"#),
     // OS command injection.
-    (Class::Command, "command.separator_then_command", r#"(;|\|\|?|&&?|\$\(|`|\n|^)\s*(\(?\s*)(cat|ls|id|whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|dash|ash|ksh|python[23]?|perl|ruby|php|powershell|pwsh|cmd(\.exe)?|nslookup|dig|host|telnet|rm|chmod|chown|busybox|printenv|env|ifconfig|ipconfig|net\s+user|systeminfo|tasklist|sleep|ping|echo|touch|mkfifo|base64|xxd|awk|sed|tee|crontab|kill|pkill|dd|tftp|scp|ssh|socat|openssl|certutil|bitsadmin|mshta|rundll32|regsvr32|nohup|timeout|find|head|tail|more|less|type|dir)\b(\s+[-/$'".~\w]|\s*[;|&`)]|\s*$)"#),
+    (Class::Command, "command.separator_then_command", r#"(;|\|\|?|&&?|\$\(|`|\n|^)\s*(\(?\s*)(cat|ls|id|whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|dash|ksh|python[23]?|perl|ruby|php|powershell|pwsh|cmd(\.exe)?|nslookup|telnet|rm|chmod|chown|busybox|printenv|ifconfig|ipconfig|net\s+user|systeminfo|tasklist|mkfifo|base64|xxd|crontab|pkill|tftp|scp|ssh|socat|openssl|certutil|bitsadmin|mshta|rundll32|regsvr32|nohup)\b(\s+[-/$'".~\w]|\s*[;|&`)]|\s*$)"#),
+    (Class::Command, "command.separator_then_argument", r#"(;|\|\|?|&&?|\$\(|`|\n)\s*(echo|sleep|ping|env|dig|host|find|head|tail|type|dir|kill|touch|tee|dd|sed|awk|timeout)(\s+(-\w|\$|/|['"]|\d+\s*($|[;|&`)])|[\w.-]+\s*\|)|\s*$|\s*[;|&`)])"#),
     (Class::Command, "command.substitution", r#"\$\((\s*[a-z/])|`\s*(id|whoami|uname|ls|cat|curl|wget|sleep|ping|echo|nslookup|hostname)\b[^`]*`"#),
     (Class::Command, "command.shell_paths", r#"(/bin/(ba|z|da|k)?sh\b|/usr/bin/(env|python|perl|nc|curl|wget)\b|cmd(\.exe)?\s+/c\b|powershell(\.exe)?\s+-(e|enc|encodedcommand|nop|c|command|w)\b|/dev/(tcp|udp)/|\bnc(at)?\s+(-\w+\s+)*-(e|c)\s|\bbash\s+-(i|c)\b|\bsh\s+-c\b|\|\s*(ba)?sh\b|\bmkfifo\s+/tmp/|base64\s+(-d|--decode)\b)"#),
     // Path traversal and local files.
@@ -95,7 +96,7 @@ const RULES: &[(Class, &str, &str)] = &[
     (Class::Deserialization, "deserialization.dotnet_json", r#"binary:0001000000ff|\baaeaaad/////|"\$type"\s*:\s*"system\.|objectdataprovider|system\.windows\.data|"@type"\s*:\s*"(com\.|java\.|org\.|javax\.)|system\.diagnostics\.process"#),
     // NoSQL operator injection.
     (Class::NoSql, "nosql.operator", r#"["']\$(ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|expr|function|accumulator|or|and|not|nor|elemmatch|all|size|type|jsonschema|text|mod)["']\s*:|\[\s*\$(ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|expr|or|and|not|nor|elemmatch)\s*\]"#),
-    (Class::NoSql, "nosql.javascript", r#"\$where\b|['"]\s*;\s*(return\s+(true|1)|sleep\s*\()|\bthis\.\w+\s*(==|!=|\.match\s*\()|['"]\s*\|\|\s*['"]?1['"]?\s*==\s*['"]?1|db\.\w+\.(find|drop|insert|remove)\s*\(|\bmapreduce\b"#),
+    (Class::NoSql, "nosql.javascript", r#"\$where\b|['"]\s*;\s*(return\s+(true|1)|sleep\s*\()|\bthis\.\w+(\.\w+)*\s*(==|!=|>|<|\.match\s*\()|['"]\s*\|\|\s*['"]?1['"]?\s*==\s*['"]?1|db\.\w+\.(find|drop|insert|remove)\s*\(|\bmapreduce\b"#),
 ];
 
 /// One match.
@@ -181,8 +182,9 @@ impl InjectionMatcher {
                 if (trimmed.starts_with('{') || trimmed.starts_with('[')) && text.len() > 2 {
                     if let Ok(inner) = serde_json::from_str::<Value>(text) {
                         if inner.is_object() || inner.is_array() {
+                            // A JSON body: its strings and keys are the input, not its punctuation.
                             self.walk(&inner, path, depth + 1, budget, out);
-                            // The raw text too: operators and quotes may only show as text.
+                            return;
                         }
                     }
                 }
