@@ -60,6 +60,9 @@ enum Command {
     /// Run the univariate anomaly detector over a `timestamp,value` CSV file and write
     /// `timestamp,value,anomaly_score` (NAB's results format).
     DetectSeries(detection::DetectSeriesArgs),
+    /// Run the security detections (injection, risky Lambda changes, trail tampering, credentials used
+    /// outside Lambda, authorization bursts, new callers, resource abuse, Sigma rules) over stored history.
+    Hunt(detection::HuntArgs),
     /// Write the demo's generated workload (a fleet of functions with daily cycles) into the store.
     Generate(generate::GenerateArgs),
 }
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
             Command::Generate(args) => generate::generate(&paths, args).await,
             Command::Detect(args) => detection::backfill(&paths, args).await,
             Command::DetectSeries(args) => detection::detect_series(args),
+            Command::Hunt(args) => detection::hunt(&paths, args).await,
         }
     });
     match result {

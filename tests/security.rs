@@ -52,30 +52,48 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("aws.defense-evasion.vpc-remove-flow-logs", "sigma.coldtrail-aws-vpc-flow-logs-deleted", "T1562.008"),
     ("aws.defense-evasion.organizations-leave", "sigma.coldtrail-aws-organizations-leave", "T1666"),
     ("aws.persistence.iam-create-user-login-profile", "sigma.coldtrail-aws-iam-login-profile-changed", "T1098"),
-    ("aws.privilege-escalation.iam-update-user-login-profile", "sigma.coldtrail-aws-iam-login-profile-changed", "T1098"),
+    (
+        "aws.privilege-escalation.iam-update-user-login-profile",
+        "sigma.coldtrail-aws-iam-login-profile-changed",
+        "T1098",
+    ),
     ("aws.persistence.sts-federation-token", "sigma.coldtrail-aws-sts-federation-token", "T1550.001"),
     ("aws.persistence.rolesanywhere-create-trust-anchor", "sigma.coldtrail-aws-rolesanywhere-trust-anchor", "T1098"),
     ("aws.lateral-movement.ec2-instance-connect", "sigma.coldtrail-aws-ec2-instance-connect-key", "T1021.004"),
-    ("aws.lateral-movement.ec2-serial-console-send-ssh-public-key", "sigma.coldtrail-aws-ec2-instance-connect-key", "T1021.004"),
+    (
+        "aws.lateral-movement.ec2-serial-console-send-ssh-public-key",
+        "sigma.coldtrail-aws-ec2-instance-connect-key",
+        "T1021.004",
+    ),
     ("aws.discovery.ec2-download-user-data", "sigma.coldtrail-aws-ec2-user-data-read", "T1552.005"),
-    ("aws.credential-access.secretsmanager-batch-retrieve-secrets", "sigma.coldtrail-aws-secrets-batch-retrieved", "T1555.006"),
+    (
+        "aws.credential-access.secretsmanager-batch-retrieve-secrets",
+        "sigma.coldtrail-aws-secrets-batch-retrieved",
+        "T1555.006",
+    ),
 ];
 
 #[test]
 fn every_stratus_technique_raises_its_detection() {
     let dir = shared_data().join("stratus-detonation-logs");
     let mut table = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
     files.sort();
     assert!(files.len() >= 35, "{}", files.len());
     for file in &files {
         let technique = file.file_stem().unwrap().to_string_lossy().to_string();
         let batches = parse(&std::fs::read(file).unwrap(), &technique);
         let alerts = detect(&mut fresh(), &batches);
-        let raised: BTreeMap<String, Vec<String>> = alerts.iter().map(|a| (a.detector.clone(), a.attack_ids.clone())).collect();
+        let raised: BTreeMap<String, Vec<String>> =
+            alerts.iter().map(|a| (a.detector.clone(), a.attack_ids.clone())).collect();
         table.push(format!("{technique}: {:?}", raised.keys().collect::<Vec<_>>()));
         if let Some((_, detection, attack)) = EXPECTED.iter().find(|(t, _, _)| *t == technique) {
-            let ids = raised.get(*detection).unwrap_or_else(|| panic!("{technique} raised {raised:?}, not {detection}"));
+            let ids =
+                raised.get(*detection).unwrap_or_else(|| panic!("{technique} raised {raised:?}, not {detection}"));
             assert!(ids.iter().any(|i| i == attack), "{technique}: {detection} carries {ids:?}, not {attack}");
             let alert = alerts.iter().find(|a| a.detector == *detection).unwrap();
             assert!(!alert.evidence.is_empty() && alert.query.contains("timeline("), "{alert:?}");
@@ -89,7 +107,9 @@ fn the_benign_set_raises_nothing() {
     let mut security = fresh();
     let mut alerts = Vec::new();
     // The CloudTrail fixtures of aws-lambda-events (CloudTrail through EventBridge).
-    for name in ["example-cloudwatch-cloudtrail-assumed-role.json", "example-cloudwatch-cloudtrail-unknown-user-auth.json"] {
+    for name in
+        ["example-cloudwatch-cloudtrail-assumed-role.json", "example-cloudwatch-cloudtrail-unknown-user-auth.json"]
+    {
         let bytes = std::fs::read(shared_data().join("aws-lambda-events").join(name)).unwrap();
         alerts.extend(detect(&mut security, &parse(&bytes, name)));
     }
@@ -106,7 +126,8 @@ fn the_benign_set_raises_nothing() {
         let hour_records: Vec<&serde_json::Value> = records
             .iter()
             .filter(|r| {
-                let t = chrono::DateTime::parse_from_rfc3339(r["eventTime"].as_str().unwrap()).unwrap().timestamp_micros();
+                let t =
+                    chrono::DateTime::parse_from_rfc3339(r["eventTime"].as_str().unwrap()).unwrap().timestamp_micros();
                 t >= from && t < from + 3_600_000_000
             })
             .collect();
@@ -125,7 +146,12 @@ fn the_benign_set_raises_nothing() {
     assert_eq!(n_records, records.len());
     let stats = security.stats();
     assert!(stats.cloudtrail_events > 1_000 && stats.invocations > 10_000, "{stats:?}");
-    assert!(alerts.is_empty(), "{} alerts on benign activity, first: {:#?}", alerts.len(), alerts.iter().take(3).collect::<Vec<_>>());
+    assert!(
+        alerts.is_empty(),
+        "{} alerts on benign activity, first: {:#?}",
+        alerts.len(),
+        alerts.iter().take(3).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -140,16 +166,76 @@ fn stolen_role_credentials_and_a_backdoor_story_are_found_and_routine_is_not() {
     let identity = role_session(role, "orders-api", "ASIASTOLEN0000000001");
     let late = start + 7 * 3_600_000_000;
     // The function's own calls, then the same session from a laptop.
-    records.push(record(&mut rng, late, "dynamodb.amazonaws.com", "Scan", identity.clone(), "3.81.1.1", lambda_agent(), json!({"tableName": "orders"}), json!(null)));
-    records.push(record(&mut rng, late + 1, "s3.amazonaws.com", "ListBuckets", identity.clone(), "203.0.113.66", "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0", json!({}), json!(null)));
-    records.push(record(&mut rng, late + 2, "sts.amazonaws.com", "GetCallerIdentity", identity, "203.0.113.66", "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0", json!({}), json!(null)));
+    records.push(record(
+        &mut rng,
+        late,
+        "dynamodb.amazonaws.com",
+        "Scan",
+        identity.clone(),
+        "3.81.1.1",
+        lambda_agent(),
+        json!({"tableName": "orders"}),
+        json!(null),
+    ));
+    records.push(record(
+        &mut rng,
+        late + 1,
+        "s3.amazonaws.com",
+        "ListBuckets",
+        identity.clone(),
+        "203.0.113.66",
+        "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0",
+        json!({}),
+        json!(null),
+    ));
+    records.push(record(
+        &mut rng,
+        late + 2,
+        "sts.amazonaws.com",
+        "GetCallerIdentity",
+        identity,
+        "203.0.113.66",
+        "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0",
+        json!({}),
+        json!(null),
+    ));
     // A stranger replaces the code and opens the function to everyone, with a URL without auth and a hijacking variable.
     let stranger = json!({"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/intern", "accountId": "123456789012", "accessKeyId": "AKIAINTERN"});
-    records.push(record(&mut rng, late + 3, "lambda.amazonaws.com", "UpdateFunctionCode20150331v2", stranger.clone(), "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api"}), json!({"codeSha256": "evil"})));
+    records.push(record(
+        &mut rng,
+        late + 3,
+        "lambda.amazonaws.com",
+        "UpdateFunctionCode20150331v2",
+        stranger.clone(),
+        "203.0.113.66",
+        "aws-cli/2.13.0",
+        json!({"functionName": "orders-api"}),
+        json!({"codeSha256": "evil"}),
+    ));
     records.push(record(&mut rng, late + 4, "lambda.amazonaws.com", "AddPermission20150331v2", stranger.clone(), "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api", "principal": "999988887777", "action": "lambda:InvokeFunction", "statementId": "x"}), json!(null)));
-    records.push(record(&mut rng, late + 5, "lambda.amazonaws.com", "CreateFunctionUrlConfig20211031", stranger.clone(), "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api", "authType": "NONE"}), json!(null)));
+    records.push(record(
+        &mut rng,
+        late + 5,
+        "lambda.amazonaws.com",
+        "CreateFunctionUrlConfig20211031",
+        stranger.clone(),
+        "203.0.113.66",
+        "aws-cli/2.13.0",
+        json!({"functionName": "orders-api", "authType": "NONE"}),
+        json!(null),
+    ));
     records.push(record(&mut rng, late + 6, "lambda.amazonaws.com", "UpdateFunctionConfiguration20150331v2", stranger.clone(), "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api", "role": "arn:aws:iam::123456789012:role/AdminRole", "environment": {"variables": {"AWS_LAMBDA_EXEC_WRAPPER": "/opt/wrap"}}, "layers": ["arn:aws:lambda:us-east-1:999988887777:layer:x:1"]}), json!(null)));
-    records.push(record(&mut rng, late + 7, "lambda.amazonaws.com", "PutFunctionConcurrency20171031", stranger, "203.0.113.66", "aws-cli/2.13.0", json!({"functionName": "orders-api", "reservedConcurrentExecutions": 0}), json!(null)));
+    records.push(record(
+        &mut rng,
+        late + 7,
+        "lambda.amazonaws.com",
+        "PutFunctionConcurrency20171031",
+        stranger,
+        "203.0.113.66",
+        "aws-cli/2.13.0",
+        json!({"functionName": "orders-api", "reservedConcurrentExecutions": 0}),
+        json!(null),
+    ));
     let body = json!({ "Records": records }).to_string();
     let alerts = detect(&mut fresh(), &parse(body.as_bytes(), "story.json"));
     let detectors: Vec<&str> = alerts.iter().map(|a| a.detector.as_str()).collect();
@@ -171,4 +257,63 @@ fn stolen_role_credentials_and_a_backdoor_story_are_found_and_routine_is_not() {
     assert!(outside[0].title.contains("203.0.113.66"));
     let layer = alerts.iter().find(|a| a.detector == "lambda.layer_added").unwrap();
     assert_eq!(layer.severity, detect::Severity::Critical, "a layer from another account");
+}
+
+fn coldtrail(data: &Path, args: &[&str]) -> (String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "coldtrail {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
+#[test]
+fn the_retro_hunt_raises_what_the_stream_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let stratus = shared_data().join("stratus-detonation-logs");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/samples");
+    let mut inputs: Vec<String> = vec![samples.display().to_string()];
+    for technique in [
+        "aws.persistence.lambda-backdoor-function",
+        "aws.defense-evasion.cloudtrail-stop",
+        "aws.defense-evasion.dns-delete-logs",
+    ] {
+        inputs.push(stratus.join(format!("{technique}.json")).display().to_string());
+    }
+    let mut args = vec!["ingest"];
+    args.extend(inputs.iter().map(String::as_str));
+    coldtrail(&data, &args);
+    let (csv, _) = coldtrail(
+        &data,
+        &[
+            "sql",
+            "SELECT alert_id, detector FROM alerts WHERE detector NOT LIKE 'anomaly.%' ORDER BY alert_id",
+            "--format",
+            "csv",
+        ],
+    );
+    let streamed: Vec<String> = csv.lines().skip(1).map(|l| l.to_string()).collect();
+    let detectors: Vec<&str> = streamed.iter().filter_map(|l| l.split(',').nth(1)).collect();
+    for expected in
+        ["lambda.public_permission", "trail.stopped", "sigma.coldtrail-aws-dns-query-logging-deleted", "injection.sql"]
+    {
+        assert!(detectors.contains(&expected), "the stream did not raise {expected}: {streamed:?}");
+    }
+    let (json, summary) = coldtrail(&data, &["hunt", "--format", "json"]);
+    let mut hunted: Vec<String> = json
+        .lines()
+        .map(|l| {
+            let alert: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{},{}", alert["alert_id"].as_str().unwrap(), alert["detector"].as_str().unwrap())
+        })
+        .collect();
+    hunted.sort();
+    assert_eq!(hunted, streamed, "{summary}");
+    // Stored again with --store: nothing new, the ids are the same.
+    let (_, summary) = coldtrail(&data, &["hunt", "--store", "--since", "2000-01-01T00:00:00Z"]);
+    assert!(summary.contains(" 0 new ones stored"), "{summary}");
 }

@@ -49,10 +49,20 @@ fn recall_and_false_positives_per_class_meet_the_aims() {
     println!("|---|---:|---:|---:|---:|");
     for (class, (found, total)) in &per_class {
         let fp = false_positives.get(class).copied().unwrap_or(0);
-        println!("| {class} | {total} | {found} | {:.1}% | {fp} ({:.2}%) |", 100.0 * *found as f64 / *total as f64, 100.0 * fp as f64 / benign.len() as f64);
+        println!(
+            "| {class} | {total} | {found} | {:.1}% | {fp} ({:.2}%) |",
+            100.0 * *found as f64 / *total as f64,
+            100.0 * fp as f64 / benign.len() as f64
+        );
     }
     let found: usize = per_class.values().map(|v| v.0).sum();
-    println!("| all | {} | {found} | {:.1}% | {} ({:.2}%) |", attacks.len(), 100.0 * found as f64 / attacks.len() as f64, flagged.len(), 100.0 * flagged.len() as f64 / benign.len() as f64);
+    println!(
+        "| all | {} | {found} | {:.1}% | {} ({:.2}%) |",
+        attacks.len(),
+        100.0 * found as f64 / attacks.len() as f64,
+        flagged.len(),
+        100.0 * flagged.len() as f64 / benign.len() as f64
+    );
     for miss in &misses {
         println!("missed: {miss}");
     }

@@ -100,7 +100,8 @@ fn function_arn(name: &str) -> String {
     format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}")
 }
 
-pub const CI_AGENT: &str = "aws-cli/2.15.30 md/awscrt#0.19.19 ua/2.0 os/linux#6.5 md/arch#x86_64 lang/python#3.11.8 exec-env/GitHubActions";
+pub const CI_AGENT: &str =
+    "aws-cli/2.15.30 md/awscrt#0.19.19 ua/2.0 os/linux#6.5 md/arch#x86_64 lang/python#3.11.8 exec-env/GitHubActions";
 pub const CONSOLE_AGENT: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15";
 pub const CI_ADDRESS: &str = "52.23.17.90";
 pub const OFFICE_ADDRESS: &str = "198.51.100.24";
@@ -115,7 +116,9 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
     let mut rng = Rng::new(seed ^ 0xc10d_7a11);
     let mut out: Vec<(i64, Value)> = Vec::new();
     let layer = format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:shared-utils");
-    let ci = |run: i64| role_session(&team.deployer_role, &format!("GitHubActions-{run}"), &format!("ASIAEXAMPLECI{run:05}"));
+    let ci = |run: i64| {
+        role_session(&team.deployer_role, &format!("GitHubActions-{run}"), &format!("ASIAEXAMPLECI{run:05}"))
+    };
     // Day one: the pipeline creates every function with its own role and the shared layer.
     for (i, function) in team.functions.iter().enumerate() {
         let ts = start_us + i as i64 * 20_000_000;
@@ -140,9 +143,20 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
             out.push((ts, record(&mut rng, ts, "lambda.amazonaws.com", "CreateEventSourceMapping20150331", identity.clone(), CI_ADDRESS, CI_AGENT,
                 json!({"functionName": function, "eventSourceArn": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{function}-queue"), "batchSize": 10}),
                 json!({"uUID": mapping, "state": "Creating"}))));
-            out.push((ts + 1_000_000, record(&mut rng, ts + 1_000_000, "lambda.amazonaws.com", "PutFunctionConcurrency20171031", identity.clone(), CI_ADDRESS, CI_AGENT,
-                json!({"functionName": function, "reservedConcurrentExecutions": 50}),
-                json!({"reservedConcurrentExecutions": 50}))));
+            out.push((
+                ts + 1_000_000,
+                record(
+                    &mut rng,
+                    ts + 1_000_000,
+                    "lambda.amazonaws.com",
+                    "PutFunctionConcurrency20171031",
+                    identity.clone(),
+                    CI_ADDRESS,
+                    CI_AGENT,
+                    json!({"functionName": function, "reservedConcurrentExecutions": 50}),
+                    json!({"reservedConcurrentExecutions": 50}),
+                ),
+            ));
         }
     }
     // Every few hours a deployment: new code, sometimes a configuration change, a version and an alias.
@@ -168,32 +182,87 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
                         json!({"functionName": function, "memorySize": memory, "timeout": 30, "layers": [format!("{layer}:{version}")], "environment": {"variables": {"LOG_LEVEL": level, "TABLE_NAME": format!("{function}-table")}}}),
                         json!({"functionName": function, "lastUpdateStatus": "InProgress"}))));
                 }
-                out.push((ts + 4_000_000, record(&mut rng, ts + 4_000_000, "lambda.amazonaws.com", "UpdateAlias20150331", identity.clone(), CI_ADDRESS, CI_AGENT,
-                    json!({"functionName": function, "name": "live", "functionVersion": format!("{run}")}),
-                    json!({"name": "live"}))));
+                out.push((
+                    ts + 4_000_000,
+                    record(
+                        &mut rng,
+                        ts + 4_000_000,
+                        "lambda.amazonaws.com",
+                        "UpdateAlias20150331",
+                        identity.clone(),
+                        CI_ADDRESS,
+                        CI_AGENT,
+                        json!({"functionName": function, "name": "live", "functionVersion": format!("{run}")}),
+                        json!({"name": "live"}),
+                    ),
+                ));
             }
         }
         // An administrator looks around during office hours and sometimes tidies the trail's selectors.
         if (8..18).contains(&(hour % 24)) {
             let admin = user(&team.admin_user);
-            for (k, name) in ["ListFunctions20150331", "GetFunction20150331v2", "DescribeTrails", "GetTrailStatus", "LookupEvents"].iter().enumerate() {
+            for (k, name) in
+                ["ListFunctions20150331", "GetFunction20150331v2", "DescribeTrails", "GetTrailStatus", "LookupEvents"]
+                    .iter()
+                    .enumerate()
+            {
                 let ts = base + 900_000_000 + k as i64 * 30_000_000;
-                let source = if name.contains("Function") { "lambda.amazonaws.com" } else { "cloudtrail.amazonaws.com" };
-                let request = if name.starts_with("GetFunction") { json!({"functionName": team.functions[rng.below(team.functions.len())]}) } else { json!({}) };
-                out.push((ts, record(&mut rng, ts, source, name, admin.clone(), OFFICE_ADDRESS, CONSOLE_AGENT, request, Value::Null)));
+                let source =
+                    if name.contains("Function") { "lambda.amazonaws.com" } else { "cloudtrail.amazonaws.com" };
+                let request = if name.starts_with("GetFunction") {
+                    json!({"functionName": team.functions[rng.below(team.functions.len())]})
+                } else {
+                    json!({})
+                };
+                out.push((
+                    ts,
+                    record(
+                        &mut rng,
+                        ts,
+                        source,
+                        name,
+                        admin.clone(),
+                        OFFICE_ADDRESS,
+                        CONSOLE_AGENT,
+                        request,
+                        Value::Null,
+                    ),
+                ));
             }
             if hour % 24 == 10 {
                 let ts = base + 1_800_000_000;
                 out.push((ts, record(&mut rng, ts, "cloudtrail.amazonaws.com", "PutEventSelectors", admin.clone(), OFFICE_ADDRESS, CONSOLE_AGENT,
                     json!({"trailName": "org-trail", "eventSelectors": [{"readWriteType": "All", "includeManagementEvents": true, "dataResources": [{"type": "AWS::Lambda::Function", "values": ["arn:aws:lambda"]}], "excludeManagementEventSources": []}]}),
                     json!({"trailARN": format!("arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/org-trail")}))));
-                out.push((ts + 60_000_000, record(&mut rng, ts + 60_000_000, "cloudtrail.amazonaws.com", "StartLogging", admin.clone(), OFFICE_ADDRESS, CONSOLE_AGENT,
-                    json!({"name": "org-trail"}), Value::Null)));
+                out.push((
+                    ts + 60_000_000,
+                    record(
+                        &mut rng,
+                        ts + 60_000_000,
+                        "cloudtrail.amazonaws.com",
+                        "StartLogging",
+                        admin.clone(),
+                        OFFICE_ADDRESS,
+                        CONSOLE_AGENT,
+                        json!({"name": "org-trail"}),
+                        Value::Null,
+                    ),
+                ));
             }
             // Now and then a permission the admin does not have.
             if rng.chance(0.2) {
                 let ts = base + 2_400_000_000;
-                let mut denied = record(&mut rng, ts, "iam.amazonaws.com", "ListRoles", admin.clone(), OFFICE_ADDRESS, CONSOLE_AGENT, json!({}), Value::Null);
+                let mut denied = record(
+                    &mut rng,
+                    ts,
+                    "iam.amazonaws.com",
+                    "ListRoles",
+                    admin.clone(),
+                    OFFICE_ADDRESS,
+                    CONSOLE_AGENT,
+                    json!({}),
+                    Value::Null,
+                );
                 denied["errorCode"] = json!("AccessDenied");
                 denied["errorMessage"] = json!("User is not authorized to perform: iam:ListRoles");
                 out.push((ts, denied));
@@ -211,7 +280,20 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
                     ("kms.amazonaws.com", "Decrypt", json!({"encryptionAlgorithm": "SYMMETRIC_DEFAULT"}))
                 };
                 let address = format!("3.{}.{}.{}", 80 + i % 8, rng.below(256), 1 + rng.below(254));
-                out.push((ts, record(&mut rng, ts, source, name, identity.clone(), &address, lambda_agent(), request, Value::Null)));
+                out.push((
+                    ts,
+                    record(
+                        &mut rng,
+                        ts,
+                        source,
+                        name,
+                        identity.clone(),
+                        &address,
+                        lambda_agent(),
+                        request,
+                        Value::Null,
+                    ),
+                ));
             }
         }
     }

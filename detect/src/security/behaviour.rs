@@ -167,7 +167,15 @@ impl Behaviour {
         self.config = config;
     }
 
-    fn burst(&mut self, kind: &str, entity: &str, function: Option<&str>, ts_us: i64, key: &str, out: &mut Vec<Finding>) {
+    fn burst(
+        &mut self,
+        kind: &str,
+        entity: &str,
+        function: Option<&str>,
+        ts_us: i64,
+        key: &str,
+        out: &mut Vec<Finding>,
+    ) {
         let window = self.config.burst_window_us;
         let start = ts_us.div_euclid(window) * window;
         if self.bursts.len() >= BURSTS_MAX {
@@ -193,7 +201,11 @@ impl Behaviour {
                 window_start_us: start,
                 window_end_us: start + window,
                 count: burst.count as i64,
-                detail: format!("{} authorization failures of {kind} {entity} within {} minutes", burst.count, window / MINUTE_US),
+                detail: format!(
+                    "{} authorization failures of {kind} {entity} within {} minutes",
+                    burst.count,
+                    window / MINUTE_US
+                ),
                 observed: json!({"failures": burst.count, "kind": kind, "entity": entity}),
                 expected: json!({"failures_below": self.config.denials_per_burst}),
                 evidence: burst.evidence.clone(),
@@ -230,14 +242,18 @@ impl Behaviour {
         self.expire(row.ts_us);
         let Some(function) = row.function.as_deref() else { return };
         if is_denial_text(&row.message) {
-            let key = row.request_id.clone().unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
+            let key = row
+                .request_id
+                .clone()
+                .unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
             self.burst("function", function, Some(function), row.ts_us, &key, out);
         }
     }
 
     pub fn invocation(&mut self, row: &InvocationRow, out: &mut Vec<Finding>) {
         self.expire(row.ts_us);
-        let denied = [row.error_type.as_deref(), row.error_message.as_deref()].into_iter().flatten().any(is_denial_text);
+        let denied =
+            [row.error_type.as_deref(), row.error_message.as_deref()].into_iter().flatten().any(is_denial_text);
         if denied {
             let function = Some(row.function.as_str());
             if let Some(ip) = row.source_ip.as_deref() {
@@ -256,10 +272,14 @@ impl Behaviour {
             return;
         }
         let config = self.config.clone();
-        let book = self.callers.entry(row.function.clone()).or_insert_with(|| CallerBook { first_us: row.ts_us, ..CallerBook::default() });
+        let book = self
+            .callers
+            .entry(row.function.clone())
+            .or_insert_with(|| CallerBook { first_us: row.ts_us, ..CallerBook::default() });
         book.invocations += 1;
         book.first_us = book.first_us.min(row.ts_us);
-        let learned = row.ts_us - book.first_us >= config.caller_learning_us && book.invocations > config.caller_learning_invocations;
+        let learned = row.ts_us - book.first_us >= config.caller_learning_us
+            && book.invocations > config.caller_learning_invocations;
         let attributes = [
             ("principal", row.principal.as_deref().map(actor_of)),
             ("network", row.source_ip.as_deref().map(network_of)),
@@ -311,7 +331,8 @@ impl Behaviour {
             return; // late for a window already judged
         }
         if start > current.start_us {
-            let closed = book.open.replace(ResourceWindow { start_us: start, ..ResourceWindow::default() }).expect("open");
+            let closed =
+                book.open.replace(ResourceWindow { start_us: start, ..ResourceWindow::default() }).expect("open");
             judge(&row.function, book, closed, &config, out);
         }
         let current = book.open.as_mut().expect("open");
@@ -333,7 +354,13 @@ impl Behaviour {
     }
 }
 
-fn judge(function: &str, book: &mut ResourceBook, window: ResourceWindow, config: &BehaviourConfig, out: &mut Vec<Finding>) {
+fn judge(
+    function: &str,
+    book: &mut ResourceBook,
+    window: ResourceWindow,
+    config: &BehaviourConfig,
+    out: &mut Vec<Finding>,
+) {
     let mut durations = window.durations.clone();
     durations.sort_by(f64::total_cmp);
     let median = durations.get(durations.len() / 2).copied().unwrap_or(0.0).max(1.0);
@@ -373,7 +400,12 @@ fn judge(function: &str, book: &mut ResourceBook, window: ResourceWindow, config
                 window_start_us: window.start_us,
                 window_end_us: window.start_us + config.resource_window_us,
                 count: window.invocations as i64,
-                detail: format!("{function} billed {:.0} GB-s in {} minutes, {:.0}x its usual", window.gb_seconds, config.resource_window_us / MINUTE_US, window.gb_seconds / book.gb_seconds.max(0.01)),
+                detail: format!(
+                    "{function} billed {:.0} GB-s in {} minutes, {:.0}x its usual",
+                    window.gb_seconds,
+                    config.resource_window_us / MINUTE_US,
+                    window.gb_seconds / book.gb_seconds.max(0.01)
+                ),
                 observed: json!({"gb_seconds": window.gb_seconds, "invocations": window.invocations}),
                 expected: json!({"gb_seconds": book.gb_seconds}),
                 evidence: window.evidence.clone(),

@@ -152,7 +152,8 @@ impl ControlPlane {
         let role = event.param("roleName");
         match event.operation() {
             "AttachRolePolicy" => {
-                let privileged = event.param("policyArn").is_some_and(|p| PRIVILEGED_POLICIES.iter().any(|s| p.ends_with(s)));
+                let privileged =
+                    event.param("policyArn").is_some_and(|p| PRIVILEGED_POLICIES.iter().any(|s| p.ends_with(s)));
                 if let (Some(role), true) = (role, privileged) {
                     let account = event.account.clone().unwrap_or_default();
                     self.privileged_roles.insert(format!("arn:aws:iam::{account}:role/{role}"));
@@ -206,7 +207,11 @@ impl ControlPlane {
                 let external = principal_account.is_some_and(|p| Some(p) != account.as_deref());
                 let public = principal == "*" && !org_scoped;
                 if public || external {
-                    let who = if public { "everyone".to_string() } else { format!("account {}", principal_account.unwrap_or("?")) };
+                    let who = if public {
+                        "everyone".to_string()
+                    } else {
+                        format!("account {}", principal_account.unwrap_or("?"))
+                    };
                     out.push(finding(
                         "lambda.public_permission",
                         format!("{function} may now be invoked by {who}"),
@@ -252,8 +257,11 @@ impl ControlPlane {
                 let never_deployed_here = self.functions.get(&function).is_none_or(|c| c.deployers.is_empty());
                 let known_deployer = self.deployers.contains(&actor);
                 if !known_here && !(never_deployed_here && known_deployer) {
-                    let before: Vec<String> =
-                        self.functions.get(&function).map(|c| c.deployers.iter().cloned().collect()).unwrap_or_default();
+                    let before: Vec<String> = self
+                        .functions
+                        .get(&function)
+                        .map(|c| c.deployers.iter().cloned().collect())
+                        .unwrap_or_default();
                     let mut found = finding(
                         "lambda.code_by_new_principal",
                         format!("{function}'s code was replaced by {actor}, who never deployed it"),
@@ -295,7 +303,11 @@ impl ControlPlane {
                 let foreign = added.iter().any(|l| arn_account(l).is_some_and(|a| Some(a) != account));
                 let mut found = finding(
                     "lambda.layer_added",
-                    format!("{function} now loads {} new layer(s){}", added.len(), if foreign { " from another account" } else { "" }),
+                    format!(
+                        "{function} now loads {} new layer(s){}",
+                        added.len(),
+                        if foreign { " from another account" } else { "" }
+                    ),
                     json!({"added": added, "layers": layers}),
                 );
                 found.expected = json!({"layers": known.layers});
@@ -325,7 +337,10 @@ impl ControlPlane {
             if !hijack.is_empty() {
                 out.push(finding(
                     "lambda.runtime_hijack",
-                    format!("{function}'s environment now loads code before its handler ({})", hijack.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "{function}'s environment now loads code before its handler ({})",
+                        hijack.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
                     json!({"variables": hijack}),
                 ));
             }
@@ -391,7 +406,9 @@ fn trail(event: &CloudTrailEvent, out: &mut Vec<Finding>) {
         ..Finding::default()
     };
     match event.operation() {
-        "StopLogging" => out.push(finding("trail.stopped", format!("trail {name} stopped logging"), json!({"trail": name}))),
+        "StopLogging" => {
+            out.push(finding("trail.stopped", format!("trail {name} stopped logging"), json!({"trail": name})))
+        }
         "DeleteTrail" => out.push(finding("trail.deleted", format!("trail {name} deleted"), json!({"trail": name}))),
         "PutEventSelectors" => {
             let mut dropped = Vec::new();
@@ -402,15 +419,23 @@ fn trail(event: &CloudTrailEvent, out: &mut Vec<Finding>) {
                 if let Some(kind) = selector.get("readWriteType").and_then(Value::as_str).filter(|k| *k != "All") {
                     dropped.push(format!("{} events", if kind == "ReadOnly" { "write" } else { "read" }));
                 }
-                if selector.get("excludeManagementEventSources").and_then(Value::as_array).is_some_and(|s| !s.is_empty()) {
+                if selector
+                    .get("excludeManagementEventSources")
+                    .and_then(Value::as_array)
+                    .is_some_and(|s| !s.is_empty())
+                {
                     dropped.push("management events of some services".to_string());
                 }
             }
-            for selector in event.request.get("advancedEventSelectors").and_then(Value::as_array).into_iter().flatten() {
+            for selector in event.request.get("advancedEventSelectors").and_then(Value::as_array).into_iter().flatten()
+            {
                 for field in selector.get("fieldSelectors").and_then(Value::as_array).into_iter().flatten() {
                     let is = |key: &str, value: &str| {
                         field.get("field").and_then(Value::as_str) == Some(key)
-                            && field.get("equals").and_then(Value::as_array).is_some_and(|v| v.iter().any(|x| x == value))
+                            && field
+                                .get("equals")
+                                .and_then(Value::as_array)
+                                .is_some_and(|v| v.iter().any(|x| x == value))
                     };
                     if is("readOnly", "true") {
                         dropped.push("write events".to_string());

@@ -317,10 +317,19 @@ pub fn base64_segments(text: &str) -> Vec<String> {
         let Ok(bytes) = decoded else { continue };
         let printable = bytes.iter().filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()).count();
         // Binary (images, serialized objects) stays binary; a few known binary markers are kept as text.
-        let binary_marker = bytes.starts_with(&[0xac, 0xed, 0x00, 0x05]) || bytes.starts_with(&[0x80, 0x04, 0x95]) || bytes.starts_with(&[0x80, 0x03]) || bytes.starts_with(&[0x00, 0x01, 0x00, 0x00, 0x00, 0xff]);
+        let binary_marker = bytes.starts_with(&[0xac, 0xed, 0x00, 0x05])
+            || bytes.starts_with(&[0x80, 0x04, 0x95])
+            || bytes.starts_with(&[0x80, 0x03])
+            || bytes.starts_with(&[0x00, 0x01, 0x00, 0x00, 0x00, 0xff]);
         if binary_marker {
             let hex: String = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-            out.push(format!("binary:{hex} {}", String::from_utf8_lossy(&bytes).chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect::<String>()));
+            out.push(format!(
+                "binary:{hex} {}",
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                    .collect::<String>()
+            ));
         } else if printable * 100 >= bytes.len() * 90 {
             out.push(String::from_utf8_lossy(&bytes).into_owned());
         }
@@ -348,7 +357,9 @@ pub fn forms(text: &str) -> Vec<String> {
     if full != out[0] {
         out.push(full);
     }
-    for segment in base64_segments(text).into_iter().chain(if decoded != text { base64_segments(&decoded) } else { Vec::new() }) {
+    for segment in
+        base64_segments(text).into_iter().chain(if decoded != text { base64_segments(&decoded) } else { Vec::new() })
+    {
         let segment = resolve_lookups(&unescape(&html_decode(&url_decode(&segment))));
         out.push(normalise(&segment));
     }
@@ -398,15 +409,31 @@ mod tests {
     fn base64_segments_decode_text_but_not_binary() {
         let encoded = base64::engine::general_purpose::STANDARD.encode("' union select password from users--");
         assert_eq!(base64_segments(&format!("q={encoded}")), vec!["' union select password from users--"]);
-        let png = base64::engine::general_purpose::STANDARD.encode([0x89u8, b'P', b'N', b'G', 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, 0, 0, 1, 0]);
+        let png = base64::engine::general_purpose::STANDARD
+            .encode([0x89u8, b'P', b'N', b'G', 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, 0, 0, 1, 0]);
         assert!(base64_segments(&png).is_empty());
-        let java = base64::engine::general_purpose::STANDARD.encode([0xacu8, 0xed, 0, 5, b's', b'r', 0, 0x17, b'j', b'a', b'v', b'a', b'.', b'u', b't', b'i', b'l']);
+        let java = base64::engine::general_purpose::STANDARD
+            .encode([0xacu8, 0xed, 0, 5, b's', b'r', 0, 0x17, b'j', b'a', b'v', b'a', b'.', b'u', b't', b'i', b'l']);
         assert!(base64_segments(&java)[0].starts_with("binary:aced0005"));
     }
 
     #[test]
     fn forms_never_panic_on_hostile_text() {
-        for text in ["%", "%u", "%u12", "&#", "&#x;", "\\", "\\u{", "\\u{110000}", "${", "${${", "/*", "\u{10ffff}%c0", "&#99999999999;"] {
+        for text in [
+            "%",
+            "%u",
+            "%u12",
+            "&#",
+            "&#x;",
+            "\\",
+            "\\u{",
+            "\\u{110000}",
+            "${",
+            "${${",
+            "/*",
+            "\u{10ffff}%c0",
+            "&#99999999999;",
+        ] {
             let _ = forms(text);
         }
         let long = "%41".repeat(100_000);

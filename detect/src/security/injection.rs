@@ -63,40 +63,136 @@ impl Class {
 const RULES: &[(Class, &str, &str)] = &[
     // SQL injection.
     (Class::Sql, "sql.union_select", r#"\bunion(\s+(all|distinct))?\s*(\(\s*)?select\b"#),
-    (Class::Sql, "sql.quote_boolean", r#"['"`)]\s*(or|and|xor|\|\||&&)\s*(\(\s*)?(['"`]?\w*['"`]?\s*(=|<>|!=|<=>|>|<|\blike\b|\bis\b|\bin\b)|\d+\s*(=|>|<|-)|true\b|false\b|not\b|\d+\s*$|sleep|exists)"#),
+    (
+        Class::Sql,
+        "sql.quote_boolean",
+        r#"['"`)]\s*(or|and|xor|\|\||&&)\s*(\(\s*)?(['"`]?\w*['"`]?\s*(=|<>|!=|<=>|>|<|\blike\b|\bis\b|\bin\b)|\d+\s*(=|>|<|-)|true\b|false\b|not\b|\d+\s*$|sleep|exists)"#,
+    ),
     (Class::Sql, "sql.numeric_tautology", r#"(^|=)\s*-?\d+\s*\)?\s*(or|and|\|\|)\s+(\d+\s*(=|<|>)\s*\d+|true|sleep)"#),
     (Class::Sql, "sql.comment_terminator", r#"['"]\s*\)*\s*(;\s*)?(--|#(\s|$)|/\*|;%00|\x00)"#),
-    (Class::Sql, "sql.stacked", r#"['";)]\s*;?\s*(drop|delete|insert|update|alter|create|truncate|exec|execute|declare|shutdown|grant|select)\s+(table|from|into|database|schema|user|procedure|function|\w+\s+set|@|xp_|master\.|\*|\w+\s*\(|\d)"#),
-    (Class::Sql, "sql.functions", r#"\b(pg_sleep\s*\(|sleep\s*\(\s*\d|benchmark\s*\(\s*\d|waitfor\s+(delay|time)\s+'|extractvalue\s*\(|updatexml\s*\(|load_file\s*\(|into\s+(out|dump)file\b|information_schema\.|xp_cmdshell|sp_executesql|dbms_pipe\.|utl_http\.|utl_inaddr\.|sysobjects\b|@@version|@@datadir|sqlite_master\b|pg_catalog\.pg_|current_user\s*\(|char\(\d+\)\s*(\+|\|\|)\s*char\(|concat\s*\(\s*0x|0x[0-9a-f]{6,}\s*(,|\)|$)|group_concat\s*\(|having\s+\d+\s*=\s*\d+|order\s+by\s+\d+\s*(--|#|/\*))"#),
+    (
+        Class::Sql,
+        "sql.stacked",
+        r#"['";)]\s*;?\s*(drop|delete|insert|update|alter|create|truncate|exec|execute|declare|shutdown|grant|select)\s+(table|from|into|database|schema|user|procedure|function|\w+\s+set|@|xp_|master\.|\*|\w+\s*\(|\d)"#,
+    ),
+    (
+        Class::Sql,
+        "sql.functions",
+        r#"\b(pg_sleep\s*\(|sleep\s*\(\s*\d|benchmark\s*\(\s*\d|waitfor\s+(delay|time)\s+'|extractvalue\s*\(|updatexml\s*\(|load_file\s*\(|into\s+(out|dump)file\b|information_schema\.|xp_cmdshell|sp_executesql|dbms_pipe\.|utl_http\.|utl_inaddr\.|sysobjects\b|@@version|@@datadir|sqlite_master\b|pg_catalog\.pg_|current_user\s*\(|char\(\d+\)\s*(\+|\|\|)\s*char\(|concat\s*\(\s*0x|0x[0-9a-f]{6,}\s*(,|\)|$)|group_concat\s*\(|having\s+\d+\s*=\s*\d+|order\s+by\s+\d+\s*(--|#|/\*))"#,
+    ),
     // OS command injection.
-    (Class::Command, "command.separator_then_command", r#"(;|\|\|?|&&?|\$\(|`|\n|^)\s*(\(?\s*)(cat|ls|id|whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|dash|ksh|python[23]?|perl|ruby|php|powershell|pwsh|cmd(\.exe)?|nslookup|telnet|rm|chmod|chown|busybox|printenv|ifconfig|ipconfig|net\s+user|systeminfo|tasklist|mkfifo|base64|xxd|crontab|pkill|tftp|scp|ssh|socat|openssl|certutil|bitsadmin|mshta|rundll32|regsvr32|nohup)\b(\s+[-/$'".~\w]|\s*[;|&`)]|\s*$)"#),
-    (Class::Command, "command.separator_then_argument", r#"(;|\|\|?|&&?|\$\(|`|\n)\s*(echo|sleep|ping|env|dig|host|find|head|tail|type|dir|kill|touch|tee|dd|sed|awk|timeout)(\s+(-\w|\$|/|['"]|\d+\s*($|[;|&`)])|[\w.-]+\s*\|)|\s*$|\s*[;|&`)])"#),
-    (Class::Command, "command.substitution", r#"\$\((\s*[a-z/])|`\s*(id|whoami|uname|ls|cat|curl|wget|sleep|ping|echo|nslookup|hostname)\b[^`]*`"#),
-    (Class::Command, "command.shell_paths", r#"(/bin/(ba|z|da|k)?sh\b|/usr/bin/(env|python|perl|nc|curl|wget)\b|cmd(\.exe)?\s+/c\b|powershell(\.exe)?\s+-(e|enc|encodedcommand|nop|c|command|w)\b|/dev/(tcp|udp)/|\bnc(at)?\s+(-\w+\s+)*-(e|c)\s|\bbash\s+-(i|c)\b|\bsh\s+-c\b|\|\s*(ba)?sh\b|\bmkfifo\s+/tmp/|base64\s+(-d|--decode)\b)"#),
+    (
+        Class::Command,
+        "command.separator_then_command",
+        r#"(;|\|\|?|&&?|\$\(|`|\n|^)\s*(\(?\s*)(cat|ls|id|whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|dash|ksh|python[23]?|perl|ruby|php|powershell|pwsh|cmd(\.exe)?|nslookup|telnet|rm|chmod|chown|busybox|printenv|ifconfig|ipconfig|net\s+user|systeminfo|tasklist|mkfifo|base64|xxd|crontab|pkill|tftp|scp|ssh|socat|openssl|certutil|bitsadmin|mshta|rundll32|regsvr32|nohup)\b(\s+[-/$'".~\w]|\s*[;|&`)]|\s*$)"#,
+    ),
+    (
+        Class::Command,
+        "command.separator_then_argument",
+        r#"(;|\|\|?|&&?|\$\(|`|\n)\s*(echo|sleep|ping|env|dig|host|find|head|tail|type|dir|kill|touch|tee|dd|sed|awk|timeout)(\s+(-\w|\$|/|['"]|\d+\s*($|[;|&`)])|[\w.-]+\s*\|)|\s*$|\s*[;|&`)])"#,
+    ),
+    (
+        Class::Command,
+        "command.substitution",
+        r#"\$\((\s*[a-z/])|`\s*(id|whoami|uname|ls|cat|curl|wget|sleep|ping|echo|nslookup|hostname)\b[^`]*`"#,
+    ),
+    (
+        Class::Command,
+        "command.shell_paths",
+        r#"(/bin/(ba|z|da|k)?sh\b|/usr/bin/(env|python|perl|nc|curl|wget)\b|cmd(\.exe)?\s+/c\b|powershell(\.exe)?\s+-(e|enc|encodedcommand|nop|c|command|w)\b|/dev/(tcp|udp)/|\bnc(at)?\s+(-\w+\s+)*-(e|c)\s|\bbash\s+-(i|c)\b|\bsh\s+-c\b|\|\s*(ba)?sh\b|\bmkfifo\s+/tmp/|base64\s+(-d|--decode)\b)"#,
+    ),
     // Path traversal and local files.
-    (Class::PathTraversal, "path.dot_dot", r#"(\.{2,}[/\\]+){2,}|(^|[/\\=:'])\.\.[/\\]+(etc|proc|var|usr|root|home|windows|winnt|boot|opt|tmp)\b|\.\.[/\\]+\.\.\b"#),
-    (Class::PathTraversal, "path.sensitive_file", r#"(^|[/\\=:'`])(etc[/\\](passwd|shadow|group|hosts|issue|sudoers)|proc[/\\](self|\d+)[/\\](environ|cmdline|maps|fd|mem|root)|windows[/\\](win\.ini|system32)|boot\.ini|\.aws[/\\]credentials|\.ssh[/\\](id_\w+|authorized_keys)|var[/\\]task[/\\]|var[/\\]runtime[/\\]|\.env\b|web\.config|wp-config\.php)"#),
-    (Class::PathTraversal, "path.file_scheme", r#"\b(file|php|phar|zip|expect|glob|data|jar|netdoc|gopher|dict)://(/|localhost|[a-z]:)?|php://(filter|input)"#),
+    (
+        Class::PathTraversal,
+        "path.dot_dot",
+        r#"(\.{2,}[/\\]+){2,}|(^|[/\\=:'])\.\.[/\\]+(etc|proc|var|usr|root|home|windows|winnt|boot|opt|tmp)\b|\.\.[/\\]+\.\.\b"#,
+    ),
+    (
+        Class::PathTraversal,
+        "path.sensitive_file",
+        r#"(^|[/\\=:'`])(etc[/\\](passwd|shadow|group|hosts|issue|sudoers)|proc[/\\](self|\d+)[/\\](environ|cmdline|maps|fd|mem|root)|windows[/\\](win\.ini|system32)|boot\.ini|\.aws[/\\]credentials|\.ssh[/\\](id_\w+|authorized_keys)|var[/\\]task[/\\]|var[/\\]runtime[/\\]|\.env\b|web\.config|wp-config\.php)"#,
+    ),
+    (
+        Class::PathTraversal,
+        "path.file_scheme",
+        r#"\b(file|php|phar|zip|expect|glob|data|jar|netdoc|gopher|dict)://(/|localhost|[a-z]:)?|php://(filter|input)"#,
+    ),
     // SSRF to instance metadata and credential endpoints.
-    (Class::MetadataSsrf, "ssrf.metadata_address", r#"169\.254\.169\.254|169\.254\.170\.2\b|fd00:ec2::254|metadata\.google\.internal|metadata\.azure\.(com|internal)|100\.100\.100\.200|\binstance-data\b"#),
-    (Class::MetadataSsrf, "ssrf.metadata_encoded_address", r#"\b2852039166\b|\b0xa9fea9fe\b|0xa9\.0xfe\.0xa9\.0xfe|0251\.0376\.0251\.0376|\b0251\.0?376\.0?251\.0?376\b|::ffff:a9fe:a9fe|::ffff:169\.254\.|169\.254\.43518\b|0xa9\.254\.|169\.0xfe\.|\b169\.16689662\b|\[::169\.254\."#),
-    (Class::MetadataSsrf, "ssrf.metadata_path", r#"/latest/(meta-data|user-data|api/token|dynamic/instance-identity)|/computemetadata/v1|/metadata/(instance|identity/oauth2)|/v2/credentials/|aws_container_credentials_relative_uri|/opc/v[12]/instance"#),
+    (
+        Class::MetadataSsrf,
+        "ssrf.metadata_address",
+        r#"169\.254\.169\.254|169\.254\.170\.2\b|fd00:ec2::254|metadata\.google\.internal|metadata\.azure\.(com|internal)|100\.100\.100\.200|\binstance-data\b"#,
+    ),
+    (
+        Class::MetadataSsrf,
+        "ssrf.metadata_encoded_address",
+        r#"\b2852039166\b|\b0xa9fea9fe\b|0xa9\.0xfe\.0xa9\.0xfe|0251\.0376\.0251\.0376|\b0251\.0?376\.0?251\.0?376\b|::ffff:a9fe:a9fe|::ffff:169\.254\.|169\.254\.43518\b|0xa9\.254\.|169\.0xfe\.|\b169\.16689662\b|\[::169\.254\."#,
+    ),
+    (
+        Class::MetadataSsrf,
+        "ssrf.metadata_path",
+        r#"/latest/(meta-data|user-data|api/token|dynamic/instance-identity)|/computemetadata/v1|/metadata/(instance|identity/oauth2)|/v2/credentials/|aws_container_credentials_relative_uri|/opc/v[12]/instance"#,
+    ),
     // Log4Shell-style JNDI lookups (after `decode::resolve_lookups`).
-    (Class::Jndi, "jndi.lookup", r#"\$\{\s*jndi\s*:|jndi\s*:\s*(ldap|ldaps|rmi|dns|iiop|corba|nds|nis|http|https)s?\s*:/"#),
+    (
+        Class::Jndi,
+        "jndi.lookup",
+        r#"\$\{\s*jndi\s*:|jndi\s*:\s*(ldap|ldaps|rmi|dns|iiop|corba|nds|nis|http|https)s?\s*:/"#,
+    ),
     // Server-side template injection.
-    (Class::Template, "template.arithmetic", r#"\{\{\s*\d+\s*[*+/-]\s*['\d]+\s*\}\}|\$\{\s*\d+\s*[*+/-]\s*\d+\s*\}|#\{\s*\d+\s*[*+/-]\s*\d+\s*\}|<%=?\s*\d+\s*[*+/-]\s*\d+\s*%>|\$\{\{\s*\d+\s*[*+/-]\s*\d+\s*\}\}|\[\[\s*\$\{\s*\d|\{\s*\d+\s*\*\s*\d+\s*\}\}|@\(\s*\d+\s*\*\s*\d+\s*\)"#),
-    (Class::Template, "template.object_walk", r#"\{\{.{0,200}(__class__|__mro__|__subclasses__|__globals__|__builtins__|__init__|__import__|config\.items|request\.application|\blipsum\b|\bcycler\b|\bjoiner\b|self\._|\|attr\s*\(|popen|getattribute)|\{%.{0,200}(import|__class__|popen|system).{0,200}%\}"#),
-    (Class::Template, "template.java_el", r#"[$#*@]\{[^}]{0,200}(t\s*\(\s*java\.|getclass\s*\(|getruntime|java\.lang\.|new\s+java|freemarker\.template|\.forname\s*\(|processbuilder|classloader|getmethod)|<#assign|\?new\s*\(\)|\$class\.inspect|#set\s*\(\s*\$\w+\s*=|\{php\}|\{\{\s*constructor\.constructor|<%=?\s*(system|exec|runtime|`|process|require|global\.)"#),
+    (
+        Class::Template,
+        "template.arithmetic",
+        r#"\{\{\s*\d+\s*[*+/-]\s*['\d]+\s*\}\}|\$\{\s*\d+\s*[*+/-]\s*\d+\s*\}|#\{\s*\d+\s*[*+/-]\s*\d+\s*\}|<%=?\s*\d+\s*[*+/-]\s*\d+\s*%>|\$\{\{\s*\d+\s*[*+/-]\s*\d+\s*\}\}|\[\[\s*\$\{\s*\d|\{\s*\d+\s*\*\s*\d+\s*\}\}|@\(\s*\d+\s*\*\s*\d+\s*\)"#,
+    ),
+    (
+        Class::Template,
+        "template.object_walk",
+        r#"\{\{.{0,200}(__class__|__mro__|__subclasses__|__globals__|__builtins__|__init__|__import__|config\.items|request\.application|\blipsum\b|\bcycler\b|\bjoiner\b|self\._|\|attr\s*\(|popen|getattribute)|\{%.{0,200}(import|__class__|popen|system).{0,200}%\}"#,
+    ),
+    (
+        Class::Template,
+        "template.java_el",
+        r#"[$#*@]\{[^}]{0,200}(t\s*\(\s*java\.|getclass\s*\(|getruntime|java\.lang\.|new\s+java|freemarker\.template|\.forname\s*\(|processbuilder|classloader|getmethod)|<#assign|\?new\s*\(\)|\$class\.inspect|#set\s*\(\s*\$\w+\s*=|\{php\}|\{\{\s*constructor\.constructor|<%=?\s*(system|exec|runtime|`|process|require|global\.)"#,
+    ),
     // XML external entities and XInclude.
-    (Class::Xxe, "xxe.entity", r#"<!doctype[^>]{0,200}\[|<!entity\s+(%\s*)?[\w.-]+\s+(system|public)\b|<!entity\s+%|xmlns:xi\s*=\s*['\x22]http://www\.w3\.org/2001/xinclude|<xi:include\b"#),
+    (
+        Class::Xxe,
+        "xxe.entity",
+        r#"<!doctype[^>]{0,200}\[|<!entity\s+(%\s*)?[\w.-]+\s+(system|public)\b|<!entity\s+%|xmlns:xi\s*=\s*['\x22]http://www\.w3\.org/2001/xinclude|<xi:include\b"#,
+    ),
     // Insecure deserialization gadgets and markers.
-    (Class::Deserialization, "deserialization.java", r#"\bro0ab[a-z0-9+/]|binary:aced0005|\baced0005|org\.apache\.commons\.collections\d*\.functors|invokertransformer|com\.sun\.rowset\.jdbcrowsetimpl|org\.springframework\.beans\.factory|java\.lang\.runtime|ysoserial|com\.sun\.org\.apache\.xalan|templatesimpl|org\.codehaus\.groovy\.runtime|c3p0\.|bsh\.interpreter"#),
-    (Class::Deserialization, "deserialization.php", r#"\bo:\d+:"[a-z_\\][\w\\]*":\d+:\{|\bc:\d+:"[a-z_\\][\w\\]*":\d+:\{|\ba:\d+:\{(s|i):\d+[:;]"#),
-    (Class::Deserialization, "deserialization.python_yaml_node", r#"!!python/(object|name|module|apply)|!!js/(function|regexp|undefined)|_\$\$nd_func\$\$_|\bcos\s*\n?\s*system|c__builtin__|cposix\b|\bcsubprocess\b|binary:8004|binary:8003|\bgasv[a-z0-9+/]{4,}|__reduce__"#),
-    (Class::Deserialization, "deserialization.dotnet_json", r#"binary:0001000000ff|\baaeaaad/////|"\$type"\s*:\s*"system\.|objectdataprovider|system\.windows\.data|"@type"\s*:\s*"(com\.|java\.|org\.|javax\.)|system\.diagnostics\.process"#),
+    (
+        Class::Deserialization,
+        "deserialization.java",
+        r#"\bro0ab[a-z0-9+/]|binary:aced0005|\baced0005|org\.apache\.commons\.collections\d*\.functors|invokertransformer|com\.sun\.rowset\.jdbcrowsetimpl|org\.springframework\.beans\.factory|java\.lang\.runtime|ysoserial|com\.sun\.org\.apache\.xalan|templatesimpl|org\.codehaus\.groovy\.runtime|c3p0\.|bsh\.interpreter"#,
+    ),
+    (
+        Class::Deserialization,
+        "deserialization.php",
+        r#"\bo:\d+:"[a-z_\\][\w\\]*":\d+:\{|\bc:\d+:"[a-z_\\][\w\\]*":\d+:\{|\ba:\d+:\{(s|i):\d+[:;]"#,
+    ),
+    (
+        Class::Deserialization,
+        "deserialization.python_yaml_node",
+        r#"!!python/(object|name|module|apply)|!!js/(function|regexp|undefined)|_\$\$nd_func\$\$_|\bcos\s*\n?\s*system|c__builtin__|cposix\b|\bcsubprocess\b|binary:8004|binary:8003|\bgasv[a-z0-9+/]{4,}|__reduce__"#,
+    ),
+    (
+        Class::Deserialization,
+        "deserialization.dotnet_json",
+        r#"binary:0001000000ff|\baaeaaad/////|"\$type"\s*:\s*"system\.|objectdataprovider|system\.windows\.data|"@type"\s*:\s*"(com\.|java\.|org\.|javax\.)|system\.diagnostics\.process"#,
+    ),
     // NoSQL operator injection.
-    (Class::NoSql, "nosql.operator", r#"["']\$(ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|expr|function|accumulator|or|and|not|nor|elemmatch|all|size|type|jsonschema|text|mod)["']\s*:|\[\s*\$(ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|expr|or|and|not|nor|elemmatch)\s*\]"#),
-    (Class::NoSql, "nosql.javascript", r#"\$where\b|['"]\s*;\s*(return\s+(true|1)|sleep\s*\()|\bthis\.\w+(\.\w+)*\s*(==|!=|>|<|\.match\s*\()|['"]\s*\|\|\s*['"]?1['"]?\s*==\s*['"]?1|db\.\w+\.(find|drop|insert|remove)\s*\(|\bmapreduce\b"#),
+    (
+        Class::NoSql,
+        "nosql.operator",
+        r#"["']\$(ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|expr|function|accumulator|or|and|not|nor|elemmatch|all|size|type|jsonschema|text|mod)["']\s*:|\[\s*\$(ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|expr|or|and|not|nor|elemmatch)\s*\]"#,
+    ),
+    (
+        Class::NoSql,
+        "nosql.javascript",
+        r#"\$where\b|['"]\s*;\s*(return\s+(true|1)|sleep\s*\()|\bthis\.\w+(\.\w+)*\s*(==|!=|>|<|\.match\s*\()|['"]\s*\|\|\s*['"]?1['"]?\s*==\s*['"]?1|db\.\w+\.(find|drop|insert|remove)\s*\(|\bmapreduce\b"#,
+    ),
 ];
 
 /// One match.

@@ -26,8 +26,8 @@ use store::Table;
 
 use crate::alert::{alert_id, sql_literal, Alert};
 use crate::{DetectError, Severity};
-pub use behaviour::BehaviourConfig;
 use behaviour::Behaviour;
+pub use behaviour::BehaviourConfig;
 use controlplane::ControlPlane;
 use injection::InjectionMatcher;
 use rows::{CloudTrailEvent, InvocationRow, LogRow};
@@ -133,11 +133,14 @@ impl Finding {
         let detector = self.detection_id();
         let (title, severity, attack, next) = match (&self.sigma, catalog(self.detection)) {
             (Some((_, title, level, attack)), _) => (title.clone(), *level, attack.clone(), None),
-            (None, Some(d)) => (d.title.to_string(), d.severity, d.attack.iter().map(|s| s.to_string()).collect(), Some(d.next)),
+            (None, Some(d)) => {
+                (d.title.to_string(), d.severity, d.attack.iter().map(|s| s.to_string()).collect(), Some(d.next))
+            }
             (None, None) => (self.detection.to_string(), Severity::Medium, Vec::new(), None),
         };
         let severity = self.severity.unwrap_or(severity);
-        let (start, end) = if self.window { (self.window_start_us, self.window_end_us) } else { (self.ts_us, self.ts_us) };
+        let (start, end) =
+            if self.window { (self.window_start_us, self.window_end_us) } else { (self.ts_us, self.ts_us) };
         let id_window = if self.window { self.window_start_us } else { 0 };
         let mut expected = match &self.expected {
             Value::Object(map) => Value::Object(map.clone()),
@@ -206,6 +209,7 @@ const REPORTED_MAX: usize = 200_000;
 
 /// The security detections over stored rows.
 pub struct Security {
+    config: SecurityConfig,
     injection: InjectionMatcher,
     sigma: SigmaRules,
     state: State,
@@ -222,23 +226,30 @@ impl Security {
         Security {
             injection: InjectionMatcher::new(),
             sigma,
-            state: State { version: STATE_VERSION, behaviour: Behaviour::new(config.behaviour), ..State::default() },
+            state: State {
+                version: STATE_VERSION,
+                behaviour: Behaviour::new(config.behaviour.clone()),
+                ..State::default()
+            },
+            config,
             reported: HashSet::new(),
             reported_order: VecDeque::new(),
             stats: SecurityStats::default(),
         }
     }
 
-    /// Restores learned state (deployers, callers, baselines) from `checkpoint`.
-    pub fn restore(config: SecurityConfig, sigma: SigmaRules, bytes: &[u8]) -> Result<Self, DetectError> {
+    /// Restores learned state (deployers, callers, baselines) from what `checkpoint` wrote.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), DetectError> {
         let mut state: State = serde_json::from_slice(bytes).map_err(|e| DetectError::Checkpoint(e.to_string()))?;
         if state.version != STATE_VERSION {
-            return Err(DetectError::Checkpoint(format!("security state version {} is not {STATE_VERSION}", state.version)));
+            return Err(DetectError::Checkpoint(format!(
+                "security state version {} is not {STATE_VERSION}",
+                state.version
+            )));
         }
-        state.behaviour.set_config(config.behaviour.clone());
-        let mut security = Security::new(config, sigma);
-        security.state = state;
-        Ok(security)
+        state.behaviour.set_config(self.config.behaviour.clone());
+        self.state = state;
+        Ok(())
     }
 
     pub fn checkpoint(&self) -> Result<Vec<u8>, DetectError> {
@@ -372,12 +383,18 @@ impl Security {
         self.state.behaviour.log(row, out);
         let Some(function) = row.function.clone() else { return };
         // Platform lines (START, END, REPORT) carry no input.
-        if row.message.starts_with("START RequestId") || row.message.starts_with("END RequestId") || row.message.starts_with("REPORT RequestId") {
+        if row.message.starts_with("START RequestId")
+            || row.message.starts_with("END RequestId")
+            || row.message.starts_with("REPORT RequestId")
+        {
             return;
         }
         let hits = self.injection.scan_payload(&row.message);
         if !hits.is_empty() {
-            let key = row.request_id.clone().unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
+            let key = row
+                .request_id
+                .clone()
+                .unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
             let base = Finding {
                 ts_us: row.ts_us,
                 function: Some(function.clone()),
@@ -386,11 +403,18 @@ impl Security {
                 evidence: vec![key],
                 ..Finding::default()
             };
-            self.injection_findings(hits.into_iter().map(|h| injection::Hit { field: format!("log message ({})", h.field), ..h }).collect(), &base, out);
+            self.injection_findings(
+                hits.into_iter().map(|h| injection::Hit { field: format!("log message ({})", h.field), ..h }).collect(),
+                &base,
+                out,
+            );
         }
         if !self.sigma.is_empty() {
             for rule in self.sigma.matching(sigma::Target::LambdaLogs, &row.record()) {
-                let key = row.request_id.clone().unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
+                let key = row
+                    .request_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
                 out.push(Finding {
                     detection: "sigma",
                     ts_us: row.ts_us,
@@ -426,6 +450,40 @@ mod tests {
         for class in injection::Class::ALL {
             assert!(catalog(class.detection()).is_some());
         }
+    }
+
+    #[test]
+    fn learned_state_survives_a_checkpoint() {
+        use store::rows::{TableBuilder, Value as Cell};
+        let mut builder = TableBuilder::new(Table::Cloudtrail);
+        let mut cells: Vec<Cell> = Table::Cloudtrail
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                arrow::datatypes::DataType::Timestamp(..) => Cell::Time(None),
+                arrow::datatypes::DataType::Boolean => Cell::Bool(None),
+                _ => Cell::Text(None),
+            })
+            .collect();
+        cells[0] = Cell::Time(Some(1_000_000));
+        cells[1] = Cell::Text(Some("lambda.amazonaws.com"));
+        cells[2] = Cell::Text(Some("UpdateFunctionCode20150331v2"));
+        cells[6] = Cell::Text(Some("arn:aws:iam::1:user/ci"));
+        cells[13] = Cell::Text(Some("{\"functionName\":\"f\"}"));
+        cells[17] = Cell::Text(Some("e1"));
+        builder.push(&cells);
+        let batch = builder.finish().unwrap();
+        let mut first = Security::new(SecurityConfig::default(), SigmaRules::default());
+        let mut alerts = Vec::new();
+        first.push(Table::Cloudtrail, &batch, &mut alerts);
+        assert_eq!(alerts.len(), 1, "the first deployer of an unknown function is new");
+        let mut second = Security::new(SecurityConfig::default(), SigmaRules::default());
+        second.restore_state(&first.checkpoint().unwrap()).unwrap();
+        alerts.clear();
+        second.push(Table::Cloudtrail, &batch, &mut alerts);
+        assert!(alerts.is_empty(), "the restored state knows the deployer: {alerts:?}");
+        assert!(second.restore_state(b"{not json").is_err());
     }
 
     #[test]

@@ -36,19 +36,29 @@ pub struct SigmaRule {
 
 impl std::fmt::Debug for SigmaRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigmaRule").field("id", &self.id).field("title", &self.title).field("source", &self.source).finish()
+        f.debug_struct("SigmaRule")
+            .field("id", &self.id)
+            .field("title", &self.title)
+            .field("source", &self.source)
+            .finish()
     }
 }
 
 /// The rules shipped with coldtrail.
 const SHIPPED: &[(&str, &str)] = &[
     ("aws_config_recording_disabled.yml", include_str!("../../rules/sigma/aws_config_recording_disabled.yml")),
-    ("aws_ec2_instance_connect_key_pushed.yml", include_str!("../../rules/sigma/aws_ec2_instance_connect_key_pushed.yml")),
+    (
+        "aws_ec2_instance_connect_key_pushed.yml",
+        include_str!("../../rules/sigma/aws_ec2_instance_connect_key_pushed.yml"),
+    ),
     ("aws_ec2_user_data_read.yml", include_str!("../../rules/sigma/aws_ec2_user_data_read.yml")),
     ("aws_guardduty_disruption.yml", include_str!("../../rules/sigma/aws_guardduty_disruption.yml")),
     ("aws_iam_admin_policy_attached.yml", include_str!("../../rules/sigma/aws_iam_admin_policy_attached.yml")),
     ("aws_iam_login_profile_changed.yml", include_str!("../../rules/sigma/aws_iam_login_profile_changed.yml")),
-    ("aws_lambda_log_credentials_exposed.yml", include_str!("../../rules/sigma/aws_lambda_log_credentials_exposed.yml")),
+    (
+        "aws_lambda_log_credentials_exposed.yml",
+        include_str!("../../rules/sigma/aws_lambda_log_credentials_exposed.yml"),
+    ),
     ("aws_lambda_log_reverse_shell.yml", include_str!("../../rules/sigma/aws_lambda_log_reverse_shell.yml")),
     ("aws_organizations_leave.yml", include_str!("../../rules/sigma/aws_organizations_leave.yml")),
     ("aws_rolesanywhere_trust_anchor.yml", include_str!("../../rules/sigma/aws_rolesanywhere_trust_anchor.yml")),
@@ -109,7 +119,8 @@ impl SigmaRules {
                 return Ok(());
             }
         };
-        let id = rule.id.clone().unwrap_or_else(|| source.trim_end_matches(".yml").trim_end_matches(".yaml").to_string());
+        let id =
+            rule.id.clone().unwrap_or_else(|| source.trim_end_matches(".yml").trim_end_matches(".yaml").to_string());
         self.rules.push(SigmaRule {
             id,
             title: rule.title.clone(),
@@ -127,7 +138,8 @@ impl SigmaRules {
     /// reported, all at once; the others are still added.
     pub fn load_dir(&mut self, dir: &Path) -> Result<usize, DetectError> {
         let mut files = Vec::new();
-        collect(dir, &mut files).map_err(|e| DetectError::Rule { file: dir.display().to_string(), reason: e.to_string() })?;
+        collect(dir, &mut files)
+            .map_err(|e| DetectError::Rule { file: dir.display().to_string(), reason: e.to_string() })?;
         files.sort();
         let before = self.rules.len();
         let mut problems = Vec::new();
@@ -189,7 +201,8 @@ mod tests {
 
     #[test]
     fn technique_tags_become_attack_ids() {
-        let tags = vec!["attack.defense-evasion".to_string(), "attack.t1562.008".to_string(), "attack.t1098".to_string()];
+        let tags =
+            vec!["attack.defense-evasion".to_string(), "attack.t1562.008".to_string(), "attack.t1098".to_string()];
         assert_eq!(techniques(&tags), vec!["T1562.008", "T1098"]);
     }
 
@@ -198,7 +211,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("coldtrail-sigma-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a.yml"), "title: [unclosed").unwrap();
-        std::fs::write(dir.join("b.yml"), "title: no detection\nlogsource: {product: aws, service: cloudtrail}\n").unwrap();
+        std::fs::write(dir.join("b.yml"), "title: no detection\nlogsource: {product: aws, service: cloudtrail}\n")
+            .unwrap();
         std::fs::write(dir.join("c.yml"), SHIPPED[0].1).unwrap();
         let mut rules = SigmaRules::default();
         let error = rules.load_dir(&dir).unwrap_err().to_string();
