@@ -56,6 +56,11 @@ cat "$work/ingest.txt"
 check "other parquet readers see coldtrail's segments with the same rows and schema" \
     python3 tests/e2e/read_segments.py "$work/local" "$work/info.json" "$work/schema.json"
 check "coldtrail verify: the local store is intact" "$coldtrail" --data "$work/local" verify
+"$coldtrail" --data "$work/local" hunt --format json > "$work/hunt.jsonl" 2> "$work/hunt.txt"
+check "coldtrail hunt finds the detonated trail tampering and the logged SQL injection again" bash -c \
+    "grep -q '\"detector\":\"trail.stopped\"' '$work/hunt.jsonl' && grep -q '\"detector\":\"injection.sql\"' '$work/hunt.jsonl'"
+check "the stream stored the same security alerts the hunt raised" bash -c \
+    "[ \"\$('$coldtrail' --data '$work/local' sql \"SELECT count(DISTINCT alert_id) FROM alerts WHERE detector NOT LIKE 'anomaly.%'\" --format csv | tail -1)\" = \"\$(wc -l < '$work/hunt.jsonl')\" ]"
 
 echo "-- coldtrail serve: psql and the CLI over the PostgreSQL protocol and HTTP, with TLS, audited"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -219,14 +219,12 @@ impl ControlPlane {
                     ));
                 }
             }
-            "CreateFunctionUrlConfig" | "UpdateFunctionUrlConfig" => {
-                if event.param("authType") == Some("NONE") {
-                    out.push(finding(
-                        "lambda.url_without_auth",
-                        format!("{function} has a function URL anyone can call"),
-                        json!({"authType": "NONE", "cors": request.get("cors")}),
-                    ));
-                }
+            "CreateFunctionUrlConfig" | "UpdateFunctionUrlConfig" if event.param("authType") == Some("NONE") => {
+                out.push(finding(
+                    "lambda.url_without_auth",
+                    format!("{function} has a function URL anyone can call"),
+                    json!({"authType": "NONE", "cors": request.get("cors")}),
+                ));
             }
             "CreateFunction" => {
                 let role = event.param("role").map(str::to_string);
@@ -256,7 +254,8 @@ impl ControlPlane {
                 let known_here = self.functions.get(&function).is_some_and(|c| c.deployers.contains(&actor));
                 let never_deployed_here = self.functions.get(&function).is_none_or(|c| c.deployers.is_empty());
                 let known_deployer = self.deployers.contains(&actor);
-                if !known_here && !(never_deployed_here && known_deployer) {
+                let expected = known_here || (never_deployed_here && known_deployer);
+                if !expected {
                     let before: Vec<String> = self
                         .functions
                         .get(&function)
@@ -273,14 +272,14 @@ impl ControlPlane {
                 self.note_deployer(&function, &actor);
             }
             "UpdateFunctionConfiguration" => self.configuration(event, &function, account.as_deref(), &finding, out),
-            "PutFunctionConcurrency" => {
-                if request.get("reservedConcurrentExecutions").and_then(Value::as_i64) == Some(0) {
-                    out.push(finding(
-                        "lambda.concurrency_zero",
-                        format!("{function} can no longer run: reserved concurrency set to 0"),
-                        json!({"reservedConcurrentExecutions": 0}),
-                    ));
-                }
+            "PutFunctionConcurrency"
+                if request.get("reservedConcurrentExecutions").and_then(Value::as_i64) == Some(0) =>
+            {
+                out.push(finding(
+                    "lambda.concurrency_zero",
+                    format!("{function} can no longer run: reserved concurrency set to 0"),
+                    json!({"reservedConcurrentExecutions": 0}),
+                ));
             }
             _ => {}
         }

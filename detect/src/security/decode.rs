@@ -232,10 +232,8 @@ pub fn resolve_lookups(text: &str) -> String {
                         Some(default.to_string())
                     } else if let Some(value) = lower.strip_prefix("lower:").or_else(|| lower.strip_prefix("upper:")) {
                         Some(value.to_string())
-                    } else if let Some(value) = lower.strip_prefix("date:") {
-                        Some(value.trim_matches('\'').to_string())
                     } else {
-                        None
+                        lower.strip_prefix("date:").map(|value| value.trim_matches('\'').to_string())
                     };
                     match replacement {
                         Some(r) => {

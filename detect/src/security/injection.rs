@@ -359,6 +359,25 @@ mod tests {
     }
 
     #[test]
+    fn hostile_payloads_are_bounded_and_never_panic() {
+        let matcher = InjectionMatcher::new();
+        // Nested deeper than the JSON parser allows: matched as text.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matcher.scan_payload(&deep).is_empty());
+        // Truncated JSON with an attack inside is still text with an attack.
+        assert_eq!(classes(r#"{"q":"' UNION SELECT password FROM users--"#), vec![Class::Sql]);
+        // Oversized: an attack past the matched prefix of one huge string is not searched for ever.
+        let huge = format!("{}{}", "a".repeat(4 * decode::TEXT_BYTES_MAX), "' or 1=1--");
+        assert!(matcher.scan_payload(&huge).is_empty());
+        // Many strings: the budget bounds the work.
+        let many = serde_json::to_string(&vec!["x".repeat(10); 100_000]).unwrap();
+        assert!(matcher.scan_payload(&many).is_empty());
+        for text in ["", "\u{0}", "%%%%", "${${${${", "<!--", "\u{feff}\u{202e}' or '1'='1"] {
+            let _ = matcher.scan_payload(text);
+        }
+    }
+
+    #[test]
     fn ordinary_text_is_not_an_attack() {
         for text in [
             r#"{"name":"Conor O'Brien","note":"Please select the items from the table where you left them"}"#,
