@@ -367,39 +367,35 @@ fn judge(
     let memory = if window.memory_ratio_n > 0 { window.memory_ratio_sum / window.memory_ratio_n as f64 } else { 0.0 };
     let learned = book.windows_learned >= config.resource_learning_windows;
     let typical_duration = book.log_duration.exp();
+    // What both resource findings share: the function and its window.
+    let base = Finding {
+        ts_us: window.start_us + config.resource_window_us,
+        function: Some(function.to_string()),
+        entity: function.to_string(),
+        key: function.to_string(),
+        window: true,
+        window_start_us: window.start_us,
+        window_end_us: window.start_us + config.resource_window_us,
+        count: window.invocations as i64,
+        evidence: window.evidence.clone(),
+        ..Finding::default()
+    };
     let mut abnormal = false;
     if learned && window.invocations >= 3 {
         if median >= 10.0 * typical_duration && median >= 1_000.0 && memory >= 0.85 {
             abnormal = true;
             out.push(Finding {
                 detection: "resource.cryptomining",
-                ts_us: window.start_us + config.resource_window_us,
-                function: Some(function.to_string()),
-                entity: function.to_string(),
-                key: function.to_string(),
-                window: true,
-                window_start_us: window.start_us,
-                window_end_us: window.start_us + config.resource_window_us,
-                count: window.invocations as i64,
                 detail: format!("{function} runs pinned: median {median:.0} ms (typically {typical_duration:.0} ms) at {:.0}% memory", memory * 100.0),
                 observed: json!({"median_duration_ms": median, "memory_ratio": memory, "invocations": window.invocations}),
                 expected: json!({"median_duration_ms": typical_duration}),
-                evidence: window.evidence.clone(),
-                ..Finding::default()
+                ..base.clone()
             });
         }
         if window.gb_seconds >= 10.0 * book.gb_seconds.max(0.01) && window.gb_seconds >= 100.0 {
             abnormal = true;
             out.push(Finding {
                 detection: "resource.denial_of_wallet",
-                ts_us: window.start_us + config.resource_window_us,
-                function: Some(function.to_string()),
-                entity: function.to_string(),
-                key: function.to_string(),
-                window: true,
-                window_start_us: window.start_us,
-                window_end_us: window.start_us + config.resource_window_us,
-                count: window.invocations as i64,
                 detail: format!(
                     "{function} billed {:.0} GB-s in {} minutes, {:.0}x its usual",
                     window.gb_seconds,
@@ -408,8 +404,7 @@ fn judge(
                 ),
                 observed: json!({"gb_seconds": window.gb_seconds, "invocations": window.invocations}),
                 expected: json!({"gb_seconds": book.gb_seconds}),
-                evidence: window.evidence.clone(),
-                ..Finding::default()
+                ..base.clone()
             });
         }
     }
