@@ -183,17 +183,8 @@ impl ControlPlane {
             .map(str::to_string)
             .or_else(|| event.recipient_account.clone())
             .or_else(|| event.account.clone());
-        let finding = |detection: &'static str, detail: String, observed: Value| Finding {
-            detection,
-            ts_us: event.ts_us,
-            function: Some(function.clone()),
-            entity: actor.clone(),
-            key: event.key(),
-            detail,
-            observed,
-            evidence: vec![event.key()],
-            principal: event.principal_arn.clone(),
-            ..Finding::default()
+        let finding = |detection: &'static str, detail: String, observed: Value| {
+            event_finding(event, Some(function.clone()), detection, detail, observed)
         };
         match event.operation() {
             "AddPermission" => {
@@ -388,21 +379,33 @@ fn short(text: &str) -> &str {
     }
 }
 
-/// Trail tampering.
-fn trail(event: &CloudTrailEvent, out: &mut Vec<Finding>) {
-    let name = event.param("name").or_else(|| event.param("trailName")).unwrap_or("?");
-    let actor = event.actor().unwrap_or_else(|| "unknown".into());
-    let finding = |detection: &'static str, detail: String, observed: Value| Finding {
+/// A finding about one CloudTrail event: its actor is the entity, its event id the key and the evidence.
+fn event_finding(
+    event: &CloudTrailEvent,
+    function: Option<String>,
+    detection: &'static str,
+    detail: String,
+    observed: Value,
+) -> Finding {
+    Finding {
         detection,
         ts_us: event.ts_us,
-        function: None,
-        entity: actor.clone(),
+        function,
+        entity: event.actor().unwrap_or_else(|| "unknown".into()),
         key: event.key(),
         detail,
         observed,
         evidence: vec![event.key()],
         principal: event.principal_arn.clone(),
         ..Finding::default()
+    }
+}
+
+/// Trail tampering.
+fn trail(event: &CloudTrailEvent, out: &mut Vec<Finding>) {
+    let name = event.param("name").or_else(|| event.param("trailName")).unwrap_or("?");
+    let finding = |detection: &'static str, detail: String, observed: Value| {
+        event_finding(event, None, detection, detail, observed)
     };
     match event.operation() {
         "StopLogging" => {

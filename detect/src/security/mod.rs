@@ -316,8 +316,7 @@ impl Security {
         self.state.controlplane.observe(event, out);
         self.state.behaviour.cloudtrail(event, out);
         if !self.sigma.is_empty() {
-            let record = event.record();
-            for rule in self.sigma.matching(sigma::Target::CloudTrail, &record) {
+            for rule in self.sigma.matching(sigma::Target::CloudTrail, event.record()) {
                 out.push(Finding {
                     detection: "sigma",
                     ts_us: event.ts_us,
@@ -410,7 +409,7 @@ impl Security {
             );
         }
         if !self.sigma.is_empty() {
-            for rule in self.sigma.matching(sigma::Target::LambdaLogs, &row.record()) {
+            for rule in self.sigma.matching(sigma::Target::LambdaLogs, row.record()) {
                 let key = row
                     .request_id
                     .clone()

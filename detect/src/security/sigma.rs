@@ -174,11 +174,11 @@ impl SigmaRules {
     }
 
     /// The rules for `target` that match `record`.
-    pub fn matching(&self, target: Target, record: &Value) -> Vec<&SigmaRule> {
+    pub fn matching(&self, target: Target, record: Value) -> Vec<&SigmaRule> {
         if !self.rules.iter().any(|r| r.target == target) {
             return Vec::new();
         }
-        let Ok(event) = sigma_rust::Event::try_from(record.clone()) else { return Vec::new() };
+        let Ok(event) = sigma_rust::Event::try_from(record) else { return Vec::new() };
         self.rules.iter().filter(|r| r.target == target && r.rule.is_match(&event)).collect()
     }
 }
