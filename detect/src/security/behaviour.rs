@@ -118,6 +118,9 @@ struct ResourceBook {
     /// Exponentially weighted means of the median duration (log) and of GB-seconds per window.
     log_duration: f64,
     gb_seconds: f64,
+    /// Consecutive windows kept out of the baseline; after an hour of them the new level is accepted.
+    #[serde(default)]
+    held_back: u32,
     open: Option<ResourceWindow>,
 }
 
@@ -126,6 +129,8 @@ const VALUES_MAX: usize = 512;
 const FUNCTIONS_MAX: usize = 20_000;
 const BURSTS_MAX: usize = 100_000;
 const EVIDENCE_MAX: usize = 5;
+/// Billed GB-seconds in one window below which no cost surge is reported (tiny functions).
+const WALLET_GB_SECONDS_MIN: f64 = 10.0;
 
 /// State of the behavioural detections.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -392,7 +397,7 @@ fn judge(
                 ..base.clone()
             });
         }
-        if window.gb_seconds >= 10.0 * book.gb_seconds.max(0.01) && window.gb_seconds >= 100.0 {
+        if window.gb_seconds >= 10.0 * book.gb_seconds.max(0.01) && window.gb_seconds >= WALLET_GB_SECONDS_MIN {
             abnormal = true;
             out.push(Finding {
                 detection: "resource.denial_of_wallet",
@@ -408,8 +413,11 @@ fn judge(
             });
         }
     }
-    // Abnormal windows do not teach the baseline.
-    if !abnormal && window.invocations > 0 {
+    // Abnormal windows, and surges too small to report, do not teach the baseline.
+    let surge = learned && window.gb_seconds >= 5.0 * book.gb_seconds.max(0.01);
+    let held_back = (abnormal || surge) && book.held_back < config.resource_learning_windows;
+    book.held_back = if held_back { book.held_back + 1 } else { 0 };
+    if !held_back && window.invocations > 0 {
         let alpha = if book.windows_learned == 0 { 1.0 } else { 0.1f64.max(1.0 / (book.windows_learned as f64 + 1.0)) };
         book.log_duration += alpha * (median.ln() - book.log_duration);
         book.gb_seconds += alpha * (window.gb_seconds - book.gb_seconds);
