@@ -441,6 +441,37 @@ mod tests {
     }
 
     #[test]
+    fn denied_invocations_and_log_lines_burst_per_address_and_function() {
+        let mut behaviour = Behaviour::new(BehaviourConfig::default());
+        let mut out = Vec::new();
+        for i in 0..30 {
+            let row = InvocationRow {
+                ts_us: i * 2_000_000,
+                function: "orders-api".into(),
+                request_id: format!("r{i}"),
+                error_type: Some("UnauthorizedError".into()),
+                source_ip: Some("198.51.100.9".into()),
+                ..InvocationRow::default()
+            };
+            behaviour.invocation(&row, &mut out);
+            let line = LogRow {
+                ts_us: i * 2_000_000,
+                function: Some("users-api".into()),
+                request_id: Some(format!("u{i}")),
+                message: "{\"statusCode\": 403, \"message\": \"Forbidden\"}".into(),
+                ..LogRow::default()
+            };
+            behaviour.log(&line, &mut out);
+            // Ordinary errors and lines are not denials.
+            let ok = LogRow { message: "order 403 shipped".into(), ..line };
+            behaviour.log(&ok, &mut out);
+        }
+        let entities: Vec<&str> = out.iter().map(|f| f.entity.as_str()).collect();
+        assert_eq!(entities, vec!["address 198.51.100.9", "function users-api"], "{out:?}");
+        assert_eq!(out[0].function.as_deref(), Some("orders-api"));
+    }
+
+    #[test]
     fn a_burst_of_denials_is_reported_once_per_window() {
         let mut behaviour = Behaviour::new(BehaviourConfig::default());
         let mut out = Vec::new();
