@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub struct Config {
     #[serde(default)]
     pub query: QueryConfig,
+    #[serde(default)]
+    pub alerting: alerting::AlertingConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +110,7 @@ impl Config {
         if let Err(e) = query::Users::from_specs(&q.users) {
             problems.push(e.to_string());
         }
+        problems.extend(config.alerting.problems());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -137,6 +140,8 @@ mod tests {
         let config = Config::parse(text, "coldtrail.example.toml").unwrap();
         assert_eq!(config.query.pg_listen.port(), 5433);
         assert!(!config.query.users.is_empty());
+        assert_eq!(config.alerting.destinations.len(), 4);
+        assert_eq!(config.alerting.suppress.len(), 1);
     }
 
     #[test]
@@ -148,5 +153,14 @@ mod tests {
         for part in ["tls_key go together", "statement_timeout_secs", "both 127.0.0.1:9"] {
             assert!(err.contains(part), "{err}");
         }
+        let text = "[[alerting.destinations]]\nname = \"a\"\nkind = \"pagerduty\"\nurl = \"ftp://x\"\n\n[[alerting.suppress]]\nuntil = \"soon\"\nreason = \"r\"\n";
+        let err = Config::parse(text, "x").unwrap_err().to_string();
+        for part in ["not http(s)", "needs routing_key", "not an RFC 3339 time"] {
+            assert!(err.contains(part), "{err}");
+        }
+        let err = Config::parse("[[alerting.destinations]]\nname = \"a\"\nkind = \"email\"\nurl = \"http://x\"\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("email"), "{err}");
     }
 }

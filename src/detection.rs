@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use detect::alert::alerts_batch;
 use detect::security::{Security, SecurityConfig, SigmaRules};
-use detect::{Alert, Stream, StreamConfig, StreamStats};
+use detect::{Alert, Deduplicator, Stream, StreamConfig, StreamStats};
 use store::time::{hour_of, MICROS_PER_HOUR};
 use store::{Store, Table, TimeRange};
 
@@ -23,6 +23,8 @@ use crate::commands::Paths;
 /// Appends buffered between the store and the detectors before ingest waits.
 const QUEUE_APPENDS_MAX: usize = 64;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+/// Alerts of one detector and entity within this much event time are one alert with a count.
+pub const DEDUP_WINDOW_US: i64 = 10 * 60 * 1_000_000;
 /// With no records for this long, event time follows the clock, so that a fleet that went silent is seen.
 const IDLE_ADVANCE_AFTER: Duration = Duration::from_secs(120);
 
@@ -146,6 +148,7 @@ fn run(
     stop: &AtomicBool,
 ) -> anyhow::Result<StreamStats> {
     let mut alerts = Vec::new();
+    let mut dedup = Deduplicator::new(DEDUP_WINDOW_US);
     let mut published = StreamStats::default();
     let mut last_checkpoint = Instant::now();
     let mut last_record = Instant::now();
@@ -168,17 +171,18 @@ fn run(
                     if now > stream.watermark_us() {
                         stream.advance_to(now, &mut alerts);
                     }
+                    alerts.extend(dedup.close_until(now));
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if !alerts.is_empty() {
-            store_alerts(store, &alerts)?;
+        let stored = dedup.admit(std::mem::take(&mut alerts));
+        if !stored.is_empty() {
+            store_alerts(store, &stored)?;
         }
         let stats = stream.stats();
-        detect::metrics::publish(&stats, &published, &alerts);
+        detect::metrics::publish(&stats, &published, &stored);
         published = stats;
-        alerts.clear();
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             if let Err(e) = save_checkpoint(data, &stream, &security) {
                 tracing::error!(error = %e, "detector checkpoint failed; retrying in a minute");
@@ -186,6 +190,7 @@ fn run(
             last_checkpoint = Instant::now();
         }
     }
+    store_alerts(store, &dedup.close_all())?;
     save_checkpoint(data, &stream, &security)?;
     Ok(stream.stats())
 }
@@ -222,6 +227,7 @@ pub async fn backfill(paths: &Paths, args: DetectArgs) -> anyhow::Result<ExitCod
     let start = from.unwrap_or(oldest);
     let end = to.unwrap_or(newest + 1);
     let mut stream = Stream::new(StreamConfig::default());
+    let mut dedup = Deduplicator::new(DEDUP_WINDOW_US);
     let mut alerts = Vec::new();
     let mut n_alerts = 0;
     let mut hour = hour_of(start);
@@ -231,14 +237,16 @@ pub async fn backfill(paths: &Paths, args: DetectArgs) -> anyhow::Result<ExitCod
         if let Some(batch) = sorted_by_time(&batches)? {
             stream.push(&batch, &mut alerts);
         }
-        n_alerts += alerts.len();
-        store_alerts(&store, &alerts)?;
-        alerts.clear();
+        let stored = dedup.admit(std::mem::take(&mut alerts));
+        n_alerts += stored.len();
+        store_alerts(&store, &stored)?;
         hour += MICROS_PER_HOUR;
     }
     stream.advance_to(end + StreamConfig::default().lateness_us + 60_000_000, &mut alerts);
-    n_alerts += alerts.len();
-    store_alerts(&store, &alerts)?;
+    let mut stored = dedup.admit(std::mem::take(&mut alerts));
+    stored.extend(dedup.close_all());
+    n_alerts += stored.len();
+    store_alerts(&store, &stored)?;
     store.flush_all().await?;
     let stats = stream.stats();
     outln!(
@@ -380,18 +388,24 @@ pub async fn hunt(paths: &Paths, args: HuntArgs) -> anyhow::Result<ExitCode> {
     let start = since.unwrap_or(oldest).max(oldest);
     let end = until.unwrap_or(newest + 1).min(newest + 1);
     let mut security = Security::new(SecurityConfig::default(), rules);
+    let mut dedup = Deduplicator::new(DEDUP_WINDOW_US);
     let mut alerts = Vec::new();
+    let mut raised = Vec::new();
     let mut hour = hour_of(start);
     while hour < end {
         let range = TimeRange::new(hour.max(start), (hour + MICROS_PER_HOUR).min(end));
         for table in Security::TABLES {
             let batches = store.scan(table, None, range).await?;
             if let Some(batch) = sorted_by_time(&batches)? {
-                security.push(table, &batch, &mut alerts);
+                security.push(table, &batch, &mut raised);
+                alerts.extend(dedup.admit(std::mem::take(&mut raised)));
             }
         }
         hour += MICROS_PER_HOUR;
     }
+    alerts.extend(dedup.close_all());
+    // One line per alert: a group's final row replaces its first.
+    let alerts = detect::dedup::latest_by_id(alerts);
     let stats = security.stats().clone();
     if args.format == "json" {
         for alert in &alerts {

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// PEM private key for TLS.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Send alerts to this URL as signed JSON (repeatable); the HMAC secret comes from
+    /// COLDTRAIL_WEBHOOK_SECRET. More destinations, routing and suppressions: [alerting] in the configuration.
+    #[arg(long = "webhook", value_name = "URL")]
+    webhooks: Vec<String>,
 }
 
 pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +47,14 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
         q.tls_cert = args.tls_cert.clone();
         q.tls_key = args.tls_key.clone();
     }
+    for url in &args.webhooks {
+        config.alerting.destinations.push(alerting::DestinationConfig::webhook(url));
+    }
+    let problems = config.alerting.problems();
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    let q = &mut config.query;
     let tls = match (&q.tls_cert, &q.tls_key) {
         (Some(cert), Some(key)) => Some(query::tls::TlsSettings::load(cert, key)?),
         _ => None,
@@ -74,6 +86,25 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let engine = QueryEngine::new(store.clone(), limits).await?;
     let detection = crate::detection::Detection::start(store.clone(), &paths.data, detect::StreamConfig::default())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The outbox stops last, after the detectors' final alerts are stored.
+    let (outbox_stop, outbox_stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = if config.alerting.destinations.is_empty() {
+        None
+    } else {
+        let unsigned = config
+            .alerting
+            .destinations
+            .iter()
+            .filter(|d| d.kind == alerting::Kind::Webhook && d.secret.is_none())
+            .count();
+        if unsigned > 0 && std::env::var_os("COLDTRAIL_WEBHOOK_SECRET").is_none() {
+            outln!("warning: {unsigned} webhook(s) without a secret and no COLDTRAIL_WEBHOOK_SECRET: requests are not signed");
+        }
+        let names: Vec<&str> = config.alerting.destinations.iter().map(|d| d.name.as_str()).collect();
+        outln!("alerts go to {} (delivery states in the alert_deliveries table)", names.join(", "));
+        Some(alerting::Outbox::new(store.clone(), config.alerting.clone()).start(outbox_stop_rx))
+    };
     let pg_listener = tokio::net::TcpListener::bind(q.pg_listen)
         .await
         .with_context(|| format!("cannot listen on {} for PostgreSQL clients", q.pg_listen))?;
@@ -87,7 +118,6 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     outln!("postgres listening on {pg_addr}: psql \"postgresql://{first_user}@{pg_addr}/coldtrail\"");
     outln!("http listening on {scheme}://{http_addr}/api/v1/sql (metrics at {scheme}://{http_addr}/metrics)");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -126,6 +156,15 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await;
     let _ = maintenance.await;
     let detected = detection.stop().context("stopping the detectors")?;
+    let _ = outbox_stop.send(true);
+    if let Some(outbox) = outbox {
+        // Requests under way finish; undelivered alerts stay queued in the store for the next start.
+        match outbox.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "alert delivery stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "alert delivery task failed"),
+        }
+    }
     tracing::info!(minutes = detected.minutes_scored, alerts = detected.alerts, "detectors stopped and checkpointed");
     engine.close().await;
     store.flush_all().await.context("sealing hot rows at shutdown")?;

@@ -14,10 +14,12 @@
 //!   checkpoints.
 //! - `security`: security detections (event injection, risky Lambda changes, trail tampering, role
 //!   credentials outside Lambda, authorization-failure bursts, new callers, resource abuse, Sigma rules).
+//! - `dedup`: alerts of one detector and entity within a window grouped into one, with a count.
 //! - `nab`: scoring of anomaly scores by the Numenta Anomaly Benchmark's rules, for the benchmark.
 
 pub mod alert;
 pub mod anomaly;
+pub mod dedup;
 pub mod error;
 pub mod features;
 pub mod metrics;
@@ -29,6 +31,7 @@ pub mod stream;
 
 pub use alert::{Alert, Severity};
 pub use anomaly::{AnomalyConfig, AnomalyDetector};
+pub use dedup::Deduplicator;
 pub use error::DetectError;
 pub use features::{MinuteFeatures, MinuteWindows};
 pub use series::{SeriesConfig, SeriesDetector, Verdict};

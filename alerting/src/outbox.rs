@@ -1,0 +1,449 @@
+//! The durable outbox: every stored alert routed to a destination is delivered there once, or given up
+//! after `give_up_after_secs`, and every state it passes through is a row of `alert_deliveries` (pending,
+//! retrying with the error, delivered with the HTTP status, failed, suppressed). Those rows are the
+//! outbox's memory: after a restart, alerts whose last state is not final are queued again.
+//!
+//! Input is the store's subscription to `alerts`: an alert is delivered only after it is durably stored.
+//! Rows that repeat an alert id (a deduplicated group's final count, a replay) are not sent again.
+//! Retries back off exponentially with jitter up to a bound; each destination has a request timeout, a
+//! rate limit and a circuit breaker.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use store::rows::{TableBuilder, Value as Cell};
+use store::{Store, Table, TimeRange};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{AlertingConfig, DestinationConfig, Kind};
+use crate::metrics::metrics;
+use crate::payload::{self, AlertDoc, SIGNATURE_HEADER};
+
+/// Delivery states, as `alert_deliveries.state` stores them.
+pub mod state {
+    pub const PENDING: &str = "pending";
+    pub const RETRYING: &str = "retrying";
+    pub const DELIVERED: &str = "delivered";
+    pub const FAILED: &str = "failed";
+    pub const SUPPRESSED: &str = "suppressed";
+
+    pub fn is_final(state: &str) -> bool {
+        matches!(state, DELIVERED | FAILED | SUPPRESSED)
+    }
+}
+
+/// Concurrent requests at most, over all destinations.
+const IN_FLIGHT_MAX: usize = 64;
+
+fn now_us() -> i64 {
+    store::time::now_micros()
+}
+
+struct Destination {
+    config: DestinationConfig,
+    secret: Option<Vec<u8>>,
+    consecutive_failures: u32,
+    open_until_us: i64,
+    tokens: f64,
+    tokens_at_us: i64,
+}
+
+impl Destination {
+    fn backoff_us(&self, attempt: u32) -> i64 {
+        let seconds =
+            (self.config.backoff_initial_secs * 2f64.powi(attempt.min(30) as i32)).min(self.config.backoff_max_secs);
+        // Full jitter over the upper half: retries of many alerts do not arrive together.
+        let jitter = 0.5 + 0.5 * pseudo_random();
+        (seconds * jitter * 1e6) as i64
+    }
+
+    /// Takes a token if one is there; otherwise the time one will be.
+    fn take_token(&mut self, now: i64) -> Result<(), i64> {
+        let rate = self.config.rate_per_second;
+        self.tokens = (self.tokens + (now - self.tokens_at_us) as f64 / 1e6 * rate).min(rate.max(1.0));
+        self.tokens_at_us = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(now + ((1.0 - self.tokens) / rate * 1e6) as i64 + 1)
+        }
+    }
+}
+
+fn pseudo_random() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    let mut x = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ (now_us() as u64);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[derive(Clone)]
+struct Job {
+    alert: AlertDoc,
+    destination: usize,
+    attempt: u32,
+    first_us: i64,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Delivered(u16),
+    Retry(Option<u16>, String),
+    Reject(u16, String),
+}
+
+/// One `alert_deliveries` row to write: alert id, destination, state, attempt, HTTP status, error.
+type StateRow = (String, String, String, i64, Option<u16>, Option<String>);
+
+/// The outbox of one process.
+pub struct Outbox {
+    store: Arc<Store>,
+    config: AlertingConfig,
+    destinations: Vec<Destination>,
+    client: reqwest::Client,
+    jobs: BTreeMap<(i64, u64), Job>,
+    seq: u64,
+    known: HashSet<(String, usize)>,
+    rows: Vec<StateRow>,
+}
+
+impl Outbox {
+    pub fn new(store: Arc<Store>, config: AlertingConfig) -> Outbox {
+        let env_secret = std::env::var("COLDTRAIL_WEBHOOK_SECRET").ok();
+        let destinations = config
+            .destinations
+            .iter()
+            .map(|d| Destination {
+                secret: d.secret.clone().or_else(|| env_secret.clone()).map(String::into_bytes),
+                config: d.clone(),
+                consecutive_failures: 0,
+                open_until_us: 0,
+                tokens: d.rate_per_second.max(1.0),
+                tokens_at_us: now_us(),
+            })
+            .collect();
+        Outbox {
+            store,
+            config,
+            destinations,
+            client: reqwest::Client::builder().build().expect("an HTTP client"),
+            jobs: BTreeMap::new(),
+            seq: 0,
+            known: HashSet::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Subscribes to stored alerts, queues what an earlier run left undelivered, and delivers until `stop`.
+    pub fn start(self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<Result<(), AlertingError>> {
+        let receiver = self.store.subscribe(&[Table::Alerts], 1_024);
+        let (sender, mut appended) = tokio::sync::mpsc::channel::<store::Appended>(64);
+        // The store's subscription is a blocking channel: a thread moves it onto the runtime.
+        std::thread::Builder::new()
+            .name("alerting-tap".into())
+            .spawn(move || {
+                while let Ok(batch) = receiver.recv() {
+                    if sender.blocking_send(batch).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("a thread");
+        let mut outbox = self;
+        tokio::spawn(async move {
+            outbox.recover().await?;
+            let mut in_flight: JoinSet<(Job, Outcome)> = JoinSet::new();
+            loop {
+                outbox.dispatch(&mut in_flight);
+                outbox.write_rows().await?;
+                let next_due = outbox.jobs.keys().next().map(|(due, _)| *due);
+                let wait = next_due.map_or(Duration::from_secs(3600), |due| {
+                    Duration::from_micros((due - now_us()).clamp(1_000, 3_600_000_000) as u64)
+                });
+                tokio::select! {
+                    batch = appended.recv() => match batch {
+                        Some(batch) => {
+                            for (_, rows) in &batch.batches {
+                                outbox.admit(AlertDoc::rows(rows));
+                            }
+                        }
+                        None => break,
+                    },
+                    Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                        if let Ok((job, outcome)) = done {
+                            outbox.settle(job, outcome);
+                        }
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            // Requests under way finish (each is bounded by its timeout); the rest stay queued in the store.
+            while let Some(done) = in_flight.join_next().await {
+                if let Ok((job, outcome)) = done {
+                    outbox.settle(job, outcome);
+                }
+            }
+            outbox.write_rows().await?;
+            Ok(())
+        })
+    }
+
+    fn record(
+        &mut self,
+        alert_id: &str,
+        destination: usize,
+        state: &str,
+        attempt: u32,
+        status: Option<u16>,
+        error: Option<String>,
+    ) {
+        let name = self.destinations[destination].config.name.clone();
+        metrics().deliveries.with_label_values(&[&name, state]).inc();
+        self.rows.push((alert_id.to_string(), name, state.to_string(), attempt as i64, status, error));
+    }
+
+    async fn write_rows(&mut self) -> Result<(), AlertingError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut builder = TableBuilder::new(Table::AlertDeliveries);
+        let ts = now_us();
+        for (alert_id, destination, state, attempt, status, error) in self.rows.drain(..) {
+            builder.push(&[
+                Cell::Time(Some(ts)),
+                Cell::Text(Some(&alert_id)),
+                Cell::Text(Some(&destination)),
+                Cell::Text(Some(&state)),
+                Cell::Int(Some(attempt)),
+                Cell::Int(status.map(i64::from)),
+                Cell::Text(error.as_deref()),
+            ]);
+        }
+        if let Some(batch) = builder.finish() {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.append(&[(Table::AlertDeliveries, batch)], &[]))
+                .await
+                .map_err(|e| AlertingError(e.to_string()))?
+                .map_err(|e| AlertingError(format!("cannot store delivery states: {e}")))?;
+        }
+        for (i, d) in self.destinations.iter().enumerate() {
+            let pending = self.jobs.values().filter(|j| j.destination == i).count();
+            metrics().pending.with_label_values(&[&d.config.name]).set(pending as i64);
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, job: Job, due_us: i64) {
+        self.seq += 1;
+        self.jobs.insert((due_us, self.seq), job);
+    }
+
+    /// New stored alerts: route, suppress or queue each, once per alert id and destination.
+    fn admit(&mut self, alerts: Vec<AlertDoc>) {
+        let now = now_us();
+        for alert in alerts {
+            for destination in 0..self.destinations.len() {
+                if !self.destinations[destination].config.routes(&alert)
+                    || !self.known.insert((alert.id.clone(), destination))
+                {
+                    continue;
+                }
+                if let Some(s) = self.config.suppress.iter().find(|s| s.holds(&alert, now)) {
+                    let reason = s.reason.clone();
+                    self.record(&alert.id, destination, state::SUPPRESSED, 0, None, Some(reason));
+                    continue;
+                }
+                self.record(&alert.id, destination, state::PENDING, 0, None, None);
+                self.enqueue(Job { alert: alert.clone(), destination, attempt: 0, first_us: now }, now);
+            }
+        }
+    }
+
+    /// Queues again what an earlier run left undelivered: stored alerts younger than the give-up horizon
+    /// whose last delivery state for a destination is not final (or that never got one).
+    async fn recover(&mut self) -> Result<(), AlertingError> {
+        let horizon = now_us() - self.config.give_up_after_secs as i64 * 1_000_000;
+        let mut last: HashMap<(String, String), (i64, String, u32)> = HashMap::new();
+        let deliveries = self
+            .store
+            .scan(Table::AlertDeliveries, None, TimeRange::ALL)
+            .await
+            .map_err(|e| AlertingError(e.to_string()))?;
+        for batch in &deliveries {
+            let ts = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>();
+            let text = |i: usize| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).ok();
+            let (Some(ts), Some(ids), Some(dests), Some(states)) = (ts, text(1), text(2), text(3)) else { continue };
+            let (ids, dests, states) = (
+                arrow::array::AsArray::as_string::<i32>(&ids),
+                arrow::array::AsArray::as_string::<i32>(&dests),
+                arrow::array::AsArray::as_string::<i32>(&states),
+            );
+            let attempts = batch.column(4).as_any().downcast_ref::<arrow::array::Int64Array>();
+            for row in 0..batch.num_rows() {
+                let key = (ids.value(row).to_string(), dests.value(row).to_string());
+                let attempt = attempts.map_or(0, |a| a.value(row) as u32);
+                let entry = last.entry(key).or_insert((i64::MIN, String::new(), 0));
+                // A final state wins over anything written at the same time.
+                if ts.value(row) > entry.0 || (ts.value(row) == entry.0 && state::is_final(states.value(row))) {
+                    *entry = (ts.value(row), states.value(row).to_string(), attempt);
+                }
+            }
+        }
+        let stored = self
+            .store
+            .scan(Table::Alerts, None, TimeRange::new(horizon, i64::MAX))
+            .await
+            .map_err(|e| AlertingError(e.to_string()))?;
+        let mut alerts: Vec<AlertDoc> = Vec::new();
+        let mut seen = HashSet::new();
+        for batch in &stored {
+            for alert in AlertDoc::rows(batch) {
+                if seen.insert(alert.id.clone()) {
+                    alerts.push(alert);
+                }
+            }
+        }
+        let now = now_us();
+        let mut requeued = 0;
+        for alert in alerts {
+            for destination in 0..self.destinations.len() {
+                if !self.destinations[destination].config.routes(&alert) {
+                    continue;
+                }
+                let name = self.destinations[destination].config.name.clone();
+                self.known.insert((alert.id.clone(), destination));
+                match last.get(&(alert.id.clone(), name)) {
+                    Some((_, s, _)) if state::is_final(s) => {}
+                    Some((_, _, attempt)) => {
+                        requeued += 1;
+                        self.enqueue(Job { alert: alert.clone(), destination, attempt: *attempt, first_us: now }, now);
+                    }
+                    None => {
+                        requeued += 1;
+                        self.record(&alert.id, destination, state::PENDING, 0, None, None);
+                        self.enqueue(Job { alert: alert.clone(), destination, attempt: 0, first_us: now }, now);
+                    }
+                }
+            }
+        }
+        if requeued > 0 {
+            tracing::info!(requeued, "alert deliveries left by an earlier run queued again");
+        }
+        Ok(())
+    }
+
+    /// Starts the requests that are due, within each destination's circuit and rate.
+    fn dispatch(&mut self, in_flight: &mut JoinSet<(Job, Outcome)>) {
+        let now = now_us();
+        while in_flight.len() < IN_FLIGHT_MAX {
+            let Some((&(due, seq), _)) = self.jobs.iter().next() else { break };
+            if due > now {
+                break;
+            }
+            let job = self.jobs.remove(&(due, seq)).expect("present");
+            let destination = &mut self.destinations[job.destination];
+            if destination.open_until_us > now {
+                let reopen = destination.open_until_us;
+                self.enqueue(job, reopen);
+                continue;
+            }
+            if let Err(at) = destination.take_token(now) {
+                self.enqueue(job, at);
+                continue;
+            }
+            let request = build_request(&self.client, destination, &job.alert);
+            in_flight.spawn(async move {
+                let outcome = match request.send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+                        match status {
+                            200..=299 => Outcome::Delivered(status),
+                            408 | 429 | 500..=599 => Outcome::Retry(Some(status), format!("HTTP {status}: {body}")),
+                            _ => Outcome::Reject(status, format!("HTTP {status}: {body}")),
+                        }
+                    }
+                    Err(e) => Outcome::Retry(None, e.to_string()),
+                };
+                (job, outcome)
+            });
+        }
+    }
+
+    fn settle(&mut self, mut job: Job, outcome: Outcome) {
+        let now = now_us();
+        let give_up = self.config.give_up_after_secs as i64 * 1_000_000;
+        let id = job.alert.id.clone();
+        match outcome {
+            Outcome::Delivered(status) => {
+                let destination = &mut self.destinations[job.destination];
+                destination.consecutive_failures = 0;
+                let name = destination.config.name.clone();
+                metrics().latency.with_label_values(&[&name]).observe((now - job.first_us) as f64 / 1e6);
+                self.record(&id, job.destination, state::DELIVERED, job.attempt + 1, Some(status), None);
+            }
+            Outcome::Reject(status, error) => {
+                tracing::warn!(alert = %id, status, error, "destination refused an alert; not retried");
+                self.record(&id, job.destination, state::FAILED, job.attempt + 1, Some(status), Some(error));
+            }
+            Outcome::Retry(status, error) => {
+                job.attempt += 1;
+                let destination = &mut self.destinations[job.destination];
+                destination.consecutive_failures += 1;
+                let backoff = destination.backoff_us(job.attempt - 1);
+                if destination.consecutive_failures >= destination.config.breaker_failures {
+                    let open =
+                        destination.backoff_us(destination.consecutive_failures - destination.config.breaker_failures);
+                    destination.open_until_us = now + open;
+                }
+                if now - job.first_us >= give_up {
+                    self.record(&id, job.destination, state::FAILED, job.attempt, status, Some(error));
+                } else {
+                    self.record(&id, job.destination, state::RETRYING, job.attempt, status, Some(error));
+                    self.enqueue(job, now + backoff);
+                }
+            }
+        }
+    }
+}
+
+fn build_request(client: &reqwest::Client, destination: &Destination, alert: &AlertDoc) -> reqwest::RequestBuilder {
+    let config = &destination.config;
+    let (url, body) = match config.kind {
+        Kind::Webhook => (config.url.clone(), payload::webhook_body(alert)),
+        Kind::Slack => (config.url.clone(), payload::slack_body(alert)),
+        Kind::Alertmanager => {
+            let url = if config.url.ends_with("/api/v2/alerts") {
+                config.url.clone()
+            } else {
+                format!("{}/api/v2/alerts", config.url.trim_end_matches('/'))
+            };
+            (url, payload::alertmanager_body(alert))
+        }
+        Kind::Pagerduty => {
+            (config.url.clone(), payload::pagerduty_body(alert, config.routing_key.as_deref().unwrap_or_default()))
+        }
+    };
+    let mut request = client
+        .post(url)
+        .timeout(Duration::from_secs_f64(config.timeout_secs))
+        .header("content-type", "application/json")
+        .header("user-agent", concat!("coldtrail/", env!("CARGO_PKG_VERSION")));
+    if let (Kind::Webhook, Some(secret)) = (config.kind, &destination.secret) {
+        let timestamp = now_us() / 1_000_000;
+        request = request.header(SIGNATURE_HEADER, payload::sign(secret, timestamp, &body));
+    }
+    request.body(body)
+}
+
+/// Why the outbox stopped: the store refused its delivery states or its recovery scan.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AlertingError(pub String);

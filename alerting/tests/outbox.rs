@@ -1,0 +1,221 @@
+//! The outbox against a real HTTP receiver on loopback (axum): a receiver that fails N times and then
+//! succeeds gets the alert once with the retries recorded; a receiver that is down while coldtrail stops
+//! and starts again gets it after both are back, once; every request carries a valid signature, a
+//! tampered body and a replayed timestamp are rejected by the receiver's check; a suppressed alert is
+//! stored and never sent.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alerting::{verify, AlertingConfig, DestinationConfig, Outbox, Suppression, SIGNATURE_HEADER};
+use axum::http::{HeaderMap, StatusCode};
+use store::rows::{TableBuilder, Value};
+use store::{Store, StoreConfig, Table, TimeRange};
+
+const SECRET: &[u8] = b"test-secret";
+
+#[derive(Default)]
+struct Received {
+    /// Requests answered with an error before the receiver starts accepting.
+    fail_first: usize,
+    requests: usize,
+    accepted: Vec<serde_json::Value>,
+    bad_signatures: usize,
+}
+
+async fn receiver(state: Arc<Mutex<Received>>, listener: tokio::net::TcpListener) {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let state = state.clone();
+            async move {
+                let mut state = state.lock().unwrap();
+                state.requests += 1;
+                let header = headers.get(SIGNATURE_HEADER).and_then(|h| h.to_str().ok()).unwrap_or_default();
+                let now = chrono::Utc::now().timestamp();
+                if verify(SECRET, header, &body, now, 300).is_err() {
+                    state.bad_signatures += 1;
+                    return StatusCode::UNAUTHORIZED;
+                }
+                if state.requests <= state.fail_first {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                state.accepted.push(serde_json::from_slice(&body).unwrap());
+                StatusCode::OK
+            }
+        }),
+    );
+    axum::serve(listener, app).await.unwrap();
+}
+
+fn store_config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig::new(dir)
+}
+
+fn alert_row(store: &Store, id: &str, detector: &str) {
+    let mut builder = TableBuilder::new(Table::Alerts);
+    let now = store::time::now_micros();
+    builder.push(&[
+        Value::Time(Some(now)),
+        Value::Text(Some(id)),
+        Value::Text(Some(detector)),
+        Value::Text(Some("high")),
+        Value::Text(Some("a test alert")),
+        Value::Text(Some("orders-api")),
+        Value::Text(Some("203.0.113.9")),
+        Value::Time(Some(now)),
+        Value::Time(Some(now)),
+        Value::Float(Some(0.9)),
+        Value::Int(Some(1)),
+        Value::Time(Some(now)),
+        Value::Time(Some(now)),
+        Value::Text(Some("{}")),
+        Value::Text(Some("{}")),
+        Value::Text(Some("[\"r1\"]")),
+        Value::Text(Some("[\"T1190\"]")),
+        Value::Text(Some("SELECT * FROM timeline('r1')")),
+    ]);
+    store.append(&[(Table::Alerts, builder.finish().unwrap())], &[]).unwrap();
+}
+
+fn config(addr: SocketAddr) -> AlertingConfig {
+    let mut destination = DestinationConfig::webhook(&format!("http://{addr}/hook"));
+    destination.name = "hook".into();
+    destination.secret = Some(String::from_utf8(SECRET.to_vec()).unwrap());
+    destination.backoff_initial_secs = 0.05;
+    destination.backoff_max_secs = 0.2;
+    destination.timeout_secs = 2.0;
+    AlertingConfig { destinations: vec![destination], ..AlertingConfig::default() }
+}
+
+/// (state, attempt) of every delivery row of an alert, in time order.
+async fn states(store: &Store, id: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for batch in store.scan(Table::AlertDeliveries, None, TimeRange::ALL).await.unwrap() {
+        let ids = arrow::compute::cast(batch.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+        let states = arrow::compute::cast(batch.column(3), &arrow::datatypes::DataType::Utf8).unwrap();
+        let (ids, states) =
+            (arrow::array::AsArray::as_string::<i32>(&ids), arrow::array::AsArray::as_string::<i32>(&states));
+        let attempts = batch.column(4).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+        for row in 0..batch.num_rows() {
+            if ids.value(row) == id {
+                out.push((states.value(row).to_string(), attempts.value(row)));
+            }
+        }
+    }
+    out
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_fails_three_times_gets_the_alert_once_with_the_retries_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Received { fail_first: 3, ..Received::default() }));
+    tokio::spawn(receiver(received.clone(), listener));
+    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = Outbox::new(store.clone(), config(addr)).start(stop_rx);
+    alert_row(&store, "alert-1", "injection.sql");
+    wait_until("the delivery", Duration::from_secs(20), || !received.lock().unwrap().accepted.is_empty()).await;
+    // Nothing more arrives: one delivery.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    outbox.await.unwrap().unwrap();
+    let got = received.lock().unwrap();
+    assert_eq!((got.requests, got.accepted.len(), got.bad_signatures), (4, 1, 0));
+    assert_eq!(got.accepted[0]["id"], "alert-1");
+    assert_eq!(got.accepted[0]["query"], "SELECT * FROM timeline('r1')");
+    let states = states(&store, "alert-1").await;
+    let names: Vec<&str> = states.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, vec!["pending", "retrying", "retrying", "retrying", "delivered"], "{states:?}");
+    assert_eq!(states.last().unwrap().1, 4, "the fourth attempt delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_for_a_receiver_that_is_down_across_a_restart_is_delivered_once_when_both_are_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port that nothing listens on yet.
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    {
+        let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let outbox = Outbox::new(store.clone(), config(addr)).start(stop_rx);
+        alert_row(&store, "alert-2", "trail.stopped");
+        let store_for_wait = store.clone();
+        let started = Instant::now();
+        loop {
+            let s = states(&store_for_wait, "alert-2").await;
+            if s.iter().filter(|(state, _)| state == "retrying").count() >= 2 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "no retries recorded: {s:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(true).unwrap();
+        outbox.await.unwrap().unwrap();
+        store.flush_all().await.unwrap();
+    }
+    // coldtrail is stopped; the receiver comes back, then coldtrail does.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(receiver(received.clone(), listener));
+    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = Outbox::new(store.clone(), config(addr)).start(stop_rx);
+    wait_until("the delivery after the restart", Duration::from_secs(20), || {
+        !received.lock().unwrap().accepted.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    outbox.await.unwrap().unwrap();
+    let got = received.lock().unwrap();
+    assert_eq!((got.accepted.len(), got.bad_signatures), (1, 0));
+    assert_eq!(got.accepted[0]["id"], "alert-2");
+    assert_eq!(states(&store, "alert-2").await.last().unwrap().0, "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppressed_alerts_are_stored_not_sent_and_repeated_ids_are_sent_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(receiver(received.clone(), listener));
+    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let mut config = config(addr);
+    config.suppress.push(Suppression {
+        detector: Some("callers.".into()),
+        function: None,
+        principal: None,
+        until: "2999-01-01T00:00:00Z".into(),
+        reason: "new partner onboarding".into(),
+    });
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = Outbox::new(store.clone(), config).start(stop_rx);
+    alert_row(&store, "quiet", "callers.new");
+    alert_row(&store, "loud", "injection.sql");
+    // The same id again (a deduplicated group's final count): not sent again.
+    alert_row(&store, "loud", "injection.sql");
+    wait_until("the delivery", Duration::from_secs(20), || !received.lock().unwrap().accepted.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    outbox.await.unwrap().unwrap();
+    let got = received.lock().unwrap();
+    assert_eq!(got.accepted.len(), 1);
+    assert_eq!(got.accepted[0]["id"], "loud");
+    assert_eq!(states(&store, "quiet").await, vec![("suppressed".to_string(), 0)]);
+}

@@ -1,0 +1,98 @@
+//! Alert delivery through the binary: alerts that `coldtrail ingest` stored (a detonated StopLogging, a
+//! logged SQL injection) reach a signed-webhook receiver once `coldtrail serve` runs with that
+//! destination, each exactly once and correctly signed, and `alert_deliveries` says so.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alerting::{verify, SIGNATURE_HEADER};
+use axum::http::{HeaderMap, StatusCode};
+
+const SECRET: &str = "binary-test-secret";
+
+fn coldtrail(data: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail")).arg("--data").arg(data).args(args).output().unwrap();
+    assert!(output.status.success(), "coldtrail {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_alerts_reach_a_signed_webhook_once_when_serve_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/samples");
+    coldtrail(&data, &["ingest", samples.to_str().unwrap()]);
+    let stored = coldtrail(&data, &["sql", "SELECT count(DISTINCT alert_id) FROM alerts", "--format", "csv"]);
+    let n_alerts: usize = stored.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert!(n_alerts >= 2, "{stored}");
+
+    let received: Arc<Mutex<Vec<(bool, serde_json::Value)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let received = received.clone();
+            move |headers: HeaderMap, body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    let header = headers.get(SIGNATURE_HEADER).and_then(|h| h.to_str().ok()).unwrap_or_default();
+                    let valid = verify(SECRET.as_bytes(), header, &body, chrono::Utc::now().timestamp(), 300).is_ok();
+                    received.lock().unwrap().push((valid, serde_json::from_slice(&body).unwrap_or_default()));
+                    if valid {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UNAUTHORIZED
+                    }
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // The samples' events are from 2024: the give-up horizon must reach back to them.
+    let config = dir.path().join("coldtrail.toml");
+    std::fs::write(&config, "[alerting]\ngive_up_after_secs = 1000000000\n").unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--webhook", &url, "--config"])
+        .arg(&config)
+        .env("COLDTRAIL_WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = serve.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let started = Instant::now();
+    while received.lock().unwrap().len() < n_alerts {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {n_alerts} alerts arrived",
+            received.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap();
+    assert!(serve.wait().unwrap().success());
+    let output = lines.join().unwrap().join("\n");
+    assert!(output.contains("alerts go to"), "{output}");
+
+    let got = received.lock().unwrap();
+    assert_eq!(got.len(), n_alerts, "each stored alert once");
+    assert!(got.iter().all(|(valid, _)| *valid), "every request correctly signed");
+    let detectors: Vec<&str> = got.iter().filter_map(|(_, a)| a["detector"].as_str()).collect();
+    for expected in ["trail.stopped", "injection.sql"] {
+        assert!(detectors.contains(&expected), "{detectors:?}");
+    }
+    let states = coldtrail(
+        &data,
+        &["sql", "SELECT state, count(*) AS n FROM alert_deliveries GROUP BY state ORDER BY state", "--format", "csv"],
+    );
+    assert!(states.contains(&format!("delivered,{n_alerts}")), "{states}");
+    assert!(states.contains(&format!("pending,{n_alerts}")), "{states}");
+}
