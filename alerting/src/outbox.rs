@@ -183,6 +183,17 @@ impl Outbox {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.wait_for(|s| *s) => break,
                 }
+                // Whatever else is ready joins this round: one store append for all their states.
+                while let Some(done) = in_flight.try_join_next() {
+                    if let Ok((job, outcome)) = done {
+                        outbox.settle(job, outcome);
+                    }
+                }
+                while let Ok(batch) = appended.try_recv() {
+                    for (_, rows) in &batch.batches {
+                        outbox.admit(AlertDoc::rows(rows));
+                    }
+                }
             }
             // Requests under way finish (each is bounded by its timeout); the rest stay queued in the store.
             while let Some(done) = in_flight.join_next().await {
