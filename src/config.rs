@@ -142,6 +142,7 @@ mod tests {
         assert!(!config.query.users.is_empty());
         assert_eq!(config.alerting.destinations.len(), 4);
         assert_eq!(config.alerting.suppress.len(), 1);
+        assert_eq!(config.alerting.ledger.as_ref().map(|l| l.destination.as_str()), Some("soc-webhook"));
     }
 
     #[test]

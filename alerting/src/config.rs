@@ -137,11 +137,27 @@ impl Suppression {
     }
 }
 
+/// Publishing the ledger's chain head to a destination on a schedule, so that a copy of the integrity
+/// proof lives outside coldtrail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerPublish {
+    /// The name of a webhook destination.
+    pub destination: String,
+    #[serde(default = "default_ledger_every")]
+    pub every_secs: f64,
+}
+
+fn default_ledger_every() -> f64 {
+    3_600.0
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertingConfig {
     #[serde(default)]
     pub destinations: Vec<DestinationConfig>,
+    pub ledger: Option<LedgerPublish>,
     #[serde(default)]
     pub suppress: Vec<Suppression>,
     /// Seconds after which an undelivered alert is given up (state `failed`).
@@ -151,7 +167,12 @@ pub struct AlertingConfig {
 
 impl Default for AlertingConfig {
     fn default() -> Self {
-        AlertingConfig { destinations: Vec::new(), suppress: Vec::new(), give_up_after_secs: default_give_up() }
+        AlertingConfig {
+            destinations: Vec::new(),
+            ledger: None,
+            suppress: Vec::new(),
+            give_up_after_secs: default_give_up(),
+        }
     }
 }
 
@@ -187,6 +208,21 @@ impl AlertingConfig {
                     "alerting destination {:?}: timeouts, rates and backoffs must be positive (max ≥ initial)",
                     d.name
                 ));
+            }
+        }
+        if let Some(ledger) = &self.ledger {
+            match self.destinations.iter().find(|d| d.name == ledger.destination) {
+                None => problems.push(format!(
+                    "alerting.ledger.destination {:?} is not a configured destination",
+                    ledger.destination
+                )),
+                Some(d) if d.kind != Kind::Webhook => {
+                    problems.push(format!("alerting.ledger.destination {:?} must be a webhook", ledger.destination))
+                }
+                Some(_) => {}
+            }
+            if ledger.every_secs <= 0.0 {
+                problems.push("alerting.ledger.every_secs must be positive".to_string());
             }
         }
         for s in &self.suppress {

@@ -4,7 +4,7 @@
 //! - `config`: destinations, routing, suppressions (the `[alerting]` section).
 //! - `payload`: alerts as stored, their bodies per destination kind, HMAC signing and verification.
 //! - `outbox`: delivery with retries, backoff, timeouts, rate limits and circuit breakers; recovery after
-//!   a restart from the stored states.
+//!   a restart from the stored states; the ledger's signed chain head published on a schedule.
 //! - `metrics`: `alerting_*` Prometheus metrics.
 //!
 //! Alerting depends on `store` only: alerts reach it as stored rows, never straight from a detector.
@@ -14,6 +14,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod payload;
 
-pub use config::{AlertingConfig, DestinationConfig, Kind, Suppression};
+pub use config::{AlertingConfig, DestinationConfig, Kind, LedgerPublish, Suppression};
 pub use outbox::{AlertingError, Outbox};
 pub use payload::{sign, verify, AlertDoc, SIGNATURE_HEADER};

@@ -116,7 +116,7 @@ pub struct Outbox {
 impl Outbox {
     pub fn new(store: Arc<Store>, config: AlertingConfig) -> Outbox {
         let env_secret = std::env::var("COLDTRAIL_WEBHOOK_SECRET").ok();
-        let destinations = config
+        let destinations: Vec<Destination> = config
             .destinations
             .iter()
             .map(|d| Destination {
@@ -128,6 +128,9 @@ impl Outbox {
                 tokens_at_us: now_us(),
             })
             .collect();
+        for d in &destinations {
+            metrics().pending.with_label_values(&[&d.config.name]).set(0);
+        }
         Outbox {
             store,
             config,
@@ -158,6 +161,9 @@ impl Outbox {
         let mut outbox = self;
         tokio::spawn(async move {
             outbox.recover().await?;
+            let ledger_every = outbox.config.ledger.as_ref().map(|l| Duration::from_secs_f64(l.every_secs));
+            let mut next_ledger = tokio::time::Instant::now() + ledger_every.unwrap_or(Duration::from_secs(3_600));
+            let mut publish_ledger = false;
             let mut in_flight: JoinSet<(Job, Outcome)> = JoinSet::new();
             loop {
                 outbox.dispatch(&mut in_flight);
@@ -181,7 +187,14 @@ impl Outbox {
                         }
                     }
                     _ = tokio::time::sleep(wait) => {}
+                    _ = tokio::time::sleep_until(next_ledger), if ledger_every.is_some() => {
+                        next_ledger = tokio::time::Instant::now() + ledger_every.unwrap_or_default();
+                        publish_ledger = true;
+                    }
                     _ = stop.wait_for(|s| *s) => break,
+                }
+                if std::mem::take(&mut publish_ledger) {
+                    outbox.publish_ledger_head().await;
                 }
                 // Whatever else is ready joins this round: one store append for all their states.
                 while let Some(done) = in_flight.try_join_next() {
@@ -204,6 +217,52 @@ impl Outbox {
             outbox.write_rows().await?;
             Ok(())
         })
+    }
+
+    /// Sends this node's signed ledger head to the ledger destination; its state row has the id
+    /// `ledger:<node>:<seq>`. A failure is recorded and the next round tries again.
+    async fn publish_ledger_head(&mut self) {
+        let Some(ledger) = self.config.ledger.clone() else { return };
+        let Some(destination) = self.destinations.iter().position(|d| d.config.name == ledger.destination) else {
+            return;
+        };
+        let head = self.store.ledger_head();
+        let signed = match self.store.location().get_opt(&store::ledger::head_path(&head.node)).await {
+            Ok(bytes) => bytes.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger head unreadable; not published this round");
+                return;
+            }
+        };
+        let body = serde_json::to_vec(&serde_json::json!({
+            "kind": "coldtrail.ledger_head",
+            "node": head.node,
+            "seq": head.seq,
+            "hash": head.hash,
+            "ts": head.ts,
+            "signed_head": signed,
+        }))
+        .expect("json");
+        let id = format!("ledger:{}:{}", head.node, head.seq);
+        let d = &self.destinations[destination];
+        let mut request = self
+            .client
+            .post(&d.config.url)
+            .timeout(Duration::from_secs_f64(d.config.timeout_secs))
+            .header("content-type", "application/json");
+        if let Some(secret) = &d.secret {
+            request = request.header(SIGNATURE_HEADER, payload::sign(secret, now_us() / 1_000_000, &body));
+        }
+        match request.body(body).send().await {
+            Ok(response) if response.status().is_success() => {
+                self.record(&id, destination, state::DELIVERED, 1, Some(response.status().as_u16()), None)
+            }
+            Ok(response) => {
+                let status = response.status().as_u16();
+                self.record(&id, destination, state::RETRYING, 1, Some(status), Some(format!("HTTP {status}")))
+            }
+            Err(e) => self.record(&id, destination, state::RETRYING, 1, None, Some(e.to_string())),
+        }
     }
 
     fn record(

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alerting::{verify, AlertingConfig, DestinationConfig, Outbox, Suppression, SIGNATURE_HEADER};
+use alerting::{verify, AlertingConfig, DestinationConfig, LedgerPublish, Outbox, Suppression, SIGNATURE_HEADER};
 use axum::http::{HeaderMap, StatusCode};
 use store::rows::{TableBuilder, Value};
 use store::{Store, StoreConfig, Table, TimeRange};
@@ -218,4 +218,34 @@ async fn suppressed_alerts_are_stored_not_sent_and_repeated_ids_are_sent_once() 
     assert_eq!(got.accepted.len(), 1);
     assert_eq!(got.accepted[0]["id"], "loud");
     assert_eq!(states(&store, "quiet").await, vec![("suppressed".to_string(), 0)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signed_ledger_head_is_published_on_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(receiver(received.clone(), listener));
+    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    // A segment and its ledger entry, so that the head is past the genesis.
+    alert_row(&store, "sealed", "trail.deleted");
+    store.flush_all().await.unwrap();
+    let head = store.ledger_head();
+    let mut config = config(addr);
+    config.ledger = Some(LedgerPublish { destination: "hook".into(), every_secs: 0.2 });
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = Outbox::new(store.clone(), config).start(stop_rx);
+    wait_until("the ledger head", Duration::from_secs(20), || {
+        received.lock().unwrap().accepted.iter().any(|b| b["kind"] == "coldtrail.ledger_head")
+    })
+    .await;
+    stop.send(true).unwrap();
+    outbox.await.unwrap().unwrap();
+    let got = received.lock().unwrap();
+    let published = got.accepted.iter().find(|b| b["kind"] == "coldtrail.ledger_head").unwrap();
+    assert_eq!(published["seq"].as_u64(), Some(head.seq));
+    assert_eq!(published["hash"].as_str(), Some(head.hash.as_str()));
+    assert!(published["signed_head"].as_str().is_some_and(|s| s.contains(&head.hash)), "{published}");
+    assert_eq!(got.bad_signatures, 0);
 }
