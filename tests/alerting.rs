@@ -96,3 +96,87 @@ async fn stored_alerts_reach_a_signed_webhook_once_when_serve_starts() {
     assert!(states.contains(&format!("delivered,{n_alerts}")), "{states}");
     assert!(states.contains(&format!("pending,{n_alerts}")), "{states}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_for_a_receiver_that_is_down_survive_a_sigkill_and_arrive_once_after_both_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/samples");
+    coldtrail(&data, &["ingest", samples.to_str().unwrap()]);
+    let stored = coldtrail(&data, &["sql", "SELECT count(DISTINCT alert_id) FROM alerts", "--format", "csv"]);
+    let n_alerts: usize = stored.lines().nth(1).unwrap().trim().parse().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{addr}/hook");
+    let config = dir.path().join("coldtrail.toml");
+    std::fs::write(&config, "[alerting]\ngive_up_after_secs = 1000000000\n").unwrap();
+    let serve = || {
+        Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "serve",
+                "--pg-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--webhook",
+                &url,
+                "--config",
+            ])
+            .arg(&config)
+            .env("COLDTRAIL_WEBHOOK_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // The receiver is down: coldtrail retries until it is killed without warning.
+    let mut first = serve();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let received: Arc<Mutex<Vec<(bool, serde_json::Value)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let received = received.clone();
+            move |headers: HeaderMap, body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    let header = headers.get(SIGNATURE_HEADER).and_then(|h| h.to_str().ok()).unwrap_or_default();
+                    let valid = verify(SECRET.as_bytes(), header, &body, chrono::Utc::now().timestamp(), 300).is_ok();
+                    received.lock().unwrap().push((valid, serde_json::from_slice(&body).unwrap_or_default()));
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut second = serve();
+    let started = Instant::now();
+    while received.lock().unwrap().len() < n_alerts {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {n_alerts} alerts arrived",
+            received.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
+    assert!(second.wait().unwrap().success());
+    let got = received.lock().unwrap();
+    let mut ids: Vec<&str> = got.iter().filter_map(|(_, a)| a["id"].as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((got.len(), ids.len()), (n_alerts, n_alerts), "each alert exactly once");
+    assert!(got.iter().all(|(valid, _)| *valid));
+    let retried =
+        coldtrail(&data, &["sql", "SELECT count(*) FROM alert_deliveries WHERE state = 'retrying'", "--format", "csv"]);
+    assert!(
+        retried.lines().nth(1).is_some_and(|n| n.trim() != "0"),
+        "the first run's failed attempts are recorded: {retried}"
+    );
+}
