@@ -517,3 +517,93 @@ fn build_request(client: &reqwest::Client, destination: &Destination, alert: &Al
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct AlertingError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(rate: f64) -> Destination {
+        let mut config = DestinationConfig::webhook("http://127.0.0.1:1/hook");
+        config.rate_per_second = rate;
+        config.backoff_initial_secs = 1.0;
+        config.backoff_max_secs = 8.0;
+        config.breaker_failures = 3;
+        Destination {
+            config,
+            secret: None,
+            consecutive_failures: 0,
+            open_until_us: 0,
+            tokens: rate.max(1.0),
+            tokens_at_us: 0,
+        }
+    }
+
+    #[test]
+    fn the_rate_limit_hands_out_tokens_at_its_rate() {
+        let mut d = destination(2.0);
+        assert!(d.take_token(0).is_ok() && d.take_token(0).is_ok());
+        let next = d.take_token(0).unwrap_err();
+        assert!((499_000..=501_000).contains(&next), "{next}");
+        assert!(d.take_token(next).is_ok());
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_bound() {
+        let d = destination(1.0);
+        for attempt in 0..10u32 {
+            let ceiling = (1.0 * 2f64.powi(attempt as i32)).min(8.0) * 1e6;
+            for _ in 0..20 {
+                let backoff = d.backoff_us(attempt) as f64;
+                assert!(backoff >= ceiling * 0.5 - 1.0 && backoff <= ceiling, "attempt {attempt}: {backoff}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn consecutive_failures_open_the_circuit_and_a_success_closes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(store::StoreConfig::new(dir.path())).await.unwrap());
+        let mut config = AlertingConfig { destinations: vec![destination(1.0).config], ..AlertingConfig::default() };
+        config.give_up_after_secs = 3_600;
+        let mut outbox = Outbox::new(store, config);
+        let alert = AlertDoc {
+            id: "a".into(),
+            ts: String::new(),
+            detector: "trail.stopped".into(),
+            severity: "critical".into(),
+            title: String::new(),
+            function: None,
+            entity: None,
+            window_start: None,
+            window_end: None,
+            score: None,
+            count: 1,
+            observed: serde_json::Value::Null,
+            expected: serde_json::Value::Null,
+            evidence: serde_json::Value::Null,
+            attack_ids: serde_json::Value::Null,
+            query: None,
+        };
+        let job = || Job { alert: alert.clone(), destination: 0, attempt: 0, first_us: now_us() };
+        for _ in 0..2 {
+            outbox.settle(job(), Outcome::Retry(Some(503), "down".into()));
+        }
+        assert_eq!(outbox.destinations[0].open_until_us, 0, "below the threshold the circuit stays closed");
+        outbox.settle(job(), Outcome::Retry(None, "connection refused".into()));
+        assert!(outbox.destinations[0].open_until_us > now_us(), "the third failure opens it");
+        // While open, a due job is put back to the reopening time without an attempt.
+        let mut in_flight = JoinSet::new();
+        outbox.jobs.clear();
+        outbox.enqueue(job(), 0);
+        outbox.dispatch(&mut in_flight);
+        assert!(in_flight.is_empty());
+        assert_eq!(outbox.jobs.keys().next().unwrap().0, outbox.destinations[0].open_until_us);
+        outbox.settle(job(), Outcome::Delivered(200));
+        assert_eq!(outbox.destinations[0].consecutive_failures, 0);
+        // A refusal (4xx) is final: no retry is queued.
+        let queued = outbox.jobs.len();
+        outbox.settle(job(), Outcome::Reject(400, "bad request".into()));
+        assert_eq!(outbox.jobs.len(), queued);
+        assert_eq!(outbox.rows.last().map(|r| r.2.as_str()), Some(state::FAILED));
+    }
+}
