@@ -245,15 +245,8 @@ impl Outbox {
         .expect("json");
         let id = format!("ledger:{}:{}", head.node, head.seq);
         let d = &self.destinations[destination];
-        let mut request = self
-            .client
-            .post(&d.config.url)
-            .timeout(Duration::from_secs_f64(d.config.timeout_secs))
-            .header("content-type", "application/json");
-        if let Some(secret) = &d.secret {
-            request = request.header(SIGNATURE_HEADER, payload::sign(secret, now_us() / 1_000_000, &body));
-        }
-        match request.body(body).send().await {
+        let request = post(&self.client, d, d.config.url.clone(), body);
+        match request.send().await {
             Ok(response) if response.status().is_success() => {
                 self.record(&id, destination, state::DELIVERED, 1, Some(response.status().as_u16()), None)
             }
@@ -501,14 +494,19 @@ fn build_request(client: &reqwest::Client, destination: &Destination, alert: &Al
             (config.url.clone(), payload::pagerduty_body(alert, config.routing_key.as_deref().unwrap_or_default()))
         }
     };
+    post(client, destination, url, body)
+}
+
+/// A JSON POST to a destination within its timeout; webhooks with a secret are signed.
+fn post(client: &reqwest::Client, destination: &Destination, url: String, body: Vec<u8>) -> reqwest::RequestBuilder {
+    let config = &destination.config;
     let mut request = client
         .post(url)
         .timeout(Duration::from_secs_f64(config.timeout_secs))
         .header("content-type", "application/json")
         .header("user-agent", concat!("coldtrail/", env!("CARGO_PKG_VERSION")));
     if let (Kind::Webhook, Some(secret)) = (config.kind, &destination.secret) {
-        let timestamp = now_us() / 1_000_000;
-        request = request.header(SIGNATURE_HEADER, payload::sign(secret, timestamp, &body));
+        request = request.header(SIGNATURE_HEADER, payload::sign(secret, now_us() / 1_000_000, &body));
     }
     request.body(body)
 }
