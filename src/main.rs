@@ -10,6 +10,7 @@ macro_rules! outln {
 
 mod commands;
 mod config;
+mod demo;
 mod detection;
 mod generate;
 mod http_ingest;
@@ -63,6 +64,8 @@ enum Command {
     /// Run the security detections (injection, risky Lambda changes, trail tampering, credentials used
     /// outside Lambda, authorization bursts, new callers, resource abuse, Sigma rules) over stored history.
     Hunt(detection::HuntArgs),
+    /// The whole pipeline on a generated fleet with attack stories inside it, with the SQL servers running.
+    Demo(demo::DemoArgs),
     /// Write the demo's generated workload (a fleet of functions with daily cycles) into the store.
     Generate(generate::GenerateArgs),
 }
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             Command::Detect(args) => detection::backfill(&paths, args).await,
             Command::DetectSeries(args) => detection::detect_series(args),
             Command::Hunt(args) => detection::hunt(&paths, args).await,
+            Command::Demo(args) => demo::demo(&paths, args).await,
         }
     });
     match result {

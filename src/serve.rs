@@ -50,17 +50,41 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     for url in &args.webhooks {
         config.alerting.destinations.push(alerting::DestinationConfig::webhook(url));
     }
+    let store = Arc::new(Store::open(paths.store_config()).await.context("cannot open the store")?);
+    let running = start(paths, &config, store).await?;
+    crate::http_ingest::shutdown_signal().await;
+    running.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The servers, detectors, alert delivery and maintenance of one process over an open store.
+pub struct Running {
+    pub pg_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    pub scheme: &'static str,
+    pub first_user: String,
+    store: Arc<Store>,
+    engine: Arc<QueryEngine>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    outbox_stop: tokio::sync::watch::Sender<bool>,
+    pg: tokio::task::JoinHandle<std::io::Result<()>>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    maintenance: tokio::task::JoinHandle<()>,
+    detection: crate::detection::Detection,
+    outbox: Option<tokio::task::JoinHandle<Result<(), alerting::AlertingError>>>,
+}
+
+/// Starts everything `serve` runs and says where it listens.
+pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow::Result<Running> {
     let problems = config.alerting.problems();
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
-    let q = &mut config.query;
+    let q = &config.query;
     let tls = match (&q.tls_cert, &q.tls_key) {
         (Some(cert), Some(key)) => Some(query::tls::TlsSettings::load(cert, key)?),
         _ => None,
     };
-
-    let store = Arc::new(Store::open(paths.store_config()).await.context("cannot open the store")?);
     let users = if q.users.is_empty() {
         for addr in [q.pg_listen, q.http_listen] {
             if !addr.ip().is_loopback() {
@@ -86,7 +110,6 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let engine = QueryEngine::new(store.clone(), limits).await?;
     let detection = crate::detection::Detection::start(store.clone(), &paths.data, detect::StreamConfig::default())?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The outbox stops last, after the detectors' final alerts are stored.
     let (outbox_stop, outbox_stop_rx) = tokio::sync::watch::channel(false);
     let outbox = if config.alerting.destinations.is_empty() {
@@ -118,6 +141,7 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     outln!("postgres listening on {pg_addr}: psql \"postgresql://{first_user}@{pg_addr}/coldtrail\"");
     outln!("http listening on {scheme}://{http_addr}/api/v1/sql (metrics at {scheme}://{http_addr}/metrics)");
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -144,29 +168,56 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         })
     };
-
-    crate::http_ingest::shutdown_signal().await;
-    outln!("stopping: closing the servers, checkpointing the detectors, writing the query audit and sealing hot rows");
-    let _ = stop_tx.send(true);
-    // Open PostgreSQL sessions are not waited for beyond a grace period.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        let _ = pg.await;
-        let _ = http.await;
+    Ok(Running {
+        pg_addr,
+        http_addr,
+        scheme,
+        first_user,
+        store,
+        engine,
+        stop_tx,
+        outbox_stop,
+        pg,
+        http,
+        maintenance,
+        detection,
+        outbox,
     })
-    .await;
-    let _ = maintenance.await;
-    let detected = detection.stop().context("stopping the detectors")?;
-    let _ = outbox_stop.send(true);
-    if let Some(outbox) = outbox {
-        // Requests under way finish; undelivered alerts stay queued in the store for the next start.
-        match outbox.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "alert delivery stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "alert delivery task failed"),
+}
+
+impl Running {
+    /// Drains: the servers stop, the detectors store their last alerts and checkpoint, the outbox
+    /// finishes its requests under way, the query audit is written and hot rows are sealed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        outln!(
+            "stopping: closing the servers, checkpointing the detectors, writing the query audit and sealing hot rows"
+        );
+        let _ = self.stop_tx.send(true);
+        // Open PostgreSQL sessions are not waited for beyond a grace period.
+        let (pg, http) = (self.pg, self.http);
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            let _ = pg.await;
+            let _ = http.await;
+        })
+        .await;
+        let _ = self.maintenance.await;
+        let detected = self.detection.stop().context("stopping the detectors")?;
+        tracing::info!(
+            minutes = detected.minutes_scored,
+            alerts = detected.alerts,
+            "detectors stopped and checkpointed"
+        );
+        let _ = self.outbox_stop.send(true);
+        if let Some(outbox) = self.outbox {
+            // Requests under way finish; undelivered alerts stay queued in the store for the next start.
+            match outbox.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "alert delivery stopped with an error"),
+                Err(e) => tracing::error!(error = %e, "alert delivery task failed"),
+            }
         }
+        self.engine.close().await;
+        self.store.flush_all().await.context("sealing hot rows at shutdown")?;
+        Ok(())
     }
-    tracing::info!(minutes = detected.minutes_scored, alerts = detected.alerts, "detectors stopped and checkpointed");
-    engine.close().await;
-    store.flush_all().await.context("sealing hot rows at shutdown")?;
-    Ok(ExitCode::SUCCESS)
 }
