@@ -152,6 +152,7 @@ fn run(
     let mut published = StreamStats::default();
     let mut last_checkpoint = Instant::now();
     let mut last_record = Instant::now();
+    let mut idle_now = None;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         match receiver.recv_timeout(Duration::from_millis(200)) {
@@ -171,12 +172,16 @@ fn run(
                     if now > stream.watermark_us() {
                         stream.advance_to(now, &mut alerts);
                     }
-                    alerts.extend(dedup.close_until(now));
+                    idle_now = Some(now);
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        let stored = dedup.admit(std::mem::take(&mut alerts));
+        let mut stored = dedup.admit(std::mem::take(&mut alerts));
+        if let Some(now) = idle_now.take() {
+            // Groups whose window ended while nothing arrived get their final rows.
+            stored.extend(dedup.close_until(now));
+        }
         if !stored.is_empty() {
             store_alerts(store, &stored)?;
         }
