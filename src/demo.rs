@@ -350,6 +350,10 @@ fn walkthrough(paths: &Paths, running: &crate::serve::Running, names: &[String],
         "  SELECT minute, invocations, duration_p95_ms, memory_used_ratio_max, gb_seconds FROM function_minutes WHERE function_name = '{}' ORDER BY minute DESC LIMIT 15;",
         names[cast.backdoored]
     );
-    outln!("Metrics: {}://{}/metrics", running.scheme, running.http_addr);
+    outln!(
+        "Metrics: {}://{}/metrics   Grafana dashboards and provisioning: dashboards/ (see its README)",
+        running.scheme,
+        running.http_addr
+    );
     outln!("");
 }

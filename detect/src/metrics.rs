@@ -24,7 +24,20 @@ pub struct Metrics {
 /// The metrics, registered on first use.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(|| Metrics {
+    METRICS.get_or_init(|| {
+        let metrics = new_metrics();
+        // Every built-in detector is a series from the start (at 0), so that dashboards and alert rules
+        // see it before its first alert; Sigma rules' series appear with their first alert.
+        let anomaly = crate::anomaly::SIGNALS.iter().map(|s| s.detector()).chain(["anomaly.multivariate".to_string()]);
+        for detector in anomaly.chain(crate::security::CATALOG.iter().map(|d| d.id.to_string())) {
+            metrics.alerts.with_label_values(&[&detector]);
+        }
+        metrics
+    })
+}
+
+fn new_metrics() -> Metrics {
+    Metrics {
         records: register_int_counter!("detect_records_total", "Invocation rows seen by the streaming detectors.")
             .expect("metric registers once"),
         minutes_scored: register_int_counter!(
@@ -53,7 +66,7 @@ pub fn metrics() -> &'static Metrics {
             .expect("metric registers once"),
         checkpoints: register_int_counter!("detect_checkpoints_total", "Detector state checkpoints written.")
             .expect("metric registers once"),
-    })
+    }
 }
 
 /// Publishes a stream's counters: `previous` is what was published last, so counters only move forward.
