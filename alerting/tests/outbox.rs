@@ -131,10 +131,12 @@ async fn a_receiver_that_fails_three_times_gets_the_alert_once_with_the_retries_
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(true).unwrap();
     outbox.await.unwrap().unwrap();
-    let got = received.lock().unwrap();
-    assert_eq!((got.requests, got.accepted.len(), got.bad_signatures), (4, 1, 0));
-    assert_eq!(got.accepted[0]["id"], "alert-1");
-    assert_eq!(got.accepted[0]["query"], "SELECT * FROM timeline('r1')");
+    {
+        let got = received.lock().unwrap();
+        assert_eq!((got.requests, got.accepted.len(), got.bad_signatures), (4, 1, 0));
+        assert_eq!(got.accepted[0]["id"], "alert-1");
+        assert_eq!(got.accepted[0]["query"], "SELECT * FROM timeline('r1')");
+    }
     let states = states(&store, "alert-1").await;
     let names: Vec<&str> = states.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(names, vec!["pending", "retrying", "retrying", "retrying", "delivered"], "{states:?}");
@@ -182,9 +184,11 @@ async fn an_alert_for_a_receiver_that_is_down_across_a_restart_is_delivered_once
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(true).unwrap();
     outbox.await.unwrap().unwrap();
-    let got = received.lock().unwrap();
-    assert_eq!((got.accepted.len(), got.bad_signatures), (1, 0));
-    assert_eq!(got.accepted[0]["id"], "alert-2");
+    {
+        let got = received.lock().unwrap();
+        assert_eq!((got.accepted.len(), got.bad_signatures), (1, 0));
+        assert_eq!(got.accepted[0]["id"], "alert-2");
+    }
     assert_eq!(states(&store, "alert-2").await.last().unwrap().0, "delivered");
 }
 
@@ -214,9 +218,11 @@ async fn suppressed_alerts_are_stored_not_sent_and_repeated_ids_are_sent_once() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(true).unwrap();
     outbox.await.unwrap().unwrap();
-    let got = received.lock().unwrap();
-    assert_eq!(got.accepted.len(), 1);
-    assert_eq!(got.accepted[0]["id"], "loud");
+    {
+        let got = received.lock().unwrap();
+        assert_eq!(got.accepted.len(), 1);
+        assert_eq!(got.accepted[0]["id"], "loud");
+    }
     assert_eq!(states(&store, "quiet").await, vec![("suppressed".to_string(), 0)]);
 }
 
