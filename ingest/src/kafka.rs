@@ -7,6 +7,16 @@
 //! a kill between the store and the offset commit re-reads but does not re-store them. Offsets are also
 //! committed to Kafka after each stored batch, so that lag shows in the usual tools.
 //!
+//! Several processes in one consumer group (scale-out) have their own stores' positions. Each publishes
+//! its partitions' positions to the shared store location after every stored batch
+//! (`Store::publish_positions`), and a process given partitions first reads the highest position any
+//! process published for them and skips what lies below (`Store::shared_positions`). Kafka's committed
+//! offsets cannot serve for this: brokers refuse commits while the group rebalances, which is exactly
+//! when partitions move. At a revocation the consumer drops the records of the revoked partitions that
+//! it holds unstored; the new owner reads them. A handoff therefore stores every record once. A process
+//! killed between its store append and the publication leaves that one batch to be read again by the
+//! next owner (at least once for that batch; it is in the killed process's WAL too).
+//!
 //! Memory is bounded: a batch holds at most `batch_records_max` records and `batch_bytes_max` bytes, the
 //! consumer's prefetch queue at most `queue_kbytes_max`, and nothing is consumed while a batch is being
 //! stored (a slow store slows consumption). Back-of-envelope: 10,000 records of ~1 KB per batch, one
@@ -17,7 +27,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use store::{Position, Store, StoreError};
@@ -80,6 +93,12 @@ pub fn position_stream(topic: &str, partition: i32) -> String {
     format!("kafka:{topic}/{partition}")
 }
 
+/// The topic and partition of a position stream.
+fn split_stream(stream: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = stream.strip_prefix("kafka:")?.rsplit_once('/')?;
+    Some((topic, partition.parse().ok()?))
+}
+
 /// Counts of what the source did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KafkaStats {
@@ -91,13 +110,73 @@ pub struct KafkaStats {
     pub position_conflicts: u64,
     pub receive_errors: u64,
     pub commit_errors: u64,
+    /// Records received but not stored because their partition was revoked first.
+    pub dropped_at_revoke: u64,
+}
+
+/// Rebalance handling: at a revocation, commits what this consumer stored of the revoked partitions
+/// during its assignment and tells the source to drop their unstored records.
+pub struct Handoff {
+    /// Next offset stored during the current assignment, by (topic, partition).
+    stored: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Partitions revoked since the source last looked.
+    revoked: Mutex<BTreeSet<(String, i32)>>,
+    /// Whether partitions were assigned since the source last looked.
+    assigned: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl rdkafka::ClientContext for Handoff {}
+
+impl ConsumerContext for Handoff {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut stored = lock(&self.stored);
+            let mut revoked = lock(&self.revoked);
+            for element in list.elements() {
+                let key = (element.topic().to_string(), element.partition());
+                if let Some(offset) = stored.remove(&key) {
+                    let _ = commit.add_partition_offset(&key.0, key.1, Offset::Offset(offset));
+                }
+                revoked.insert(key);
+            }
+        }
+        if commit.count() > 0 {
+            // Synchronous: the next owner must start after what this consumer stored.
+            match consumer.commit(&commit, CommitMode::Sync) {
+                Ok(()) => {
+                    tracing::info!(partitions = commit.count(), "committed stored positions of revoked partitions")
+                }
+                Err(error) => {
+                    // Expected while the group rebalances; the published positions decide.
+                    crate::metrics::metrics().kafka_commit_errors.inc();
+                    tracing::debug!(error = %error, "committing revoked partitions failed")
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            self.assigned.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::info!(partitions = list.count(), "kafka partitions assigned");
+            crate::metrics::metrics().kafka_rebalances.inc();
+        }
+    }
 }
 
 pub struct KafkaSource {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<Handoff>,
     config: KafkaConfig,
     store: Arc<Store>,
     pipeline: Pipeline,
+    /// The highest positions the group's processes published, read at each assignment.
+    floors: BTreeMap<String, u64>,
     pub stats: KafkaStats,
 }
 
@@ -120,10 +199,23 @@ impl KafkaSource {
         for (key, value) in &config.client_options {
             client.set(key, value);
         }
-        let consumer: StreamConsumer = client.create().map_err(|e| IngestError::Kafka(e.to_string()))?;
+        let handoff = Handoff {
+            stored: Mutex::new(BTreeMap::new()),
+            revoked: Mutex::new(BTreeSet::new()),
+            assigned: std::sync::atomic::AtomicBool::new(false),
+        };
+        let consumer: StreamConsumer<Handoff> =
+            client.create_with_context(handoff).map_err(|e| IngestError::Kafka(e.to_string()))?;
         let topics: Vec<&str> = config.topics.iter().map(|t| t.topic.as_str()).collect();
         consumer.subscribe(&topics).map_err(|e| IngestError::Kafka(e.to_string()))?;
-        Ok(KafkaSource { consumer, config, store, pipeline: Pipeline::default(), stats: KafkaStats::default() })
+        Ok(KafkaSource {
+            consumer,
+            config,
+            store,
+            pipeline: Pipeline::default(),
+            floors: BTreeMap::new(),
+            stats: KafkaStats::default(),
+        })
     }
 
     /// Consumes until `shutdown` resolves, then stores what it holds and returns.
@@ -143,14 +235,18 @@ impl KafkaSource {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                received = tokio::time::timeout(wait, self.consumer.recv()) => match received {
+                received = tokio::time::timeout(wait, self.consumer.recv()) => {
+                    let received = received.map(|r| r.map(|m| m.detach()));
+                    self.drop_revoked(&mut batch, &mut batch_bytes);
+                    self.read_floors().await?;
+                    match received {
                     Ok(Ok(message)) => {
                         active_at = Some(Instant::now());
                         if batch.is_empty() {
                             batch_started = Instant::now();
                         }
-                        batch_bytes += message.payload_len();
-                        batch.push(message.detach());
+                        batch_bytes += message.payload().map_or(0, <[u8]>::len);
+                        batch.push(message);
                         self.stats.records += 1;
                         if batch.len() >= self.config.batch_records_max || batch_bytes >= self.config.batch_bytes_max {
                             self.store_batch(&mut batch).await?;
@@ -176,13 +272,53 @@ impl KafkaSource {
                             }
                         }
                     }
-                },
+                }},
             }
         }
         if !batch.is_empty() {
             self.store_batch(&mut batch).await?;
         }
         Ok(self.stats.clone())
+    }
+
+    /// After an assignment, reads where the group's processes stored their partitions up to.
+    async fn read_floors(&mut self) -> Result<(), IngestError> {
+        if !self.consumer.context().assigned.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        // A process that cannot learn this must not consume: it could store records twice.
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.store.shared_positions(&self.config.group_id).await {
+                Ok(floors) => {
+                    self.floors = floors;
+                    return Ok(());
+                }
+                Err(error) if delay < Duration::from_secs(30) => {
+                    tracing::warn!(error = %error, "cannot read the group's published positions; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Removes from the batch the records of partitions revoked since the last look: their new owner
+    /// reads them from the committed offset.
+    fn drop_revoked(&mut self, batch: &mut Vec<OwnedMessage>, batch_bytes: &mut usize) {
+        let revoked = std::mem::take(&mut *lock(&self.consumer.context().revoked));
+        if revoked.is_empty() {
+            return;
+        }
+        let before = batch.len();
+        batch.retain(|m| !revoked.contains(&(m.topic().to_string(), m.partition())));
+        *batch_bytes = batch.iter().map(|m| m.payload().map_or(0, <[u8]>::len)).sum();
+        let dropped = (before - batch.len()) as u64;
+        if dropped > 0 {
+            self.stats.dropped_at_revoke += dropped;
+            tracing::info!(dropped, "records of revoked partitions left to their next owner");
+        }
     }
 
     /// Decodes and stores one batch with its positions; retries the decode once per conflict when a
@@ -200,6 +336,11 @@ impl KafkaSource {
                 Ok(_) => {
                     self.stats.batches += 1;
                     self.stats.stored_records += stored;
+                    self.remember(&commit_positions);
+                    if let Err(error) = self.store.publish_positions(&self.config.group_id, "kafka:").await {
+                        crate::metrics::metrics().kafka_commit_errors.inc();
+                        tracing::warn!(error = %error, "cannot publish positions to the shared location");
+                    }
                     self.commit(&commit_positions);
                     batch.clear();
                     return Ok(());
@@ -229,7 +370,8 @@ impl KafkaSource {
             let stream = position_stream(message.topic(), message.partition());
             let stored = *expected.entry(stream.clone()).or_insert_with(|| self.store.position(&stream));
             let offset = message.offset().max(0) as u64;
-            let floor = next.get(&stream).copied().or(stored).unwrap_or(0);
+            let shared = self.floors.get(&stream).copied();
+            let floor = next.get(&stream).copied().or(stored.max(shared)).unwrap_or(0);
             if offset < floor {
                 self.stats.skipped_below_position += 1;
                 crate::metrics::metrics().kafka_skipped.inc();
@@ -257,22 +399,30 @@ impl KafkaSource {
         (self.pipeline.take_batches(), positions, expected.into_iter().collect(), decoded)
     }
 
-    /// Commits the stored positions to Kafka, for lag monitoring. Failure is harmless: the store's
-    /// positions, not Kafka's, decide where reading resumes.
+    /// Notes what this assignment stored, for the commit at a revocation.
+    fn remember(&mut self, positions: &[Position]) {
+        let mut stored = lock(&self.consumer.context().stored);
+        for position in positions {
+            if let Some((topic, partition)) = split_stream(&position.stream) {
+                stored.insert((topic.to_string(), partition), position.offset as i64);
+            }
+        }
+    }
+
+    /// Commits the stored positions to Kafka. Within one process the store's positions decide where
+    /// reading resumes; between the processes of a group, these commits (and the synchronous one at a
+    /// revocation) do.
     fn commit(&mut self, positions: &[Position]) {
         let mut list = TopicPartitionList::new();
         for position in positions {
-            let Some((topic, partition)) = position.stream.strip_prefix("kafka:").and_then(|s| s.rsplit_once('/'))
-            else {
-                continue;
-            };
-            let Ok(partition) = partition.parse::<i32>() else { continue };
+            let Some((topic, partition)) = split_stream(&position.stream) else { continue };
             if list.add_partition_offset(topic, partition, Offset::Offset(position.offset as i64)).is_err() {
                 continue;
             }
         }
         if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
             self.stats.commit_errors += 1;
+            crate::metrics::metrics().kafka_commit_errors.inc();
             tracing::debug!(error = %error, "kafka offset commit failed");
         }
     }

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub pending_invocations: IntGauge,
     pub kafka_skipped: IntCounter,
     pub kafka_position_conflicts: IntCounter,
+    pub kafka_commit_errors: IntCounter,
+    pub kafka_rebalances: IntCounter,
 }
 
 /// The metrics, registered on first use.
@@ -55,6 +57,16 @@ pub fn metrics() -> &'static Metrics {
         kafka_position_conflicts: register_int_counter!(
             "ingest_kafka_position_conflicts_total",
             "Kafka batches decoded again because another consumer stored some of their partitions first."
+        )
+        .expect("metric registers once"),
+        kafka_commit_errors: register_int_counter!(
+            "ingest_kafka_commit_errors_total",
+            "Kafka offset commits that failed (the store's positions still decide within this process)."
+        )
+        .expect("metric registers once"),
+        kafka_rebalances: register_int_counter!(
+            "ingest_kafka_assignments_total",
+            "Kafka partition assignments this process received (consumer-group rebalances)."
         )
         .expect("metric registers once"),
     })

@@ -184,3 +184,86 @@ async fn a_second_consumer_joining_the_group_rebalances_without_loss_or_duplicat
     );
     assert_eq!(first.stored_records + second.stored_records, n as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_with_their_own_stores_on_one_location_hand_partitions_over_exactly_once() {
+    // Goal: scale-out. Two processes, each with its own WAL and positions, one consumer group and one
+    // shared segment location: a node joining and a node leaving move partitions without loss or
+    // duplicates. Kafka's committed offsets (committed synchronously at each revocation) are all the
+    // nodes share about positions.
+    let cluster = MockCluster::new(3).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let n = 6_000;
+    let shared = tempfile::tempdir().unwrap();
+    let node = |dir: &std::path::Path| {
+        let mut config = StoreConfig::new(dir);
+        config.location = Some(shared.path().to_str().unwrap().to_string());
+        config
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store_a = Arc::new(Store::open(node(dir_a.path())).await.unwrap());
+    let store_b = Arc::new(Store::open(node(dir_b.path())).await.unwrap());
+    let spawn = |store: Arc<Store>| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut source = KafkaSource::new(store, config(&cluster.bootstrap_servers())).unwrap();
+        let task = tokio::spawn(async move {
+            source
+                .run(async move {
+                    stopped.await.ok();
+                })
+                .await
+        });
+        (stop, task)
+    };
+    let bootstrap = cluster.bootstrap_servers();
+    // Records arrive all along, in thirds: before B joins, while both run, after A has left.
+    let producer = tokio::spawn(async move {
+        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+        for i in 0..n {
+            let payload = format!("2024-03-05T10:00:00.000Z\t8f507cfc-1a2b-4697-b07a-ac58fc914c95\tINFO\trecord-{i}");
+            producer
+                .send(
+                    FutureRecord::to(TOPIC).payload(&payload).key("k").partition((i as i32) % PARTITIONS),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+            if i % 200 == 199 {
+                tokio::time::sleep(Duration::from_millis(120)).await;
+            }
+        }
+    });
+    let (stop_a, task_a) = spawn(store_a.clone());
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let (stop_b, task_b) = spawn(store_b.clone());
+    // Once the group has rebalanced and B stores its share, A leaves.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored_counts(&store_b).await.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_a.send(()).unwrap();
+    let a = task_a.await.unwrap().unwrap();
+    producer.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // (Each store scans its own hot rows and every node's segments: count distinct records.)
+    let distinct = || async {
+        let mut ids: std::collections::BTreeSet<usize> = stored_counts(&store_a).await.into_keys().collect();
+        ids.extend(stored_counts(&store_b).await.into_keys());
+        ids.len()
+    };
+    while distinct().await < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_b.send(()).unwrap();
+    let b = task_b.await.unwrap().unwrap();
+    store_a.flush_all().await.unwrap();
+    store_b.flush_all().await.unwrap();
+    // A third node on the same location sees both nodes' rows, each once.
+    let reader_dir = tempfile::tempdir().unwrap();
+    let reader = Store::open(node(reader_dir.path())).await.unwrap();
+    let counts = stored_counts(&reader).await;
+    assert_exactly_once(&counts, n);
+    assert!(a.stored_records > 0 && b.stored_records > 0, "both nodes stored records: {a:?} {b:?}");
+    assert_eq!(a.stored_records + b.stored_records, n as u64, "{a:?} {b:?}");
+}

@@ -202,6 +202,15 @@ struct Tap {
     sender: std::sync::mpsc::SyncSender<Appended>,
 }
 
+/// A group name as one path segment.
+fn group_key(group: &str) -> String {
+    group.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
+
+fn shared_positions_path(group: &str, node: &str) -> String {
+    format!("_positions/groups/{}/{node}.json", group_key(group))
+}
+
 fn positions_path(node: &str) -> String {
     format!("_positions/{node}.json")
 }
@@ -505,6 +514,40 @@ impl Store {
 
     pub fn position(&self, stream: &str) -> Option<u64> {
         lock(&self.state).positions.get(stream).copied()
+    }
+
+    /// Publishes this node's positions of the streams starting with `prefix` (a consumer group's
+    /// partitions, say) to the shared location, where the group's other nodes read them
+    /// (`shared_positions`): several nodes consuming one group into one location agree on where each
+    /// partition was stored up to, whatever their commits to the source did.
+    pub async fn publish_positions(&self, group: &str, prefix: &str) -> Result<()> {
+        let positions: BTreeMap<String, u64> = {
+            let state = lock(&self.state);
+            state
+                .positions
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        let bytes =
+            serde_json::to_vec(&positions).map_err(|e| StoreError::Internal(format!("positions encode: {e}")))?;
+        self.location.put(&shared_positions_path(group, &self.node), bytes.into()).await
+    }
+
+    /// The highest position of every stream any node published for `group`.
+    pub async fn shared_positions(&self, group: &str) -> Result<BTreeMap<String, u64>> {
+        let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+        for object in self.location.list(&format!("_positions/groups/{}", group_key(group))).await? {
+            let bytes = self.location.get(object.location.as_ref()).await?;
+            let positions: BTreeMap<String, u64> = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Internal(format!("bad shared positions {}: {e}", object.location)))?;
+            for (stream, offset) in positions {
+                let entry = merged.entry(stream).or_insert(offset);
+                *entry = (*entry).max(offset);
+            }
+        }
+        Ok(merged)
     }
 
     /// The segments and hot batches of `table` overlapping `range`. Hot batches are not yet filtered by
