@@ -14,6 +14,41 @@ pub struct Config {
     pub query: QueryConfig,
     #[serde(default)]
     pub alerting: alerting::AlertingConfig,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub sources: Vec<crate::sources::SourceConfig>,
+}
+
+/// Where and how the store keeps what serve ingests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Segments and ledgers: a directory or `s3://bucket/prefix` shared by every process of a
+    /// deployment (`--location` overrides it).
+    pub location: Option<String>,
+    /// Hot rows older than this are sealed into a segment (and become visible to the other processes).
+    pub flush_after_secs: Option<f64>,
+    /// How often the other processes' new segments are looked for.
+    pub refresh_secs: Option<f64>,
+}
+
+impl StoreSettings {
+    pub fn refresh_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.refresh_secs.unwrap_or(5.0))
+    }
+
+    /// The store configuration of `paths` with these settings applied.
+    pub fn apply(&self, paths: &crate::commands::Paths) -> store::StoreConfig {
+        let mut config = paths.store_config();
+        if config.location.is_none() {
+            config.location = self.location.clone();
+        }
+        if let Some(secs) = self.flush_after_secs {
+            config.flush.partition_age_max = std::time::Duration::from_secs_f64(secs);
+        }
+        config
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +146,14 @@ impl Config {
             problems.push(e.to_string());
         }
         problems.extend(config.alerting.problems());
+        problems.extend(crate::sources::problems(&config.sources));
+        for (key, value) in
+            [("flush_after_secs", config.store.flush_after_secs), ("refresh_secs", config.store.refresh_secs)]
+        {
+            if value.is_some_and(|v| !(v >= 0.1)) {
+                problems.push(format!("store.{key} must be at least 0.1"));
+            }
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -136,6 +179,7 @@ mod tests {
     #[test]
     fn the_example_configuration_parses() {
         std::env::set_var("COLDTRAIL_ALICE_PASSWORD", "example-password");
+        std::env::set_var("COLDTRAIL_INGEST_TOKEN", "example-ingest-token-0123456789");
         let text = include_str!("../coldtrail.example.toml");
         let config = Config::parse(text, "coldtrail.example.toml").unwrap();
         assert_eq!(config.query.pg_listen.port(), 5433);
@@ -143,6 +187,10 @@ mod tests {
         assert_eq!(config.alerting.destinations.len(), 4);
         assert_eq!(config.alerting.suppress.len(), 1);
         assert_eq!(config.alerting.ledger.as_ref().map(|l| l.destination.as_str()), Some("soc-webhook"));
+        let kinds: Vec<_> = config.sources.iter().map(|s| s.kind).collect();
+        use crate::sources::SourceKind;
+        assert_eq!(kinds, vec![SourceKind::Kafka, SourceKind::S3, SourceKind::S3, SourceKind::Http]);
+        assert_eq!(config.store.flush_after_secs, Some(60.0));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod generate;
 mod http_ingest;
 mod ingest_command;
 mod serve;
+mod sources;
 mod sql_command;
 
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
-//! `coldtrail serve`: the store, the SQL servers (PostgreSQL protocol and HTTP) and background
-//! maintenance in one process, until SIGTERM or Ctrl-C; then the servers stop, the query audit is
-//! written and the hot rows are sealed.
+//! `coldtrail serve`: the configured sources, the detectors, alert delivery, the store, the SQL servers
+//! (PostgreSQL protocol and HTTP) and background maintenance in one process, until SIGTERM or Ctrl-C.
+//! Then it drains in order: the sources stop and store what they hold, the servers stop, the detectors
+//! store their last alerts and checkpoint, the outbox finishes its requests, the query audit is written
+//! and the hot rows are sealed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,7 +52,7 @@ pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
     for url in &args.webhooks {
         config.alerting.destinations.push(alerting::DestinationConfig::webhook(url));
     }
-    let store = Arc::new(Store::open(paths.store_config()).await.context("cannot open the store")?);
+    let store = Arc::new(Store::open(config.store.apply(paths)).await.context("cannot open the store")?);
     let running = start(paths, &config, store).await?;
     crate::http_ingest::shutdown_signal().await;
     running.stop().await?;
@@ -72,11 +74,13 @@ pub struct Running {
     maintenance: tokio::task::JoinHandle<()>,
     detection: crate::detection::Detection,
     outbox: Option<tokio::task::JoinHandle<Result<(), alerting::AlertingError>>>,
+    sources: crate::sources::Sources,
 }
 
 /// Starts everything `serve` runs and says where it listens.
 pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow::Result<Running> {
-    let problems = config.alerting.problems();
+    let mut problems = config.alerting.problems();
+    problems.extend(crate::sources::problems(&config.sources));
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
@@ -156,18 +160,30 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
     let maintenance = {
         let store = store.clone();
         let mut rx = stop_rx.clone();
+        let every = config.store.refresh_every().min(Duration::from_secs(5));
+        let refresh_every = config.store.refresh_every();
         tokio::spawn(async move {
+            let mut refreshed = std::time::Instant::now();
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(every) => {}
                     _ = rx.wait_for(|stop| *stop) => return,
                 }
                 if let Err(e) = store.maintain(false).await {
                     tracing::error!(error = %e, "maintenance failed; retrying");
                 }
+                // Other processes on the same location: their new segments become visible.
+                if refreshed.elapsed() >= refresh_every {
+                    refreshed = std::time::Instant::now();
+                    if let Err(e) = store.refresh().await {
+                        tracing::warn!(error = %e, "reading the other processes' ledgers failed; retrying");
+                    }
+                }
             }
         })
     };
+    // Sources last: the detectors and servers are ready for what they store.
+    let sources = crate::sources::Sources::start(&config.sources, store.clone()).await?;
     Ok(Running {
         pg_addr,
         http_addr,
@@ -182,6 +198,7 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         maintenance,
         detection,
         outbox,
+        sources,
     })
 }
 
@@ -190,8 +207,10 @@ impl Running {
     /// finishes its requests under way, the query audit is written and hot rows are sealed.
     pub async fn stop(self) -> anyhow::Result<()> {
         outln!(
-            "stopping: closing the servers, checkpointing the detectors, writing the query audit and sealing hot rows"
+            "stopping: sources store what they hold, then closing the servers, checkpointing the detectors, writing the query audit and sealing hot rows"
         );
+        // Sources first: what they acknowledged is stored, and the detectors see it.
+        self.sources.stop().await;
         let _ = self.stop_tx.send(true);
         // Open PostgreSQL sessions are not waited for beyond a grace period.
         let (pg, http) = (self.pg, self.http);

@@ -1,0 +1,421 @@
+//! The sources `coldtrail serve` reads continuously (`[[sources]]` in the configuration): Kafka consumer
+//! groups, object-store prefixes polled for new objects (CloudWatch Logs exports, CloudTrail files), and
+//! an HTTP endpoint (CloudWatch subscription payloads, Firehose). Each runs as a task that retries on
+//! errors; at shutdown every source stops taking input, stores what it holds with its positions, and
+//! returns before the detectors and the store are drained.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ingest::Format;
+use serde::Deserialize;
+use store::Store;
+
+/// One configured source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Names the source in logs and metrics.
+    pub name: String,
+    pub kind: SourceKind,
+    /// Input format of the records or objects (auto, lambda, subscription, export, cloudtrail, xray,
+    /// otlp); a Kafka topic may say its own as `topic:format`.
+    pub format: Option<String>,
+    /// Log group of plain log lines that do not name theirs.
+    pub log_group: Option<String>,
+    // kafka
+    pub brokers: Option<String>,
+    pub group: Option<String>,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// librdkafka settings (`security.protocol`, `sasl.mechanism`, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    // s3
+    pub url: Option<String>,
+    pub poll_secs: Option<f64>,
+    // http
+    pub listen: Option<SocketAddr>,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Kafka,
+    S3,
+    Http,
+}
+
+const DEFAULT_GROUP: &str = "coldtrail";
+const DEFAULT_POLL_SECS: f64 = 60.0;
+
+impl SourceConfig {
+    fn format(&self) -> Format {
+        self.format.as_deref().and_then(|f| f.parse().ok()).unwrap_or(Format::Auto)
+    }
+
+    /// The Kafka topics and their formats.
+    fn topic_configs(&self) -> Result<Vec<ingest::kafka::TopicConfig>, String> {
+        self.topics
+            .iter()
+            .map(|spec| {
+                let (topic, format) = match spec.split_once(':') {
+                    Some((topic, format)) => (topic, format.parse::<Format>()?),
+                    None => (spec.as_str(), self.format()),
+                };
+                if topic.is_empty() {
+                    return Err(format!("topic {spec:?} has no name"));
+                }
+                Ok(ingest::kafka::TopicConfig { topic: topic.to_string(), format, log_group: self.log_group.clone() })
+            })
+            .collect()
+    }
+
+    fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| self.token_env.as_deref().and_then(|name| std::env::var(name).ok()))
+    }
+
+    /// Everything wrong with this source, each problem once.
+    pub fn problems(&self) -> Vec<String> {
+        let at = format!("sources.{}", self.name);
+        let mut problems = Vec::new();
+        if self.name.is_empty() {
+            problems.push("a source needs a name".to_string());
+        }
+        if let Some(format) = &self.format {
+            if let Err(e) = format.parse::<Format>() {
+                problems.push(format!("{at}.format: {e}"));
+            }
+        }
+        let foreign = |field: &str, set: bool, owner: &str| set.then(|| format!("{at}.{field} is a {owner} setting"));
+        let kafka_fields = [
+            ("brokers", self.brokers.is_some()),
+            ("group", self.group.is_some()),
+            ("topics", !self.topics.is_empty()),
+            ("options", !self.options.is_empty()),
+        ];
+        let s3_fields = [("url", self.url.is_some()), ("poll_secs", self.poll_secs.is_some())];
+        let http_fields = [
+            ("listen", self.listen.is_some()),
+            ("token", self.token.is_some()),
+            ("token_env", self.token_env.is_some()),
+        ];
+        if self.kind != SourceKind::Kafka {
+            problems.extend(kafka_fields.iter().filter_map(|(f, set)| foreign(f, *set, "kafka")));
+        }
+        if self.kind != SourceKind::S3 {
+            problems.extend(s3_fields.iter().filter_map(|(f, set)| foreign(f, *set, "s3")));
+        }
+        if self.kind != SourceKind::Http {
+            problems.extend(http_fields.iter().filter_map(|(f, set)| foreign(f, *set, "http")));
+        }
+        match self.kind {
+            SourceKind::Kafka => {
+                if self.brokers.as_deref().is_none_or(str::is_empty) {
+                    problems.push(format!("{at}: a kafka source needs brokers"));
+                }
+                if self.topics.is_empty() {
+                    problems.push(format!("{at}: a kafka source needs topics"));
+                }
+                if let Err(e) = self.topic_configs() {
+                    problems.push(format!("{at}.topics: {e}"));
+                }
+            }
+            SourceKind::S3 => {
+                match self.url.as_deref() {
+                    None => problems.push(format!("{at}: an s3 source needs url")),
+                    Some(url) if !(url.starts_with("s3://") || url.starts_with('/') || url.starts_with("file://")) => {
+                        problems.push(format!("{at}.url {url:?}: expected s3://bucket/prefix or a local directory"))
+                    }
+                    Some(_) => {}
+                }
+                if self.poll_secs.is_some_and(|s| !(s >= 0.1)) {
+                    problems.push(format!("{at}.poll_secs must be at least 0.1"));
+                }
+            }
+            SourceKind::Http => {
+                if self.listen.is_none() {
+                    problems.push(format!("{at}: an http source needs listen"));
+                }
+                match self.token() {
+                    None => problems.push(format!(
+                        "{at}: an http source needs token or token_env (naming a set environment variable)"
+                    )),
+                    Some(token) if token.len() < 16 => {
+                        problems.push(format!("{at}: the ingest token must have at least 16 characters"))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Problems of the whole list: each source's, and duplicate names or listen addresses.
+pub fn problems(sources: &[SourceConfig]) -> Vec<String> {
+    let mut problems: Vec<String> = sources.iter().flat_map(SourceConfig::problems).collect();
+    let mut names = std::collections::BTreeSet::new();
+    let mut listens = std::collections::BTreeSet::new();
+    for source in sources {
+        if !names.insert(&source.name) {
+            problems.push(format!("two sources are named {:?}", source.name));
+        }
+        if let Some(listen) = source.listen {
+            if !listens.insert(listen) {
+                problems.push(format!("two sources listen on {listen}"));
+            }
+        }
+    }
+    problems
+}
+
+/// The running sources.
+pub struct Sources {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
+}
+
+fn errors_metric() -> &'static prometheus::IntCounterVec {
+    static METRIC: std::sync::OnceLock<prometheus::IntCounterVec> = std::sync::OnceLock::new();
+    METRIC.get_or_init(|| {
+        prometheus::register_int_counter_vec!(
+            "coldtrail_source_errors_total",
+            "Errors of a configured source (it retries); by source name.",
+            &["source"]
+        )
+        .expect("metric registers once")
+    })
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Sleeps, or returns `true` early when asked to stop.
+async fn pause(rx: &tokio::sync::watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stopped(rx.clone()) => true,
+    }
+}
+
+impl Sources {
+    /// Starts every source. Listeners are bound here, so that a taken port fails the start.
+    pub async fn start(configs: &[SourceConfig], store: Arc<Store>) -> anyhow::Result<Sources> {
+        let problems = problems(configs);
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("; "));
+        }
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for config in configs.iter().cloned() {
+            errors_metric().with_label_values(&[&config.name]);
+            let name = config.name.clone();
+            let label = name.clone();
+            let task = match config.kind {
+                SourceKind::Kafka => {
+                    outln!(
+                        "source {name}: kafka {} topics {} (group {})",
+                        config.brokers.as_deref().unwrap_or(""),
+                        config.topics.join(","),
+                        config.group.as_deref().unwrap_or(DEFAULT_GROUP)
+                    );
+                    tokio::spawn(run_kafka(config, store.clone(), stop_rx.clone()))
+                }
+                SourceKind::S3 => {
+                    outln!("source {name}: {} every {} s", config.url.as_deref().unwrap_or(""), poll_secs(&config));
+                    tokio::spawn(run_s3(config, store.clone(), stop_rx.clone()))
+                }
+                SourceKind::Http => {
+                    let listen = config.listen.expect("checked");
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("source {name}: cannot listen on {listen}"))?;
+                    outln!("source {name}: POST http://{}/ingest", listener.local_addr()?);
+                    let router = crate::http_ingest::router(store.clone(), config.token().expect("checked"));
+                    let rx = stop_rx.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stopped(rx)).await {
+                            errors_metric().with_label_values(&[&name]).inc();
+                            tracing::error!(source = %name, error = %e, "http source stopped");
+                        }
+                    })
+                }
+            };
+            tasks.push((label, task));
+        }
+        Ok(Sources { stop, tasks })
+    }
+
+    /// Stops taking input; returns once every source has stored what it holds.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (name, task) in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(source = %name, error = %e, "source task failed");
+            }
+        }
+    }
+}
+
+fn poll_secs(config: &SourceConfig) -> f64 {
+    config.poll_secs.unwrap_or(DEFAULT_POLL_SECS)
+}
+
+async fn run_kafka(config: SourceConfig, store: Arc<Store>, stop: tokio::sync::watch::Receiver<bool>) {
+    let name = config.name.clone();
+    let topics = config.topic_configs().expect("checked");
+    let mut kafka = ingest::kafka::KafkaConfig::new(
+        config.brokers.clone().unwrap_or_default(),
+        config.group.clone().unwrap_or_else(|| DEFAULT_GROUP.to_string()),
+        topics,
+    );
+    kafka.client_options = config.options.clone();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let result = match ingest::kafka::KafkaSource::new(store.clone(), kafka.clone()) {
+            Ok(mut source) => {
+                let result = source.run(stopped(stop.clone())).await;
+                // Closing leaves the group (a rebalance); librdkafka blocks for it.
+                let _ = tokio::task::spawn_blocking(move || drop(source)).await;
+                result
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(stats) => {
+                tracing::info!(source = %name, records = stats.stored_records, "kafka source stopped");
+                if *stop.borrow() {
+                    return;
+                }
+            }
+            Err(e) => {
+                errors_metric().with_label_values(&[&name]).inc();
+                tracing::error!(source = %name, error = %e, "kafka source failed; restarting");
+            }
+        }
+        if pause(&stop, delay).await {
+            return;
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn run_s3(config: SourceConfig, store: Arc<Store>, stop: tokio::sync::watch::Receiver<bool>) {
+    let name = config.name.clone();
+    let every = Duration::from_secs_f64(poll_secs(&config));
+    let source = loop {
+        match ingest::s3::S3Source::new(config.url.as_deref().unwrap_or(""), config.format(), config.log_group.clone())
+        {
+            Ok(source) => break source,
+            Err(e) => {
+                errors_metric().with_label_values(&[&name]).inc();
+                tracing::error!(source = %name, error = %e, "cannot open the s3 source; retrying");
+                if pause(&stop, Duration::from_secs(30)).await {
+                    return;
+                }
+            }
+        }
+    };
+    let mut pipeline = ingest::Pipeline::default();
+    loop {
+        // A poll stores every object it reads before it returns: stopping between polls loses nothing.
+        match source.poll(&store, &mut pipeline).await {
+            Ok(stats) if stats.objects_ingested > 0 => {
+                tracing::info!(source = %name, objects = stats.objects_ingested, bytes = stats.bytes, "objects ingested")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                errors_metric().with_label_values(&[&name]).inc();
+                tracing::error!(source = %name, error = %e, "s3 poll failed; retrying at the next poll");
+            }
+        }
+        if pause(&stop, every).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Vec<SourceConfig> {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            sources: Vec<SourceConfig>,
+        }
+        toml::from_str::<Wrapper>(text).unwrap().sources
+    }
+
+    #[test]
+    fn each_kind_names_what_it_lacks_and_what_is_not_its_own() {
+        let sources = parse(
+            r#"
+            [[sources]]
+            name = "k"
+            kind = "kafka"
+            url = "s3://x"
+            topics = ["a:nonsense", ":lambda"]
+
+            [[sources]]
+            name = "s"
+            kind = "s3"
+            url = "ftp://x"
+            poll_secs = 0.0
+            listen = "127.0.0.1:1"
+
+            [[sources]]
+            name = "h"
+            kind = "http"
+            listen = "127.0.0.1:1"
+            token = "short"
+
+            [[sources]]
+            name = "h"
+            kind = "http"
+            listen = "127.0.0.1:1"
+            token_env = "COLDTRAIL_TEST_UNSET_TOKEN_VARIABLE"
+            "#,
+        );
+        let all = problems(&sources).join("\n");
+        for part in [
+            "sources.k.url is a s3 setting",
+            "sources.k: a kafka source needs brokers",
+            "sources.k.topics:",
+            "sources.s.url \"ftp://x\"",
+            "sources.s.poll_secs",
+            "sources.s.listen is a http setting",
+            "at least 16 characters",
+            "needs token or token_env",
+            "two sources are named \"h\"",
+            "two sources listen on 127.0.0.1:1",
+        ] {
+            assert!(all.contains(part), "{part:?} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn topics_take_their_own_format_or_the_sources() {
+        let sources = parse(
+            r#"
+            [[sources]]
+            name = "k"
+            kind = "kafka"
+            brokers = "b:9092"
+            format = "lambda"
+            topics = ["logs", "trail:cloudtrail"]
+            "#,
+        );
+        assert!(problems(&sources).is_empty(), "{:?}", problems(&sources));
+        let topics = sources[0].topic_configs().unwrap();
+        assert_eq!((topics[0].topic.as_str(), topics[0].format), ("logs", Format::Lambda));
+        assert_eq!((topics[1].topic.as_str(), topics[1].format), ("trail", Format::CloudTrail));
+    }
+}
