@@ -192,6 +192,9 @@ for _ in $(seq 50); do
 done
 check "every record stored exactly once across SIGKILLs" \
     timeout 600 python3 tests/e2e/kafka_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/kafka"
+mkdir -p "$work/scale"
+check "two serve processes in one group on one location: split, SIGKILL and SIGTERM takeovers, psql sees all, each record sealed once" \
+    timeout 600 python3 tests/e2e/scale_out_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/scale"
 
 echo "-- detection: NAB results format, replay of generated traffic, alerts queried over SQL"
 nab=/work/shared/data/nab/data/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv
