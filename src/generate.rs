@@ -1,7 +1,16 @@
-//! `coldtrail generate`: the demo's workload written straight into a store, for load tests and benchmarks.
+//! `coldtrail generate`: the demo's workload, for load tests, benchmarks and trying the sources. Straight
+//! into the store as invocation rows (the default), or as what AWS would deliver about it: Lambda log
+//! lines in CloudWatch Logs subscription payloads, X-Ray segment documents and the team's CloudTrail,
+//! written to files (`--out DIR`) or published to Kafka (`--kafka BROKERS`).
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, Producer};
+use serde_json::{json, Value};
+use workload::cloudtrail::{routine, Team};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -36,9 +45,25 @@ pub struct GenerateArgs {
     /// start, counted from the first minute. Repeatable.
     #[arg(long, value_name = "KIND:FUNCTION:MINUTE")]
     anomaly: Vec<String>,
-    /// Do not run the streaming anomaly detectors over what is written.
+    /// Do not run the streaming anomaly detectors over what is written (into the store).
     #[arg(long)]
     no_detect: bool,
+    /// Write files instead of storing rows: DIR/logs/<function>/<hour>.ndjson.gz (subscription payloads),
+    /// DIR/xray/<hour>.ndjson.gz and DIR/cloudtrail/<account>_CloudTrail_<region>_<hour>.json.gz, each
+    /// hour's files complete when written. `coldtrail ingest DIR` reads them.
+    #[arg(long, value_name = "DIR", conflicts_with = "kafka")]
+    out: Option<std::path::PathBuf>,
+    /// Publish instead of storing rows: subscription payloads to <prefix>lambda-logs (keyed by log stream,
+    /// so that an invocation's lines stay in one partition), CloudTrail events to <prefix>cloudtrail and
+    /// X-Ray segments to <prefix>xray.
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// Prefix of the Kafka topic names.
+    #[arg(long, default_value = "")]
+    topic_prefix: String,
+    /// Share of invocations traced by X-Ray (files and Kafka).
+    #[arg(long, default_value_t = 0.05)]
+    xray_sample: f64,
 }
 
 fn parse_anomaly(spec: &str, start_us: i64, n_functions: usize) -> anyhow::Result<Injection> {
@@ -85,6 +110,12 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
     };
     let injections: Vec<Injection> =
         args.anomaly.iter().map(|spec| parse_anomaly(spec, start_us, args.functions)).collect::<anyhow::Result<_>>()?;
+    if !(0.0..=1.0).contains(&args.xray_sample) {
+        bail!("--xray-sample is a share between 0 and 1");
+    }
+    if args.out.is_some() || args.kafka.is_some() {
+        return deliver(&args, start_us, injections);
+    }
     let store = std::sync::Arc::new(Store::open(paths.store_config()).await?);
     let detection = if args.no_detect {
         None
@@ -137,4 +168,245 @@ async fn append(store: &Store, generator: &Generator, pending: &mut Vec<workload
     }
     pending.clear();
     Ok(())
+}
+
+/// Where `deliver` puts what it renders.
+enum Sink {
+    Files { dir: std::path::PathBuf, logs: BTreeMap<String, Vec<u8>>, xray: Vec<u8>, trail: Vec<Value>, files: u64 },
+    Kafka { producer: BaseProducer, prefix: String, sent: u64 },
+}
+
+impl Sink {
+    fn log_payload(&mut self, function: &str, log_stream: &str, payload: &Value) -> anyhow::Result<()> {
+        match self {
+            Sink::Files { logs, .. } => {
+                let buffer = logs.entry(function.to_string()).or_default();
+                serde_json::to_writer(&mut *buffer, payload)?;
+                buffer.push(b'\n');
+            }
+            Sink::Kafka { producer, prefix, sent } => {
+                send(producer, &format!("{prefix}lambda-logs"), log_stream, &payload.to_string())?;
+                *sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn segment(&mut self, trace_id: &str, segment: &Value) -> anyhow::Result<()> {
+        match self {
+            Sink::Files { xray, .. } => {
+                serde_json::to_writer(&mut *xray, segment)?;
+                xray.push(b'\n');
+            }
+            Sink::Kafka { producer, prefix, sent } => {
+                send(producer, &format!("{prefix}xray"), trace_id, &segment.to_string())?;
+                *sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn cloudtrail(&mut self, record: Value) -> anyhow::Result<()> {
+        match self {
+            Sink::Files { trail, .. } => trail.push(record),
+            Sink::Kafka { producer, prefix, sent } => {
+                let key = record["eventID"].as_str().unwrap_or("").to_string();
+                send(producer, &format!("{prefix}cloudtrail"), &key, &record.to_string())?;
+                *sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Files: writes the hour's buffers (gzip, then renamed into place). Kafka: serves delivery reports.
+    fn end_hour(&mut self, hour_us: i64) -> anyhow::Result<()> {
+        match self {
+            Sink::Files { dir, logs, xray, trail, files } => {
+                let hour = workload::render::iso_millis(hour_us)[..13].to_string();
+                for (function, buffer) in std::mem::take(logs) {
+                    write_gz(&dir.join("logs").join(&function).join(format!("{hour}.ndjson.gz")), &buffer)?;
+                    *files += 1;
+                }
+                if !xray.is_empty() {
+                    write_gz(&dir.join("xray").join(format!("{hour}.ndjson.gz")), &std::mem::take(xray))?;
+                    *files += 1;
+                }
+                if !trail.is_empty() {
+                    let stamp = hour.replace(['-', ':'], "");
+                    let body = serde_json::to_vec(&json!({ "Records": std::mem::take(trail) }))?;
+                    let name = format!(
+                        "{}_CloudTrail_{}_{stamp}00Z.json.gz",
+                        workload::fleet::ACCOUNT,
+                        workload::fleet::REGION
+                    );
+                    write_gz(&dir.join("cloudtrail").join(name), &body)?;
+                    *files += 1;
+                }
+            }
+            Sink::Kafka { producer, .. } => {
+                producer.poll(Duration::ZERO);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends one record, waiting while librdkafka's queue is full.
+fn send(producer: &BaseProducer, topic: &str, key: &str, payload: &str) -> anyhow::Result<()> {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => bail!("publishing to {topic}: {e}"),
+        }
+    }
+}
+
+fn write_gz(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let partial = path.with_extension("partial");
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?,
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(bytes)?;
+    encoder.finish()?.sync_all()?;
+    std::fs::rename(&partial, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// Delivery failures reported by librdkafka.
+struct Deliveries {
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            if self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                eprintln!("error: a record was not delivered: {error}");
+            }
+        }
+    }
+}
+
+type BaseProducer = rdkafka::producer::BaseProducer<Deliveries>;
+
+/// Renders the workload into files or Kafka, an hour at a time.
+fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> anyhow::Result<ExitCode> {
+    let functions = fleet(args.functions, &mut Rng::new(args.seed));
+    let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
+    let mut generator = Generator::new(functions.clone(), args.seed);
+    for injection in injections {
+        generator.inject(injection);
+    }
+    let mut sink = match (&args.out, &args.kafka) {
+        (Some(dir), _) => {
+            Sink::Files { dir: dir.clone(), logs: BTreeMap::new(), xray: Vec::new(), trail: Vec::new(), files: 0 }
+        }
+        (None, Some(brokers)) => {
+            let producer: BaseProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("linger.ms", "20")
+                .set("compression.type", "zstd")
+                .set("message.timeout.ms", "60000")
+                .create_with_context(Deliveries { failed: std::sync::atomic::AtomicU64::new(0) })
+                .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
+            Sink::Kafka { producer, prefix: args.topic_prefix.clone(), sent: 0 }
+        }
+        (None, None) => unreachable!("deliver is called with --out or --kafka"),
+    };
+    let max_minutes = args.minutes.unwrap_or(i64::MAX);
+    // The team's routine CloudTrail, a day at a time.
+    let team = Team::new(&names);
+    let day_us = 24 * 60 * MINUTE_US;
+    let mut trail_day = 0i64;
+    let mut trail = routine(&team, start_us, 24, args.seed).into_iter().peekable();
+    let mut rng = Rng::new(args.seed ^ 0x7e4d);
+    let started = Instant::now();
+    let mut invocations = Vec::new();
+    let (mut n_invocations, mut n_lines, mut n_segments, mut n_trail) = (0u64, 0u64, 0u64, 0u64);
+    let mut minute_idx = 0i64;
+    let mut payload_id = 0u64;
+    loop {
+        let done_by_count = args.invocations.is_some_and(|max| n_invocations >= max);
+        if done_by_count || minute_idx >= max_minutes {
+            break;
+        }
+        let minute_us = start_us + minute_idx * MINUTE_US;
+        invocations.clear();
+        generator.minute(minute_us, &mut invocations);
+        n_invocations += invocations.len() as u64;
+        // One subscription payload per log stream and minute, as CloudWatch Logs batches them.
+        let mut streams: BTreeMap<(usize, &str), Vec<workload::render::LogEvent>> = BTreeMap::new();
+        for invocation in &invocations {
+            let function = &functions[invocation.function_idx];
+            let events = workload::render::log_events(function, invocation, &mut rng);
+            n_lines += events.len() as u64;
+            streams.entry((invocation.function_idx, &invocation.log_stream)).or_default().extend(events);
+            if invocation.status != "success" || rng.chance(args.xray_sample) {
+                for segment in workload::render::xray_segments(function, invocation, &mut rng) {
+                    sink.segment(&invocation.trace_id, &segment)?;
+                    n_segments += 1;
+                }
+            }
+        }
+        for ((function_idx, log_stream), events) in &streams {
+            let function = &functions[*function_idx];
+            let payload = workload::render::subscription_payload(function, log_stream, events, payload_id);
+            payload_id += events.len() as u64;
+            sink.log_payload(&function.name, log_stream, &payload)?;
+        }
+        if minute_us >= start_us + (trail_day + 1) * day_us {
+            trail_day += 1;
+            let day = routine(&team, start_us + trail_day * day_us, 24, args.seed.wrapping_add(trail_day as u64));
+            trail = day.into_iter().peekable();
+        }
+        while let Some(record) = trail.next_if(|r| event_time(r) < minute_us + MINUTE_US) {
+            sink.cloudtrail(record)?;
+            n_trail += 1;
+        }
+        minute_idx += 1;
+        if minute_idx % 60 == 0 {
+            sink.end_hour(start_us + (minute_idx - 60) * MINUTE_US)?;
+        }
+    }
+    if minute_idx % 60 != 0 {
+        sink.end_hour(start_us + (minute_idx - minute_idx % 60) * MINUTE_US)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = format!(
+        "{n_invocations} invocations of {} functions over {minute_idx} minutes: {n_lines} log lines, {n_segments} X-Ray segments, {n_trail} CloudTrail events",
+        args.functions
+    );
+    match sink {
+        Sink::Files { dir, files, .. } => {
+            outln!("wrote {summary} in {files} files under {} ({seconds:.1} s)", dir.display());
+        }
+        Sink::Kafka { producer, sent, .. } => {
+            producer.flush(Duration::from_secs(120)).context("flushing the Kafka producer")?;
+            let failed = producer.context().failed.load(std::sync::atomic::Ordering::Relaxed);
+            if failed > 0 {
+                bail!("{failed} of {sent} records were not delivered");
+            }
+            outln!("published {summary} as {sent} records ({seconds:.1} s)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn event_time(record: &Value) -> i64 {
+    record["eventTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp_micros())
 }

@@ -4,7 +4,8 @@
 //! scenario tests and the query benchmarks.
 //!
 //! `cloudtrail` writes the routine CloudTrail activity of the team running that fleet (deployments,
-//! configuration, administrators, the functions' own role sessions).
+//! configuration, administrators, the functions' own role sessions). `render` turns invocations into what
+//! AWS would deliver about them: Lambda log lines in CloudWatch subscription payloads and X-Ray segments.
 //!
 //! It is deterministic for a seed and knows nothing of parsing, detection or SQL; it depends on `store`
 //! only, for the table schemas and the row builder.
@@ -12,6 +13,7 @@
 pub mod cloudtrail;
 pub mod fleet;
 pub mod generator;
+pub mod render;
 pub mod rng;
 
 pub use fleet::{fleet, Caller, FunctionProfile, Trigger};
