@@ -1,7 +1,9 @@
 //! `coldtrail demo`: the whole pipeline on an embedded default. A generated fleet of functions (daily
 //! cycle, cold starts, errors, API Gateway / SQS / S3 / EventBridge callers) and its team's routine
-//! CloudTrail replace Kafka and CloudWatch; six hours of history give the detectors their baselines, then
-//! time runs live at `--speed` with attack stories inside it: an event-injection campaign against an API
+//! CloudTrail replace Kafka and CloudWatch; six hours of history (stored as invocation rows) give the
+//! detectors their baselines, then time runs live at `--speed`, each minute delivered as AWS would deliver
+//! it (Lambda log lines in CloudWatch Logs subscription payloads, X-Ray segments, CloudTrail files) through
+//! ingest's parser, with attack stories inside it: an event-injection campaign against an API
 //! function, a function backdoored through AddPermission and a code overwrite, crypto-mining in that
 //! function, its neighbour's execution-role credentials used from outside, and a denial-of-wallet flood.
 //! The servers of `coldtrail serve` run meanwhile; what is found is printed as it happens, and how to look
@@ -234,6 +236,8 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut n_invocations = 0u64;
     let mut minute = -HISTORY_MINUTES;
     let mut live_started: Option<Instant> = None;
+    let mut live_pipeline = Pipeline::new(PipelineConfig::default());
+    let mut render_rng = Rng::new(args.seed ^ 0x11fe);
     loop {
         let minute_us = live(minute);
         generator.minute(minute_us, &mut invocations);
@@ -251,8 +255,13 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let mut batches = Vec::new();
-        if let Some(batch) = invocations_batch(&functions, &invocations) {
-            batches.push((Table::Invocations, batch));
+        if minute < 0 {
+            // History as rows, quickly; live time as log lines and traces through the parser.
+            if let Some(batch) = invocations_batch(&functions, &invocations) {
+                batches.push((Table::Invocations, batch));
+            }
+        } else {
+            batches.extend(render_live(&functions, &invocations, &mut live_pipeline, &mut render_rng, minute));
         }
         n_invocations += invocations.len() as u64;
         invocations.clear();
@@ -302,6 +311,46 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     drop(printer);
     outln!("demo stopped; the data stays in {} for `coldtrail sql` and `coldtrail verify`", paths.data.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// One live minute as AWS would deliver it, through ingest's parser: each function's log lines in
+/// CloudWatch Logs subscription payloads (one per log stream), and X-Ray segments of 5% of the
+/// invocations, every failed one and every request from the attacker.
+fn render_live(
+    functions: &[workload::FunctionProfile],
+    invocations: &[Invocation],
+    pipeline: &mut Pipeline,
+    rng: &mut Rng,
+    minute: i64,
+) -> Vec<(Table, arrow::array::RecordBatch)> {
+    use workload::render::{log_events, subscription_payload, xray_segments};
+    let mut streams: std::collections::BTreeMap<(usize, &str), Vec<workload::render::LogEvent>> = Default::default();
+    let mut traces = Vec::new();
+    for invocation in invocations {
+        let function = &functions[invocation.function_idx];
+        streams
+            .entry((invocation.function_idx, &invocation.log_stream))
+            .or_default()
+            .extend(log_events(function, invocation, rng));
+        let attacker = invocation.caller.source_ip.as_deref() == Some(ATTACKER_IP);
+        if attacker || invocation.status != "success" || rng.chance(0.05) {
+            for segment in xray_segments(function, invocation, rng) {
+                traces.extend_from_slice(segment.to_string().as_bytes());
+                traces.push(b'\n');
+            }
+        }
+    }
+    let position = minute.to_string();
+    for ((function_idx, log_stream), events) in &streams {
+        let payload = subscription_payload(&functions[*function_idx], log_stream, events, 0).to_string();
+        let unit = Unit { source: "demo-logs", position: &position, key: None, log_group: None };
+        pipeline.ingest(Format::Subscription, payload.as_bytes(), &unit);
+    }
+    if !traces.is_empty() {
+        let unit = Unit { source: "demo-xray", position: &position, key: None, log_group: None };
+        pipeline.ingest(Format::XRay, &traces, &unit);
+    }
+    pipeline.take_batches()
 }
 
 fn event_time(record: &Value) -> i64 {

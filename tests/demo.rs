@@ -72,5 +72,25 @@ fn the_demo_finds_every_attack_story_and_its_walkthrough_queries_return_the_atta
     );
     let p95: f64 = minutes.lines().nth(1).unwrap().parse().unwrap();
     assert!(p95 > 1_000.0, "the miner's pinned durations: {minutes}");
+    // Live time came through the parser: the attacker's requests are in the functions' log lines, with
+    // their traces, and the execution environment that served one can be reconstructed.
+    let live = coldtrail(
+        data,
+        &[
+            "sql",
+            "SELECT (SELECT count(*) FROM logs WHERE message LIKE '%185.220.101.34%') AS lines, \
+             (SELECT count(*) FROM spans s JOIN invocations i ON s.trace_id = i.trace_id WHERE i.source_ip = '185.220.101.34') AS spans, \
+             (SELECT min(log_stream) FROM invocations WHERE source_ip = '185.220.101.34') AS stream",
+            "--format",
+            "csv",
+        ],
+    );
+    let row: Vec<&str> = live.lines().nth(1).unwrap().split(',').collect();
+    assert!(row[0].parse::<i64>().unwrap() > 0 && row[1].parse::<i64>().unwrap() > 0, "{live}");
+    let environment = coldtrail(
+        data,
+        &["sql", &format!("SELECT * FROM environment('{}')", row[2].trim_matches('"')), "--format", "csv"],
+    );
+    assert!(environment.lines().count() > 5, "{environment}");
     coldtrail(data, &["verify"]);
 }

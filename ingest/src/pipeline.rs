@@ -252,12 +252,32 @@ impl Pipeline {
             Format::Lambda | Format::Export => self.text_lines(bytes, unit),
             Format::Subscription => self.subscription_bytes(bytes, unit),
             Format::CloudTrail | Format::XRay | Format::Otlp => match serde_json::from_slice::<Json>(bytes) {
-                Ok(json) => match format {
-                    Format::CloudTrail => self.cloudtrail_json(&json, bytes, unit),
-                    _ => self.trace_json(&json, bytes, unit),
-                },
-                Err(error) => self.json_error(&error, bytes, unit),
+                Ok(json) => self.document(format, &json, bytes, unit),
+                Err(error) if !bytes.trim_ascii().contains(&b'\n') => self.json_error(&error, bytes, unit),
+                // Newline-delimited documents (X-Ray daemon output, Firehose, `jq -c`): each line on its
+                // own, a bad line a dead letter of its own.
+                Err(_) => {
+                    for (line_idx, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                        let line = line.trim_ascii();
+                        if line.is_empty() {
+                            continue;
+                        }
+                        let position = format!("{}:{}", unit.position, line_idx + 1);
+                        let line_unit = Unit { position: &position, ..*unit };
+                        match serde_json::from_slice::<Json>(line) {
+                            Ok(json) => self.document(format, &json, line, &line_unit),
+                            Err(error) => self.json_error(&error, line, &line_unit),
+                        }
+                    }
+                }
             },
+        }
+    }
+
+    fn document(&mut self, format: Format, json: &Json, bytes: &[u8], unit: &Unit<'_>) {
+        match format {
+            Format::CloudTrail => self.cloudtrail_json(json, bytes, unit),
+            _ => self.trace_json(json, bytes, unit),
         }
     }
 

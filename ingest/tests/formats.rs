@@ -407,6 +407,27 @@ fn xray_segments_and_otlp_spans_become_spans_linked_to_invocations() {
 }
 
 #[test]
+fn newline_delimited_documents_of_an_explicit_format_are_read_line_by_line() {
+    // Goal: X-Ray daemon output and `jq -c` CloudTrail come one document per line; a bad line is a dead
+    // letter of its own and the others are kept.
+    let segment = |id: &str| {
+        serde_json::json!({"name": "orders", "id": id, "trace_id": "1-581cf771-a006649127e371903a2de979",
+            "start_time": 1478293361.271, "end_time": 1478293361.449})
+        .to_string()
+    };
+    let ndjson = format!("{}\n{{\"name\": \"cut\n{}\n\n", segment("70de5b6f19ff9a0a"), segment("80de5b6f19ff9a0b"));
+    let tables = run(Format::XRay, &[("xray", ndjson.as_bytes())]);
+    assert_eq!(tables[&Table::Spans].len(), 2);
+    let dead = &tables[&Table::DeadLetters];
+    assert_eq!(dead.len(), 1);
+    assert_eq!(get(&dead[0], "reason"), Some("truncated_json"));
+    let events = [r#"{"eventVersion":"1.08","eventTime":"2024-03-05T10:00:00Z","eventSource":"lambda.amazonaws.com","eventName":"GetFunction20150331v2","awsRegion":"us-east-1","sourceIPAddress":"203.0.113.9","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/a"},"eventID":"e1"}"#; 2]
+        .join("\n");
+    let tables = run(Format::CloudTrail, &[("trail", events.as_bytes())]);
+    assert_eq!(tables[&Table::Cloudtrail].len(), 2);
+}
+
+#[test]
 fn kinesis_and_firehose_deliveries_of_subscription_payloads_decode() {
     use base64::Engine;
     let payload = serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "/aws/lambda/f", "logStream": "s", "subscriptionFilters": [], "logEvents": [{"id": "1", "timestamp": 1709632800000i64, "message": "hello"}]});
