@@ -224,17 +224,27 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
         .collect();
     trail.extend(story_records(&names, &cast, live_us, args.seed));
     trail.sort_by_key(|(ts, _)| *ts);
+    // A data directory holding an earlier demo's rows has its history, and the detectors their baselines:
+    // this run goes live at once instead of writing six more hours.
+    let has_history = store.stats().get(&Table::Invocations).is_some_and(|t| t.hot_rows + t.segment_rows > 0);
+    if has_history {
+        trail.retain(|(ts, _)| *ts >= live_us);
+    }
     let mut trail = trail.into_iter().peekable();
 
     let stop = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(stop);
     let ctrl_c = crate::http_ingest::shutdown_signal();
     tokio::pin!(ctrl_c);
-    outln!("writing {} hours of history for {} functions ...", HISTORY_MINUTES / 60, names.len());
+    if has_history {
+        outln!("{} holds an earlier demo's history: going live at once", paths.data.display());
+    } else {
+        outln!("writing {} hours of history for {} functions ...", HISTORY_MINUTES / 60, names.len());
+    }
     let started = Instant::now();
     let mut invocations: Vec<Invocation> = Vec::new();
     let mut n_invocations = 0u64;
-    let mut minute = -HISTORY_MINUTES;
+    let mut minute = if has_history { 0 } else { -HISTORY_MINUTES };
     let mut live_started: Option<Instant> = None;
     let mut live_pipeline = Pipeline::new(PipelineConfig::default());
     let mut render_rng = Rng::new(args.seed ^ 0x11fe);
@@ -284,11 +294,18 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || store.append(&batches, &[])).await??;
         }
         if minute == 0 {
-            outln!(
-                "history written: {n_invocations} invocations in {:.1} s; live now at {}x, attack stories start in 2 simulated minutes",
-                started.elapsed().as_secs_f64(),
-                args.speed
-            );
+            if has_history {
+                outln!(
+                    "history written by an earlier run; live now at {}x, attack stories start in 2 simulated minutes",
+                    args.speed
+                );
+            } else {
+                outln!(
+                    "history written: {n_invocations} invocations in {:.1} s; live now at {}x, attack stories start in 2 simulated minutes",
+                    started.elapsed().as_secs_f64(),
+                    args.speed
+                );
+            }
             live_started = Some(Instant::now());
         }
         minute += 1;

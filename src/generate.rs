@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::{json, Value};
 use workload::cloudtrail::{routine, Team};
 
@@ -173,7 +171,7 @@ async fn append(store: &Store, generator: &Generator, pending: &mut Vec<workload
 /// Where `deliver` puts what it renders.
 enum Sink {
     Files { dir: std::path::PathBuf, logs: BTreeMap<String, Vec<u8>>, xray: Vec<u8>, trail: Vec<Value>, files: u64 },
-    Kafka { producer: BaseProducer, prefix: String, sent: u64 },
+    Kafka { producer: ingest::kafka::Publisher, prefix: String },
 }
 
 impl Sink {
@@ -184,9 +182,8 @@ impl Sink {
                 serde_json::to_writer(&mut *buffer, payload)?;
                 buffer.push(b'\n');
             }
-            Sink::Kafka { producer, prefix, sent } => {
-                send(producer, &format!("{prefix}lambda-logs"), log_stream, &payload.to_string())?;
-                *sent += 1;
+            Sink::Kafka { producer, prefix } => {
+                producer.send(&format!("{prefix}lambda-logs"), log_stream, payload.to_string().as_bytes())?;
             }
         }
         Ok(())
@@ -198,9 +195,8 @@ impl Sink {
                 serde_json::to_writer(&mut *xray, segment)?;
                 xray.push(b'\n');
             }
-            Sink::Kafka { producer, prefix, sent } => {
-                send(producer, &format!("{prefix}xray"), trace_id, &segment.to_string())?;
-                *sent += 1;
+            Sink::Kafka { producer, prefix } => {
+                producer.send(&format!("{prefix}xray"), trace_id, segment.to_string().as_bytes())?;
             }
         }
         Ok(())
@@ -209,10 +205,9 @@ impl Sink {
     fn cloudtrail(&mut self, record: Value) -> anyhow::Result<()> {
         match self {
             Sink::Files { trail, .. } => trail.push(record),
-            Sink::Kafka { producer, prefix, sent } => {
+            Sink::Kafka { producer, prefix } => {
                 let key = record["eventID"].as_str().unwrap_or("").to_string();
-                send(producer, &format!("{prefix}cloudtrail"), &key, &record.to_string())?;
-                *sent += 1;
+                producer.send(&format!("{prefix}cloudtrail"), &key, record.to_string().as_bytes())?;
             }
         }
         Ok(())
@@ -243,26 +238,9 @@ impl Sink {
                     *files += 1;
                 }
             }
-            Sink::Kafka { producer, .. } => {
-                producer.poll(Duration::ZERO);
-            }
+            Sink::Kafka { producer, .. } => producer.poll(),
         }
         Ok(())
-    }
-}
-
-/// Sends one record, waiting while librdkafka's queue is full.
-fn send(producer: &BaseProducer, topic: &str, key: &str, payload: &str) -> anyhow::Result<()> {
-    let mut record = BaseRecord::to(topic).key(key).payload(payload);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                record = returned;
-                producer.poll(Duration::from_millis(50));
-            }
-            Err((e, _)) => bail!("publishing to {topic}: {e}"),
-        }
     }
 }
 
@@ -281,26 +259,6 @@ fn write_gz(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Delivery failures reported by librdkafka.
-struct Deliveries {
-    failed: std::sync::atomic::AtomicU64,
-}
-
-impl rdkafka::ClientContext for Deliveries {}
-
-impl rdkafka::producer::ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            if self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
-                eprintln!("error: a record was not delivered: {error}");
-            }
-        }
-    }
-}
-
-type BaseProducer = rdkafka::producer::BaseProducer<Deliveries>;
-
 /// Renders the workload into files or Kafka, an hour at a time.
 fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> anyhow::Result<ExitCode> {
     let functions = fleet(args.functions, &mut Rng::new(args.seed));
@@ -313,16 +271,11 @@ fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> an
         (Some(dir), _) => {
             Sink::Files { dir: dir.clone(), logs: BTreeMap::new(), xray: Vec::new(), trail: Vec::new(), files: 0 }
         }
-        (None, Some(brokers)) => {
-            let producer: BaseProducer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                .set("linger.ms", "20")
-                .set("compression.type", "zstd")
-                .set("message.timeout.ms", "60000")
-                .create_with_context(Deliveries { failed: std::sync::atomic::AtomicU64::new(0) })
-                .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
-            Sink::Kafka { producer, prefix: args.topic_prefix.clone(), sent: 0 }
-        }
+        (None, Some(brokers)) => Sink::Kafka {
+            producer: ingest::kafka::Publisher::new(brokers)
+                .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?,
+            prefix: args.topic_prefix.clone(),
+        },
         (None, None) => unreachable!("deliver is called with --out or --kafka"),
     };
     let max_minutes = args.minutes.unwrap_or(i64::MAX);
@@ -392,12 +345,8 @@ fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> an
         Sink::Files { dir, files, .. } => {
             outln!("wrote {summary} in {files} files under {} ({seconds:.1} s)", dir.display());
         }
-        Sink::Kafka { producer, sent, .. } => {
-            producer.flush(Duration::from_secs(120)).context("flushing the Kafka producer")?;
-            let failed = producer.context().failed.load(std::sync::atomic::Ordering::Relaxed);
-            if failed > 0 {
-                bail!("{failed} of {sent} records were not delivered");
-            }
+        Sink::Kafka { producer, .. } => {
+            let sent = producer.finish(Duration::from_secs(120))?;
             outln!("published {summary} as {sent} records ({seconds:.1} s)");
         }
     }

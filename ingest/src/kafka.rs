@@ -427,3 +427,76 @@ impl KafkaSource {
         }
     }
 }
+
+/// Delivery failures librdkafka reports to a `Publisher`.
+pub struct Deliveries {
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            if self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                tracing::error!(error = %error, "a record was not delivered");
+            }
+        }
+    }
+}
+
+/// A producer for `coldtrail generate --kafka`: keyed records, waiting while librdkafka's queue is full.
+pub struct Publisher {
+    producer: rdkafka::producer::BaseProducer<Deliveries>,
+    sent: u64,
+}
+
+impl Publisher {
+    pub fn new(brokers: &str) -> Result<Publisher, IngestError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "20")
+            .set("compression.type", "zstd")
+            .set("message.timeout.ms", "60000")
+            .create_with_context(Deliveries { failed: std::sync::atomic::AtomicU64::new(0) })
+            .map_err(|e| IngestError::Kafka(e.to_string()))?;
+        Ok(Publisher { producer, sent: 0 })
+    }
+
+    pub fn send(&mut self, topic: &str, key: &str, payload: &[u8]) -> Result<(), IngestError> {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        use rdkafka::producer::{BaseRecord, Producer};
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.sent += 1;
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(IngestError::Kafka(format!("publishing to {topic}: {e}"))),
+            }
+        }
+    }
+
+    /// Serves delivery reports without waiting.
+    pub fn poll(&self) {
+        use rdkafka::producer::Producer;
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Waits until every record is delivered or failed; the number sent, or an error naming the failures.
+    pub fn finish(self, timeout: Duration) -> Result<u64, IngestError> {
+        use rdkafka::producer::Producer;
+        self.producer.flush(timeout).map_err(|e| IngestError::Kafka(format!("flushing the producer: {e}")))?;
+        let failed = self.producer.context().failed.load(std::sync::atomic::Ordering::Relaxed);
+        if failed > 0 {
+            return Err(IngestError::Kafka(format!("{failed} of {} records were not delivered", self.sent)));
+        }
+        Ok(self.sent)
+    }
+}
