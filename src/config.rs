@@ -150,7 +150,7 @@ impl Config {
         for (key, value) in
             [("flush_after_secs", config.store.flush_after_secs), ("refresh_secs", config.store.refresh_secs)]
         {
-            if value.is_some_and(|v| !(v >= 0.1)) {
+            if value.is_some_and(|v| v.is_nan() || v < 0.1) {
                 problems.push(format!("store.{key} must be at least 0.1"));
             }
         }

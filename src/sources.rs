@@ -134,7 +134,7 @@ impl SourceConfig {
                     }
                     Some(_) => {}
                 }
-                if self.poll_secs.is_some_and(|s| !(s >= 0.1)) {
+                if self.poll_secs.is_some_and(|s| s.is_nan() || s < 0.1) {
                     problems.push(format!("{at}.poll_secs must be at least 0.1"));
                 }
             }

@@ -466,7 +466,7 @@ impl Publisher {
 
     pub fn send(&mut self, topic: &str, key: &str, payload: &[u8]) -> Result<(), IngestError> {
         use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-        use rdkafka::producer::{BaseRecord, Producer};
+        use rdkafka::producer::BaseRecord;
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
         loop {
             match self.producer.send(record) {
@@ -485,7 +485,6 @@ impl Publisher {
 
     /// Serves delivery reports without waiting.
     pub fn poll(&self) {
-        use rdkafka::producer::Producer;
         self.producer.poll(Duration::ZERO);
     }
 
