@@ -36,11 +36,11 @@ fn the_demo_finds_every_attack_story_and_its_walkthrough_queries_return_the_atta
         ("injection.sql", "orders-api"),
         ("injection.command", "orders-api"),
         ("injection.metadata_ssrf", "orders-api"),
-        ("lambda.public_permission", "users-api"),
-        ("lambda.code_by_new_principal", "users-api"),
-        ("resource.cryptomining", "users-api"),
-        ("credentials.outside_lambda", "inventory-api"),
-        ("resource.denial_of_wallet", "payments-api"),
+        ("lambda.public_permission", "payments-worker"),
+        ("lambda.code_by_new_principal", "payments-worker"),
+        ("resource.cryptomining", "payments-worker"),
+        ("credentials.outside_lambda", "users-resize"),
+        ("resource.denial_of_wallet", "images-webhook"),
     ] {
         assert!(out.contains(function), "{function} is not in the demo's cast:\n{out}");
         assert!(has(detector, function), "no {detector} alert for {function}:\n{alerts}");
@@ -65,7 +65,7 @@ fn the_demo_finds_every_attack_story_and_its_walkthrough_queries_return_the_atta
         data,
         &[
             "sql",
-            "SELECT max(duration_p95_ms) FROM function_minutes WHERE function_name = 'users-api'",
+            "SELECT max(duration_p95_ms) FROM function_minutes WHERE function_name = 'payments-worker'",
             "--format",
             "csv",
         ],

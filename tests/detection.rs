@@ -53,7 +53,7 @@ fn generated_anomalies_become_stored_alerts_and_state_survives_a_restart() {
     let spike = csv.lines().find(|l| l.starts_with("orders-api,anomaly.invocations,"));
     assert!(spike.is_some(), "no invocation-rate alert for the spiked function:\n{csv}");
     assert!(spike.unwrap().contains("SELECT ts, request_id"), "{csv}");
-    assert!(csv.lines().any(|l| l.starts_with("payments-api,anomaly.errors,")), "no error-burst alert:\n{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("payments-worker,anomaly.errors,")), "no error-burst alert:\n{csv}");
     let onset_minute = csv
         .lines()
         .filter(|l| l.starts_with("orders-api,anomaly.invocations,"))
@@ -86,5 +86,5 @@ fn generated_anomalies_become_stored_alerts_and_state_survives_a_restart() {
         data,
         &["sql", "SELECT function_name FROM alerts WHERE window_start >= '2026-11-16T07:10:00Z'", "--format", "csv"],
     );
-    assert!(csv.lines().any(|l| l == "users-api"), "the restored detectors missed the spike:\n{csv}");
+    assert!(csv.lines().any(|l| l == "users-resize"), "the restored detectors missed the spike:\n{csv}");
 }

@@ -59,6 +59,8 @@ struct Pending {
     event_payload: Option<String>,
     source: String,
     position: String,
+    /// Whether any log line of the request has been seen; a trace alone is not an invocation row.
+    logged: bool,
 }
 
 /// Per execution environment (log stream): whether the next invocation is a cold start, and which
@@ -75,6 +77,9 @@ pub struct AssemblyStats {
     pub emitted: u64,
     pub evicted: u64,
     pub late_parts: u64,
+    /// Traces whose request's log lines never came while they waited: their spans are stored, no
+    /// invocation row is made of them.
+    pub traces_unmatched: u64,
 }
 
 pub struct Assembler {
@@ -141,6 +146,12 @@ impl Assembler {
                 *slot = value.map(str::to_string);
             }
         };
+        if !pending.logged {
+            // A trace came first: the log lines are the invocation's origin.
+            pending.logged = true;
+            pending.source = origin.source.to_string();
+            pending.position = origin.position.to_string();
+        }
         fill(&mut pending.function_name, origin.function_name);
         fill(&mut pending.log_group, origin.log_group);
         fill(&mut pending.log_stream, origin.log_stream);
@@ -257,10 +268,28 @@ impl Assembler {
     }
 
     /// Attaches a trace id learned elsewhere (an X-Ray segment naming the request).
+    /// Links a span's trace to its request. A trace may come before the request's log lines (another
+    /// topic, another lag): it waits for them as long as a pending invocation does, but is never emitted as
+    /// an invocation on its own, so that late log lines still make a whole row.
     pub fn link_trace(&mut self, request_id: &str, trace_id: &str, origin: &Origin<'_>, ts: i64) {
-        if let Some(pending) = self.entry(request_id, origin, ts) {
-            pending.trace_id.get_or_insert_with(|| trace_id.to_string());
+        if self.emitted.contains(request_id) {
+            return;
         }
+        if !self.pending.contains_key(request_id) {
+            self.arrival.push_back(request_id.to_string());
+            self.pending.insert(
+                request_id.to_string(),
+                Pending {
+                    source: origin.source.to_string(),
+                    position: origin.position.to_string(),
+                    last_ts: ts,
+                    ..Pending::default()
+                },
+            );
+        }
+        let pending = self.pending.get_mut(request_id).expect("inserted above");
+        pending.trace_id.get_or_insert_with(|| trace_id.to_string());
+        pending.last_ts = pending.last_ts.max(ts);
     }
 
     fn emit_if_complete(&mut self, request_id: &str, out: &mut TableBuilder) {
@@ -313,6 +342,11 @@ impl Assembler {
 
     fn emit(&mut self, request_id: &str, out: &mut TableBuilder) {
         let Some(p) = self.pending.remove(request_id) else { return };
+        if !p.logged {
+            // Only a trace: its request's lines may still come and make the row.
+            self.stats.traces_unmatched += 1;
+            return;
+        }
         self.stats.emitted += 1;
         if self.emitted.insert(request_id.to_string()) {
             self.emitted_order.push_back(request_id.to_string());

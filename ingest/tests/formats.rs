@@ -407,6 +407,29 @@ fn xray_segments_and_otlp_spans_become_spans_linked_to_invocations() {
 }
 
 #[test]
+fn a_trace_that_comes_long_before_its_log_lines_does_not_make_a_stub_invocation() {
+    // Goal: traces and logs travel on different topics with different lag. A segment seen first, then
+    // an hour of other traffic, then the request's lines: one whole invocation row, not a stub plus
+    // dropped lines.
+    let segment = serde_json::json!({"name": "orders", "id": "70de5b6f19ff9a0a", "trace_id": "1-65e6ed20-a006649127e371903a2de979",
+        "start_time": 1709632800.0, "end_time": 1709632800.05, "origin": "AWS::Lambda::Function", "aws": {"request_id": ID}});
+    let later = "2024-03-05T11:30:00.000Z\t9f507cfc-1a2b-4697-b07a-ac58fc914c95\tINFO\tother traffic";
+    let lines = format!(
+        "2024-03-05T10:00:00.000Z START RequestId: {ID} Version: $LATEST\n2024-03-05T10:00:00.050Z REPORT RequestId: {ID}\tDuration: 50.00 ms\tBilled Duration: 50 ms\tMemory Size: 128 MB\tMax Memory Used: 50 MB\n"
+    );
+    let tables = run(
+        Format::Auto,
+        &[("trace", segment.to_string().as_bytes()), ("other", later.as_bytes()), ("late", lines.as_bytes())],
+    );
+    let invocations: Vec<_> =
+        tables[&Table::Invocations].iter().filter(|row| get(row, "request_id") == Some(ID)).collect();
+    assert_eq!(invocations.len(), 1);
+    assert_eq!(get(invocations[0], "duration_ms"), Some("50.0"));
+    assert_eq!(get(invocations[0], "status"), Some("success"));
+    assert_eq!(tables[&Table::Spans].len(), 1);
+}
+
+#[test]
 fn newline_delimited_documents_of_an_explicit_format_are_read_line_by_line() {
     // Goal: X-Ray daemon output and `jq -c` CloudTrail come one document per line; a bad line is a dead
     // letter of its own and the others are kept.

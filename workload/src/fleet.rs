@@ -127,6 +127,17 @@ const API_PATHS: [&str; 8] = [
     "/v1/search",
     "/health",
 ];
+/// Functions before a (domain, role) pair repeats: the least common multiple of their counts.
+const PAIRS_DISTINCT: usize = lcm(DOMAINS.len(), ROLES.len());
+
+const fn lcm(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
+}
+
 /// The account every generated function lives in.
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
@@ -135,12 +146,30 @@ pub const REGION: &str = "us-east-1";
 pub fn fleet(n_functions: usize, rng: &mut Rng) -> Vec<FunctionProfile> {
     (0..n_functions)
         .map(|function_idx| {
+            // Domains and roles interleave, so that even a small fleet has every kind of trigger; the pair
+            // repeats only after lcm(domains, roles) functions, which get a generation suffix.
             let domain = DOMAINS[function_idx % DOMAINS.len()];
-            let (role, trigger) = ROLES[(function_idx / DOMAINS.len()) % ROLES.len()];
-            let generation = function_idx / (DOMAINS.len() * ROLES.len());
+            let (role, trigger) = ROLES[function_idx % ROLES.len()];
+            let generation = function_idx / PAIRS_DISTINCT;
             let name = match generation {
                 0 => format!("{domain}-{role}"),
                 _ => format!("{domain}-{role}-{}", generation + 1),
+            };
+            profile(name, trigger, function_idx, rng)
+        })
+        .collect()
+}
+
+/// A fleet whose roles come in blocks: every domain's API function first (the first 15 are API Gateway
+/// functions), then every domain's worker, and so on. For tests that need many request-driven functions.
+pub fn fleet_apis_first(n_functions: usize, rng: &mut Rng) -> Vec<FunctionProfile> {
+    (0..n_functions)
+        .map(|function_idx| {
+            let domain = DOMAINS[function_idx % DOMAINS.len()];
+            let (role, trigger) = ROLES[(function_idx / DOMAINS.len()) % ROLES.len()];
+            let name = match function_idx / (DOMAINS.len() * ROLES.len()) {
+                0 => format!("{domain}-{role}"),
+                generation => format!("{domain}-{role}-{}", generation + 1),
             };
             profile(name, trigger, function_idx, rng)
         })
@@ -202,7 +231,8 @@ pub fn caller(trigger: Trigger, function_idx: usize, caller_idx: usize, rng: &mu
     let principal = match trigger {
         Trigger::Sqs => format!("arn:aws:iam::{ACCOUNT}:role/producer-{function_idx}-{caller_idx}"),
         Trigger::S3 => format!("arn:aws:iam::{ACCOUNT}:user/uploader-{function_idx}-{caller_idx}"),
-        _ => format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/schedule-{function_idx}"),
+        // A scheduled EventBridge event names its source, not a principal.
+        _ => "aws.events".to_string(),
     };
     Caller { source_ip: None, user_agent: None, principal: Some(principal) }
 }
@@ -221,6 +251,10 @@ mod tests {
             assert!(!function.callers.is_empty());
             assert_eq!(function.trigger.is_http(), function.callers[0].source_ip.is_some());
         }
+        // A small fleet already has every kind of trigger.
+        let small: std::collections::BTreeSet<&str> =
+            fleet(8, &mut Rng::new(5)).iter().map(|f| f.trigger.name()).collect();
+        assert_eq!(small.len(), 5, "{small:?}");
     }
 
     #[test]

@@ -202,10 +202,13 @@ impl Generator {
                 let path = function.paths[self.rng.below(function.paths.len())];
                 let method = if path.ends_with("{id}") || self.rng.chance(0.6) { "GET" } else { "POST" };
                 (Some(method), Some(path.replace("{id}", &(1 + self.rng.below(99_999)).to_string())))
+            } else if matches!(function.trigger, Trigger::S3) {
+                // What an S3 notification says: the event name and the object's key.
+                (Some("ObjectCreated:Put"), Some(format!("uploads/{}.jpg", self.rng.below(1 << 30))))
             } else {
                 (None, None)
             };
-            let event_payload = self.payload(function_idx, from_new_caller);
+            let event_payload = self.payload(function_idx, from_new_caller, http_path.as_deref());
             let (log_stream, cold_start) = self.environment(function_idx, ts_us, duration_ms, cold_storm);
             let init_duration_ms = cold_start.then(|| {
                 let median = self.functions[function_idx].init_duration_median_ms;
@@ -261,7 +264,8 @@ impl Generator {
         (log_stream, true)
     }
 
-    fn payload(&mut self, function_idx: usize, from_new_caller: bool) -> String {
+    /// The request body or message the function receives (`key`: an S3 object's key).
+    fn payload(&mut self, function_idx: usize, from_new_caller: bool, key: Option<&str>) -> String {
         let function = &self.functions[function_idx];
         let mut payload = match function.trigger {
             Trigger::ApiGateway | Trigger::FunctionUrl => format!(
@@ -272,11 +276,9 @@ impl Generator {
             Trigger::Sqs => {
                 format!(r#"{{"orderId":"o-{}","action":"fulfil"}}"#, self.rng.below(10_000_000))
             }
-            Trigger::S3 => format!(
-                r#"{{"key":"uploads/{}.jpg","size":{}}}"#,
-                self.rng.below(1 << 30),
-                1 + self.rng.below(8_000_000)
-            ),
+            Trigger::S3 => {
+                format!(r#"{{"key":"{}","size":{}}}"#, key.unwrap_or("uploads/object"), 1 + self.rng.below(8_000_000))
+            }
             Trigger::EventBridge => r#"{"detail-type":"Scheduled Event","source":"aws.events"}"#.to_string(),
         };
         if from_new_caller {
@@ -313,6 +315,8 @@ pub fn invocations_batch(functions: &[FunctionProfile], invocations: &[Invocatio
         let function = &functions[invocation.function_idx];
         let billed_duration_ms = invocation.duration_ms.ceil() as i64;
         let log_group = format!("/aws/lambda/{}", function.name);
+        // The trigger event as the function received it: what ingest keeps from its log line.
+        let event = crate::render::trigger_event(function, invocation).to_string();
         builder.push(&[
             Value::Time(Some(invocation.ts_us)),
             Value::Time(Some(invocation.ts_us + (invocation.duration_ms * 1_000.0) as i64)),
@@ -340,7 +344,7 @@ pub fn invocations_batch(functions: &[FunctionProfile], invocations: &[Invocatio
             Value::Text(invocation.caller.principal.as_deref()),
             Value::Text(invocation.http_method),
             Value::Text(invocation.http_path.as_deref()),
-            Value::Text(Some(&invocation.event_payload)),
+            Value::Text(Some(&event)),
             Value::Text(Some("workload")),
             Value::Text(None),
         ]);

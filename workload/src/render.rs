@@ -66,6 +66,7 @@ pub fn trigger_event(function: &FunctionProfile, invocation: &Invocation) -> Val
             "headers": {"user-agent": agent},
             "requestContext": {
                 "accountId": "anonymous",
+                "domainName": format!("{}.lambda-url.{}.on.aws", function.name, function.region),
                 "requestId": invocation.request_id,
                 "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": ip, "userAgent": agent},
             },
@@ -77,7 +78,7 @@ pub fn trigger_event(function: &FunctionProfile, invocation: &Invocation) -> Val
             "eventSource": "aws:sqs",
             "eventSourceARN": format!("arn:aws:sqs:{}:{}:{}-queue", function.region, function.account, function.name),
             "awsRegion": function.region,
-            "attributes": {"SenderId": caller.principal.as_deref().unwrap_or("AIDAEXAMPLE")},
+            "attributes": {"SenderId": caller.principal},
             "body": body,
         }]}),
         Trigger::S3 => json!({"Records": [{
@@ -86,8 +87,8 @@ pub fn trigger_event(function: &FunctionProfile, invocation: &Invocation) -> Val
             "awsRegion": function.region,
             "eventTime": iso_millis(invocation.ts_us),
             "eventName": "ObjectCreated:Put",
-            "userIdentity": {"principalId": caller.principal.as_deref().unwrap_or("AWS:AIDAEXAMPLE")},
-            "requestParameters": {"sourceIPAddress": ip},
+            "userIdentity": {"principalId": caller.principal},
+            "requestParameters": {"sourceIPAddress": caller.source_ip},
             "s3": {"bucket": {"name": format!("{}-uploads", function.name)}, "object": serde_json::from_str::<Value>(body).unwrap_or(Value::Null)},
         }]}),
         Trigger::EventBridge => json!({
