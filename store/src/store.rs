@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};
@@ -186,7 +186,7 @@ pub struct Store {
     /// Serialises everything that writes the ledger (flush, compaction, retention); held across IO.
     ledger: tokio::sync::Mutex<LedgerWriter>,
     /// Subscribers to appended rows (see `Store::subscribe`).
-    taps: Mutex<Vec<Tap>>,
+    taps: Mutex<Vec<Arc<Tap>>>,
 }
 
 /// Rows of one append, as a subscriber receives them: the WAL sequence number and the batches of the
@@ -199,7 +199,9 @@ pub struct Appended {
 
 struct Tap {
     tables: Vec<Table>,
-    sender: std::sync::mpsc::SyncSender<Appended>,
+    /// `None` once the receiver is gone. Locked per tap while sending: a full channel blocks the appends
+    /// of its tables only, never the appends that other subscribers wait for.
+    sender: Mutex<Option<std::sync::mpsc::SyncSender<Appended>>>,
 }
 
 /// A group name as one path segment.
@@ -486,20 +488,33 @@ impl Store {
     /// tables while the channel is full.
     pub fn subscribe(&self, tables: &[Table], capacity: usize) -> std::sync::mpsc::Receiver<Appended> {
         let (sender, receiver) = std::sync::mpsc::sync_channel(capacity.max(1));
-        lock(&self.taps).push(Tap { tables: tables.to_vec(), sender });
+        lock(&self.taps).push(Arc::new(Tap { tables: tables.to_vec(), sender: Mutex::new(Some(sender)) }));
         receiver
     }
 
     fn deliver(&self, seq: u64, batches: &[(Table, RecordBatch)]) {
-        let mut taps = lock(&self.taps);
-        if taps.is_empty() {
-            return;
-        }
-        taps.retain(|tap| {
+        // The list is locked only to pick the taps: a subscriber whose channel is full blocks this
+        // append, but not the appends of other tables (the detection thread storing its alerts while an
+        // ingest waits for it to take invocations, say).
+        let taps: Vec<Arc<Tap>> = {
+            let taps = lock(&self.taps);
+            taps.iter().filter(|tap| batches.iter().any(|(table, _)| tap.tables.contains(table))).cloned().collect()
+        };
+        let mut gone = false;
+        for tap in taps {
             let wanted: Vec<(Table, RecordBatch)> =
                 batches.iter().filter(|(table, _)| tap.tables.contains(table)).cloned().collect();
-            wanted.is_empty() || tap.sender.send(Appended { seq, batches: wanted }).is_ok()
-        });
+            let mut sender = lock(&tap.sender);
+            if let Some(channel) = sender.as_ref() {
+                if channel.send(Appended { seq, batches: wanted }).is_err() {
+                    *sender = None;
+                    gone = true;
+                }
+            }
+        }
+        if gone {
+            lock(&self.taps).retain(|tap| lock(&tap.sender).is_some());
+        }
     }
 
     /// Convenience for appending one batch without positions.

@@ -248,6 +248,17 @@ async fn subscribers_receive_appended_rows_of_their_tables_with_backpressure() {
     };
     std::thread::sleep(Duration::from_millis(200));
     assert!(!writer.is_finished(), "the second append should wait for the subscriber");
+    // Meanwhile appends of other tables go through, also to their own subscribers: the subscriber that
+    // holds the writer back (a detection thread) can store its alerts while the writer waits for it.
+    let alerts_receiver = store.subscribe(&[Table::Alerts], 4);
+    let other = {
+        let store = store.clone();
+        let batch = batch_with_ids(Table::Alerts, &ids(0..1), |id| T0 + id as i64);
+        std::thread::spawn(move || store.append(&[(Table::Alerts, batch)], &[]).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(other.is_finished(), "an append of another table waited for a full subscriber of invocations");
+    assert_eq!(alerts_receiver.recv().unwrap().batches[0].0, Table::Alerts);
     let first = receiver.recv().unwrap();
     assert_eq!(first.seq, seq);
     assert_eq!(first.batches.len(), 1);

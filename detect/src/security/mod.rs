@@ -388,7 +388,7 @@ impl Security {
         {
             return;
         }
-        let hits = self.injection.scan_payload(&row.message);
+        let hits = self.injection.scan_payload(&without_own_code_paths(&row.message));
         if !hits.is_empty() {
             let key = row
                 .request_id
@@ -432,9 +432,62 @@ impl Security {
     }
 }
 
+/// A log line with the function's own code and runtime paths (`/var/task/`, `/var/runtime/`) taken out:
+/// every stack trace names them, so in a log line they are not input reading a sensitive file. (In a
+/// trigger event they still are.)
+fn without_own_code_paths(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.contains("/var/task/") || message.contains("/var/runtime/") {
+        std::borrow::Cow::Owned(message.replace("/var/task/", "/").replace("/var/runtime/", "/"))
+    } else {
+        std::borrow::Cow::Borrowed(message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn log_alerts(message: &str) -> Vec<Alert> {
+        use store::rows::{TableBuilder, Value as Cell};
+        let mut builder = TableBuilder::new(Table::Logs);
+        let cells: Vec<Cell> = Table::Logs
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "ts" => Cell::Time(Some(1_000_000)),
+                "function_name" => Cell::Text(Some("orders-api")),
+                "request_id" => Cell::Text(Some("r1")),
+                "level" => Cell::Text(Some("ERROR")),
+                "message" => Cell::Text(Some(message)),
+                _ => match f.data_type() {
+                    arrow::datatypes::DataType::Timestamp(..) => Cell::Time(None),
+                    arrow::datatypes::DataType::Boolean => Cell::Bool(None),
+                    arrow::datatypes::DataType::Int64 => Cell::Int(None),
+                    _ => Cell::Text(None),
+                },
+            })
+            .collect();
+        builder.push(&cells);
+        let mut security = Security::new(SecurityConfig::default(), SigmaRules::default());
+        let mut alerts = Vec::new();
+        security.push(Table::Logs, &builder.finish().unwrap(), &mut alerts);
+        alerts
+    }
+
+    #[test]
+    fn stack_traces_naming_the_functions_own_code_are_not_file_reads() {
+        for message in [
+            r#"2024-03-05T10:00:00.000Z	r1	ERROR	Invoke Error 	{"errorType":"Error","errorMessage":"boom","stackTrace":["    at handler (/var/task/index.js:42:11)","    at process (/var/runtime/index.mjs:1:1)"]}"#,
+            r#"[ERROR] KeyError: 'id' Traceback (most recent call last): File "/var/task/app.py", line 12, in handler"#,
+        ] {
+            let alerts = log_alerts(message);
+            assert!(alerts.is_empty(), "{message}: {alerts:?}");
+        }
+        // Input that names a sensitive file is still one.
+        let alerts = log_alerts("2024-03-05T10:00:00.000Z\tr1\tINFO\tfile=../../../../etc/passwd");
+        assert!(alerts.iter().any(|a| a.detector == "injection.path_traversal"), "{alerts:?}");
+    }
 
     #[test]
     fn the_catalog_is_complete_and_unique() {
