@@ -123,24 +123,27 @@ impl Assembler {
         self.environments.get(environment)?.current_request.as_deref()
     }
 
+    /// The pending invocation of `request_id`, made (first seen from `origin` at `ts`) if there is none.
+    fn pending_of(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64) -> &mut Pending {
+        if !self.pending.contains_key(request_id) {
+            self.arrival.push_back(request_id.to_string());
+            let first = Pending {
+                source: origin.source.to_string(),
+                position: origin.position.to_string(),
+                last_ts: ts,
+                ..Pending::default()
+            };
+            self.pending.insert(request_id.to_string(), first);
+        }
+        self.pending.get_mut(request_id).expect("inserted above")
+    }
+
     fn entry(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64) -> Option<&mut Pending> {
         if self.emitted.contains(request_id) {
             self.stats.late_parts += 1;
             return None;
         }
-        if !self.pending.contains_key(request_id) {
-            self.arrival.push_back(request_id.to_string());
-            self.pending.insert(
-                request_id.to_string(),
-                Pending {
-                    source: origin.source.to_string(),
-                    position: origin.position.to_string(),
-                    last_ts: ts,
-                    ..Pending::default()
-                },
-            );
-        }
-        let pending = self.pending.get_mut(request_id).expect("inserted above");
+        let pending = self.pending_of(request_id, origin, ts);
         let fill = |slot: &mut Option<String>, value: Option<&str>| {
             if slot.is_none() {
                 *slot = value.map(str::to_string);
@@ -275,19 +278,7 @@ impl Assembler {
         if self.emitted.contains(request_id) {
             return;
         }
-        if !self.pending.contains_key(request_id) {
-            self.arrival.push_back(request_id.to_string());
-            self.pending.insert(
-                request_id.to_string(),
-                Pending {
-                    source: origin.source.to_string(),
-                    position: origin.position.to_string(),
-                    last_ts: ts,
-                    ..Pending::default()
-                },
-            );
-        }
-        let pending = self.pending.get_mut(request_id).expect("inserted above");
+        let pending = self.pending_of(request_id, origin, ts);
         pending.trace_id.get_or_insert_with(|| trace_id.to_string());
         pending.last_ts = pending.last_ts.max(ts);
     }
