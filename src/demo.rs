@@ -370,7 +370,8 @@ fn render_live(
     pipeline.take_batches()
 }
 
-fn event_time(record: &Value) -> i64 {
+/// A CloudTrail record's `eventTime` in microseconds (0 when it has none).
+pub(crate) fn event_time(record: &Value) -> i64 {
     record["eventTime"]
         .as_str()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

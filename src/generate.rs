@@ -324,7 +324,7 @@ fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> an
             let day = routine(&team, start_us + trail_day * day_us, 24, args.seed.wrapping_add(trail_day as u64));
             trail = day.into_iter().peekable();
         }
-        while let Some(record) = trail.next_if(|r| event_time(r) < minute_us + MINUTE_US) {
+        while let Some(record) = trail.next_if(|r| crate::demo::event_time(r) < minute_us + MINUTE_US) {
             sink.cloudtrail(record)?;
             n_trail += 1;
         }
@@ -351,11 +351,4 @@ fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> an
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn event_time(record: &Value) -> i64 {
-    record["eventTime"]
-        .as_str()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map_or(0, |t| t.timestamp_micros())
 }
