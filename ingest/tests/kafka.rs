@@ -24,16 +24,15 @@ async fn produce(bootstrap: &str, n: usize) {
         .create()
         .unwrap();
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        let sends = chunk.iter().map(|i| {
-            let payload = format!("2024-03-05T10:00:00.000Z\t8f507cfc-1a2b-4697-b07a-ac58fc914c95\tINFO\trecord-{i}");
-            let producer = &producer;
-            async move {
-                let record = FutureRecord::to(TOPIC).payload(&payload).key("k").partition((*i as i32) % PARTITIONS);
-                producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
-            }
-        });
-        futures::future::join_all(sends).await;
+        futures::future::join_all(chunk.iter().map(|i| send_record(&producer, *i))).await;
     }
+}
+
+/// Sends `record-<i>` as a Lambda log line to its partition (i modulo the partitions).
+async fn send_record(producer: &FutureProducer, i: usize) {
+    let payload = format!("2024-03-05T10:00:00.000Z\t8f507cfc-1a2b-4697-b07a-ac58fc914c95\tINFO\trecord-{i}");
+    let record = FutureRecord::to(TOPIC).payload(&payload).key("k").partition((i as i32) % PARTITIONS);
+    producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
 }
 
 fn config(bootstrap: &str) -> KafkaConfig {
@@ -161,15 +160,7 @@ async fn a_second_consumer_joining_the_group_rebalances_without_loss_or_duplicat
     let producer = tokio::spawn(async move {
         let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
         for i in n / 2..n {
-            let payload = format!("2024-03-05T10:00:00.000Z\t8f507cfc-1a2b-4697-b07a-ac58fc914c95\tINFO\trecord-{i}");
-            producer
-                .send(
-                    FutureRecord::to(TOPIC).payload(&payload).key("k").partition((i as i32) % PARTITIONS),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
+            send_record(&producer, i).await;
         }
     });
     producer.await.unwrap();
@@ -220,15 +211,7 @@ async fn two_nodes_with_their_own_stores_on_one_location_hand_partitions_over_ex
     let producer = tokio::spawn(async move {
         let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
         for i in 0..n {
-            let payload = format!("2024-03-05T10:00:00.000Z\t8f507cfc-1a2b-4697-b07a-ac58fc914c95\tINFO\trecord-{i}");
-            producer
-                .send(
-                    FutureRecord::to(TOPIC).payload(&payload).key("k").partition((i as i32) % PARTITIONS),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
+            send_record(&producer, i).await;
             if i % 200 == 199 {
                 tokio::time::sleep(Duration::from_millis(120)).await;
             }
