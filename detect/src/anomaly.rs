@@ -228,7 +228,7 @@ impl AnomalyDetector {
     /// Approximate bytes of state, for the memory metric.
     pub fn state_bytes(&self) -> usize {
         let series = &self.config.series;
-        let per_series = 2 * series.baseline_steps * 8 + series.daily_buckets * 24 + 144 * 8 + 256;
+        let per_series = 2 * series.baseline_steps * 8 + series.daily_buckets * 24 + 2 * 144 * 8 + 272;
         let per_multivariate = self.config.multivariate.history_minutes * 64 + 144 * 8 + 2_048;
         self.functions
             .iter()

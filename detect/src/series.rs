@@ -1,7 +1,9 @@
 //! The univariate streaming detector: one value per step in, an anomaly score in [0, 1] and the expected
 //! range out. Robust statistics (median and MAD) of a recent window and of a daily profile, a level-shift
 //! test on a short window, and an anomaly likelihood over the detector's own recent surprise, so that one
-//! threshold fits series of any scale and noise.
+//! threshold fits series of any scale and noise. Two further tests are scored beside it: a value beyond the
+//! extremes of the whole history, and a shift of the mean of the last hour or so (bursts that come more
+//! often), each with its own calibration; the strongest of the three is the score.
 
 use std::collections::VecDeque;
 
@@ -22,6 +24,10 @@ pub struct SeriesConfig {
     pub likelihood_average_steps: usize,
     /// After a score, lower scores are damped for this many steps: one anomaly is reported once.
     pub cooldown_steps: usize,
+    /// Steps whose mean is compared with the mean of the baseline before them: a change in how often a
+    /// bursty series bursts. 0 disables it; it needs a baseline of four times as many steps.
+    #[serde(default = "mean_shift_steps")]
+    pub mean_shift_steps: usize,
     /// Buckets of the daily profile (for example 288 for 5-minute steps); 0 disables seasonality.
     pub daily_buckets: usize,
     /// Days of history before the daily profile is used.
@@ -47,9 +53,10 @@ impl Default for SeriesConfig {
             baseline_steps: 240,
             shift_steps: 6,
             warmup_steps: 60,
-            likelihood_steps: 1_000,
+            likelihood_steps: 600,
             likelihood_average_steps: 1,
             cooldown_steps: 150,
+            mean_shift_steps: 48,
             daily_buckets: 96,
             seasonal_days_min: 3,
             counts: false,
@@ -116,6 +123,20 @@ fn parse_timestamp(text: &str) -> Option<i64> {
     Some((seconds * 1e6) as i64)
 }
 
+/// A value beyond the extremes seen by this share of their range is a new extreme.
+const RECORD_MARGIN: f64 = 0.02;
+/// The score of a new extreme just past the margin; it grows towards 1 with the excess.
+const RECORD_BASE: f64 = 0.6;
+/// Steps of history before new extremes count: the range of a short history is no reference.
+const RECORD_STEPS_MIN: usize = 300;
+/// The weight of the mean-shift score against the others: a change in burst density alone is reported
+/// below the scores of points and level shifts that are beyond anything seen.
+const MEAN_SHIFT_WEIGHT: f64 = 0.9;
+
+fn mean_shift_steps() -> usize {
+    48
+}
+
 fn yes() -> bool {
     true
 }
@@ -169,6 +190,9 @@ pub struct SeriesDetector {
     outside: VecDeque<f64>,
     surprises: VecDeque<f64>,
     tail: TailModel,
+    /// The distribution of the mean-shift surprises, scored apart: they are on another scale.
+    #[serde(default = "TailModel::from_checkpoint_before_it")]
+    mean_tail: TailModel,
     daily: Vec<Bucket>,
     /// Per day of the week (days since the epoch modulo 7), its level against the daily profile.
     #[serde(default)]
@@ -177,6 +201,13 @@ pub struct SeriesDetector {
     #[serde(default)]
     day_residuals: (f64, u32, i64),
     steps: u64,
+    /// The lowest and highest values seen (after the warm-up): a value far beyond them is a new extreme.
+    #[serde(default)]
+    extremes: Option<(f64, f64)>,
+    /// When the series began: with a daily profile, new extremes count only after a full day, since the
+    /// first day's peak is always higher than anything before it.
+    #[serde(default)]
+    first_ts_us: Option<i64>,
     /// The highest recent score, decaying over the cooldown.
     recent_peak: f64,
 }
@@ -198,10 +229,13 @@ impl SeriesDetector {
             outside: VecDeque::with_capacity(config.shift_steps + 1),
             surprises: VecDeque::with_capacity(config.likelihood_average_steps + 1),
             tail: TailModel::new(config.likelihood_steps),
+            mean_tail: TailModel::new(config.likelihood_steps),
             daily,
             weekdays: vec![WeekdayLevel::default(); 7],
             day_residuals: (0.0, 0, i64::MIN),
             steps: 0,
+            extremes: None,
+            first_ts_us: None,
             recent_peak: 0.0,
             config,
         }
@@ -257,6 +291,13 @@ impl SeriesDetector {
             self.shift_z(value, level, spread.max(floor))
         };
         let mut surprise = point_z.max(shift_z).min(1e6);
+        // With a daily profile, the shift of the residuals against it: the daily swing is no shift.
+        let mean_z = match seasonal {
+            Some(bucket) if self.residuals.len() >= 4 * self.config.mean_shift_steps => {
+                self.mean_shift_z(Window::Residuals, value - bucket.mean - weekday_offset)
+            }
+            _ => self.mean_shift_z(Window::Recent, value),
+        };
         if self.config.counts && !self.recent.is_empty() {
             let rate = (self.recent.iter().sum::<f64>() / self.recent.len() as f64).max(expected).max(0.05);
             let n = self.config.shift_steps.max(1);
@@ -266,7 +307,14 @@ impl SeriesDetector {
             surprise = surprise.min(poisson);
         }
 
-        let likelihood = self.likelihood(surprise);
+        // The three tests, each calibrated on its own: the point and level-shift surprise against its
+        // history, a new extreme of the whole history, and a shift of the mean against its history.
+        let mean_score = MEAN_SHIFT_WEIGHT * self.mean_tail.score(mean_z);
+        let likelihood = self.likelihood(surprise).max(self.record_score(ts_us, value)).max(mean_score);
+        // Like the surprises, mean shifts of the warm-up are not learned.
+        if self.steps as usize >= self.config.warmup_steps && mean_z > 0.0 {
+            self.mean_tail.learn(mean_z);
+        }
         self.learn(value, surprise, bucket_idx, seasonal.map(|b| b.mean), weekday_offset, day);
 
         let warm = self.steps as usize > self.config.warmup_steps;
@@ -280,6 +328,34 @@ impl SeriesDetector {
             expected_low: back(expected_low - band),
             expected_high: back(expected_high + band),
         }
+    }
+
+    /// A new extreme: how far `value` goes beyond the lowest and highest values of the whole history, as
+    /// a share of their range. From `RECORD_MARGIN` on it scores `RECORD_BASE`, growing towards 1 with the
+    /// excess; 0 inside the range, during the first `RECORD_STEPS_MIN` steps and, with a daily
+    /// profile, during the first day. Unlike the surprise, it
+    /// does not get used to spikes: a spike twice as high as every spike before is news even in a series
+    /// made of spikes. Learns `value` as it goes.
+    fn record_score(&mut self, ts_us: i64, value: f64) -> f64 {
+        let first_ts_us = *self.first_ts_us.get_or_insert(ts_us);
+        if (self.steps as usize) < self.config.warmup_steps {
+            return 0.0;
+        }
+        let Some((low, high)) = self.extremes else {
+            self.extremes = Some((value, value));
+            return 0.0;
+        };
+        self.extremes = Some((low.min(value), high.max(value)));
+        let a_day_seen = self.config.daily_buckets == 0 || ts_us - first_ts_us >= MICROS_PER_DAY;
+        if (self.steps as usize) < RECORD_STEPS_MIN || !a_day_seen {
+            return 0.0;
+        }
+        let range = (high - low).max(spread_floor(high));
+        let excess = (value - high).max(low - value) / range;
+        if excess < RECORD_MARGIN {
+            return 0.0;
+        }
+        RECORD_BASE + (1.0 - RECORD_BASE) * (1.0 - (-(excess - RECORD_MARGIN) / RECORD_MARGIN).exp())
     }
 
     fn weekday_offset(&self, day: i64) -> f64 {
@@ -369,6 +445,30 @@ impl SeriesDetector {
         short.abs() / (noise * 1.25 / (n as f64).sqrt())
     }
 
+    /// z of the mean of the last `mean_shift_steps` values against the mean and standard deviation of the
+    /// baseline before them: a change in how often a bursty series bursts, or a level change inside
+    /// noise, which the median of a few steps does not see.
+    fn mean_shift_z(&self, window: Window, value: f64) -> f64 {
+        let m = self.config.mean_shift_steps;
+        let source = match window {
+            Window::Recent => &self.recent,
+            Window::Residuals => &self.residuals,
+        };
+        if m < 2 || source.len() < 4 * m {
+            return 0.0;
+        }
+        let older = source.len() - (m - 1);
+        let (mut sum, mut sum_sq) = (0.0, 0.0);
+        for v in source.iter().take(older) {
+            sum += v;
+            sum_sq += v * v;
+        }
+        let mean = sum / older as f64;
+        let std = (sum_sq / older as f64 - mean * mean).max(0.0).sqrt().max(spread_floor(mean));
+        let short = (source.iter().skip(older).sum::<f64>() + value) / m as f64;
+        (short - mean).abs() / (std / (m as f64).sqrt())
+    }
+
     /// Robust z of the median of the last `shift_steps` values (this one included) against the level
     /// before them: catches level shifts and drops that single points hide in noise.
     fn shift_z(&self, value: f64, level: f64, spread: f64) -> f64 {
@@ -446,6 +546,11 @@ const TAIL_HISTORY_MIN: f64 = 100.0;
 const TAIL_BUCKETS_PER_OCTAVE: f64 = 6.0;
 
 impl TailModel {
+    /// The tail of a surprise a checkpoint did not keep yet: it learns from the restart on.
+    fn from_checkpoint_before_it() -> Self {
+        TailModel::new(SeriesConfig::default().likelihood_steps)
+    }
+
     pub(crate) fn new(memory_steps: usize) -> Self {
         TailModel { counts: vec![0.0; TAIL_BUCKETS], total: 0.0, keep: 1.0 - 1.0 / memory_steps.max(2) as f64 }
     }
