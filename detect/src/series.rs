@@ -125,10 +125,20 @@ fn parse_timestamp(text: &str) -> Option<i64> {
 
 /// A value beyond the extremes seen by this share of their range is a new extreme.
 const RECORD_MARGIN: f64 = 0.02;
+/// For counts, the Poisson z (upper or lower tail) a new extreme needs as well: about one in 300,000.
+const RECORD_COUNTS_Z: f64 = 4.5;
+/// The margin while a series with a daily profile has not been seen a whole day: each hour of the first
+/// morning is busier than anything before it, so only a jump far beyond the range counts.
+const RECORD_MARGIN_FIRST_DAY: f64 = 0.5;
 /// The score of a new extreme just past the margin; it grows towards 1 with the excess.
 const RECORD_BASE: f64 = 0.6;
 /// Steps of history before new extremes count: the range of a short history is no reference.
 const RECORD_STEPS_MIN: usize = 300;
+/// Steps of baseline a silence is judged against.
+const SILENCE_BASELINE_MIN: usize = 60;
+/// The lowest count of the baseline for a silence to count: a function that sometimes idles a minute can
+/// idle a few.
+const SILENCE_LOWEST_MIN: f64 = 2.0;
 /// The weight of the mean-shift score against the others: a change in burst density alone is reported
 /// below the scores of points and level shifts that are beyond anything seen.
 const MEAN_SHIFT_WEIGHT: f64 = 0.9;
@@ -204,8 +214,8 @@ pub struct SeriesDetector {
     /// The lowest and highest values seen (after the warm-up): a value far beyond them is a new extreme.
     #[serde(default)]
     extremes: Option<(f64, f64)>,
-    /// When the series began: with a daily profile, new extremes count only after a full day, since the
-    /// first day's peak is always higher than anything before it.
+    /// When the series began: with a daily profile, new extremes need a wider margin until a full day
+    /// has been seen, since the first day's peak is higher than anything before it.
     #[serde(default)]
     first_ts_us: Option<i64>,
     /// The highest recent score, decaying over the cooldown.
@@ -298,19 +308,28 @@ impl SeriesDetector {
             }
             _ => self.mean_shift_z(Window::Recent, value),
         };
+        // For counts, a new extreme must also be unlikely for a Poisson process at the recent rate: three
+        // errors where there was at most one are a new extreme, but a common one.
+        let mut extreme_is_likely = false;
         if self.config.counts && !self.recent.is_empty() {
-            let rate = (self.recent.iter().sum::<f64>() / self.recent.len() as f64).max(expected).max(0.05);
+            // Nothing in the whole window is taken as half an event in it.
+            let rate = (self.recent.iter().sum::<f64>() / self.recent.len() as f64)
+                .max(expected)
+                .max(0.5 / self.recent.len() as f64);
             let n = self.config.shift_steps.max(1);
             let window_sum = self.recent.iter().rev().take(n - 1).sum::<f64>() + value;
             let window_steps = (self.recent.len() + 1).min(n) as f64;
-            let poisson = poisson_z(value, rate).max(poisson_z(window_sum, rate * window_steps));
-            surprise = surprise.min(poisson);
+            let point_poisson = poisson_z(value, rate);
+            extreme_is_likely = point_poisson < RECORD_COUNTS_Z;
+            surprise = surprise.min(point_poisson.max(poisson_z(window_sum, rate * window_steps)));
         }
+        let record = self.record_score(ts_us, value);
+        let record = if extreme_is_likely { 0.0 } else { record };
 
         // The three tests, each calibrated on its own: the point and level-shift surprise against its
         // history, a new extreme of the whole history, and a shift of the mean against its history.
         let mean_score = MEAN_SHIFT_WEIGHT * self.mean_tail.score(mean_z);
-        let likelihood = self.likelihood(surprise).max(self.record_score(ts_us, value)).max(mean_score);
+        let likelihood = self.likelihood(surprise).max(record).max(mean_score).max(self.silence_score(value));
         // Like the surprises, mean shifts of the warm-up are not learned.
         if self.steps as usize >= self.config.warmup_steps && mean_z > 0.0 {
             self.mean_tail.learn(mean_z);
@@ -332,8 +351,8 @@ impl SeriesDetector {
 
     /// A new extreme: how far `value` goes beyond the lowest and highest values of the whole history, as
     /// a share of their range. From `RECORD_MARGIN` on it scores `RECORD_BASE`, growing towards 1 with the
-    /// excess; 0 inside the range, during the first `RECORD_STEPS_MIN` steps and, with a daily
-    /// profile, during the first day. Unlike the surprise, it
+    /// excess; 0 inside the range and during the first `RECORD_STEPS_MIN` steps. With a daily
+    /// profile, the first day's margin is `RECORD_MARGIN_FIRST_DAY`. Unlike the surprise, it
     /// does not get used to spikes: a spike twice as high as every spike before is news even in a series
     /// made of spikes. Learns `value` as it goes.
     fn record_score(&mut self, ts_us: i64, value: f64) -> f64 {
@@ -346,16 +365,39 @@ impl SeriesDetector {
             return 0.0;
         };
         self.extremes = Some((low.min(value), high.max(value)));
-        let a_day_seen = self.config.daily_buckets == 0 || ts_us - first_ts_us >= MICROS_PER_DAY;
-        if (self.steps as usize) < RECORD_STEPS_MIN || !a_day_seen {
+        if (self.steps as usize) < RECORD_STEPS_MIN {
             return 0.0;
         }
+        let a_day_seen = self.config.daily_buckets == 0 || ts_us - first_ts_us >= MICROS_PER_DAY;
+        let margin = if a_day_seen { RECORD_MARGIN } else { RECORD_MARGIN_FIRST_DAY };
         let range = (high - low).max(spread_floor(high));
         let excess = (value - high).max(low - value) / range;
-        if excess < RECORD_MARGIN {
+        if excess < margin {
             return 0.0;
         }
-        RECORD_BASE + (1.0 - RECORD_BASE) * (1.0 - (-(excess - RECORD_MARGIN) / RECORD_MARGIN).exp())
+        RECORD_BASE + (1.0 - RECORD_BASE) * (1.0 - (-(excess - margin) / margin).exp())
+    }
+
+    /// For counts: a run of zeros where every step of the baseline counted at least a few events (a
+    /// function that went silent). Scored by how unlikely the run is under a Poisson process at the
+    /// baseline's lowest count, on the tail model's scale; the robust spread of a daily swing, which
+    /// blunts the surprise, does not blunt this.
+    fn silence_score(&self, value: f64) -> f64 {
+        if !self.config.counts || value > 0.0 || self.recent.len() < SILENCE_BASELINE_MIN {
+            return 0.0;
+        }
+        let run = 1 + self.recent.iter().rev().take_while(|v| **v <= 0.0).count();
+        let before = self.recent.len() + 1 - run;
+        if before < SILENCE_BASELINE_MIN {
+            return 0.0;
+        }
+        let lowest = self.recent.iter().take(before).copied().fold(f64::INFINITY, f64::min);
+        if lowest < SILENCE_LOWEST_MIN {
+            return 0.0;
+        }
+        // P(run zeros) = exp(-lowest * run): its rarity in orders of magnitude.
+        let rarity = lowest * run as f64 * std::f64::consts::LOG10_E;
+        1.0 - (-rarity / RARITY_SCALE).exp()
     }
 
     fn weekday_offset(&self, day: i64) -> f64 {
@@ -863,6 +905,125 @@ mod tests {
         assert!(verdicts[1_500].expected_high < 160.0 && verdicts[1_500].expected_low > 80.0);
         let after = verdicts[1_501..1_520].iter().filter(|v| v.score >= verdicts[1_500].score).count();
         assert_eq!(after, 0, "the spike is reported once");
+    }
+
+    /// A series of spikes of about the same height, every `period` steps, over a noisy floor.
+    fn spiky(step: i64, period: i64) -> f64 {
+        let floor = 10.0 + noisy(step);
+        if step % period == 0 {
+            floor + 100.0 + 10.0 * noisy(step + 7)
+        } else {
+            floor
+        }
+    }
+
+    #[test]
+    fn a_spike_far_beyond_every_spike_before_is_a_new_extreme_and_an_ordinary_one_is_not() {
+        let mut detector = SeriesDetector::new(SeriesConfig::default());
+        let mut scores = Vec::new();
+        for step in 0..3_000i64 {
+            let value = if step == 2_500 { 250.0 } else { spiky(step, 50) };
+            scores.push(detector.observe(step * STEP_US, value).score);
+        }
+        // The surprise of spikes is ordinary by now; the spike two and a half times higher is not.
+        assert!(scores[2_500] > 0.8, "new extreme scored {}", scores[2_500]);
+        let ordinary = (2_000..2_500).step_by(50).map(|s| scores[s]).fold(0.0, f64::max);
+        // Spikes a little higher than any before are new extremes too, but they stay below alerting.
+        assert!(ordinary < 0.7, "ordinary spikes scored {ordinary}");
+    }
+
+    #[test]
+    fn a_daily_peak_at_half_its_height_shifts_the_mean_against_the_profile() {
+        // Five-minute steps; busy (80) from 08:00 to 16:00, quiet (20) otherwise, with noise and a busy
+        // period that starts a little earlier or later each day. Day 9's busy period runs at 45.
+        let step_us = 5 * STEP_US;
+        let day_steps = 288i64;
+        let value = |step: i64, low_day: bool| {
+            let day = step / day_steps;
+            let into = step % day_steps;
+            let start = 96 + (day * 7) % 5 - 2;
+            let busy = (start..start + 96).contains(&into);
+            let level = match (busy, low_day) {
+                (true, true) => 45.0,
+                (true, false) => 80.0,
+                _ => 20.0,
+            };
+            level + 3.0 * noisy(step)
+        };
+        let run = |mean_shift_steps: usize| {
+            let config = SeriesConfig { mean_shift_steps, ..SeriesConfig::for_step(step_us) };
+            let mut detector = SeriesDetector::new(config);
+            let scores: Vec<f64> = (0..10 * day_steps)
+                .map(|step| detector.observe(step * step_us, value(step, step / day_steps == 9)).score)
+                .collect();
+            let normal_days = scores[(5 * day_steps) as usize..(9 * day_steps) as usize].iter().copied();
+            let low_day = scores[(9 * day_steps) as usize..(10 * day_steps) as usize].iter().copied();
+            (normal_days.fold(0.0, f64::max), low_day.fold(0.0, f64::max))
+        };
+        let (normal, low_day) = run(48);
+        assert!(normal < 0.6 && low_day > 0.8, "normal days scored {normal}, the low day {low_day}");
+        // Against the profile, the daily rise is no shift of the mean; against the recent values it is.
+        let mut detector = SeriesDetector::new(SeriesConfig::for_step(step_us));
+        let rise = 6 * day_steps + 96 + (6 * 7) % 5 - 2;
+        for step in 0..rise + 24 {
+            detector.observe(step * step_us, value(step, false));
+        }
+        let next = rise + 24;
+        let bucket = detector.daily[detector.bucket_of(next * step_us).unwrap()];
+        let raw = detector.mean_shift_z(Window::Recent, value(next, false));
+        let against_profile = detector.mean_shift_z(Window::Residuals, value(next, false) - bucket.mean);
+        assert!(raw > 5.0 && against_profile < 2.0, "mean shift {raw} raw, {against_profile} against the profile");
+    }
+
+    #[test]
+    fn a_count_that_goes_silent_is_found_at_once_and_a_sparse_one_is_not() {
+        let mut rng = workload::Rng::new(3);
+        let config = SeriesConfig { counts: true, ..SeriesConfig::default() };
+        // About 30 events a step, the rate itself varying between 15 and 45 from step to step (batches of
+        // a queue): zero is only three robust deviations away. Silent from step 600.
+        let mut busy = SeriesDetector::new(config.clone());
+        let mut scores = Vec::new();
+        for step in 0..610i64 {
+            let rate = 30.0 * (0.5 + rng.unit());
+            let value = if step >= 600 { 0.0 } else { rng.poisson(rate) as f64 };
+            scores.push(busy.observe(step * STEP_US, value).score);
+        }
+        let first = scores[600..].iter().position(|s| *s >= 0.8);
+        assert!(first.is_some_and(|steps| steps <= 2), "silence first scored 0.8 after {first:?} steps");
+        // Two events a step on average: zeros happen, and three in a row are not news.
+        let mut sparse = SeriesDetector::new(config);
+        let mut worst: f64 = 0.0;
+        for step in 0..1_000i64 {
+            let value = if (900..903).contains(&step) { 0.0 } else { rng.poisson(2.0) as f64 };
+            let score = sparse.observe(step * STEP_US, value).score;
+            if step >= 900 {
+                worst = worst.max(score);
+            }
+        }
+        assert!(worst < 0.8, "zeros of a sparse count scored {worst}");
+    }
+
+    #[test]
+    fn a_new_extreme_of_a_count_must_be_unlikely_for_its_poisson_rate() {
+        let mut rng = workload::Rng::new(9);
+        let config = SeriesConfig { counts: true, daily_buckets: 0, ..SeriesConfig::default() };
+        // Errors at 0.3 a step, then one more than ever seen: a new extreme, but a common one.
+        let mut errors = SeriesDetector::new(config.clone());
+        let mut highest = 0.0f64;
+        for step in 0..1_000i64 {
+            let value = rng.poisson(0.3) as f64;
+            errors.observe(step * STEP_US, value);
+            highest = highest.max(value);
+        }
+        let score = errors.observe(1_000 * STEP_US, highest + 1.0).score;
+        assert!(score < 0.8, "{} errors where at most {highest} were seen scored {score}", highest + 1.0);
+        // New callers of a function that never had one: four in a step is.
+        let mut callers = SeriesDetector::new(config);
+        let mut last = 0.0;
+        for step in 0..600i64 {
+            last = callers.observe(step * STEP_US, if step == 599 { 4.0 } else { 0.0 }).score;
+        }
+        assert!(last > 0.9, "four new callers scored {last}");
     }
 
     #[test]

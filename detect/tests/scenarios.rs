@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use detect::{Alert, Stream, StreamConfig};
-use workload::fleet::fleet_apis_first;
 use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
 const MINUTE_US: i64 = 60_000_000;
@@ -42,8 +41,9 @@ fn each_kind_of_anomaly_is_found_within_five_minutes_by_its_detector() {
         ("new-caller burst", Anomaly::NewCallers { n_callers: 6, share: 0.3 }, &["anomaly.new_callers"]),
     ];
     let mut rng = Rng::new(21);
-    // Request-driven functions: the first fifteen have an API in front.
-    let mut functions = fleet_apis_first(16, &mut rng);
+    // The fleet interleaves triggers: API Gateway, function URL, SQS, S3 and EventBridge functions (the
+    // drop hits an SQS worker, the new callers an S3-triggered function with three known uploaders).
+    let mut functions = fleet(16, &mut rng);
     // Steady enough traffic that five minutes say something: at least 20 invocations a minute.
     for function in &mut functions {
         function.rate_per_minute = function.rate_per_minute.max(20.0);

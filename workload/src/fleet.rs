@@ -160,22 +160,6 @@ pub fn fleet(n_functions: usize, rng: &mut Rng) -> Vec<FunctionProfile> {
         .collect()
 }
 
-/// A fleet whose roles come in blocks: every domain's API function first (the first 15 are API Gateway
-/// functions), then every domain's worker, and so on. For tests that need many request-driven functions.
-pub fn fleet_apis_first(n_functions: usize, rng: &mut Rng) -> Vec<FunctionProfile> {
-    (0..n_functions)
-        .map(|function_idx| {
-            let domain = DOMAINS[function_idx % DOMAINS.len()];
-            let (role, trigger) = ROLES[(function_idx / DOMAINS.len()) % ROLES.len()];
-            let name = match function_idx / (DOMAINS.len() * ROLES.len()) {
-                0 => format!("{domain}-{role}"),
-                generation => format!("{domain}-{role}-{}", generation + 1),
-            };
-            profile(name, trigger, function_idx, rng)
-        })
-        .collect()
-}
-
 fn profile(name: String, trigger: Trigger, function_idx: usize, rng: &mut Rng) -> FunctionProfile {
     let memory_size_mb = [128, 256, 512, 1024, 1769, 2048][rng.below(6)];
     let timeout_ms = [3_000.0, 6_000.0, 15_000.0, 30_000.0, 60_000.0][rng.below(5)];
