@@ -118,8 +118,54 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text its wrapper already shows
+/// (DataFusion's and Arrow's errors print their sources inside their own message).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut shown = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if shown.contains(message.as_str()) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+        shown = message;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "planning failed: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_its_wrappers_text_is_printed_once() {
+        let inner = std::io::Error::other("table 'nope' not found");
+        let error = anyhow::Error::new(Wrapping(inner)).context("query failed");
+        assert_eq!(error_text(&error), "query failed: planning failed: table 'nope' not found");
+        let plain = anyhow::anyhow!("disk full").context("cannot seal");
+        assert_eq!(error_text(&plain), "cannot seal: disk full");
     }
 }
