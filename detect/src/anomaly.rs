@@ -103,9 +103,14 @@ impl Signal {
             Signal::Timeouts => value >= 3.0 && value >= 0.05 * invocations,
             Signal::ColdStarts => value >= 5.0 && value >= 0.2 * invocations,
             Signal::NewCallers => value >= 3.0,
-            // The p95 of a handful of invocations is their slowest: it must be extreme to mean something.
+            // The p95 of fewer than 20 invocations is their slowest: one slow invocation (a timeout, which
+            // the timeouts signal reports) is not a shift of the p95 unless a second one is slow too.
             Signal::DurationP95 => {
-                value >= expected * 2.0 && value - expected >= 100.0 && (invocations >= 10.0 || value >= expected * 4.0)
+                let second_slow = features.evidence.slowest.get(1).is_some_and(|(ms, _)| *ms >= expected * 2.0);
+                value >= expected * 2.0
+                    && value - expected >= 100.0
+                    && (invocations >= 10.0 || value >= expected * 4.0)
+                    && (invocations >= 20.0 || second_slow)
             }
             Signal::MemoryUsed => value >= 0.8 && value >= expected + 0.15,
             Signal::Cost => value >= expected * 2.0,
@@ -296,7 +301,17 @@ impl AnomalyDetector {
             }
         }
         if let Some(verdict) = state.multivariate.observe(features) {
-            let strongest = verdict.deviations.first().map_or(0.0, |d| d.1.abs());
+            // A share of a handful of invocations (one error in two) is no deviation to report.
+            let strongest = verdict
+                .deviations
+                .iter()
+                .filter(|d| match d.0 {
+                    "error_ratio" => features.errors >= 3,
+                    "cold_start_ratio" => features.cold_starts >= 3,
+                    _ => true,
+                })
+                .map(|d| d.1.abs())
+                .fold(0.0, f64::max);
             if verdict.score >= config.score_threshold && strongest >= 3.0 {
                 findings.push(Finding::Multivariate(verdict));
             }
@@ -478,6 +493,44 @@ mod tests {
             callers: callers.iter().map(|c| (c.to_string(), format!("req-{c}-{minute_idx}"))).collect(),
             evidence: crate::features::Evidence { first: vec![format!("first-{minute_idx}")], ..Default::default() },
         }
+    }
+
+    #[test]
+    fn one_slow_invocation_in_a_quiet_minute_is_no_p95_shift_and_two_are() {
+        let run = |second_slowest_ms: f64| {
+            let mut detector = AnomalyDetector::new(AnomalyConfig::default());
+            let mut alerts = Vec::new();
+            for i in 0..600 {
+                detector.observe(&minute(i, 12, &[]), &mut alerts);
+            }
+            alerts.clear();
+            let mut quiet = minute(600, 12, &[]);
+            quiet.duration_p95_ms = 6_000.0;
+            quiet.duration_max_ms = 6_000.0;
+            quiet.evidence.slowest = vec![(6_000.0, "req-slow".into()), (second_slowest_ms, "req-next".into())];
+            detector.observe(&quiet, &mut alerts);
+            alerts.iter().any(|a| a.detector == "anomaly.duration_p95_ms")
+        };
+        assert!(!run(110.0), "one timeout among twelve raised a p95 alert");
+        assert!(run(5_800.0), "two slow invocations among twelve raised no p95 alert");
+    }
+
+    #[test]
+    fn one_error_among_two_invocations_is_no_unusual_combination() {
+        let run = |invocations: u64, errors: u64| {
+            let mut detector = AnomalyDetector::new(AnomalyConfig::default());
+            let mut alerts = Vec::new();
+            for i in 0..900 {
+                detector.observe(&minute(i, 1 + (i % 4) as u64, &[]), &mut alerts);
+            }
+            alerts.clear();
+            let mut odd = minute(900, invocations, &[]);
+            odd.errors = errors;
+            detector.observe(&odd, &mut alerts);
+            alerts.iter().map(|a| a.detector.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(2, 1), Vec::<String>::new());
+        assert!(run(4, 4).iter().any(|d| d == "anomaly.multivariate" || d == "anomaly.errors"));
     }
 
     #[test]
