@@ -181,6 +181,7 @@ fn story_records(names: &[String], cast: &Cast, live_us: i64, seed: u64) -> Vec<
 }
 
 pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    crate::drain_when_stdout_closes();
     if args.speed <= 0.0 {
         bail!("--speed must be positive");
     }

@@ -124,11 +124,12 @@ pub async fn serve(store: Arc<Store>, address: &str, token: String) -> anyhow::R
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
+/// Ctrl-C, SIGTERM, or (for a command that asked for it) stdout closed by its reader.
 pub async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
+        _ = crate::stdout_closed() => {}
         _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending().await } } => {}
     }
 }

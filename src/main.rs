@@ -8,6 +8,8 @@ macro_rules! outln {
     };
 }
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 mod commands;
 mod config;
 mod demo;
@@ -71,13 +73,46 @@ enum Command {
     Generate(generate::GenerateArgs),
 }
 
+/// Whether a closed stdout stops the process cleanly (a long-running command drains and seals) instead
+/// of ending it at once.
+static DRAIN_WHEN_STDOUT_CLOSES: AtomicBool = AtomicBool::new(false);
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDOUT_CLOSED_NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// For long-running commands: when the reader of stdout goes away (`coldtrail demo | head`), stop as
+/// on Ctrl-C, with the drain, instead of exiting with rows only in the write-ahead log.
+pub fn drain_when_stdout_closes() {
+    DRAIN_WHEN_STDOUT_CLOSES.store(true, Ordering::SeqCst);
+}
+
+/// Resolves once stdout has been closed under `drain_when_stdout_closes`.
+pub async fn stdout_closed() {
+    loop {
+        let notified = STDOUT_CLOSED_NOTIFY.notified();
+        if STDOUT_CLOSED.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// Writes one line of command output; see `outln!`.
 pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::SeqCst) {
+        return;
+    }
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            if !DRAIN_WHEN_STDOUT_CLOSES.load(Ordering::SeqCst) {
+                std::process::exit(0);
+            }
+            if !STDOUT_CLOSED.swap(true, Ordering::SeqCst) {
+                eprintln!("stdout was closed: stopping cleanly");
+                STDOUT_CLOSED_NOTIFY.notify_waiters();
+            }
+            return;
         }
         eprintln!("error: cannot write to stdout: {e}");
         std::process::exit(2);

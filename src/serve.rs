@@ -41,6 +41,7 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(paths: &Paths, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::drain_when_stdout_closes();
     let mut config = Config::load(args.config.as_deref())?;
     let q = &mut config.query;
     q.pg_listen = args.pg_listen.unwrap_or(q.pg_listen);

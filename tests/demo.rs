@@ -94,3 +94,40 @@ fn the_demo_finds_every_attack_story_and_its_walkthrough_queries_return_the_atta
     assert!(environment.lines().count() > 5, "{environment}");
     coldtrail(data, &["verify"]);
 }
+
+/// `coldtrail demo | head`: when the reader of its output goes away, the demo stops as on Ctrl-C, with
+/// the drain, and leaves nothing only in the write-ahead log.
+#[test]
+fn the_demo_stops_cleanly_when_its_output_is_closed() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("--data")
+        .arg(data)
+        .args([
+            "demo",
+            "--seed",
+            "7",
+            "--duration",
+            "120s",
+            "--pg-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started_live = lines.by_ref().map_while(Result::ok).any(|line| line.starts_with("history written"));
+    assert!(started_live, "the demo ended before going live");
+    drop(lines);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {:?}: {stderr}", output.status);
+    assert!(stderr.contains("stdout was closed: stopping cleanly"), "{stderr}");
+    let info = coldtrail(data, &["info"]);
+    assert!(info.contains("write-ahead log: 0 bytes not yet in segments"), "{info}");
+}
