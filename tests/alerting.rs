@@ -22,7 +22,8 @@ fn coldtrail(data: &std::path::Path, args: &[&str]) -> String {
 
 /// Ingests the bundled samples (with live detection) and returns how many distinct alerts were stored.
 fn ingest_samples(data: &std::path::Path) -> usize {
-    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/samples");
+    let samples = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("tests/data/samples");
     coldtrail(data, &["ingest", samples.to_str().unwrap()]);
     let stored = coldtrail(data, &["sql", "SELECT count(DISTINCT alert_id) FROM alerts", "--format", "csv"]);
     stored.lines().nth(1).unwrap().trim().parse().unwrap()

@@ -15,7 +15,11 @@ use store::{Store, StoreConfig};
 
 /// 2026-11-20T10:00:00Z.
 const BASE_MS: i64 = 1_795_168_800_000;
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/samples");
+/// The bundled samples, found at run time: a test binary may run from another checkout's target dir.
+fn samples() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("tests/data/samples")
+}
 
 /// A CloudWatch subscription payload: `per_hour` invocations of `function` in each hour of `hours`,
 /// one log stream per hour, each with a log line naming the caller's address.
@@ -73,7 +77,7 @@ async fn fixture() -> Fixture {
     for hour in 0..3 {
         load(&store, &subscription("payments", hour..hour + 1, 20));
     }
-    for entry in std::fs::read_dir(SAMPLES).unwrap() {
+    for entry in std::fs::read_dir(samples()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
             load(&store, &std::fs::read(&path).unwrap());

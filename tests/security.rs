@@ -12,7 +12,7 @@ use ingest::pipeline::{Format, Pipeline, PipelineConfig, Unit};
 use store::Table;
 
 fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("../shared/data")
 }
 
 /// Parses one input as `coldtrail ingest` does.
@@ -275,7 +275,8 @@ fn the_retro_hunt_raises_what_the_stream_raised() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let stratus = shared_data().join("stratus-detonation-logs");
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/samples");
+    let samples = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("tests/data/samples");
     let mut inputs: Vec<String> = vec![samples.display().to_string()];
     for technique in [
         "aws.persistence.lambda-backdoor-function",

@@ -9,7 +9,11 @@ use query::{Caller, QueryEngine, QueryError, Role};
 use sqllogictest::{DBOutput, DefaultColumnType};
 use store::{Store, StoreConfig};
 
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/samples");
+/// The bundled samples, found at run time: a test binary may run from another checkout's target dir.
+fn samples() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("tests/data/samples")
+}
 
 struct Engine(Arc<QueryEngine>);
 
@@ -60,7 +64,7 @@ fn load(store: &Store, bytes: &[u8]) {
 async fn sqllogictest_files_pass() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(StoreConfig::new(dir.path())).await.unwrap());
-    let mut samples: Vec<_> = std::fs::read_dir(SAMPLES).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut samples: Vec<_> = std::fs::read_dir(samples()).unwrap().map(|e| e.unwrap().path()).collect();
     samples.sort();
     for path in samples.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
         load(&store, &std::fs::read(path).unwrap());
@@ -76,11 +80,14 @@ async fn sqllogictest_files_pass() {
     load(&store, hot.to_string().as_bytes());
     let engine = QueryEngine::new(store, Default::default()).await.unwrap();
 
-    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slt"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(
+        std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("tests/slt"),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().path())
+    .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+    .collect();
     files.sort();
     assert!(!files.is_empty());
     for file in files {

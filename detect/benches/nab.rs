@@ -12,9 +12,10 @@ use detect::series::median_step;
 use detect::{SeriesConfig, SeriesDetector};
 
 fn main() {
-    let root = std::env::var_os("NAB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/nab"));
+    let root = std::env::var_os("NAB_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/nab")
+    });
     let labels: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("labels/combined_windows.json")).expect("labels"))
             .expect("labels are JSON");

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use detect::security::injection::{Class, InjectionMatcher};
 
 fn lines(name: &str) -> Vec<serde_json::Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/injection").join(name);
+    let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("tests/data/injection")
+        .join(name);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()

@@ -170,7 +170,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Json {
-        let path = format!("{}/../../shared/data/aws-lambda-events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../shared/data/aws-lambda-events/{name}",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+        );
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
     }
 
