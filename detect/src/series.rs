@@ -897,6 +897,19 @@ mod tests {
     }
 
     #[test]
+    fn extreme_and_non_finite_values_give_scores_in_range() {
+        for counts in [false, true] {
+            let mut detector = SeriesDetector::new(SeriesConfig { counts, ..SeriesConfig::default() });
+            let values = [1e308, -1e308, 0.0, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE, 5.0, -0.0];
+            for step in 0..3_000i64 {
+                let value = values[(step as usize * 7 + step as usize / 5) % values.len()];
+                let verdict = detector.observe(step * STEP_US, value);
+                assert!((0.0..=1.0).contains(&verdict.score), "step {step} value {value}: {verdict:?}");
+            }
+        }
+    }
+
+    #[test]
     fn noise_alone_scores_low_and_a_spike_scores_high_once() {
         let verdicts = run((0..2_000).map(|step| 100.0 + 5.0 * noisy(step) + if step == 1_500 { 60.0 } else { 0.0 }));
         let before = verdicts[100..1_500].iter().map(|v| v.score).fold(0.0, f64::max);
