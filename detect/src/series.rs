@@ -1,9 +1,10 @@
 //! The univariate streaming detector: one value per step in, an anomaly score in [0, 1] and the expected
 //! range out. Robust statistics (median and MAD) of a recent window and of a daily profile, a level-shift
 //! test on a short window, and an anomaly likelihood over the detector's own recent surprise, so that one
-//! threshold fits series of any scale and noise. Two further tests are scored beside it: a value beyond the
-//! extremes of the whole history, and a shift of the mean of the last hour or so (bursts that come more
-//! often), each with its own calibration; the strongest of the three is the score.
+//! threshold fits series of any scale and noise. Further tests are scored beside it, each with its own
+//! calibration: a value beyond the extremes of the whole history, a shift of the mean of the last 48 steps
+//! (bursts that come more often, a day at half its usual height), and for counts a run of zeros where zeros
+//! never happen (a function that went silent). The strongest is the score.
 
 use std::collections::VecDeque;
 
@@ -323,11 +324,12 @@ impl SeriesDetector {
             extreme_is_likely = point_poisson < RECORD_COUNTS_Z;
             surprise = surprise.min(point_poisson.max(poisson_z(window_sum, rate * window_steps)));
         }
+        // Always called: it learns the extremes.
         let record = self.record_score(ts_us, value);
         let record = if extreme_is_likely { 0.0 } else { record };
 
-        // The three tests, each calibrated on its own: the point and level-shift surprise against its
-        // history, a new extreme of the whole history, and a shift of the mean against its history.
+        // The tests, each calibrated on its own: the point and level-shift surprise against its history, a
+        // new extreme of the whole history, a shift of the mean against its history, a silence.
         let mean_score = MEAN_SHIFT_WEIGHT * self.mean_tail.score(mean_z);
         let likelihood = self.likelihood(surprise).max(record).max(mean_score).max(self.silence_score(value));
         // Like the surprises, mean shifts of the warm-up are not learned.
@@ -963,17 +965,17 @@ mod tests {
             };
             level + 3.0 * noisy(step)
         };
-        let run = |mean_shift_steps: usize| {
-            let config = SeriesConfig { mean_shift_steps, ..SeriesConfig::for_step(step_us) };
-            let mut detector = SeriesDetector::new(config);
-            let scores: Vec<f64> = (0..10 * day_steps)
-                .map(|step| detector.observe(step * step_us, value(step, step / day_steps == 9)).score)
-                .collect();
-            let normal_days = scores[(5 * day_steps) as usize..(9 * day_steps) as usize].iter().copied();
-            let low_day = scores[(9 * day_steps) as usize..(10 * day_steps) as usize].iter().copied();
-            (normal_days.fold(0.0, f64::max), low_day.fold(0.0, f64::max))
+        let mut detector = SeriesDetector::new(SeriesConfig::for_step(step_us));
+        let scores: Vec<f64> = (0..10 * day_steps)
+            .map(|step| detector.observe(step * step_us, value(step, step / day_steps == 9)).score)
+            .collect();
+        let day_max = |days: std::ops::Range<i64>| {
+            scores[(days.start * day_steps) as usize..(days.end * day_steps) as usize]
+                .iter()
+                .copied()
+                .fold(0.0, f64::max)
         };
-        let (normal, low_day) = run(48);
+        let (normal, low_day) = (day_max(5..9), day_max(9..10));
         assert!(normal < 0.6 && low_day > 0.8, "normal days scored {normal}, the low day {low_day}");
         // Against the profile, the daily rise is no shift of the mean; against the recent values it is.
         let mut detector = SeriesDetector::new(SeriesConfig::for_step(step_us));
