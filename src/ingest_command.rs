@@ -170,6 +170,12 @@ impl Run<'_> {
     }
 }
 
+/// Whether enough invocations were late for the detectors that the user should replay instead: more than
+/// 1% of them.
+fn late_share_is_high(late: u64, invocations: u64) -> bool {
+    late > 0 && late * 100 > invocations
+}
+
 fn records(stats: &IngestStats) -> u64 {
     stats.log_lines + stats.cloudtrail_events + stats.spans + stats.dead_letters_total()
 }
@@ -303,6 +309,13 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
             detected.alerts,
             detected.late_records
         );
+        if late_share_is_high(detected.late_records, stats.assembly.emitted) {
+            outln!(
+                "  many invocations came after their minute was closed (files of several log streams overlap in time): \
+                 their rows are stored, but the anomaly detectors skipped them; for history, ingest with --no-detect \
+                 and then run `coldtrail detect`, which replays the stored rows in time order"
+            );
+        }
     }
     outln!(
         "throughput: {:.0} records/s, {:.1} MB/s",

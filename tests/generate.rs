@@ -58,6 +58,13 @@ fn generated_files_ingest_into_the_invocations_generate_stores() {
     assert!(count(&parsed, "spans") > 0);
     assert!(count(&parsed, "cloudtrail") > 0);
     assert!(count(&parsed, "logs") > 4 * count(&parsed, "invocations"));
+
+    // With the detectors on, files of one function-hour each come out of event-time order: the output says
+    // so and how to replay instead; without them it says nothing of the kind.
+    assert!(!ingested.contains("--no-detect and then"), "{ingested}");
+    let detected = coldtrail(&dir.path().join("detected"), &["ingest", files.to_str().unwrap()]);
+    assert!(detected.contains("late records"), "{detected}");
+    assert!(detected.contains("ingest with --no-detect and then run `coldtrail detect`"), "{detected}");
 }
 
 #[test]
