@@ -301,17 +301,7 @@ impl AnomalyDetector {
             }
         }
         if let Some(verdict) = state.multivariate.observe(features) {
-            // A share of a handful of invocations (one error in two) is no deviation to report.
-            let strongest = verdict
-                .deviations
-                .iter()
-                .filter(|d| match d.0 {
-                    "error_ratio" => features.errors >= 3,
-                    "cold_start_ratio" => features.cold_starts >= 3,
-                    _ => true,
-                })
-                .map(|d| d.1.abs())
-                .fold(0.0, f64::max);
+            let strongest = verdict.deviations.first().map_or(0.0, |d| d.1.abs());
             if verdict.score >= config.score_threshold && strongest >= 3.0 {
                 findings.push(Finding::Multivariate(verdict));
             }

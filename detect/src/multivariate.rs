@@ -46,6 +46,19 @@ pub fn feature_vector(features: &MinuteFeatures) -> Option<[f64; DIMENSIONS]> {
     ])
 }
 
+/// The fewest events behind a share (errors, cold starts) for its deviation to count: one error in two
+/// invocations is half of them failing, and nothing to report.
+const SHARE_EVENTS_MIN: u64 = 3;
+
+/// The events behind feature `d` of `feature_vector` when it is a share of the invocations.
+fn share_events(features: &MinuteFeatures, d: usize) -> Option<u64> {
+    match d {
+        1 => Some(features.errors + features.timeouts),
+        5 => Some(features.cold_starts),
+        _ => None,
+    }
+}
+
 /// Tuning of the multivariate detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MultivariateConfig {
@@ -139,6 +152,7 @@ impl Multivariate {
             let raw = self.tail.score((nll - self.nll_offset).max(0.0));
             let score = crate::series::report_once(&mut self.recent_peak, raw, REPORT_COOLDOWN_MINUTES);
             let mut deviations: Vec<(&'static str, f64, f64, f64)> = (0..DIMENSIONS)
+                .filter(|d| share_events(features, *d).is_none_or(|events| events >= SHARE_EVENTS_MIN))
                 .map(|d| {
                     let mean = mixture.means[component][d] * mixture.scale[d] + mixture.center[d];
                     let z = (vector[d] - mean) / mixture.scale[d];
