@@ -17,7 +17,7 @@ pub struct Config {
     #[serde(default)]
     pub store: StoreSettings,
     #[serde(default)]
-    pub sources: Vec<crate::sources::SourceConfig>,
+    pub sources: Vec<ingest::sources::SourceConfig>,
 }
 
 /// Where and how the store keeps what serve ingests.
@@ -146,7 +146,7 @@ impl Config {
             problems.push(e.to_string());
         }
         problems.extend(config.alerting.problems());
-        problems.extend(crate::sources::problems(&config.sources));
+        problems.extend(ingest::sources::problems(&config.sources));
         for (key, value) in
             [("flush_after_secs", config.store.flush_after_secs), ("refresh_secs", config.store.refresh_secs)]
         {
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(config.alerting.suppress.len(), 1);
         assert_eq!(config.alerting.ledger.as_ref().map(|l| l.destination.as_str()), Some("soc-webhook"));
         let kinds: Vec<_> = config.sources.iter().map(|s| s.kind).collect();
-        use crate::sources::SourceKind;
+        use ingest::sources::SourceKind;
         assert_eq!(kinds, vec![SourceKind::Kafka, SourceKind::S3, SourceKind::S3, SourceKind::Http]);
         assert_eq!(config.store.flush_after_secs, Some(60.0));
     }

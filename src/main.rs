@@ -18,7 +18,6 @@ mod generate;
 mod http_ingest;
 mod ingest_command;
 mod serve;
-mod sources;
 mod sql_command;
 
 use std::path::PathBuf;

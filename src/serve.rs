@@ -75,13 +75,13 @@ pub struct Running {
     maintenance: tokio::task::JoinHandle<()>,
     detection: crate::detection::Detection,
     outbox: Option<tokio::task::JoinHandle<Result<(), alerting::AlertingError>>>,
-    sources: crate::sources::Sources,
+    sources: ingest::sources::Sources,
 }
 
 /// Starts everything `serve` runs and says where it listens.
 pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow::Result<Running> {
     let mut problems = config.alerting.problems();
-    problems.extend(crate::sources::problems(&config.sources));
+    problems.extend(ingest::sources::problems(&config.sources));
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
@@ -184,7 +184,10 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         })
     };
     // Sources last: the detectors and servers are ready for what they store.
-    let sources = crate::sources::Sources::start(&config.sources, store.clone()).await?;
+    let sources = ingest::sources::Sources::start(&config.sources, ingest::StoreSink::new(store.clone())).await?;
+    for line in &sources.described {
+        outln!("{line}");
+    }
     Ok(Running {
         pg_addr,
         http_addr,

@@ -11,8 +11,9 @@ use detect::Alert;
 use ingest::pipeline::{Format, Pipeline, PipelineConfig, Unit};
 use store::Table;
 
-fn shared_data() -> PathBuf {
-    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("../shared/data")
+/// Real samples written by others, with their licenses (`tests/data/README.md`).
+fn test_data() -> PathBuf {
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
 /// Parses one input as `coldtrail ingest` does.
@@ -75,7 +76,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
 
 #[test]
 fn every_stratus_technique_raises_its_detection() {
-    let dir = shared_data().join("stratus-detonation-logs");
+    let dir = test_data().join("stratus-detonation-logs");
     let mut table = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
@@ -110,7 +111,7 @@ fn the_benign_set_raises_nothing() {
     for name in
         ["example-cloudwatch-cloudtrail-assumed-role.json", "example-cloudwatch-cloudtrail-unknown-user-auth.json"]
     {
-        let bytes = std::fs::read(shared_data().join("aws-lambda-events").join(name)).unwrap();
+        let bytes = std::fs::read(test_data().join("aws-lambda-events").join(name)).unwrap();
         alerts.extend(detect(&mut security, &parse(&bytes, name)));
     }
     // Two days of a generated fleet's routine CloudTrail and a day of its invocations, interleaved by hour.
@@ -274,9 +275,8 @@ fn coldtrail(data: &Path, args: &[&str]) -> (String, String) {
 fn the_retro_hunt_raises_what_the_stream_raised() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let stratus = shared_data().join("stratus-detonation-logs");
-    let samples = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("tests/data/samples");
+    let stratus = test_data().join("stratus-detonation-logs");
+    let samples = test_data().join("samples");
     let mut inputs: Vec<String> = vec![samples.display().to_string()];
     for technique in [
         "aws.persistence.lambda-backdoor-function",

@@ -1,5 +1,5 @@
-//! Project rules checked on every `cargo test`: crate dependency edges, module headers, and patterns
-//! that the style guide forbids.
+//! Project rules checked on every `cargo test`: crate dependency edges, module headers, patterns that the
+//! style guide forbids, and no path that leads out of the repository (a fresh clone has nothing beside it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -87,6 +87,20 @@ fn heavy_dependencies_live_in_one_crate_each() {
     }
 }
 
+#[test]
+fn the_http_server_library_serves_only_the_http_components() {
+    // axum serves the HTTP source (ingest) and the SQL API (query); a detector or the store has no business
+    // with a server. Tests may run a real receiver with it (alerting's webhook tests do).
+    for krate in ["store", "detect", "workload", "alerting"] {
+        let manifest = std::fs::read_to_string(root().join(krate).join("Cargo.toml")).unwrap();
+        let dependencies = manifest.split("[dev-dependencies]").next().unwrap_or_default();
+        assert!(
+            !dependencies.lines().any(|l| l.trim_start().starts_with("axum")),
+            "axum belongs in ingest or query, not {krate}"
+        );
+    }
+}
+
 fn rust_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in ["src", "store", "ingest", "detect", "query", "workload", "alerting", "tests"] {
@@ -132,5 +146,118 @@ fn forbidden_patterns_are_absent() {
         if library {
             assert!(!text.contains("anyhow"), "{relative}: libraries return their own error types");
         }
+    }
+}
+
+/// Every source whose paths a fresh clone must resolve: Rust code (tests, benches, examples and the code
+/// they call), and the CI, end-to-end and bench scripts.
+fn sources_that_read_paths() -> Vec<PathBuf> {
+    let mut files = rust_files();
+    for dir in [".ci", "tests/e2e", "bench"] {
+        let Ok(entries) = std::fs::read_dir(root().join(dir)) else { continue };
+        for path in entries.flatten().map(|e| e.path()) {
+            let script = path.extension().is_some_and(|e| e == "sh" || e == "py") || path.ends_with(".ci/run");
+            if script {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Paths in `text` that leave the repository, as `line: text` strings. `file` is where the source lies
+/// relative to the repository root (`ingest/tests/formats.rs`). Two things are caught:
+/// - the data folder beside a checkout (`../shared`, `shared/data`), which a clone does not have;
+/// - a run of `..` that climbs above the root from where the path is resolved: the source's own directory
+///   for `include_str!`, `include_bytes!` and scripts, the crate's directory (`CARGO_MANIFEST_DIR`) for
+///   other Rust code. Only lines that read paths count (within two lines of `CARGO_MANIFEST_DIR`, `.join(`,
+///   `include_…!`, `fs::read`, `open(`, `Path::new`, `dirname`, `os.path`, `cd`, …), so payloads such as
+///   `../../etc/passwd` in detection tests are not paths.
+fn paths_leaving_the_repository(file: &Path, text: &str) -> Vec<String> {
+    let beside = [["..", "/shared"].concat(), ["shared", "/data"].concat()];
+    let climb = regex::Regex::new(r#"(?:^|["'/\s(])((?:\.\.(?:/|\\|"|'|$))+)"#).unwrap();
+    let markers = [
+        "CARGO_MANIFEST_DIR",
+        ".join(",
+        "include_str!",
+        "include_bytes!",
+        "fs::read",
+        "read_to_string",
+        "read_dir",
+        "File::open",
+        "open(",
+        "Path::new",
+        "PathBuf::from",
+        "dirname",
+        "os.path",
+        "cd ",
+    ];
+    let rust = file.extension().is_some_and(|e| e == "rs");
+    let depth_of = |dir: &Path| dir.components().count();
+    let file_dir = file.parent().unwrap_or(Path::new(""));
+    let crate_dir =
+        file.ancestors().skip(1).find(|dir| root().join(dir).join("Cargo.toml").is_file()).unwrap_or(Path::new(""));
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        if beside.iter().any(|b| line.contains(b.as_str())) {
+            found.push(format!("{}: {}", index + 1, line.trim()));
+            continue;
+        }
+        let context = lines[index.saturating_sub(2)..(index + 3).min(lines.len())].join("\n");
+        if !markers.iter().any(|m| context.contains(m)) {
+            continue;
+        }
+        let ups: usize = climb.captures_iter(line).map(|c| c[1].matches("..").count()).sum();
+        let included = line.contains("include_str!") || line.contains("include_bytes!");
+        let base = if rust && !included { depth_of(crate_dir) } else { depth_of(file_dir) };
+        if ups > base {
+            found.push(format!("{}: {}", index + 1, line.trim()));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_test_bench_or_script_reads_outside_the_repository() {
+    for file in sources_that_read_paths() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let relative = file.strip_prefix(root()).unwrap();
+        if relative == Path::new("tests/tidy.rs") {
+            // This check's own examples of what it catches.
+            continue;
+        }
+        let found = paths_leaving_the_repository(relative, &text);
+        assert!(
+            found.is_empty(),
+            "{}: reads a path outside the repository (copy the data into it):\n{}",
+            relative.display(),
+            found.join("\n")
+        );
+    }
+}
+
+#[test]
+fn the_outside_path_check_catches_what_a_clone_would_not_have() {
+    let shared = ["..", "/shared/data/nab"].concat();
+    let leaving = [
+        ("ingest/tests/formats.rs", format!("    let dir = format!(\"{{}}/../{shared}\", env!(\"CARGO_MANIFEST_DIR\"));")),
+        ("tests/security.rs", "    root.join(\"../other-checkout/data\")".to_string()),
+        ("ingest/src/trigger.rs", "    let path = format!(\n        \"{}/../../data/x.json\",\n        std::env::var(\"CARGO_MANIFEST_DIR\").unwrap());".to_string()),
+        ("detect/src/security/sigma.rs", "include_str!(\"../../../../outside.yml\")".to_string()),
+        ("tests/e2e/run.sh", "nab=\"$(dirname \"$0\")/../../../data/x.csv\"".to_string()),
+        ("bench/x.py", format!("open('/work/{}')", &shared[3..])),
+    ];
+    for (file, text) in &leaving {
+        assert!(!paths_leaving_the_repository(Path::new(file), text).is_empty(), "{file} should be caught:\n{text}");
+    }
+    let inside = [
+        ("ingest/tests/formats.rs", "    root.join(\"../tests/data\")"),
+        ("detect/src/security/sigma.rs", "include_str!(\"../../rules/sigma/x.yml\")"),
+        ("tests/e2e/run.sh", "cd \"$(dirname \"$0\")/../..\""),
+        ("detect/src/security/mod.rs", "    let alerts = log_alerts(\"file=../../../../etc/passwd\");"),
+    ];
+    for (file, text) in inside {
+        assert!(paths_leaving_the_repository(Path::new(file), text).is_empty(), "{file} stays inside:\n{text}");
     }
 }

@@ -1,9 +1,13 @@
-//! NAB benchmark of the univariate detector: runs it over every series of `../shared/data/nab/` and scores
-//! the results with NAB's rules under its three profiles, one threshold per profile for the corpus.
+//! NAB benchmark of the univariate detector: runs it over every series of `benches/data/nab/` (35 series of
+//! NAB's corpus, gzipped; see its README) and scores the results with NAB's rules under its three profiles,
+//! one threshold per profile for the corpus.
 //!
-//! `cargo bench -p coldtrail-detect --bench nab` (set `NAB_DIR` to use another copy of the data;
+//! `cargo bench -p coldtrail-detect --bench nab` (set `NAB_DIR` to use another copy of the data, such as a
+//! checkout of NAB with its whole corpus: `data/<category>/<file>.csv`, plain or gzipped, and
+//! `labels/combined_windows.json`;
 //! `NAB_RESULTS=DIR` writes NAB's results files `<category>/<detector>_<file>.csv`).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,8 +17,7 @@ use detect::{SeriesConfig, SeriesDetector};
 
 fn main() {
     let root = std::env::var_os("NAB_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/nab")
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("benches/data/nab")
     });
     let labels: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("labels/combined_windows.json")).expect("labels"))
@@ -25,7 +28,7 @@ fn main() {
     let mut n_rows = 0;
     let mut files = Vec::new();
     for name in names {
-        let text = std::fs::read_to_string(root.join("data").join(name)).expect("series file");
+        let text = read_series(&root.join("data").join(name));
         let mut times = Vec::new();
         let mut stamps = Vec::new();
         let mut values = Vec::new();
@@ -106,4 +109,17 @@ fn main() {
             );
         }
     }
+}
+
+/// One series file as text: `<name>` as NAB ships it, or `<name>.gz` as this repository keeps it.
+fn read_series(path: &Path) -> String {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return text;
+    }
+    let gzipped = path.with_file_name(format!("{}.gz", path.file_name().expect("a file name").to_string_lossy()));
+    let file =
+        std::fs::File::open(&gzipped).unwrap_or_else(|e| panic!("{} (nor {}): {e}", path.display(), gzipped.display()));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file).read_to_string(&mut text).expect("a gzipped series");
+    text
 }

@@ -2,7 +2,7 @@
 //! period, a scaled sigmoid rewarding early detections, three cost profiles, one threshold for the whole
 //! corpus, and normalisation between the null detector (0) and a perfect one (100).
 //!
-//! Written from NAB's documented rules (see `../shared/data/README.md` and the NAB whitepaper), not from
+//! Written from NAB's documented rules (see `benches/data/nab/README.md` and the NAB whitepaper), not from
 //! its code.
 
 /// Costs of one profile.

@@ -12,6 +12,11 @@ pub enum IngestError {
     Store(#[from] store::StoreError),
     #[error("kafka error: {0}")]
     Kafka(String),
+    /// A source's configuration is wrong: every problem, separated by `; `.
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: String, source: std::io::Error },
     #[error("bug: {0}")]
     Internal(String),
 }
@@ -24,8 +29,8 @@ impl IngestError {
     /// Whether retrying may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            IngestError::Io { .. } | IngestError::Kafka(_) => true,
-            IngestError::Internal(_) => false,
+            IngestError::Io { .. } | IngestError::Kafka(_) | IngestError::Listen { .. } => true,
+            IngestError::Internal(_) | IngestError::Config(_) => false,
             IngestError::Store(e) => e.is_retryable(),
         }
     }

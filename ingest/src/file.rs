@@ -1,8 +1,28 @@
-//! The file source: files and directories (recursive, plain or gzip), read as units for the pipeline.
+//! The file source: files and directories (recursive, plain or gzip) and byte streams (stdin), read as
+//! units for the pipeline and stored through the `Appender`, so that parsing overlaps the store's writes.
+//!
+//! A file's position (`file:<path>` → bytes read) is stored with its rows: a file whose position is its
+//! size is skipped, and a large file of lines is read in chunks cut at line ends, each stored with the
+//! offset it reaches, so an interrupted ingest resumes mid-file and memory holds one chunk, not the file.
+//! A file that is one document (gzip, a JSON array or object) is one unit.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use store::Position;
+
 use crate::error::IngestError;
+use crate::pipeline::{splits_at_lines, Format, IngestStats, Pipeline, Unit};
+use crate::sink::{Appender, StoreSink, Stored};
+
+/// Line-oriented files larger than this are read in chunks of about this size.
+pub const FILE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes read from a stream per unit when it carries lines.
+pub const STREAM_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Rows buffered in the pipeline before they are queued for the store.
+const BUFFERED_ROWS_MAX: usize = 200_000;
+/// Text bytes buffered in the pipeline before they are queued for the store.
+const BUFFERED_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// One input file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +62,187 @@ fn walk(path: &Path, files: &mut Vec<FileInput>) -> Result<(), IngestError> {
         walk(&entry.path(), files)?;
     }
     Ok(())
+}
+
+/// How a `FileSource` reads.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// `Format::Auto` detects per file (and per line of NDJSON).
+    pub format: Format,
+    /// Log group of plain log files that do not name theirs.
+    pub log_group: Option<String>,
+    /// Ingest files again even when their position says they were ingested.
+    pub again: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions { format: Format::Auto, log_group: None, again: false }
+    }
+}
+
+/// What a `FileSource` did so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FileStats {
+    pub files_ingested: u64,
+    /// Files whose stored position says they were ingested before.
+    pub files_skipped: u64,
+    /// Rows queued for the store (stored once `FileSource::drain` returned).
+    pub rows_queued: u64,
+}
+
+/// Files and streams into the store.
+pub struct FileSource {
+    sink: StoreSink,
+    appender: Appender,
+    pipeline: Pipeline,
+    options: FileOptions,
+    /// Positions of the inputs whose rows are in the pipeline's buffers.
+    positions: Vec<Position>,
+    pub stats: FileStats,
+}
+
+impl FileSource {
+    pub fn new(sink: StoreSink, options: FileOptions) -> FileSource {
+        FileSource {
+            appender: Appender::start(sink.clone()),
+            sink,
+            pipeline: Pipeline::default(),
+            options,
+            positions: Vec::new(),
+            stats: FileStats::default(),
+        }
+    }
+
+    /// What the pipeline decoded so far.
+    pub fn ingest_stats(&self) -> &IngestStats {
+        &self.pipeline.stats
+    }
+
+    /// The pipeline, for a source of another kind in the same run (`coldtrail ingest s3://…` after files),
+    /// so that the parts of one invocation meet whichever input brings them. `drain` first: that source
+    /// stores through its own path.
+    pub fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
+    }
+
+    /// Ingests one file unless its stored position says it was; returns whether it read it.
+    pub fn ingest_file(&mut self, file: &FileInput) -> Result<bool, IngestError> {
+        let stream = file.stream();
+        let stored = self.sink.store().position(&stream);
+        if !self.options.again && stored == Some(file.bytes) {
+            self.stats.files_skipped += 1;
+            return Ok(false);
+        }
+        let bytes = std::fs::read(&file.path).map_err(|e| IngestError::io(&file.path, e))?;
+        let key = file.path.to_string_lossy();
+        let log_group = self.options.log_group.clone();
+        let whole = Unit { source: &stream, position: "0", key: Some(&key), log_group: log_group.as_deref() };
+        if bytes.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&bytes) {
+            self.pipeline.ingest(self.options.format, &bytes, &whole);
+            self.reached(&stream, file.bytes)?;
+            self.stats.files_ingested += 1;
+            return Ok(true);
+        }
+        // Resume where an interrupted ingest of this file stopped.
+        let mut offset = stored.filter(|at| *at < file.bytes && !self.options.again).unwrap_or(0) as usize;
+        while offset < bytes.len() {
+            let end = chunk_end(&bytes, offset, FILE_CHUNK_BYTES);
+            let position = offset.to_string();
+            self.pipeline.ingest(self.options.format, &bytes[offset..end], &Unit { position: &position, ..whole });
+            offset = end;
+            // The file's size, not the bytes read, once it is read to the end: that is how it is skipped.
+            let reached = if offset == bytes.len() { file.bytes } else { offset as u64 };
+            self.reached(&stream, reached)?;
+        }
+        self.stats.files_ingested += 1;
+        Ok(true)
+    }
+
+    /// Ingests a byte stream (stdin) to its end, named `source` in dead letters and positions. Lines are
+    /// read in chunks, so that `tail -f … | coldtrail ingest -` streams; a document (gzip, JSON) is read
+    /// whole. A stream has no stored position: it is not skipped or resumed.
+    pub fn ingest_stream(&mut self, reader: &mut dyn Read, source: &str) -> Result<(), IngestError> {
+        let mut buffer = Vec::with_capacity(STREAM_CHUNK_BYTES);
+        let mut chunk = vec![0u8; STREAM_CHUNK_BYTES];
+        let mut whole: Option<bool> = None;
+        let mut offset = 0u64;
+        loop {
+            let read = reader.read(&mut chunk).map_err(|e| IngestError::io(source, e))?;
+            buffer.extend_from_slice(&chunk[..read]);
+            let done = read == 0;
+            if whole.is_none() && buffer.iter().any(|b| !b.is_ascii_whitespace()) {
+                whole = Some(!splits_at_lines(&buffer));
+            }
+            let cut = match (done, whole) {
+                (true, _) => buffer.len(),
+                (false, Some(false)) if buffer.len() >= STREAM_CHUNK_BYTES / 2 => {
+                    buffer.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1)
+                }
+                _ => 0,
+            };
+            if cut > 0 {
+                let unit_bytes: Vec<u8> = buffer.drain(..cut).collect();
+                let position = offset.to_string();
+                let unit =
+                    Unit { source, position: &position, key: None, log_group: self.options.log_group.as_deref() };
+                self.pipeline.ingest(self.options.format, &unit_bytes, &unit);
+                offset += unit_bytes.len() as u64;
+                self.store_when_full()?;
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Notes that `stream` is read up to `offset` and queues the buffered rows when the buffers are full.
+    fn reached(&mut self, stream: &str, offset: u64) -> Result<(), IngestError> {
+        self.positions.retain(|p| p.stream != stream);
+        self.positions.push(Position { stream: stream.to_string(), offset });
+        self.store_when_full()
+    }
+
+    fn store_when_full(&mut self) -> Result<(), IngestError> {
+        if self.pipeline.buffered_rows() >= BUFFERED_ROWS_MAX || self.pipeline.buffered_bytes() >= BUFFERED_BYTES_MAX {
+            self.store_buffered()?;
+        }
+        Ok(())
+    }
+
+    /// Queues every row built so far with the positions they reach.
+    pub fn store_buffered(&mut self) -> Result<(), IngestError> {
+        let batches = self.pipeline.take_batches();
+        if batches.is_empty() && self.positions.is_empty() {
+            return Ok(());
+        }
+        self.stats.rows_queued += batches.iter().map(|(_, b)| b.num_rows() as u64).sum::<u64>();
+        self.appender.append(batches, std::mem::take(&mut self.positions))
+    }
+
+    /// Queues what is buffered and waits until everything queued is stored.
+    pub fn drain(&mut self) -> Result<Stored, IngestError> {
+        self.store_buffered()?;
+        self.appender.drain()
+    }
+
+    /// The input ended: emits the invocations still waiting for parts, stores everything, and returns
+    /// what the pipeline decoded.
+    pub fn finish(mut self) -> Result<(FileStats, IngestStats), IngestError> {
+        self.pipeline.finish();
+        self.drain()?;
+        Ok((self.stats, self.pipeline.stats))
+    }
+}
+
+/// The end of the chunk of `bytes` that starts at `offset`: about `chunk_bytes` long and cut after a
+/// line end, or the end of the bytes.
+fn chunk_end(bytes: &[u8], offset: usize, chunk_bytes: usize) -> usize {
+    let end = (offset + chunk_bytes).min(bytes.len());
+    if end == bytes.len() {
+        return end;
+    }
+    bytes[offset..end].iter().rposition(|b| *b == b'\n').map_or(end, |at| offset + at + 1)
 }
 
 #[cfg(test)]

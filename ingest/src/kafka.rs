@@ -37,6 +37,7 @@ use store::{Position, Store, StoreError};
 
 use crate::error::IngestError;
 use crate::pipeline::{Format, Pipeline, Unit};
+use crate::sink::StoreSink;
 
 /// A subscribed topic and how to read it.
 #[derive(Clone, Debug)]
@@ -174,6 +175,7 @@ pub struct KafkaSource {
     consumer: StreamConsumer<Handoff>,
     config: KafkaConfig,
     store: Arc<Store>,
+    sink: StoreSink,
     pipeline: Pipeline,
     /// The highest positions the group's processes published, read at each assignment.
     floors: BTreeMap<String, u64>,
@@ -182,7 +184,8 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// Creates the consumer and subscribes to the topics.
-    pub fn new(store: Arc<Store>, config: KafkaConfig) -> Result<Self, IngestError> {
+    pub fn new(sink: StoreSink, config: KafkaConfig) -> Result<Self, IngestError> {
+        let store = sink.store().clone();
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.brokers)
@@ -212,6 +215,7 @@ impl KafkaSource {
             consumer,
             config,
             store,
+            sink,
             pipeline: Pipeline::default(),
             floors: BTreeMap::new(),
             stats: KafkaStats::default(),
@@ -327,12 +331,8 @@ impl KafkaSource {
         const CONFLICT_RETRIES_MAX: usize = 8;
         for _ in 0..CONFLICT_RETRIES_MAX {
             let (rows, positions, expected, stored) = self.decode(batch);
-            let store = self.store.clone();
             let commit_positions = positions.clone();
-            let appended = tokio::task::spawn_blocking(move || store.append_checked(&rows, &positions, &expected))
-                .await
-                .map_err(|e| IngestError::Internal(format!("store task failed: {e}")))?;
-            match appended {
+            match self.sink.append(rows, positions, expected).await {
                 Ok(_) => {
                     self.stats.batches += 1;
                     self.stats.stored_records += stored;
@@ -345,12 +345,12 @@ impl KafkaSource {
                     batch.clear();
                     return Ok(());
                 }
-                Err(StoreError::PositionConflict { stream, .. }) => {
+                Err(IngestError::Store(StoreError::PositionConflict { stream, .. })) => {
                     self.stats.position_conflicts += 1;
                     crate::metrics::metrics().kafka_position_conflicts.inc();
                     tracing::info!(stream, "another consumer stored part of this batch first; decoding it again");
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Err(IngestError::Internal("positions kept changing under this consumer".into()))

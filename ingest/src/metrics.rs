@@ -21,6 +21,8 @@ pub struct Metrics {
     pub kafka_position_conflicts: IntCounter,
     pub kafka_commit_errors: IntCounter,
     pub kafka_rebalances: IntCounter,
+    /// By configured source name: a closed set, the operator's `[[sources]]`.
+    pub source_errors: IntCounterVec,
 }
 
 /// The metrics, registered on first use.
@@ -62,6 +64,12 @@ pub fn metrics() -> &'static Metrics {
         kafka_commit_errors: register_int_counter!(
             "ingest_kafka_commit_errors_total",
             "Kafka offset commits that failed (the store's positions still decide within this process)."
+        )
+        .expect("metric registers once"),
+        source_errors: register_int_counter_vec!(
+            "ingest_source_errors_total",
+            "Errors of a configured source (it retries); by source name.",
+            &["source"]
         )
         .expect("metric registers once"),
         kafka_rebalances: register_int_counter!(

@@ -135,6 +135,21 @@ pub struct Pipeline {
     reported: IngestStats,
 }
 
+/// Whether a unit may be cut at line ends without changing what it decodes to: lines of text or NDJSON,
+/// not gzip, base64 of gzip, or one JSON document (an array, or an object spanning lines).
+pub fn splits_at_lines(bytes: &[u8]) -> bool {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let body = &bytes[start..];
+    if is_gzip(bytes) || body.starts_with(b"H4sI") || body.starts_with(b"[") {
+        return false;
+    }
+    if body.starts_with(b"{") {
+        let first_line = body.split(|b| *b == b'\n').next().unwrap_or(body);
+        return body.len() > first_line.len() && serde_json::from_slice::<serde::de::IgnoredAny>(first_line).is_ok();
+    }
+    true
+}
+
 fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }

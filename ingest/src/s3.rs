@@ -3,12 +3,11 @@
 //! (`s3://bucket/key` → object size), stored atomically with the object's rows, so it survives restarts
 //! and is never out of step with the data.
 
-use std::sync::Arc;
-
-use store::{Location, Position, Store};
+use store::{Location, Position};
 
 use crate::error::IngestError;
 use crate::pipeline::{Format, Pipeline, Unit};
+use crate::sink::StoreSink;
 
 /// Rows buffered before they are stored.
 const BUFFERED_ROWS_MAX: usize = 200_000;
@@ -44,7 +43,7 @@ impl S3Source {
     }
 
     /// Lists the prefix and ingests every object not ingested before (or changed in size since).
-    pub async fn poll(&self, store: &Arc<Store>, pipeline: &mut Pipeline) -> Result<S3Stats, IngestError> {
+    pub async fn poll(&self, sink: &StoreSink, pipeline: &mut Pipeline) -> Result<S3Stats, IngestError> {
         let mut stats = S3Stats::default();
         let mut objects = self.location.list("").await?;
         objects.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
@@ -53,7 +52,7 @@ impl S3Source {
             stats.objects_listed += 1;
             let key = object.location.to_string();
             let stream = self.stream(&key);
-            if store.position(&stream) == Some(object.size) {
+            if sink.store().position(&stream) == Some(object.size) {
                 stats.objects_skipped += 1;
                 continue;
             }
@@ -67,11 +66,11 @@ impl S3Source {
             stats.objects_ingested += 1;
             stats.bytes += bytes.len() as u64;
             if pipeline.buffered_rows() >= BUFFERED_ROWS_MAX {
-                store_rows(store, pipeline, std::mem::take(&mut positions)).await?;
+                sink.append(pipeline.take_batches(), std::mem::take(&mut positions), Vec::new()).await?;
             }
         }
         pipeline.finish();
-        store_rows(store, pipeline, positions).await?;
+        sink.append(pipeline.take_batches(), positions, Vec::new()).await?;
         Ok(stats)
     }
 }
@@ -96,18 +95,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn store_rows(store: &Arc<Store>, pipeline: &mut Pipeline, positions: Vec<Position>) -> Result<(), IngestError> {
-    let batches = pipeline.take_batches();
-    if batches.is_empty() && positions.is_empty() {
-        return Ok(());
-    }
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.append(&batches, &positions))
-        .await
-        .map_err(|e| IngestError::Internal(format!("store task failed: {e}")))??;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +104,55 @@ mod tests {
         assert_eq!(percent_decode("a/2024-08-01-%5B$LATEST%5Dabc/0.gz"), "a/2024-08-01-[$LATEST]abc/0.gz");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    use std::sync::Arc;
+
+    use store::Store;
+
+    fn sink(store: &Arc<Store>) -> StoreSink {
+        StoreSink::new(store.clone())
+    }
+
+    /// Issue 15: an object that decodes to more rows than one WAL frame holds is stored in several frames,
+    /// with its position on the last; before the shared sink, every poll failed with `FrameTooLarge`.
+    #[tokio::test]
+    async fn an_object_larger_than_a_frame_is_stored_in_slices_with_its_position() {
+        let bucket = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        // Text that does not compress: the frame limit is on LZ4-compressed bytes.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut text = String::new();
+        for i in 0..4_000 {
+            let noise: String = (0..6)
+                .map(|_| {
+                    state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    format!("{state:016x}")
+                })
+                .collect();
+            text.push_str(&format!("2024-03-05T10:00:{:02}.000Z line {i} {noise}\n", i % 60));
+        }
+        std::fs::write(bucket.path().join("big.log"), &text).unwrap();
+        let mut config = store::StoreConfig::new(data.path());
+        config.frame_bytes_max = 64 * 1024;
+        let store = Arc::new(Store::open(config).await.unwrap());
+        let url = bucket.path().to_string_lossy().into_owned();
+        let source = S3Source::new(&url, Format::Lambda, Some("/aws/lambda/big".into())).unwrap();
+        let stats = source.poll(&sink(&store), &mut Pipeline::default()).await.unwrap();
+        assert_eq!(stats.objects_ingested, 1);
+        assert_eq!(store.stats()[&store::Table::Logs].hot_rows, 4_000);
+        assert_eq!(store.position(&source.stream("big.log")), Some(text.len() as u64));
+        let again = source.poll(&sink(&store), &mut Pipeline::default()).await.unwrap();
+        assert_eq!((again.objects_ingested, again.objects_skipped), (0, 1));
+        // The same rows in one append are refused by this store: the slicing is what stored them.
+        let mut pipeline = Pipeline::default();
+        pipeline.ingest(
+            Format::Lambda,
+            text.as_bytes(),
+            &Unit { source: "x", position: "0", key: None, log_group: Some("/aws/lambda/big") },
+        );
+        pipeline.finish();
+        assert!(matches!(store.append(&pipeline.take_batches(), &[]), Err(store::StoreError::FrameTooLarge { .. })));
     }
 
     #[tokio::test]
@@ -141,15 +177,15 @@ mod tests {
         let logs = |store: &Store| store.stats()[&store::Table::Logs].hot_rows;
         {
             let store = Arc::new(Store::open(store::StoreConfig::new(data.path())).await.unwrap());
-            let stats = source.poll(&store, &mut Pipeline::default()).await.unwrap();
+            let stats = source.poll(&sink(&store), &mut Pipeline::default()).await.unwrap();
             assert_eq!((stats.objects_ingested, stats.objects_skipped), (2, 0));
             assert_eq!(logs(&store), 5);
         }
         let store = Arc::new(Store::open(store::StoreConfig::new(data.path())).await.unwrap());
-        let stats = source.poll(&store, &mut Pipeline::default()).await.unwrap();
+        let stats = source.poll(&sink(&store), &mut Pipeline::default()).await.unwrap();
         assert_eq!((stats.objects_ingested, stats.objects_skipped), (0, 2), "remembered across a restart");
         write("000001", 4);
-        let stats = source.poll(&store, &mut Pipeline::default()).await.unwrap();
+        let stats = source.poll(&sink(&store), &mut Pipeline::default()).await.unwrap();
         assert_eq!((stats.objects_ingested, stats.objects_skipped), (1, 1));
         assert_eq!(logs(&store), 9);
         let batches = store.scan(store::Table::Logs, None, store::TimeRange::ALL).await.unwrap();

@@ -171,7 +171,7 @@ mod tests {
 
     fn fixture(name: &str) -> Json {
         let path = format!(
-            "{}/../../shared/data/aws-lambda-events/{name}",
+            "{}/../tests/data/aws-lambda-events/{name}",
             std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
         );
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
@@ -182,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_trigger_samples_are_classified_with_their_callers() {
+    fn aws_trigger_samples_are_classified_with_their_callers() {
         check(
             "example-apigw-request.json",
             Trigger {

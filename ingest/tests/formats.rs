@@ -1,4 +1,4 @@
-//! Golden tests of every input format on the shared real samples and on hand-made samples of each
+//! Golden tests of every input format on the real samples of `tests/data/` and on hand-made samples of each
 //! variant: what rows each produces, field by field.
 
 use std::collections::BTreeMap;
@@ -50,12 +50,15 @@ fn get<'r>(row: &'r Row, column: &str) -> Option<&'r str> {
     row.get(column).map(String::as_str)
 }
 
-fn shared(path: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../shared/data/{path}",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+/// The workspace's test data: real samples written by others, with their licenses (`tests/data/README.md`).
+fn test_data() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../tests/data")
+}
+
+fn sample(path: &str) -> Vec<u8> {
+    let path = test_data().join(path);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -65,8 +68,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn the_shared_cloudwatch_subscription_event_decodes() {
-    let tables = run(Format::Auto, &[("event.json", &shared("aws-lambda-events/example-cloudwatch_logs-event.json"))]);
+fn the_aws_sample_cloudwatch_subscription_event_decodes() {
+    let tables = run(Format::Auto, &[("event.json", &sample("aws-lambda-events/example-cloudwatch_logs-event.json"))]);
     let logs = &tables[&Table::Logs];
     assert_eq!(logs.len(), 2);
     assert_eq!(get(&logs[0], "message"), Some("[ERROR] First test message"));
@@ -81,10 +84,7 @@ fn the_shared_cloudwatch_subscription_event_decodes() {
 
 #[test]
 fn all_310_stratus_cloudtrail_records_parse_with_their_fields() {
-    let dir = format!(
-        "{}/../../shared/data/stratus-detonation-logs",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
-    );
+    let dir = test_data().join("stratus-detonation-logs");
     let mut total = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -160,14 +160,14 @@ fn all_310_stratus_cloudtrail_records_parse_with_their_fields() {
 fn a_cloudtrail_event_from_eventbridge_and_the_fixture_records_parse() {
     let event = serde_json::json!({
         "version": "0", "id": "6a7e8feb", "detail-type": "AWS API Call via CloudTrail", "source": "aws.lambda",
-        "detail": serde_json::from_slice::<serde_json::Value>(&shared("aws-lambda-events/example-cloudwatch-cloudtrail-assumed-role.json")).unwrap()
+        "detail": serde_json::from_slice::<serde_json::Value>(&sample("aws-lambda-events/example-cloudwatch-cloudtrail-assumed-role.json")).unwrap()
     });
     let tables = run(Format::Auto, &[("eb", event.to_string().as_bytes())]);
     let row = &tables[&Table::Cloudtrail][0];
     assert_eq!(get(row, "principal_type"), Some("AssumedRole"));
     assert_eq!(get(row, "session_name"), Some("me@dev.com"));
     let unknown =
-        run(Format::Auto, &[("u", &shared("aws-lambda-events/example-cloudwatch-cloudtrail-unknown-user-auth.json"))]);
+        run(Format::Auto, &[("u", &sample("aws-lambda-events/example-cloudwatch-cloudtrail-unknown-user-auth.json"))]);
     assert_eq!(unknown[&Table::Cloudtrail].len(), 1);
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, StringArray};
 use ingest::kafka::{KafkaConfig, KafkaSource, TopicConfig};
+use ingest::sink::StoreSink;
 use ingest::Format;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -96,7 +97,7 @@ async fn records_are_stored_exactly_once_when_consumers_are_dropped_at_random_po
     let mut seed = 17u64;
     for _ in 0..5 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let mut source = KafkaSource::new(store.clone(), config(&cluster.bootstrap_servers())).unwrap();
+        let mut source = KafkaSource::new(StoreSink::new(store.clone()), config(&cluster.bootstrap_servers())).unwrap();
         let task = tokio::spawn(async move { source.run(std::future::pending()).await });
         // Joining the group takes about three seconds on the mock cluster; kill somewhere after.
         tokio::time::sleep(Duration::from_millis(2_500 + (seed >> 33) % 2_000)).await;
@@ -104,7 +105,7 @@ async fn records_are_stored_exactly_once_when_consumers_are_dropped_at_random_po
         let _ = task.await;
     }
     let stored_before_last = stored_counts(&store).await.len();
-    let mut source = KafkaSource::new(store.clone(), config(&cluster.bootstrap_servers())).unwrap();
+    let mut source = KafkaSource::new(StoreSink::new(store.clone()), config(&cluster.bootstrap_servers())).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         source
@@ -143,7 +144,7 @@ async fn a_second_consumer_joining_the_group_rebalances_without_loss_or_duplicat
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let spawn = |store: Arc<Store>, stop: &tokio::sync::broadcast::Sender<()>| {
         let mut stopped = stop.subscribe();
-        let mut source = KafkaSource::new(store, config(&cluster.bootstrap_servers())).unwrap();
+        let mut source = KafkaSource::new(StoreSink::new(store), config(&cluster.bootstrap_servers())).unwrap();
         tokio::spawn(async move {
             source
                 .run(async move {
@@ -196,7 +197,7 @@ async fn two_nodes_with_their_own_stores_on_one_location_hand_partitions_over_ex
     let store_b = Arc::new(Store::open(node(dir_b.path())).await.unwrap());
     let spawn = |store: Arc<Store>| {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut source = KafkaSource::new(store, config(&cluster.bootstrap_servers())).unwrap();
+        let mut source = KafkaSource::new(StoreSink::new(store), config(&cluster.bootstrap_servers())).unwrap();
         let task = tokio::spawn(async move {
             source
                 .run(async move {

@@ -84,6 +84,9 @@ pub struct StoreConfig {
     pub compaction: CompactionPolicy,
     /// Per-table retention by age of event time; tables without one are kept forever.
     pub retention: BTreeMap<Table, Duration>,
+    /// Payload bytes of one WAL frame (one append), at most; capped at `wal::FRAME_PAYLOAD_BYTES_MAX`.
+    /// Lower only to test how callers slice large appends.
+    pub frame_bytes_max: usize,
 }
 
 impl StoreConfig {
@@ -95,6 +98,7 @@ impl StoreConfig {
             flush: FlushPolicy::default(),
             compaction: CompactionPolicy::default(),
             retention: BTreeMap::new(),
+            frame_bytes_max: crate::wal::FRAME_PAYLOAD_BYTES_MAX,
         }
     }
 }
@@ -421,6 +425,11 @@ impl Store {
         self.verifying_key
     }
 
+    /// Payload bytes one append may encode to (`StoreError::FrameTooLarge` past it).
+    pub fn frame_bytes_max(&self) -> usize {
+        self.config.frame_bytes_max.min(crate::wal::FRAME_PAYLOAD_BYTES_MAX)
+    }
+
     /// Appends batches to their tables together with input positions, atomically: after this returns
     /// `Ok`, the rows and positions are fsynced in the WAL and visible to scans; after an error, none of
     /// them is. Blocks for one fsync: call it from a blocking thread in async code.
@@ -449,7 +458,7 @@ impl Store {
             partitions.extend(parts.iter().map(|(hour, _)| (*table, *hour)));
             splits.push((*table, parts));
         }
-        let mut frame = encode_unsealed(batches, positions)?;
+        let mut frame = encode_unsealed(batches, positions, self.frame_bytes_max())?;
         let mut wal = lock(&self.wal);
         if !expected.is_empty() {
             // Positions change only under the WAL lock, which is held from here to the insert below.

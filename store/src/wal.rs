@@ -73,13 +73,17 @@ impl UnsealedFrame {
 
 /// Encodes one frame. The batches must already match their tables' schemas.
 pub fn encode_frame(seq: u64, batches: &[(Table, RecordBatch)], positions: &[Position]) -> Result<Vec<u8>> {
-    let mut frame = encode_unsealed(batches, positions)?;
+    let mut frame = encode_unsealed(batches, positions, FRAME_PAYLOAD_BYTES_MAX)?;
     frame.seal(seq);
     Ok(frame.bytes)
 }
 
 /// Encodes the payload of a frame behind a header to be sealed later.
-pub fn encode_unsealed(batches: &[(Table, RecordBatch)], positions: &[Position]) -> Result<UnsealedFrame> {
+pub fn encode_unsealed(
+    batches: &[(Table, RecordBatch)],
+    positions: &[Position],
+    payload_bytes_max: usize,
+) -> Result<UnsealedFrame> {
     let estimate: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
     let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + 64 + estimate);
     bytes.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
@@ -104,11 +108,11 @@ pub fn encode_unsealed(batches: &[(Table, RecordBatch)], positions: &[Position])
         writer.finish()?;
         drop(writer);
         let ipc_len = bytes.len() - ipc_len_at - 4;
-        if bytes.len() - FRAME_HEADER_BYTES > FRAME_PAYLOAD_BYTES_MAX {
+        if bytes.len() - FRAME_HEADER_BYTES > payload_bytes_max.min(FRAME_PAYLOAD_BYTES_MAX) {
             return Err(StoreError::FrameTooLarge {
                 table: table.name().into(),
                 bytes: bytes.len(),
-                limit: FRAME_PAYLOAD_BYTES_MAX,
+                limit: payload_bytes_max.min(FRAME_PAYLOAD_BYTES_MAX),
             });
         }
         bytes[ipc_len_at..ipc_len_at + 4].copy_from_slice(&(ipc_len as u32).to_le_bytes());

@@ -46,9 +46,7 @@ check() {
     fi
 }
 
-shared="$root/../shared/data"
-inputs=("$root/tests/data/samples")
-[ -d "$shared/stratus-detonation-logs" ] && inputs+=("$shared/stratus-detonation-logs")
+inputs=("$root/tests/data/samples" "$root/tests/data/stratus-detonation-logs")
 
 echo "-- ingest into a local data directory, read back with DuckDB and pyarrow"
 "$coldtrail" --data "$work/local" ingest "${inputs[@]}" > "$work/ingest.txt"
@@ -197,8 +195,8 @@ check "two serve processes in one group on one location: split, SIGKILL and SIGT
     timeout 600 python3 tests/e2e/scale_out_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/scale"
 
 echo "-- detection: NAB results format, replay of generated traffic, alerts queried over SQL"
-nab=/work/shared/data/nab/data/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv
-[ -f "$nab" ] || nab="$(dirname "$0")/../../../shared/data/nab/data/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv"
+nab="$work/ec2_cpu_utilization_825cc2.csv"
+gzip -dc "$root/detect/benches/data/nab/data/realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv.gz" > "$nab"
 "$coldtrail" detect-series "$nab" -o "$work/nab-scores.csv"
 check "detect-series writes timestamp,value,anomaly_score for every row, scores in [0, 1]" \
     python3 -c "import csv,sys; r=list(csv.reader(open('$work/nab-scores.csv'))); n=sum(1 for _ in open('$nab')); sys.exit(0 if r[0]==['timestamp','value','anomaly_score'] and len(r)==n and all(0<=float(x[2])<=1 for x in r[1:]) else 1)"

@@ -1,18 +1,20 @@
-//! The sources `coldtrail serve` reads continuously (`[[sources]]` in the configuration): Kafka consumer
-//! groups, object-store prefixes polled for new objects (CloudWatch Logs exports, CloudTrail files), and
-//! an HTTP endpoint (CloudWatch subscription payloads, Firehose). Each runs as a task that retries on
-//! errors; at shutdown every source stops taking input, stores what it holds with its positions, and
-//! returns before the detectors and the store are drained.
+//! The sources a long-running process reads continuously (`[[sources]]` in `coldtrail serve`'s
+//! configuration): Kafka consumer groups, object-store prefixes polled for new objects (CloudWatch Logs
+//! exports, CloudTrail files), and an HTTP endpoint (CloudWatch subscription payloads, Firehose). Each
+//! runs as a task that retries on errors with a backoff; every one stores through one `StoreSink`. At
+//! `Sources::stop` every source stops taking input, stores what it holds with its positions, and returns.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use ingest::Format;
 use serde::Deserialize;
-use store::Store;
+
+use crate::error::IngestError;
+use crate::kafka::{KafkaConfig, KafkaSource, TopicConfig};
+use crate::pipeline::{Format, Pipeline};
+use crate::s3::S3Source;
+use crate::sink::StoreSink;
 
 /// One configured source.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,7 +62,7 @@ impl SourceConfig {
     }
 
     /// The Kafka topics and their formats.
-    fn topic_configs(&self) -> Result<Vec<ingest::kafka::TopicConfig>, String> {
+    fn topic_configs(&self) -> Result<Vec<TopicConfig>, String> {
         self.topics
             .iter()
             .map(|spec| {
@@ -71,7 +73,7 @@ impl SourceConfig {
                 if topic.is_empty() {
                     return Err(format!("topic {spec:?} has no name"));
                 }
-                Ok(ingest::kafka::TopicConfig { topic: topic.to_string(), format, log_group: self.log_group.clone() })
+                Ok(TopicConfig { topic: topic.to_string(), format, log_group: self.log_group.clone() })
             })
             .collect()
     }
@@ -146,9 +148,10 @@ impl SourceConfig {
                     None => problems.push(format!(
                         "{at}: an http source needs token or token_env (naming a set environment variable)"
                     )),
-                    Some(token) if token.len() < 16 => {
-                        problems.push(format!("{at}: the ingest token must have at least 16 characters"))
-                    }
+                    Some(token) if token.chars().count() < crate::http::TOKEN_CHARS_MIN => problems.push(format!(
+                        "{at}: the ingest token must have at least {} characters",
+                        crate::http::TOKEN_CHARS_MIN
+                    )),
                     Some(_) => {}
                 }
             }
@@ -179,18 +182,12 @@ pub fn problems(sources: &[SourceConfig]) -> Vec<String> {
 pub struct Sources {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
+    /// One line per source saying what it reads, for the operator.
+    pub described: Vec<String>,
 }
 
 fn errors_metric() -> &'static prometheus::IntCounterVec {
-    static METRIC: std::sync::OnceLock<prometheus::IntCounterVec> = std::sync::OnceLock::new();
-    METRIC.get_or_init(|| {
-        prometheus::register_int_counter_vec!(
-            "coldtrail_source_errors_total",
-            "Errors of a configured source (it retries); by source name.",
-            &["source"]
-        )
-        .expect("metric registers once")
-    })
+    &crate::metrics::metrics().source_errors
 }
 
 async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
@@ -207,38 +204,47 @@ async fn pause(rx: &tokio::sync::watch::Receiver<bool>, delay: Duration) -> bool
 
 impl Sources {
     /// Starts every source. Listeners are bound here, so that a taken port fails the start.
-    pub async fn start(configs: &[SourceConfig], store: Arc<Store>) -> anyhow::Result<Sources> {
+    pub async fn start(configs: &[SourceConfig], sink: StoreSink) -> Result<Sources, IngestError> {
         let problems = problems(configs);
         if !problems.is_empty() {
-            anyhow::bail!("{}", problems.join("; "));
+            return Err(IngestError::Config(problems.join("; ")));
         }
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
+        let mut described = Vec::new();
         for config in configs.iter().cloned() {
             errors_metric().with_label_values(&[&config.name]);
             let name = config.name.clone();
             let label = name.clone();
             let task = match config.kind {
                 SourceKind::Kafka => {
-                    outln!(
+                    described.push(format!(
                         "source {name}: kafka {} topics {} (group {})",
                         config.brokers.as_deref().unwrap_or(""),
                         config.topics.join(","),
                         config.group.as_deref().unwrap_or(DEFAULT_GROUP)
-                    );
-                    tokio::spawn(run_kafka(config, store.clone(), stop_rx.clone()))
+                    ));
+                    tokio::spawn(run_kafka(config, sink.clone(), stop_rx.clone()))
                 }
                 SourceKind::S3 => {
-                    outln!("source {name}: {} every {} s", config.url.as_deref().unwrap_or(""), poll_secs(&config));
-                    tokio::spawn(run_s3(config, store.clone(), stop_rx.clone()))
+                    described.push(format!(
+                        "source {name}: {} every {} s",
+                        config.url.as_deref().unwrap_or(""),
+                        poll_secs(&config)
+                    ));
+                    tokio::spawn(run_s3(config, sink.clone(), stop_rx.clone()))
                 }
                 SourceKind::Http => {
-                    let listen = config.listen.expect("checked");
+                    let listen = config.listen.expect("problems() requires listen of an http source");
                     let listener = tokio::net::TcpListener::bind(listen)
                         .await
-                        .with_context(|| format!("source {name}: cannot listen on {listen}"))?;
-                    outln!("source {name}: POST http://{}/ingest", listener.local_addr()?);
-                    let router = crate::http_ingest::router(store.clone(), config.token().expect("checked"));
+                        .map_err(|e| IngestError::Listen { address: format!("{listen} (source {name})"), source: e })?;
+                    let bound = listener
+                        .local_addr()
+                        .map_err(|e| IngestError::Listen { address: format!("{listen} (source {name})"), source: e })?;
+                    described.push(format!("source {name}: POST http://{bound}/ingest"));
+                    let token = config.token().expect("problems() requires the token of an http source");
+                    let router = crate::http::router(sink.clone(), token)?;
                     let rx = stop_rx.clone();
                     tokio::spawn(async move {
                         if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stopped(rx)).await {
@@ -250,7 +256,7 @@ impl Sources {
             };
             tasks.push((label, task));
         }
-        Ok(Sources { stop, tasks })
+        Ok(Sources { stop, tasks, described })
     }
 
     /// Stops taking input; returns once every source has stored what it holds.
@@ -268,10 +274,10 @@ fn poll_secs(config: &SourceConfig) -> f64 {
     config.poll_secs.unwrap_or(DEFAULT_POLL_SECS)
 }
 
-async fn run_kafka(config: SourceConfig, store: Arc<Store>, stop: tokio::sync::watch::Receiver<bool>) {
+async fn run_kafka(config: SourceConfig, sink: StoreSink, stop: tokio::sync::watch::Receiver<bool>) {
     let name = config.name.clone();
     let topics = config.topic_configs().expect("checked");
-    let mut kafka = ingest::kafka::KafkaConfig::new(
+    let mut kafka = KafkaConfig::new(
         config.brokers.clone().unwrap_or_default(),
         config.group.clone().unwrap_or_else(|| DEFAULT_GROUP.to_string()),
         topics,
@@ -279,7 +285,7 @@ async fn run_kafka(config: SourceConfig, store: Arc<Store>, stop: tokio::sync::w
     kafka.client_options = config.options.clone();
     let mut delay = Duration::from_secs(1);
     loop {
-        let result = match ingest::kafka::KafkaSource::new(store.clone(), kafka.clone()) {
+        let result = match KafkaSource::new(sink.clone(), kafka.clone()) {
             Ok(mut source) => {
                 let result = source.run(stopped(stop.clone())).await;
                 // Closing leaves the group (a rebalance); librdkafka blocks for it.
@@ -307,12 +313,11 @@ async fn run_kafka(config: SourceConfig, store: Arc<Store>, stop: tokio::sync::w
     }
 }
 
-async fn run_s3(config: SourceConfig, store: Arc<Store>, stop: tokio::sync::watch::Receiver<bool>) {
+async fn run_s3(config: SourceConfig, sink: StoreSink, stop: tokio::sync::watch::Receiver<bool>) {
     let name = config.name.clone();
     let every = Duration::from_secs_f64(poll_secs(&config));
     let source = loop {
-        match ingest::s3::S3Source::new(config.url.as_deref().unwrap_or(""), config.format(), config.log_group.clone())
-        {
+        match S3Source::new(config.url.as_deref().unwrap_or(""), config.format(), config.log_group.clone()) {
             Ok(source) => break source,
             Err(e) => {
                 errors_metric().with_label_values(&[&name]).inc();
@@ -323,10 +328,10 @@ async fn run_s3(config: SourceConfig, store: Arc<Store>, stop: tokio::sync::watc
             }
         }
     };
-    let mut pipeline = ingest::Pipeline::default();
+    let mut pipeline = Pipeline::default();
     loop {
         // A poll stores every object it reads before it returns: stopping between polls loses nothing.
-        match source.poll(&store, &mut pipeline).await {
+        match source.poll(&sink, &mut pipeline).await {
             Ok(stats) if stats.objects_ingested > 0 => {
                 tracing::info!(source = %name, objects = stats.objects_ingested, bytes = stats.bytes, "objects ingested")
             }

@@ -1,0 +1,144 @@
+//! The HTTP source: an endpoint for CloudWatch Logs subscription payloads, Firehose HTTP deliveries,
+//! NDJSON and anything else the pipeline reads. `POST /ingest` with a bearer token (or Firehose's access
+//! key header); the answer comes only after the rows are durable in the store, so a sender that got a
+//! 200 may forget what it sent, and one that got an error sends it again.
+
+use std::future::Future;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::sync::Arc;
+
+use crate::error::IngestError;
+use crate::pipeline::{Format, Pipeline, Unit};
+use crate::sink::StoreSink;
+
+/// Largest request body accepted (Firehose sends at most 64 MiB; CloudWatch payloads are at most 1 MiB).
+pub const BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Shortest bearer token accepted.
+pub const TOKEN_CHARS_MIN: usize = 16;
+
+struct Endpoint {
+    sink: StoreSink,
+    token: String,
+    /// One pipeline for every request, so that invocation parts in different requests meet; held while
+    /// a request's rows are stored, which also keeps appends in request order (so an async mutex).
+    pipeline: tokio::sync::Mutex<(Pipeline, u64)>,
+}
+
+#[derive(serde::Deserialize)]
+struct IngestQuery {
+    format: Option<String>,
+    log_group: Option<String>,
+}
+
+/// The routes: `POST /ingest`, `GET /healthz`, and `GET /metrics` (the process's Prometheus metrics).
+///
+/// # Errors
+/// A token shorter than `TOKEN_CHARS_MIN` characters is refused.
+pub fn router(sink: StoreSink, token: String) -> Result<Router, IngestError> {
+    if token.chars().count() < TOKEN_CHARS_MIN {
+        return Err(IngestError::Config(format!("the ingest token must have at least {TOKEN_CHARS_MIN} characters")));
+    }
+    let endpoint = Arc::new(Endpoint { sink, token, pipeline: tokio::sync::Mutex::new((Pipeline::default(), 0)) });
+    Ok(Router::new()
+        .route("/ingest", post(ingest))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(endpoint))
+}
+
+/// Serves the routes on `listener` until `shutdown` completes; requests under way finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sink: StoreSink,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), IngestError> {
+    let router = router(sink, token)?;
+    let address = listener.local_addr().map_or_else(|_| "the http listener".to_string(), |a| a.to_string());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| IngestError::Listen { address, source: e })
+}
+
+/// Prometheus text exposition of the process's metrics.
+async fn metrics() -> Response {
+    let families = prometheus::gather();
+    match prometheus::TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ingest(
+    State(endpoint): State<Arc<Endpoint>>,
+    Query(query): Query<IngestQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-amz-firehose-access-key").and_then(|v| v.to_str().ok()));
+    if !presented.is_some_and(|token| same_secret(token.as_bytes(), endpoint.token.as_bytes())) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let format = match query.format.as_deref().map(str::parse::<Format>).transpose() {
+        Ok(format) => format.unwrap_or(Format::Auto),
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let firehose_request = headers.get("x-amz-firehose-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut guard = endpoint.pipeline.lock().await;
+    let (pipeline, requests) = &mut *guard;
+    *requests += 1;
+    let before = pipeline.stats.clone();
+    let position = requests.to_string();
+    pipeline.ingest(
+        format,
+        &body,
+        &Unit { source: "http", position: &position, key: None, log_group: query.log_group.as_deref() },
+    );
+    let batches = pipeline.take_batches();
+    let rows: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
+    let stored = endpoint.sink.append(batches, Vec::new(), Vec::new()).await;
+    let after = &pipeline.stats;
+    let summary = serde_json::json!({
+        "rows": rows,
+        "log_lines": after.log_lines - before.log_lines,
+        "cloudtrail_events": after.cloudtrail_events - before.cloudtrail_events,
+        "spans": after.spans - before.spans,
+        "dead_letters": after.dead_letters_total() - before.dead_letters_total(),
+    });
+    match stored {
+        Ok(_) => match firehose_request {
+            // Firehose's HTTP endpoint contract: echo the request id.
+            Some(request_id) => {
+                Json(serde_json::json!({"requestId": request_id, "timestamp": store::time::now_micros() / 1000}))
+                    .into_response()
+            }
+            None => Json(summary).into_response(),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "storing an http ingest request failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, &format!("not stored: {e}"))
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The one way into the store: `StoreSink` slices appends larger than a WAL frame with positions on the
+//! last slice, `Appender` reports a failed append at the next drain, and `FileSource` chunks a large file
+//! of lines, resumes it where a stored position says, and reads a stream in line chunks or whole.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::Array;
+use ingest::file::{FileOptions, FileSource, FILE_CHUNK_BYTES};
+use ingest::{Appender, Format, Pipeline, StoreSink, Unit};
+use store::{Position, Store, StoreConfig, StoreError, Table, TimeRange};
+
+async fn open(dir: &std::path::Path, frame_bytes_max: usize) -> Arc<Store> {
+    let mut config = StoreConfig::new(dir);
+    config.frame_bytes_max = frame_bytes_max;
+    Arc::new(Store::open(config).await.unwrap())
+}
+
+/// Lambda log lines that LZ4 cannot shrink much (hex noise), `line_bytes` long each.
+fn noisy_lines(n_lines: usize, line_bytes: usize) -> String {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut text = String::with_capacity(n_lines * (line_bytes + 1));
+    for line_idx in 0..n_lines {
+        let mut line = format!("2024-03-05T10:{:02}:{:02}.000Z line {line_idx} ", (line_idx / 60) % 60, line_idx % 60);
+        while line.len() < line_bytes {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            line.push_str(&format!("{state:016x}"));
+        }
+        line.truncate(line_bytes);
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
+fn stored_rows(store: &Store, table: Table) -> usize {
+    store.stats().get(&table).map_or(0, |stats| stats.hot_rows as usize)
+}
+
+async fn messages(store: &Store) -> Vec<String> {
+    let batches = store.scan(Table::Logs, None, TimeRange::ALL).await.unwrap();
+    let mut out = Vec::new();
+    for batch in batches {
+        let column =
+            arrow::compute::cast(batch.column_by_name("message").unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+        let strings = column.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        out.extend((0..strings.len()).map(|row| strings.value(row).to_string()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_append_larger_than_a_frame_is_stored_in_slices_with_positions_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 32 * 1024).await;
+    let mut pipeline = Pipeline::default();
+    let text = noisy_lines(2_000, 200);
+    pipeline.ingest(
+        Format::Lambda,
+        text.as_bytes(),
+        &Unit { source: "t", position: "0", key: None, log_group: Some("/aws/lambda/f") },
+    );
+    pipeline.finish();
+    let batches = pipeline.take_batches();
+    let refused = store.append(&batches, &[]);
+    assert!(matches!(refused, Err(StoreError::FrameTooLarge { .. })), "the rows do not fit one frame: {refused:?}");
+    let sink = StoreSink::new(store.clone());
+    let position = Position { stream: "file:/big".into(), offset: text.len() as u64 };
+    let stored = sink.append(batches, vec![position.clone()], Vec::new()).await.unwrap();
+    assert_eq!(stored.rows, 2_000);
+    assert!(stored.appends > 1, "{stored:?}");
+    assert_eq!(stored_rows(&store, Table::Logs), 2_000);
+    assert_eq!(store.position("file:/big"), Some(position.offset));
+}
+
+#[tokio::test]
+async fn a_conditional_append_refuses_every_slice_when_the_position_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 32 * 1024).await;
+    store.append(&[], &[Position { stream: "kafka:t/0".into(), offset: 5 }]).unwrap();
+    let mut pipeline = Pipeline::default();
+    pipeline.ingest(
+        Format::Lambda,
+        noisy_lines(2_000, 200).as_bytes(),
+        &Unit { source: "t", position: "0", key: None, log_group: Some("/aws/lambda/f") },
+    );
+    pipeline.finish();
+    let sink = StoreSink::new(store.clone());
+    let result = sink
+        .append(
+            pipeline.take_batches(),
+            vec![Position { stream: "kafka:t/0".into(), offset: 9 }],
+            vec![("kafka:t/0".into(), Some(3))],
+        )
+        .await;
+    assert!(matches!(result, Err(ingest::IngestError::Store(StoreError::PositionConflict { .. }))), "{result:?}");
+    assert_eq!(stored_rows(&store, Table::Logs), 0);
+    assert_eq!(store.position("kafka:t/0"), Some(5));
+}
+
+#[tokio::test]
+async fn the_appender_reports_a_failed_append_at_the_next_drain_and_stores_nothing_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // No row fits: even one row's frame is larger.
+    let store = open(dir.path(), 16).await;
+    let appender = Appender::start(StoreSink::new(store.clone()));
+    let mut pipeline = Pipeline::default();
+    pipeline.ingest(
+        Format::Lambda,
+        noisy_lines(3, 100).as_bytes(),
+        &Unit { source: "t", position: "0", key: None, log_group: Some("/aws/lambda/f") },
+    );
+    pipeline.finish();
+    appender.append(pipeline.take_batches(), vec![Position { stream: "a".into(), offset: 1 }]).unwrap();
+    appender.append(Vec::new(), vec![Position { stream: "b".into(), offset: 1 }]).unwrap();
+    let first = appender.drain();
+    assert!(matches!(first, Err(ingest::IngestError::Store(StoreError::FrameTooLarge { .. }))), "{first:?}");
+    assert!(appender.drain().is_err(), "still failed");
+    assert_eq!((store.position("a"), store.position("b")), (None, None), "nothing after the failure is stored");
+}
+
+#[tokio::test]
+async fn a_large_file_of_lines_is_read_in_chunks_and_resumed_from_its_stored_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let text = noisy_lines(FILE_CHUNK_BYTES * 5 / 2 / 300, 299);
+    let path = inputs.path().join("big.log");
+    std::fs::write(&path, &text).unwrap();
+    let file = ingest::file::list(&path).unwrap().remove(0);
+    let options = FileOptions { format: Format::Lambda, log_group: Some("/aws/lambda/f".into()), again: false };
+    // An earlier run stored the first chunk and its position, then was killed.
+    let first_chunk_end = text[..FILE_CHUNK_BYTES].rfind('\n').unwrap() + 1;
+    let lines_in_first = text[..first_chunk_end].lines().count();
+    {
+        let store = open(dir.path(), usize::MAX).await;
+        let mut pipeline = Pipeline::default();
+        let unit = Unit { source: "x", position: "0", key: None, log_group: Some("/aws/lambda/f") };
+        pipeline.ingest(Format::Lambda, &text.as_bytes()[..first_chunk_end], &unit);
+        pipeline.finish();
+        store
+            .append(&pipeline.take_batches(), &[Position { stream: file.stream(), offset: first_chunk_end as u64 }])
+            .unwrap();
+    }
+    let store = open(dir.path(), usize::MAX).await;
+    let mut source = FileSource::new(StoreSink::new(store.clone()), options.clone());
+    assert!(source.ingest_file(&file).unwrap());
+    let (stats, ingest_stats) = source.finish().unwrap();
+    assert_eq!(stats.files_ingested, 1);
+    assert!(ingest_stats.units >= 2, "the rest of the file is more than one chunk: {ingest_stats:?}");
+    assert_eq!(ingest_stats.log_lines as usize, text.lines().count() - lines_in_first, "only the rest is read");
+    assert_eq!(store.position(&file.stream()), Some(text.len() as u64));
+    let mut stored = messages(&store).await;
+    assert_eq!(stored.len(), text.lines().count(), "every line is stored");
+    stored.sort();
+    stored.dedup();
+    assert_eq!(stored.len(), text.lines().count(), "each line once");
+    // Read to its end: skipped next time.
+    let mut again = FileSource::new(StoreSink::new(store.clone()), options);
+    assert!(!again.ingest_file(&file).unwrap());
+    assert_eq!(again.finish().unwrap().0.files_skipped, 1);
+}
+
+#[tokio::test]
+async fn a_stream_of_lines_is_read_in_chunks_and_a_document_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), usize::MAX).await;
+    let options = FileOptions { format: Format::Auto, log_group: Some("/aws/lambda/f".into()), again: false };
+    let mut source = FileSource::new(StoreSink::new(store.clone()), options);
+    let lines = noisy_lines(ingest::file::STREAM_CHUNK_BYTES * 2 / 200, 199);
+    source.ingest_stream(&mut Cursor::new(lines.as_bytes().to_vec()), "stdin").unwrap();
+    let units_for_lines = source.ingest_stats().units;
+    assert!(units_for_lines >= 2, "8 MB of lines in chunks of at most 4 MB: {units_for_lines} units");
+    // A CloudTrail file spread over lines is one document: cut at a line end it would not parse.
+    let records: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!({"eventVersion": "1.08", "eventTime": "2024-03-05T10:00:00Z", "eventSource": "lambda.amazonaws.com", "eventName": "GetFunction", "eventID": format!("e{i}"), "awsRegion": "us-east-1", "sourceIPAddress": "203.0.113.9", "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/a"}}))
+        .collect();
+    let document = serde_json::to_string_pretty(&serde_json::json!({ "Records": records })).unwrap();
+    source.ingest_stream(&mut Cursor::new(document.into_bytes()), "stdin").unwrap();
+    let (_, stats) = source.finish().unwrap();
+    assert_eq!(stats.units, units_for_lines + 1);
+    assert_eq!(stats.cloudtrail_events, 3);
+    assert_eq!(stats.dead_letters_total(), 0, "{:?}", stats.dead_letters);
+    assert_eq!(stored_rows(&store, Table::Cloudtrail), 3);
+    assert_eq!(stored_rows(&store, Table::Logs), lines.lines().count());
+}
