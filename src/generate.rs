@@ -16,8 +16,8 @@ use store::{Store, Table};
 use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
 use crate::commands::Paths;
+use store::time::MICROS_PER_MINUTE;
 
-const MINUTE_US: i64 = 60_000_000;
 /// Rows per store append: large enough to amortise the WAL fsync, small enough to bound memory.
 const APPEND_ROWS_MAX: usize = 200_000;
 
@@ -86,8 +86,8 @@ fn parse_anomaly(spec: &str, start_us: i64, n_functions: usize) -> anyhow::Resul
         bail!("--anomaly {spec:?}: the fleet has {n_functions} functions (0 to {})", n_functions - 1);
     }
     let minute: i64 = minute.parse().with_context(|| format!("--anomaly {spec:?}: bad minute"))?;
-    let start_us = start_us + minute * MINUTE_US;
-    Ok(Injection { function_idx, anomaly, start_us, end_us: start_us + 30 * MINUTE_US })
+    let start_us = start_us + minute * MICROS_PER_MINUTE;
+    Ok(Injection { function_idx, anomaly, start_us, end_us: start_us + 30 * MICROS_PER_MINUTE })
 }
 
 pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitCode> {
@@ -115,11 +115,8 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
         return deliver(&args, start_us, injections);
     }
     let store = std::sync::Arc::new(Store::open(paths.store_config()).await?);
-    let detection = if args.no_detect {
-        None
-    } else {
-        Some(crate::detection::Detection::start(store.clone(), &paths.data, detect::StreamConfig::default())?)
-    };
+    let detection =
+        if args.no_detect { None } else { Some(crate::detection::Detection::start(store.clone(), &paths.data)?) };
     let functions = fleet(args.functions, &mut Rng::new(args.seed));
     let mut generator = Generator::new(functions, args.seed);
     for injection in injections {
@@ -136,7 +133,7 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
             break;
         }
         let before = pending.len();
-        generator.minute(start_us + minute_idx * MINUTE_US, &mut pending);
+        generator.minute(start_us + minute_idx * MICROS_PER_MINUTE, &mut pending);
         n_invocations += (pending.len() - before) as u64;
         minute_idx += 1;
         if pending.len() >= APPEND_ROWS_MAX {
@@ -281,7 +278,7 @@ fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> an
     let max_minutes = args.minutes.unwrap_or(i64::MAX);
     // The team's routine CloudTrail, a day at a time.
     let team = Team::new(&names);
-    let day_us = 24 * 60 * MINUTE_US;
+    let day_us = 24 * 60 * MICROS_PER_MINUTE;
     let mut trail_day = 0i64;
     let mut trail = routine(&team, start_us, 24, args.seed).into_iter().peekable();
     let mut rng = Rng::new(args.seed ^ 0x7e4d);
@@ -295,46 +292,40 @@ fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> an
         if done_by_count || minute_idx >= max_minutes {
             break;
         }
-        let minute_us = start_us + minute_idx * MINUTE_US;
+        let minute_us = start_us + minute_idx * MICROS_PER_MINUTE;
         invocations.clear();
         generator.minute(minute_us, &mut invocations);
         n_invocations += invocations.len() as u64;
         // One subscription payload per log stream and minute, as CloudWatch Logs batches them.
-        let mut streams: BTreeMap<(usize, &str), Vec<workload::render::LogEvent>> = BTreeMap::new();
-        for invocation in &invocations {
-            let function = &functions[invocation.function_idx];
-            let events = workload::render::log_events(function, invocation, &mut rng);
-            n_lines += events.len() as u64;
-            streams.entry((invocation.function_idx, &invocation.log_stream)).or_default().extend(events);
-            if invocation.status != "success" || rng.chance(args.xray_sample) {
-                for segment in workload::render::xray_segments(function, invocation, &mut rng) {
-                    sink.segment(&invocation.trace_id, &segment)?;
-                    n_segments += 1;
-                }
-            }
+        let rendered =
+            workload::render::render_minute(&functions, &invocations, &mut rng, &mut payload_id, |i, rng| {
+                i.status != "success" || rng.chance(args.xray_sample)
+            });
+        n_lines += rendered.log_lines;
+        for (trace_id, segment) in &rendered.segments {
+            sink.segment(trace_id, segment)?;
+            n_segments += 1;
         }
-        for ((function_idx, log_stream), events) in &streams {
-            let function = &functions[*function_idx];
-            let payload = workload::render::subscription_payload(function, log_stream, events, payload_id);
-            payload_id += events.len() as u64;
-            sink.log_payload(&function.name, log_stream, &payload)?;
+        for (function_idx, log_stream, payload) in &rendered.payloads {
+            sink.log_payload(&functions[*function_idx].name, log_stream, payload)?;
         }
         if minute_us >= start_us + (trail_day + 1) * day_us {
             trail_day += 1;
             let day = routine(&team, start_us + trail_day * day_us, 24, args.seed.wrapping_add(trail_day as u64));
             trail = day.into_iter().peekable();
         }
-        while let Some(record) = trail.next_if(|r| crate::demo::event_time(r) < minute_us + MINUTE_US) {
+        while let Some(record) = trail.next_if(|r| workload::cloudtrail::event_time(r) < minute_us + MICROS_PER_MINUTE)
+        {
             sink.cloudtrail(record)?;
             n_trail += 1;
         }
         minute_idx += 1;
         if minute_idx % 60 == 0 {
-            sink.end_hour(start_us + (minute_idx - 60) * MINUTE_US)?;
+            sink.end_hour(start_us + (minute_idx - 60) * MICROS_PER_MINUTE)?;
         }
     }
     if minute_idx % 60 != 0 {
-        sink.end_hour(start_us + (minute_idx - minute_idx % 60) * MINUTE_US)?;
+        sink.end_hour(start_us + (minute_idx - minute_idx % 60) * MICROS_PER_MINUTE)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let summary = format!(

@@ -73,89 +73,98 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     // Seal segments while ingesting, on the other core, instead of all at the end.
     config.flush.partition_rows_max = 250_000;
     let store = Arc::new(Store::open(config).await?);
-    let detection = if args.no_detect {
-        None
-    } else {
-        Some(crate::detection::Detection::start(store.clone(), &paths.data, detect::StreamConfig::default())?)
-    };
-    let maintenance = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                if let Err(e) = store.maintain(false).await {
-                    tracing::warn!(error = %e, "flush during ingest failed; retried at the end");
-                }
-            }
-        })
-    };
+    let detection =
+        if args.no_detect { None } else { Some(crate::detection::Detection::start(store.clone(), &paths.data)?) };
+    let maintenance = flush_while_ingesting(store.clone());
     let sink = StoreSink::new(store.clone());
     let options = FileOptions { format: args.format, log_group: args.log_group.clone(), again: args.again };
     let mut files = FileSource::new(sink.clone(), options);
     let started = Instant::now();
-    let progress = std::io::stderr().is_terminal();
     for input in &args.inputs {
-        if input == "-" {
-            files.ingest_stream(&mut std::io::stdin().lock(), "stdin")?;
-            continue;
-        }
-        if let Some(address) = input.strip_prefix("http://") {
-            files.drain()?;
-            let token = match &args.token_file {
-                Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .trim()
-                    .to_string(),
-                None => std::env::var("COLDTRAIL_INGEST_TOKEN")
-                    .context("an http input needs --token-file or COLDTRAIL_INGEST_TOKEN")?,
-            };
-            crate::http_ingest::serve(store.clone(), address.trim_end_matches('/'), token).await?;
-            continue;
-        }
-        if input.starts_with("s3://") {
-            files.drain()?;
-            let source = ingest::s3::S3Source::new(input, args.format, args.log_group.clone())?;
-            let stats = source.poll(&sink, files.pipeline_mut()).await?;
-            outln!(
-                "{input}: {} objects listed, {} ingested ({:.1} MB), {} ingested before",
-                stats.objects_listed,
-                stats.objects_ingested,
-                stats.bytes as f64 / 1e6,
-                stats.objects_skipped
-            );
-            continue;
-        }
-        if let Some(spec) = input.strip_prefix("kafka://") {
-            // Stores as it goes; files before it are stored first so positions stay in order.
-            files.drain()?;
-            let stats = ingest_kafka(&sink, &args, spec).await?;
-            outln!(
-                "kafka: {} records received, {} stored in {} batches, {} below the stored position skipped, {} position conflicts",
-                stats.records,
-                stats.stored_records,
-                stats.batches,
-                stats.skipped_below_position,
-                stats.position_conflicts
-            );
-            continue;
-        }
-        for file in ingest::file::list(&PathBuf::from(input))? {
-            if files.ingest_file(&file)? && progress {
-                show_progress(&files, started);
-            }
-        }
+        ingest_input(input, &args, &sink, &mut files, started).await?;
     }
     let (file_stats, stats) = files.finish()?;
     let detected = detection.map(crate::detection::Detection::stop).transpose()?;
     maintenance.abort();
     let flushed = store.flush_all().await?;
-    if progress {
+    if std::io::stderr().is_terminal() {
         eprintln!();
     }
-    let seconds = started.elapsed().as_secs_f64();
     if stats.units == 0 && args.inputs.iter().all(|i| i.contains("://")) {
         return Ok(ExitCode::SUCCESS);
     }
+    print_summary(&stats, &file_stats, flushed, detected.as_ref(), started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Seals full partitions every half second while the ingest runs, on the other core, instead of all at
+/// the end.
+fn flush_while_ingesting(store: Arc<Store>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(store.maintain_until(std::time::Duration::from_millis(500), None, std::future::pending()))
+}
+
+/// One input argument: stdin, an HTTP endpoint (until Ctrl-C), an S3 prefix, a Kafka group, or files.
+/// Files are queued through `files`; before any other kind, what they queued is stored first, so that
+/// positions stay in order.
+async fn ingest_input(
+    input: &str,
+    args: &IngestArgs,
+    sink: &StoreSink,
+    files: &mut FileSource,
+    started: Instant,
+) -> anyhow::Result<()> {
+    if input == "-" {
+        files.ingest_stream(&mut std::io::stdin().lock(), "stdin")?;
+    } else if let Some(address) = input.strip_prefix("http://") {
+        files.drain()?;
+        let token = match &args.token_file {
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_string()
+            }
+            None => std::env::var("COLDTRAIL_INGEST_TOKEN")
+                .context("an http input needs --token-file or COLDTRAIL_INGEST_TOKEN")?,
+        };
+        crate::http_ingest::serve(sink.store().clone(), address.trim_end_matches('/'), token).await?;
+    } else if input.starts_with("s3://") {
+        files.drain()?;
+        let source = ingest::s3::S3Source::new(input, args.format, args.log_group.clone())?;
+        let stats = source.poll(sink, files.pipeline_mut()).await?;
+        outln!(
+            "{input}: {} objects listed, {} ingested ({:.1} MB), {} ingested before",
+            stats.objects_listed,
+            stats.objects_ingested,
+            stats.bytes as f64 / 1e6,
+            stats.objects_skipped
+        );
+    } else if let Some(spec) = input.strip_prefix("kafka://") {
+        files.drain()?;
+        let stats = ingest_kafka(sink, args, spec).await?;
+        outln!(
+            "kafka: {} records received, {} stored in {} batches, {} below the stored position skipped, {} position conflicts",
+            stats.records,
+            stats.stored_records,
+            stats.batches,
+            stats.skipped_below_position,
+            stats.position_conflicts
+        );
+    } else {
+        let progress = std::io::stderr().is_terminal();
+        for file in ingest::file::list(&PathBuf::from(input))? {
+            if files.ingest_file(&file)? && progress {
+                show_progress(files, started);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(
+    stats: &IngestStats,
+    file_stats: &ingest::file::FileStats,
+    flushed: usize,
+    detected: Option<&detect::StreamStats>,
+    seconds: f64,
+) {
     outln!(
         "ingested {} units ({:.1} MB) in {seconds:.2} s: {} log lines, {} CloudTrail events, {} spans, {} invocations, {} dead letters; {} rows stored in {flushed} new segments",
         stats.units,
@@ -190,10 +199,9 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     }
     outln!(
         "throughput: {:.0} records/s, {:.1} MB/s",
-        records(&stats) as f64 / seconds.max(1e-6),
+        records(stats) as f64 / seconds.max(1e-6),
         stats.bytes as f64 / 1e6 / seconds.max(1e-6)
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `kafka://BROKER[,BROKER]/TOPIC[:FORMAT][,TOPIC[:FORMAT]]`: consumes until Ctrl-C or `--idle-exit`.

@@ -90,23 +90,7 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         (Some(cert), Some(key)) => Some(query::tls::TlsSettings::load(cert, key)?),
         _ => None,
     };
-    let users = if q.users.is_empty() {
-        for addr in [q.pg_listen, q.http_listen] {
-            if !addr.ip().is_loopback() {
-                bail!("{addr} is not a loopback address: configure users ([[query.users]]) before listening beyond this machine");
-            }
-        }
-        let (users, path, created) = Users::load_or_create_default(&paths.data)?;
-        outln!(
-            "no users configured: user admin, password and token {} {} (owner-only)",
-            if created { "created in" } else { "in" },
-            path.display()
-        );
-        users
-    } else {
-        Users::from_specs(&q.users)?
-    };
-
+    let users = users(config, paths)?;
     let limits = Limits {
         statement_timeout: Duration::from_secs(q.statement_timeout_secs),
         max_result_rows: q.max_result_rows,
@@ -114,25 +98,10 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         max_concurrent: q.max_concurrent_queries,
     };
     let engine = QueryEngine::new(store.clone(), limits).await?;
-    let detection = crate::detection::Detection::start(store.clone(), &paths.data, detect::StreamConfig::default())?;
+    let detection = crate::detection::Detection::start(store.clone(), &paths.data)?;
     // The outbox stops last, after the detectors' final alerts are stored.
     let (outbox_stop, outbox_stop_rx) = tokio::sync::watch::channel(false);
-    let outbox = if config.alerting.destinations.is_empty() {
-        None
-    } else {
-        let unsigned = config
-            .alerting
-            .destinations
-            .iter()
-            .filter(|d| d.kind == alerting::Kind::Webhook && d.secret.is_none())
-            .count();
-        if unsigned > 0 && std::env::var_os("COLDTRAIL_WEBHOOK_SECRET").is_none() {
-            outln!("warning: {unsigned} webhook(s) without a secret and no COLDTRAIL_WEBHOOK_SECRET: requests are not signed");
-        }
-        let names: Vec<&str> = config.alerting.destinations.iter().map(|d| d.name.as_str()).collect();
-        outln!("alerts go to {} (delivery states in the alert_deliveries table)", names.join(", "));
-        Some(alerting::Outbox::new(store.clone(), config.alerting.clone()).start(outbox_stop_rx))
-    };
+    let outbox = start_outbox(config, &store, outbox_stop_rx);
     let pg_listener = tokio::net::TcpListener::bind(q.pg_listen)
         .await
         .with_context(|| format!("cannot listen on {} for PostgreSQL clients", q.pg_listen))?;
@@ -147,42 +116,18 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
     outln!("http listening on {scheme}://{http_addr}/api/v1/sql (metrics at {scheme}://{http_addr}/metrics)");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let pg_options = query::pg::PgOptions { tls: tls.clone(), max_connections: q.max_connections };
     let pg = tokio::spawn(query::pg::serve(
         pg_listener,
         engine.clone(),
         users.clone(),
-        query::pg::PgOptions { tls: tls.clone(), max_connections: q.max_connections },
+        pg_options,
         stopped(stop_rx.clone()),
     ));
     let http = tokio::spawn(query::http::serve(http_listener, engine.clone(), users, tls, stopped(stop_rx.clone())));
-    let maintenance = {
-        let store = store.clone();
-        let mut rx = stop_rx.clone();
-        let every = config.store.refresh_every().min(Duration::from_secs(5));
-        let refresh_every = config.store.refresh_every();
-        tokio::spawn(async move {
-            let mut refreshed = std::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = rx.wait_for(|stop| *stop) => return,
-                }
-                if let Err(e) = store.maintain(false).await {
-                    tracing::error!(error = %e, "maintenance failed; retrying");
-                }
-                // Other processes on the same location: their new segments become visible.
-                if refreshed.elapsed() >= refresh_every {
-                    refreshed = std::time::Instant::now();
-                    if let Err(e) = store.refresh().await {
-                        tracing::warn!(error = %e, "reading the other processes' ledgers failed; retrying");
-                    }
-                }
-            }
-        })
-    };
+    let every = config.store.refresh_every().min(Duration::from_secs(5));
+    let maintenance =
+        tokio::spawn(store.clone().maintain_until(every, Some(config.store.refresh_every()), stopped(stop_rx)));
     // Sources last: the detectors and servers are ready for what they store.
     let sources = ingest::sources::Sources::start(&config.sources, ingest::StoreSink::new(store.clone())).await?;
     for line in &sources.described {
@@ -204,6 +149,52 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         outbox,
         sources,
     })
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The configured users; without any, an `admin` whose password and token are kept in the data
+/// directory, and then only loopback listeners.
+fn users(config: &Config, paths: &Paths) -> anyhow::Result<Users> {
+    let q = &config.query;
+    if !q.users.is_empty() {
+        return Ok(Users::from_specs(&q.users)?);
+    }
+    for addr in [q.pg_listen, q.http_listen] {
+        if !addr.ip().is_loopback() {
+            bail!("{addr} is not a loopback address: configure users ([[query.users]]) before listening beyond this machine");
+        }
+    }
+    let (users, path, created) = Users::load_or_create_default(&paths.data)?;
+    outln!(
+        "no users configured: user admin, password and token {} {} (owner-only)",
+        if created { "created in" } else { "in" },
+        path.display()
+    );
+    Ok(users)
+}
+
+/// Alert delivery to the configured destinations, if any.
+fn start_outbox(
+    config: &Config,
+    store: &Arc<Store>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<Result<(), alerting::AlertingError>>> {
+    if config.alerting.destinations.is_empty() {
+        return None;
+    }
+    let destinations = &config.alerting.destinations;
+    let unsigned = destinations.iter().filter(|d| d.kind == alerting::Kind::Webhook && d.secret.is_none()).count();
+    if unsigned > 0 && std::env::var_os("COLDTRAIL_WEBHOOK_SECRET").is_none() {
+        outln!(
+            "warning: {unsigned} webhook(s) without a secret and no COLDTRAIL_WEBHOOK_SECRET: requests are not signed"
+        );
+    }
+    let names: Vec<&str> = destinations.iter().map(|d| d.name.as_str()).collect();
+    outln!("alerts go to {} (delivery states in the alert_deliveries table)", names.join(", "));
+    Some(alerting::Outbox::new(store.clone(), config.alerting.clone()).start(stop))
 }
 
 impl Running {

@@ -178,28 +178,17 @@ fn stolen_role_credentials_and_a_backdoor_story_are_found_and_routine_is_not() {
         json!({"tableName": "orders"}),
         json!(null),
     ));
-    records.push(record(
-        &mut rng,
-        late + 1,
-        "s3.amazonaws.com",
-        "ListBuckets",
-        identity.clone(),
-        "203.0.113.66",
-        "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0",
-        json!({}),
-        json!(null),
-    ));
-    records.push(record(
-        &mut rng,
-        late + 2,
-        "sts.amazonaws.com",
-        "GetCallerIdentity",
-        identity,
-        "203.0.113.66",
-        "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0",
-        json!({}),
-        json!(null),
-    ));
+    records.extend(
+        workload::stories::stolen_session_calls(
+            &mut rng,
+            &identity,
+            late + 1,
+            "203.0.113.66",
+            "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0",
+        )
+        .into_iter()
+        .map(|(_, record)| record),
+    );
     // A stranger replaces the code and opens the function to everyone, with a URL without auth and a hijacking variable.
     let stranger = json!({"type": "IAMUser", "arn": "arn:aws:iam::123456789012:user/intern", "accountId": "123456789012", "accessKeyId": "AKIAINTERN"});
     records.push(record(

@@ -10,10 +10,12 @@
 //! Alerting depends on `store` only: alerts reach it as stored rows, never straight from a detector.
 
 pub mod config;
+pub mod error;
 pub mod metrics;
 pub mod outbox;
 pub mod payload;
 
 pub use config::{AlertingConfig, DestinationConfig, Kind, LedgerPublish, Suppression};
-pub use outbox::{AlertingError, Outbox};
+pub use error::AlertingError;
+pub use outbox::Outbox;
 pub use payload::{sign, verify, AlertDoc, SIGNATURE_HEADER};

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{AlertingConfig, DestinationConfig, Kind};
+use crate::error::AlertingError;
 use crate::metrics::metrics;
 use crate::payload::{self, AlertDoc, SIGNATURE_HEADER};
 
@@ -293,8 +294,7 @@ impl Outbox {
             let store = self.store.clone();
             tokio::task::spawn_blocking(move || store.append(&[(Table::AlertDeliveries, batch)], &[]))
                 .await
-                .map_err(|e| AlertingError(e.to_string()))?
-                .map_err(|e| AlertingError(format!("cannot store delivery states: {e}")))?;
+                .map_err(|e| AlertingError::Internal(format!("the task storing delivery states failed: {e}")))??;
         }
         for (i, d) in self.destinations.iter().enumerate() {
             let pending = self.jobs.values().filter(|j| j.destination == i).count();
@@ -334,11 +334,7 @@ impl Outbox {
     async fn recover(&mut self) -> Result<(), AlertingError> {
         let horizon = now_us() - self.config.give_up_after_secs as i64 * 1_000_000;
         let mut last: HashMap<(String, String), (i64, String, u32)> = HashMap::new();
-        let deliveries = self
-            .store
-            .scan(Table::AlertDeliveries, None, TimeRange::ALL)
-            .await
-            .map_err(|e| AlertingError(e.to_string()))?;
+        let deliveries = self.store.scan(Table::AlertDeliveries, None, TimeRange::ALL).await?;
         for batch in &deliveries {
             let ts = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>();
             let text = |i: usize| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).ok();
@@ -359,11 +355,7 @@ impl Outbox {
                 }
             }
         }
-        let stored = self
-            .store
-            .scan(Table::Alerts, None, TimeRange::new(horizon, i64::MAX))
-            .await
-            .map_err(|e| AlertingError(e.to_string()))?;
+        let stored = self.store.scan(Table::Alerts, None, TimeRange::new(horizon, i64::MAX)).await?;
         let mut alerts: Vec<AlertDoc> = Vec::new();
         let mut seen = HashSet::new();
         for batch in &stored {
@@ -510,11 +502,6 @@ fn post(client: &reqwest::Client, destination: &Destination, url: String, body: 
     }
     request.body(body)
 }
-
-/// Why the outbox stopped: the store refused its delivery states or its recovery scan.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct AlertingError(pub String);
 
 #[cfg(test)]
 mod tests {

@@ -34,12 +34,6 @@ pub struct AlertDoc {
     pub query: Option<String>,
 }
 
-fn rfc3339(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| us.to_string())
-}
-
 impl AlertDoc {
     /// The alerts of an `alerts` batch.
     pub fn rows(batch: &RecordBatch) -> Vec<AlertDoc> {
@@ -61,7 +55,7 @@ impl AlertDoc {
         let score = batch.column_by_name("score").and_then(|c| c.as_primitive_opt::<Float64Type>().cloned());
         let count = batch.column_by_name("count").and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
         let stamp = |array: &Option<arrow::array::TimestampMicrosecondArray>, row: usize| {
-            array.as_ref().filter(|a| a.is_valid(row)).map(|a| rfc3339(a.value(row)))
+            array.as_ref().filter(|a| a.is_valid(row)).map(|a| store::time::format_seconds(a.value(row)))
         };
         (0..batch.num_rows())
             .map(|row| AlertDoc {

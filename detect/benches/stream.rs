@@ -13,9 +13,9 @@
 use std::time::{Duration, Instant};
 
 use detect::{Stream, StreamConfig};
+use store::time::MICROS_PER_MINUTE;
 use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
-const MINUTE_US: i64 = 60_000_000;
 const START_US: i64 = 1_795_219_200_000_000;
 
 fn main() {
@@ -37,12 +37,12 @@ fn main() {
     let measured_minutes = 30;
     // A spike in a different function every minute of the measured phase.
     for minute in 0..measured_minutes {
-        let start_us = START_US + (warm_minutes + minute) * MINUTE_US;
+        let start_us = START_US + (warm_minutes + minute) * MICROS_PER_MINUTE;
         generator.inject(Injection {
             function_idx: (minute as usize * 7) % n_functions,
             anomaly: Anomaly::Spike { factor: 8.0 },
             start_us,
-            end_us: start_us + MINUTE_US,
+            end_us: start_us + MICROS_PER_MINUTE,
         });
     }
 
@@ -53,7 +53,7 @@ fn main() {
     let mut warm_events = 0usize;
     for minute in 0..warm_minutes {
         invocations.clear();
-        generator.minute(START_US + minute * MINUTE_US, &mut invocations);
+        generator.minute(START_US + minute * MICROS_PER_MINUTE, &mut invocations);
         warm_events += invocations.len();
         if let Some(batch) = invocations_batch(generator.functions(), &invocations) {
             stream.push(&batch, &mut alerts);
@@ -72,7 +72,7 @@ fn main() {
     let mut batches = Vec::new();
     for minute in warm_minutes..warm_minutes + measured_minutes {
         invocations.clear();
-        generator.minute(START_US + minute * MINUTE_US, &mut invocations);
+        generator.minute(START_US + minute * MICROS_PER_MINUTE, &mut invocations);
         let chunk = invocations.len().div_ceil(batches_per_minute).max(1);
         for part in invocations.chunks(chunk) {
             batches.push(invocations_batch(generator.functions(), part).expect("non-empty chunk"));

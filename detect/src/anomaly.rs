@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::alert::{alert_id, sql_literal, Alert, Severity};
-use crate::features::{MinuteFeatures, MINUTE_US};
+use crate::features::MinuteFeatures;
 use crate::multivariate::{Multivariate, MultivariateConfig, MultivariateVerdict};
 use crate::series::{SeriesConfig, SeriesDetector, Verdict};
+use store::time::MICROS_PER_MINUTE;
 
 /// One signal watched per function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,7 +368,7 @@ impl Finding {
 /// add their observed and expected values, evidence and ATT&CK ids.
 fn incident(features: &MinuteFeatures, findings: &[Finding], new_caller_requests: &[String]) -> Alert {
     let function = features.function.as_str();
-    let window_end = features.minute_us + MINUTE_US;
+    let window_end = features.minute_us + MICROS_PER_MINUTE;
     // A named signal explains more than the mixture: the first signal found (in `SIGNALS` order) names
     // the alert, the mixture only when no single signal stood out.
     let primary = findings.first().expect("at least one finding");
@@ -463,7 +464,7 @@ mod tests {
     fn minute(minute_idx: i64, invocations: u64, callers: &[&str]) -> MinuteFeatures {
         MinuteFeatures {
             function: "orders-api".to_string(),
-            minute_us: 1_763_769_600_000_000 + minute_idx * MINUTE_US,
+            minute_us: 1_763_769_600_000_000 + minute_idx * MICROS_PER_MINUTE,
             invocations,
             errors: 0,
             timeouts: 0,

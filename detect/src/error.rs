@@ -14,4 +14,10 @@ pub enum DetectError {
     /// A Sigma rule (or a directory of them) could not be loaded.
     #[error("Sigma rule {file}: {reason}")]
     Rule { file: String, reason: String },
+    /// Reading rows or storing alerts failed.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    /// A bug or an exhausted resource (a thread that cannot start).
+    #[error("bug: {0}")]
+    Internal(String),
 }

@@ -12,8 +12,8 @@ use arrow::array::{
 };
 use arrow::datatypes::Int32Type;
 use serde::{Deserialize, Serialize};
+use store::time::MICROS_PER_MINUTE;
 
-pub const MINUTE_US: i64 = 60_000_000;
 /// Durations kept per window for the percentiles; beyond it, a uniform reservoir sample.
 const DURATION_SAMPLE_MAX: usize = 2_048;
 /// Distinct caller keys kept per window; beyond it callers are counted but not remembered.
@@ -165,7 +165,7 @@ impl MinuteWindows {
         for row in 0..batch.num_rows() {
             let ts = columns.ts.value(row);
             let Some(function) = columns.function(row) else { continue };
-            let minute = ts.div_euclid(MINUTE_US) * MINUTE_US;
+            let minute = ts.div_euclid(MICROS_PER_MINUTE) * MICROS_PER_MINUTE;
             self.event_time_max_us = self.event_time_max_us.max(ts);
             if self.closed_through.get(function).is_some_and(|(closed, _)| minute <= *closed) {
                 self.late_records += 1;
@@ -211,7 +211,7 @@ impl MinuteWindows {
         if watermark == i64::MIN {
             return;
         }
-        let last_closable = (watermark - MINUTE_US).div_euclid(MINUTE_US) * MINUTE_US;
+        let last_closable = (watermark - MICROS_PER_MINUTE).div_euclid(MICROS_PER_MINUTE) * MICROS_PER_MINUTE;
         let mut functions: Vec<String> = self.open.keys().chain(self.closed_through.keys()).cloned().collect();
         functions.sort_unstable();
         functions.dedup();
@@ -222,7 +222,7 @@ impl MinuteWindows {
             let mut minute = match (closed, first_open) {
                 (i64::MIN, Some(first)) => first,
                 (i64::MIN, None) => continue,
-                (closed, _) => closed + MINUTE_US,
+                (closed, _) => closed + MICROS_PER_MINUTE,
             };
             let mut closed_now = closed;
             while minute <= last_closable {
@@ -232,7 +232,7 @@ impl MinuteWindows {
                 }
                 out.push(finish(&function, minute, window));
                 closed_now = minute;
-                minute += MINUTE_US;
+                minute += MICROS_PER_MINUTE;
             }
             if !windows.is_empty() {
                 self.open.insert(function.clone(), windows);
@@ -506,12 +506,12 @@ mod tests {
         }
         row(&mut builder, T0 + 5_000_000, "b", "b0", "success", 10.0, "10.0.1.9");
         // Minute 3 of "a", nothing in minutes 1 and 2, and the watermark at minute 3 + 40 s.
-        row(&mut builder, T0 + 3 * MINUTE_US + 40_000_000, "a", "late-minute", "success", 5.0, "192.0.2.1");
+        row(&mut builder, T0 + 3 * MICROS_PER_MINUTE + 40_000_000, "a", "late-minute", "success", 5.0, "192.0.2.1");
         windows.add(&builder.finish().unwrap());
         let mut out = Vec::new();
         windows.close(&mut out);
         let a: Vec<&MinuteFeatures> = out.iter().filter(|f| f.function == "a").collect();
-        assert_eq!(a.iter().map(|f| (f.minute_us - T0) / MINUTE_US).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(a.iter().map(|f| (f.minute_us - T0) / MICROS_PER_MINUTE).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(a[0].invocations, 10);
         assert_eq!((a[0].errors, a[0].timeouts), (1, 1));
         assert_eq!(a[0].duration_max_ms, 1_000.0);
@@ -530,10 +530,10 @@ mod tests {
         windows.add(&late.finish().unwrap());
         assert_eq!(windows.late_records(), 1);
         // Moving the clock closes minute 3 with the record that was in it.
-        windows.advance_to(T0 + 5 * MINUTE_US);
+        windows.advance_to(T0 + 5 * MICROS_PER_MINUTE);
         out.clear();
         windows.close(&mut out);
-        let minute3 = out.iter().find(|f| f.function == "a" && f.minute_us == T0 + 3 * MINUTE_US).unwrap();
+        let minute3 = out.iter().find(|f| f.function == "a" && f.minute_us == T0 + 3 * MICROS_PER_MINUTE).unwrap();
         assert_eq!(minute3.invocations, 1);
         assert_eq!(minute3.evidence.first, vec!["late-minute".to_string()]);
     }
@@ -543,11 +543,11 @@ mod tests {
         let mut windows = MinuteWindows::new(0, 3);
         for (i, function) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
             let mut builder = TableBuilder::new(Table::Invocations);
-            row(&mut builder, T0 + i as i64 * MINUTE_US, function, "x", "success", 1.0, "10.0.0.1");
+            row(&mut builder, T0 + i as i64 * MICROS_PER_MINUTE, function, "x", "success", 1.0, "10.0.0.1");
             windows.add(&builder.finish().unwrap());
             windows.close(&mut Vec::new());
         }
-        windows.advance_to(T0 + 10 * MINUTE_US);
+        windows.advance_to(T0 + 10 * MICROS_PER_MINUTE);
         windows.close(&mut Vec::new());
         assert!(windows.tracked_functions() <= 3);
         assert_eq!(windows.evicted_functions(), 2);

@@ -2,8 +2,8 @@
 //! over invocations, logs and CloudTrail, producing alerts.
 //!
 //! Detect depends on `store` only; it reads stored records and writes alerts, and never changes raw records.
-//! Everything here is synchronous and CPU-bound: callers run it on a thread of its own, never on the async
-//! runtime that polls sources.
+//! Detection is synchronous and CPU-bound: it runs on a thread of its own (`runner`), never on the async
+//! runtime that polls sources; only `replay`'s reads of stored history are async.
 //!
 //! - `features`: one-minute event-time windows per function with a watermark: `MinuteFeatures`.
 //! - `series`: the univariate streaming detector (robust baseline, daily profile, level shifts, a score
@@ -15,16 +15,22 @@
 //! - `security`: security detections (event injection, risky Lambda changes, trail tampering, role
 //!   credentials outside Lambda, authorization-failure bursts, new callers, resource abuse, Sigma rules).
 //! - `dedup`: alerts of one detector and entity within a window grouped into one, with a count.
+//! - `engine`: the anomaly stream, the security detections and the deduplicator behind one `push`, with
+//!   checkpoints; `runner` drives one live from the store's appends on a thread of its own, `replay`
+//!   drives one over stored history.
 //! - `nab`: scoring of anomaly scores by the Numenta Anomaly Benchmark's rules, for the benchmark.
 
 pub mod alert;
 pub mod anomaly;
 pub mod dedup;
+pub mod engine;
 pub mod error;
 pub mod features;
 pub mod metrics;
 pub mod multivariate;
 pub mod nab;
+pub mod replay;
+pub mod runner;
 pub mod security;
 pub mod series;
 pub mod stream;
@@ -32,6 +38,7 @@ pub mod stream;
 pub use alert::{Alert, Severity};
 pub use anomaly::{AnomalyConfig, AnomalyDetector};
 pub use dedup::Deduplicator;
+pub use engine::{Checkpoints, Engine, EngineConfig, EngineStats};
 pub use error::DetectError;
 pub use features::{MinuteFeatures, MinuteWindows};
 pub use series::{SeriesConfig, SeriesDetector, Verdict};

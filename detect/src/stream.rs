@@ -92,6 +92,10 @@ impl Stream {
         self.alerts += (out.len() - before) as u64;
     }
 
+    pub fn config(&self) -> &StreamConfig {
+        &self.config
+    }
+
     /// The largest event time seen, less the allowed lateness.
     pub fn watermark_us(&self) -> i64 {
         self.windows.watermark_us()

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use detect::{Alert, Stream, StreamConfig};
+use store::time::MICROS_PER_MINUTE;
 use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
-const MINUTE_US: i64 = 60_000_000;
 /// 2026-11-16T00:00:00Z, a Monday.
 const START_US: i64 = 1_795_219_200_000_000;
 
@@ -16,7 +16,7 @@ fn run(generator: &mut Generator, stream: &mut Stream, from_minute: i64, n_minut
     let mut invocations = Vec::new();
     for minute_idx in from_minute..from_minute + n_minutes {
         invocations.clear();
-        generator.minute(START_US + minute_idx * MINUTE_US, &mut invocations);
+        generator.minute(START_US + minute_idx * MICROS_PER_MINUTE, &mut invocations);
         if let Some(batch) = invocations_batch(generator.functions(), &invocations) {
             stream.push(&batch, &mut alerts);
         }
@@ -50,13 +50,13 @@ fn each_kind_of_anomaly_is_found_within_five_minutes_by_its_detector() {
     }
     let mut generator = Generator::new(functions, 21);
     let onset_minute = 10 * 60;
-    let onset_us = START_US + onset_minute * MINUTE_US;
+    let onset_us = START_US + onset_minute * MICROS_PER_MINUTE;
     for (function_idx, (_, anomaly, _)) in scenarios.iter().enumerate() {
         generator.inject(Injection {
             function_idx,
             anomaly: anomaly.clone(),
             start_us: onset_us,
-            end_us: onset_us + 30 * MINUTE_US,
+            end_us: onset_us + 30 * MICROS_PER_MINUTE,
         });
     }
     let names: Vec<String> = generator.functions().iter().map(|f| f.name.clone()).collect();
@@ -74,7 +74,9 @@ fn each_kind_of_anomaly_is_found_within_five_minutes_by_its_detector() {
                 a.detector == *detector
                     || detector.strip_prefix("anomaly.").is_some_and(|signal| a.observed.get(signal).is_some())
             };
-            detectors.iter().any(fired) && a.window_start_us >= onset_us && a.window_start_us < onset_us + 5 * MINUTE_US
+            detectors.iter().any(fired)
+                && a.window_start_us >= onset_us
+                && a.window_start_us < onset_us + 5 * MICROS_PER_MINUTE
         });
         match found {
             Some(alert) => {
@@ -87,7 +89,7 @@ fn each_kind_of_anomaly_is_found_within_five_minutes_by_its_detector() {
                 after
                     .iter()
                     .filter(|a| a.function.as_deref() == Some(function))
-                    .map(|a| (a.detector.clone(), (a.window_start_us - onset_us) / MINUTE_US, a.score))
+                    .map(|a| (a.detector.clone(), (a.window_start_us - onset_us) / MICROS_PER_MINUTE, a.score))
                     .collect::<Vec<_>>()
             )),
         }
@@ -97,7 +99,7 @@ fn each_kind_of_anomaly_is_found_within_five_minutes_by_its_detector() {
     let bystanders: Vec<&Alert> =
         after.iter().filter(|a| names[scenarios.len()..].iter().any(|n| a.function.as_deref() == Some(n))).collect();
     assert!(bystanders.len() <= 1, "bystanders alerted: {bystanders:?}");
-    let noisy_before = before.iter().filter(|a| a.window_start_us >= START_US + 2 * 60 * MINUTE_US).count();
+    let noisy_before = before.iter().filter(|a| a.window_start_us >= START_US + 2 * 60 * MICROS_PER_MINUTE).count();
     assert!(noisy_before <= names.len(), "{noisy_before} alerts in the eight normal hours before the onset");
 }
 
@@ -112,7 +114,7 @@ fn a_day_of_normal_traffic_raises_at_most_one_alert_per_function() {
         per_function
             .entry(alert.function.clone().unwrap_or_default())
             .or_default()
-            .push((alert.detector.clone(), (alert.window_start_us - START_US) / MINUTE_US));
+            .push((alert.detector.clone(), (alert.window_start_us - START_US) / MICROS_PER_MINUTE));
     }
     let over: Vec<_> = per_function.iter().filter(|(_, list)| list.len() > 1).collect();
     assert!(over.is_empty(), "{} alerts in all; functions with more than one: {over:?}", alerts.len());

@@ -4,10 +4,10 @@
 
 use detect::security::{Security, SecurityConfig, SigmaRules};
 use detect::Alert;
+use store::time::MICROS_PER_MINUTE;
 use store::Table;
 use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
-const MINUTE_US: i64 = 60_000_000;
 /// 2026-11-16T00:00:00Z.
 const START_US: i64 = 1_795_219_200_000_000;
 
@@ -19,7 +19,7 @@ fn mining_wallet_floods_and_new_callers_are_found_on_their_function() {
         function.rate_per_minute = function.rate_per_minute.max(20.0);
     }
     let mut generator = Generator::new(functions, 8);
-    let onset_us = START_US + 8 * 60 * MINUTE_US;
+    let onset_us = START_US + 8 * 60 * MICROS_PER_MINUTE;
     let scenarios = [
         ("resource.cryptomining", Anomaly::CryptoMining),
         ("resource.denial_of_wallet", Anomaly::Spike { factor: 20.0 }),
@@ -30,7 +30,7 @@ fn mining_wallet_floods_and_new_callers_are_found_on_their_function() {
             function_idx,
             anomaly: anomaly.clone(),
             start_us: onset_us,
-            end_us: onset_us + 30 * MINUTE_US,
+            end_us: onset_us + 30 * MICROS_PER_MINUTE,
         });
     }
     let names: Vec<String> = generator.functions().iter().map(|f| f.name.clone()).collect();
@@ -39,7 +39,7 @@ fn mining_wallet_floods_and_new_callers_are_found_on_their_function() {
     let mut invocations = Vec::new();
     for minute in 0..(8 * 60 + 40) {
         invocations.clear();
-        generator.minute(START_US + minute * MINUTE_US, &mut invocations);
+        generator.minute(START_US + minute * MICROS_PER_MINUTE, &mut invocations);
         if let Some(batch) = invocations_batch(generator.functions(), &invocations) {
             security.push(Table::Invocations, &batch, &mut alerts);
         }
@@ -54,9 +54,9 @@ fn mining_wallet_floods_and_new_callers_are_found_on_their_function() {
             .min();
         let found = found.unwrap_or_else(|| panic!("{detection} not raised for {}: {alerts:#?}", names[function_idx]));
         assert!(
-            found <= onset_us + 10 * MINUTE_US,
+            found <= onset_us + 10 * MICROS_PER_MINUTE,
             "{detection} raised {} min after the onset",
-            (found - onset_us) / MINUTE_US
+            (found - onset_us) / MICROS_PER_MINUTE
         );
     }
     let elsewhere: Vec<&Alert> = alerts

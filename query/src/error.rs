@@ -5,6 +5,7 @@ use datafusion::error::DataFusionError;
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueryError {
     /// The caller's role may not run this statement.
     #[error("permission denied: {0}")]
@@ -33,6 +34,18 @@ pub enum QueryError {
 impl QueryError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         QueryError::Io { context: context.into(), source }
+    }
+
+    /// Whether the same statement may succeed when sent again: it ran out of time or slots, or the
+    /// storage under it failed transiently. Plans, permissions and bad requests fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            QueryError::Timeout(_) | QueryError::Io { .. } => true,
+            QueryError::Store(e) => e.is_retryable(),
+            QueryError::DataFusion(DataFusionError::ResourcesExhausted(_)) => true,
+            QueryError::DataFusion(DataFusionError::ObjectStore(_)) => true,
+            _ => false,
+        }
     }
 
     /// A short label for metrics and the audit log.
@@ -64,5 +77,19 @@ impl QueryError {
             QueryError::DataFusion(DataFusionError::Plan(_) | DataFusionError::SchemaError(..)) => "42000",
             _ => "XX000",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_failures_are_retryable() {
+        assert!(QueryError::Timeout(std::time::Duration::from_secs(1)).is_retryable());
+        assert!(QueryError::DataFusion(DataFusionError::ResourcesExhausted("memory".into())).is_retryable());
+        assert!(!QueryError::Denied("DROP".into()).is_retryable());
+        assert!(!QueryError::DataFusion(DataFusionError::Plan("no such table".into())).is_retryable());
+        assert!(!QueryError::BadRequest("empty".into()).is_retryable());
     }
 }

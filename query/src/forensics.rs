@@ -15,7 +15,6 @@ use arrow::array::RecordBatchOptions;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
@@ -86,12 +85,6 @@ pub fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn rfc3339(micros: i64) -> String {
-    DateTime::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
-        .unwrap_or_else(|| if micros < 0 { "0001-01-01T00:00:00Z".into() } else { "9999-12-31T23:59:59Z".into() })
-}
-
 impl Kind {
     fn name(self) -> &'static str {
         match self {
@@ -106,10 +99,10 @@ impl Kind {
         let within = |column: &str| {
             let mut bounds = String::new();
             if let Some(from) = from {
-                bounds.push_str(&format!(" AND {column} >= {}", quote(&rfc3339(from))));
+                bounds.push_str(&format!(" AND {column} >= {}", quote(&store::time::format_micros(from))));
             }
             if let Some(to) = to {
-                bounds.push_str(&format!(" AND {column} < {}", quote(&rfc3339(to))));
+                bounds.push_str(&format!(" AND {column} < {}", quote(&store::time::format_micros(to))));
             }
             bounds
         };

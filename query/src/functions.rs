@@ -152,24 +152,9 @@ fn scalar_text(scalar: &ScalarValue) -> Option<String> {
 }
 
 /// Parses a bucket width: `30s`, `1m`, `5 minutes`, `1h`, `1 day`, `500ms`; also what Grafana's
-/// `$__interval` expands to.
+/// `$__interval` expands to. A width is at least a microsecond.
 pub fn parse_width(text: &str) -> Option<i64> {
-    let text = text.trim().to_ascii_lowercase();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let unit_micros: f64 = match unit.trim() {
-        "us" | "µs" | "microsecond" | "microseconds" => 1.0,
-        "ms" | "millisecond" | "milliseconds" => 1e3,
-        "s" | "sec" | "secs" | "second" | "seconds" | "" => 1e6,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60e6,
-        "h" | "hr" | "hour" | "hours" => 3600e6,
-        "d" | "day" | "days" => 86_400e6,
-        "w" | "week" | "weeks" => 604_800e6,
-        _ => return None,
-    };
-    let micros = (number * unit_micros).round();
-    (1.0..1e17).contains(&micros).then_some(micros as i64)
+    store::time::parse_duration_micros(text).filter(|micros| *micros > 0)
 }
 
 /// `time_bucket(width, ts) -> timestamp`: the start of the `width`-long bucket (aligned to the Unix

@@ -32,6 +32,8 @@ pub enum StoreError {
     SegmentCorrupt { path: String, reason: String },
     #[error("node key {path} is invalid: {reason}")]
     BadKey { path: PathBuf, reason: String },
+    #[error("positions {path} are corrupt: {reason}")]
+    PositionsCorrupt { path: String, reason: String },
 
     // External systems.
     #[error("io error on {path}: {source}")]
@@ -56,6 +58,19 @@ impl StoreError {
     /// Whether retrying the same call may succeed (a transient failure of an external system).
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::ObjectStore(_) | StoreError::Io { .. })
+    }
+
+    /// Whether stored data is not what it must be (damage or tampering, for an operator to look at), as
+    /// against bad input, limits, external failures or bugs.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StoreError::WalCorrupt { .. }
+                | StoreError::LedgerCorrupt { .. }
+                | StoreError::SegmentCorrupt { .. }
+                | StoreError::BadKey { .. }
+                | StoreError::PositionsCorrupt { .. }
+        )
     }
 }
 

@@ -368,7 +368,7 @@ impl Store {
 
         let checkpoint: PositionsCheckpoint = match location.get_opt(&positions_path(&node)).await? {
             Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Internal(format!("bad positions checkpoint: {e}")))?,
+                .map_err(|e| StoreError::PositionsCorrupt { path: positions_path(&node), reason: e.to_string() })?,
             None => PositionsCheckpoint::default(),
         };
         state.positions = checkpoint.positions;
@@ -423,6 +423,24 @@ impl Store {
     /// The node's public key, to verify its ledger.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.verifying_key
+    }
+
+    /// The oldest and newest event time of a table's rows (sealed and hot), from segment metadata and the
+    /// hot batches' time columns; `None` when the table is empty.
+    pub fn event_time_span(&self, table: Table) -> Option<(i64, i64)> {
+        let snapshot = self.snapshot(table, TimeRange::ALL);
+        let mut span: Option<(i64, i64)> = None;
+        let mut widen = |min: i64, max: i64| span = Some(span.map_or((min, max), |(a, b)| (a.min(min), b.max(max))));
+        for segment in &snapshot.segments {
+            widen(segment.min_ts_micros, segment.max_ts_micros);
+        }
+        for batch in &snapshot.hot {
+            let times = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>();
+            if let Some((min, max)) = times.and_then(|t| Some((arrow::compute::min(t)?, arrow::compute::max(t)?))) {
+                widen(min, max);
+            }
+        }
+        span
     }
 
     /// Payload bytes one append may encode to (`StoreError::FrameTooLarge` past it).
@@ -564,8 +582,9 @@ impl Store {
         let mut merged: BTreeMap<String, u64> = BTreeMap::new();
         for object in self.location.list(&format!("_positions/groups/{}", group_key(group))).await? {
             let bytes = self.location.get(object.location.as_ref()).await?;
-            let positions: BTreeMap<String, u64> = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Internal(format!("bad shared positions {}: {e}", object.location)))?;
+            let positions: BTreeMap<String, u64> = serde_json::from_slice(&bytes).map_err(|e| {
+                StoreError::PositionsCorrupt { path: object.location.to_string(), reason: e.to_string() }
+            })?;
             for (stream, offset) in positions {
                 let entry = merged.entry(stream).or_insert(offset);
                 *entry = (*entry).max(offset);
@@ -881,6 +900,35 @@ impl Store {
             report.segments_compacted = self.compact(now).await?;
         }
         Ok(report)
+    }
+
+    /// Background maintenance of a running process until `stop` completes: every `every`, full and old
+    /// hot partitions are sealed and WAL files collected (`maintain(false)`); every `refresh_every`, when
+    /// given, the segments that other processes sealed into the shared location become visible
+    /// (`refresh`). Failures are logged and retried at the next turn.
+    pub async fn maintain_until(
+        self: Arc<Self>,
+        every: Duration,
+        refresh_every: Option<Duration>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut refreshed = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = &mut stop => return,
+            }
+            if let Err(e) = self.maintain(false).await {
+                tracing::warn!(error = %e, "maintenance failed; retrying");
+            }
+            if refresh_every.is_some_and(|period| refreshed.elapsed() >= period) {
+                refreshed = Instant::now();
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "reading the other processes' ledgers failed; retrying");
+                }
+            }
+        }
     }
 
     /// Re-reads the other nodes' ledgers so that their new segments become visible to scans.

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
-pub const MICROS_PER_HOUR: i64 = 3_600_000_000;
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+pub const MICROS_PER_MINUTE: i64 = 60 * MICROS_PER_SECOND;
+pub const MICROS_PER_HOUR: i64 = 60 * MICROS_PER_MINUTE;
 
 /// A half-open range of event time in microseconds since the epoch: `start <= t < end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,14 +58,69 @@ pub fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-/// RFC 3339 text of an instant, for ledger entries and reports.
+/// RFC 3339 text of an instant at microsecond precision, for ledger entries and SQL literals; instants
+/// outside years 1 to 9999 are clamped to them.
 pub fn format_micros(micros: i64) -> String {
-    datetime_of(micros).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    const FIRST: i64 = -62_135_596_800_000_000; // 0001-01-01T00:00:00Z
+    const LAST: i64 = 253_402_300_799_999_999; // 9999-12-31T23:59:59.999999Z
+    datetime_of(micros.clamp(FIRST, LAST)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// RFC 3339 text of an instant at whole seconds, for titles and messages; an instant that has no date
+/// is written as its number.
+pub fn format_seconds(micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// A duration in microseconds: `500ms`, `30s`, `1m`, `5 minutes`, `1h`, `7d`, `2w` (a bare number is
+/// seconds; also what Grafana's `$__interval` expands to). `None` unless it is a number of a known unit
+/// from 0 up to about 3,000 years.
+pub fn parse_duration_micros(text: &str) -> Option<i64> {
+    let text = text.trim().to_ascii_lowercase();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit_micros: f64 = match unit.trim() {
+        "us" | "µs" | "microsecond" | "microseconds" => 1.0,
+        "ms" | "millisecond" | "milliseconds" => 1e3,
+        "s" | "sec" | "secs" | "second" | "seconds" | "" => 1e6,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60e6,
+        "h" | "hr" | "hour" | "hours" => 3600e6,
+        "d" | "day" | "days" => 86_400e6,
+        "w" | "week" | "weeks" => 604_800e6,
+        _ => return None,
+    };
+    let micros = (number * unit_micros).round();
+    (0.0..1e17).contains(&micros).then_some(micros as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit_and_nonsense_does_not() {
+        assert_eq!(parse_duration_micros("1m"), Some(MICROS_PER_MINUTE));
+        assert_eq!(parse_duration_micros("5 minutes"), Some(5 * MICROS_PER_MINUTE));
+        assert_eq!(parse_duration_micros("500ms"), Some(500_000));
+        assert_eq!(parse_duration_micros("7d"), Some(7 * 24 * MICROS_PER_HOUR));
+        assert_eq!(parse_duration_micros("1.5h"), Some(90 * MICROS_PER_MINUTE));
+        assert_eq!(parse_duration_micros("0s"), Some(0));
+        for nonsense in ["fortnight", "", "-1s", "1e30d", "h"] {
+            assert_eq!(parse_duration_micros(nonsense), None, "{nonsense:?}");
+        }
+    }
+
+    #[test]
+    fn instants_format_as_rfc3339_and_out_of_range_ones_do_not_panic() {
+        assert_eq!(format_seconds(1_700_000_000_123_456), "2023-11-14T22:13:20Z");
+        assert_eq!(format_micros(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(format_micros(i64::MAX), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(format_micros(i64::MIN), "0001-01-01T00:00:00.000000Z");
+        assert_eq!(format_seconds(i64::MAX), i64::MAX.to_string());
+    }
 
     #[test]
     fn partition_dirs_round_trip_including_before_the_epoch() {

@@ -274,3 +274,37 @@ async fn subscribers_receive_appended_rows_of_their_tables_with_backpressure() {
         store.append(&[(Table::Invocations, invocations.clone())], &[]).unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_damaged_positions_checkpoint_is_corruption_not_a_bug() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store.append_batch(Table::Logs, batch_with_ids(Table::Logs, &ids(0..10), |id| T0 + id as i64)).unwrap();
+    store.append(&[], &[Position { stream: "file:/a".into(), offset: 10 }]).unwrap();
+    store.flush_all().await.unwrap();
+    drop(store);
+    let checkpoints: Vec<_> = std::fs::read_dir(dir.path().join("_positions"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");
+    std::fs::write(&checkpoints[0], b"{\"positions\": {\"file:/a\": ").unwrap();
+    let error = Store::open(config(dir.path())).await.err().expect("a damaged checkpoint is refused");
+    assert!(error.is_corruption(), "{error}");
+    assert!(error.to_string().contains("positions"), "{error}");
+}
+
+#[tokio::test]
+async fn the_event_time_span_covers_sealed_and_hot_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(store.event_time_span(Table::Logs), None);
+    store.append_batch(Table::Logs, batch_with_ids(Table::Logs, &ids(0..10), |id| T0 + id as i64 * 1_000)).unwrap();
+    store.flush_all().await.unwrap();
+    store
+        .append_batch(Table::Logs, batch_with_ids(Table::Logs, &ids(10..12), |id| T0 + MICROS_PER_HOUR + id as i64))
+        .unwrap();
+    assert_eq!(store.event_time_span(Table::Logs), Some((T0, T0 + MICROS_PER_HOUR + 11)));
+}

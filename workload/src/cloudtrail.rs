@@ -106,99 +106,145 @@ pub const CONSOLE_AGENT: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)
 pub const CI_ADDRESS: &str = "52.23.17.90";
 pub const OFFICE_ADDRESS: &str = "198.51.100.24";
 
+/// A CloudTrail record's `eventTime` in microseconds (0 when it has none).
+pub fn event_time(record: &Value) -> i64 {
+    record["eventTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp_micros())
+}
+
 /// A function's SDK user agent inside Lambda.
 pub fn lambda_agent() -> &'static str {
     "Boto3/1.34.34 md/Botocore#1.34.34 ua/2.0 os/linux#5.10.209 md/arch#x86_64 lang/python#3.12.1 md/pyimpl#CPython exec-env/AWS_Lambda_python3.12 cfg/retry-mode#legacy Botocore/1.34.34"
 }
 
-/// Routine activity over `hours` from `start_us`, in time order.
+/// Routine activity over `hours` from `start_us`, in time order: on the first day the pipeline creates
+/// every function; every third hour a deployment; during office hours an administrator; every hour the
+/// functions' own role sessions.
 pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> {
-    let mut rng = Rng::new(seed ^ 0xc10d_7a11);
-    let mut out: Vec<(i64, Value)> = Vec::new();
-    let layer = format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:shared-utils");
-    let ci = |run: i64| {
-        role_session(&team.deployer_role, &format!("GitHubActions-{run}"), &format!("ASIAEXAMPLECI{run:05}"))
+    let mut routine = Routine {
+        team,
+        rng: Rng::new(seed ^ 0xc10d_7a11),
+        out: Vec::new(),
+        layer: format!("arn:aws:lambda:{REGION}:{ACCOUNT}:layer:shared-utils"),
     };
-    // Day one: the pipeline creates every function with its own role and the shared layer.
-    for (i, function) in team.functions.iter().enumerate() {
-        let ts = start_us + i as i64 * 20_000_000;
-        let role = format!("arn:aws:iam::{ACCOUNT}:role/{function}-exec");
-        let identity = ci(1);
-        out.push((ts, record(&mut rng, ts, "lambda.amazonaws.com", "CreateFunction20150331", identity.clone(), CI_ADDRESS, CI_AGENT,
-            json!({"functionName": function, "runtime": "python3.12", "role": role, "handler": "app.handler", "memorySize": 256, "timeout": 30, "layers": [format!("{layer}:3")], "environment": {"variables": {"LOG_LEVEL": "INFO", "TABLE_NAME": format!("{function}-table")}}}),
-            json!({"functionName": function, "functionArn": function_arn(function), "role": role, "codeSha256": "b2V4YW1wbGUtY29kZS1oYXNo", "layers": [{"arn": format!("{layer}:3"), "codeSize": 1024}]}))));
-        let ts = ts + 5_000_000;
-        out.push((ts, record(&mut rng, ts, "lambda.amazonaws.com", "AddPermission20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
-            json!({"functionName": function, "statementId": "apigateway-invoke", "action": "lambda:InvokeFunction", "principal": "apigateway.amazonaws.com", "sourceArn": format!("arn:aws:execute-api:{REGION}:{ACCOUNT}:abc123/*")}),
-            json!({"statement": "{\"Sid\":\"apigateway-invoke\",\"Effect\":\"Allow\",\"Principal\":{\"Service\":\"apigateway.amazonaws.com\"}}"}))));
-        if i % 3 == 0 {
-            let ts = ts + 5_000_000;
-            out.push((ts, record(&mut rng, ts, "lambda.amazonaws.com", "CreateFunctionUrlConfig20211031", identity.clone(), CI_ADDRESS, CI_AGENT,
-                json!({"functionName": function, "authType": "AWS_IAM"}),
-                json!({"functionUrl": format!("https://{i}abc.lambda-url.{REGION}.on.aws/"), "authType": "AWS_IAM"}))));
-        }
-        if i % 4 == 1 {
-            let ts = ts + 8_000_000;
-            let mapping = rng.uuid();
-            out.push((ts, record(&mut rng, ts, "lambda.amazonaws.com", "CreateEventSourceMapping20150331", identity.clone(), CI_ADDRESS, CI_AGENT,
-                json!({"functionName": function, "eventSourceArn": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{function}-queue"), "batchSize": 10}),
-                json!({"uUID": mapping, "state": "Creating"}))));
-            out.push((
-                ts + 1_000_000,
-                record(
-                    &mut rng,
-                    ts + 1_000_000,
-                    "lambda.amazonaws.com",
-                    "PutFunctionConcurrency20171031",
-                    identity.clone(),
-                    CI_ADDRESS,
-                    CI_AGENT,
-                    json!({"functionName": function, "reservedConcurrentExecutions": 50}),
-                    json!({"reservedConcurrentExecutions": 50}),
-                ),
-            ));
-        }
-    }
-    // Every few hours a deployment: new code, sometimes a configuration change, a version and an alias.
+    routine.creation(start_us);
     let mut run = 2;
     for hour in 1..hours {
         let base = start_us + hour * HOUR_US;
         if hour % 3 == 0 {
-            let identity = ci(run);
+            routine.deployment(base, run);
             run += 1;
-            for (i, function) in team.functions.iter().enumerate() {
-                if rng.chance(0.5) {
-                    continue;
-                }
-                let ts = base + 600_000_000 + i as i64 * 7_000_000;
-                out.push((ts, record(&mut rng, ts, "lambda.amazonaws.com", "UpdateFunctionCode20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
-                    json!({"functionName": function, "publish": true, "dryRun": false}),
-                    json!({"functionName": function, "codeSha256": format!("c2hhLXtydW59LXtpfQ{run}{i}"), "version": format!("{run}")}))));
-                if rng.chance(0.3) {
-                    let version = 3 + run / 6;
-                    let memory = [256, 512, 1024][rng.below(3)];
-                    let level = ["INFO", "DEBUG"][rng.below(2)];
-                    out.push((ts + 2_000_000, record(&mut rng, ts + 2_000_000, "lambda.amazonaws.com", "UpdateFunctionConfiguration20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
-                        json!({"functionName": function, "memorySize": memory, "timeout": 30, "layers": [format!("{layer}:{version}")], "environment": {"variables": {"LOG_LEVEL": level, "TABLE_NAME": format!("{function}-table")}}}),
-                        json!({"functionName": function, "lastUpdateStatus": "InProgress"}))));
-                }
-                out.push((
-                    ts + 4_000_000,
+        }
+        routine.administration(base, hour);
+        routine.role_sessions(base, hour);
+    }
+    let mut out = routine.out;
+    out.sort_by_key(|(ts, _)| *ts);
+    out.into_iter().map(|(_, record)| record).collect()
+}
+
+/// The records of `routine` as they are written, with the one random source they draw from in order.
+struct Routine<'a> {
+    team: &'a Team,
+    rng: Rng,
+    out: Vec<(i64, Value)>,
+    /// The shared layer's ARN without its version.
+    layer: String,
+}
+
+impl Routine<'_> {
+    /// The deployment pipeline's session of CI run `run`.
+    fn ci(&self, run: i64) -> Value {
+        role_session(&self.team.deployer_role, &format!("GitHubActions-{run}"), &format!("ASIAEXAMPLECI{run:05}"))
+    }
+
+    /// Day one: the pipeline creates every function with its own role and the shared layer.
+    fn creation(&mut self, start_us: i64) {
+        let team = self.team;
+        for (i, function) in team.functions.iter().enumerate() {
+            let ts = start_us + i as i64 * 20_000_000;
+            let role = format!("arn:aws:iam::{ACCOUNT}:role/{function}-exec");
+            let identity = self.ci(1);
+            self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "CreateFunction20150331", identity.clone(), CI_ADDRESS, CI_AGENT,
+                json!({"functionName": function, "runtime": "python3.12", "role": role, "handler": "app.handler", "memorySize": 256, "timeout": 30, "layers": [format!("{}:3", self.layer)], "environment": {"variables": {"LOG_LEVEL": "INFO", "TABLE_NAME": format!("{function}-table")}}}),
+                json!({"functionName": function, "functionArn": function_arn(function), "role": role, "codeSha256": "b2V4YW1wbGUtY29kZS1oYXNo", "layers": [{"arn": format!("{}:3", self.layer), "codeSize": 1024}]}))));
+            let ts = ts + 5_000_000;
+            self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "AddPermission20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
+                json!({"functionName": function, "statementId": "apigateway-invoke", "action": "lambda:InvokeFunction", "principal": "apigateway.amazonaws.com", "sourceArn": format!("arn:aws:execute-api:{REGION}:{ACCOUNT}:abc123/*")}),
+                json!({"statement": "{\"Sid\":\"apigateway-invoke\",\"Effect\":\"Allow\",\"Principal\":{\"Service\":\"apigateway.amazonaws.com\"}}"}))));
+            if i % 3 == 0 {
+                let ts = ts + 5_000_000;
+                self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "CreateFunctionUrlConfig20211031", identity.clone(), CI_ADDRESS, CI_AGENT,
+                    json!({"functionName": function, "authType": "AWS_IAM"}),
+                    json!({"functionUrl": format!("https://{i}abc.lambda-url.{REGION}.on.aws/"), "authType": "AWS_IAM"}))));
+            }
+            if i % 4 == 1 {
+                let ts = ts + 8_000_000;
+                let mapping = self.rng.uuid();
+                self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "CreateEventSourceMapping20150331", identity.clone(), CI_ADDRESS, CI_AGENT,
+                    json!({"functionName": function, "eventSourceArn": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{function}-queue"), "batchSize": 10}),
+                    json!({"uUID": mapping, "state": "Creating"}))));
+                self.out.push((
+                    ts + 1_000_000,
                     record(
-                        &mut rng,
-                        ts + 4_000_000,
+                        &mut self.rng,
+                        ts + 1_000_000,
                         "lambda.amazonaws.com",
-                        "UpdateAlias20150331",
+                        "PutFunctionConcurrency20171031",
                         identity.clone(),
                         CI_ADDRESS,
                         CI_AGENT,
-                        json!({"functionName": function, "name": "live", "functionVersion": format!("{run}")}),
-                        json!({"name": "live"}),
+                        json!({"functionName": function, "reservedConcurrentExecutions": 50}),
+                        json!({"reservedConcurrentExecutions": 50}),
                     ),
                 ));
             }
         }
-        // An administrator looks around during office hours and sometimes tidies the trail's selectors.
+    }
+
+    /// New code for about half the functions, sometimes a configuration change, a version and an alias.
+    fn deployment(&mut self, base: i64, run: i64) {
+        let team = self.team;
+        let identity = self.ci(run);
+        let run = run + 1;
+        for (i, function) in team.functions.iter().enumerate() {
+            if self.rng.chance(0.5) {
+                continue;
+            }
+            let ts = base + 600_000_000 + i as i64 * 7_000_000;
+            self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "UpdateFunctionCode20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
+                json!({"functionName": function, "publish": true, "dryRun": false}),
+                json!({"functionName": function, "codeSha256": format!("c2hhLXtydW59LXtpfQ{run}{i}"), "version": format!("{run}")}))));
+            if self.rng.chance(0.3) {
+                let version = 3 + run / 6;
+                let memory = [256, 512, 1024][self.rng.below(3)];
+                let level = ["INFO", "DEBUG"][self.rng.below(2)];
+                self.out.push((ts + 2_000_000, record(&mut self.rng, ts + 2_000_000, "lambda.amazonaws.com", "UpdateFunctionConfiguration20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
+                    json!({"functionName": function, "memorySize": memory, "timeout": 30, "layers": [format!("{}:{version}", self.layer)], "environment": {"variables": {"LOG_LEVEL": level, "TABLE_NAME": format!("{function}-table")}}}),
+                    json!({"functionName": function, "lastUpdateStatus": "InProgress"}))));
+            }
+            self.out.push((
+                ts + 4_000_000,
+                record(
+                    &mut self.rng,
+                    ts + 4_000_000,
+                    "lambda.amazonaws.com",
+                    "UpdateAlias20150331",
+                    identity.clone(),
+                    CI_ADDRESS,
+                    CI_AGENT,
+                    json!({"functionName": function, "name": "live", "functionVersion": format!("{run}")}),
+                    json!({"name": "live"}),
+                ),
+            ));
+        }
+    }
+
+    /// During office hours an administrator looks around and sometimes tidies the trail's selectors.
+    fn administration(&mut self, base: i64, hour: i64) {
+        let team = self.team;
         if (8..18).contains(&(hour % 24)) {
             let admin = user(&team.admin_user);
             for (k, name) in
@@ -210,14 +256,14 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
                 let source =
                     if name.contains("Function") { "lambda.amazonaws.com" } else { "cloudtrail.amazonaws.com" };
                 let request = if name.starts_with("GetFunction") {
-                    json!({"functionName": team.functions[rng.below(team.functions.len())]})
+                    json!({"functionName": team.functions[self.rng.below(team.functions.len())]})
                 } else {
                     json!({})
                 };
-                out.push((
+                self.out.push((
                     ts,
                     record(
-                        &mut rng,
+                        &mut self.rng,
                         ts,
                         source,
                         name,
@@ -231,13 +277,13 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
             }
             if hour % 24 == 10 {
                 let ts = base + 1_800_000_000;
-                out.push((ts, record(&mut rng, ts, "cloudtrail.amazonaws.com", "PutEventSelectors", admin.clone(), OFFICE_ADDRESS, CONSOLE_AGENT,
-                    json!({"trailName": "org-trail", "eventSelectors": [{"readWriteType": "All", "includeManagementEvents": true, "dataResources": [{"type": "AWS::Lambda::Function", "values": ["arn:aws:lambda"]}], "excludeManagementEventSources": []}]}),
-                    json!({"trailARN": format!("arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/org-trail")}))));
-                out.push((
+                self.out.push((ts, record(&mut self.rng, ts, "cloudtrail.amazonaws.com", "PutEventSelectors", admin.clone(), OFFICE_ADDRESS, CONSOLE_AGENT,
+                json!({"trailName": "org-trail", "eventSelectors": [{"readWriteType": "All", "includeManagementEvents": true, "dataResources": [{"type": "AWS::Lambda::Function", "values": ["arn:aws:lambda"]}], "excludeManagementEventSources": []}]}),
+                json!({"trailARN": format!("arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/org-trail")}))));
+                self.out.push((
                     ts + 60_000_000,
                     record(
-                        &mut rng,
+                        &mut self.rng,
                         ts + 60_000_000,
                         "cloudtrail.amazonaws.com",
                         "StartLogging",
@@ -250,10 +296,10 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
                 ));
             }
             // Now and then a permission the admin does not have.
-            if rng.chance(0.2) {
+            if self.rng.chance(0.2) {
                 let ts = base + 2_400_000_000;
                 let mut denied = record(
-                    &mut rng,
+                    &mut self.rng,
                     ts,
                     "iam.amazonaws.com",
                     "ListRoles",
@@ -265,10 +311,14 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
                 );
                 denied["errorCode"] = json!("AccessDenied");
                 denied["errorMessage"] = json!("User is not authorized to perform: iam:ListRoles");
-                out.push((ts, denied));
+                self.out.push((ts, denied));
             }
         }
-        // The functions' own role sessions, from inside Lambda.
+    }
+
+    /// The functions' own role sessions, from inside Lambda.
+    fn role_sessions(&mut self, base: i64, hour: i64) {
+        let team = self.team;
         for (i, function) in team.functions.iter().enumerate() {
             let role = format!("arn:aws:iam::{ACCOUNT}:role/{function}-exec");
             let identity = role_session(&role, function, &format!("ASIAEXAMPLEFN{i:03}{hour:04}"));
@@ -279,11 +329,11 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
                 } else {
                     ("kms.amazonaws.com", "Decrypt", json!({"encryptionAlgorithm": "SYMMETRIC_DEFAULT"}))
                 };
-                let address = format!("3.{}.{}.{}", 80 + i % 8, rng.below(256), 1 + rng.below(254));
-                out.push((
+                let address = format!("3.{}.{}.{}", 80 + i % 8, self.rng.below(256), 1 + self.rng.below(254));
+                self.out.push((
                     ts,
                     record(
-                        &mut rng,
+                        &mut self.rng,
                         ts,
                         source,
                         name,
@@ -297,8 +347,6 @@ pub fn routine(team: &Team, start_us: i64, hours: i64, seed: u64) -> Vec<Value> 
             }
         }
     }
-    out.sort_by_key(|(ts, _)| *ts);
-    out.into_iter().map(|(_, record)| record).collect()
 }
 
 #[cfg(test)]

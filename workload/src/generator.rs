@@ -7,8 +7,7 @@ use store::Table;
 
 use crate::fleet::{caller, Caller, FunctionProfile, Trigger};
 use crate::rng::Rng;
-
-const MINUTE_US: i64 = 60_000_000;
+use store::time::MICROS_PER_MINUTE;
 
 /// A change to one function's traffic from a start time on; the scenario tests and attack stories are
 /// made of these.
@@ -146,7 +145,7 @@ impl Generator {
         let mut cold_storm = false;
         let mut new_caller_share = 0.0;
         for injection in self.active(function_idx, minute_us) {
-            let elapsed_minutes = (minute_us - injection.start_us) as f64 / MINUTE_US as f64;
+            let elapsed_minutes = (minute_us - injection.start_us) as f64 / MICROS_PER_MINUTE as f64;
             match injection.anomaly {
                 Anomaly::Spike { factor } => rate *= factor,
                 Anomaly::Drop => rate = 0.0,
@@ -173,7 +172,7 @@ impl Generator {
         let n_invocations = self.rng.poisson(rate);
         for _ in 0..n_invocations {
             let function = &self.functions[function_idx];
-            let ts_us = minute_us + self.rng.below(MINUTE_US as usize) as i64;
+            let ts_us = minute_us + self.rng.below(MICROS_PER_MINUTE as usize) as i64;
             let mut duration_ms = match duration_target_ms {
                 Some(target) => target * (1.0 + 0.01 * self.rng.normal()),
                 None => self.rng.log_normal(function.duration_median_ms, function.duration_sigma),
@@ -236,7 +235,7 @@ impl Generator {
             });
         }
         // Environments idle past their lifetime are reclaimed at the end of the minute.
-        let idle_us = self.functions[function_idx].environment_idle_minutes * MINUTE_US;
+        let idle_us = self.functions[function_idx].environment_idle_minutes * MICROS_PER_MINUTE;
         self.environments[function_idx].retain(|environment| environment.idle_since_us + idle_us > minute_us);
     }
 
@@ -365,7 +364,7 @@ mod tests {
     fn minutes(generator: &mut Generator, start_us: i64, n_minutes: i64) -> Vec<Invocation> {
         let mut out = Vec::new();
         for minute_idx in 0..n_minutes {
-            generator.minute(start_us + minute_idx * MINUTE_US, &mut out);
+            generator.minute(start_us + minute_idx * MICROS_PER_MINUTE, &mut out);
         }
         out
     }
@@ -406,20 +405,20 @@ mod tests {
     fn injected_anomalies_change_only_their_function_and_span() {
         let mut plain = generator(4);
         let mut injected = generator(4);
-        let start_us = START_US + 10 * MINUTE_US;
+        let start_us = START_US + 10 * MICROS_PER_MINUTE;
         for (function_idx, anomaly) in [
             (0, Anomaly::Spike { factor: 10.0 }),
             (1, Anomaly::Drop),
             (2, Anomaly::NewCallers { n_callers: 5, share: 0.5 }),
         ] {
-            injected.inject(Injection { function_idx, anomaly, start_us, end_us: start_us + 10 * MINUTE_US });
+            injected.inject(Injection { function_idx, anomaly, start_us, end_us: start_us + 10 * MICROS_PER_MINUTE });
         }
         let before = minutes(&mut plain, START_US, 30);
         let after = minutes(&mut injected, START_US, 30);
         let count = |rows: &[Invocation], function_idx: usize, from: i64, to: i64| {
             rows.iter().filter(|i| i.function_idx == function_idx && i.ts_us >= from && i.ts_us < to).count()
         };
-        let span = (start_us, start_us + 10 * MINUTE_US);
+        let span = (start_us, start_us + 10 * MICROS_PER_MINUTE);
         assert!(count(&after, 0, span.0, span.1) > 5 * count(&before, 0, span.0, span.1));
         assert_eq!(count(&after, 1, span.0, span.1), 0);
         assert!(count(&after, 1, START_US, span.0) > 0);
@@ -434,7 +433,7 @@ mod tests {
     #[test]
     fn a_cold_start_storm_starts_every_invocation_cold() {
         let mut generator = generator(3);
-        let start_us = START_US + 5 * MINUTE_US;
+        let start_us = START_US + 5 * MICROS_PER_MINUTE;
         generator.inject(Injection { function_idx: 0, anomaly: Anomaly::ColdStartStorm, start_us, end_us: i64::MAX });
         let rows = minutes(&mut generator, START_US, 10);
         let stormed: Vec<&Invocation> = rows.iter().filter(|i| i.function_idx == 0 && i.ts_us >= start_us).collect();

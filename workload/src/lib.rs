@@ -6,6 +6,7 @@
 //! `cloudtrail` writes the routine CloudTrail activity of the team running that fleet (deployments,
 //! configuration, administrators, the functions' own role sessions). `render` turns invocations into what
 //! AWS would deliver about them: Lambda log lines in CloudWatch subscription payloads and X-Ray segments.
+//! `stories` holds the attack stories of the demo and the tests.
 //!
 //! It is deterministic for a seed and knows nothing of parsing, detection or SQL; it depends on `store`
 //! only, for the table schemas and the row builder.
@@ -15,6 +16,7 @@ pub mod fleet;
 pub mod generator;
 pub mod render;
 pub mod rng;
+pub mod stories;
 
 pub use fleet::{fleet, Caller, FunctionProfile, Trigger};
 pub use generator::{invocations_batch, Anomaly, Generator, Injection, Invocation};

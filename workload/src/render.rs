@@ -172,6 +172,47 @@ pub fn subscription_payload(function: &FunctionProfile, log_stream: &str, events
     })
 }
 
+/// One minute of invocations as AWS delivers it.
+#[derive(Debug, Default)]
+pub struct RenderedMinute {
+    /// One subscription payload per function and log stream, in that order, with the function's index
+    /// in the fleet and the log stream.
+    pub payloads: Vec<(usize, String, Value)>,
+    /// The X-Ray segment documents of the traced invocations, with their trace ids.
+    pub segments: Vec<(String, Value)>,
+    pub log_lines: u64,
+}
+
+/// Renders one minute's invocations: each invocation's log lines, grouped per log stream into
+/// subscription payloads whose event ids continue from `next_event_id`, and the X-Ray segments of the
+/// invocations `traced` chooses (it may draw from the same `rng`, in invocation order).
+pub fn render_minute(
+    functions: &[FunctionProfile],
+    invocations: &[Invocation],
+    rng: &mut Rng,
+    next_event_id: &mut u64,
+    mut traced: impl FnMut(&Invocation, &mut Rng) -> bool,
+) -> RenderedMinute {
+    let mut rendered = RenderedMinute::default();
+    let mut streams: std::collections::BTreeMap<(usize, &str), Vec<LogEvent>> = std::collections::BTreeMap::new();
+    for invocation in invocations {
+        let function = &functions[invocation.function_idx];
+        let events = log_events(function, invocation, rng);
+        rendered.log_lines += events.len() as u64;
+        streams.entry((invocation.function_idx, &invocation.log_stream)).or_default().extend(events);
+        if traced(invocation, rng) {
+            let segments = xray_segments(function, invocation, rng);
+            rendered.segments.extend(segments.into_iter().map(|segment| (invocation.trace_id.clone(), segment)));
+        }
+    }
+    for ((function_idx, log_stream), events) in streams {
+        let payload = subscription_payload(&functions[function_idx], log_stream, &events, *next_event_id);
+        *next_event_id += events.len() as u64;
+        rendered.payloads.push((function_idx, log_stream.to_string(), payload));
+    }
+    rendered
+}
+
 /// The X-Ray segment documents of one invocation: the function's segment and a subsegment for its
 /// downstream call.
 pub fn xray_segments(function: &FunctionProfile, invocation: &Invocation, rng: &mut Rng) -> Vec<Value> {

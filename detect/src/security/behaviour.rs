@@ -11,8 +11,7 @@ use serde_json::json;
 
 use super::rows::{actor_of, CloudTrailEvent, InvocationRow, LogRow};
 use super::Finding;
-
-const MINUTE_US: i64 = 60_000_000;
+use store::time::MICROS_PER_MINUTE;
 
 /// Tunables of the behavioural detections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,12 +34,12 @@ impl Default for BehaviourConfig {
     fn default() -> Self {
         BehaviourConfig {
             denials_per_burst: 20,
-            burst_window_us: 5 * MINUTE_US,
-            caller_learning_us: 6 * 60 * MINUTE_US,
+            burst_window_us: 5 * MICROS_PER_MINUTE,
+            caller_learning_us: 6 * 60 * MICROS_PER_MINUTE,
             caller_learning_invocations: 200,
-            caller_stable_us: 60 * MINUTE_US,
+            caller_stable_us: 60 * MICROS_PER_MINUTE,
             resource_learning_windows: 12,
-            resource_window_us: 5 * MINUTE_US,
+            resource_window_us: 5 * MICROS_PER_MINUTE,
         }
     }
 }
@@ -209,7 +208,7 @@ impl Behaviour {
                 detail: format!(
                     "{} authorization failures of {kind} {entity} within {} minutes",
                     burst.count,
-                    window / MINUTE_US
+                    window / MICROS_PER_MINUTE
                 ),
                 observed: json!({"failures": burst.count, "kind": kind, "entity": entity}),
                 expected: json!({"failures_below": self.config.denials_per_burst}),
@@ -404,7 +403,7 @@ fn judge(
                 detail: format!(
                     "{function} billed {:.0} GB-s in {} minutes, {:.0}x its usual",
                     window.gb_seconds,
-                    config.resource_window_us / MINUTE_US,
+                    config.resource_window_us / MICROS_PER_MINUTE,
                     window.gb_seconds / book.gb_seconds.max(0.01)
                 ),
                 observed: json!({"gb_seconds": window.gb_seconds, "invocations": window.invocations}),

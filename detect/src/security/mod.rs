@@ -89,13 +89,6 @@ pub fn catalog(id: &str) -> Option<&'static Detection> {
     CATALOG.iter().find(|d| d.id == id)
 }
 
-/// Event time as RFC 3339.
-pub fn rfc3339(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| us.to_string())
-}
-
 /// What a detection found, before it becomes an alert.
 #[derive(Debug, Clone, Default)]
 pub struct Finding {

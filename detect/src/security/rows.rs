@@ -200,7 +200,7 @@ impl CloudTrailEvent {
             }
         }
         let mut record = Map::new();
-        record.insert("eventTime".into(), json!(crate::security::rfc3339(self.ts_us)));
+        record.insert("eventTime".into(), json!(store::time::format_seconds(self.ts_us)));
         record.insert("eventSource".into(), json!(self.event_source));
         record.insert("eventName".into(), json!(self.event_name));
         put(&mut record, "awsRegion", &self.region);

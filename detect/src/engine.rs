@@ -1,0 +1,240 @@
+//! `Engine`: the anomaly stream, the security detections and the deduplicator behind one `push(table,
+//! batch)`, `advance_to(now)` and `finish()`, with checkpoints. The live detection thread (`runner`) and
+//! the replay of stored history (`replay`) both drive an engine, so live and replayed alerts come from
+//! the same code and carry the same ids.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use store::Table;
+
+use crate::alert::Alert;
+use crate::dedup::Deduplicator;
+use crate::error::DetectError;
+use crate::security::{Security, SecurityConfig, SecurityStats, SigmaRules};
+use crate::stream::{Stream, StreamConfig, StreamStats};
+
+/// Alerts of one detector and entity within this much event time are one alert with a count.
+pub const DEDUP_WINDOW_US: i64 = 10 * 60 * 1_000_000;
+
+/// Which detections an engine runs, and how.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The anomaly stream over `invocations`; `None` runs none.
+    pub anomaly: Option<StreamConfig>,
+    /// The security detections over `cloudtrail`, `invocations` and `logs`; `None` runs none.
+    pub security: Option<SecurityConfig>,
+    pub dedup_window_us: i64,
+}
+
+impl Default for EngineConfig {
+    /// Every detection with its default settings.
+    fn default() -> Self {
+        EngineConfig {
+            anomaly: Some(StreamConfig::default()),
+            security: Some(SecurityConfig::default()),
+            dedup_window_us: DEDUP_WINDOW_US,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The anomaly stream only (`coldtrail detect`).
+    pub fn anomaly_only() -> Self {
+        EngineConfig { security: None, ..EngineConfig::default() }
+    }
+
+    /// The security detections only (`coldtrail hunt`).
+    pub fn security_only() -> Self {
+        EngineConfig { anomaly: None, ..EngineConfig::default() }
+    }
+}
+
+/// What an engine has done.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineStats {
+    pub stream: StreamStats,
+    pub security: SecurityStats,
+}
+
+/// The detections of one process.
+pub struct Engine {
+    stream: Option<Stream>,
+    security: Option<Security>,
+    dedup: Deduplicator,
+    /// Stream counters already added to the metrics.
+    published: StreamStats,
+}
+
+impl Engine {
+    /// An engine that starts without learned state.
+    pub fn new(config: &EngineConfig, rules: SigmaRules) -> Engine {
+        Engine {
+            stream: config.anomaly.clone().map(Stream::new),
+            security: config.security.clone().map(|security| Security::new(security, rules)),
+            dedup: Deduplicator::new(config.dedup_window_us),
+            published: StreamStats::default(),
+        }
+    }
+
+    /// The tables whose rows the engine reads.
+    pub fn tables(&self) -> Vec<Table> {
+        let mut tables = Vec::new();
+        if self.security.is_some() {
+            tables.extend(Security::TABLES);
+        } else if self.stream.is_some() {
+            tables.push(Table::Invocations);
+        }
+        tables
+    }
+
+    /// The allowed lateness of the anomaly stream (0 without one).
+    pub fn lateness_us(&self) -> i64 {
+        self.stream.as_ref().map_or(0, |stream| stream.config().lateness_us)
+    }
+
+    /// Runs the detections over a batch of `table` rows; returns the alerts to store.
+    pub fn push(&mut self, table: Table, batch: &RecordBatch) -> Vec<Alert> {
+        self.push_all(std::slice::from_ref(&(table, batch.clone())))
+    }
+
+    /// `push` of the batches of one store append together: their alerts are grouped as one arrival.
+    pub fn push_all(&mut self, batches: &[(Table, RecordBatch)]) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for (table, batch) in batches {
+            if *table == Table::Invocations {
+                if let Some(stream) = &mut self.stream {
+                    stream.push(batch, &mut alerts);
+                }
+            }
+            if let Some(security) = &mut self.security {
+                security.push(*table, batch, &mut alerts);
+            }
+        }
+        let admitted = self.dedup.admit(alerts);
+        self.publish(&admitted);
+        admitted
+    }
+
+    /// Moves event time on to `now_us` without rows (a clock tick): the minutes of a fleet that went
+    /// quiet are scored, and alert groups whose window ended get their final rows. Returns the alerts
+    /// to store.
+    pub fn advance_to(&mut self, now_us: i64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        if let Some(stream) = &mut self.stream {
+            if now_us > stream.watermark_us() {
+                stream.advance_to(now_us, &mut alerts);
+            }
+        }
+        let mut admitted = self.dedup.admit(alerts);
+        admitted.extend(self.dedup.close_until(now_us));
+        self.publish(&admitted);
+        admitted
+    }
+
+    /// Closes every open alert group; returns their final rows. Open minutes stay open (they are
+    /// checkpointed for the next run).
+    pub fn finish(&mut self) -> Vec<Alert> {
+        let closed = self.dedup.close_all();
+        self.publish(&closed);
+        closed
+    }
+
+    fn publish(&mut self, alerts: &[Alert]) {
+        let stats = self.stream.as_ref().map(Stream::stats).unwrap_or_default();
+        crate::metrics::publish(&stats, &self.published, alerts);
+        self.published = stats;
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            stream: self.stream.as_ref().map(Stream::stats).unwrap_or_default(),
+            security: self.security.as_ref().map(|s| s.stats().clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Where an engine's learned state is kept between runs: `<dir>/checkpoint.json` (the anomaly stream)
+/// and `<dir>/security.json` (the security detections), each replaced atomically.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    dir: PathBuf,
+}
+
+impl Checkpoints {
+    pub fn new(dir: impl Into<PathBuf>) -> Checkpoints {
+        Checkpoints { dir: dir.into() }
+    }
+
+    pub fn stream_path(&self) -> PathBuf {
+        self.dir.join("checkpoint.json")
+    }
+
+    pub fn security_path(&self) -> PathBuf {
+        self.dir.join("security.json")
+    }
+
+    /// An engine with the learned state of the last checkpoint where there is a usable one; a part
+    /// whose checkpoint is missing, unreadable, of another version or of another configuration starts
+    /// afresh, with a warning that says why.
+    pub fn load(&self, config: &EngineConfig, rules: SigmaRules) -> Engine {
+        let mut engine = Engine::new(config, rules);
+        if let (Some(stream_config), Some(bytes)) = (&config.anomaly, read_if_present(&self.stream_path())) {
+            match Stream::restore(stream_config.clone(), &bytes) {
+                Ok(stream) => engine.stream = Some(stream),
+                Err(e) => tracing::warn!(
+                    path = %self.stream_path().display(),
+                    error = %e,
+                    "detector checkpoint not used; baselines start afresh"
+                ),
+            }
+        }
+        if let (Some(security), Some(bytes)) = (&mut engine.security, read_if_present(&self.security_path())) {
+            if let Err(e) = security.restore_state(&bytes) {
+                tracing::warn!(
+                    path = %self.security_path().display(),
+                    error = %e,
+                    "security checkpoint not used; learning afresh"
+                );
+            }
+        }
+        engine
+    }
+
+    /// Writes the engine's state: each file to a temporary beside it, fsynced, then renamed over it.
+    pub fn save(&self, engine: &Engine) -> Result<(), DetectError> {
+        if let Some(stream) = &engine.stream {
+            write_atomically(&self.stream_path(), &stream.checkpoint()?)?;
+        }
+        if let Some(security) = &engine.security {
+            write_atomically(&self.security_path(), &security.checkpoint()?)?;
+        }
+        crate::metrics::metrics().checkpoints.inc();
+        Ok(())
+    }
+}
+
+/// The file's bytes; `None` when it does not exist or cannot be read (then with a warning).
+fn read_if_present(path: &Path) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "checkpoint unreadable; starting afresh");
+            None
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DetectError> {
+    use std::io::Write;
+    let failed =
+        |what: &str, e: std::io::Error| DetectError::Checkpoint(format!("cannot {what} {}: {e}", path.display()));
+    let dir = path.parent().expect("a checkpoint path is a file in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| failed("create the directory of", e))?;
+    let temporary = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&temporary).map_err(|e| failed("create a temporary beside", e))?;
+    file.write_all(bytes).map_err(|e| failed("write a temporary beside", e))?;
+    file.sync_all().map_err(|e| failed("sync a temporary beside", e))?;
+    std::fs::rename(&temporary, path).map_err(|e| failed("replace", e))
+}
