@@ -73,7 +73,7 @@ pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode>
     let report = store::verify_location(&location, &trusted).await?;
     if args.json {
         let findings: Vec<serde_json::Value> =
-            report.findings.iter().map(|f| serde_json::json!({ "kind": f.kind(), "message": f.to_string() })).collect();
+            report.problems.iter().map(|f| serde_json::json!({ "kind": f.kind(), "message": f.to_string() })).collect();
         let heads: Vec<serde_json::Value> = report
             .heads
             .iter()
@@ -104,7 +104,7 @@ pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode>
         for (node, seq, hash) in &report.heads {
             outln!("head of node {node}: entry {seq} {hash}");
         }
-        for finding in &report.findings {
+        for finding in &report.problems {
             outln!("FAIL {}: {finding}", finding.kind());
         }
         outln!("{}", if report.is_intact() { "intact" } else { "TAMPERED OR DAMAGED" });

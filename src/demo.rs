@@ -191,7 +191,7 @@ fn print_alerts(store: &Store) -> std::thread::JoinHandle<()> {
                 for alert in alerting::AlertDoc::rows(batch) {
                     if seen.insert(alert.id.clone()) {
                         let title: String = alert.title.chars().take(110).collect();
-                        outln!("  alert [{}] {} {}", alert.severity, alert.detector, title);
+                        outln!("  alert [{}] {} {}", alert.severity.name(), alert.detector, title);
                     }
                 }
             }

@@ -12,7 +12,7 @@ use detect::engine::{Checkpoints, Engine, EngineConfig};
 use detect::replay::{replay, stored_span};
 use detect::runner::{store_alerts, DetectionThread};
 use detect::security::SigmaRules;
-use detect::{Alert, StreamStats};
+use detect::{Alert, AnomalyStreamStats};
 use store::{Store, Table, TimeRange};
 
 use crate::commands::Paths;
@@ -34,17 +34,17 @@ pub fn checkpoints(data: &Path) -> Checkpoints {
 }
 
 /// The live detections of a running process, from their last checkpoint.
-pub struct Detection(DetectionThread);
+pub struct LiveDetections(DetectionThread);
 
-impl Detection {
-    pub fn start(store: Arc<Store>, data: &Path) -> anyhow::Result<Detection> {
+impl LiveDetections {
+    pub fn start(store: Arc<Store>, data: &Path) -> anyhow::Result<LiveDetections> {
         let checkpoints = checkpoints(data);
         let engine = checkpoints.load(&EngineConfig::default(), sigma_rules(None)?);
-        Ok(Detection(DetectionThread::start(store, engine, checkpoints)?))
+        Ok(LiveDetections(DetectionThread::start(store, engine, checkpoints)?))
     }
 
     /// Scores what is queued, stores its alerts, checkpoints and ends the thread.
-    pub fn stop(self) -> anyhow::Result<StreamStats> {
+    pub fn stop(self) -> anyhow::Result<AnomalyStreamStats> {
         Ok(self.0.stop()?.stream)
     }
 }
@@ -90,7 +90,7 @@ pub async fn backfill(paths: &Paths, args: DetectArgs) -> anyhow::Result<ExitCod
     let stats = engine.stats().stream;
     outln!(
         "replayed {} invocations: {} function-minutes scored, {n_alerts} alerts stored",
-        stats.records,
+        stats.invocations,
         stats.minutes_scored
     );
     Ok(ExitCode::SUCCESS)

@@ -116,7 +116,7 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
     }
     let store = std::sync::Arc::new(Store::open(paths.store_config()).await?);
     let detection =
-        if args.no_detect { None } else { Some(crate::detection::Detection::start(store.clone(), &paths.data)?) };
+        if args.no_detect { None } else { Some(crate::detection::LiveDetections::start(store.clone(), &paths.data)?) };
     let functions = fleet(args.functions, &mut Rng::new(args.seed));
     let mut generator = Generator::new(functions, args.seed);
     for injection in injections {
@@ -141,7 +141,7 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
         }
     }
     append(&store, &generator, &mut pending).await?;
-    let detected = detection.map(crate::detection::Detection::stop).transpose()?;
+    let detected = detection.map(crate::detection::LiveDetections::stop).transpose()?;
     store.flush_all().await?;
     let seconds = started.elapsed().as_secs_f64();
     outln!(

@@ -74,7 +74,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     config.flush.partition_rows_max = 250_000;
     let store = Arc::new(Store::open(config).await?);
     let detection =
-        if args.no_detect { None } else { Some(crate::detection::Detection::start(store.clone(), &paths.data)?) };
+        if args.no_detect { None } else { Some(crate::detection::LiveDetections::start(store.clone(), &paths.data)?) };
     let maintenance = flush_while_ingesting(store.clone());
     let sink = StoreSink::new(store.clone());
     let options = FileOptions { format: args.format, log_group: args.log_group.clone(), again: args.again };
@@ -84,7 +84,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
         ingest_input(input, &args, &sink, &mut files, started).await?;
     }
     let (file_stats, stats) = files.finish()?;
-    let detected = detection.map(crate::detection::Detection::stop).transpose()?;
+    let detected = detection.map(crate::detection::LiveDetections::stop).transpose()?;
     maintenance.abort();
     let flushed = store.flush_all().await?;
     if std::io::stderr().is_terminal() {
@@ -162,7 +162,7 @@ fn print_summary(
     stats: &IngestStats,
     file_stats: &ingest::file::FileStats,
     flushed: usize,
-    detected: Option<&detect::StreamStats>,
+    detected: Option<&detect::AnomalyStreamStats>,
     seconds: f64,
 ) {
     outln!(
@@ -184,12 +184,12 @@ fn print_summary(
     }
     if let Some(detected) = detected {
         outln!(
-            "detectors: {} function-minutes scored, {} alerts stored, {} late records (minutes still open are kept for the next run)",
+            "detectors: {} function-minutes scored, {} alerts stored, {} late invocations (minutes still open are kept for the next run)",
             detected.minutes_scored,
             detected.alerts,
-            detected.late_records
+            detected.late_invocations
         );
-        if late_share_is_high(detected.late_records, stats.assembly.emitted) {
+        if late_share_is_high(detected.late_invocations, stats.assembly.emitted) {
             outln!(
                 "  many invocations came after their minute was closed (files of several log streams overlap in time): \
                  their rows are stored, but the anomaly detectors skipped them; for history, ingest with --no-detect \

@@ -73,7 +73,7 @@ pub struct Running {
     pg: tokio::task::JoinHandle<std::io::Result<()>>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     maintenance: tokio::task::JoinHandle<()>,
-    detection: crate::detection::Detection,
+    detection: crate::detection::LiveDetections,
     outbox: Option<tokio::task::JoinHandle<Result<(), alerting::AlertingError>>>,
     sources: ingest::sources::Sources,
 }
@@ -98,7 +98,7 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         max_concurrent: q.max_concurrent_queries,
     };
     let engine = QueryEngine::new(store.clone(), limits).await?;
-    let detection = crate::detection::Detection::start(store.clone(), &paths.data)?;
+    let detection = crate::detection::LiveDetections::start(store.clone(), &paths.data)?;
     // The outbox stops last, after the detectors' final alerts are stored.
     let (outbox_stop, outbox_stop_rx) = tokio::sync::watch::channel(false);
     let outbox = start_outbox(config, &store, outbox_stop_rx);

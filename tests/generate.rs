@@ -63,7 +63,7 @@ fn generated_files_ingest_into_the_invocations_generate_stores() {
     // so and how to replay instead; without them it says nothing of the kind.
     assert!(!ingested.contains("--no-detect and then"), "{ingested}");
     let detected = coldtrail(&dir.path().join("detected"), &["ingest", files.to_str().unwrap()]);
-    assert!(detected.contains("late records"), "{detected}");
+    assert!(detected.contains("late invocations"), "{detected}");
     assert!(detected.contains("ingest with --no-detect and then run `coldtrail detect`"), "{detected}");
 }
 

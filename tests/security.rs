@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
-use detect::security::{Security, SecurityConfig, SigmaRules};
+use detect::security::{SecurityConfig, SecurityDetections, SigmaRules};
 use detect::Alert;
 use ingest::pipeline::{Format, Pipeline, PipelineConfig, Unit};
 use store::Table;
@@ -24,9 +24,9 @@ fn parse(bytes: &[u8], name: &str) -> Vec<(Table, RecordBatch)> {
     pipeline.take_batches()
 }
 
-fn detect(security: &mut Security, batches: &[(Table, RecordBatch)]) -> Vec<Alert> {
+fn detect(security: &mut SecurityDetections, batches: &[(Table, RecordBatch)]) -> Vec<Alert> {
     let mut alerts = Vec::new();
-    for table in Security::TABLES {
+    for table in SecurityDetections::TABLES {
         for (t, batch) in batches {
             if *t == table {
                 security.push(table, batch, &mut alerts);
@@ -36,8 +36,8 @@ fn detect(security: &mut Security, batches: &[(Table, RecordBatch)]) -> Vec<Aler
     alerts
 }
 
-fn fresh() -> Security {
-    Security::new(SecurityConfig::default(), SigmaRules::shipped())
+fn fresh() -> SecurityDetections {
+    SecurityDetections::new(SecurityConfig::default(), SigmaRules::shipped())
 }
 
 /// The detection meant for each Lambda-related and CloudTrail-tampering technique, and its ATT&CK id.

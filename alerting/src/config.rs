@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use crate::payload::{severity_rank, AlertDoc};
+use crate::payload::AlertDoc;
+use store::alerts::Severity;
 
 /// What a destination speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -99,7 +100,7 @@ impl DestinationConfig {
     /// Whether this destination's routing takes `alert`.
     pub fn routes(&self, alert: &AlertDoc) -> bool {
         let severity =
-            self.min_severity.as_deref().is_none_or(|min| severity_rank(&alert.severity) >= severity_rank(min));
+            self.min_severity.as_deref().and_then(Severity::from_name).is_none_or(|min| alert.severity >= min);
         let detector =
             self.detectors.is_empty() || self.detectors.iter().any(|p| alert.detector.starts_with(p.as_str()));
         let function = self.functions.is_empty() || alert.function.as_ref().is_some_and(|f| self.functions.contains(f));
@@ -192,7 +193,7 @@ impl AlertingConfig {
                 problems.push(format!("alerting destination {:?}: pagerduty needs routing_key", d.name));
             }
             if let Some(min) = &d.min_severity {
-                if !["low", "medium", "high", "critical"].contains(&min.as_str()) {
+                if Severity::from_name(min).is_none() {
                     problems.push(format!(
                         "alerting destination {:?}: min_severity {min:?} is not low, medium, high or critical",
                         d.name

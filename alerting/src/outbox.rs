@@ -555,7 +555,7 @@ mod tests {
             id: "a".into(),
             ts: String::new(),
             detector: "trail.stopped".into(),
-            severity: "critical".into(),
+            severity: store::alerts::Severity::Critical,
             title: String::new(),
             function: None,
             entity: None,

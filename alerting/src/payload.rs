@@ -2,23 +2,23 @@
 //! generic JSON webhook, a Slack incoming webhook, Prometheus Alertmanager API v2 and PagerDuty Events
 //! API v2. Signing: `X-Coldtrail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow::array::RecordBatch;
 use hmac::{KeyInit, Mac};
 use serde::Serialize;
 use serde_json::{json, Value};
+use store::alerts::AlertRow;
+pub use store::alerts::Severity;
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "X-Coldtrail-Signature";
 
-/// One stored alert.
+/// One stored alert, as destinations receive it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertDoc {
     pub id: String,
     pub ts: String,
     pub detector: String,
-    pub severity: String,
+    pub severity: Severity,
     pub title: String,
     pub function: Option<String>,
     pub entity: Option<String>,
@@ -35,62 +35,40 @@ pub struct AlertDoc {
 }
 
 impl AlertDoc {
-    /// The alerts of an `alerts` batch.
+    /// The alerts of an `alerts` batch. A batch that is not one (a bug upstream) is logged and yields
+    /// none, rather than alerts made of guesses.
     pub fn rows(batch: &RecordBatch) -> Vec<AlertDoc> {
-        let text = |name: &str| {
-            batch.column_by_name(name).and_then(|c| cast(c, &DataType::Utf8).ok()).map(|c| c.as_string::<i32>().clone())
-        };
-        let at = |array: &Option<arrow::array::StringArray>, row: usize| {
-            array.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row).to_string())
-        };
-        let time = |name: &str| {
-            batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned())
-        };
-        let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
-        let (id, detector, severity, title) = (text("alert_id"), text("detector"), text("severity"), text("title"));
-        let (function, entity, observed, expected) =
-            (text("function_name"), text("entity"), text("observed"), text("expected"));
-        let (evidence, attack, query) = (text("evidence"), text("attack_ids"), text("query"));
-        let (ts, start, end) = (time("ts"), time("window_start"), time("window_end"));
-        let score = batch.column_by_name("score").and_then(|c| c.as_primitive_opt::<Float64Type>().cloned());
-        let count = batch.column_by_name("count").and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
-        let stamp = |array: &Option<arrow::array::TimestampMicrosecondArray>, row: usize| {
-            array.as_ref().filter(|a| a.is_valid(row)).map(|a| store::time::format_seconds(a.value(row)))
-        };
-        (0..batch.num_rows())
-            .map(|row| AlertDoc {
-                id: at(&id, row).unwrap_or_default(),
-                ts: stamp(&ts, row).unwrap_or_default(),
-                detector: at(&detector, row).unwrap_or_default(),
-                severity: at(&severity, row).unwrap_or_else(|| "medium".into()),
-                title: at(&title, row).unwrap_or_default(),
-                function: at(&function, row),
-                entity: at(&entity, row),
-                window_start: stamp(&start, row),
-                window_end: stamp(&end, row),
-                score: score.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row)),
-                count: count.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row)).unwrap_or(1),
-                observed: json(at(&observed, row)),
-                expected: json(at(&expected, row)),
-                evidence: json(at(&evidence, row)),
-                attack_ids: json(at(&attack, row)),
-                query: at(&query, row),
-            })
-            .collect()
-    }
-
-    fn severity_rank(&self) -> u8 {
-        severity_rank(&self.severity)
+        match AlertRow::from_batch(batch) {
+            Ok(rows) => rows.into_iter().map(AlertDoc::from).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "an alerts batch that does not decode; its alerts are not delivered");
+                Vec::new()
+            }
+        }
     }
 }
 
-/// low < medium < high < critical; anything else ranks as medium.
-pub fn severity_rank(severity: &str) -> u8 {
-    match severity {
-        "low" => 0,
-        "high" => 2,
-        "critical" => 3,
-        _ => 1,
+impl From<AlertRow> for AlertDoc {
+    fn from(row: AlertRow) -> AlertDoc {
+        let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+        AlertDoc {
+            id: row.alert_id,
+            ts: store::time::format_seconds(row.ts_us),
+            detector: row.detector,
+            severity: row.severity,
+            title: row.title,
+            function: row.function,
+            entity: row.entity,
+            window_start: row.window_start_us.map(store::time::format_seconds),
+            window_end: row.window_end_us.map(store::time::format_seconds),
+            score: row.score,
+            count: row.count,
+            observed: json(row.observed),
+            expected: json(row.expected),
+            evidence: json(row.evidence),
+            attack_ids: json(row.attack_ids),
+            query: row.query,
+        }
     }
 }
 
@@ -101,13 +79,13 @@ pub fn webhook_body(alert: &AlertDoc) -> Vec<u8> {
 
 /// A Slack incoming-webhook message: readable text and blocks, with the query to investigate.
 pub fn slack_body(alert: &AlertDoc) -> Vec<u8> {
-    let emoji = match alert.severity_rank() {
-        3 => ":rotating_light:",
-        2 => ":red_circle:",
-        1 => ":large_orange_circle:",
-        _ => ":white_circle:",
+    let emoji = match alert.severity {
+        Severity::Critical => ":rotating_light:",
+        Severity::High => ":red_circle:",
+        Severity::Medium => ":large_orange_circle:",
+        Severity::Low => ":white_circle:",
     };
-    let text = format!("{emoji} [{}] {}", alert.severity.to_uppercase(), alert.title);
+    let text = format!("{emoji} [{}] {}", alert.severity.name().to_uppercase(), alert.title);
     let mut fields = vec![json!({"type": "mrkdwn", "text": format!("*Detector*\n`{}`", alert.detector)})];
     if let Some(function) = &alert.function {
         fields.push(json!({"type": "mrkdwn", "text": format!("*Function*\n{function}")}));
@@ -132,7 +110,7 @@ pub fn slack_body(alert: &AlertDoc) -> Vec<u8> {
 pub fn alertmanager_body(alert: &AlertDoc) -> Vec<u8> {
     let mut labels = serde_json::Map::new();
     labels.insert("alertname".into(), json!(alert.detector));
-    labels.insert("severity".into(), json!(alert.severity));
+    labels.insert("severity".into(), json!(alert.severity.name()));
     labels.insert("coldtrail_alert_id".into(), json!(alert.id));
     if let Some(function) = &alert.function {
         labels.insert("function".into(), json!(function));
@@ -154,11 +132,11 @@ pub fn alertmanager_body(alert: &AlertDoc) -> Vec<u8> {
 
 /// PagerDuty Events API v2: a `trigger` event whose dedup key is the alert id.
 pub fn pagerduty_body(alert: &AlertDoc, routing_key: &str) -> Vec<u8> {
-    let severity = match alert.severity_rank() {
-        3 => "critical",
-        2 => "error",
-        1 => "warning",
-        _ => "info",
+    let severity = match alert.severity {
+        Severity::Critical => "critical",
+        Severity::High => "error",
+        Severity::Medium => "warning",
+        Severity::Low => "info",
     };
     let body = json!({
         "routing_key": routing_key,
@@ -249,7 +227,7 @@ mod tests {
             id: "a1".into(),
             ts: "2026-11-16T10:00:00Z".into(),
             detector: "trail.stopped".into(),
-            severity: "critical".into(),
+            severity: Severity::Critical,
             title: "CloudTrail logging stopped: trail t stopped logging".into(),
             function: None,
             entity: Some("arn:aws:iam::1:user/mallory".into()),

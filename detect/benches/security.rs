@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use detect::security::{Security, SecurityConfig, SigmaRules};
+use detect::security::{SecurityConfig, SecurityDetections, SigmaRules};
 use store::rows::{TableBuilder, Value};
 use store::Table;
 use workload::cloudtrail::{routine, Team};
@@ -19,7 +19,7 @@ const START_US: i64 = 1_795_219_200_000_000;
 fn measure(name: &str, table: Table, batches: &[RecordBatch]) {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let rules = if std::env::var("NO_SIGMA").is_ok() { SigmaRules::default() } else { SigmaRules::shipped() };
-    let mut security = Security::new(SecurityConfig::default(), rules);
+    let mut security = SecurityDetections::new(SecurityConfig::default(), rules);
     let mut alerts = Vec::new();
     let started = Instant::now();
     for batch in batches {

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use detect::{Stream, StreamConfig};
+use detect::{AnomalyStream, AnomalyStreamConfig};
 use store::time::MICROS_PER_MINUTE;
 use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
@@ -46,7 +46,7 @@ fn main() {
         });
     }
 
-    let mut stream = Stream::new(StreamConfig::default());
+    let mut stream = AnomalyStream::new(AnomalyStreamConfig::default());
     let mut alerts = Vec::new();
     let mut invocations = Vec::new();
     let warm_started = Instant::now();

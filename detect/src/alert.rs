@@ -5,38 +5,18 @@
 use arrow::array::RecordBatch;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use store::rows::{TableBuilder, Value};
-use store::Table;
+use store::alerts::AlertRow;
 
-/// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
+pub use store::alerts::Severity;
 
-impl Severity {
-    pub fn name(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// The severity of an anomaly score.
-    pub fn of_score(score: f64) -> Severity {
-        if score >= 0.9 {
-            Severity::High
-        } else if score >= 0.7 {
-            Severity::Medium
-        } else {
-            Severity::Low
-        }
+/// The severity of an anomaly score.
+pub fn severity_of_score(score: f64) -> Severity {
+    if score >= 0.9 {
+        Severity::High
+    } else if score >= 0.7 {
+        Severity::Medium
+    } else {
+        Severity::Low
     }
 }
 
@@ -81,36 +61,35 @@ pub fn alert_id(detector: &str, entity: &str, window_start_us: i64) -> String {
     id
 }
 
+impl Alert {
+    /// The alert as an `alerts` row.
+    pub fn to_row(&self) -> AlertRow {
+        AlertRow {
+            ts_us: self.ts_us,
+            alert_id: self.alert_id.clone(),
+            detector: self.detector.clone(),
+            severity: self.severity,
+            title: self.title.clone(),
+            function: self.function.clone(),
+            entity: self.entity.clone(),
+            window_start_us: Some(self.window_start_us),
+            window_end_us: Some(self.window_end_us),
+            score: Some(self.score),
+            count: self.count,
+            first_seen_us: Some(self.window_start_us),
+            last_seen_us: Some(self.window_end_us),
+            observed: Some(self.observed.to_string()),
+            expected: Some(self.expected.to_string()),
+            evidence: Some(serde_json::to_string(&self.evidence).expect("strings serialise")),
+            attack_ids: Some(serde_json::to_string(&self.attack_ids).expect("strings serialise")),
+            query: Some(self.query.clone()),
+        }
+    }
+}
+
 /// The `alerts` rows of some alerts.
 pub fn alerts_batch(alerts: &[Alert]) -> Option<RecordBatch> {
-    let mut builder = TableBuilder::new(Table::Alerts);
-    for alert in alerts {
-        let observed = alert.observed.to_string();
-        let expected = alert.expected.to_string();
-        let evidence = serde_json::to_string(&alert.evidence).expect("strings serialise");
-        let attack_ids = serde_json::to_string(&alert.attack_ids).expect("strings serialise");
-        builder.push(&[
-            Value::Time(Some(alert.ts_us)),
-            Value::Text(Some(&alert.alert_id)),
-            Value::Text(Some(&alert.detector)),
-            Value::Text(Some(alert.severity.name())),
-            Value::Text(Some(&alert.title)),
-            Value::Text(alert.function.as_deref()),
-            Value::Text(alert.entity.as_deref()),
-            Value::Time(Some(alert.window_start_us)),
-            Value::Time(Some(alert.window_end_us)),
-            Value::Float(Some(alert.score)),
-            Value::Int(Some(alert.count)),
-            Value::Time(Some(alert.window_start_us)),
-            Value::Time(Some(alert.window_end_us)),
-            Value::Text(Some(&observed)),
-            Value::Text(Some(&expected)),
-            Value::Text(Some(&evidence)),
-            Value::Text(Some(&attack_ids)),
-            Value::Text(Some(&alert.query)),
-        ]);
-    }
-    builder.finish()
+    AlertRow::batch(&alerts.iter().map(Alert::to_row).collect::<Vec<_>>())
 }
 
 /// SQL text literal.
@@ -131,7 +110,7 @@ mod tests {
             ts_us: 60_000_000,
             alert_id: alert_id("anomaly.invocations", "f", 0),
             detector: "anomaly.invocations".into(),
-            severity: Severity::of_score(0.95),
+            severity: severity_of_score(0.95),
             title: "t".into(),
             function: Some("f".into()),
             entity: None,
@@ -146,9 +125,9 @@ mod tests {
             query: format!("SELECT * FROM timeline({})", sql_literal("it's")),
         };
         let batch = alerts_batch(&[alert]).unwrap();
-        assert_eq!(batch.schema(), Table::Alerts.schema());
+        assert_eq!(batch.schema(), store::Table::Alerts.schema());
         assert_eq!(batch.num_rows(), 1);
-        assert_eq!(Severity::of_score(0.95), Severity::High);
+        assert_eq!(severity_of_score(0.95), Severity::High);
         assert!(sql_literal("it's").contains("it''s"));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::alert::{alert_id, sql_literal, Alert, Severity};
+use crate::alert::{alert_id, sql_literal, Alert};
 use crate::features::MinuteFeatures;
 use crate::multivariate::{Multivariate, MultivariateConfig, MultivariateVerdict};
 use crate::series::{SeriesConfig, SeriesDetector, Verdict};
@@ -298,13 +298,13 @@ impl AnomalyDetector {
                 && (rising || signal.both_ways())
                 && signal.substantial(value, verdict.expected, features)
             {
-                findings.push(Finding::Signal { signal: *signal, verdict, value, rising });
+                findings.push(SignalResult::Signal { signal: *signal, verdict, value, rising });
             }
         }
         if let Some(verdict) = state.multivariate.observe(features) {
             let strongest = verdict.deviations.first().map_or(0.0, |d| d.1.abs());
             if verdict.score >= config.score_threshold && strongest >= 3.0 {
-                findings.push(Finding::Multivariate(verdict));
+                findings.push(SignalResult::Multivariate(verdict));
             }
         }
         if !findings.is_empty() {
@@ -350,23 +350,23 @@ fn window_query(function: &str, start_us: i64, end_us: i64) -> String {
 }
 
 /// One reason to alert on a function-minute.
-enum Finding {
+enum SignalResult {
     Signal { signal: Signal, verdict: Verdict, value: f64, rising: bool },
     Multivariate(MultivariateVerdict),
 }
 
-impl Finding {
+impl SignalResult {
     fn score(&self) -> f64 {
         match self {
-            Finding::Signal { verdict, .. } => verdict.score,
-            Finding::Multivariate(verdict) => verdict.score,
+            SignalResult::Signal { verdict, .. } => verdict.score,
+            SignalResult::Multivariate(verdict) => verdict.score,
         }
     }
 }
 
 /// One alert for everything found in one function-minute: the strongest finding names it, the others
 /// add their observed and expected values, evidence and ATT&CK ids.
-fn incident(features: &MinuteFeatures, findings: &[Finding], new_caller_requests: &[String]) -> Alert {
+fn incident(features: &MinuteFeatures, findings: &[SignalResult], new_caller_requests: &[String]) -> Alert {
     let function = features.function.as_str();
     let window_end = features.minute_us + MICROS_PER_MINUTE;
     // A named signal explains more than the mixture: the first signal found (in `SIGNALS` order) names
@@ -380,7 +380,7 @@ fn incident(features: &MinuteFeatures, findings: &[Finding], new_caller_requests
     observed.insert("invocations".into(), json!(features.invocations));
     for finding in findings {
         let (ids, more_evidence, title) = match finding {
-            Finding::Signal { signal, verdict, value, rising } => {
+            SignalResult::Signal { signal, verdict, value, rising } => {
                 observed.insert(signal.name().into(), json!(round(*value)));
                 expected.insert(signal.name().into(), json!(round(verdict.expected)));
                 expected.insert(
@@ -393,7 +393,7 @@ fn incident(features: &MinuteFeatures, findings: &[Finding], new_caller_requests
                     signal.title(function, *rising),
                 )
             }
-            Finding::Multivariate(verdict) => {
+            SignalResult::Multivariate(verdict) => {
                 for (name, _, value, mean) in &verdict.deviations {
                     observed.entry(name.to_string()).or_insert(json!(round(*value)));
                     expected.entry(name.to_string()).or_insert(json!(round(*mean)));
@@ -419,19 +419,19 @@ fn incident(features: &MinuteFeatures, findings: &[Finding], new_caller_requests
         titles.push(title);
     }
     let detector = match primary {
-        Finding::Signal { signal, .. } => signal.detector(),
-        Finding::Multivariate(_) => "anomaly.multivariate".to_string(),
+        SignalResult::Signal { signal, .. } => signal.detector(),
+        SignalResult::Multivariate(_) => "anomaly.multivariate".to_string(),
     };
     let mut title = match primary {
-        Finding::Signal { signal, rising, .. } => signal.title(function, *rising),
-        Finding::Multivariate(_) => titles.last().cloned().unwrap_or_default(),
+        SignalResult::Signal { signal, rising, .. } => signal.title(function, *rising),
+        SignalResult::Multivariate(_) => titles.last().cloned().unwrap_or_default(),
     };
     let others: Vec<String> = findings
         .iter()
         .filter(|f| !std::ptr::eq(*f, primary))
         .map(|f| match f {
-            Finding::Signal { signal, .. } => signal.name().to_string(),
-            Finding::Multivariate(_) => "feature combination".to_string(),
+            SignalResult::Signal { signal, .. } => signal.name().to_string(),
+            SignalResult::Multivariate(_) => "feature combination".to_string(),
         })
         .collect();
     if !others.is_empty() {
@@ -440,7 +440,7 @@ fn incident(features: &MinuteFeatures, findings: &[Finding], new_caller_requests
     Alert {
         ts_us: window_end,
         alert_id: alert_id(&detector, function, features.minute_us),
-        severity: Severity::of_score(primary.score()),
+        severity: crate::alert::severity_of_score(primary.score()),
         title,
         function: Some(function.to_string()),
         entity: Some(function.to_string()),

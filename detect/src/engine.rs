@@ -11,8 +11,8 @@ use store::Table;
 use crate::alert::Alert;
 use crate::dedup::Deduplicator;
 use crate::error::DetectError;
-use crate::security::{Security, SecurityConfig, SecurityStats, SigmaRules};
-use crate::stream::{Stream, StreamConfig, StreamStats};
+use crate::security::{SecurityConfig, SecurityDetections, SecurityStats, SigmaRules};
+use crate::stream::{AnomalyStream, AnomalyStreamConfig, AnomalyStreamStats};
 
 /// Alerts of one detector and entity within this much event time are one alert with a count.
 pub const DEDUP_WINDOW_US: i64 = 10 * 60 * 1_000_000;
@@ -21,7 +21,7 @@ pub const DEDUP_WINDOW_US: i64 = 10 * 60 * 1_000_000;
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The anomaly stream over `invocations`; `None` runs none.
-    pub anomaly: Option<StreamConfig>,
+    pub anomaly: Option<AnomalyStreamConfig>,
     /// The security detections over `cloudtrail`, `invocations` and `logs`; `None` runs none.
     pub security: Option<SecurityConfig>,
     pub dedup_window_us: i64,
@@ -31,7 +31,7 @@ impl Default for EngineConfig {
     /// Every detection with its default settings.
     fn default() -> Self {
         EngineConfig {
-            anomaly: Some(StreamConfig::default()),
+            anomaly: Some(AnomalyStreamConfig::default()),
             security: Some(SecurityConfig::default()),
             dedup_window_us: DEDUP_WINDOW_US,
         }
@@ -53,27 +53,27 @@ impl EngineConfig {
 /// What an engine has done.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineStats {
-    pub stream: StreamStats,
+    pub stream: AnomalyStreamStats,
     pub security: SecurityStats,
 }
 
 /// The detections of one process.
 pub struct Engine {
-    stream: Option<Stream>,
-    security: Option<Security>,
+    stream: Option<AnomalyStream>,
+    security: Option<SecurityDetections>,
     dedup: Deduplicator,
     /// Stream counters already added to the metrics.
-    published: StreamStats,
+    published: AnomalyStreamStats,
 }
 
 impl Engine {
     /// An engine that starts without learned state.
     pub fn new(config: &EngineConfig, rules: SigmaRules) -> Engine {
         Engine {
-            stream: config.anomaly.clone().map(Stream::new),
-            security: config.security.clone().map(|security| Security::new(security, rules)),
+            stream: config.anomaly.clone().map(AnomalyStream::new),
+            security: config.security.clone().map(|security| SecurityDetections::new(security, rules)),
             dedup: Deduplicator::new(config.dedup_window_us),
-            published: StreamStats::default(),
+            published: AnomalyStreamStats::default(),
         }
     }
 
@@ -81,7 +81,7 @@ impl Engine {
     pub fn tables(&self) -> Vec<Table> {
         let mut tables = Vec::new();
         if self.security.is_some() {
-            tables.extend(Security::TABLES);
+            tables.extend(SecurityDetections::TABLES);
         } else if self.stream.is_some() {
             tables.push(Table::Invocations);
         }
@@ -141,14 +141,14 @@ impl Engine {
     }
 
     fn publish(&mut self, alerts: &[Alert]) {
-        let stats = self.stream.as_ref().map(Stream::stats).unwrap_or_default();
+        let stats = self.stream.as_ref().map(AnomalyStream::stats).unwrap_or_default();
         crate::metrics::publish(&stats, &self.published, alerts);
         self.published = stats;
     }
 
     pub fn stats(&self) -> EngineStats {
         EngineStats {
-            stream: self.stream.as_ref().map(Stream::stats).unwrap_or_default(),
+            stream: self.stream.as_ref().map(AnomalyStream::stats).unwrap_or_default(),
             security: self.security.as_ref().map(|s| s.stats().clone()).unwrap_or_default(),
         }
     }
@@ -180,7 +180,7 @@ impl Checkpoints {
     pub fn load(&self, config: &EngineConfig, rules: SigmaRules) -> Engine {
         let mut engine = Engine::new(config, rules);
         if let (Some(stream_config), Some(bytes)) = (&config.anomaly, read_if_present(&self.stream_path())) {
-            match Stream::restore(stream_config.clone(), &bytes) {
+            match AnomalyStream::restore(stream_config.clone(), &bytes) {
                 Ok(stream) => engine.stream = Some(stream),
                 Err(e) => tracing::warn!(
                     path = %self.stream_path().display(),

@@ -114,7 +114,8 @@ pub struct MinuteWindows {
     open: HashMap<String, BTreeMap<i64, Window>>,
     /// Per function: the last closed minute, and the last minute it had invocations.
     closed_through: HashMap<String, (i64, i64)>,
-    late_records: u64,
+    #[serde(alias = "late_records")]
+    late_invocations: u64,
     evicted_functions: u64,
     sample_state: u64,
 }
@@ -129,14 +130,14 @@ impl MinuteWindows {
             event_time_max_us: i64::MIN,
             open: HashMap::new(),
             closed_through: HashMap::new(),
-            late_records: 0,
+            late_invocations: 0,
             evicted_functions: 0,
             sample_state: 0x2545_F491_4F6C_DD1D,
         }
     }
 
-    pub fn late_records(&self) -> u64 {
-        self.late_records
+    pub fn late_invocations(&self) -> u64 {
+        self.late_invocations
     }
 
     pub fn evicted_functions(&self) -> u64 {
@@ -168,7 +169,7 @@ impl MinuteWindows {
             let minute = ts.div_euclid(MICROS_PER_MINUTE) * MICROS_PER_MINUTE;
             self.event_time_max_us = self.event_time_max_us.max(ts);
             if self.closed_through.get(function).is_some_and(|(closed, _)| minute <= *closed) {
-                self.late_records += 1;
+                self.late_invocations += 1;
                 continue;
             }
             let sample = self.next_sample();
@@ -528,7 +529,7 @@ mod tests {
         let mut late = TableBuilder::new(Table::Invocations);
         row(&mut late, T0 + 2_000_000, "a", "too-late", "success", 1.0, "10.0.0.1");
         windows.add(&late.finish().unwrap());
-        assert_eq!(windows.late_records(), 1);
+        assert_eq!(windows.late_invocations(), 1);
         // Moving the clock closes minute 3 with the record that was in it.
         windows.advance_to(T0 + 5 * MICROS_PER_MINUTE);
         out.clear();

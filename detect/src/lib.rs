@@ -42,4 +42,4 @@ pub use engine::{Checkpoints, Engine, EngineConfig, EngineStats};
 pub use error::DetectError;
 pub use features::{MinuteFeatures, MinuteWindows};
 pub use series::{SeriesConfig, SeriesDetector, Verdict};
-pub use stream::{Stream, StreamConfig, StreamStats};
+pub use stream::{AnomalyStream, AnomalyStreamConfig, AnomalyStreamStats};

@@ -1,5 +1,7 @@
 //! Detect's metrics, registered in the process's default Prometheus registry (served at `/metrics`).
-//! The `detector` label takes the closed set of detector names of this crate, never input text.
+//! The `detector` label takes the closed set of built-in detector names (the anomaly signals, the security
+//! catalog and the shipped Sigma rules), never input text: alerts of Sigma rules loaded from a user's
+//! directory count under `sigma.user_rule`, since those names are open-ended.
 
 use std::sync::OnceLock;
 
@@ -8,45 +10,66 @@ use prometheus::{
 };
 
 use crate::alert::Alert;
-use crate::stream::StreamStats;
+use crate::stream::AnomalyStreamStats;
 
 pub struct Metrics {
-    pub records: IntCounter,
+    pub invocations: IntCounter,
     pub minutes_scored: IntCounter,
-    pub late_records: IntCounter,
+    pub late_invocations: IntCounter,
     pub alerts: IntCounterVec,
     pub tracked_functions: IntGauge,
     pub evicted_functions: IntGauge,
     pub state_bytes: IntGauge,
     pub checkpoints: IntCounter,
+    /// The `detector` label values of built-in detectors.
+    builtin: std::collections::HashSet<String>,
 }
+
+/// The `detector` label of alerts raised by Sigma rules that are not shipped with coldtrail.
+pub const USER_RULE_LABEL: &str = "sigma.user_rule";
 
 /// The metrics, registered on first use.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let metrics = new_metrics();
-        // Every built-in detector is a series from the start (at 0), so that dashboards and alert rules
-        // see it before its first alert; Sigma rules' series appear with their first alert.
+        let mut metrics = new_metrics();
         let anomaly = crate::anomaly::SIGNALS.iter().map(|s| s.detector()).chain(["anomaly.multivariate".to_string()]);
-        for detector in anomaly.chain(crate::security::CATALOG.iter().map(|d| d.id.to_string())) {
+        let catalog = crate::security::CATALOG.iter().map(|d| d.id.to_string());
+        // Every built-in detector but the Sigma rules is a series from the start (at 0), so that dashboards
+        // and alert rules see it before its first alert.
+        for detector in anomaly.chain(catalog) {
             metrics.alerts.with_label_values(&[&detector]);
+            metrics.builtin.insert(detector);
         }
+        let shipped = crate::security::SigmaRules::shipped();
+        metrics.builtin.extend(shipped.rules().iter().map(|rule| format!("sigma.{}", rule.id)));
         metrics
     })
 }
 
+/// The `detector` label of an alert: its detector when built in, else `USER_RULE_LABEL`.
+pub fn detector_label(detector: &str) -> &str {
+    if metrics().builtin.contains(detector) {
+        detector
+    } else {
+        USER_RULE_LABEL
+    }
+}
+
 fn new_metrics() -> Metrics {
     Metrics {
-        records: register_int_counter!("detect_records_total", "Invocation rows seen by the streaming detectors.")
-            .expect("metric registers once"),
+        invocations: register_int_counter!(
+            "detect_invocations_total",
+            "Invocation rows seen by the streaming detectors."
+        )
+        .expect("metric registers once"),
         minutes_scored: register_int_counter!(
             "detect_minutes_scored_total",
             "Function-minutes closed and scored by the anomaly detectors."
         )
         .expect("metric registers once"),
-        late_records: register_int_counter!(
-            "detect_late_records_total",
+        late_invocations: register_int_counter!(
+            "detect_late_invocations_total",
             "Invocation rows that arrived after their minute was closed (stored, not scored)."
         )
         .expect("metric registers once"),
@@ -66,19 +89,36 @@ fn new_metrics() -> Metrics {
             .expect("metric registers once"),
         checkpoints: register_int_counter!("detect_checkpoints_total", "Detector state checkpoints written.")
             .expect("metric registers once"),
+        builtin: std::collections::HashSet::new(),
     }
 }
 
 /// Publishes a stream's counters: `previous` is what was published last, so counters only move forward.
-pub fn publish(stats: &StreamStats, previous: &StreamStats, alerts: &[Alert]) {
+pub fn publish(stats: &AnomalyStreamStats, previous: &AnomalyStreamStats, alerts: &[Alert]) {
     let m = metrics();
-    m.records.inc_by(stats.records.saturating_sub(previous.records));
+    m.invocations.inc_by(stats.invocations.saturating_sub(previous.invocations));
     m.minutes_scored.inc_by(stats.minutes_scored.saturating_sub(previous.minutes_scored));
-    m.late_records.inc_by(stats.late_records.saturating_sub(previous.late_records));
+    m.late_invocations.inc_by(stats.late_invocations.saturating_sub(previous.late_invocations));
     m.tracked_functions.set(stats.tracked_functions as i64);
     m.evicted_functions.set(stats.evicted_functions as i64);
     m.state_bytes.set(stats.state_bytes as i64);
     for alert in alerts {
-        m.alerts.with_label_values(&[alert.detector.as_str()]).inc();
+        m.alerts.with_label_values(&[detector_label(&alert.detector)]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_sigma_rules_share_one_label_and_built_in_detectors_keep_theirs() {
+        assert_eq!(detector_label("injection.sql"), "injection.sql");
+        assert_eq!(detector_label("anomaly.invocations"), "anomaly.invocations");
+        let shipped = crate::security::SigmaRules::shipped();
+        let rule = format!("sigma.{}", shipped.rules()[0].id);
+        assert_eq!(detector_label(&rule), rule);
+        assert_eq!(detector_label("sigma.my-own-rule-7f3a"), USER_RULE_LABEL);
+        assert_eq!(detector_label("anything else"), USER_RULE_LABEL);
     }
 }

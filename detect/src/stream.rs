@@ -15,25 +15,27 @@ pub const CHECKPOINT_VERSION: u32 = 1;
 
 /// How the stream windows and scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamConfig {
+pub struct AnomalyStreamConfig {
     /// How long after a minute ends its records may still arrive.
     pub lateness_us: i64,
     pub anomaly: AnomalyConfig,
 }
 
-impl Default for StreamConfig {
+impl Default for AnomalyStreamConfig {
     fn default() -> Self {
-        StreamConfig { lateness_us: 30_000_000, anomaly: AnomalyConfig::default() }
+        AnomalyStreamConfig { lateness_us: 30_000_000, anomaly: AnomalyConfig::default() }
     }
 }
 
 /// Counters of a stream's work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamStats {
-    pub records: u64,
+pub struct AnomalyStreamStats {
+    /// Invocation rows pushed.
+    pub invocations: u64,
     pub minutes_scored: u64,
     pub alerts: u64,
-    pub late_records: u64,
+    /// Invocations that came after their minute was closed.
+    pub late_invocations: u64,
     pub tracked_functions: u64,
     pub evicted_functions: u64,
     pub state_bytes: u64,
@@ -41,26 +43,27 @@ pub struct StreamStats {
 
 /// The streaming detection of invocation patterns.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Stream {
+pub struct AnomalyStream {
     version: u32,
-    config: StreamConfig,
+    config: AnomalyStreamConfig,
     windows: MinuteWindows,
     anomaly: AnomalyDetector,
-    records: u64,
+    #[serde(alias = "records")]
+    invocations: u64,
     minutes_scored: u64,
     alerts: u64,
     #[serde(skip)]
     closed: Vec<MinuteFeatures>,
 }
 
-impl Stream {
-    pub fn new(config: StreamConfig) -> Self {
-        Stream {
+impl AnomalyStream {
+    pub fn new(config: AnomalyStreamConfig) -> Self {
+        AnomalyStream {
             version: CHECKPOINT_VERSION,
             windows: MinuteWindows::new(config.lateness_us, config.anomaly.functions_max),
             anomaly: AnomalyDetector::new(config.anomaly.clone()),
             config,
-            records: 0,
+            invocations: 0,
             minutes_scored: 0,
             alerts: 0,
             closed: Vec::new(),
@@ -69,7 +72,7 @@ impl Stream {
 
     /// Adds a batch of `invocations` rows and appends the alerts of every minute it closes.
     pub fn push(&mut self, batch: &RecordBatch, out: &mut Vec<Alert>) {
-        self.records += batch.num_rows() as u64;
+        self.invocations += batch.num_rows() as u64;
         self.windows.add(batch);
         self.score_closed(out);
     }
@@ -92,7 +95,7 @@ impl Stream {
         self.alerts += (out.len() - before) as u64;
     }
 
-    pub fn config(&self) -> &StreamConfig {
+    pub fn config(&self) -> &AnomalyStreamConfig {
         &self.config
     }
 
@@ -101,12 +104,12 @@ impl Stream {
         self.windows.watermark_us()
     }
 
-    pub fn stats(&self) -> StreamStats {
-        StreamStats {
-            records: self.records,
+    pub fn stats(&self) -> AnomalyStreamStats {
+        AnomalyStreamStats {
+            invocations: self.invocations,
             minutes_scored: self.minutes_scored,
             alerts: self.alerts,
-            late_records: self.windows.late_records(),
+            late_invocations: self.windows.late_invocations(),
             tracked_functions: self.anomaly.tracked_functions() as u64,
             evicted_functions: self.anomaly.evicted_functions() + self.windows.evicted_functions(),
             state_bytes: self.anomaly.state_bytes() as u64,
@@ -120,8 +123,8 @@ impl Stream {
 
     /// A stream from a checkpoint. A checkpoint of another version, or made with another configuration,
     /// is refused: its baselines would not mean what this configuration expects.
-    pub fn restore(config: StreamConfig, bytes: &[u8]) -> Result<Stream, DetectError> {
-        let stream: Stream = serde_json::from_slice(bytes)
+    pub fn restore(config: AnomalyStreamConfig, bytes: &[u8]) -> Result<AnomalyStream, DetectError> {
+        let stream: AnomalyStream = serde_json::from_slice(bytes)
             .map_err(|e| DetectError::Checkpoint(format!("the checkpoint does not decode: {e}")))?;
         if stream.version != CHECKPOINT_VERSION {
             return Err(DetectError::Checkpoint(format!(
@@ -142,19 +145,22 @@ mod tests {
 
     #[test]
     fn a_restored_stream_continues_where_it_stopped() {
-        let mut stream = Stream::new(StreamConfig::default());
+        let mut stream = AnomalyStream::new(AnomalyStreamConfig::default());
         stream.advance_to(1_000_000_000, &mut Vec::new());
-        stream.records = 7;
+        stream.invocations = 7;
         let bytes = stream.checkpoint().unwrap();
-        let restored = Stream::restore(StreamConfig::default(), &bytes).unwrap();
+        let restored = AnomalyStream::restore(AnomalyStreamConfig::default(), &bytes).unwrap();
         assert_eq!(restored.stats(), stream.stats());
         assert_eq!(restored.watermark_us(), stream.watermark_us());
-        let other = StreamConfig { lateness_us: 1, ..StreamConfig::default() };
-        assert!(Stream::restore(other, &bytes).unwrap_err().to_string().contains("another configuration"));
-        assert!(Stream::restore(StreamConfig::default(), b"{\"version\":").is_err());
+        let other = AnomalyStreamConfig { lateness_us: 1, ..AnomalyStreamConfig::default() };
+        assert!(AnomalyStream::restore(other, &bytes).unwrap_err().to_string().contains("another configuration"));
+        assert!(AnomalyStream::restore(AnomalyStreamConfig::default(), b"{\"version\":").is_err());
         let mut wrong_version: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         wrong_version["version"] = 99.into();
         let bytes = serde_json::to_vec(&wrong_version).unwrap();
-        assert!(Stream::restore(StreamConfig::default(), &bytes).unwrap_err().to_string().contains("version 99"));
+        assert!(AnomalyStream::restore(AnomalyStreamConfig::default(), &bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("version 99"));
     }
 }

@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use detect::{Alert, Stream, StreamConfig};
+use detect::{Alert, AnomalyStream, AnomalyStreamConfig};
 use store::time::MICROS_PER_MINUTE;
 use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
 /// 2026-11-16T00:00:00Z, a Monday.
 const START_US: i64 = 1_795_219_200_000_000;
 
-fn run(generator: &mut Generator, stream: &mut Stream, from_minute: i64, n_minutes: i64) -> Vec<Alert> {
+fn run(generator: &mut Generator, stream: &mut AnomalyStream, from_minute: i64, n_minutes: i64) -> Vec<Alert> {
     let mut alerts = Vec::new();
     let mut invocations = Vec::new();
     for minute_idx in from_minute..from_minute + n_minutes {
@@ -60,7 +60,7 @@ fn each_kind_of_anomaly_is_found_within_five_minutes_by_its_detector() {
         });
     }
     let names: Vec<String> = generator.functions().iter().map(|f| f.name.clone()).collect();
-    let mut stream = Stream::new(StreamConfig::default());
+    let mut stream = AnomalyStream::new(AnomalyStreamConfig::default());
     let before = run(&mut generator, &mut stream, 0, onset_minute);
     let after = run(&mut generator, &mut stream, onset_minute, 8);
 
@@ -107,7 +107,7 @@ fn each_kind_of_anomaly_is_found_within_five_minutes_by_its_detector() {
 fn a_day_of_normal_traffic_raises_at_most_one_alert_per_function() {
     let mut rng = Rng::new(5);
     let mut generator = Generator::new(fleet(50, &mut rng), 5);
-    let mut stream = Stream::new(StreamConfig::default());
+    let mut stream = AnomalyStream::new(AnomalyStreamConfig::default());
     let alerts = run(&mut generator, &mut stream, 0, 24 * 60);
     let mut per_function: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
     for alert in &alerts {

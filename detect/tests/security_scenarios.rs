@@ -2,7 +2,7 @@
 //! pinned at the timeout, memory full), a denial-of-wallet flood, and new callers after the callers were
 //! learned, each found within one resource window (five minutes) of its start, on the function it hit.
 
-use detect::security::{Security, SecurityConfig, SigmaRules};
+use detect::security::{SecurityConfig, SecurityDetections, SigmaRules};
 use detect::Alert;
 use store::time::MICROS_PER_MINUTE;
 use store::Table;
@@ -34,7 +34,7 @@ fn mining_wallet_floods_and_new_callers_are_found_on_their_function() {
         });
     }
     let names: Vec<String> = generator.functions().iter().map(|f| f.name.clone()).collect();
-    let mut security = Security::new(SecurityConfig::default(), SigmaRules::default());
+    let mut security = SecurityDetections::new(SecurityConfig::default(), SigmaRules::default());
     let mut alerts: Vec<Alert> = Vec::new();
     let mut invocations = Vec::new();
     for minute in 0..(8 * 60 + 40) {

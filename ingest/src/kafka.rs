@@ -148,7 +148,8 @@ impl ConsumerContext for Handoff {
             }
         }
         if commit.count() > 0 {
-            // Synchronous: the next owner must start after what this consumer stored.
+            // Synchronous, so that the next owner need not fetch again what this consumer stored; that it
+            // does not store it again is the published positions' doing, not this commit's.
             match consumer.commit(&commit, CommitMode::Sync) {
                 Ok(()) => {
                     tracing::info!(partitions = commit.count(), "committed stored positions of revoked partitions")
@@ -338,7 +339,7 @@ impl KafkaSource {
                     self.stats.stored_records += stored;
                     self.remember(&commit_positions);
                     if let Err(error) = self.store.publish_positions(&self.config.group_id, "kafka:").await {
-                        crate::metrics::metrics().kafka_commit_errors.inc();
+                        crate::metrics::metrics().kafka_publish_errors.inc();
                         tracing::warn!(error = %error, "cannot publish positions to the shared location");
                     }
                     self.commit(&commit_positions);
@@ -409,9 +410,9 @@ impl KafkaSource {
         }
     }
 
-    /// Commits the stored positions to Kafka. Within one process the store's positions decide where
-    /// reading resumes; between the processes of a group, these commits (and the synchronous one at a
-    /// revocation) do.
+    /// Commits the stored positions to Kafka, for lag tools only: where reading resumes is decided by the
+    /// store's positions within one process and by the positions published to the shared location between
+    /// processes (see the module doc), never by these commits, which brokers refuse during rebalances.
     fn commit(&mut self, positions: &[Position]) {
         let mut list = TopicPartitionList::new();
         for position in positions {

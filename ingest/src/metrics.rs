@@ -8,8 +8,6 @@ use prometheus::{
     register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec, IntGauge,
 };
 
-use crate::pipeline::IngestStats;
-
 pub struct Metrics {
     pub records: IntCounterVec,
     pub dead_letters: IntCounterVec,
@@ -20,6 +18,7 @@ pub struct Metrics {
     pub kafka_skipped: IntCounter,
     pub kafka_position_conflicts: IntCounter,
     pub kafka_commit_errors: IntCounter,
+    pub kafka_publish_errors: IntCounter,
     pub kafka_rebalances: IntCounter,
     /// By configured source name: a closed set, the operator's `[[sources]]`.
     pub source_errors: IntCounterVec,
@@ -63,7 +62,7 @@ pub fn metrics() -> &'static Metrics {
         .expect("metric registers once"),
         kafka_commit_errors: register_int_counter!(
             "ingest_kafka_commit_errors_total",
-            "Kafka offset commits that failed (the store's positions still decide within this process)."
+            "Kafka offset commits that failed (commits are for lag tools; stored and published positions decide where reading resumes)."
         )
         .expect("metric registers once"),
         source_errors: register_int_counter_vec!(
@@ -72,27 +71,16 @@ pub fn metrics() -> &'static Metrics {
             &["source"]
         )
         .expect("metric registers once"),
+        kafka_publish_errors: register_int_counter!(
+            "ingest_kafka_position_publish_errors_total",
+            "Publications of stored Kafka positions to the shared location that failed (retried after the next batch; \
+             until then a partition that moves is read again from the last published position)."
+        )
+        .expect("metric registers once"),
         kafka_rebalances: register_int_counter!(
             "ingest_kafka_assignments_total",
             "Kafka partition assignments this process received (consumer-group rebalances)."
         )
         .expect("metric registers once"),
     })
-}
-
-/// Adds what a pipeline counted since `before` to the metrics.
-pub fn record(before: &IngestStats, after: &IngestStats, pending: usize) {
-    let metrics = metrics();
-    let delta = |a: u64, b: u64| b.saturating_sub(a);
-    metrics.records.with_label_values(&["log_line"]).inc_by(delta(before.log_lines, after.log_lines));
-    metrics.records.with_label_values(&["cloudtrail"]).inc_by(delta(before.cloudtrail_events, after.cloudtrail_events));
-    metrics.records.with_label_values(&["span"]).inc_by(delta(before.spans, after.spans));
-    metrics.bytes.inc_by(delta(before.bytes, after.bytes));
-    for (reason, count) in &after.dead_letters {
-        let was = before.dead_letters.get(reason).copied().unwrap_or(0);
-        metrics.dead_letters.with_label_values(&[reason]).inc_by(count - was);
-    }
-    metrics.invocations_emitted.inc_by(delta(before.assembly.emitted, after.assembly.emitted));
-    metrics.invocations_evicted.inc_by(delta(before.assembly.evicted, after.assembly.evicted));
-    metrics.pending_invocations.set(pending as i64);
 }

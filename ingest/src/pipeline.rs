@@ -96,6 +96,26 @@ impl IngestStats {
     pub fn dead_letters_total(&self) -> u64 {
         self.dead_letters.values().sum()
     }
+
+    /// Adds what was counted since `before` to the process's metrics.
+    fn publish_since(&self, before: &IngestStats, pending: usize) {
+        let metrics = crate::metrics::metrics();
+        let delta = |a: u64, b: u64| b.saturating_sub(a);
+        metrics.records.with_label_values(&["log_line"]).inc_by(delta(before.log_lines, self.log_lines));
+        metrics
+            .records
+            .with_label_values(&["cloudtrail"])
+            .inc_by(delta(before.cloudtrail_events, self.cloudtrail_events));
+        metrics.records.with_label_values(&["span"]).inc_by(delta(before.spans, self.spans));
+        metrics.bytes.inc_by(delta(before.bytes, self.bytes));
+        for (reason, count) in &self.dead_letters {
+            let was = before.dead_letters.get(reason).copied().unwrap_or(0);
+            metrics.dead_letters.with_label_values(&[reason]).inc_by(count - was);
+        }
+        metrics.invocations_emitted.inc_by(delta(before.assembly.emitted, self.assembly.emitted));
+        metrics.invocations_evicted.inc_by(delta(before.assembly.evicted, self.assembly.evicted));
+        metrics.pending_invocations.set(pending as i64);
+    }
 }
 
 /// Pipeline settings.
@@ -215,7 +235,7 @@ impl Pipeline {
     /// Takes every row built so far, one batch per table.
     pub fn take_batches(&mut self) -> Vec<(Table, RecordBatch)> {
         self.stats.assembly = self.assembler.stats;
-        crate::metrics::record(&self.reported, &self.stats, self.assembler.pending());
+        self.stats.publish_since(&self.reported, self.assembler.pending());
         self.reported = self.stats.clone();
         [&mut self.logs, &mut self.invocations, &mut self.cloudtrail, &mut self.spans, &mut self.dead_letters]
             .into_iter()

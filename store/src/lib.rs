@@ -13,10 +13,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alerts;
 pub mod error;
 pub mod fixtures;
 pub mod ledger;
 pub mod location;
+pub mod metrics;
 pub mod rows;
 pub mod schema;
 pub mod segment;
@@ -35,5 +37,5 @@ pub use store::{
     TableSnapshot, TableStats,
 };
 pub use time::TimeRange;
-pub use verify::{verify_location, Finding, VerifyReport};
+pub use verify::{verify_location, IntegrityProblem, VerifyReport};
 pub use wal::Position;

@@ -14,7 +14,7 @@ use crate::segment_path::parse_segment_path;
 
 /// One thing found wrong. Each names exactly what was tampered with or lost.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Finding {
+pub enum IntegrityProblem {
     /// A segment's bytes differ from the hash its ledger entry recorded.
     SegmentModified { path: String, expected_sha256: String, actual_sha256: String },
     /// A live segment recorded in the ledger is gone.
@@ -43,64 +43,72 @@ pub enum Finding {
     PublicKeyInvalid { node: String, reason: String },
 }
 
-impl Finding {
-    /// A short stable name for the kind of finding, for scripts and tests.
+impl IntegrityProblem {
+    /// A short stable name for the kind of problem, for scripts and tests.
     pub fn kind(&self) -> &'static str {
         match self {
-            Finding::SegmentModified { .. } => "segment_modified",
-            Finding::SegmentMissing { .. } => "segment_missing",
-            Finding::UnknownSegment { .. } => "unknown_segment",
-            Finding::RemovedSegmentPresent { .. } => "removed_segment_present",
-            Finding::LedgerEntryMissing { .. } => "ledger_entry_missing",
-            Finding::LedgerReordered { .. } => "ledger_reordered",
-            Finding::LedgerTruncated { .. } => "ledger_truncated",
-            Finding::LedgerEntryAltered { .. } => "ledger_entry_altered",
-            Finding::LedgerBadSignature { .. } => "ledger_bad_signature",
-            Finding::LedgerChainBroken { .. } => "ledger_chain_broken",
-            Finding::LedgerEntryUnreadable { .. } => "ledger_entry_unreadable",
-            Finding::LedgerHeadInvalid { .. } => "ledger_head_invalid",
-            Finding::PublicKeyInvalid { .. } => "public_key_invalid",
+            IntegrityProblem::SegmentModified { .. } => "segment_modified",
+            IntegrityProblem::SegmentMissing { .. } => "segment_missing",
+            IntegrityProblem::UnknownSegment { .. } => "unknown_segment",
+            IntegrityProblem::RemovedSegmentPresent { .. } => "removed_segment_present",
+            IntegrityProblem::LedgerEntryMissing { .. } => "ledger_entry_missing",
+            IntegrityProblem::LedgerReordered { .. } => "ledger_reordered",
+            IntegrityProblem::LedgerTruncated { .. } => "ledger_truncated",
+            IntegrityProblem::LedgerEntryAltered { .. } => "ledger_entry_altered",
+            IntegrityProblem::LedgerBadSignature { .. } => "ledger_bad_signature",
+            IntegrityProblem::LedgerChainBroken { .. } => "ledger_chain_broken",
+            IntegrityProblem::LedgerEntryUnreadable { .. } => "ledger_entry_unreadable",
+            IntegrityProblem::LedgerHeadInvalid { .. } => "ledger_head_invalid",
+            IntegrityProblem::PublicKeyInvalid { .. } => "public_key_invalid",
         }
     }
 }
 
-impl std::fmt::Display for Finding {
+impl std::fmt::Display for IntegrityProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Finding::SegmentModified { path, expected_sha256, actual_sha256 } => {
+            IntegrityProblem::SegmentModified { path, expected_sha256, actual_sha256 } => {
                 write!(
                     f,
                     "segment {path} was modified: sha256 is {actual_sha256}, the ledger recorded {expected_sha256}"
                 )
             }
-            Finding::SegmentMissing { path, added_by_seq } => {
+            IntegrityProblem::SegmentMissing { path, added_by_seq } => {
                 write!(f, "segment {path} was deleted: ledger entry {added_by_seq} added it and none removed it")
             }
-            Finding::UnknownSegment { path } => write!(f, "segment {path} is unknown: no ledger entry added it"),
-            Finding::RemovedSegmentPresent { path, removed_by_seq } => {
+            IntegrityProblem::UnknownSegment { path } => {
+                write!(f, "segment {path} is unknown: no ledger entry added it")
+            }
+            IntegrityProblem::RemovedSegmentPresent { path, removed_by_seq } => {
                 write!(f, "segment {path} is still present although ledger entry {removed_by_seq} removed it")
             }
-            Finding::LedgerEntryMissing { node, seq } => write!(f, "ledger of node {node}: entry {seq} was deleted"),
-            Finding::LedgerReordered { node, file_seq, entry_seq } => {
+            IntegrityProblem::LedgerEntryMissing { node, seq } => {
+                write!(f, "ledger of node {node}: entry {seq} was deleted")
+            }
+            IntegrityProblem::LedgerReordered { node, file_seq, entry_seq } => {
                 write!(f, "ledger of node {node}: entries reordered, position {file_seq} holds entry {entry_seq}")
             }
-            Finding::LedgerTruncated { node, head_seq, last_seq } => {
+            IntegrityProblem::LedgerTruncated { node, head_seq, last_seq } => {
                 write!(f, "ledger of node {node} was truncated: the signed head is entry {head_seq}, the chain ends at {last_seq}")
             }
-            Finding::LedgerEntryAltered { node, seq } => {
+            IntegrityProblem::LedgerEntryAltered { node, seq } => {
                 write!(f, "ledger of node {node}: entry {seq} was altered: its content does not match its hash")
             }
-            Finding::LedgerBadSignature { node, seq } => {
+            IntegrityProblem::LedgerBadSignature { node, seq } => {
                 write!(f, "ledger of node {node}: entry {seq} has a bad signature: forged without the node key")
             }
-            Finding::LedgerChainBroken { node, seq } => {
+            IntegrityProblem::LedgerChainBroken { node, seq } => {
                 write!(f, "ledger of node {node}: entry {seq} does not link to the entry before it")
             }
-            Finding::LedgerEntryUnreadable { node, seq, reason } => {
+            IntegrityProblem::LedgerEntryUnreadable { node, seq, reason } => {
                 write!(f, "ledger of node {node}: entry {seq} is unreadable: {reason}")
             }
-            Finding::LedgerHeadInvalid { node, reason } => write!(f, "ledger head of node {node} is invalid: {reason}"),
-            Finding::PublicKeyInvalid { node, reason } => write!(f, "public key of node {node} is invalid: {reason}"),
+            IntegrityProblem::LedgerHeadInvalid { node, reason } => {
+                write!(f, "ledger head of node {node} is invalid: {reason}")
+            }
+            IntegrityProblem::PublicKeyInvalid { node, reason } => {
+                write!(f, "public key of node {node} is invalid: {reason}")
+            }
         }
     }
 }
@@ -110,7 +118,7 @@ impl std::fmt::Display for Finding {
 pub struct ChainCheck {
     /// Every entry that could be parsed, in file order.
     pub entries: Vec<SignedEntry>,
-    pub findings: Vec<Finding>,
+    pub problems: Vec<IntegrityProblem>,
     /// The head file's sequence number, when it is valid.
     pub head_seq: Option<u64>,
 }
@@ -129,7 +137,7 @@ pub fn check_chain(
     let mut expected_prev: Option<String> = Some(GENESIS_HASH.to_string());
     for (file_seq, _, bytes) in files {
         while expected_seq < *file_seq {
-            check.findings.push(Finding::LedgerEntryMissing { node: node.into(), seq: expected_seq });
+            check.problems.push(IntegrityProblem::LedgerEntryMissing { node: node.into(), seq: expected_seq });
             expected_seq += 1;
             expected_prev = None;
         }
@@ -137,14 +145,18 @@ pub fn check_chain(
         let signed = match parse_entry_file(bytes) {
             Ok(signed) => signed,
             Err(reason) => {
-                check.findings.push(Finding::LedgerEntryUnreadable { node: node.into(), seq: *file_seq, reason });
+                check.problems.push(IntegrityProblem::LedgerEntryUnreadable {
+                    node: node.into(),
+                    seq: *file_seq,
+                    reason,
+                });
                 expected_prev = None;
                 continue;
             }
         };
         let entry = &signed.entry;
         if entry.seq != *file_seq || entry.node != node {
-            check.findings.push(Finding::LedgerReordered {
+            check.problems.push(IntegrityProblem::LedgerReordered {
                 node: node.into(),
                 file_seq: *file_seq,
                 entry_seq: entry.seq,
@@ -154,37 +166,41 @@ pub fn check_chain(
             continue;
         }
         if sha256_hex(signed.json.as_bytes()) != signed.hash {
-            check.findings.push(Finding::LedgerEntryAltered { node: node.into(), seq: entry.seq });
+            check.problems.push(IntegrityProblem::LedgerEntryAltered { node: node.into(), seq: entry.seq });
         } else if !signature_valid(key, &signed.hash, &signed.signature) {
-            check.findings.push(Finding::LedgerBadSignature { node: node.into(), seq: entry.seq });
+            check.problems.push(IntegrityProblem::LedgerBadSignature { node: node.into(), seq: entry.seq });
         } else if expected_prev.as_ref().is_some_and(|prev| *prev != entry.prev_hash) {
-            check.findings.push(Finding::LedgerChainBroken { node: node.into(), seq: entry.seq });
+            check.problems.push(IntegrityProblem::LedgerChainBroken { node: node.into(), seq: entry.seq });
         }
         expected_prev = Some(signed.hash.clone());
         check.entries.push(signed);
     }
     let last_seq = expected_seq - 1;
     match head {
-        None if last_seq > 0 => {
-            check.findings.push(Finding::LedgerHeadInvalid { node: node.into(), reason: "head file is missing".into() })
-        }
+        None if last_seq > 0 => check
+            .problems
+            .push(IntegrityProblem::LedgerHeadInvalid { node: node.into(), reason: "head file is missing".into() }),
         None => {}
         Some(bytes) => match parse_head_file(bytes, key) {
-            Err(reason) => check.findings.push(Finding::LedgerHeadInvalid { node: node.into(), reason }),
-            Ok((_, false)) => check.findings.push(Finding::LedgerHeadInvalid {
+            Err(reason) => check.problems.push(IntegrityProblem::LedgerHeadInvalid { node: node.into(), reason }),
+            Ok((_, false)) => check.problems.push(IntegrityProblem::LedgerHeadInvalid {
                 node: node.into(),
                 reason: "bad signature: forged without the node key".into(),
             }),
             Ok((head, true)) => {
                 check.head_seq = Some(head.seq);
                 if head.seq > last_seq {
-                    check.findings.push(Finding::LedgerTruncated { node: node.into(), head_seq: head.seq, last_seq });
+                    check.problems.push(IntegrityProblem::LedgerTruncated {
+                        node: node.into(),
+                        head_seq: head.seq,
+                        last_seq,
+                    });
                 } else if head.seq > 0 {
                     // The head may lag the chain by the entry being written when a crash came; it must still
                     // name an entry of this chain.
                     let named = check.entries.iter().find(|e| e.entry.seq == head.seq);
                     if named.is_some_and(|e| e.hash != head.hash) {
-                        check.findings.push(Finding::LedgerHeadInvalid {
+                        check.problems.push(IntegrityProblem::LedgerHeadInvalid {
                             node: node.into(),
                             reason: format!("head names entry {} with another hash", head.seq),
                         });
@@ -211,14 +227,14 @@ pub struct VerifyReport {
     pub entries_checked: u64,
     pub segments_checked: u64,
     pub bytes_checked: u64,
-    pub findings: Vec<Finding>,
+    pub problems: Vec<IntegrityProblem>,
     /// Each node's verified chain head: (node, seq, hash).
     pub heads: Vec<(String, u64, String)>,
 }
 
 impl VerifyReport {
     pub fn is_intact(&self) -> bool {
-        self.findings.is_empty()
+        self.problems.is_empty()
     }
 }
 
@@ -242,7 +258,7 @@ pub async fn verify_location(
         let published = published.as_ref().and_then(|b| std::str::from_utf8(b).ok()).and_then(parse_public_key);
         let key = match (trusted_keys.get(node), published) {
             (Some(trusted), Some(published)) if *trusted != published => {
-                report.findings.push(Finding::PublicKeyInvalid {
+                report.problems.push(IntegrityProblem::PublicKeyInvalid {
                     node: node.clone(),
                     reason: "the published public key is not the key of this data directory".into(),
                 });
@@ -251,9 +267,10 @@ pub async fn verify_location(
             (Some(trusted), _) => *trusted,
             (None, Some(published)) => published,
             (None, None) => {
-                report
-                    .findings
-                    .push(Finding::PublicKeyInvalid { node: node.clone(), reason: "no readable public key".into() });
+                report.problems.push(IntegrityProblem::PublicKeyInvalid {
+                    node: node.clone(),
+                    reason: "no readable public key".into(),
+                });
                 continue;
             }
         };
@@ -261,7 +278,7 @@ pub async fn verify_location(
         let head = location.get_opt(&head_path(node)).await?;
         let check = check_chain(node, &files, head.as_deref(), &key);
         report.entries_checked += check.entries.len() as u64;
-        report.findings.extend(check.findings);
+        report.problems.extend(check.problems);
         if let Some(last) = check.entries.last() {
             report.heads.push((node.clone(), last.entry.seq, last.hash.clone()));
         }
@@ -293,32 +310,31 @@ pub async fn verify_location(
             present.insert(path, meta.size);
         }
     }
-    // A segment whose ledger entry was deleted or cut off is explained by that finding already.
+    // A segment whose ledger entry was deleted or cut off is explained by that problem already.
     let explained = |path: &str| {
         let Some(name) = parse_segment_path(path) else { return false };
-        report.findings.iter().any(|finding| match finding {
-            Finding::LedgerEntryMissing { node, seq } => *node == name.node && *seq == name.seq,
-            Finding::LedgerTruncated { node, head_seq, last_seq } => {
+        report.problems.iter().any(|problem| match problem {
+            IntegrityProblem::LedgerEntryMissing { node, seq } => *node == name.node && *seq == name.seq,
+            IntegrityProblem::LedgerTruncated { node, head_seq, last_seq } => {
                 *node == name.node && name.seq > *last_seq && name.seq <= *head_seq
             }
             _ => false,
         })
     };
-    let mut segment_findings = Vec::new();
+    let mut segment_problems = Vec::new();
     for (path, size) in &present {
         match segments.get(path) {
             None if explained(path) => {}
-            None => segment_findings.push(Finding::UnknownSegment { path: path.clone() }),
-            Some(SegmentState { removed_by_seq: Some(seq), .. }) => {
-                segment_findings.push(Finding::RemovedSegmentPresent { path: path.clone(), removed_by_seq: *seq })
-            }
+            None => segment_problems.push(IntegrityProblem::UnknownSegment { path: path.clone() }),
+            Some(SegmentState { removed_by_seq: Some(seq), .. }) => segment_problems
+                .push(IntegrityProblem::RemovedSegmentPresent { path: path.clone(), removed_by_seq: *seq }),
             Some(state) => {
                 let bytes = location.get(path).await?;
                 report.segments_checked += 1;
                 report.bytes_checked += size;
                 let actual = sha256_hex(&bytes);
                 if actual != state.sha256 {
-                    segment_findings.push(Finding::SegmentModified {
+                    segment_problems.push(IntegrityProblem::SegmentModified {
                         path: path.clone(),
                         expected_sha256: state.sha256.clone(),
                         actual_sha256: actual,
@@ -327,10 +343,12 @@ pub async fn verify_location(
             }
         }
     }
-    report.findings.extend(segment_findings);
+    report.problems.extend(segment_problems);
     for (path, state) in &segments {
         if state.removed_by_seq.is_none() && !present.contains_key(path) {
-            report.findings.push(Finding::SegmentMissing { path: path.clone(), added_by_seq: state.added_by_seq });
+            report
+                .problems
+                .push(IntegrityProblem::SegmentMissing { path: path.clone(), added_by_seq: state.added_by_seq });
         }
     }
     Ok(report)

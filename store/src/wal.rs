@@ -342,12 +342,14 @@ impl Wal {
             self.start_file(seq)?;
         }
         let path = wal_path(&self.dir, self.active_first_seq);
+        let started = std::time::Instant::now();
         if let Err(e) = self.active.write_all(frame).and_then(|()| self.active.sync_data()) {
             // A partly written frame would be cut as a torn tail on restart; cut it now so later
             // frames are not written behind garbage.
             let _ = self.active.set_len(self.active_bytes);
             return Err(StoreError::io(path, e));
         }
+        crate::metrics::wal_appended(frame.len(), started.elapsed());
         self.active_bytes += frame.len() as u64;
         let info = self.files.get_mut(&self.active_first_seq).expect("the active file is tracked");
         info.max_seq = seq;

@@ -168,11 +168,11 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom-
 pids+=($!)
 promql() { curl -sf "http://127.0.0.1:$promport/api/v1/query" --data-urlencode "query=$1"; }
 for _ in $(seq 150); do
-    promql 'detect_records_total{job="coldtrail"} > 0' 2>/dev/null | grep -q '"value"' && break
+    promql 'detect_invocations_total{job="coldtrail"} > 0' 2>/dev/null | grep -q '"value"' && break
     sleep 0.4
 done
 check "PromQL over coldtrail's scraped metrics returns data (detectors' records, alerts by detector)" bash -c \
-    "curl -sf 'http://127.0.0.1:$promport/api/v1/query' --data-urlencode 'query=detect_records_total{job=\"coldtrail\"} > 0' | grep -q '\"value\"' && curl -sf 'http://127.0.0.1:$promport/api/v1/query' --data-urlencode 'query=sum by (detector) (detect_alerts_total{job=\"coldtrail\"}) > 0' | grep -q '\"detector\"'"
+    "curl -sf 'http://127.0.0.1:$promport/api/v1/query' --data-urlencode 'query=detect_invocations_total{job=\"coldtrail\"} > 0' | grep -q '\"value\"' && curl -sf 'http://127.0.0.1:$promport/api/v1/query' --data-urlencode 'query=sum by (detector) (detect_alerts_total{job=\"coldtrail\"}) > 0' | grep -q '\"detector\"'"
 kill -TERM "$demo_pid"; wait "$demo_pid" || true
 check "the demo stopped cleanly and printed the walkthrough and its alerts" bash -c \
     "grep -q 'demo stopped' '$work/demo.log' && grep -q \"timeline('185.220.101.34')\" '$work/demo.log' && grep -q '  alert \[' '$work/demo.log'"

@@ -1,10 +1,6 @@
 //! The invocation generator: minute by minute, every function's invocations with execution environments
 //! (cold starts), durations, errors and callers, with anomalies injected into chosen functions.
 
-use arrow::array::RecordBatch;
-use store::rows::{TableBuilder, Value};
-use store::Table;
-
 use crate::fleet::{caller, Caller, FunctionProfile, Trigger};
 use crate::rng::Rng;
 use store::time::MICROS_PER_MINUTE;
@@ -307,54 +303,12 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
-/// The `invocations` rows of generated invocations.
-pub fn invocations_batch(functions: &[FunctionProfile], invocations: &[Invocation]) -> Option<RecordBatch> {
-    let mut builder = TableBuilder::new(Table::Invocations);
-    for invocation in invocations {
-        let function = &functions[invocation.function_idx];
-        let billed_duration_ms = invocation.duration_ms.ceil() as i64;
-        let log_group = format!("/aws/lambda/{}", function.name);
-        // The trigger event as the function received it: what ingest keeps from its log line.
-        let event = crate::render::trigger_event(function, invocation).to_string();
-        builder.push(&[
-            Value::Time(Some(invocation.ts_us)),
-            Value::Time(Some(invocation.ts_us + (invocation.duration_ms * 1_000.0) as i64)),
-            Value::Text(Some(&function.account)),
-            Value::Text(Some(&function.region)),
-            Value::Text(Some(&function.name)),
-            Value::Text(Some("$LATEST")),
-            Value::Text(Some(&invocation.request_id)),
-            Value::Text(Some(&log_group)),
-            Value::Text(Some(&invocation.log_stream)),
-            Value::Bool(Some(invocation.cold_start)),
-            Value::Float(invocation.init_duration_ms),
-            Value::Float(None),
-            Value::Float(Some(invocation.duration_ms)),
-            Value::Int(Some(billed_duration_ms)),
-            Value::Int(Some(function.memory_size_mb)),
-            Value::Int(Some(invocation.max_memory_used_mb)),
-            Value::Text(Some(invocation.status)),
-            Value::Text(invocation.error_type),
-            Value::Text(invocation.error_message),
-            Value::Text(Some(&invocation.trace_id)),
-            Value::Text(Some(function.trigger.name())),
-            Value::Text(invocation.caller.source_ip.as_deref()),
-            Value::Text(invocation.caller.user_agent.as_deref()),
-            Value::Text(invocation.caller.principal.as_deref()),
-            Value::Text(invocation.http_method),
-            Value::Text(invocation.http_path.as_deref()),
-            Value::Text(Some(&event)),
-            Value::Text(Some("workload")),
-            Value::Text(None),
-        ]);
-    }
-    builder.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fleet::fleet;
+    use crate::render::invocations_batch;
+    use store::Table;
 
     fn generator(n_functions: usize) -> Generator {
         let mut rng = Rng::new(11);

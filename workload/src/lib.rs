@@ -19,5 +19,6 @@ pub mod rng;
 pub mod stories;
 
 pub use fleet::{fleet, Caller, FunctionProfile, Trigger};
-pub use generator::{invocations_batch, Anomaly, Generator, Injection, Invocation};
+pub use generator::{Anomaly, Generator, Injection, Invocation};
+pub use render::invocations_batch;
 pub use rng::Rng;

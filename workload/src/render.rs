@@ -3,7 +3,10 @@
 //! X-Ray trace id), grouped into CloudWatch Logs subscription payloads, and X-Ray segment documents.
 //! `coldtrail generate --out/--kafka` writes these; ingesting them gives back the invocations.
 
+use arrow::array::RecordBatch;
 use serde_json::{json, Value};
+use store::rows::{TableBuilder, Value as Cell};
+use store::Table;
 
 use crate::fleet::{FunctionProfile, Trigger};
 use crate::generator::Invocation;
@@ -251,6 +254,50 @@ pub fn xray_segments(function: &FunctionProfile, invocation: &Invocation, rng: &
             "fault": invocation.status == "timeout",
         }],
     })]
+}
+
+/// The `invocations` rows of generated invocations.
+pub fn invocations_batch(functions: &[FunctionProfile], invocations: &[Invocation]) -> Option<RecordBatch> {
+    let mut builder = TableBuilder::new(Table::Invocations);
+    for invocation in invocations {
+        let function = &functions[invocation.function_idx];
+        let billed_duration_ms = invocation.duration_ms.ceil() as i64;
+        let log_group = format!("/aws/lambda/{}", function.name);
+        // The trigger event as the function received it: what ingest keeps from its log line.
+        let event = trigger_event(function, invocation).to_string();
+        builder.push(&[
+            Cell::Time(Some(invocation.ts_us)),
+            Cell::Time(Some(invocation.ts_us + (invocation.duration_ms * 1_000.0) as i64)),
+            Cell::Text(Some(&function.account)),
+            Cell::Text(Some(&function.region)),
+            Cell::Text(Some(&function.name)),
+            Cell::Text(Some("$LATEST")),
+            Cell::Text(Some(&invocation.request_id)),
+            Cell::Text(Some(&log_group)),
+            Cell::Text(Some(&invocation.log_stream)),
+            Cell::Bool(Some(invocation.cold_start)),
+            Cell::Float(invocation.init_duration_ms),
+            Cell::Float(None),
+            Cell::Float(Some(invocation.duration_ms)),
+            Cell::Int(Some(billed_duration_ms)),
+            Cell::Int(Some(function.memory_size_mb)),
+            Cell::Int(Some(invocation.max_memory_used_mb)),
+            Cell::Text(Some(invocation.status)),
+            Cell::Text(invocation.error_type),
+            Cell::Text(invocation.error_message),
+            Cell::Text(Some(&invocation.trace_id)),
+            Cell::Text(Some(function.trigger.name())),
+            Cell::Text(invocation.caller.source_ip.as_deref()),
+            Cell::Text(invocation.caller.user_agent.as_deref()),
+            Cell::Text(invocation.caller.principal.as_deref()),
+            Cell::Text(invocation.http_method),
+            Cell::Text(invocation.http_path.as_deref()),
+            Cell::Text(Some(&event)),
+            Cell::Text(Some("workload")),
+            Cell::Text(None),
+        ]);
+    }
+    builder.finish()
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use store::time::MICROS_PER_MINUTE;
 
 use crate::cloudtrail::{event_time, record, role_session, routine, Team};
 use crate::fleet::{caller, FunctionProfile, Trigger};
-use crate::generator::{invocations_batch, Anomaly, Generator, Injection, Invocation};
-use crate::render::{render_minute, RenderedMinute};
+use crate::generator::{Anomaly, Generator, Injection, Invocation};
+use crate::render::{invocations_batch, render_minute, RenderedMinute};
 use crate::rng::Rng;
 
 /// The attacker's address in every story.

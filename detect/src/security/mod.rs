@@ -1,5 +1,5 @@
 //! Security detections for serverless attacks, over `invocations`, `logs` and `cloudtrail` rows, streaming
-//! and as a retro-hunt through the same code (`Security::push`).
+//! and as a retro-hunt through the same code (`SecurityDetections::push`).
 //!
 //! - `injection` (with `decode`): event injection in trigger payloads and logged input.
 //! - `controlplane`: risky Lambda changes, trail tampering, execution-role credentials used outside Lambda.
@@ -35,7 +35,7 @@ pub use sigma::SigmaRules;
 
 /// One detection of the catalog.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Detection {
+pub struct CatalogEntry {
     pub id: &'static str,
     pub title: &'static str,
     pub severity: Severity,
@@ -50,12 +50,12 @@ const fn detection(
     severity: Severity,
     attack: &'static [&'static str],
     next: &'static str,
-) -> Detection {
-    Detection { id, title, severity, attack, next }
+) -> CatalogEntry {
+    CatalogEntry { id, title, severity, attack, next }
 }
 
 /// Every built-in detection (Sigma rules bring their own).
-pub const CATALOG: &[Detection] = &[
+pub const CATALOG: &[CatalogEntry] = &[
     detection("injection.sql", "SQL injection in function input", Severity::Medium, &["T1190"], "Run timeline() on the request id; check the function's logs for database errors and the response size, and other requests from the same address."),
     detection("injection.command", "OS command injection in function input", Severity::High, &["T1190", "T1059"], "Check the request's logs for command output, outbound connections in its trace, and environment() of its execution environment for later invocations."),
     detection("injection.path_traversal", "Path traversal or local file read in function input", Severity::Medium, &["T1190", "T1083"], "Check whether the response carried file contents (/proc/self/environ holds the role credentials) and whether those credentials were used afterwards."),
@@ -85,7 +85,7 @@ pub const CATALOG: &[Detection] = &[
 ];
 
 /// The catalog entry of a detection id.
-pub fn catalog(id: &str) -> Option<&'static Detection> {
+pub fn catalog(id: &str) -> Option<&'static CatalogEntry> {
     CATALOG.iter().find(|d| d.id == id)
 }
 
@@ -201,7 +201,7 @@ const STATE_VERSION: u32 = 1;
 const REPORTED_MAX: usize = 200_000;
 
 /// The security detections over stored rows.
-pub struct Security {
+pub struct SecurityDetections {
     config: SecurityConfig,
     injection: InjectionMatcher,
     sigma: SigmaRules,
@@ -211,12 +211,12 @@ pub struct Security {
     stats: SecurityStats,
 }
 
-impl Security {
+impl SecurityDetections {
     /// The tables the detections read.
     pub const TABLES: [Table; 3] = [Table::Cloudtrail, Table::Invocations, Table::Logs];
 
     pub fn new(config: SecurityConfig, sigma: SigmaRules) -> Self {
-        Security {
+        SecurityDetections {
             injection: InjectionMatcher::new(),
             sigma,
             state: State {
@@ -462,7 +462,7 @@ mod tests {
             })
             .collect();
         builder.push(&cells);
-        let mut security = Security::new(SecurityConfig::default(), SigmaRules::default());
+        let mut security = SecurityDetections::new(SecurityConfig::default(), SigmaRules::default());
         let mut alerts = Vec::new();
         security.push(Table::Logs, &builder.finish().unwrap(), &mut alerts);
         alerts
@@ -519,11 +519,11 @@ mod tests {
         cells[17] = Cell::Text(Some("e1"));
         builder.push(&cells);
         let batch = builder.finish().unwrap();
-        let mut first = Security::new(SecurityConfig::default(), SigmaRules::default());
+        let mut first = SecurityDetections::new(SecurityConfig::default(), SigmaRules::default());
         let mut alerts = Vec::new();
         first.push(Table::Cloudtrail, &batch, &mut alerts);
         assert_eq!(alerts.len(), 1, "the first deployer of an unknown function is new");
-        let mut second = Security::new(SecurityConfig::default(), SigmaRules::default());
+        let mut second = SecurityDetections::new(SecurityConfig::default(), SigmaRules::default());
         second.restore_state(&first.checkpoint().unwrap()).unwrap();
         alerts.clear();
         second.push(Table::Cloudtrail, &batch, &mut alerts);

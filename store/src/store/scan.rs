@@ -1,0 +1,147 @@
+//! Reads: snapshots of a table's segments and hot batches, scans over both, the event-time span, and the
+//! ledger as rows.
+
+use super::*;
+
+impl Store {
+    /// The segments and hot batches of `table` overlapping `range`. Hot batches are not yet filtered by
+    /// time within a partition: `scan` does that; DataFusion does it with the pushed-down filter.
+    pub fn snapshot(&self, table: Table, range: TimeRange) -> TableSnapshot {
+        let state = lock(&self.state);
+        let segments = state
+            .catalog
+            .get(&table)
+            .map(|segments| {
+                segments.values().filter(|s| range.overlaps(s.min_ts_micros, s.max_ts_micros)).cloned().collect()
+            })
+            .unwrap_or_default();
+        let hot = state
+            .hot
+            .range((table, i64::MIN)..=(table, i64::MAX))
+            .filter(|((_, hour), _)| range.overlaps(hour * MICROS_PER_HOUR, (hour + 1) * MICROS_PER_HOUR - 1))
+            .flat_map(|(_, partition)| partition.batches.iter().map(|(_, batch)| batch.clone()))
+            .collect();
+        TableSnapshot { segments, hot }
+    }
+
+    /// Reads the rows of `table` in `range`, hot and sealed, with columns `projection` (indices into the
+    /// table's schema). Row order is not defined.
+    pub async fn scan(&self, table: Table, projection: Option<&[usize]>, range: TimeRange) -> Result<Vec<RecordBatch>> {
+        // A compaction or retention pass may delete a segment between the snapshot and the read; the
+        // second snapshot then names its replacement.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.scan_once(table, projection, range).await {
+                Err(StoreError::ObjectStore(object_store::Error::NotFound { .. })) if attempt < 3 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) async fn scan_once(
+        &self,
+        table: Table,
+        projection: Option<&[usize]>,
+        range: TimeRange,
+    ) -> Result<Vec<RecordBatch>> {
+        let snapshot = self.snapshot(table, range);
+        let mut out = Vec::new();
+        for segment in &snapshot.segments {
+            out.extend(read_segment(&self.location, table, &segment.path, projection, range).await?);
+        }
+        for batch in &snapshot.hot {
+            let batch = filter_time(table, batch, range)?;
+            if batch.num_rows() > 0 {
+                out.push(project(&batch, projection)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The schema `scan` returns for a projection.
+    pub fn scan_schema(&self, table: Table, projection: Option<&[usize]>) -> Result<arrow::datatypes::SchemaRef> {
+        projected_schema(table, projection)
+    }
+
+    /// The oldest and newest event time of a table's rows (sealed and hot), from segment metadata and the
+    /// hot batches' time columns; `None` when the table is empty.
+    pub fn event_time_span(&self, table: Table) -> Option<(i64, i64)> {
+        let snapshot = self.snapshot(table, TimeRange::ALL);
+        let mut span: Option<(i64, i64)> = None;
+        let mut widen = |min: i64, max: i64| span = Some(span.map_or((min, max), |(a, b)| (a.min(min), b.max(max))));
+        for segment in &snapshot.segments {
+            widen(segment.min_ts_micros, segment.max_ts_micros);
+        }
+        for batch in &snapshot.hot {
+            let times = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>();
+            if let Some((min, max)) = times.and_then(|t| Some((arrow::compute::min(t)?, arrow::compute::max(t)?))) {
+                widen(min, max);
+            }
+        }
+        span
+    }
+
+    /// Every ledger entry of every node, as rows of `schema::ledger_schema`.
+    pub async fn ledger_batch(&self) -> Result<RecordBatch> {
+        let mut entries = Vec::new();
+        for node in list_nodes(&self.location).await? {
+            for (_, path, bytes) in read_entry_files(&self.location, &node).await? {
+                match parse_entry_file(&bytes) {
+                    Ok(signed) => entries.push(signed),
+                    Err(reason) => tracing::warn!(path, reason, "unreadable ledger entry skipped"),
+                }
+            }
+        }
+        let ts: Vec<i64> = entries
+            .iter()
+            .map(|e| chrono::DateTime::parse_from_rfc3339(&e.entry.ts).map_or(0, |t| t.timestamp_micros()))
+            .collect();
+        let text = |f: &dyn Fn(&SignedEntry) -> Option<String>| -> ArrayRef {
+            std::sync::Arc::new(entries.iter().map(f).collect::<StringArray>())
+        };
+        let segment_time = |f: &dyn Fn(&SegmentRecord) -> i64| -> ArrayRef {
+            let times: TimestampMicrosecondArray = entries.iter().map(|e| e.entry.segment.as_ref().map(f)).collect();
+            std::sync::Arc::new(times.with_timezone(crate::schema::TIME_ZONE))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            std::sync::Arc::new(TimestampMicrosecondArray::from(ts).with_timezone(crate::schema::TIME_ZONE)),
+            text(&|e| Some(e.entry.node.clone())),
+            std::sync::Arc::new(entries.iter().map(|e| e.entry.seq as i64).collect::<Int64Array>()),
+            text(&|e| Some(e.entry.op.name().to_string())),
+            text(&|e| Some(e.entry.table.clone())),
+            text(&|e| Some(e.entry.partition.clone())),
+            text(&|e| e.entry.segment.as_ref().map(|s| s.path.clone())),
+            text(&|e| e.entry.segment.as_ref().map(|s| s.sha256.clone())),
+            std::sync::Arc::new(
+                entries.iter().map(|e| e.entry.segment.as_ref().map(|s| s.rows as i64)).collect::<Int64Array>(),
+            ),
+            segment_time(&|s| s.min_ts_micros),
+            segment_time(&|s| s.max_ts_micros),
+            text(&|e| {
+                (!e.entry.removed.is_empty())
+                    .then(|| e.entry.removed.iter().map(|r| r.path.as_str()).collect::<Vec<_>>().join(","))
+            }),
+            text(&|e| Some(e.entry.prev_hash.clone())),
+            text(&|e| Some(e.hash.clone())),
+        ];
+        debug_assert_eq!(ledger_schema().field(0).data_type(), &timestamp_type());
+        Ok(RecordBatch::try_new(ledger_schema(), columns)?)
+    }
+}
+
+/// Segment counts per table from the ledgers alone, without opening the store (no lock, no WAL).
+pub async fn catalog_stats(location: &Location) -> Result<BTreeMap<Table, TableStats>> {
+    let mut catalog = BTreeMap::new();
+    load_other_nodes(location, "", &mut catalog).await?;
+    let mut stats: BTreeMap<Table, TableStats> = Table::ALL.iter().map(|t| (*t, TableStats::default())).collect();
+    for (table, segments) in &catalog {
+        let entry = stats.entry(*table).or_default();
+        for segment in segments.values() {
+            entry.segments += 1;
+            entry.segment_rows += segment.rows;
+            entry.segment_bytes += segment.bytes;
+        }
+    }
+    Ok(stats)
+}
