@@ -43,9 +43,17 @@ impl LiveDetections {
         Ok(LiveDetections(DetectionThread::start(store, engine, checkpoints)?))
     }
 
-    /// Scores what is queued, stores its alerts, checkpoints and ends the thread.
+    /// Scores what is queued, stores its alerts, checkpoints and ends the thread. A checkpoint that could
+    /// not be written is a warning, not a failure: the rows and alerts are stored.
     pub fn stop(self) -> anyhow::Result<AnomalyStreamStats> {
-        Ok(self.0.stop()?.stream)
+        let stats = self.0.stop()?;
+        if let Some(error) = &stats.checkpoint_error {
+            eprintln!(
+                "warning: the detectors' state was not saved ({error}); everything is stored, and the next run's \
+                 detectors start from their last saved state"
+            );
+        }
+        Ok(stats.stream)
     }
 }
 

@@ -88,3 +88,27 @@ fn generated_anomalies_become_stored_alerts_and_state_survives_a_restart() {
     );
     assert!(csv.lines().any(|l| l == "users-resize"), "the restored detectors missed the spike:\n{csv}");
 }
+
+/// Issue 16: a checkpoint that cannot be written does not fail an ingest whose rows are stored; it is
+/// a warning, and the rows are there.
+#[test]
+fn an_unwritable_checkpoint_is_a_warning_and_the_rows_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // `<data>/detect` is a file: the checkpoint directory cannot be made (root ignores permissions).
+    std::fs::write(data.join("detect"), b"not a directory").unwrap();
+    let samples = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("tests/data/samples/orders-api.subscription.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("--data")
+        .arg(&data)
+        .args(["ingest", samples.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: the detectors' state was not saved"), "{stderr}");
+    let count = coldtrail(&data, &["sql", "SELECT count(*) AS n FROM logs", "--format", "csv"]);
+    assert!(count.lines().last().is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0)), "{count}");
+}

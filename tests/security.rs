@@ -307,3 +307,26 @@ fn the_retro_hunt_raises_what_the_stream_raised() {
     let (_, summary) = coldtrail(&data, &["hunt", "--store", "--since", "2000-01-01T00:00:00Z"]);
     assert!(summary.contains(" 0 new ones stored"), "{summary}");
 }
+
+/// Issue 16: with the detectors on, `coldtrail ingest` exited 2 on 4 of the 35 detonations
+/// (`detector checkpoint: key must be a string`) while an authorization-failure burst was open.
+#[test]
+fn every_stratus_detonation_ingests_with_the_detectors_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let stratus = test_data().join("stratus-detonation-logs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&stratus)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 35);
+    for (idx, file) in files.iter().enumerate() {
+        // `coldtrail` asserts the exit status, with stderr in the message.
+        let (_, stderr) = coldtrail(&dir.path().join(format!("d{idx}")), &["ingest", file.to_str().unwrap()]);
+        assert!(!stderr.contains("checkpoint"), "{}: {stderr}", file.display());
+    }
+    let (_, stderr) = coldtrail(&dir.path().join("all"), &["ingest", stratus.to_str().unwrap()]);
+    assert!(!stderr.contains("checkpoint"), "{stderr}");
+}

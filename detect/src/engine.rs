@@ -55,6 +55,9 @@ impl EngineConfig {
 pub struct EngineStats {
     pub stream: AnomalyStreamStats,
     pub security: SecurityStats,
+    /// Why the last checkpoint could not be written, if it could not (the rows and alerts are stored
+    /// regardless; the next run starts from the last checkpoint that was written).
+    pub checkpoint_error: Option<String>,
 }
 
 /// The detections of one process.
@@ -150,6 +153,7 @@ impl Engine {
         EngineStats {
             stream: self.stream.as_ref().map(AnomalyStream::stats).unwrap_or_default(),
             security: self.security.as_ref().map(|s| s.stats().clone()).unwrap_or_default(),
+            checkpoint_error: None,
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub evicted_functions: IntGauge,
     pub state_bytes: IntGauge,
     pub checkpoints: IntCounter,
+    pub checkpoint_errors: IntCounter,
     /// The `detector` label values of built-in detectors.
     builtin: std::collections::HashSet<String>,
 }
@@ -89,6 +90,11 @@ fn new_metrics() -> Metrics {
             .expect("metric registers once"),
         checkpoints: register_int_counter!("detect_checkpoints_total", "Detector state checkpoints written.")
             .expect("metric registers once"),
+        checkpoint_errors: register_int_counter!(
+            "detect_checkpoint_errors_total",
+            "Detector state checkpoints that could not be written (retried; the stored rows are not affected)."
+        )
+        .expect("metric registers once"),
         builtin: std::collections::HashSet::new(),
     }
 }

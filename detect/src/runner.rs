@@ -85,12 +85,36 @@ fn run(
         store_alerts(store, &alerts)?;
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             if let Err(e) = checkpoints.save(&engine) {
+                crate::metrics::metrics().checkpoint_errors.inc();
                 tracing::error!(error = %e, "detector checkpoint failed; retrying in a minute");
             }
             last_checkpoint = Instant::now();
         }
     }
     store_alerts(store, &engine.finish())?;
-    checkpoints.save(&engine)?;
-    Ok(engine.stats())
+    let mut stats = engine.stats();
+    stats.checkpoint_error = save_at_stop(checkpoints, &engine).err().map(|e| e.to_string());
+    Ok(stats)
+}
+
+/// The last checkpoint, tried a few times. A failure does not fail the run: what was stored stays
+/// stored, and the next run starts from the last checkpoint that was written; it is counted and logged.
+fn save_at_stop(checkpoints: &Checkpoints, engine: &Engine) -> Result<(), DetectError> {
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match checkpoints.save(engine) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                crate::metrics::metrics().checkpoint_errors.inc();
+                if attempt == ATTEMPTS {
+                    tracing::error!(error = %e, attempts = ATTEMPTS, "detector checkpoint not written at stop");
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, attempt, "detector checkpoint failed at stop; retrying");
+                std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
+                attempt += 1;
+            }
+        }
+    }
 }

@@ -136,10 +136,36 @@ const WALLET_GB_SECONDS_MIN: f64 = 10.0;
 pub struct Behaviour {
     #[serde(skip)]
     config: BehaviourConfig,
+    /// Keyed by (entity, window start): written as a list of pairs, since JSON keys are strings only.
+    #[serde(with = "pairs")]
     bursts: BTreeMap<(String, i64), Burst>,
     callers: BTreeMap<String, CallerBook>,
     resources: BTreeMap<String, ResourceBook>,
     newest_us: i64,
+}
+
+/// A map whose keys are not strings (tuples), written to JSON as a list of `[key, value]` pairs. Before
+/// this, a checkpoint with an open burst failed with "key must be a string" (issue 16).
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(deserializer)?.into_iter().collect())
+    }
 }
 
 /// The network of an address: /24 for IPv4, /48 for IPv6.
@@ -489,5 +515,39 @@ mod tests {
         }
         assert_eq!(out.len(), 2, "{out:?}"); // the principal and the address
         assert!(out.iter().all(|f| f.count == 20 && f.evidence.len() == EVIDENCE_MAX));
+    }
+
+    #[test]
+    fn state_with_open_bursts_checkpoints_and_restores_the_same() {
+        // Issue 16: `coldtrail ingest` of real CloudTrail (Stratus's ec2-get-password-data) exited 2 with
+        // "detector checkpoint: key must be a string" while a burst was open.
+        let mut behaviour = Behaviour::new(BehaviourConfig::default());
+        let mut out = Vec::new();
+        let denied = |i: i64| CloudTrailEvent {
+            ts_us: i * 1_000_000,
+            event_source: "ec2.amazonaws.com".into(),
+            event_name: "GetPasswordData".into(),
+            error_code: Some("Client.UnauthorizedOperation".into()),
+            principal_arn: Some("arn:aws:iam::1:user/mallory".into()),
+            source_ip: Some("203.0.113.9".into()),
+            event_id: Some(format!("e{i}")),
+            ..CloudTrailEvent::default()
+        };
+        for i in 0..5 {
+            behaviour.cloudtrail(&denied(i), &mut out);
+        }
+        assert!(!behaviour.bursts.is_empty(), "a burst is open");
+        let bytes = serde_json::to_vec(&behaviour).expect("open bursts checkpoint");
+        let mut restored: Behaviour = serde_json::from_slice(&bytes).unwrap();
+        restored.set_config(BehaviourConfig::default());
+        assert_eq!(serde_json::to_vec(&restored).unwrap(), bytes);
+        // Both go on to report the same burst.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 5..50 {
+            behaviour.cloudtrail(&denied(i), &mut a);
+            restored.cloudtrail(&denied(i), &mut b);
+        }
+        assert!(!a.is_empty());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 }
