@@ -198,7 +198,7 @@ fn sources_that_read_paths() -> Vec<PathBuf> {
 
 /// Paths in `text` that leave the repository, as `line: text` strings. `file` is where the source lies
 /// relative to the repository root (`ingest/tests/formats.rs`). Two things are caught:
-/// - the data folder beside a checkout (`../shared`, `shared/data`), which a clone does not have;
+/// - the shared data folder beside a checkout (its name or `shared/data`), which a clone does not have;
 /// - a run of `..` that climbs above the root from where the path is resolved: the source's own directory
 ///   for `include_str!`, `include_bytes!` and scripts, the crate's directory (`CARGO_MANIFEST_DIR`) for
 ///   other Rust code. Only lines that read paths count (within two lines of `CARGO_MANIFEST_DIR`, `.join(`,

@@ -98,22 +98,33 @@ impl Engine {
 
     /// Runs the detections over a batch of `table` rows; returns the alerts to store.
     pub fn push(&mut self, table: Table, batch: &RecordBatch) -> Vec<Alert> {
-        self.push_all(std::slice::from_ref(&(table, batch.clone())))
+        let mut alerts = Vec::new();
+        self.detect(table, batch, &mut alerts);
+        self.admit(alerts)
     }
 
     /// `push` of the batches of one store append together: their alerts are grouped as one arrival.
     pub fn push_all(&mut self, batches: &[(Table, RecordBatch)]) -> Vec<Alert> {
         let mut alerts = Vec::new();
         for (table, batch) in batches {
-            if *table == Table::Invocations {
-                if let Some(stream) = &mut self.stream {
-                    stream.push(batch, &mut alerts);
-                }
-            }
-            if let Some(security) = &mut self.security {
-                security.push(*table, batch, &mut alerts);
+            self.detect(*table, batch, &mut alerts);
+        }
+        self.admit(alerts)
+    }
+
+    fn detect(&mut self, table: Table, batch: &RecordBatch, alerts: &mut Vec<Alert>) {
+        if table == Table::Invocations {
+            if let Some(stream) = &mut self.stream {
+                stream.push(batch, alerts);
             }
         }
+        if let Some(security) = &mut self.security {
+            security.push(table, batch, alerts);
+        }
+    }
+
+    /// The raised alerts through the deduplicator: those to store now.
+    fn admit(&mut self, alerts: Vec<Alert>) -> Vec<Alert> {
         let admitted = self.dedup.admit(alerts);
         self.publish(&admitted);
         admitted

@@ -17,6 +17,9 @@ pub enum IngestError {
     Config(String),
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: std::io::Error },
+    /// An earlier append of the same `Appender` failed (reported once); nothing after it is stored.
+    #[error("not stored: an earlier append failed")]
+    AppendFailedEarlier,
     #[error("bug: {0}")]
     Internal(String),
 }
@@ -30,7 +33,7 @@ impl IngestError {
     pub fn is_retryable(&self) -> bool {
         match self {
             IngestError::Io { .. } | IngestError::Kafka(_) | IngestError::Listen { .. } => true,
-            IngestError::Internal(_) | IngestError::Config(_) => false,
+            IngestError::Internal(_) | IngestError::Config(_) | IngestError::AppendFailedEarlier => false,
             IngestError::Store(e) => e.is_retryable(),
         }
     }

@@ -2,8 +2,9 @@
 //! units for the pipeline and stored through the `Appender`, so that parsing overlaps the store's writes.
 //!
 //! A file's position (`file:<path>` → bytes read) is stored with its rows: a file whose position is its
-//! size is skipped, and a large file of lines is read in chunks cut at line ends, each stored with the
-//! offset it reaches, so an interrupted ingest resumes mid-file and memory holds one chunk, not the file.
+//! size is skipped, and a large file of lines is decoded and stored in chunks cut at line ends, each with
+//! the offset it reaches, so an interrupted ingest resumes mid-file and the pipeline's buffers hold a
+//! chunk's rows, not the file's. The file's bytes are read whole (a stream is read chunk by chunk).
 //! A file that is one document (gzip, a JSON array or object) is one unit.
 
 use std::io::Read;

@@ -82,11 +82,6 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-/// Compares two secrets in time that depends on their lengths only.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn ingest(
     State(endpoint): State<Arc<Endpoint>>,
     Query(query): Query<IngestQuery>,
@@ -98,7 +93,7 @@ async fn ingest(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| headers.get("x-amz-firehose-access-key").and_then(|v| v.to_str().ok()));
-    if !presented.is_some_and(|token| same_secret(token.as_bytes(), endpoint.token.as_bytes())) {
+    if !presented.is_some_and(|token| store::secret::constant_time_eq(token.as_bytes(), endpoint.token.as_bytes())) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     let format = match query.format.as_deref().map(str::parse::<Format>).transpose() {

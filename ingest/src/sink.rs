@@ -57,7 +57,7 @@ impl StoreSink {
     ///
     /// Atomic when the rows fit one frame, which a source's own batch limits make the usual case. Larger
     /// appends go in several frames: after an error part of the rows may be stored, but not the positions,
-    /// so a retry stores the rest again and never skips any.
+    /// so a retry stores those rows again (twice, then) and never skips any.
     pub fn append_blocking(
         &self,
         batches: &[(Table, RecordBatch)],
@@ -198,7 +198,7 @@ fn run_appender(sink: &StoreSink, queue: &Receiver<Job>) {
             Job::Barrier(reply) => {
                 let answer = match (failed.take(), poisoned) {
                     (Some(e), _) => Err(IngestError::Store(e)),
-                    (None, true) => Err(IngestError::Internal("nothing is stored after an earlier error".into())),
+                    (None, true) => Err(IngestError::AppendFailedEarlier),
                     (None, false) => Ok(std::mem::take(&mut stored)),
                 };
                 let _ = reply.send(answer);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{QueryError, Result};
+pub use store::secret::constant_time_eq;
 
 /// SCRAM iteration count (PostgreSQL's default).
 pub const SCRAM_ITERATIONS: usize = 4096;
@@ -91,11 +92,6 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(&digest);
     out
-}
-
-/// Compares without an early exit, so that timing does not reveal how much of a guess was right.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Users {

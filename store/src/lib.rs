@@ -21,6 +21,7 @@ pub mod location;
 pub mod metrics;
 pub mod rows;
 pub mod schema;
+pub mod secret;
 pub mod segment;
 pub mod segment_path;
 mod store;
