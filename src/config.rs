@@ -18,6 +18,46 @@ pub struct Config {
     pub store: StoreSettings,
     #[serde(default)]
     pub sources: Vec<ingest::sources::SourceConfig>,
+    #[serde(default)]
+    pub detect: DetectSettings,
+}
+
+/// How the live detections treat event time.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectSettings {
+    /// How long after its event time a row may arrive and still be scored in order (`15m` by default,
+    /// Firehose's longest buffering). Later rows are stored and counted as late.
+    pub lateness: Option<String>,
+    /// How far past the clock a row's event time may move the watermark (`5m` by default): a row
+    /// stamped in the future by a broken clock must not make every later row late.
+    pub future_skew: Option<String>,
+}
+
+impl DetectSettings {
+    /// The live detections' configuration; `problems` has said what is wrong with it.
+    pub fn live(&self) -> detect::runner::LiveConfig {
+        let mut live = detect::runner::LiveConfig::default();
+        if let Some(lateness) = self.lateness.as_deref().and_then(store::time::parse_duration_micros) {
+            live.lateness_us = lateness;
+        }
+        if let Some(skew) = self.future_skew.as_deref().and_then(store::time::parse_duration_micros) {
+            live.future_skew_us = skew;
+        }
+        live
+    }
+
+    fn problems(&self) -> Vec<String> {
+        [("lateness", &self.lateness), ("future_skew", &self.future_skew)]
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let text = value.as_deref()?;
+                store::time::parse_duration_micros(text)
+                    .is_none()
+                    .then(|| format!("detect.{key} {text:?} is not a duration like 15m"))
+            })
+            .collect()
+    }
 }
 
 /// Where and how the store keeps what serve ingests.
@@ -147,6 +187,7 @@ impl Config {
         }
         problems.extend(config.alerting.problems());
         problems.extend(ingest::sources::problems(&config.sources));
+        problems.extend(config.detect.problems());
         for (key, value) in
             [("flush_after_secs", config.store.flush_after_secs), ("refresh_secs", config.store.refresh_secs)]
         {

@@ -69,6 +69,10 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
 
     let mut config = Config::default();
+    // The demo's traffic is written in time order, and its simulated clock runs ahead of the wall
+    // clock at --speed: a short lateness, and event time may lead the clock.
+    config.detect.lateness = Some("1m".into());
+    config.detect.future_skew = Some("3650d".into());
     config.query.pg_listen = args.pg_listen;
     config.query.http_listen = args.http_listen;
     for url in &args.webhooks {

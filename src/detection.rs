@@ -10,9 +10,9 @@ use anyhow::Context;
 use clap::Args;
 use detect::engine::{Checkpoints, Engine, EngineConfig};
 use detect::replay::{replay, stored_span};
-use detect::runner::{store_alerts, DetectionThread};
+use detect::runner::{store_alerts, DetectionThread, InputEnd, LiveConfig};
 use detect::security::SigmaRules;
-use detect::{Alert, AnomalyStreamStats};
+use detect::{Alert, EngineStats};
 use store::{Store, Table, TimeRange};
 
 use crate::commands::Paths;
@@ -37,23 +37,24 @@ pub fn checkpoints(data: &Path) -> Checkpoints {
 pub struct LiveDetections(DetectionThread);
 
 impl LiveDetections {
-    pub fn start(store: Arc<Store>, data: &Path) -> anyhow::Result<LiveDetections> {
+    pub fn start(store: Arc<Store>, data: &Path, live: LiveConfig) -> anyhow::Result<LiveDetections> {
         let checkpoints = checkpoints(data);
         let engine = checkpoints.load(&EngineConfig::default(), sigma_rules(None)?);
-        Ok(LiveDetections(DetectionThread::start(store, engine, checkpoints)?))
+        Ok(LiveDetections(DetectionThread::start(store, engine, checkpoints, live)?))
     }
 
-    /// Scores what is queued, stores its alerts, checkpoints and ends the thread. A checkpoint that could
-    /// not be written is a warning, not a failure: the rows and alerts are stored.
-    pub fn stop(self) -> anyhow::Result<AnomalyStreamStats> {
-        let stats = self.0.stop()?;
+    /// Scores what is complete (with `InputEnd::Closed`, everything stored), stores the alerts,
+    /// checkpoints and ends the thread. A checkpoint that could not be written is a warning, not a
+    /// failure: the rows and alerts are stored.
+    pub fn stop(self, end: InputEnd) -> anyhow::Result<EngineStats> {
+        let stats = self.0.stop(end)?;
         if let Some(error) = &stats.checkpoint_error {
             eprintln!(
                 "warning: the detectors' state was not saved ({error}); everything is stored, and the next run's \
                  detectors start from their last saved state"
             );
         }
-        Ok(stats.stream)
+        Ok(stats)
     }
 }
 
@@ -119,12 +120,27 @@ pub fn detect_series(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let rows = detect::series::parse_series(&text).with_context(|| format!("in {}", args.file.display()))?;
     let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    let mut detector = detect::SeriesDetector::new(detect::SeriesConfig::for_step(detect::series::median_step(&times)));
+    let step = detect::series::median_step(&times);
+    let mut detector = detect::SeriesDetector::new(detect::SeriesConfig::for_step(step));
+    let mut clock = detect::series::ScoringClock::new(step);
     let mut out = String::with_capacity(text.len() + rows.len() * 24);
     out.push_str("timestamp,value,anomaly_score\n");
     for (stamp, ts, value) in &rows {
-        let verdict = detector.observe(*ts, *value);
+        let verdict = detector.observe(clock.time_of(*ts), *value);
         out.push_str(&format!("{stamp},{value},{}\n", verdict.score));
+    }
+    let odd = clock.irregularities;
+    for (count, what) in [
+        (
+            odd.steps_back,
+            "timestamps step back (a repeated clock hour?): each is scored one usual step after the row before",
+        ),
+        (odd.duplicates, "timestamps repeat the one before: each is scored at that time"),
+        (odd.gaps, "gaps are longer than twice the usual step"),
+    ] {
+        if count > 0 {
+            eprintln!("warning: {}: {count} {what}; every row is scored", args.file.display());
+        }
     }
     match &args.output {
         Some(path) => std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?,

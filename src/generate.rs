@@ -115,8 +115,12 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
         return deliver(&args, start_us, injections);
     }
     let store = std::sync::Arc::new(Store::open(paths.store_config()).await?);
-    let detection =
-        if args.no_detect { None } else { Some(crate::detection::LiveDetections::start(store.clone(), &paths.data)?) };
+    let live = detect::runner::LiveConfig::default();
+    let detection = if args.no_detect {
+        None
+    } else {
+        Some(crate::detection::LiveDetections::start(store.clone(), &paths.data, live)?)
+    };
     let functions = fleet(args.functions, &mut Rng::new(args.seed));
     let mut generator = Generator::new(functions, args.seed);
     for injection in injections {
@@ -141,7 +145,7 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
         }
     }
     append(&store, &generator, &mut pending).await?;
-    let detected = detection.map(crate::detection::LiveDetections::stop).transpose()?;
+    let detected = detection.map(|d| d.stop(detect::runner::InputEnd::Closed)).transpose()?;
     store.flush_all().await?;
     let seconds = started.elapsed().as_secs_f64();
     outln!(
@@ -150,7 +154,11 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
         n_invocations as f64 / seconds
     );
     if let Some(detected) = detected {
-        outln!("detectors: {} function-minutes scored, {} alerts stored", detected.minutes_scored, detected.alerts);
+        outln!(
+            "detectors: {} function-minutes scored, {} alerts stored",
+            detected.stream.minutes_scored,
+            detected.stream.alerts
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

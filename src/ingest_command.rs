@@ -39,9 +39,18 @@ pub struct IngestArgs {
     /// (default: run until Ctrl-C).
     #[arg(long, value_name = "SECONDS")]
     idle_exit: Option<f64>,
-    /// Do not run the streaming anomaly detectors over what is stored.
+    /// Do not run the detectors over what is stored.
     #[arg(long)]
     no_detect: bool,
+    /// How long after its event time a row of a `kafka://` or `http://` input may arrive and still be
+    /// scored in order while the ingest runs (`15m`, `30s`). Files are scored at the end, and at the end
+    /// everything stored is scored.
+    #[arg(long, default_value = "15m", value_parser = parse_lateness)]
+    lateness: i64,
+}
+
+fn parse_lateness(text: &str) -> Result<i64, String> {
+    store::time::parse_duration_micros(text).ok_or_else(|| format!("{text:?} is not a duration like 15m or 30s"))
 }
 
 /// Progress on a terminal, after each file.
@@ -58,12 +67,6 @@ fn show_progress(source: &FileSource, started: Instant) {
     );
 }
 
-/// Whether enough invocations were late for the detectors that the user should replay instead: more than
-/// 1% of them.
-fn late_share_is_high(late: u64, invocations: u64) -> bool {
-    late > 0 && late * 100 > invocations
-}
-
 fn records(stats: &IngestStats) -> u64 {
     stats.log_lines + stats.cloudtrail_events + stats.spans + stats.dead_letters_total()
 }
@@ -73,8 +76,16 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     // Seal segments while ingesting, on the other core, instead of all at the end.
     config.flush.partition_rows_max = 250_000;
     let store = Arc::new(Store::open(config).await?);
-    let detection =
-        if args.no_detect { None } else { Some(crate::detection::LiveDetections::start(store.clone(), &paths.data)?) };
+    // Files, objects and stdin come in no particular order of event time (an export is one object per
+    // log stream): scored at the end, as one replay. Streams are scored as the watermark passes.
+    let streams = args.inputs.iter().any(|i| i.starts_with("kafka://") || i.starts_with("http://"));
+    let live =
+        detect::runner::LiveConfig { lateness_us: args.lateness, score_while_running: streams, ..Default::default() };
+    let detection = if args.no_detect {
+        None
+    } else {
+        Some(crate::detection::LiveDetections::start(store.clone(), &paths.data, live)?)
+    };
     let maintenance = flush_while_ingesting(store.clone());
     let sink = StoreSink::new(store.clone());
     let options = FileOptions { format: args.format, log_group: args.log_group.clone(), again: args.again };
@@ -84,7 +95,8 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
         ingest_input(input, &args, &sink, &mut files, started).await?;
     }
     let (file_stats, stats) = files.finish()?;
-    let detected = detection.map(crate::detection::LiveDetections::stop).transpose()?;
+    // An ingest has an end: what it stored is complete, and is scored to its last minute.
+    let detected = detection.map(|d| d.stop(detect::runner::InputEnd::Closed)).transpose()?;
     maintenance.abort();
     let flushed = store.flush_all().await?;
     if std::io::stderr().is_terminal() {
@@ -162,7 +174,7 @@ fn print_summary(
     stats: &IngestStats,
     file_stats: &ingest::file::FileStats,
     flushed: usize,
-    detected: Option<&detect::AnomalyStreamStats>,
+    detected: Option<&detect::EngineStats>,
     seconds: f64,
 ) {
     outln!(
@@ -183,17 +195,16 @@ fn print_summary(
         outln!("  dead letters {reason}: {count}");
     }
     if let Some(detected) = detected {
+        let late: u64 = detected.late_rows.values().sum();
         outln!(
-            "detectors: {} function-minutes scored, {} alerts stored, {} late invocations (minutes still open are kept for the next run)",
-            detected.minutes_scored,
-            detected.alerts,
-            detected.late_invocations
+            "detectors: {} function-minutes scored, {} alerts stored, {late} rows came after their minute was scored",
+            detected.stream.minutes_scored,
+            detected.stream.alerts + detected.security.findings.values().sum::<u64>(),
         );
-        if late_share_is_high(detected.late_invocations, stats.assembly.emitted) {
+        if late > 0 {
             outln!(
-                "  many invocations came after their minute was closed (files of several log streams overlap in time): \
-                 their rows are stored, but the anomaly detectors skipped them; for history, ingest with --no-detect \
-                 and then run `coldtrail detect`, which replays the stored rows in time order"
+                "  late rows are stored and were run through the injection and Sigma detections; the anomaly \
+                 detectors had scored their minutes already (see detect_late_rows_total)"
             );
         }
     }

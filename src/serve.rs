@@ -98,7 +98,7 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         max_concurrent: q.max_concurrent_queries,
     };
     let engine = QueryEngine::new(store.clone(), limits).await?;
-    let detection = crate::detection::LiveDetections::start(store.clone(), &paths.data)?;
+    let detection = crate::detection::LiveDetections::start(store.clone(), &paths.data, config.detect.live())?;
     // The outbox stops last, after the detectors' final alerts are stored.
     let (outbox_stop, outbox_stop_rx) = tokio::sync::watch::channel(false);
     let outbox = start_outbox(config, &store, outbox_stop_rx);
@@ -215,10 +215,11 @@ impl Running {
         })
         .await;
         let _ = self.maintenance.await;
-        let detected = self.detection.stop().context("stopping the detectors")?;
+        // A stream has no end: minutes the watermark has not passed wait for the next start.
+        let detected = self.detection.stop(detect::runner::InputEnd::Open).context("stopping the detectors")?;
         tracing::info!(
-            minutes = detected.minutes_scored,
-            alerts = detected.alerts,
+            minutes = detected.stream.minutes_scored,
+            alerts = detected.stream.alerts,
             "detectors stopped and checkpointed"
         );
         let _ = self.outbox_stop.send(true);

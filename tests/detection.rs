@@ -112,3 +112,34 @@ fn an_unwritable_checkpoint_is_a_warning_and_the_rows_are_stored() {
     let count = coldtrail(&data, &["sql", "SELECT count(*) AS n FROM logs", "--format", "csv"]);
     assert!(count.lines().last().is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0)), "{count}");
 }
+
+#[test]
+fn detect_series_scores_every_row_of_a_series_with_a_repeated_hour_a_duplicate_and_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut series = String::from("timestamp,value\n");
+    let mut rows = 0;
+    let mut add = |minute: i64, series: &mut String| {
+        series.push_str(&format!("2014-10-26 {:02}:{:02}:00,{}\n", minute / 60, minute % 60, 10 + minute % 7));
+        rows += 1;
+    };
+    for minute in (0..180).step_by(5).chain((120..180).step_by(5)) {
+        add(minute, &mut series); // 02:00 to 02:55 twice: a daylight-saving hour
+    }
+    add(180, &mut series);
+    add(180, &mut series); // a duplicate
+    for minute in (185..240).step_by(5).chain((360..420).step_by(5)) {
+        add(minute, &mut series); // and two hours missing
+    }
+    let file = dir.path().join("series.csv");
+    std::fs::write(&file, &series).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail")).arg("detect-series").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let scored: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(scored.len(), rows, "every row is scored:\n{stdout}");
+    assert!(scored.iter().all(|line| line.rsplit(',').next().unwrap().parse::<f64>().is_ok()), "{stdout}");
+    for warning in ["1 timestamps step back", "1 timestamps repeat", "1 gaps"] {
+        assert!(stderr.contains(warning), "no warning {warning:?}: {stderr}");
+    }
+}

@@ -55,6 +55,11 @@ impl EngineConfig {
 pub struct EngineStats {
     pub stream: AnomalyStreamStats,
     pub security: SecurityStats,
+    /// Rows that arrived after their minute was scored, by table: stored, left out of the anomaly
+    /// detectors, run through the security detections that need no order (`Engine::push_late`).
+    pub late_rows: std::collections::BTreeMap<Table, u64>,
+    /// Event time before which everything is scored (`Engine::scored_through_us`).
+    pub scored_through_us: Option<i64>,
     /// Why the last checkpoint could not be written, if it could not (the rows and alerts are stored
     /// regardless; the next run starts from the last checkpoint that was written).
     pub checkpoint_error: Option<String>,
@@ -67,6 +72,10 @@ pub struct Engine {
     dedup: Deduplicator,
     /// Stream counters already added to the metrics.
     published: AnomalyStreamStats,
+    late_rows: std::collections::BTreeMap<Table, u64>,
+    /// Event time before which the stored rows have been scored: where the next `replay::score_range`
+    /// starts. Checkpointed with the learned state.
+    scored_through_us: Option<i64>,
 }
 
 impl Engine {
@@ -77,6 +86,8 @@ impl Engine {
             security: config.security.clone().map(|security| SecurityDetections::new(security, rules)),
             dedup: Deduplicator::new(config.dedup_window_us),
             published: AnomalyStreamStats::default(),
+            late_rows: std::collections::BTreeMap::new(),
+            scored_through_us: None,
         }
     }
 
@@ -91,9 +102,33 @@ impl Engine {
         tables
     }
 
-    /// The allowed lateness of the anomaly stream (0 without one).
-    pub fn lateness_us(&self) -> i64 {
-        self.stream.as_ref().map_or(0, |stream| stream.config().lateness_us)
+    /// Event time before which the stored rows have been scored (`None`: nothing yet).
+    pub fn scored_through_us(&self) -> Option<i64> {
+        self.scored_through_us
+    }
+
+    /// Records that the stored rows before `ts_us` have been scored.
+    pub fn set_scored_through(&mut self, ts_us: i64) {
+        self.scored_through_us = Some(self.scored_through_us.map_or(ts_us, |t| t.max(ts_us)));
+    }
+
+    /// Rows that arrived after their minute was scored: counted by table, kept from the anomaly
+    /// detectors (their minutes are scored already), and run through the security detections that need
+    /// no order (injection, Sigma). Returns the alerts to store.
+    pub fn push_late(&mut self, table: Table, batch: &RecordBatch) -> Vec<Alert> {
+        if batch.num_rows() == 0 {
+            return Vec::new();
+        }
+        *self.late_rows.entry(table).or_default() += batch.num_rows() as u64;
+        crate::metrics::metrics().late_rows.with_label_values(&[table.name()]).inc_by(batch.num_rows() as u64);
+        if table == Table::Invocations && self.stream.is_some() {
+            crate::metrics::metrics().late_invocations.inc_by(batch.num_rows() as u64);
+        }
+        let mut alerts = Vec::new();
+        if let Some(security) = &mut self.security {
+            security.push_late(table, batch, &mut alerts);
+        }
+        self.admit(alerts)
     }
 
     /// Runs the detections over a batch of `table` rows; returns the alerts to store.
@@ -164,13 +199,16 @@ impl Engine {
         EngineStats {
             stream: self.stream.as_ref().map(AnomalyStream::stats).unwrap_or_default(),
             security: self.security.as_ref().map(|s| s.stats().clone()).unwrap_or_default(),
+            late_rows: self.late_rows.clone(),
+            scored_through_us: self.scored_through_us,
             checkpoint_error: None,
         }
     }
 }
 
-/// Where an engine's learned state is kept between runs: `<dir>/checkpoint.json` (the anomaly stream)
-/// and `<dir>/security.json` (the security detections), each replaced atomically.
+/// Where an engine's learned state is kept between runs: `<dir>/checkpoint.json` (the anomaly stream),
+/// `<dir>/security.json` (the security detections) and `<dir>/progress.json` (how far event time is
+/// scored), each replaced atomically, the progress last.
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
     dir: PathBuf,
@@ -187,6 +225,10 @@ impl Checkpoints {
 
     pub fn security_path(&self) -> PathBuf {
         self.dir.join("security.json")
+    }
+
+    pub fn progress_path(&self) -> PathBuf {
+        self.dir.join("progress.json")
     }
 
     /// An engine with the learned state of the last checkpoint where there is a usable one; a part
@@ -213,6 +255,19 @@ impl Checkpoints {
                 );
             }
         }
+        if let Some(bytes) = read_if_present(&self.progress_path()) {
+            match serde_json::from_slice::<Progress>(&bytes) {
+                Ok(progress) if progress.version == PROGRESS_VERSION => {
+                    engine.scored_through_us = progress.scored_through_us;
+                }
+                Ok(progress) => {
+                    tracing::warn!(version = progress.version, "detector progress of another version not used")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "detector progress unreadable; scoring starts at the oldest stored row")
+                }
+            }
+        }
         engine
     }
 
@@ -224,9 +279,21 @@ impl Checkpoints {
         if let Some(security) = &engine.security {
             write_atomically(&self.security_path(), &security.checkpoint()?)?;
         }
+        let progress = Progress { version: PROGRESS_VERSION, scored_through_us: engine.scored_through_us };
+        let bytes = serde_json::to_vec(&progress).map_err(|e| DetectError::Checkpoint(e.to_string()))?;
+        write_atomically(&self.progress_path(), &bytes)?;
         crate::metrics::metrics().checkpoints.inc();
         Ok(())
     }
+}
+
+const PROGRESS_VERSION: u32 = 1;
+
+/// How far event time is scored, beside the learned state.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    version: u32,
+    scored_through_us: Option<i64>,
 }
 
 /// The file's bytes; `None` when it does not exist or cannot be read (then with a warning).

@@ -20,6 +20,10 @@ const DURATION_SAMPLE_MAX: usize = 2_048;
 const CALLERS_PER_WINDOW_MAX: usize = 512;
 /// Request ids kept per kind of evidence in one window.
 const EVIDENCE_PER_KIND_MAX: usize = 3;
+/// Silent minutes of one function closed as zeros after its last active minute, at most: past a day of
+/// silence the function's series skips to its next activity (or to the watermark). A row stamped decades
+/// away, from a broken clock or a hostile record, then costs a day of zeros, not millions of minutes.
+pub const SILENT_MINUTES_MAX: i64 = 24 * 60;
 
 /// What one function did in one minute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +231,22 @@ impl MinuteWindows {
             };
             let mut closed_now = closed;
             while minute <= last_closable {
+                if last_active != i64::MIN
+                    && minute > last_active.saturating_add(SILENT_MINUTES_MAX * MICROS_PER_MINUTE)
+                    && !windows.contains_key(&minute)
+                {
+                    // A long silence: on to the next active minute, or to the watermark.
+                    let next = windows.keys().next().copied().unwrap_or(i64::MAX).min(last_closable);
+                    if next > minute {
+                        closed_now = next - MICROS_PER_MINUTE;
+                        minute = next;
+                        if !windows.contains_key(&minute) {
+                            closed_now = minute;
+                            minute += MICROS_PER_MINUTE;
+                        }
+                        continue;
+                    }
+                }
                 let window = windows.remove(&minute).unwrap_or_default();
                 if window.invocations > 0 {
                     last_active = minute;

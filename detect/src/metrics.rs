@@ -16,6 +16,9 @@ pub struct Metrics {
     pub invocations: IntCounter,
     pub minutes_scored: IntCounter,
     pub late_invocations: IntCounter,
+    pub late_rows: IntCounterVec,
+    pub watermark: IntGauge,
+    pub scored_through: IntGauge,
     pub alerts: IntCounterVec,
     pub tracked_functions: IntGauge,
     pub evicted_functions: IntGauge,
@@ -71,7 +74,23 @@ fn new_metrics() -> Metrics {
         .expect("metric registers once"),
         late_invocations: register_int_counter!(
             "detect_late_invocations_total",
-            "Invocation rows that arrived after their minute was closed (stored, not scored)."
+            "Invocation rows that arrived after their minute was scored (stored; not scored by the anomaly detectors)."
+        )
+        .expect("metric registers once"),
+        late_rows: register_int_counter_vec!(
+            "detect_late_rows_total",
+            "Rows that arrived after their minute was scored, by table (stored; run through the injection and Sigma detections only).",
+            &["table"]
+        )
+        .expect("metric registers once"),
+        watermark: register_int_gauge!(
+            "detect_watermark_seconds",
+            "Event time (Unix seconds) before which the live detections take the stored rows as complete."
+        )
+        .expect("metric registers once"),
+        scored_through: register_int_gauge!(
+            "detect_scored_through_seconds",
+            "Event time (Unix seconds) before which the stored rows have been scored."
         )
         .expect("metric registers once"),
         alerts: register_int_counter_vec!("detect_alerts_total", "Alerts raised, by detector.", &["detector"])
@@ -104,7 +123,6 @@ pub fn publish(stats: &AnomalyStreamStats, previous: &AnomalyStreamStats, alerts
     let m = metrics();
     m.invocations.inc_by(stats.invocations.saturating_sub(previous.invocations));
     m.minutes_scored.inc_by(stats.minutes_scored.saturating_sub(previous.minutes_scored));
-    m.late_invocations.inc_by(stats.late_invocations.saturating_sub(previous.late_invocations));
     m.tracked_functions.set(stats.tracked_functions as i64);
     m.evicted_functions.set(stats.evicted_functions as i64);
     m.state_bytes.set(stats.state_bytes as i64);

@@ -1,26 +1,36 @@
-//! `replay`: stored history through an `Engine`, hour by hour in event-time order, for `coldtrail detect`
-//! (the anomaly stream) and `coldtrail hunt` (the security detections). Alert ids depend only on what was
-//! found, so a replay raises the ids the live detections raised.
+//! Stored event time through an `Engine`, in one canonical order: the one way rows reach the detectors,
+//! live (`runner`, once the watermark says a span of event time is complete) and replayed (`coldtrail
+//! detect`, `coldtrail hunt`). Whatever order the rows were delivered and stored in, the detectors see
+//! them in this order, so the alerts of one input are the same however it arrived.
 //!
-//! Memory holds one hour of one table at a time (its rows are sorted by time before they are pushed).
+//! The order: minute by minute of event time; within a minute, the tables in `TABLE_ORDER`; within a
+//! table, rows by event time, ties broken by the row's own identity (request id, event id, log stream
+//! and message), never by where or when it was stored. After each minute with rows, and at the end of
+//! each scored range, event time advances to the end of that minute, closing its windows.
+//!
+//! Only the hours that hold rows are read (`Store::stored_hours`); memory holds one hour of the engine's
+//! tables at a time.
 
 use arrow::array::RecordBatch;
-use store::time::{hour_of, MICROS_PER_HOUR};
+use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+use store::time::{MICROS_PER_HOUR, MICROS_PER_MINUTE};
 use store::{Store, Table, TimeRange};
 
 use crate::alert::Alert;
 use crate::engine::Engine;
 use crate::error::DetectError;
 
-/// Event time after the end of a replay that the anomaly stream is moved to, past its lateness, so
-/// that its last minutes close.
-const CLOSING_MARGIN_US: i64 = 60_000_000;
+/// The order in which the tables' rows of one minute are pushed: the control plane first (a deployment
+/// and the invocations it changes, in the same minute), then invocations, then their log lines.
+pub const TABLE_ORDER: [Table; 3] = [Table::Cloudtrail, Table::Invocations, Table::Logs];
 
 /// What a replay read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayStats {
     pub hours: u64,
     pub rows: u64,
+    /// Each read: the event time it covered and the WAL sequence number of the last append it included.
+    pub reads: Vec<(TimeRange, u64)>,
 }
 
 /// The oldest and newest event time stored in any of `tables`, from segment metadata and hot rows.
@@ -28,44 +38,131 @@ pub fn stored_span(store: &Store, tables: &[Table]) -> Option<(i64, i64)> {
     tables.iter().filter_map(|table| store.event_time_span(*table)).reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
 }
 
-/// Pushes the stored rows of the engine's tables with event time in `range` through `engine`, an hour
-/// at a time (each table's rows of the hour sorted by time), then moves event time past the end and
-/// closes every alert group. Every alert to store is handed to `alerts` as it is raised.
-pub async fn replay(
+/// The start of the minute that holds `ts_us`.
+pub fn minute_floor(ts_us: i64) -> i64 {
+    ts_us.div_euclid(MICROS_PER_MINUTE) * MICROS_PER_MINUTE
+}
+
+/// The end of the minute that holds `ts_us` (the start of the next).
+pub fn minute_ceiling(ts_us: i64) -> i64 {
+    minute_floor(ts_us).saturating_add(MICROS_PER_MINUTE)
+}
+
+/// Pushes the stored rows of the engine's tables in `range` through `engine` in the canonical order
+/// (module doc), then moves event time to `range`'s end. `range` should start and end on minutes; a live
+/// caller scores consecutive ranges, and the detectors then see exactly what one replay of the union
+/// would show them. Every alert to store is handed to `alerts` as it is raised.
+pub async fn score_range(
     store: &Store,
     engine: &mut Engine,
     range: TimeRange,
     mut alerts: impl FnMut(Vec<Alert>) -> Result<(), DetectError>,
 ) -> Result<ReplayStats, DetectError> {
     let mut stats = ReplayStats::default();
-    let tables = engine.tables();
-    let mut hour_start = hour_of(range.start_micros) * MICROS_PER_HOUR;
-    while hour_start < range.end_micros {
-        let hour =
-            TimeRange::new(hour_start.max(range.start_micros), (hour_start + MICROS_PER_HOUR).min(range.end_micros));
-        for table in &tables {
-            let batches = store.scan(*table, None, hour).await?;
-            if let Some(batch) = sorted_by_time(&batches)? {
+    let tables: Vec<Table> = TABLE_ORDER.into_iter().filter(|t| engine.tables().contains(t)).collect();
+    if range.end_micros <= range.start_micros || tables.is_empty() {
+        return Ok(stats);
+    }
+    for hour in store.stored_hours(&tables, range) {
+        let start = (hour * MICROS_PER_HOUR).max(range.start_micros);
+        let end = ((hour + 1) * MICROS_PER_HOUR).min(range.end_micros);
+        if end <= start {
+            continue;
+        }
+        let (seq, read) = store.scan_consistent(&tables, TimeRange::new(start, end)).await?;
+        stats.reads.push((TimeRange::new(start, end), seq));
+        stats.hours += 1;
+        let mut sorted = Vec::with_capacity(read.len());
+        for (table, batches) in read {
+            if let Some(batch) = canonical(table, &batches)? {
                 stats.rows += batch.num_rows() as u64;
-                alerts(engine.push(*table, &batch))?;
+                sorted.push((table, batch, 0usize));
             }
         }
-        stats.hours += 1;
-        hour_start += MICROS_PER_HOUR;
+        push_by_minute(engine, &mut sorted, &mut alerts)?;
     }
-    alerts(engine.advance_to(range.end_micros.saturating_add(engine.lateness_us() + CLOSING_MARGIN_US)))?;
-    alerts(engine.finish())?;
+    alerts(engine.advance_to(range.end_micros))?;
     Ok(stats)
 }
 
-/// The batches as one, sorted by event time (column 0); `None` when there are no rows.
-fn sorted_by_time(batches: &[RecordBatch]) -> Result<Option<RecordBatch>, DetectError> {
+/// Pushes the sorted rows of one hour, minute by minute, tables in order; advances to the end of each
+/// minute that had rows.
+fn push_by_minute(
+    engine: &mut Engine,
+    sorted: &mut [(Table, RecordBatch, usize)],
+    alerts: &mut impl FnMut(Vec<Alert>) -> Result<(), DetectError>,
+) -> Result<(), DetectError> {
+    loop {
+        // The earliest minute any table still has rows of.
+        let next = sorted
+            .iter()
+            .filter(|(_, batch, offset)| *offset < batch.num_rows())
+            .map(|(_, batch, offset)| minute_floor(time_at(batch, *offset)))
+            .min();
+        let Some(minute) = next else { return Ok(()) };
+        let minute_end = minute + MICROS_PER_MINUTE;
+        let mut raised = Vec::new();
+        for (table, batch, offset) in sorted.iter_mut() {
+            let mut until = *offset;
+            while until < batch.num_rows() && time_at(batch, until) < minute_end {
+                until += 1;
+            }
+            if until > *offset {
+                raised.extend(engine.push(*table, &batch.slice(*offset, until - *offset)));
+                *offset = until;
+            }
+        }
+        raised.extend(engine.advance_to(minute_end));
+        alerts(raised)?;
+    }
+}
+
+fn time_at(batch: &RecordBatch, row: usize) -> i64 {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+        .map_or(i64::MIN, |times| times.value(row))
+}
+
+/// The columns that order rows of one event time: the row's own identity, never its provenance.
+fn tie_breakers(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Invocations => &["request_id", "function_name", "log_stream"],
+        Table::Cloudtrail => &["event_id", "event_name", "principal_arn"],
+        Table::Logs => &["log_stream", "request_id", "message"],
+        _ => &[],
+    }
+}
+
+/// The batches as one, in canonical order; `None` when there are no rows.
+fn canonical(table: Table, batches: &[RecordBatch]) -> Result<Option<RecordBatch>, DetectError> {
     let Some(first) = batches.first() else { return Ok(None) };
-    let sort = |e: arrow::error::ArrowError| DetectError::Internal(format!("sorting stored rows by time: {e}"));
+    let sort = |e: arrow::error::ArrowError| DetectError::Internal(format!("ordering stored rows: {e}"));
     let batch = arrow::compute::concat_batches(&first.schema(), batches).map_err(sort)?;
     if batch.num_rows() == 0 {
         return Ok(None);
     }
-    let order = arrow::compute::sort_to_indices(batch.column(0), None, None).map_err(sort)?;
-    Ok(Some(arrow::compute::take_record_batch(&batch, &order).map_err(sort)?))
+    let mut columns = vec![SortColumn { values: batch.column(0).clone(), options: None }];
+    for name in tie_breakers(table) {
+        if let Ok(index) = batch.schema().index_of(name) {
+            columns.push(SortColumn { values: batch.column(index).clone(), options: None });
+        }
+    }
+    let order = lexsort_to_indices(&columns, None).map_err(sort)?;
+    Ok(Some(take_record_batch(&batch, &order).map_err(sort)?))
+}
+
+/// Replays stored history: `score_range` over `range` widened to whole minutes, then closes every alert
+/// group (`coldtrail detect`, `coldtrail hunt`, and a bounded ingest at its end).
+pub async fn replay(
+    store: &Store,
+    engine: &mut Engine,
+    range: TimeRange,
+    mut alerts: impl FnMut(Vec<Alert>) -> Result<(), DetectError>,
+) -> Result<ReplayStats, DetectError> {
+    let range = TimeRange::new(minute_floor(range.start_micros), minute_ceiling(range.end_micros.saturating_sub(1)));
+    let stats = score_range(store, engine, range, &mut alerts).await?;
+    alerts(engine.finish())?;
+    Ok(stats)
 }

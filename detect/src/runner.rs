@@ -1,51 +1,124 @@
-//! `DetectionThread`: the live detections of a running process (`serve`, `ingest`). A thread of its own,
-//! never the async runtime: it takes every durable append of the engine's tables from the store
-//! (`Store::subscribe`, bounded: a slow detector slows appends, nothing is lost), pushes it through an
-//! `Engine`, stores the alerts, and checkpoints the engine every minute and at stop. With no rows for a
-//! while, event time follows the clock, so that a fleet that went silent is seen.
+//! `DetectionThread`: the live detections of a running process (`serve`, `ingest`, `generate`). A thread
+//! of its own, never the async runtime.
+//!
+//! Rows reach the detectors from the store, never from the appends themselves: the thread follows the
+//! store's appends (`Store::subscribe`) only to learn how far event time has got, and once a minute is
+//! complete it scores it from the store (`replay::score_range`), in the canonical order. So the alerts
+//! of one input do not depend on the order it was delivered in (ARCHITECTURE.md, "Detection follows
+//! event time").
+//!
+//! A minute is complete when the newest event time stored is `LiveConfig::lateness_us` past its end (the
+//! watermark). A row stamped beyond the clock plus `future_skew_us` moves the watermark only that far.
+//! With live input that went quiet, the clock moves the watermark, so that a fleet that went silent is
+//! seen. A row that comes after its minute was scored is late: stored, counted, and run through the
+//! detections that need no order (`Engine::push_late`). At stop, a bounded input (`InputEnd::Closed`:
+//! files, a backfill) is scored to its end; an open one (`serve`, a stream) keeps its last minutes for
+//! the next run, through the checkpoint.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use store::{Appended, Store, Table};
+use arrow::array::{BooleanArray, TimestampMicrosecondArray};
+use store::time::{MICROS_PER_MINUTE, MICROS_PER_SECOND};
+use store::{Appended, Store, Table, TimeRange};
 
 use crate::alert::{alerts_batch, Alert};
 use crate::engine::{Checkpoints, Engine, EngineStats};
 use crate::error::DetectError;
+use crate::replay::{minute_ceiling, minute_floor, score_range, stored_span};
 
 /// Appends buffered between the store and the detectors before appenders wait.
 const QUEUE_APPENDS_MAX: usize = 64;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
-/// With no rows for this long, event time follows the clock.
-const IDLE_ADVANCE_AFTER: Duration = Duration::from_secs(120);
 /// How long the thread waits for rows before it looks at the clock and the stop flag.
 const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Reads remembered to tell whether a row that comes late was in one (`Reads`).
+const READS_REMEMBERED_MAX: usize = 4_096;
+
+/// How the live detections decide that a span of event time is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// How long after its event time a row may still arrive and be scored in order. The default covers
+    /// Firehose's longest buffering (900 s) and CloudTrail's usual delivery delay.
+    pub lateness_us: i64,
+    /// How far past the clock a row's event time may move the watermark.
+    pub future_skew_us: i64,
+    /// With live input (event time within the lateness of the clock) and no rows for this long, the
+    /// clock moves the watermark.
+    pub idle_after: Duration,
+    /// Score minutes as the watermark passes them while the run goes on. Off for a backfill of files in
+    /// no particular order (export objects one per log stream, say): their delivery order says nothing
+    /// about event time, so everything is scored at stop, as one replay.
+    pub score_while_running: bool,
+}
+
+/// The default allowed lateness: 15 minutes.
+pub const LATENESS_DEFAULT_US: i64 = 15 * MICROS_PER_MINUTE;
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            lateness_us: LATENESS_DEFAULT_US,
+            future_skew_us: 5 * MICROS_PER_MINUTE,
+            idle_after: Duration::from_secs(120),
+            score_while_running: true,
+        }
+    }
+}
+
+/// Whether the input of a run has an end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputEnd {
+    /// A stream: at stop, minutes the watermark has not passed stay for the next run.
+    Open,
+    /// Files, a backfill: at stop, everything stored is complete and is scored to its end.
+    Closed,
+}
 
 /// The running detection thread.
 pub struct DetectionThread {
     stop: Arc<AtomicBool>,
+    end: Arc<std::sync::Mutex<InputEnd>>,
     thread: std::thread::JoinHandle<Result<EngineStats, DetectError>>,
 }
 
 impl DetectionThread {
     /// Subscribes to the store's appends of the engine's tables and starts the thread.
-    pub fn start(store: Arc<Store>, engine: Engine, checkpoints: Checkpoints) -> Result<DetectionThread, DetectError> {
+    pub fn start(
+        store: Arc<Store>,
+        engine: Engine,
+        checkpoints: Checkpoints,
+        config: LiveConfig,
+    ) -> Result<DetectionThread, DetectError> {
         let receiver = store.subscribe(&engine.tables(), QUEUE_APPENDS_MAX);
         let stop = Arc::new(AtomicBool::new(false));
+        let end = Arc::new(std::sync::Mutex::new(InputEnd::Open));
         let thread = std::thread::Builder::new()
             .name("detect".into())
             .spawn({
-                let stop = stop.clone();
-                move || run(&store, engine, &checkpoints, &receiver, &stop)
+                let (stop, end) = (stop.clone(), end.clone());
+                move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| DetectError::Internal(format!("cannot start the detection runtime: {e}")))?;
+                    let mut live = Live::new(&store, engine, checkpoints, config, &runtime);
+                    live.run(&receiver, &stop)?;
+                    let end = *end.lock().unwrap_or_else(|e| e.into_inner());
+                    live.finish(&receiver, end)
+                }
             })
             .map_err(|e| DetectError::Internal(format!("cannot start the detection thread: {e}")))?;
-        Ok(DetectionThread { stop, thread })
+        Ok(DetectionThread { stop, end, thread })
     }
 
-    /// Scores what is queued, stores its alerts, checkpoints and ends the thread.
-    pub fn stop(self) -> Result<EngineStats, DetectError> {
+    /// Takes what is queued, scores what is complete (with `InputEnd::Closed`, everything stored),
+    /// stores the alerts, checkpoints and ends the thread.
+    pub fn stop(self, end: InputEnd) -> Result<EngineStats, DetectError> {
+        *self.end.lock().unwrap_or_else(|e| e.into_inner()) = end;
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().map_err(|_| DetectError::Internal("the detection thread panicked".into()))?
     }
@@ -59,42 +132,175 @@ pub fn store_alerts(store: &Store, alerts: &[Alert]) -> Result<(), DetectError> 
     Ok(())
 }
 
-fn run(
-    store: &Store,
-    mut engine: Engine,
-    checkpoints: &Checkpoints,
-    receiver: &Receiver<Appended>,
-    stop: &AtomicBool,
-) -> Result<EngineStats, DetectError> {
-    let mut last_checkpoint = Instant::now();
-    let mut last_rows = Instant::now();
-    loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        let alerts = match receiver.recv_timeout(POLL_EVERY) {
-            Ok(appended) => {
-                last_rows = Instant::now();
-                engine.push_all(&appended.batches)
-            }
-            Err(RecvTimeoutError::Timeout) if stopping => break,
-            Err(RecvTimeoutError::Timeout) if last_rows.elapsed() >= IDLE_ADVANCE_AFTER => {
-                engine.advance_to(store::time::now_micros())
-            }
-            Err(RecvTimeoutError::Timeout) => Vec::new(),
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        store_alerts(store, &alerts)?;
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-            if let Err(e) = checkpoints.save(&engine) {
-                crate::metrics::metrics().checkpoint_errors.inc();
-                tracing::error!(error = %e, "detector checkpoint failed; retrying in a minute");
-            }
-            last_checkpoint = Instant::now();
+/// The reads of recent scoring steps: which event time each covered and the last append it included. A
+/// row of an append that a read covering its event time included was scored; any other row older than
+/// the scored event time is late.
+#[derive(Default)]
+struct Reads {
+    /// By the start of the event time read: its end and the read's sequence number. Reads do not overlap.
+    reads: BTreeMap<i64, (i64, u64)>,
+}
+
+impl Reads {
+    fn note(&mut self, range: TimeRange, seq: u64) {
+        if self.reads.len() >= READS_REMEMBERED_MAX {
+            self.reads.pop_first();
+        }
+        self.reads.insert(range.start_micros, (range.end_micros, seq));
+    }
+
+    fn scored(&self, ts_us: i64, seq: u64) -> bool {
+        self.reads.range(..=ts_us).next_back().is_some_and(|(_, (end, read))| ts_us < *end && seq <= *read)
+    }
+}
+
+/// The state of the live detections.
+struct Live<'a> {
+    store: &'a Store,
+    engine: Engine,
+    checkpoints: Checkpoints,
+    config: LiveConfig,
+    runtime: &'a tokio::runtime::Runtime,
+    /// The newest event time stored (capped by the clock plus the allowed skew).
+    newest_us: i64,
+    /// Whether the input was live when rows last came: its event time within the lateness of the clock.
+    live_input: bool,
+    last_rows: Instant,
+    reads: Reads,
+}
+
+impl<'a> Live<'a> {
+    fn new(
+        store: &'a Store,
+        engine: Engine,
+        checkpoints: Checkpoints,
+        config: LiveConfig,
+        runtime: &'a tokio::runtime::Runtime,
+    ) -> Live<'a> {
+        // Rows stored before this run (an earlier run's last minutes) count towards the watermark.
+        let now = store::time::now_micros();
+        let newest_us = stored_span(store, &engine.tables())
+            .map_or(i64::MIN, |(_, newest)| newest.min(now.saturating_add(config.future_skew_us)));
+        Live {
+            store,
+            engine,
+            checkpoints,
+            config,
+            runtime,
+            newest_us,
+            live_input: newest_us >= now.saturating_sub(config.lateness_us),
+            last_rows: Instant::now(),
+            reads: Reads::default(),
         }
     }
-    store_alerts(store, &engine.finish())?;
-    let mut stats = engine.stats();
-    stats.checkpoint_error = save_at_stop(checkpoints, &engine).err().map(|e| e.to_string());
-    Ok(stats)
+
+    fn run(&mut self, receiver: &Receiver<Appended>, stop: &AtomicBool) -> Result<(), DetectError> {
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            match receiver.recv_timeout(POLL_EVERY) {
+                Ok(appended) => self.take(&appended)?,
+                Err(RecvTimeoutError::Timeout) if stopping => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if let Some(watermark) = self.watermark().filter(|_| self.config.score_while_running) {
+                self.score_until(minute_floor(watermark))?;
+            }
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                if let Err(e) = self.checkpoints.save(&self.engine) {
+                    crate::metrics::metrics().checkpoint_errors.inc();
+                    tracing::error!(error = %e, "detector checkpoint failed; retrying in a minute");
+                }
+                last_checkpoint = Instant::now();
+            }
+        }
+    }
+
+    /// One append: moves the newest event time on, and sends rows older than the scored event time that
+    /// no read included to `Engine::push_late`.
+    fn take(&mut self, appended: &Appended) -> Result<(), DetectError> {
+        let now = store::time::now_micros();
+        self.last_rows = Instant::now();
+        let cap = now.saturating_add(self.config.future_skew_us);
+        let scored_through = self.engine.scored_through_us().unwrap_or(i64::MIN);
+        let mut alerts = Vec::new();
+        for (table, batch) in &appended.batches {
+            let Some(times) = batch.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>() else { continue };
+            if let Some(max) = arrow::compute::max(times) {
+                self.newest_us = self.newest_us.max(max.min(cap));
+                self.live_input = self.newest_us >= now.saturating_sub(self.config.lateness_us);
+            }
+            if arrow::compute::min(times).is_some_and(|min| min < scored_through) {
+                let late: BooleanArray = times
+                    .iter()
+                    .map(|ts| Some(ts.is_some_and(|ts| ts < scored_through && !self.reads.scored(ts, appended.seq))))
+                    .collect();
+                let late = arrow::compute::filter_record_batch(batch, &late)
+                    .map_err(|e| DetectError::Internal(format!("selecting late rows: {e}")))?;
+                alerts.extend(self.engine.push_late(*table, &late));
+            }
+        }
+        store_alerts(self.store, &alerts)
+    }
+
+    /// Event time before which the stored rows are complete, if there is any.
+    fn watermark(&self) -> Option<i64> {
+        if self.newest_us == i64::MIN {
+            return None;
+        }
+        let mut watermark = self.newest_us.saturating_sub(self.config.lateness_us);
+        if self.live_input && self.last_rows.elapsed() >= self.config.idle_after {
+            watermark = watermark.max(store::time::now_micros().saturating_sub(self.config.lateness_us));
+        }
+        crate::metrics::metrics().watermark.set(watermark.div_euclid(MICROS_PER_SECOND));
+        Some(watermark)
+    }
+
+    /// Scores the stored rows from where scoring stopped up to `target` (a minute's start).
+    fn score_until(&mut self, target: i64) -> Result<(), DetectError> {
+        let from = match self.engine.scored_through_us() {
+            Some(from) => from,
+            None => match stored_span(self.store, &self.engine.tables()) {
+                Some((oldest, _)) => minute_floor(oldest),
+                None => return Ok(()),
+            },
+        };
+        if target <= from {
+            return Ok(());
+        }
+        let (store, engine) = (self.store, &mut self.engine);
+        let stats = self
+            .runtime
+            .block_on(score_range(store, engine, TimeRange::new(from, target), |a| store_alerts(store, &a)))?;
+        for (range, seq) in stats.reads {
+            self.reads.note(range, seq);
+        }
+        self.engine.set_scored_through(target);
+        crate::metrics::metrics().scored_through.set(target.div_euclid(MICROS_PER_SECOND));
+        Ok(())
+    }
+
+    /// At stop: takes what is queued; scores what is complete (everything, for a closed input); stores
+    /// the final rows of open alert groups; checkpoints.
+    fn finish(mut self, receiver: &Receiver<Appended>, end: InputEnd) -> Result<EngineStats, DetectError> {
+        while let Ok(appended) = receiver.try_recv() {
+            self.take(&appended)?;
+        }
+        let target = match end {
+            InputEnd::Closed => {
+                stored_span(self.store, &self.engine.tables()).map(|(_, newest)| minute_ceiling(newest))
+            }
+            InputEnd::Open => self.watermark().map(minute_floor),
+        };
+        if let Some(target) = target {
+            self.score_until(target)?;
+        }
+        store_alerts(self.store, &self.engine.finish())?;
+        let mut stats = self.engine.stats();
+        stats.checkpoint_error = save_at_stop(&self.checkpoints, &self.engine).err().map(|e| e.to_string());
+        Ok(stats)
+    }
 }
 
 /// The last checkpoint, tried a few times. A failure does not fail the run: what was stored stays
@@ -116,5 +322,21 @@ fn save_at_stop(checkpoints: &Checkpoints, engine: &Engine) -> Result<(), Detect
                 attempt += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_scored_only_by_a_read_of_its_time_that_included_its_append() {
+        let mut reads = Reads::default();
+        reads.note(TimeRange::new(0, 60), 10);
+        reads.note(TimeRange::new(60, 120), 12);
+        assert!(reads.scored(30, 10));
+        assert!(!reads.scored(30, 11), "appended after the read of its minute");
+        assert!(reads.scored(90, 11));
+        assert!(!reads.scored(150, 1), "no read covered it");
     }
 }

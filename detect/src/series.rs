@@ -76,8 +76,9 @@ impl SeriesConfig {
 }
 
 /// Parses a `timestamp,value` series: a header line is skipped, timestamps are `YYYY-MM-DD HH:MM:SS`
-/// (NAB's format, UTC), RFC 3339 or epoch seconds. Returns (timestamp text, microseconds, value) per row;
-/// the first bad line is an error that names it.
+/// (NAB's format, UTC), RFC 3339 or epoch seconds. Returns (timestamp text, microseconds, value) per row,
+/// in file order: timestamps that step back or repeat are kept (`ScoringClock` scores them); the first
+/// bad line is an error that names it.
 pub fn parse_series(text: &str) -> Result<Vec<(String, i64, f64)>, crate::DetectError> {
     let mut rows = Vec::new();
     for (line_idx, line) in text.lines().enumerate() {
@@ -100,17 +101,71 @@ pub fn parse_series(text: &str) -> Result<Vec<(String, i64, f64)>, crate::Detect
         };
         let ts = parse_timestamp(stamp)
             .ok_or_else(|| bad("the timestamp is not YYYY-MM-DD HH:MM:SS, RFC 3339 or epoch seconds"))?;
-        if let Some((_, previous, _)) = rows.last() {
-            if ts < *previous {
-                return Err(bad("timestamps go backwards"));
-            }
-        }
         rows.push((stamp.to_string(), ts, parsed_value));
     }
     if rows.is_empty() {
         return Err(crate::DetectError::BadSeries("no timestamp,value rows".into()));
     }
     Ok(rows)
+}
+
+/// What was irregular about a series' timestamps. Each is a warning: every row is scored all the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Irregularities {
+    /// Rows whose timestamp is earlier than the one before (a clock set back, a repeated local hour).
+    pub steps_back: u64,
+    /// Rows with the same timestamp as the one before.
+    pub duplicates: u64,
+    /// Gaps longer than twice the usual step.
+    pub gaps: u64,
+}
+
+/// The time a detector sees for each row of a series in file order, so that every row is scored and the
+/// detector's time never runs backwards: a duplicate timestamp is scored at the same time as the row
+/// before; a step back (a repeated local hour after a daylight-saving change) is scored one usual step
+/// after the row before, as the time that really passed; a gap is left as it is.
+pub struct ScoringClock {
+    step_us: i64,
+    previous_ts: Option<i64>,
+    previous_scored: i64,
+    pub irregularities: Irregularities,
+}
+
+impl ScoringClock {
+    pub fn new(step_us: i64) -> ScoringClock {
+        ScoringClock {
+            step_us: step_us.max(1),
+            previous_ts: None,
+            previous_scored: i64::MIN,
+            irregularities: Irregularities::default(),
+        }
+    }
+
+    /// The time to score a row stamped `ts_us` at.
+    pub fn time_of(&mut self, ts_us: i64) -> i64 {
+        let scored = match self.previous_ts {
+            None => ts_us,
+            Some(previous) if ts_us == previous => {
+                self.irregularities.duplicates += 1;
+                self.previous_scored
+            }
+            Some(previous) if ts_us < previous => {
+                self.irregularities.steps_back += 1;
+                self.previous_scored.saturating_add(self.step_us)
+            }
+            Some(previous) => {
+                if ts_us - previous > 2 * self.step_us {
+                    self.irregularities.gaps += 1;
+                }
+                // After a step back the scored time runs ahead of the stamps by what was repeated; it
+                // moves on by the stamps' own step.
+                ts_us.max(self.previous_scored.saturating_add(ts_us - previous))
+            }
+        };
+        self.previous_ts = Some(ts_us);
+        self.previous_scored = scored;
+        scored
+    }
 }
 
 fn parse_timestamp(text: &str) -> Option<i64> {
@@ -137,8 +192,7 @@ const RECORD_BASE: f64 = 0.6;
 const RECORD_STEPS_MIN: usize = 300;
 /// Steps of baseline a silence is judged against.
 const SILENCE_BASELINE_MIN: usize = 60;
-/// The lowest count of the baseline for a silence to count: a function that sometimes idles a minute can
-/// idle a few.
+/// The lowest count of the baseline for a silence to be judged at that count's Poisson odds.
 const SILENCE_LOWEST_MIN: f64 = 2.0;
 /// The weight of the mean-shift score against the others: a change in burst density alone is reported
 /// below the scores of points and level shifts that are beyond anything seen.
@@ -393,12 +447,22 @@ impl SeriesDetector {
         if before < SILENCE_BASELINE_MIN {
             return 0.0;
         }
-        let lowest = self.recent.iter().take(before).copied().fold(f64::INFINITY, f64::min);
-        if lowest < SILENCE_LOWEST_MIN {
-            return 0.0;
-        }
-        // P(run zeros) = exp(-lowest * run): its rarity in orders of magnitude.
-        let rarity = lowest * run as f64 * std::f64::consts::LOG10_E;
+        let mut baseline: Vec<f64> = self.recent.iter().take(before).copied().collect();
+        baseline.sort_unstable_by(f64::total_cmp);
+        let lowest = baseline[0];
+        // Where every step of the baseline counted a few events: P(run zeros) = exp(-lowest * run).
+        let by_lowest =
+            if lowest >= SILENCE_LOWEST_MIN { lowest * run as f64 * std::f64::consts::LOG10_E } else { 0.0 };
+        // Otherwise, a step is silent with the larger of the baseline's own share of zeros (with one more
+        // silent and one more busy step, so that no share is 0) and a Poisson zero at its tenth
+        // percentile: a function that often idles, or whose rate is falling into its nightly trough,
+        // makes runs of zeros likely.
+        let zeros = baseline.iter().take_while(|v| **v <= 0.0).count();
+        let share = (zeros as f64 + 1.0) / (before as f64 + 2.0);
+        let low = baseline[before / 10];
+        let silent = share.max((-low).exp());
+        let by_share = -(run as f64) * silent.log10();
+        let rarity = by_lowest.max(by_share);
         1.0 - (-rarity / RARITY_SCALE).exp()
     }
 
@@ -866,7 +930,6 @@ mod tests {
             ("timestamp,value\n2014-04-01 00:00:00,abc\n", "line 2: the value is not a finite number"),
             ("timestamp,value\nyesterday,1\n", "line 2: the timestamp"),
             ("timestamp,value\n2014-04-01 00:00:00\n", "line 2: expected timestamp,value"),
-            ("timestamp,value\n2014-04-02 00:00:00,1\n2014-04-01 00:00:00,1\n", "line 3: timestamps go backwards"),
             ("timestamp,value\n2014-04-01 00:00:00,NaN\n", "line 2: the value is not a finite number"),
             ("", "no timestamp,value rows"),
             ("\u{0}\u{1}binary,\u{ff}", "no timestamp,value rows"),
@@ -877,6 +940,48 @@ mod tests {
         }
         let long = format!("timestamp,value\n{},1\n", "9".repeat(100_000));
         assert!(parse_series(&long).unwrap_err().to_string().len() < 300);
+    }
+
+    #[test]
+    fn a_repeated_hour_a_duplicate_and_a_gap_are_scored_row_by_row() {
+        // Five-minute steps; 01:00 to 01:55 comes twice (a daylight-saving hour), 02:30 twice, and the
+        // hour after 04:00 is missing.
+        let mut text = String::from("timestamp,value\n");
+        let mut stamps = Vec::new();
+        for minute in (0..120).step_by(5) {
+            stamps.push(format!("2014-10-26 {:02}:{:02}:00", minute / 60, minute % 60));
+        }
+        for minute in (60..150).step_by(5) {
+            stamps.push(format!("2014-10-26 {:02}:{:02}:00", minute / 60, minute % 60));
+        }
+        stamps.push("2014-10-26 02:30:00".to_string());
+        stamps.push("2014-10-26 02:30:00".to_string());
+        for minute in (155..240).step_by(5).chain((300..360).step_by(5)) {
+            stamps.push(format!("2014-10-26 {:02}:{:02}:00", minute / 60, minute % 60));
+        }
+        for (i, stamp) in stamps.iter().enumerate() {
+            text.push_str(&format!("{stamp},{}\n", 10 + i % 3));
+        }
+        let rows = parse_series(&text).unwrap();
+        assert_eq!(rows.len(), stamps.len(), "every row is kept");
+        let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        let step = median_step(&times);
+        assert_eq!(step, 300_000_000);
+        let mut clock = ScoringClock::new(step);
+        let mut detector = SeriesDetector::new(SeriesConfig::for_step(step));
+        let mut scored_times = Vec::new();
+        for (_, ts, value) in &rows {
+            let at = clock.time_of(*ts);
+            let verdict = detector.observe(at, *value);
+            assert!((0.0..=1.0).contains(&verdict.score), "{verdict:?}");
+            scored_times.push(at);
+        }
+        assert_eq!(scored_times.len(), rows.len());
+        assert!(scored_times.windows(2).all(|w| w[1] >= w[0]), "the detector's time never runs back");
+        assert_eq!(clock.irregularities, Irregularities { steps_back: 1, duplicates: 1, gaps: 1 });
+        // The repeated hour is scored as the hour that passed: two hours after 01:00 for the second 01:00.
+        let first_repeat = 24;
+        assert_eq!(scored_times[first_repeat] - scored_times[first_repeat - 1], step);
     }
 
     #[test]

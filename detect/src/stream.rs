@@ -11,21 +11,20 @@ use crate::error::DetectError;
 use crate::features::{MinuteFeatures, MinuteWindows};
 
 /// Version of the checkpoint format; a checkpoint of another version is ignored, not misread.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// 2: windows close at the minute's end (rows come in canonical order, `replay`); the progress of
+/// scoring is beside it (`engine::Checkpoints`).
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// How the stream windows and scores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyStreamConfig {
-    /// How long after a minute ends its records may still arrive.
+    /// How long past a minute's end the windows wait before closing it. 0 where rows come in the
+    /// canonical order of `replay` (the engine's callers): the allowed lateness of delivery is the live
+    /// runner's (`runner::LiveConfig::lateness_us`), applied before rows reach the detectors.
     pub lateness_us: i64,
     pub anomaly: AnomalyConfig,
 }
 
-impl Default for AnomalyStreamConfig {
-    fn default() -> Self {
-        AnomalyStreamConfig { lateness_us: 30_000_000, anomaly: AnomalyConfig::default() }
-    }
-}
 
 /// Counters of a stream's work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

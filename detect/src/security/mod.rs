@@ -209,6 +209,8 @@ pub struct SecurityDetections {
     reported: HashSet<String>,
     reported_order: VecDeque<String>,
     stats: SecurityStats,
+    /// Set while late rows are pushed (`push_late`): the detections that learn or window are skipped.
+    late: bool,
 }
 
 impl SecurityDetections {
@@ -228,6 +230,7 @@ impl SecurityDetections {
             reported: HashSet::new(),
             reported_order: VecDeque::new(),
             stats: SecurityStats::default(),
+            late: false,
         }
     }
 
@@ -290,6 +293,15 @@ impl SecurityDetections {
         }
     }
 
+    /// Rows that came after their minute was scored: only the detections that need no order and learn
+    /// nothing run over them (injection, Sigma), so that a late row neither corrupts learned state nor goes
+    /// unexamined. The control plane's and the windowed detections see rows in event-time order only.
+    pub fn push_late(&mut self, table: Table, batch: &RecordBatch, out: &mut Vec<Alert>) {
+        self.late = true;
+        self.push(table, batch, out);
+        self.late = false;
+    }
+
     /// True the first time an alert id is seen (within the bounded memory).
     fn remember(&mut self, id: &str) -> bool {
         if self.reported.contains(id) {
@@ -306,8 +318,10 @@ impl SecurityDetections {
     }
 
     fn cloudtrail(&mut self, event: &CloudTrailEvent, out: &mut Vec<Finding>) {
-        self.state.controlplane.observe(event, out);
-        self.state.behaviour.cloudtrail(event, out);
+        if !self.late {
+            self.state.controlplane.observe(event, out);
+            self.state.behaviour.cloudtrail(event, out);
+        }
         if !self.sigma.is_empty() {
             for rule in self.sigma.matching(sigma::Target::CloudTrail, event.record()) {
                 out.push(Finding {
@@ -341,8 +355,10 @@ impl SecurityDetections {
     }
 
     fn invocation(&mut self, row: &InvocationRow, out: &mut Vec<Finding>) {
-        self.state.controlplane.note_function(&row.function);
-        self.state.behaviour.invocation(row, out);
+        if !self.late {
+            self.state.controlplane.note_function(&row.function);
+            self.state.behaviour.invocation(row, out);
+        }
         let mut hits = Vec::new();
         if let Some(payload) = &row.payload {
             hits = self.injection.scan_payload(payload);
@@ -372,7 +388,9 @@ impl SecurityDetections {
     }
 
     fn log(&mut self, row: &LogRow, out: &mut Vec<Finding>) {
-        self.state.behaviour.log(row, out);
+        if !self.late {
+            self.state.behaviour.log(row, out);
+        }
         let Some(function) = row.function.clone() else { return };
         // Platform lines (START, END, REPORT) carry no input.
         if row.message.starts_with("START RequestId")

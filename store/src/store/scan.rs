@@ -46,6 +46,16 @@ impl Store {
         range: TimeRange,
     ) -> Result<Vec<RecordBatch>> {
         let snapshot = self.snapshot(table, range);
+        self.read_snapshot(table, &snapshot, projection, range).await
+    }
+
+    async fn read_snapshot(
+        &self,
+        table: Table,
+        snapshot: &TableSnapshot,
+        projection: Option<&[usize]>,
+        range: TimeRange,
+    ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for segment in &snapshot.segments {
             out.extend(read_segment(&self.location, table, &segment.path, projection, range).await?);
@@ -57,6 +67,69 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The rows of `tables` in `range` as of one instant, with the WAL sequence number of the last append
+    /// that instant includes: every append up to it is in the result, none after it. Consumers that also
+    /// take appends from `subscribe` (the detection thread) tell by `Appended::seq` whether an append's
+    /// rows were in a read. Row order is not defined.
+    pub async fn scan_consistent(
+        &self,
+        tables: &[Table],
+        range: TimeRange,
+    ) -> Result<(u64, Vec<(Table, Vec<RecordBatch>)>)> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (seq, snapshots) = {
+                // The WAL lock orders this against appends: an append inserts its hot rows under it.
+                let wal = lock(&self.wal);
+                let seq = wal.next_seq.saturating_sub(1);
+                let snapshots: Vec<(Table, TableSnapshot)> =
+                    tables.iter().map(|table| (*table, self.snapshot(*table, range))).collect();
+                drop(wal);
+                (seq, snapshots)
+            };
+            let mut out = Vec::with_capacity(snapshots.len());
+            let mut missing = false;
+            for (table, snapshot) in snapshots {
+                match self.read_snapshot(table, &snapshot, None, range).await {
+                    Ok(batches) => out.push((table, batches)),
+                    // A compaction or retention pass deleted a segment: the next snapshot names its
+                    // replacement.
+                    Err(StoreError::ObjectStore(object_store::Error::NotFound { .. })) if attempt < 3 => {
+                        missing = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !missing {
+                return Ok((seq, out));
+            }
+        }
+    }
+
+    /// The hours (numbers since the epoch) in which any of `tables` holds rows, sealed or hot, that overlap
+    /// `range`, in order: what a reader walks instead of every hour of a range that may span years.
+    pub fn stored_hours(&self, tables: &[Table], range: TimeRange) -> Vec<i64> {
+        let state = lock(&self.state);
+        let mut hours = std::collections::BTreeSet::new();
+        for table in tables {
+            if let Some(segments) = state.catalog.get(table) {
+                hours.extend(
+                    segments.values().filter(|s| range.overlaps(s.min_ts_micros, s.max_ts_micros)).map(|s| s.hour),
+                );
+            }
+            hours.extend(
+                state
+                    .hot
+                    .range((*table, i64::MIN)..=(*table, i64::MAX))
+                    .map(|((_, hour), _)| *hour)
+                    .filter(|hour| range.overlaps(hour * MICROS_PER_HOUR, (hour + 1) * MICROS_PER_HOUR - 1)),
+            );
+        }
+        hours.into_iter().collect()
     }
 
     /// The schema `scan` returns for a projection.
