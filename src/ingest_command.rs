@@ -197,7 +197,8 @@ fn print_summary(
     if let Some(detected) = detected {
         let late: u64 = detected.late_rows.values().sum();
         outln!(
-            "detectors: {} function-minutes scored, {} alerts stored, {late} rows came after their minute was scored",
+            "detectors: {} invocations in {} function-minutes scored, {} alerts stored, {late} rows came after their minute was scored",
+            detected.stream.invocations,
             detected.stream.minutes_scored,
             detected.stream.alerts + detected.security.findings.values().sum::<u64>(),
         );

@@ -76,6 +76,8 @@ pub struct Engine {
     /// Event time before which the stored rows have been scored: where the next `replay::score_range`
     /// starts. Checkpointed with the learned state.
     scored_through_us: Option<i64>,
+    /// Event time the anomaly stream is not moved past (`set_stream_horizon`).
+    stream_horizon_us: Option<i64>,
 }
 
 impl Engine {
@@ -88,6 +90,7 @@ impl Engine {
             published: AnomalyStreamStats::default(),
             late_rows: std::collections::BTreeMap::new(),
             scored_through_us: None,
+            stream_horizon_us: None,
         }
     }
 
@@ -105,6 +108,14 @@ impl Engine {
     /// Event time before which the stored rows have been scored (`None`: nothing yet).
     pub fn scored_through_us(&self) -> Option<i64> {
         self.scored_through_us
+    }
+
+    /// Keeps the anomaly stream's event time at or before `horizon_us` (`None`: no limit). At the end of a
+    /// bounded input the minutes after its last invocation hold only the log lines of invocations that
+    /// started before: they are not minutes in which the fleet fell silent, and must not be scored as
+    /// such.
+    pub fn set_stream_horizon(&mut self, horizon_us: Option<i64>) {
+        self.stream_horizon_us = horizon_us;
     }
 
     /// Records that the stored rows before `ts_us` have been scored.
@@ -171,8 +182,9 @@ impl Engine {
     pub fn advance_to(&mut self, now_us: i64) -> Vec<Alert> {
         let mut alerts = Vec::new();
         if let Some(stream) = &mut self.stream {
-            if now_us > stream.watermark_us() {
-                stream.advance_to(now_us, &mut alerts);
+            let until = self.stream_horizon_us.map_or(now_us, |horizon| now_us.min(horizon));
+            if until > stream.watermark_us() {
+                stream.advance_to(until, &mut alerts);
             }
         }
         let mut admitted = self.dedup.admit(alerts);

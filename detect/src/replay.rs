@@ -38,6 +38,13 @@ pub fn stored_span(store: &Store, tables: &[Table]) -> Option<(i64, i64)> {
     tables.iter().filter_map(|table| store.event_time_span(*table)).reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
 }
 
+/// The end of the minute of the newest stored invocation before `until_us`: how far the anomaly stream
+/// goes at the end of a bounded input (`Engine::set_stream_horizon`).
+pub fn invocations_end(store: &Store, until_us: i64) -> Option<i64> {
+    let (_, newest) = store.event_time_span(Table::Invocations)?;
+    Some(minute_ceiling(newest.min(until_us.saturating_sub(1))))
+}
+
 /// The start of the minute that holds `ts_us`.
 pub fn minute_floor(ts_us: i64) -> i64 {
     ts_us.div_euclid(MICROS_PER_MINUTE) * MICROS_PER_MINUTE
@@ -162,7 +169,9 @@ pub async fn replay(
     mut alerts: impl FnMut(Vec<Alert>) -> Result<(), DetectError>,
 ) -> Result<ReplayStats, DetectError> {
     let range = TimeRange::new(minute_floor(range.start_micros), minute_ceiling(range.end_micros.saturating_sub(1)));
+    engine.set_stream_horizon(invocations_end(store, range.end_micros));
     let stats = score_range(store, engine, range, &mut alerts).await?;
+    engine.set_stream_horizon(None);
     alerts(engine.finish())?;
     Ok(stats)
 }

@@ -294,7 +294,11 @@ impl<'a> Live<'a> {
             InputEnd::Open => self.watermark().map(minute_floor),
         };
         if let Some(target) = target {
+            if end == InputEnd::Closed {
+                self.engine.set_stream_horizon(crate::replay::invocations_end(self.store, target));
+            }
             self.score_until(target)?;
+            self.engine.set_stream_horizon(None);
         }
         store_alerts(self.store, &self.engine.finish())?;
         let mut stats = self.engine.stats();

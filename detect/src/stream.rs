@@ -25,7 +25,6 @@ pub struct AnomalyStreamConfig {
     pub anomaly: AnomalyConfig,
 }
 
-
 /// Counters of a stream's work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnomalyStreamStats {
