@@ -69,6 +69,13 @@ fn arn_account(arn: &str) -> Option<&str> {
     arn.starts_with("arn:").then(|| arn.split(':').nth(4)).flatten().filter(|a| !a.is_empty())
 }
 
+/// The layers an event sets: from its request, or where only the response names them (some CloudTrail
+/// records of CreateFunction and UpdateFunctionConfiguration carry them there alone); `None` when it
+/// sets none.
+fn layers_set_by(event: &CloudTrailEvent) -> Option<&Value> {
+    event.request.get("layers").or_else(|| event.response.get("layers")).filter(|layers| !layers.is_null())
+}
+
 /// A layer ARN without its version.
 fn layer_name(arn: &str) -> String {
     match arn.rsplit_once(':') {
@@ -226,7 +233,7 @@ impl ControlPlane {
                         json!({"role": role}),
                     ));
                 }
-                let layers = layers_of(request.get("layers").unwrap_or(&Value::Null));
+                let layers = layers_of(layers_set_by(event).unwrap_or(&Value::Null));
                 let foreign: Vec<&String> =
                     layers.iter().filter(|l| arn_account(l).is_some_and(|a| Some(a) != account.as_deref())).collect();
                 if !foreign.is_empty() {
@@ -286,7 +293,7 @@ impl ControlPlane {
     ) {
         let request = &event.request;
         let known = self.functions.get(function).cloned().unwrap_or_default();
-        if let Some(layers) = request.get("layers") {
+        if let Some(layers) = layers_set_by(event) {
             let layers = layers_of(layers);
             let added: Vec<&String> = layers.iter().filter(|l| !known.layers.contains(&layer_name(l))).collect();
             if !added.is_empty() {
@@ -495,5 +502,34 @@ mod tests {
         assert_eq!(layer_name("arn:aws:lambda:r:1:layer:x:12"), "arn:aws:lambda:r:1:layer:x");
         assert!(is_lambda_runtime_agent("Boto3/1.34 md/Botocore#1.34 exec-env/AWS_Lambda_python3.12"));
         assert!(!is_lambda_runtime_agent("aws-cli/2.15.0 Python/3.11"));
+    }
+
+    #[test]
+    fn a_layer_named_only_in_the_response_is_an_added_layer() {
+        let event = |request: Value, response: Value| CloudTrailEvent {
+            ts_us: 1,
+            event_source: "lambda.amazonaws.com".into(),
+            event_name: "UpdateFunctionConfiguration20150331v2".into(),
+            principal_arn: Some("arn:aws:iam::111122223333:user/dev".into()),
+            account: Some("111122223333".into()),
+            request,
+            response,
+            ..CloudTrailEvent::default()
+        };
+        let layer = "arn:aws:lambda:us-east-1:999988887777:layer:collector:3";
+        for (request, response) in [
+            (
+                json!({"functionName": "orders-api"}),
+                json!({"functionName": "orders-api", "layers": [{"arn": layer, "codeSize": 1024}]}),
+            ),
+            (json!({"functionName": "orders-api", "layers": [layer]}), json!({})),
+        ] {
+            let mut plane = ControlPlane::default();
+            let mut out = Vec::new();
+            plane.observe(&event(request.clone(), response), &mut out);
+            let added: Vec<&Finding> = out.iter().filter(|f| f.detection == "lambda.layer_added").collect();
+            assert_eq!(added.len(), 1, "{request}: {out:?}");
+            assert_eq!(added[0].severity, Some(crate::Severity::Critical), "a layer of another account");
+        }
     }
 }
