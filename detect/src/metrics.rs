@@ -37,6 +37,10 @@ pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
         let mut metrics = new_metrics();
+        // Every table the detectors read is a late-rows series from the start, at 0.
+        for table in crate::security::SecurityDetections::TABLES {
+            metrics.late_rows.with_label_values(&[table.name()]);
+        }
         let anomaly = crate::anomaly::SIGNALS.iter().map(|s| s.detector()).chain(["anomaly.multivariate".to_string()]);
         let catalog = crate::security::CATALOG.iter().map(|d| d.id.to_string());
         // Every built-in detector but the Sigma rules is a series from the start (at 0), so that dashboards
