@@ -20,6 +20,13 @@ const DURATION_SAMPLE_MAX: usize = 2_048;
 const CALLERS_PER_WINDOW_MAX: usize = 512;
 /// Request ids kept per kind of evidence in one window.
 const EVIDENCE_PER_KIND_MAX: usize = 3;
+/// The largest duration (and billed duration) taken as real: Lambda stops a function at 15 minutes; a
+/// larger value is a broken or hostile row and counts as missing (huge values would overflow the
+/// detectors' sums into infinities that no checkpoint can hold).
+pub const DURATION_MS_MAX: f64 = 3_600_000.0;
+/// The largest memory size taken as real (Lambda's is 10,240 MB).
+pub const MEMORY_MB_MAX: i64 = 1 << 20;
+
 /// Silent minutes of one function closed as zeros after its last active minute, at most: past a day of
 /// silence the function's series skips to its next activity (or to the watermark). A row stamped decades
 /// away, from a broken clock or a hostile record, then costs a day of zeros, not millions of minutes.
@@ -412,16 +419,31 @@ impl<'a> Columns<'a> {
         if cold {
             window.cold_starts += 1;
         }
-        let duration_ms = if self.duration_ms.is_valid(row) { self.duration_ms.value(row) } else { 0.0 };
-        let memory_mb = self.memory_size_mb.is_valid(row).then(|| self.memory_size_mb.value(row));
-        if let (Some(size), true) = (memory_mb, self.max_memory_used_mb.is_valid(row)) {
+        // A duration that is not a finite, non-negative number (a hostile or broken row) is no duration:
+        // NaN would poison the percentiles and could not be checkpointed as JSON.
+        let duration = self
+            .duration_ms
+            .is_valid(row)
+            .then(|| self.duration_ms.value(row))
+            .filter(|d| (0.0..=DURATION_MS_MAX).contains(d));
+        let duration_ms = duration.unwrap_or(0.0);
+        let memory_mb = self
+            .memory_size_mb
+            .is_valid(row)
+            .then(|| self.memory_size_mb.value(row))
+            .filter(|size| (1..=MEMORY_MB_MAX).contains(size));
+        let used_valid =
+            self.max_memory_used_mb.is_valid(row) && (0..=MEMORY_MB_MAX).contains(&self.max_memory_used_mb.value(row));
+        if let (Some(size), true) = (memory_mb, used_valid) {
             if size > 0 {
                 window.memory_ratio_sum += self.max_memory_used_mb.value(row) as f64 / size as f64;
                 window.memory_ratio_n += 1;
             }
         }
         let invocation_gb_seconds = memory_mb.map(|size| {
-            let billed = if self.billed_duration_ms.is_valid(row) {
+            let billed = if self.billed_duration_ms.is_valid(row)
+                && (0.0..=DURATION_MS_MAX).contains(&(self.billed_duration_ms.value(row) as f64))
+            {
                 self.billed_duration_ms.value(row) as f64
             } else {
                 duration_ms.ceil()
@@ -429,7 +451,7 @@ impl<'a> Columns<'a> {
             billed / 1_000.0 * size as f64 / 1_024.0
         });
         window.gb_seconds += invocation_gb_seconds.unwrap_or(0.0);
-        if self.duration_ms.is_valid(row) {
+        if duration.is_some() {
             window.durations_seen += 1;
             let cost = invocation_gb_seconds.unwrap_or(0.0);
             if window.durations.len() < DURATION_SAMPLE_MAX {

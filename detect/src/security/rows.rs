@@ -1,6 +1,7 @@
 //! The rows the security detections read (`cloudtrail`, `invocations`, `logs`) as plain values, and a
 //! CloudTrail row back in the shape of a CloudTrail record, which is what Sigma rules are written against.
 
+use crate::features::{DURATION_MS_MAX, MEMORY_MB_MAX};
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
@@ -39,8 +40,15 @@ fn times(batch: &RecordBatch) -> Option<&arrow::array::TimestampMicrosecondArray
     batch.column(0).as_primitive_opt::<TimestampMicrosecondType>()
 }
 
+/// The value when it lies within `[low, high]`: the limits of what Lambda reports
+/// (`features::DURATION_MS_MAX`, `features::MEMORY_MB_MAX`); beyond them a row is broken or hostile.
+fn within(value: Option<f64>, low: f64, high: f64) -> Option<f64> {
+    value.filter(|v| (low..=high).contains(v))
+}
+
+/// The value, when it is a finite number: NaN and infinities of a hostile or broken row are missing values.
 fn float_at(array: &Option<arrow::array::Float64Array>, row: usize) -> Option<f64> {
-    array.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row))
+    array.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row)).filter(|v| v.is_finite())
 }
 
 /// Lambda's CloudTrail event names carry the API version (`UpdateFunctionCode20150331v2`); this is the
@@ -302,10 +310,10 @@ impl InvocationRow {
                 http_method: texts.get(10, row),
                 http_path: texts.get(11, row),
                 payload: texts.get(12, row),
-                duration_ms: float_at(&duration, row),
-                billed_duration_ms: float_at(&billed, row),
-                memory_size_mb: float_at(&memory, row),
-                max_memory_used_mb: float_at(&used, row),
+                duration_ms: within(float_at(&duration, row), 0.0, DURATION_MS_MAX),
+                billed_duration_ms: within(float_at(&billed, row), 0.0, DURATION_MS_MAX),
+                memory_size_mb: within(float_at(&memory, row), 1.0, MEMORY_MB_MAX as f64),
+                max_memory_used_mb: within(float_at(&used, row), 0.0, MEMORY_MB_MAX as f64),
             })
             .collect()
     }
