@@ -149,15 +149,6 @@ impl Engine {
         self.admit(alerts)
     }
 
-    /// `push` of the batches of one store append together: their alerts are grouped as one arrival.
-    pub fn push_all(&mut self, batches: &[(Table, RecordBatch)]) -> Vec<Alert> {
-        let mut alerts = Vec::new();
-        for (table, batch) in batches {
-            self.detect(*table, batch, &mut alerts);
-        }
-        self.admit(alerts)
-    }
-
     fn detect(&mut self, table: Table, batch: &RecordBatch, alerts: &mut Vec<Alert>) {
         if table == Table::Invocations {
             if let Some(stream) = &mut self.stream {
