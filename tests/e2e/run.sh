@@ -167,15 +167,26 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom-
     --web.listen-address="127.0.0.1:$promport" > "$work/prometheus.log" 2>&1 &
 pids+=($!)
 promql() { curl -sf "http://127.0.0.1:$promport/api/v1/query" --data-urlencode "query=$1"; }
+# Detection scores behind its watermark, so the first alerts come some seconds after the first records:
+# wait for both series (and with them for the demo's stories) before checking.
 for _ in $(seq 150); do
-    promql 'detect_invocations_total{job="coldtrail"} > 0' 2>/dev/null | grep -q '"value"' && break
+    promql 'detect_invocations_total{job="coldtrail"} > 0' 2>/dev/null | grep -q '"value"' \
+        && promql 'sum by (detector) (detect_alerts_total{job="coldtrail"}) > 0' 2>/dev/null | grep -q '"detector"' \
+        && break
     sleep 0.4
 done
 check "PromQL over coldtrail's scraped metrics returns data (detectors' records, alerts by detector)" bash -c \
     "curl -sf 'http://127.0.0.1:$promport/api/v1/query' --data-urlencode 'query=detect_invocations_total{job=\"coldtrail\"} > 0' | grep -q '\"value\"' && curl -sf 'http://127.0.0.1:$promport/api/v1/query' --data-urlencode 'query=sum by (detector) (detect_alerts_total{job=\"coldtrail\"}) > 0' | grep -q '\"detector\"'"
-kill -TERM "$demo_pid"; wait "$demo_pid" || true
+demo_exit=0
+kill -TERM "$demo_pid"; wait "$demo_pid" || demo_exit=$?
+failed_before=$failed
 check "the demo stopped cleanly and printed the walkthrough and its alerts" bash -c \
     "grep -q 'demo stopped' '$work/demo.log' && grep -q \"timeline('185.220.101.34')\" '$work/demo.log' && grep -q '  alert \[' '$work/demo.log'"
+if [ "$failed" -ne "$failed_before" ]; then
+    echo "   the demo exited with $demo_exit; the end of its output and of prometheus's:"
+    tail -n 30 "$work/demo.log" | sed 's/^/   | /'
+    tail -n 10 "$work/prometheus.log" | sed 's/^/   | /'
+fi
 check "coldtrail verify: the demo's data directory is intact" "$coldtrail" --data "$work/demo" verify
 
 echo "-- the Kafka source against a real Kafka-compatible broker (tansu), killed while consuming"
