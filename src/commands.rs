@@ -139,10 +139,23 @@ pub async fn info(paths: &Paths, args: InfoArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // What the live detections' last checkpoint says of scoring and of the learning period.
+    let progress = crate::detection::checkpoints(&paths.data).progress();
     if args.json {
+        let detect = progress.as_ref().map(|p| {
+            serde_json::json!({
+                "scored_through": p.scored_through_us.map(store::time::format_seconds),
+                "learning": p.learning.iter().map(|l| serde_json::json!({
+                    "account": l.account,
+                    "watched_seconds": l.watched_us / 1_000_000,
+                    "required_seconds": l.required_us / 1_000_000,
+                    "learned": l.learned(),
+                })).collect::<Vec<_>>(),
+            })
+        });
         outln!(
             "{}",
-            serde_json::json!({ "location": location.url(), "tables": stats.iter().map(|(t, s)| (t.name(), s)).collect::<std::collections::BTreeMap<_, _>>(), "wal_bytes": wal_bytes, "heads": heads })
+            serde_json::json!({ "location": location.url(), "tables": stats.iter().map(|(t, s)| (t.name(), s)).collect::<std::collections::BTreeMap<_, _>>(), "wal_bytes": wal_bytes, "heads": heads, "detect": detect })
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -154,6 +167,14 @@ pub async fn info(paths: &Paths, args: InfoArgs) -> anyhow::Result<ExitCode> {
     outln!("write-ahead log: {wal_bytes} bytes not yet in segments (replayed on the next start)");
     for head in heads {
         outln!("ledger head of node {}: entry {} {} at {}", head.node, head.seq, head.hash, head.ts);
+    }
+    if let Some(progress) = progress {
+        if let Some(through) = progress.scored_through_us {
+            outln!("detectors: scored through {}", store::time::format_seconds(through));
+        }
+        for learning in &progress.learning {
+            outln!("learning: {learning}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,9 @@ pub struct DetectSettings {
     /// How far past the clock a row's event time may move the watermark (`5m` by default): a row
     /// stamped in the future by a broken clock must not make every later row late.
     pub future_skew: Option<String>,
+    /// How long an account's CloudTrail is watched before the first-seen detections (a new deployer,
+    /// layer or role) report (`7d` by default; `0s` reports from the first event).
+    pub learning: Option<String>,
 }
 
 impl DetectSettings {
@@ -47,8 +50,17 @@ impl DetectSettings {
         live
     }
 
+    /// The detections' configuration.
+    pub fn engine(&self) -> detect::engine::EngineConfig {
+        let engine = detect::engine::EngineConfig::default();
+        match self.learning.as_deref().and_then(store::time::parse_duration_micros) {
+            Some(learning) => engine.with_learning(learning),
+            None => engine,
+        }
+    }
+
     fn problems(&self) -> Vec<String> {
-        [("lateness", &self.lateness), ("future_skew", &self.future_skew)]
+        [("lateness", &self.lateness), ("future_skew", &self.future_skew), ("learning", &self.learning)]
             .into_iter()
             .filter_map(|(key, value)| {
                 let text = value.as_deref()?;

@@ -73,6 +73,9 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     // clock at --speed: a short lateness, and event time may lead the clock.
     config.detect.lateness = Some("1m".into());
     config.detect.future_skew = Some("3650d".into());
+    // The demo's accounts are new, and its stories are first deployments by an intruder: no learning
+    // period (a real installation watches a week of CloudTrail first, or learns from `hunt --learn-from`).
+    config.detect.learning = Some("0s".into());
     config.query.pg_listen = args.pg_listen;
     config.query.http_listen = args.http_listen;
     for url in &args.webhooks {

@@ -37,9 +37,14 @@ pub fn checkpoints(data: &Path) -> Checkpoints {
 pub struct LiveDetections(DetectionThread);
 
 impl LiveDetections {
-    pub fn start(store: Arc<Store>, data: &Path, live: LiveConfig) -> anyhow::Result<LiveDetections> {
+    pub fn start(
+        store: Arc<Store>,
+        data: &Path,
+        live: LiveConfig,
+        config: &EngineConfig,
+    ) -> anyhow::Result<LiveDetections> {
         let checkpoints = checkpoints(data);
-        let engine = checkpoints.load(&EngineConfig::default(), sigma_rules(None)?);
+        let engine = checkpoints.load(config, sigma_rules(None)?);
         Ok(LiveDetections(DetectionThread::start(store, engine, checkpoints, live)?))
     }
 
@@ -166,6 +171,15 @@ pub struct HuntArgs {
     /// Hunt up to this time (RFC 3339 or a duration before now, exclusive); defaults to everything.
     #[arg(long)]
     until: Option<String>,
+    /// Learn from stored history from this time first (RFC 3339, or a duration before now): the rows
+    /// between it and --since build the detectors' baselines and count toward the learning period, and
+    /// raise nothing.
+    #[arg(long)]
+    learn_from: Option<String>,
+    /// How long an account's CloudTrail is watched before the first-seen detections (code deployed by a
+    /// principal that never deployed it, a new layer, a changed role) report; `0s` reports at once.
+    #[arg(long, default_value = "7d")]
+    learning: String,
     /// A directory of Sigma rules (YAML) to run besides the shipped ones.
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -197,15 +211,32 @@ pub async fn hunt(paths: &Paths, args: HuntArgs) -> anyhow::Result<ExitCode> {
     }
     let since = args.since.as_deref().map(|t| parse_time(t, "since")).transpose()?;
     let until = args.until.as_deref().map(|t| parse_time(t, "until")).transpose()?;
+    let learn_from = args.learn_from.as_deref().map(|t| parse_time(t, "learn-from")).transpose()?;
+    let Some(learning) = store::time::parse_duration_micros(&args.learning) else {
+        anyhow::bail!("--learning {:?} is not a duration like 7d", args.learning);
+    };
+    if let (Some(learn_from), Some(since)) = (learn_from, since) {
+        if learn_from >= since {
+            anyhow::bail!("--learn-from must be before --since: history is learned from before the hunt");
+        }
+    } else if learn_from.is_some() {
+        anyhow::bail!("--learn-from needs --since: the hunt starts where learning ends");
+    }
     let rules = sigma_rules(args.rules.as_deref())?;
     let n_rules = rules.len();
     let store = Store::open(paths.store_config()).await.context("cannot open the store")?;
-    let mut engine = Engine::new(&EngineConfig::security_only(), rules);
+    let mut engine = Engine::new(&EngineConfig::security_only().with_learning(learning), rules);
     let Some((oldest, newest)) = stored_span(&store, &engine.tables()) else {
         outln!("nothing stored to hunt in");
         return Ok(ExitCode::SUCCESS);
     };
     let range = TimeRange::new(since.unwrap_or(oldest).max(oldest), until.unwrap_or(newest + 1).min(newest + 1));
+    if let Some(learn_from) = learn_from {
+        detect::replay::learn(&store, &mut engine, TimeRange::new(learn_from.max(oldest), range.start_micros)).await?;
+        let learning = engine.learning();
+        let n_learned = learning.iter().filter(|l| l.learned()).count();
+        eprintln!("learned from history: {n_learned} of {} accounts past the learning period", learning.len());
+    }
     let mut alerts = Vec::new();
     replay(&store, &mut engine, range, |raised| {
         alerts.extend(raised);

@@ -119,7 +119,12 @@ pub async fn generate(paths: &Paths, args: GenerateArgs) -> anyhow::Result<ExitC
     let detection = if args.no_detect {
         None
     } else {
-        Some(crate::detection::LiveDetections::start(store.clone(), &paths.data, live)?)
+        Some(crate::detection::LiveDetections::start(
+            store.clone(),
+            &paths.data,
+            live,
+            &detect::engine::EngineConfig::default(),
+        )?)
     };
     let functions = fleet(args.functions, &mut Rng::new(args.seed));
     let mut generator = Generator::new(functions, args.seed);

@@ -45,11 +45,15 @@ pub struct IngestArgs {
     /// How long after its event time a row of a `kafka://` or `http://` input may arrive and still be
     /// scored in order while the ingest runs (`15m`, `30s`). Files are scored at the end, and at the end
     /// everything stored is scored.
-    #[arg(long, default_value = "15m", value_parser = parse_lateness)]
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
     lateness: i64,
+    /// How long an account's CloudTrail is watched before the first-seen detections (code deployed by a
+    /// principal that never deployed it, a new layer, a changed role) report; `0s` reports at once.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    learning: i64,
 }
 
-fn parse_lateness(text: &str) -> Result<i64, String> {
+fn parse_duration(text: &str) -> Result<i64, String> {
     store::time::parse_duration_micros(text).ok_or_else(|| format!("{text:?} is not a duration like 15m or 30s"))
 }
 
@@ -84,7 +88,8 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     let detection = if args.no_detect {
         None
     } else {
-        Some(crate::detection::LiveDetections::start(store.clone(), &paths.data, live)?)
+        let config = detect::engine::EngineConfig::default().with_learning(args.learning);
+        Some(crate::detection::LiveDetections::start(store.clone(), &paths.data, live, &config)?)
     };
     let maintenance = flush_while_ingesting(store.clone());
     let sink = StoreSink::new(store.clone());

@@ -36,8 +36,9 @@ fn detect(security: &mut SecurityDetections, batches: &[(Table, RecordBatch)]) -
     alerts
 }
 
+/// Detections with no learning period: a detonation is a snapshot of an account with no history to learn.
 fn fresh() -> SecurityDetections {
-    SecurityDetections::new(SecurityConfig::default(), SigmaRules::shipped())
+    SecurityDetections::new(SecurityConfig { learning_us: 0, ..SecurityConfig::default() }, SigmaRules::shipped())
 }
 
 /// The detection meant for each Lambda-related and CloudTrail-tampering technique, and its ATT&CK id.
@@ -227,7 +228,10 @@ fn stolen_role_credentials_and_a_backdoor_story_are_found_and_routine_is_not() {
         json!(null),
     ));
     let body = json!({ "Records": records }).to_string();
-    let alerts = detect(&mut fresh(), &parse(body.as_bytes(), "story.json"));
+    // The routine's six hours are the learning period.
+    let config = SecurityConfig { learning_us: 6 * 3_600_000_000, ..SecurityConfig::default() };
+    let alerts =
+        detect(&mut SecurityDetections::new(config, SigmaRules::shipped()), &parse(body.as_bytes(), "story.json"));
     let detectors: Vec<&str> = alerts.iter().map(|a| a.detector.as_str()).collect();
     for expected in [
         "credentials.outside_lambda",
@@ -329,4 +333,83 @@ fn every_stratus_detonation_ingests_with_the_detectors_on() {
     }
     let (_, stderr) = coldtrail(&dir.path().join("all"), &["ingest", stratus.to_str().unwrap()]);
     assert!(!stderr.contains("checkpoint"), "{stderr}");
+}
+
+/// Issue 16: a fresh installation stays quiet on first-seen changes until it has watched an account's
+/// CloudTrail for the learning period (7 days), and fires at once on changes that need no history;
+/// `hunt --learn-from` learns from stored history before it hunts; `coldtrail info` shows the progress.
+#[test]
+fn first_seen_detections_wait_for_a_week_of_cloudtrail_and_hunt_can_learn_from_history() {
+    use serde_json::json;
+    use workload::cloudtrail::{record, Team};
+    const HOUR: i64 = 3_600_000_000;
+    let start = 1_722_470_400_000_000i64;
+    let mut records = workload::cloudtrail::routine(&Team::new(&["orders-api".to_string()]), start, 8 * 24 + 2, 3);
+    let mut rng = workload::Rng::new(4);
+    let intruder = |name: &str| json!({"type": "IAMUser", "arn": format!("arn:aws:iam::123456789012:user/{name}"), "accountId": "123456789012", "accessKeyId": format!("AKIA{}", name.to_uppercase())});
+    let code = |rng: &mut workload::Rng, ts: i64, who: &str| {
+        record(
+            rng,
+            ts,
+            "lambda.amazonaws.com",
+            "UpdateFunctionCode20150331v2",
+            intruder(who),
+            "203.0.113.66",
+            "aws-cli/2.13.0",
+            json!({"functionName": "orders-api"}),
+            json!({"codeSha256": "evil"}),
+        )
+    };
+    // Day two, inside the learning period: a new deployer (learned, not reported) and a public permission.
+    records.push(code(&mut rng, start + 26 * HOUR, "early"));
+    records.push(record(
+        &mut rng,
+        start + 26 * HOUR + 1,
+        "lambda.amazonaws.com",
+        "AddPermission20150331v2",
+        intruder("early"),
+        "203.0.113.66",
+        "aws-cli/2.13.0",
+        json!({"functionName": "orders-api", "principal": "*", "action": "lambda:InvokeFunction", "statementId": "x"}),
+        json!(null),
+    ));
+    // Day nine, after it: a new deployer is reported.
+    let late = start + 8 * 24 * HOUR + HOUR;
+    records.push(code(&mut rng, late, "late"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trail.json");
+    std::fs::write(&file, json!({ "Records": records }).to_string()).unwrap();
+    let data = dir.path().join("data");
+    coldtrail(&data, &["ingest", file.to_str().unwrap()]);
+    let query = "SELECT alert_id, detector, entity FROM alerts WHERE detector LIKE 'lambda.%' ORDER BY ts";
+    let (csv, _) = coldtrail(&data, &["sql", query, "--format", "csv"]);
+    let streamed: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(streamed.len(), 2, "{csv}");
+    assert!(streamed[0].contains(",lambda.public_permission,") && streamed[0].contains("early"), "{csv}");
+    assert!(streamed[1].contains(",lambda.code_by_new_principal,") && streamed[1].contains("late"), "{csv}");
+    let (info, _) = coldtrail(&data, &["info"]);
+    assert!(info.contains("learning: account 123456789012 learned (8."), "{info}");
+    let (info, _) = coldtrail(&data, &["info", "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["detect"]["learning"][0]["learned"], true, "{info}");
+
+    // A hunt of the last day alone has not watched the account for a week: the deployer is not new to it.
+    let since = store::time::format_seconds(late - HOUR);
+    let hunted = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["hunt", "--format", "json", "--since", &since];
+        all.extend(args);
+        let (json, _) = coldtrail(&data, &all);
+        json.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|a| a["detector"].as_str().unwrap().starts_with("lambda."))
+            .map(|a| format!("{},{}", a["alert_id"].as_str().unwrap(), a["detector"].as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(hunted(&[]), Vec::<String>::new());
+    // Learning from the stored week first, it raises the stream's alert, with its id.
+    let from = store::time::format_seconds(start);
+    let late_alert: Vec<String> = streamed[1].split(',').take(2).map(str::to_string).collect();
+    assert_eq!(hunted(&["--learn-from", &from]), [late_alert.join(",")]);
+    // With no learning period, every first deployment in the hunted day is new.
+    assert!(!hunted(&["--learning", "0s"]).is_empty());
 }

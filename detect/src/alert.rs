@@ -3,7 +3,7 @@
 //! suggested forensic query.
 
 use arrow::array::RecordBatch;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use store::alerts::AlertRow;
 
@@ -21,7 +21,7 @@ pub fn severity_of_score(score: f64) -> Severity {
 }
 
 /// One alert.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Event time at which the alert was raised (the end of its window).
     pub ts_us: i64,
@@ -34,6 +34,8 @@ pub struct Alert {
     pub entity: Option<String>,
     pub window_start_us: i64,
     pub window_end_us: i64,
+    /// JSON has no NaN: a score written as `null` reads back as NaN.
+    #[serde(deserialize_with = "score_or_nan")]
     pub score: f64,
     pub count: i64,
     pub observed: serde_json::Value,
@@ -43,6 +45,10 @@ pub struct Alert {
     pub attack_ids: Vec<String>,
     /// A forensic query that starts the investigation.
     pub query: String,
+}
+
+fn score_or_nan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// A stable alert id from what identifies a finding.

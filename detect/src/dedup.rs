@@ -7,17 +7,33 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::alert::alert_id;
 use crate::Alert;
 
 /// Most open groups; the oldest is closed early beyond it.
 const GROUPS_MAX: usize = 100_000;
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Group {
     alert: Alert,
     count: i64,
     first_us: i64,
     last_us: i64,
+    /// The count of the group's last row stored (`flush`): a row is stored again only when it grew.
+    #[serde(default)]
+    stored: i64,
+}
+
+/// An open group as checkpointed (with the learned state, so that a restart continues its count
+/// instead of storing a second first row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenGroup {
+    window_start_us: i64,
+    detector: String,
+    entity: String,
+    group: Group,
 }
 
 /// Groups alerts of one detector and entity per window.
@@ -58,7 +74,7 @@ impl Deduplicator {
             alert.alert_id = alert_id(&key.1, &format!("{}\u{1}group", key.2), window);
             out.push(alert.clone());
             let count = alert.count.max(1);
-            self.groups.insert(key, Group { alert, count, first_us, last_us });
+            self.groups.insert(key, Group { alert, count, first_us, last_us, stored: count });
         }
         if newest > i64::MIN {
             out.extend(self.close_until(newest));
@@ -86,6 +102,41 @@ impl Deduplicator {
     pub fn open_groups(&self) -> usize {
         self.groups.len()
     }
+
+    /// The current rows of the open groups that grew since their last row was stored, without closing
+    /// them (at stop: the stored rows are up to date, and the groups go on counting after a restart).
+    pub fn flush(&mut self) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for group in self.groups.values_mut() {
+            if let Some(row) = row_of(group) {
+                group.stored = group.count;
+                out.push(row);
+            }
+        }
+        out
+    }
+
+    /// The open groups, for a checkpoint.
+    pub fn checkpoint(&self) -> Vec<OpenGroup> {
+        self.groups
+            .iter()
+            .map(|((window_start_us, detector, entity), group)| OpenGroup {
+                window_start_us: *window_start_us,
+                detector: detector.clone(),
+                entity: entity.clone(),
+                group: group.clone(),
+            })
+            .collect()
+    }
+
+    /// Reopens checkpointed groups (replacing any open now).
+    pub fn restore(&mut self, groups: Vec<OpenGroup>) {
+        self.groups = groups
+            .into_iter()
+            .take(GROUPS_MAX)
+            .map(|open| ((open.window_start_us, open.detector, open.entity), open.group))
+            .collect();
+    }
 }
 
 /// One alert per id, in the order ids first appear, each its latest row (a group's final count).
@@ -104,12 +155,17 @@ pub fn latest_by_id(alerts: Vec<Alert>) -> Vec<Alert> {
     out
 }
 
-/// The final row of a group that grew; a group of one was stored as it came.
+/// The final row of a group that grew since its last stored row; a group of one was stored as it came.
 fn finish(group: Group) -> Option<Alert> {
-    if group.count <= group.alert.count.max(1) {
+    row_of(&group)
+}
+
+/// The group's row with its count and first and last seen, when it grew since its last stored row.
+fn row_of(group: &Group) -> Option<Alert> {
+    if group.count <= group.stored.max(group.alert.count.max(1)) {
         return None;
     }
-    let mut alert = group.alert;
+    let mut alert = group.alert.clone();
     alert.count = group.count;
     alert.window_start_us = group.first_us;
     alert.window_end_us = group.last_us;
@@ -157,6 +213,26 @@ mod tests {
         assert_eq!(last[0].alert_id, first[0].alert_id);
         assert_eq!(last[0].count, 1_000);
         assert_eq!((last[0].window_start_us, last[0].window_end_us), (1_000_000, 1_000_000 + 999_000));
+    }
+
+    #[test]
+    fn a_group_flushed_at_stop_and_checkpointed_goes_on_counting_after_a_restart() {
+        let mut dedup = Deduplicator::new(600_000_000);
+        let first = dedup.admit((0..3).map(|i| alert("injection.sql", "orders-api", 1_000 + i, i)).collect());
+        assert_eq!(first.len(), 1);
+        let flushed = dedup.flush();
+        assert_eq!((flushed.len(), flushed[0].count), (1, 3));
+        assert!(dedup.flush().is_empty(), "nothing grew since");
+        let saved = serde_json::to_string(&dedup.checkpoint()).unwrap();
+        let mut restarted = Deduplicator::new(600_000_000);
+        restarted.restore(serde_json::from_str(&saved).unwrap());
+        assert!(restarted.admit(vec![alert("injection.sql", "orders-api", 2_000, 9)]).is_empty(), "the same group");
+        let last = restarted.close_all();
+        assert_eq!((last.len(), last[0].count, last[0].alert_id.clone()), (1, 4, first[0].alert_id.clone()));
+        // Closed with nothing new since the flush: no second copy of the row.
+        let mut idle = Deduplicator::new(600_000_000);
+        idle.restore(serde_json::from_str(&saved).unwrap());
+        assert!(idle.close_all().is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use store::Table;
 use crate::alert::Alert;
 use crate::dedup::Deduplicator;
 use crate::error::DetectError;
-use crate::security::{SecurityConfig, SecurityDetections, SecurityStats, SigmaRules};
+use crate::security::{Learning, SecurityConfig, SecurityDetections, SecurityStats, SigmaRules};
 use crate::stream::{AnomalyStream, AnomalyStreamConfig, AnomalyStreamStats};
 
 /// Alerts of one detector and entity within this much event time are one alert with a count.
@@ -48,6 +48,14 @@ impl EngineConfig {
     pub fn security_only() -> Self {
         EngineConfig { anomaly: None, ..EngineConfig::default() }
     }
+
+    /// With `learning_us` as the learning period of the first-seen detections.
+    pub fn with_learning(mut self, learning_us: i64) -> Self {
+        if let Some(security) = &mut self.security {
+            security.learning_us = learning_us;
+        }
+        self
+    }
 }
 
 /// What an engine has done.
@@ -63,6 +71,8 @@ pub struct EngineStats {
     /// Why the last checkpoint could not be written, if it could not (the rows and alerts are stored
     /// regardless; the next run starts from the last checkpoint that was written).
     pub checkpoint_error: Option<String>,
+    /// The learning period's progress per account (the first-seen detections report once learned).
+    pub learning: Vec<Learning>,
 }
 
 /// The detections of one process.
@@ -192,10 +202,28 @@ impl Engine {
         closed
     }
 
+    /// The current rows of open alert groups that grew since their last stored row, leaving them open
+    /// (at the stop of a process whose state is checkpointed: the next run goes on counting them).
+    pub fn flush_open(&mut self) -> Vec<Alert> {
+        let rows = self.dedup.flush();
+        self.publish(&rows);
+        rows
+    }
+
     fn publish(&mut self, alerts: &[Alert]) {
         let stats = self.stream.as_ref().map(AnomalyStream::stats).unwrap_or_default();
         crate::metrics::publish(&stats, &self.published, alerts);
         self.published = stats;
+    }
+
+    /// The learning period's progress per account; empty without security detections.
+    pub fn learning(&self) -> Vec<Learning> {
+        self.security.as_ref().map(SecurityDetections::learning).unwrap_or_default()
+    }
+
+    /// The learning period of the first-seen detections, when security detections run.
+    pub fn learning_required_us(&self) -> Option<i64> {
+        self.security.as_ref().map(|s| s.config().learning_us)
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -205,6 +233,7 @@ impl Engine {
             late_rows: self.late_rows.clone(),
             scored_through_us: self.scored_through_us,
             checkpoint_error: None,
+            learning: self.learning(),
         }
     }
 }
@@ -262,6 +291,7 @@ impl Checkpoints {
             match serde_json::from_slice::<Progress>(&bytes) {
                 Ok(progress) if progress.version == PROGRESS_VERSION => {
                     engine.scored_through_us = progress.scored_through_us;
+                    engine.dedup.restore(progress.open_alerts);
                 }
                 Ok(progress) => {
                     tracing::warn!(version = progress.version, "detector progress of another version not used")
@@ -282,7 +312,12 @@ impl Checkpoints {
         if let Some(security) = &engine.security {
             write_atomically(&self.security_path(), &security.checkpoint()?)?;
         }
-        let progress = Progress { version: PROGRESS_VERSION, scored_through_us: engine.scored_through_us };
+        let progress = Progress {
+            version: PROGRESS_VERSION,
+            scored_through_us: engine.scored_through_us,
+            learning: engine.learning(),
+            open_alerts: engine.dedup.checkpoint(),
+        };
         let bytes = serde_json::to_vec(&progress).map_err(|e| DetectError::Checkpoint(e.to_string()))?;
         write_atomically(&self.progress_path(), &bytes)?;
         crate::metrics::metrics().checkpoints.inc();
@@ -294,9 +329,23 @@ const PROGRESS_VERSION: u32 = 1;
 
 /// How far event time is scored, beside the learned state.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Progress {
-    version: u32,
-    scored_through_us: Option<i64>,
+pub struct Progress {
+    pub version: u32,
+    pub scored_through_us: Option<i64>,
+    /// The learning period's progress per account, for `coldtrail info`.
+    #[serde(default)]
+    pub learning: Vec<Learning>,
+    /// The alert groups open at the checkpoint (`dedup::Deduplicator`).
+    #[serde(default)]
+    pub open_alerts: Vec<crate::dedup::OpenGroup>,
+}
+
+impl Checkpoints {
+    /// What the last checkpoint says of scoring and learning; `None` when there is none (or it cannot be
+    /// read).
+    pub fn progress(&self) -> Option<Progress> {
+        serde_json::from_slice(&read_if_present(&self.progress_path())?).ok()
+    }
 }
 
 /// The file's bytes; `None` when it does not exist or cannot be read (then with a warning).

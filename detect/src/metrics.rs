@@ -6,7 +6,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec, IntGauge,
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 use crate::alert::Alert;
@@ -25,6 +26,8 @@ pub struct Metrics {
     pub state_bytes: IntGauge,
     pub checkpoints: IntCounter,
     pub checkpoint_errors: IntCounter,
+    pub learning_accounts: IntGaugeVec,
+    pub learning_required: IntGauge,
     /// The `detector` label values of built-in detectors.
     builtin: std::collections::HashSet<String>,
 }
@@ -118,8 +121,28 @@ fn new_metrics() -> Metrics {
             "Detector state checkpoints that could not be written (retried; the stored rows are not affected)."
         )
         .expect("metric registers once"),
+        learning_accounts: register_int_gauge_vec!(
+            "detect_learning_accounts",
+            "Accounts whose CloudTrail has been watched (learned) or not yet (learning) for the learning period of the first-seen detections.",
+            &["state"]
+        )
+        .expect("metric registers once"),
+        learning_required: register_int_gauge!(
+            "detect_learning_required_seconds",
+            "The learning period: how long an account's CloudTrail is watched before first-seen detections report."
+        )
+        .expect("metric registers once"),
         builtin: std::collections::HashSet::new(),
     }
+}
+
+/// Publishes how far the learning period has come.
+pub fn publish_learning(learning: &[crate::security::Learning], required_us: i64) {
+    let m = metrics();
+    let learned = learning.iter().filter(|l| l.learned()).count();
+    m.learning_accounts.with_label_values(&["learned"]).set(learned as i64);
+    m.learning_accounts.with_label_values(&["learning"]).set((learning.len() - learned) as i64);
+    m.learning_required.set(required_us / 1_000_000);
 }
 
 /// Publishes a stream's counters: `previous` is what was published last, so counters only move forward.

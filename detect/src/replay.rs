@@ -162,6 +162,16 @@ fn canonical(table: Table, batches: &[RecordBatch]) -> Result<Option<RecordBatch
 
 /// Replays stored history: `score_range` over `range` widened to whole minutes, then closes every alert
 /// group (`coldtrail detect`, `coldtrail hunt`, and a bounded ingest at its end).
+/// Replays `range` and drops its alerts: the engine learns from stored history (`hunt --learn-from`).
+/// Ends at the minute `range` ends in, so that a replay from there scores each minute once.
+pub async fn learn(store: &Store, engine: &mut Engine, range: TimeRange) -> Result<(), DetectError> {
+    let range = TimeRange::new(range.start_micros, minute_floor(range.end_micros));
+    if range.start_micros < range.end_micros {
+        replay(store, engine, range, |_| Ok(())).await?;
+    }
+    Ok(())
+}
+
 pub async fn replay(
     store: &Store,
     engine: &mut Engine,

@@ -278,11 +278,14 @@ impl<'a> Live<'a> {
         }
         self.engine.set_scored_through(target);
         crate::metrics::metrics().scored_through.set(target.div_euclid(MICROS_PER_SECOND));
+        if let Some(required) = self.engine.learning_required_us() {
+            crate::metrics::publish_learning(&self.engine.learning(), required);
+        }
         Ok(())
     }
 
     /// At stop: takes what is queued; scores what is complete (everything, for a closed input); stores
-    /// the final rows of open alert groups; checkpoints.
+    /// the current rows of open alert groups; checkpoints.
     fn finish(mut self, receiver: &Receiver<Appended>, end: InputEnd) -> Result<EngineStats, DetectError> {
         while let Ok(appended) = receiver.try_recv() {
             self.take(&appended)?;
@@ -300,7 +303,9 @@ impl<'a> Live<'a> {
             self.score_until(target)?;
             self.engine.set_stream_horizon(None);
         }
-        store_alerts(self.store, &self.engine.finish())?;
+        // Open alert groups stay open in the checkpoint (a restart goes on counting them, as one run
+        // would have); their current rows are stored now.
+        store_alerts(self.store, &self.engine.flush_open())?;
         let mut stats = self.engine.stats();
         stats.checkpoint_error = save_at_stop(&self.checkpoints, &self.engine).err().map(|e| e.to_string());
         Ok(stats)

@@ -1,11 +1,13 @@
 //! Arbitrary rows of every table the detectors read, hostile ones included (times from 1970 to 2200,
 //! NaN and infinite numbers, empty, huge and non-UTF-8-looking text, JSON that is not what it claims), in
-//! any order: the engine never panics, and every state it reaches checkpoints and restores to the same
-//! state (issue 16).
+//! any order: the engine never panics, every state it reaches checkpoints and restores to the same
+//! state, and an engine restored from a checkpoint goes on to raise exactly what the uninterrupted one
+//! raises (issue 16).
 
 use arrow::array::RecordBatch;
 use detect::engine::{Checkpoints, Engine, EngineConfig};
 use detect::security::SigmaRules;
+use detect::Alert;
 use proptest::prelude::*;
 use store::rows::{TableBuilder, Value};
 use store::Table;
@@ -24,11 +26,15 @@ struct Cell {
 
 fn text() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
-        Just(None),
-        Just(Some(String::new())),
-        "[a-z-]{1,12}".prop_map(Some),
-        "\\PC{0,40}".prop_map(Some),
-        prop_oneof![
+        // Often the same name and the same hostile text, so that findings repeat within an alert group
+        // and across a checkpoint.
+        3 => Just(Some("orders-api".to_string())),
+        2 => Just(Some("' OR 1=1-- ; ${jndi:ldap://x/a}".to_string())),
+        1 => Just(None),
+        1 => Just(Some(String::new())),
+        1 => "[a-z-]{1,12}".prop_map(Some),
+        1 => "\\PC{0,40}".prop_map(Some),
+        1 => prop_oneof![
             Just("{\"layers\": [{\"arn\": 7}], \"functionName\": null}".to_string()),
             Just("{\"functionName\": \"arn:aws:lambda:us-east-1:1:function:f\", \"role\": \"arn:aws:iam::1:role/admin\"}".to_string()),
             Just("START RequestId: 8f507cfc-1a2b-4697-b07a-ac58fc914c95 Version: $LATEST".to_string()),
@@ -119,12 +125,43 @@ fn saved(engine: &Engine) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Every detection on, the first-seen ones without a learning period, so that more states are reached.
+fn config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    if let Some(security) = &mut config.security {
+        security.learning_us = 0;
+    }
+    config
+}
+
+/// Feeds rows as the runner would: most in order, some late, now and then a clock tick. `offset` is the
+/// index of the first row in the whole input, so that a split input is fed the same way.
+fn feed(engine: &mut Engine, rows: &[(Table, Vec<Cell>)], offset: usize, out: &mut Vec<Alert>) {
+    for (i, (table, cells)) in rows.iter().enumerate() {
+        let i = i + offset;
+        let batch = batch(*table, cells);
+        if i % 5 == 4 {
+            out.extend(engine.push_late(*table, &batch));
+        } else {
+            out.extend(engine.push(*table, &batch));
+        }
+        if i % 7 == 6 {
+            out.extend(engine.advance_to(cells[0].time.saturating_add(60_000_000)));
+        }
+    }
+}
+
+/// Alerts as JSON (NaN scores compare as `null`).
+fn as_json(alerts: &[Alert]) -> Vec<serde_json::Value> {
+    alerts.iter().map(|a| serde_json::to_value(a).unwrap()).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn hostile_rows_never_stop_the_detectors_and_every_state_checkpoints_and_restores(rows in rows()) {
-        let config = EngineConfig::default();
+        let config = config();
         let mut engine = Engine::new(&config, SigmaRules::shipped());
         for (i, (table, cells)) in rows.iter().enumerate() {
             let batch = batch(*table, cells);
@@ -145,5 +182,27 @@ proptest! {
         let restored = checkpoints.load(&config, SigmaRules::shipped());
         prop_assert_eq!(restored.scored_through_us(), engine.scored_through_us());
         prop_assert_eq!(saved(&restored), before, "the restored state is not the state that was saved");
+    }
+
+    #[test]
+    fn a_restored_engine_raises_what_the_uninterrupted_one_raises(rows in rows(), split in 0usize..40) {
+        let config = config();
+        let mut whole = Engine::new(&config, SigmaRules::shipped());
+        let mut expected = Vec::new();
+        feed(&mut whole, &rows, 0, &mut expected);
+        expected.extend(whole.finish());
+
+        let split = split.min(rows.len());
+        let mut first = Engine::new(&config, SigmaRules::shipped());
+        let mut raised = Vec::new();
+        feed(&mut first, &rows[..split], 0, &mut raised);
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::new(dir.path());
+        checkpoints.save(&first).unwrap();
+        drop(first);
+        let mut second = checkpoints.load(&config, SigmaRules::shipped());
+        feed(&mut second, &rows[split..], split, &mut raised);
+        raised.extend(second.finish());
+        prop_assert_eq!(as_json(&raised), as_json(&expected));
     }
 }

@@ -4,6 +4,12 @@
 //! Some rules need history: who has deployed a function before, which role and layers it runs with, which
 //! role sessions belong to functions. That history is learned from the same CloudTrail stream (and the
 //! function names of `invocations`), is bounded, and is part of the checkpointed state.
+//!
+//! The rules that compare with history (a deployer, a layer or a role never seen before) stay quiet for
+//! an account until its CloudTrail has been watched for the learning period (`learning_us`, 7 days by
+//! default): on a fresh installation every first deployment is "new". The rules that need no history
+//! (a public or cross-account permission, a function URL without auth, a privileged role, a layer of
+//! another account, trail tampering, role credentials outside Lambda) fire from the first event.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +23,10 @@ use super::Finding;
 const FUNCTIONS_MAX: usize = 20_000;
 const DEPLOYERS_PER_FUNCTION_MAX: usize = 64;
 const ACCOUNT_DEPLOYERS_MAX: usize = 4_096;
+/// Most accounts whose watched span is remembered.
+const ACCOUNTS_MAX: usize = 4_096;
+/// The learning period of a fresh installation: a week of an account's CloudTrail.
+pub const LEARNING_US_DEFAULT: i64 = 7 * 24 * 3_600 * 1_000_000;
 
 /// Environment variables that make a runtime load code before the handler: setting one hijacks the function.
 pub const HIJACK_VARIABLES: [&str; 12] = [
@@ -54,6 +64,23 @@ pub struct ControlPlane {
     deployers: BTreeSet<String>,
     /// Roles known to be privileged (from the policies attached to them).
     privileged_roles: BTreeSet<String>,
+    /// The event-time span of each account's CloudTrail seen so far (the account that received the
+    /// event; "" when a record names none).
+    #[serde(default)]
+    watched: BTreeMap<String, Watched>,
+}
+
+/// The first and last event time seen of one account's CloudTrail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watched {
+    pub first_us: i64,
+    pub last_us: i64,
+}
+
+impl Watched {
+    pub fn span_us(&self) -> i64 {
+        self.last_us.saturating_sub(self.first_us)
+    }
 }
 
 /// The function name of an ARN or a name.
@@ -141,14 +168,36 @@ impl ControlPlane {
         self.privileged_roles.contains(role) || looks_privileged(role)
     }
 
-    /// Looks at one CloudTrail event.
-    pub fn observe(&mut self, event: &CloudTrailEvent, out: &mut Vec<Finding>) {
+    /// The span of CloudTrail watched per account.
+    pub fn watched(&self) -> &BTreeMap<String, Watched> {
+        &self.watched
+    }
+
+    fn watch(&mut self, event: &CloudTrailEvent) -> Watched {
+        let account = event.recipient_account.as_deref().or(event.account.as_deref()).unwrap_or_default();
+        if !self.watched.contains_key(account) && self.watched.len() >= ACCOUNTS_MAX {
+            // Bounded: forget the account watched longest ago (its rules go back to learning).
+            if let Some(stale) = self.watched.iter().min_by_key(|(_, w)| w.last_us).map(|(a, _)| a.clone()) {
+                self.watched.remove(&stale);
+            }
+        }
+        let watched =
+            self.watched.entry(account.to_string()).or_insert(Watched { first_us: event.ts_us, last_us: event.ts_us });
+        watched.first_us = watched.first_us.min(event.ts_us);
+        watched.last_us = watched.last_us.max(event.ts_us);
+        *watched
+    }
+
+    /// Looks at one CloudTrail event. The rules that compare with history report only once the event's
+    /// account has been watched for `learning_us`.
+    pub fn observe(&mut self, event: &CloudTrailEvent, learning_us: i64, out: &mut Vec<Finding>) {
+        let learned = self.watch(event).span_us() >= learning_us;
         self.outside_lambda(event, out);
         if !event.succeeded() {
             return;
         }
         match event.event_source.as_str() {
-            "lambda.amazonaws.com" => self.lambda(event, out),
+            "lambda.amazonaws.com" => self.lambda(event, learned, out),
             "cloudtrail.amazonaws.com" => trail(event, out),
             "iam.amazonaws.com" => self.iam(event),
             _ => {}
@@ -178,7 +227,7 @@ impl ControlPlane {
         }
     }
 
-    fn lambda(&mut self, event: &CloudTrailEvent, out: &mut Vec<Finding>) {
+    fn lambda(&mut self, event: &CloudTrailEvent, learned: bool, out: &mut Vec<Finding>) {
         let request = &event.request;
         let Some(function) = event.param("functionName").map(function_name).map(str::to_string) else {
             return;
@@ -253,7 +302,7 @@ impl ControlPlane {
                 let never_deployed_here = self.functions.get(&function).is_none_or(|c| c.deployers.is_empty());
                 let known_deployer = self.deployers.contains(&actor);
                 let expected = known_here || (never_deployed_here && known_deployer);
-                if !expected {
+                if !expected && learned {
                     let before: Vec<String> = self
                         .functions
                         .get(&function)
@@ -269,7 +318,9 @@ impl ControlPlane {
                 }
                 self.note_deployer(&function, &actor);
             }
-            "UpdateFunctionConfiguration" => self.configuration(event, &function, account.as_deref(), &finding, out),
+            "UpdateFunctionConfiguration" => {
+                self.configuration(event, &function, account.as_deref(), learned, &finding, out)
+            }
             "PutFunctionConcurrency"
                 if request.get("reservedConcurrentExecutions").and_then(Value::as_i64) == Some(0) =>
             {
@@ -288,6 +339,7 @@ impl ControlPlane {
         event: &CloudTrailEvent,
         function: &str,
         account: Option<&str>,
+        learned: bool,
         finding: &dyn Fn(&'static str, String, Value) -> Finding,
         out: &mut Vec<Finding>,
     ) {
@@ -296,8 +348,9 @@ impl ControlPlane {
         if let Some(layers) = layers_set_by(event) {
             let layers = layers_of(layers);
             let added: Vec<&String> = layers.iter().filter(|l| !known.layers.contains(&layer_name(l))).collect();
-            if !added.is_empty() {
-                let foreign = added.iter().any(|l| arn_account(l).is_some_and(|a| Some(a) != account));
+            let foreign = added.iter().any(|l| arn_account(l).is_some_and(|a| Some(a) != account));
+            // A layer of another account needs no history; a new layer of the account's own does.
+            if !added.is_empty() && (learned || foreign) {
                 let mut found = finding(
                     "lambda.layer_added",
                     format!(
@@ -316,7 +369,7 @@ impl ControlPlane {
             self.function(function).layers = layers.iter().map(|l| layer_name(l)).collect();
         }
         if let Some(role) = event.param("role") {
-            let swapped = known.role.as_deref().is_some_and(|r| r != role);
+            let swapped = learned && known.role.as_deref().is_some_and(|r| r != role);
             if swapped || self.is_privileged(role) {
                 let mut found = finding(
                     "lambda.role_swapped",
@@ -526,10 +579,75 @@ mod tests {
         ] {
             let mut plane = ControlPlane::default();
             let mut out = Vec::new();
-            plane.observe(&event(request.clone(), response), &mut out);
+            plane.observe(&event(request.clone(), response), LEARNING_US_DEFAULT, &mut out);
             let added: Vec<&Finding> = out.iter().filter(|f| f.detection == "lambda.layer_added").collect();
             assert_eq!(added.len(), 1, "{request}: {out:?}");
             assert_eq!(added[0].severity, Some(crate::Severity::Critical), "a layer of another account");
         }
+    }
+
+    #[test]
+    fn first_seen_rules_wait_for_the_learning_period_and_the_others_do_not() {
+        const DAY: i64 = 24 * 3_600 * 1_000_000;
+        let event = |ts_us: i64, name: &str, actor: &str, request: Value| CloudTrailEvent {
+            ts_us,
+            event_source: "lambda.amazonaws.com".into(),
+            event_name: name.into(),
+            principal_arn: Some(format!("arn:aws:iam::111122223333:user/{actor}")),
+            account: Some("111122223333".into()),
+            recipient_account: Some("111122223333".into()),
+            request,
+            ..CloudTrailEvent::default()
+        };
+        let code = |ts_us: i64, actor: &str| {
+            event(ts_us, "UpdateFunctionCode20150331v2", actor, json!({"functionName": "orders-api"}))
+        };
+        let own_layer = |ts_us: i64, n: u32| {
+            event(
+                ts_us,
+                "UpdateFunctionConfiguration20150331v2",
+                "ci",
+                json!({"functionName": "orders-api", "layers": [format!("arn:aws:lambda:us-east-1:111122223333:layer:l{n}:1")]}),
+            )
+        };
+        let public = |ts_us: i64| {
+            event(
+                ts_us,
+                "AddPermission20150331v2",
+                "dev",
+                json!({"functionName": "orders-api", "principal": "*", "action": "lambda:InvokeFunction"}),
+            )
+        };
+        let detections = |plane: &mut ControlPlane, event: CloudTrailEvent| {
+            let mut out = Vec::new();
+            plane.observe(&event, 7 * DAY, &mut out);
+            out.iter().map(|f| f.detection).collect::<Vec<_>>()
+        };
+        let start = 1_700_000_000_000_000;
+        let mut plane = ControlPlane::default();
+        // Day one: the first deployments by each principal and a first layer are learned, not reported;
+        // a public permission needs no history.
+        assert!(detections(&mut plane, code(start, "ci")).is_empty());
+        assert!(detections(&mut plane, code(start + DAY, "intruder")).is_empty());
+        assert!(detections(&mut plane, own_layer(start + DAY, 1)).is_empty());
+        assert_eq!(detections(&mut plane, public(start + 2 * DAY)), ["lambda.public_permission"]);
+        assert_eq!(plane.watched()["111122223333"].span_us(), 2 * DAY);
+        // A week in, the same kinds of change are new to what was learned and are reported.
+        assert!(detections(&mut plane, code(start + 7 * DAY, "ci")).is_empty(), "a known deployer");
+        assert_eq!(detections(&mut plane, code(start + 7 * DAY + 1, "stranger")), ["lambda.code_by_new_principal"]);
+        assert_eq!(detections(&mut plane, own_layer(start + 8 * DAY, 2)), ["lambda.layer_added"]);
+        // Another account is still learning.
+        let mut other = code(start + 8 * DAY, "stranger2");
+        other.recipient_account = Some("444455556666".into());
+        other.account = Some("444455556666".into());
+        assert!(detections(&mut plane, other).is_empty());
+        // With no learning period, every first deployment by a principal is new at once.
+        let mut fresh = ControlPlane::default();
+        let mut out = Vec::new();
+        fresh.observe(&code(start, "ci"), 0, &mut out);
+        fresh.observe(&code(start + 1, "stranger"), 0, &mut out);
+        fresh.observe(&code(start + 2, "ci"), 0, &mut out);
+        let entities: Vec<&str> = out.iter().map(|f| f.entity.as_str()).collect();
+        assert_eq!(entities, ["arn:aws:iam::111122223333:user/ci", "arn:aws:iam::111122223333:user/stranger"]);
     }
 }

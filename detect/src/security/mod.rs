@@ -175,9 +175,51 @@ impl Finding {
 }
 
 /// Tunables.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecurityConfig {
     pub behaviour: BehaviourConfig,
+    /// How long an account's CloudTrail is watched before the rules that compare with history (a new
+    /// deployer, layer or role) report (`controlplane::LEARNING_US_DEFAULT`, 7 days).
+    pub learning_us: i64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig { behaviour: BehaviourConfig::default(), learning_us: controlplane::LEARNING_US_DEFAULT }
+    }
+}
+
+/// How far the learning period of one account has come.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Learning {
+    pub account: String,
+    /// The span of the account's CloudTrail watched, in event time.
+    pub watched_us: i64,
+    pub required_us: i64,
+}
+
+impl Learning {
+    pub fn learned(&self) -> bool {
+        self.watched_us >= self.required_us
+    }
+}
+
+/// `account 123456789012 2.5 of 7.0 days of CloudTrail watched; …` as `coldtrail info` prints it.
+impl std::fmt::Display for Learning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let account = if self.account.is_empty() { "(records without an account)" } else { &self.account };
+        let days = |us: i64| us as f64 / 86_400e6;
+        if self.learned() {
+            write!(f, "account {account} learned ({:.1} days of CloudTrail watched)", days(self.watched_us))
+        } else {
+            write!(
+                f,
+                "account {account} {:.1} of {:.1} days of CloudTrail watched; first-seen detections quiet until then",
+                days(self.watched_us),
+                days(self.required_us)
+            )
+        }
+    }
 }
 
 /// Counts of what the security detections looked at and found.
@@ -194,6 +236,10 @@ struct State {
     version: u32,
     controlplane: ControlPlane,
     behaviour: Behaviour,
+    /// The alert ids reported, oldest first (bounded by `REPORTED_MAX`): a finding seen again after a
+    /// restart is not reported twice.
+    #[serde(default)]
+    reported: VecDeque<String>,
 }
 
 const STATE_VERSION: u32 = 1;
@@ -206,8 +252,8 @@ pub struct SecurityDetections {
     injection: InjectionMatcher,
     sigma: SigmaRules,
     state: State,
+    /// The ids of `state.reported`, for lookups.
     reported: HashSet<String>,
-    reported_order: VecDeque<String>,
     stats: SecurityStats,
     /// Set while late rows are pushed (`push_late`): the detections that learn or window are skipped.
     late: bool,
@@ -228,7 +274,6 @@ impl SecurityDetections {
             },
             config,
             reported: HashSet::new(),
-            reported_order: VecDeque::new(),
             stats: SecurityStats::default(),
             late: false,
         }
@@ -244,6 +289,7 @@ impl SecurityDetections {
             )));
         }
         state.behaviour.set_config(self.config.behaviour.clone());
+        self.reported = state.reported.iter().cloned().collect();
         self.state = state;
         Ok(())
     }
@@ -254,6 +300,24 @@ impl SecurityDetections {
 
     pub fn stats(&self) -> &SecurityStats {
         &self.stats
+    }
+
+    pub fn config(&self) -> &SecurityConfig {
+        &self.config
+    }
+
+    /// The learning period's progress for every account whose CloudTrail was seen.
+    pub fn learning(&self) -> Vec<Learning> {
+        self.state
+            .controlplane
+            .watched()
+            .iter()
+            .map(|(account, watched)| Learning {
+                account: account.clone(),
+                watched_us: watched.span_us(),
+                required_us: self.config.learning_us,
+            })
+            .collect()
     }
 
     pub fn sigma(&self) -> &SigmaRules {
@@ -307,19 +371,19 @@ impl SecurityDetections {
         if self.reported.contains(id) {
             return false;
         }
-        if self.reported_order.len() >= REPORTED_MAX {
-            if let Some(old) = self.reported_order.pop_front() {
+        if self.state.reported.len() >= REPORTED_MAX {
+            if let Some(old) = self.state.reported.pop_front() {
                 self.reported.remove(&old);
             }
         }
         self.reported.insert(id.to_string());
-        self.reported_order.push_back(id.to_string());
+        self.state.reported.push_back(id.to_string());
         true
     }
 
     fn cloudtrail(&mut self, event: &CloudTrailEvent, out: &mut Vec<Finding>) {
         if !self.late {
-            self.state.controlplane.observe(event, out);
+            self.state.controlplane.observe(event, self.config.learning_us, out);
             self.state.behaviour.cloudtrail(event, out);
         }
         if !self.sigma.is_empty() {
@@ -537,11 +601,12 @@ mod tests {
         cells[17] = Cell::Text(Some("e1"));
         builder.push(&cells);
         let batch = builder.finish().unwrap();
-        let mut first = SecurityDetections::new(SecurityConfig::default(), SigmaRules::default());
+        let config = SecurityConfig { learning_us: 0, ..SecurityConfig::default() };
+        let mut first = SecurityDetections::new(config.clone(), SigmaRules::default());
         let mut alerts = Vec::new();
         first.push(Table::Cloudtrail, &batch, &mut alerts);
         assert_eq!(alerts.len(), 1, "the first deployer of an unknown function is new");
-        let mut second = SecurityDetections::new(SecurityConfig::default(), SigmaRules::default());
+        let mut second = SecurityDetections::new(config, SigmaRules::default());
         second.restore_state(&first.checkpoint().unwrap()).unwrap();
         alerts.clear();
         second.push(Table::Cloudtrail, &batch, &mut alerts);
