@@ -142,17 +142,7 @@ pub async fn info(paths: &Paths, args: InfoArgs) -> anyhow::Result<ExitCode> {
     // What the live detections' last checkpoint says of scoring and of the learning period.
     let progress = crate::detection::checkpoints(&paths.data).progress();
     if args.json {
-        let detect = progress.as_ref().map(|p| {
-            serde_json::json!({
-                "scored_through": p.scored_through_us.map(store::time::format_seconds),
-                "learning": p.learning.iter().map(|l| serde_json::json!({
-                    "account": l.account,
-                    "watched_seconds": l.watched_us / 1_000_000,
-                    "required_seconds": l.required_us / 1_000_000,
-                    "learned": l.learned(),
-                })).collect::<Vec<_>>(),
-            })
-        });
+        let detect = progress.as_ref().map(detect::engine::Progress::summary);
         outln!(
             "{}",
             serde_json::json!({ "location": location.url(), "tables": stats.iter().map(|(t, s)| (t.name(), s)).collect::<std::collections::BTreeMap<_, _>>(), "wal_bytes": wal_bytes, "heads": heads, "detect": detect })

@@ -35,6 +35,12 @@ pub struct DetectSettings {
     /// How long an account's CloudTrail is watched before the first-seen detections (a new deployer,
     /// layer or role) report (`7d` by default; `0s` reports from the first event).
     pub learning: Option<String>,
+    /// With Kafka sources, the processes of a deployment split detection into this many partitions (each
+    /// a share of the functions; partition 0 also has CloudTrail), handed out by a consumer group over
+    /// `topic`. 1 (the default): one process detects at a time, the others take over when it goes.
+    pub partitions: Option<u32>,
+    /// The detection group's topic (`coldtrail-detect`); it carries no records.
+    pub topic: Option<String>,
 }
 
 impl DetectSettings {
@@ -48,6 +54,14 @@ impl DetectSettings {
             live.future_skew_us = skew;
         }
         live
+    }
+
+    /// With a Kafka source, how this process joins the cluster's detection.
+    pub fn membership(
+        &self,
+        sources: &[ingest::sources::SourceConfig],
+    ) -> Option<ingest::membership::MembershipConfig> {
+        ingest::membership::MembershipConfig::detection(sources, self.topic.as_deref(), self.partitions.unwrap_or(1))
     }
 
     /// The detections' configuration.

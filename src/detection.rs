@@ -33,8 +33,13 @@ pub fn checkpoints(data: &Path) -> Checkpoints {
     Checkpoints::new(data.join("detect"))
 }
 
-/// The live detections of a running process, from their last checkpoint.
-pub struct LiveDetections(DetectionThread);
+/// The live detections of a running process: alone, from the checkpoints of its data directory; or as a
+/// member of a cluster (`detect::cluster`), running the detection partitions a Kafka consumer group
+/// assigns it, from the checkpoints in the shared location.
+pub enum LiveDetections {
+    Alone(DetectionThread),
+    Cluster { partitions: Arc<detect::cluster::Partitions>, membership: ingest::membership::Membership },
+}
 
 impl LiveDetections {
     pub fn start(
@@ -45,21 +50,52 @@ impl LiveDetections {
     ) -> anyhow::Result<LiveDetections> {
         let checkpoints = checkpoints(data);
         let engine = checkpoints.load(config, sigma_rules(None)?);
-        Ok(LiveDetections(DetectionThread::start(store, engine, checkpoints, live)?))
+        Ok(LiveDetections::Alone(DetectionThread::start(store, engine, checkpoints, live)?))
+    }
+
+    /// Joins the detection group of a cluster; the partitions it is given start from the shared state.
+    pub fn join(
+        store: Arc<Store>,
+        membership: &ingest::membership::MembershipConfig,
+        live: LiveConfig,
+        config: &EngineConfig,
+    ) -> anyhow::Result<LiveDetections> {
+        sigma_rules(None)?;
+        let partitions = Arc::new(detect::cluster::Partitions::new(
+            store,
+            membership.partitions as u32,
+            live,
+            config.clone(),
+            || sigma_rules(None).unwrap_or_default(),
+        )?);
+        let member = ingest::membership::Membership::start(membership, {
+            let partitions = partitions.clone();
+            move |change| match change {
+                ingest::membership::Change::Assigned(p) => partitions.assign(&p),
+                ingest::membership::Change::Revoked(p) => partitions.revoke(&p),
+            }
+        })?;
+        Ok(LiveDetections::Cluster { partitions, membership: member })
     }
 
     /// Scores what is complete (with `InputEnd::Closed`, everything stored), stores the alerts,
-    /// checkpoints and ends the thread. A checkpoint that could not be written is a warning, not a
-    /// failure: the rows and alerts are stored.
+    /// checkpoints and ends the thread (in a cluster: every partition held, then leaves the group). A
+    /// checkpoint that could not be written is a warning, not a failure: the rows and alerts are stored.
     pub fn stop(self, end: InputEnd) -> anyhow::Result<EngineStats> {
-        let stats = self.0.stop(end)?;
-        if let Some(error) = &stats.checkpoint_error {
+        let all = match self {
+            LiveDetections::Alone(thread) => vec![thread.stop(end)?],
+            LiveDetections::Cluster { partitions, membership } => {
+                membership.stop();
+                partitions.stop()
+            }
+        };
+        for error in all.iter().filter_map(|s| s.checkpoint_error.as_ref()) {
             eprintln!(
                 "warning: the detectors' state was not saved ({error}); everything is stored, and the next run's \
                  detectors start from their last saved state"
             );
         }
-        Ok(stats)
+        Ok(all.into_iter().next().unwrap_or_default())
     }
 }
 
@@ -123,29 +159,9 @@ pub struct DetectSeriesArgs {
 /// `coldtrail detect-series`: the univariate detector over one series file.
 pub fn detect_series(args: DetectSeriesArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let rows = detect::series::parse_series(&text).with_context(|| format!("in {}", args.file.display()))?;
-    let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    let step = detect::series::median_step(&times);
-    let mut detector = detect::SeriesDetector::new(detect::SeriesConfig::for_step(step));
-    let mut clock = detect::series::ScoringClock::new(step);
-    let mut out = String::with_capacity(text.len() + rows.len() * 24);
-    out.push_str("timestamp,value,anomaly_score\n");
-    for (stamp, ts, value) in &rows {
-        let verdict = detector.observe(clock.time_of(*ts), *value);
-        out.push_str(&format!("{stamp},{value},{}\n", verdict.score));
-    }
-    let odd = clock.irregularities;
-    for (count, what) in [
-        (
-            odd.steps_back,
-            "timestamps step back (a repeated clock hour?): each is scored one usual step after the row before",
-        ),
-        (odd.duplicates, "timestamps repeat the one before: each is scored at that time"),
-        (odd.gaps, "gaps are longer than twice the usual step"),
-    ] {
-        if count > 0 {
-            eprintln!("warning: {}: {count} {what}; every row is scored", args.file.display());
-        }
+    let (out, warnings) = detect::series::score_series(&text).with_context(|| format!("in {}", args.file.display()))?;
+    for warning in warnings {
+        eprintln!("warning: {}: {warning}; every row is scored", args.file.display());
     }
     match &args.output {
         Some(path) => std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?,
@@ -178,8 +194,8 @@ pub struct HuntArgs {
     learn_from: Option<String>,
     /// How long an account's CloudTrail is watched before the first-seen detections (code deployed by a
     /// principal that never deployed it, a new layer, a changed role) report; `0s` reports at once.
-    #[arg(long, default_value = "7d")]
-    learning: String,
+    #[arg(long, default_value = "7d", value_parser = crate::ingest_command::parse_duration)]
+    learning: i64,
     /// A directory of Sigma rules (YAML) to run besides the shipped ones.
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -187,7 +203,7 @@ pub struct HuntArgs {
     #[arg(long)]
     store: bool,
     /// `table` (default) or `json` (one alert per line).
-    #[arg(long, default_value = "table")]
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
 }
 
@@ -206,26 +222,18 @@ fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
 /// order through the same code as the stream, with fresh state. Alert ids are stable, so what the stream
 /// raised is raised again with the same ids.
 pub async fn hunt(paths: &Paths, args: HuntArgs) -> anyhow::Result<ExitCode> {
-    if args.format != "table" && args.format != "json" {
-        anyhow::bail!("--format must be table or json, not {:?}", args.format);
-    }
     let since = args.since.as_deref().map(|t| parse_time(t, "since")).transpose()?;
     let until = args.until.as_deref().map(|t| parse_time(t, "until")).transpose()?;
     let learn_from = args.learn_from.as_deref().map(|t| parse_time(t, "learn-from")).transpose()?;
-    let Some(learning) = store::time::parse_duration_micros(&args.learning) else {
-        anyhow::bail!("--learning {:?} is not a duration like 7d", args.learning);
-    };
-    if let (Some(learn_from), Some(since)) = (learn_from, since) {
-        if learn_from >= since {
-            anyhow::bail!("--learn-from must be before --since: history is learned from before the hunt");
-        }
-    } else if learn_from.is_some() {
-        anyhow::bail!("--learn-from needs --since: the hunt starts where learning ends");
+    match (learn_from, since) {
+        (Some(from), Some(since)) if from >= since => anyhow::bail!("--learn-from must be before --since"),
+        (Some(_), None) => anyhow::bail!("--learn-from needs --since: the hunt starts where learning ends"),
+        _ => {}
     }
     let rules = sigma_rules(args.rules.as_deref())?;
     let n_rules = rules.len();
     let store = Store::open(paths.store_config()).await.context("cannot open the store")?;
-    let mut engine = Engine::new(&EngineConfig::security_only().with_learning(learning), rules);
+    let mut engine = Engine::new(&EngineConfig::security_only().with_learning(args.learning), rules);
     let Some((oldest, newest)) = stored_span(&store, &engine.tables()) else {
         outln!("nothing stored to hunt in");
         return Ok(ExitCode::SUCCESS);
@@ -233,9 +241,8 @@ pub async fn hunt(paths: &Paths, args: HuntArgs) -> anyhow::Result<ExitCode> {
     let range = TimeRange::new(since.unwrap_or(oldest).max(oldest), until.unwrap_or(newest + 1).min(newest + 1));
     if let Some(learn_from) = learn_from {
         detect::replay::learn(&store, &mut engine, TimeRange::new(learn_from.max(oldest), range.start_micros)).await?;
-        let learning = engine.learning();
-        let n_learned = learning.iter().filter(|l| l.learned()).count();
-        eprintln!("learned from history: {n_learned} of {} accounts past the learning period", learning.len());
+        let (learned, all) = (engine.learning().iter().filter(|l| l.learned()).count(), engine.learning().len());
+        eprintln!("learned from history: {learned} of {all} accounts past the learning period");
     }
     let mut alerts = Vec::new();
     replay(&store, &mut engine, range, |raised| {

@@ -53,7 +53,7 @@ pub struct IngestArgs {
     learning: i64,
 }
 
-fn parse_duration(text: &str) -> Result<i64, String> {
+pub fn parse_duration(text: &str) -> Result<i64, String> {
     store::time::parse_duration_micros(text).ok_or_else(|| format!("{text:?} is not a duration like 15m or 30s"))
 }
 

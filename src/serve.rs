@@ -98,12 +98,11 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         max_concurrent: q.max_concurrent_queries,
     };
     let engine = QueryEngine::new(store.clone(), limits).await?;
-    let detection = crate::detection::LiveDetections::start(
-        store.clone(),
-        &paths.data,
-        config.detect.live(),
-        &config.detect.engine(),
-    )?;
+    let (live, engine_config) = (config.detect.live(), config.detect.engine());
+    let detection = match config.detect.membership(&config.sources) {
+        Some(member) => crate::detection::LiveDetections::join(store.clone(), &member, live, &engine_config)?,
+        None => crate::detection::LiveDetections::start(store.clone(), &paths.data, live, &engine_config)?,
+    };
     // The outbox stops last, after the detectors' final alerts are stored.
     let (outbox_stop, outbox_stop_rx) = tokio::sync::watch::channel(false);
     let outbox = start_outbox(config, &store, outbox_stop_rx);

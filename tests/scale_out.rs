@@ -126,6 +126,8 @@ fn signal(child: &Child, name: &str) {
 async fn two_serve_processes_split_a_group_and_take_over_from_each_other() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    // The detection group's topic (the mock cluster serves no topic creation; an operator would create it).
+    cluster.create_topic("coldtrail-detect", 1, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("shared");

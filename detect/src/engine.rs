@@ -9,6 +9,7 @@ use arrow::array::RecordBatch;
 use store::Table;
 
 use crate::alert::Alert;
+use crate::cluster::Ownership;
 use crate::dedup::Deduplicator;
 use crate::error::DetectError;
 use crate::security::{Learning, SecurityConfig, SecurityDetections, SecurityStats, SigmaRules};
@@ -88,6 +89,8 @@ pub struct Engine {
     scored_through_us: Option<i64>,
     /// Event time the anomaly stream is not moved past (`set_stream_horizon`).
     stream_horizon_us: Option<i64>,
+    /// The functions (and whether CloudTrail) this engine detects on (`cluster`).
+    ownership: Ownership,
 }
 
 impl Engine {
@@ -101,6 +104,7 @@ impl Engine {
             late_rows: std::collections::BTreeMap::new(),
             scored_through_us: None,
             stream_horizon_us: None,
+            ownership: Ownership::default(),
         }
     }
 
@@ -137,6 +141,19 @@ impl Engine {
     /// detectors (their minutes are scored already), and run through the security detections that need
     /// no order (injection, Sigma). Returns the alerts to store.
     pub fn push_late(&mut self, table: Table, batch: &RecordBatch) -> Vec<Alert> {
+        let owned;
+        let batch = match table {
+            _ if self.ownership.is_whole() => batch,
+            Table::Cloudtrail if self.ownership.owns_accounts() => batch,
+            Table::Invocations | Table::Logs => match self.ownership.split(batch) {
+                Ok((mine, _)) => {
+                    owned = mine;
+                    &owned
+                }
+                Err(_) => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
         if batch.num_rows() == 0 {
             return Vec::new();
         }
@@ -159,7 +176,37 @@ impl Engine {
         self.admit(alerts)
     }
 
+    /// Detects on the rows of one detection partition only (`cluster`).
+    pub fn set_ownership(&mut self, ownership: Ownership) {
+        self.ownership = ownership;
+    }
+
     fn detect(&mut self, table: Table, batch: &RecordBatch, alerts: &mut Vec<Alert>) {
+        if self.ownership.is_whole() {
+            return self.detect_owned(table, batch, alerts);
+        }
+        match table {
+            Table::Cloudtrail if self.ownership.owns_accounts() => self.detect_owned(table, batch, alerts),
+            Table::Invocations | Table::Logs => match self.ownership.split(batch) {
+                Ok((mine, theirs)) => {
+                    self.detect_owned(table, &mine, alerts);
+                    // CloudTrail's owner learns every function's name (a role session named after one).
+                    if let (Table::Invocations, true, Some(security)) =
+                        (table, self.ownership.owns_accounts(), &mut self.security)
+                    {
+                        security.note_functions(&theirs);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "rows not split by ownership; not scored"),
+            },
+            _ => {}
+        }
+    }
+
+    fn detect_owned(&mut self, table: Table, batch: &RecordBatch, alerts: &mut Vec<Alert>) {
+        if batch.num_rows() == 0 {
+            return;
+        }
         if table == Table::Invocations {
             if let Some(stream) = &mut self.stream {
                 stream.push(batch, alerts);
@@ -238,29 +285,80 @@ impl Engine {
     }
 }
 
-/// Where an engine's learned state is kept between runs: `<dir>/checkpoint.json` (the anomaly stream),
-/// `<dir>/security.json` (the security detections) and `<dir>/progress.json` (how far event time is
-/// scored), each replaced atomically, the progress last.
+/// Where an engine's learned state is kept between runs: `checkpoint.json` (the anomaly stream),
+/// `security.json` (the security detections) and `progress.json` (how far event time is scored, the open
+/// alert groups), each replaced atomically, the progress last. In a directory (`<data>/detect/` of one
+/// process), or in the shared location under a prefix (a detection partition's state, which moves between
+/// processes: `cluster`).
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
-    dir: PathBuf,
+    place: Place,
 }
+
+#[derive(Debug, Clone)]
+enum Place {
+    Dir(PathBuf),
+    Shared { location: store::Location, prefix: String },
+}
+
+const STREAM_FILE: &str = "checkpoint.json";
+const SECURITY_FILE: &str = "security.json";
+const PROGRESS_FILE: &str = "progress.json";
 
 impl Checkpoints {
     pub fn new(dir: impl Into<PathBuf>) -> Checkpoints {
-        Checkpoints { dir: dir.into() }
+        Checkpoints { place: Place::Dir(dir.into()) }
+    }
+
+    /// Checkpoints as objects under `prefix` of the shared location.
+    pub fn shared(location: store::Location, prefix: impl Into<String>) -> Checkpoints {
+        Checkpoints { place: Place::Shared { location, prefix: prefix.into() } }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        match &self.place {
+            Place::Dir(dir) => dir.join(name),
+            Place::Shared { prefix, .. } => PathBuf::from(format!("{prefix}/{name}")),
+        }
     }
 
     pub fn stream_path(&self) -> PathBuf {
-        self.dir.join("checkpoint.json")
+        self.path(STREAM_FILE)
     }
 
     pub fn security_path(&self) -> PathBuf {
-        self.dir.join("security.json")
+        self.path(SECURITY_FILE)
     }
 
     pub fn progress_path(&self) -> PathBuf {
-        self.dir.join("progress.json")
+        self.path(PROGRESS_FILE)
+    }
+
+    fn read(&self, name: &str) -> Option<Vec<u8>> {
+        match &self.place {
+            Place::Dir(dir) => read_if_present(&dir.join(name)),
+            Place::Shared { location, prefix } => {
+                let key = format!("{prefix}/{name}");
+                match object_io(location.get_opt(&key)) {
+                    Ok(bytes) => bytes.map(|b| b.to_vec()),
+                    Err(e) => {
+                        tracing::warn!(path = %key, error = %e, "checkpoint unreadable; starting afresh");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&self, name: &str, bytes: Vec<u8>) -> Result<(), DetectError> {
+        match &self.place {
+            Place::Dir(dir) => write_atomically(&dir.join(name), &bytes),
+            Place::Shared { location, prefix } => {
+                let key = format!("{prefix}/{name}");
+                object_io(location.put(&key, bytes.into()))
+                    .map_err(|e| DetectError::Checkpoint(format!("cannot write {key}: {e}")))
+            }
+        }
     }
 
     /// An engine with the learned state of the last checkpoint where there is a usable one; a part
@@ -268,7 +366,7 @@ impl Checkpoints {
     /// afresh, with a warning that says why.
     pub fn load(&self, config: &EngineConfig, rules: SigmaRules) -> Engine {
         let mut engine = Engine::new(config, rules);
-        if let (Some(stream_config), Some(bytes)) = (&config.anomaly, read_if_present(&self.stream_path())) {
+        if let (Some(stream_config), Some(bytes)) = (&config.anomaly, self.read(STREAM_FILE)) {
             match AnomalyStream::restore(stream_config.clone(), &bytes) {
                 Ok(stream) => engine.stream = Some(stream),
                 Err(e) => tracing::warn!(
@@ -278,7 +376,7 @@ impl Checkpoints {
                 ),
             }
         }
-        if let (Some(security), Some(bytes)) = (&mut engine.security, read_if_present(&self.security_path())) {
+        if let (Some(security), Some(bytes)) = (&mut engine.security, self.read(SECURITY_FILE)) {
             if let Err(e) = security.restore_state(&bytes) {
                 tracing::warn!(
                     path = %self.security_path().display(),
@@ -287,7 +385,7 @@ impl Checkpoints {
                 );
             }
         }
-        if let Some(bytes) = read_if_present(&self.progress_path()) {
+        if let Some(bytes) = self.read(PROGRESS_FILE) {
             match serde_json::from_slice::<Progress>(&bytes) {
                 Ok(progress) if progress.version == PROGRESS_VERSION => {
                     engine.scored_through_us = progress.scored_through_us;
@@ -304,13 +402,14 @@ impl Checkpoints {
         engine
     }
 
-    /// Writes the engine's state: each file to a temporary beside it, fsynced, then renamed over it.
+    /// Writes the engine's state: each file replaced atomically (a temporary fsynced and renamed over
+    /// it, or one object put), the progress last.
     pub fn save(&self, engine: &Engine) -> Result<(), DetectError> {
         if let Some(stream) = &engine.stream {
-            write_atomically(&self.stream_path(), &stream.checkpoint()?)?;
+            self.write(STREAM_FILE, stream.checkpoint()?)?;
         }
         if let Some(security) = &engine.security {
-            write_atomically(&self.security_path(), &security.checkpoint()?)?;
+            self.write(SECURITY_FILE, security.checkpoint()?)?;
         }
         let progress = Progress {
             version: PROGRESS_VERSION,
@@ -319,10 +418,27 @@ impl Checkpoints {
             open_alerts: engine.dedup.checkpoint(),
         };
         let bytes = serde_json::to_vec(&progress).map_err(|e| DetectError::Checkpoint(e.to_string()))?;
-        write_atomically(&self.progress_path(), &bytes)?;
+        self.write(PROGRESS_FILE, bytes)?;
         crate::metrics::metrics().checkpoints.inc();
         Ok(())
     }
+}
+
+/// Runs an object-store call to completion from any thread, inside an async runtime or not: on a thread
+/// of its own with a runtime of its own (checkpoints are written once a step, so the cost is small).
+fn object_io<T: Send, F: std::future::Future<Output = store::Result<T>> + Send>(future: F) -> store::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| store::StoreError::Internal(format!("a runtime for checkpoint IO: {e}")))?
+                    .block_on(future)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(store::StoreError::Internal("checkpoint IO panicked".into())))
+    })
 }
 
 const PROGRESS_VERSION: u32 = 1;
@@ -340,11 +456,33 @@ pub struct Progress {
     pub open_alerts: Vec<crate::dedup::OpenGroup>,
 }
 
+impl Progress {
+    /// How far scoring and learning have come, as `coldtrail info --json` shows it.
+    pub fn summary(&self) -> serde_json::Value {
+        let learning: Vec<serde_json::Value> = self
+            .learning
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "account": l.account,
+                    "watched_seconds": l.watched_us / 1_000_000,
+                    "required_seconds": l.required_us / 1_000_000,
+                    "learned": l.learned(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "scored_through": self.scored_through_us.map(store::time::format_seconds),
+            "learning": learning,
+        })
+    }
+}
+
 impl Checkpoints {
     /// What the last checkpoint says of scoring and learning; `None` when there is none (or it cannot be
     /// read).
     pub fn progress(&self) -> Option<Progress> {
-        serde_json::from_slice(&read_if_present(&self.progress_path())?).ok()
+        serde_json::from_slice(&self.read(PROGRESS_FILE)?).ok()
     }
 }
 

@@ -22,6 +22,7 @@
 
 pub mod alert;
 pub mod anomaly;
+pub mod cluster;
 pub mod dedup;
 pub mod engine;
 pub mod error;

@@ -26,6 +26,7 @@ use store::time::{MICROS_PER_MINUTE, MICROS_PER_SECOND};
 use store::{Appended, Store, Table, TimeRange};
 
 use crate::alert::{alerts_batch, Alert};
+use crate::cluster::{cluster_bounds, Ownership, StoredAlerts, INPUT_IDLE_AFTER};
 use crate::engine::{Checkpoints, Engine, EngineStats};
 use crate::error::DetectError;
 use crate::replay::{minute_ceiling, minute_floor, score_range, stored_span};
@@ -53,7 +54,22 @@ pub struct LiveConfig {
     /// no particular order (export objects one per log stream, say): their delivery order says nothing
     /// about event time, so everything is scored at stop, as one replay.
     pub score_while_running: bool,
+    /// Detection of one partition of a cluster (`cluster`): reads every process's sealed rows, waits for
+    /// every live process's unsealed ones, stores each alert id once cluster-wide and checkpoints after
+    /// every step. `None`: one process detects on what it stores.
+    pub cluster: Option<ClusterScope>,
 }
+
+/// One detection partition of a cluster, and when a silent process is taken as gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterScope {
+    pub ownership: Ownership,
+    /// A process that has not published its unsealed rows for this long no longer holds back the watermark.
+    pub silent_after: Duration,
+}
+
+/// How often a cluster member reads the others' unsealed rows and their new segments.
+const CLUSTER_TICK: Duration = Duration::from_secs(2);
 
 /// The default allowed lateness: 15 minutes.
 pub const LATENESS_DEFAULT_US: i64 = 15 * MICROS_PER_MINUTE;
@@ -65,6 +81,7 @@ impl Default for LiveConfig {
             future_skew_us: 5 * MICROS_PER_MINUTE,
             idle_after: Duration::from_secs(120),
             score_while_running: true,
+            cluster: None,
         }
     }
 }
@@ -93,6 +110,10 @@ impl DetectionThread {
         checkpoints: Checkpoints,
         config: LiveConfig,
     ) -> Result<DetectionThread, DetectError> {
+        let mut engine = engine;
+        if let Some(cluster) = &config.cluster {
+            engine.set_ownership(cluster.ownership);
+        }
         let receiver = store.subscribe(&engine.tables(), QUEUE_APPENDS_MAX);
         let stop = Arc::new(AtomicBool::new(false));
         let end = Arc::new(std::sync::Mutex::new(InputEnd::Open));
@@ -167,6 +188,12 @@ struct Live<'a> {
     live_input: bool,
     last_rows: Instant,
     reads: Reads,
+    /// In a cluster: the oldest event time any live process holds unsealed, and the event time through
+    /// which their input partitions have delivered, when last read.
+    cluster_unsealed: Option<i64>,
+    cluster_inputs: Option<i64>,
+    cluster_read: Option<Instant>,
+    stored_alerts: StoredAlerts,
 }
 
 impl<'a> Live<'a> {
@@ -191,6 +218,10 @@ impl<'a> Live<'a> {
             live_input: newest_us >= now.saturating_sub(config.lateness_us),
             last_rows: Instant::now(),
             reads: Reads::default(),
+            cluster_unsealed: None,
+            cluster_inputs: None,
+            cluster_read: None,
+            stored_alerts: StoredAlerts::default(),
         }
     }
 
@@ -203,6 +234,9 @@ impl<'a> Live<'a> {
                 Err(RecvTimeoutError::Timeout) if stopping => return Ok(()),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if self.config.cluster.is_some() && self.cluster_read.is_none_or(|at| at.elapsed() >= CLUSTER_TICK) {
+                self.read_cluster();
             }
             if let Some(watermark) = self.watermark().filter(|_| self.config.score_while_running) {
                 self.score_until(minute_floor(watermark))?;
@@ -241,7 +275,47 @@ impl<'a> Live<'a> {
                 alerts.extend(self.engine.push_late(*table, &late));
             }
         }
+        self.store_raised(alerts)
+    }
+
+    /// Stores raised alerts; in a cluster only those no process stored yet.
+    fn store_raised(&mut self, alerts: Vec<Alert>) -> Result<(), DetectError> {
+        if self.config.cluster.is_none() || alerts.is_empty() {
+            return store_alerts(self.store, &alerts);
+        }
+        let from = self.engine.scored_through_us().unwrap_or(i64::MIN);
+        let (store, stored) = (self.store, &mut self.stored_alerts);
+        let alerts = self.runtime.block_on(stored.unstored(store, from, alerts))?;
         store_alerts(self.store, &alerts)
+    }
+
+    /// In a cluster: reads how far every live process has sealed its rows, then the new segments (in that
+    /// order, so that what was sealed before the read is in the catalog), and the newest event time.
+    fn read_cluster(&mut self) {
+        let Some(cluster) = self.config.cluster else { return };
+        self.cluster_read = Some(Instant::now());
+        let store = self.store;
+        match self.runtime.block_on(cluster_bounds(store, cluster.silent_after)) {
+            Ok((oldest, inputs)) => (self.cluster_unsealed, self.cluster_inputs) = (oldest, inputs),
+            Err(e) => {
+                // Not knowing what the others hold, score nothing new.
+                tracing::warn!(error = %e, "reading the cluster's unsealed rows failed; retrying");
+                self.cluster_unsealed = Some(i64::MIN);
+                return;
+            }
+        }
+        if let Err(e) = self.runtime.block_on(store.refresh()) {
+            tracing::warn!(error = %e, "reading the other processes' segments failed; retrying");
+            self.cluster_unsealed = Some(i64::MIN);
+            return;
+        }
+        let cap = store::time::now_micros().saturating_add(self.config.future_skew_us);
+        if let Some((_, newest)) = stored_span(store, &self.engine.tables()) {
+            if newest.min(cap) > self.newest_us {
+                self.newest_us = newest.min(cap);
+                self.last_rows = Instant::now();
+            }
+        }
     }
 
     /// Event time before which the stored rows are complete, if there is any.
@@ -252,6 +326,23 @@ impl<'a> Live<'a> {
         let mut watermark = self.newest_us.saturating_sub(self.config.lateness_us);
         if self.live_input && self.last_rows.elapsed() >= self.config.idle_after {
             watermark = watermark.max(store::time::now_micros().saturating_sub(self.config.lateness_us));
+        }
+        // Partitioned inputs (Kafka) deliver in event-time order per partition, not across partitions:
+        // event time is complete only up to the slowest partition held (less the lateness). In a cluster,
+        // the slowest of every live process's, and rows some process holds unsealed are not readable yet.
+        let inputs = match self.config.cluster {
+            Some(_) => self.cluster_inputs,
+            None => self.store.input_watermark(INPUT_IDLE_AFTER),
+        };
+        if let Some(inputs) = inputs {
+            watermark = watermark.min(inputs.saturating_sub(self.config.lateness_us));
+        }
+        if let (Some(_), Some(unsealed)) = (self.config.cluster, self.cluster_unsealed) {
+            watermark = watermark.min(unsealed);
+        }
+        // An input that has delivered nothing yet holds everything back.
+        if watermark < i64::MIN / 4 {
+            return None;
         }
         crate::metrics::metrics().watermark.set(watermark.div_euclid(MICROS_PER_SECOND));
         Some(watermark)
@@ -270,16 +361,32 @@ impl<'a> Live<'a> {
             return Ok(());
         }
         let (store, engine) = (self.store, &mut self.engine);
-        let stats = self
-            .runtime
-            .block_on(score_range(store, engine, TimeRange::new(from, target), |a| store_alerts(store, &a)))?;
+        let mut raised = Vec::new();
+        let clustered = self.config.cluster.is_some();
+        let stats = self.runtime.block_on(score_range(store, engine, TimeRange::new(from, target), |a| {
+            if clustered {
+                raised.extend(a);
+                Ok(())
+            } else {
+                store_alerts(store, &a)
+            }
+        }))?;
         for (range, seq) in stats.reads {
             self.reads.note(range, seq);
+        }
+        if clustered {
+            // Stored, sealed where the others read, then checkpointed: a new owner re-scoring from the
+            // checkpoint finds these ids stored and stores none twice.
+            self.store_raised(raised)?;
+            self.runtime.block_on(store.flush_table(Table::Alerts))?;
         }
         self.engine.set_scored_through(target);
         crate::metrics::metrics().scored_through.set(target.div_euclid(MICROS_PER_SECOND));
         if let Some(required) = self.engine.learning_required_us() {
             crate::metrics::publish_learning(&self.engine.learning(), required);
+        }
+        if clustered {
+            self.checkpoints.save(&self.engine)?;
         }
         Ok(())
     }
@@ -305,7 +412,11 @@ impl<'a> Live<'a> {
         }
         // Open alert groups stay open in the checkpoint (a restart goes on counting them, as one run
         // would have); their current rows are stored now.
-        store_alerts(self.store, &self.engine.flush_open())?;
+        let open = self.engine.flush_open();
+        self.store_raised(open)?;
+        if self.config.cluster.is_some() {
+            self.runtime.block_on(self.store.flush_table(Table::Alerts))?;
+        }
         let mut stats = self.engine.stats();
         stats.checkpoint_error = save_at_stop(&self.checkpoints, &self.engine).err().map(|e| e.to_string());
         Ok(stats)

@@ -206,6 +206,36 @@ fn yes() -> bool {
     true
 }
 
+/// Scores every row of a `timestamp,value` CSV series (`coldtrail detect-series`): NAB's results format
+/// (`timestamp,value,anomaly_score`), and a warning for each kind of irregular timestamp met.
+pub fn score_series(text: &str) -> Result<(String, Vec<String>), crate::DetectError> {
+    let rows = parse_series(text)?;
+    let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    let step = median_step(&times);
+    let mut detector = SeriesDetector::new(SeriesConfig::for_step(step));
+    let mut clock = ScoringClock::new(step);
+    let mut out = String::with_capacity(text.len() + rows.len() * 24);
+    out.push_str("timestamp,value,anomaly_score\n");
+    for (stamp, ts, value) in &rows {
+        let verdict = detector.observe(clock.time_of(*ts), *value);
+        out.push_str(&format!("{stamp},{value},{}\n", verdict.score));
+    }
+    let odd = clock.irregularities;
+    let warnings = [
+        (
+            odd.steps_back,
+            "timestamps step back (a repeated clock hour?): each is scored one usual step after the row before",
+        ),
+        (odd.duplicates, "timestamps repeat the one before: each is scored at that time"),
+        (odd.gaps, "gaps are longer than twice the usual step"),
+    ]
+    .into_iter()
+    .filter(|(count, _)| *count > 0)
+    .map(|(count, what)| format!("{count} {what}"))
+    .collect();
+    Ok((out, warnings))
+}
+
 /// The typical step of a series: the median gap between its first timestamps.
 pub fn median_step(times_us: &[i64]) -> i64 {
     let mut gaps: Vec<i64> = times_us.windows(2).take(1_000).map(|w| w[1] - w[0]).filter(|g| *g > 0).collect();

@@ -100,6 +100,30 @@ fn split_stream(stream: &str) -> Option<(&str, i32)> {
     Some((topic, partition.parse().ok()?))
 }
 
+/// The newest event time of the rows decoded from each input stream (the `ingest_source` column).
+fn newest_by_stream(rows: &[(store::Table, arrow::array::RecordBatch)]) -> BTreeMap<String, i64> {
+    use arrow::array::{Array, AsArray};
+    let mut newest: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, batch) in rows {
+        let Ok(index) = batch.schema().index_of("ingest_source") else { continue };
+        let Ok(sources) = arrow::compute::cast(batch.column(index), &arrow::datatypes::DataType::Utf8) else {
+            continue;
+        };
+        let sources = sources.as_string::<i32>();
+        let Some(times) = batch.column(0).as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>() else {
+            continue;
+        };
+        for row in 0..batch.num_rows() {
+            if sources.is_null(row) || times.is_null(row) {
+                continue;
+            }
+            let entry = newest.entry(sources.value(row).to_string()).or_insert(i64::MIN);
+            *entry = (*entry).max(times.value(row));
+        }
+    }
+    newest
+}
+
 /// Counts of what the source did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KafkaStats {
@@ -291,6 +315,12 @@ impl KafkaSource {
         if !self.consumer.context().assigned.swap(false, std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
+        // The partitions held hold the detection watermark back until they deliver (`Store::input_open`).
+        if let Ok(list) = self.consumer.assignment() {
+            for element in list.elements() {
+                self.store.input_open(&position_stream(element.topic(), element.partition()));
+            }
+        }
         // A process that cannot learn this must not consume: it could store records twice.
         let mut delay = Duration::from_millis(200);
         loop {
@@ -316,6 +346,9 @@ impl KafkaSource {
         if revoked.is_empty() {
             return;
         }
+        for (topic, partition) in &revoked {
+            self.store.input_close(&position_stream(topic, *partition));
+        }
         let before = batch.len();
         batch.retain(|m| !revoked.contains(&(m.topic().to_string(), m.partition())));
         *batch_bytes = batch.iter().map(|m| m.payload().map_or(0, <[u8]>::len)).sum();
@@ -333,8 +366,12 @@ impl KafkaSource {
         for _ in 0..CONFLICT_RETRIES_MAX {
             let (rows, positions, expected, stored) = self.decode(batch);
             let commit_positions = positions.clone();
+            let newest = newest_by_stream(&rows);
             match self.sink.append(rows, positions, expected).await {
                 Ok(_) => {
+                    for (stream, newest_us) in newest {
+                        self.store.input_note(&stream, newest_us);
+                    }
                     self.stats.batches += 1;
                     self.stats.stored_records += stored;
                     self.remember(&commit_positions);

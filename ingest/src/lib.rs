@@ -13,6 +13,7 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod lambda;
+pub mod membership;
 pub mod metrics;
 pub mod pipeline;
 pub mod s3;

@@ -53,7 +53,7 @@ pub enum SourceKind {
     Http,
 }
 
-const DEFAULT_GROUP: &str = "coldtrail";
+pub const DEFAULT_GROUP: &str = "coldtrail";
 const DEFAULT_POLL_SECS: f64 = 60.0;
 
 impl SourceConfig {

@@ -204,6 +204,8 @@ check "every record stored exactly once across SIGKILLs" \
 mkdir -p "$work/scale"
 check "two serve processes in one group on one location: split, SIGKILL and SIGTERM takeovers, psql sees all, each record sealed once" \
     timeout 600 python3 tests/e2e/scale_out_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/scale"
+check "detection scales out: one serve and two in a group (one stopped half-way) store the same alert ids" \
+    timeout 1200 python3 tests/e2e/detect_scale_out_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/detect-scale"
 
 echo "-- detection: NAB results format, replay of generated traffic, alerts queried over SQL"
 nab="$work/ec2_cpu_utilization_825cc2.csv"

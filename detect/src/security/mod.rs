@@ -357,6 +357,14 @@ impl SecurityDetections {
         }
     }
 
+    /// Learns the function names of invocations another detection partition scores (`cluster`): a role
+    /// session named after one is then recognised.
+    pub fn note_functions(&mut self, batch: &RecordBatch) {
+        for row in InvocationRow::rows(batch) {
+            self.state.controlplane.note_function(&row.function);
+        }
+    }
+
     /// Rows that came after their minute was scored: only the detections that need no order and learn
     /// nothing run over them (injection, Sigma), so that a late row neither corrupts learned state nor goes
     /// unexamined. The control plane's and the windowed detections see rows in event-time order only.

@@ -46,6 +46,18 @@ impl Store {
         Ok(flushed)
     }
 
+    /// Flushes the hot partitions of one table (the `alerts` of a detection step, say, so that the other
+    /// processes see them before the step is checkpointed).
+    pub async fn flush_table(&self, table: Table) -> Result<usize> {
+        let of_table: Vec<(Table, i64)> = lock(&self.state).hot.keys().filter(|(t, _)| *t == table).copied().collect();
+        if of_table.is_empty() {
+            return Ok(0);
+        }
+        let flushed = self.flush_partitions(&of_table).await?;
+        self.checkpoint_and_collect_wal().await?;
+        Ok(flushed)
+    }
+
     pub(super) async fn flush_partitions(&self, partitions: &[(Table, i64)]) -> Result<usize> {
         let mut ledger = self.ledger.lock().await;
         let mut flushed = 0;

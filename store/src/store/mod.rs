@@ -2,6 +2,7 @@
 //! in the ledger, applies retention and compaction, and serves scans over hot rows and segments together.
 
 mod append;
+mod inputs;
 mod maintenance;
 mod open;
 mod positions;
@@ -199,6 +200,8 @@ pub struct Store {
     ledger: tokio::sync::Mutex<LedgerWriter>,
     /// Subscribers to appended rows (see `Store::subscribe`).
     taps: Mutex<Vec<Arc<Tap>>>,
+    /// Event-time progress of the partitioned inputs this process holds (`inputs`).
+    inputs: Mutex<BTreeMap<String, inputs::InputProgress>>,
 }
 
 fn apply_entry(catalog: &mut BTreeMap<Table, BTreeMap<String, SegmentInfo>>, signed: &SignedEntry) {

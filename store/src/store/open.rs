@@ -94,6 +94,7 @@ impl Store {
             state: Mutex::new(state),
             ledger: tokio::sync::Mutex::new(ledger),
             taps: Mutex::new(Vec::new()),
+            inputs: Mutex::new(BTreeMap::new()),
         })
     }
 }

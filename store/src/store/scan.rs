@@ -110,6 +110,33 @@ impl Store {
         }
     }
 
+    /// The oldest event time among this process's rows of `tables` not yet sealed into segments (which
+    /// the other processes cannot read yet); `None` when every row is sealed.
+    pub fn unsealed_oldest(&self, tables: &[Table]) -> Option<i64> {
+        let state = lock(&self.state);
+        tables
+            .iter()
+            .filter_map(|table| {
+                // Partitions are ordered by hour: the first one of the table with rows holds the oldest.
+                let (_, partition) = state
+                    .hot
+                    .range((*table, i64::MIN)..=(*table, i64::MAX))
+                    .find(|(_, p)| p.batches.iter().any(|(_, b)| b.num_rows() > 0))?;
+                partition
+                    .batches
+                    .iter()
+                    .filter_map(|(_, batch)| {
+                        batch
+                            .column(0)
+                            .as_any()
+                            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+                            .and_then(arrow::compute::min)
+                    })
+                    .min()
+            })
+            .min()
+    }
+
     /// The hours (numbers since the epoch) in which any of `tables` holds rows, sealed or hot, that overlap
     /// `range`, in order: what a reader walks instead of every hour of a range that may span years.
     pub fn stored_hours(&self, tables: &[Table], range: TimeRange) -> Vec<i64> {
