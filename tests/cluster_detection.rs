@@ -169,11 +169,11 @@ async fn three_processes_with_a_sigkill_and_a_sigterm_raise_and_deliver_what_one
     }
     let bootstrap = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
-    // Five hours of a fleet that ended ten minutes ago (the anomaly baselines learn for hours): every run scores the same minutes (the last one
-    // stays open: its input has not ended), whatever the wall clock did meanwhile.
+    // Five hours of a fleet from a fixed start (the fleet's traffic follows the time of day, so a fixed
+    // start gives the same traffic, and the same anomalies found, on every run; the anomaly baselines
+    // learn for hours). Every run scores the same minutes: the last one stays open, its input has not ended.
     let minutes = 300;
-    let now = chrono::Utc::now().timestamp_micros();
-    let start_us = (now - (minutes + 10) * MINUTE_US).div_euclid(MINUTE_US) * MINUTE_US;
+    let start_us = 1_796_083_200_000_000 - 2 * 24 * 60 * MINUTE_US; // 2026-11-29T00:00:00Z
     let start = chrono::DateTime::from_timestamp_micros(start_us).unwrap().to_rfc3339();
     coldtrail(&[
         "--data",

@@ -25,8 +25,8 @@ topics = [(f"{PREFIX}lambda-logs", 4), (f"{PREFIX}cloudtrail", 2), (f"{PREFIX}xr
 for future in admin.create_topics([NewTopic(t, n, 1) for t, n in topics]).values():
     future.result(30)
 
-now = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
-start = now - datetime.timedelta(minutes=MINUTES + 10)
+# A fixed start: the fleet's traffic follows the time of day, so the same anomalies are found on every run.
+start = datetime.datetime(2026, 11, 29, tzinfo=datetime.timezone.utc)
 subprocess.run(
     [coldtrail, "--data", f"{work}/gen", "generate", "--functions", "8", "--minutes", str(MINUTES), "--start",
      start.isoformat().replace("+00:00", "Z"), "--seed", "5", "--anomaly", "spike:3:240", "--anomaly", "errors:6:245",
