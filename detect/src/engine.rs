@@ -141,19 +141,8 @@ impl Engine {
     /// detectors (their minutes are scored already), and run through the security detections that need
     /// no order (injection, Sigma). Returns the alerts to store.
     pub fn push_late(&mut self, table: Table, batch: &RecordBatch) -> Vec<Alert> {
-        let owned;
-        let batch = match table {
-            _ if self.ownership.is_whole() => batch,
-            Table::Cloudtrail if self.ownership.owns_accounts() => batch,
-            Table::Invocations | Table::Logs => match self.ownership.split(batch) {
-                Ok((mine, _)) => {
-                    owned = mine;
-                    &owned
-                }
-                Err(_) => return Vec::new(),
-            },
-            _ => return Vec::new(),
-        };
+        let Some((batch, _)) = self.owned(table, batch) else { return Vec::new() };
+        let batch = &batch;
         if batch.num_rows() == 0 {
             return Vec::new();
         }
@@ -181,25 +170,31 @@ impl Engine {
         self.ownership = ownership;
     }
 
-    fn detect(&mut self, table: Table, batch: &RecordBatch, alerts: &mut Vec<Alert>) {
-        if self.ownership.is_whole() {
-            return self.detect_owned(table, batch, alerts);
-        }
+    /// The rows of `batch` this engine detects on and, for a detection partition's invocations and
+    /// logs, the others; `None` when it owns none of the table's rows.
+    fn owned(&self, table: Table, batch: &RecordBatch) -> Option<(RecordBatch, Option<RecordBatch>)> {
         match table {
-            Table::Cloudtrail if self.ownership.owns_accounts() => self.detect_owned(table, batch, alerts),
+            _ if self.ownership.is_whole() => Some((batch.clone(), None)),
+            Table::Cloudtrail if self.ownership.owns_accounts() => Some((batch.clone(), None)),
             Table::Invocations | Table::Logs => match self.ownership.split(batch) {
-                Ok((mine, theirs)) => {
-                    self.detect_owned(table, &mine, alerts);
-                    // CloudTrail's owner learns every function's name (a role session named after one).
-                    if let (Table::Invocations, true, Some(security)) =
-                        (table, self.ownership.owns_accounts(), &mut self.security)
-                    {
-                        security.note_functions(&theirs);
-                    }
+                Ok((mine, theirs)) => Some((mine, Some(theirs))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rows not split by ownership; not scored");
+                    None
                 }
-                Err(e) => tracing::warn!(error = %e, "rows not split by ownership; not scored"),
             },
-            _ => {}
+            _ => None,
+        }
+    }
+
+    fn detect(&mut self, table: Table, batch: &RecordBatch, alerts: &mut Vec<Alert>) {
+        let Some((mine, theirs)) = self.owned(table, batch) else { return };
+        self.detect_owned(table, &mine, alerts);
+        // CloudTrail's owner learns every function's name (a role session named after one).
+        if let (Table::Invocations, Some(theirs), true, Some(security)) =
+            (table, theirs, self.ownership.owns_accounts(), &mut self.security)
+        {
+            security.note_functions(&theirs);
         }
     }
 

@@ -160,8 +160,6 @@ fn canonical(table: Table, batches: &[RecordBatch]) -> Result<Option<RecordBatch
     Ok(Some(take_record_batch(&batch, &order).map_err(sort)?))
 }
 
-/// Replays stored history: `score_range` over `range` widened to whole minutes, then closes every alert
-/// group (`coldtrail detect`, `coldtrail hunt`, and a bounded ingest at its end).
 /// Replays `range` and drops its alerts: the engine learns from stored history (`hunt --learn-from`).
 /// Ends at the minute `range` ends in, so that a replay from there scores each minute once.
 pub async fn learn(store: &Store, engine: &mut Engine, range: TimeRange) -> Result<(), DetectError> {
@@ -172,6 +170,8 @@ pub async fn learn(store: &Store, engine: &mut Engine, range: TimeRange) -> Resu
     Ok(())
 }
 
+/// Replays stored history: `score_range` over `range` widened to whole minutes, then closes every alert
+/// group (`coldtrail detect`, `coldtrail hunt`, and a bounded ingest at its end).
 pub async fn replay(
     store: &Store,
     engine: &mut Engine,
