@@ -3,7 +3,6 @@
 //! lines in CloudWatch Logs subscription payloads, X-Ray segment documents and the team's CloudTrail,
 //! written to files (`--out DIR`) or published to Kafka (`--kafka BROKERS`).
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use workload::cloudtrail::{routine, Team};
 use anyhow::{bail, Context};
 use clap::Args;
 use store::{Store, Table};
+use workload::shapes::{write_file, Shape};
 use workload::{fleet, invocations_batch, Anomaly, Generator, Injection, Rng};
 
 use crate::commands::Paths;
@@ -62,6 +62,10 @@ pub struct GenerateArgs {
     /// Share of invocations traced by X-Ray (files and Kafka).
     #[arg(long, default_value_t = 0.05)]
     xray_sample: f64,
+    /// With --out: the shape of the log files, as an AWS delivery path or tool writes them (gzip'd
+    /// subscription payloads by default; `workload::shapes::Shape::ALL` lists the others).
+    #[arg(long, default_value = "subscription", requires = "out")]
+    shape: workload::shapes::Shape,
 }
 
 fn parse_anomaly(spec: &str, start_us: i64, n_functions: usize) -> anyhow::Result<Injection> {
@@ -180,18 +184,14 @@ async fn append(store: &Store, generator: &Generator, pending: &mut Vec<workload
 
 /// Where `deliver` puts what it renders.
 enum Sink {
-    Files { dir: std::path::PathBuf, logs: BTreeMap<String, Vec<u8>>, xray: Vec<u8>, trail: Vec<Value>, files: u64 },
+    Files { dir: std::path::PathBuf, shape: Shape, logs: Vec<Value>, xray: Vec<u8>, trail: Vec<Value>, files: u64 },
     Kafka { producer: ingest::kafka::Publisher, prefix: String },
 }
 
 impl Sink {
-    fn log_payload(&mut self, function: &str, log_stream: &str, payload: &Value) -> anyhow::Result<()> {
+    fn log_payload(&mut self, log_stream: &str, payload: &Value) -> anyhow::Result<()> {
         match self {
-            Sink::Files { logs, .. } => {
-                let buffer = logs.entry(function.to_string()).or_default();
-                serde_json::to_writer(&mut *buffer, payload)?;
-                buffer.push(b'\n');
-            }
+            Sink::Files { logs, .. } => logs.push(payload.clone()),
             Sink::Kafka { producer, prefix } => {
                 producer.send(&format!("{prefix}lambda-logs"), log_stream, payload.to_string().as_bytes())?;
             }
@@ -226,14 +226,17 @@ impl Sink {
     /// Files: writes the hour's buffers (gzip, then renamed into place). Kafka: serves delivery reports.
     fn end_hour(&mut self, hour_us: i64) -> anyhow::Result<()> {
         match self {
-            Sink::Files { dir, logs, xray, trail, files } => {
+            Sink::Files { dir, shape, logs, xray, trail, files } => {
                 let hour = workload::render::iso_millis(hour_us)[..13].to_string();
-                for (function, buffer) in std::mem::take(logs) {
-                    write_gz(&dir.join("logs").join(&function).join(format!("{hour}.ndjson.gz")), &buffer)?;
+                for (path, bytes) in workload::shapes::render(*shape, &std::mem::take(logs), &hour) {
+                    match shape {
+                        Shape::Subscription => write_file(&dir.join(format!("{path}.gz")), &bytes, true)?,
+                        _ => write_file(&dir.join(path), &bytes, false)?,
+                    }
                     *files += 1;
                 }
                 if !xray.is_empty() {
-                    write_gz(&dir.join("xray").join(format!("{hour}.ndjson.gz")), &std::mem::take(xray))?;
+                    write_file(&dir.join("xray").join(format!("{hour}.ndjson.gz")), &std::mem::take(xray), true)?;
                     *files += 1;
                 }
                 if !trail.is_empty() {
@@ -244,7 +247,7 @@ impl Sink {
                         workload::fleet::ACCOUNT,
                         workload::fleet::REGION
                     );
-                    write_gz(&dir.join("cloudtrail").join(name), &body)?;
+                    write_file(&dir.join("cloudtrail").join(name), &body, true)?;
                     *files += 1;
                 }
             }
@@ -252,21 +255,6 @@ impl Sink {
         }
         Ok(())
     }
-}
-
-fn write_gz(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let partial = path.with_extension("partial");
-    let mut encoder = flate2::write::GzEncoder::new(
-        std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?,
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(bytes)?;
-    encoder.finish()?.sync_all()?;
-    std::fs::rename(&partial, path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
 }
 
 /// Renders the workload into files or Kafka, an hour at a time.
@@ -278,9 +266,14 @@ fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> an
         generator.inject(injection);
     }
     let mut sink = match (&args.out, &args.kafka) {
-        (Some(dir), _) => {
-            Sink::Files { dir: dir.clone(), logs: BTreeMap::new(), xray: Vec::new(), trail: Vec::new(), files: 0 }
-        }
+        (Some(dir), _) => Sink::Files {
+            dir: dir.clone(),
+            shape: args.shape,
+            logs: Vec::new(),
+            xray: Vec::new(),
+            trail: Vec::new(),
+            files: 0,
+        },
         (None, Some(brokers)) => Sink::Kafka {
             producer: ingest::kafka::Publisher::new(brokers)
                 .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?,
@@ -319,8 +312,8 @@ fn deliver(args: &GenerateArgs, start_us: i64, injections: Vec<Injection>) -> an
             sink.segment(trace_id, segment)?;
             n_segments += 1;
         }
-        for (function_idx, log_stream, payload) in &rendered.payloads {
-            sink.log_payload(&functions[*function_idx].name, log_stream, payload)?;
+        for (_, log_stream, payload) in &rendered.payloads {
+            sink.log_payload(log_stream, payload)?;
         }
         if minute_us >= start_us + (trail_day + 1) * day_us {
             trail_day += 1;

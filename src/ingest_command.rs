@@ -199,6 +199,9 @@ fn print_summary(
     for (reason, count) in &stats.dead_letters {
         outln!("  dead letters {reason}: {count}");
     }
+    if let Some(note) = stats.borrowed_times_note() {
+        outln!("  {note}");
+    }
     if let Some(detected) = detected {
         let late: u64 = detected.late_rows.values().sum();
         outln!(

@@ -2,7 +2,10 @@
 //! events and trace ids into exactly one `invocations` row per request id, whatever order they come in.
 //!
 //! An invocation is emitted as soon as its `START` and `REPORT` are both seen; one missing a part waits
-//! until event time has moved `grace` past its last part, or until the end of a finite input. Emitted
+//! until event time in its own log stream has moved `grace` past its last part (inputs that are read
+//! one log group or stream after another, such as saved API pages or export objects, do not cut each
+//! other's invocations short), until event time anywhere has moved `QUIET_GRACE_FACTOR` times `grace`
+//! past it (its environment went quiet for good), or until the end of a finite input. Emitted
 //! request ids are remembered (bounded) so that a part arriving after emission does not make a second row.
 //! Memory is bounded by `pending_max`: past it, the oldest pending invocation is emitted as it is.
 
@@ -16,6 +19,10 @@ use store::rows::{bounded, TableBuilder, Value};
 pub const EVENT_PAYLOAD_BYTES_MAX: usize = 8 * 1024;
 /// Bytes of an error message kept in `error_message`.
 pub const ERROR_MESSAGE_BYTES_MAX: usize = 2 * 1024;
+
+/// How many `grace` periods event time in any stream must move past an invocation's last part before
+/// it is emitted although its own log stream has not moved on.
+pub const QUIET_GRACE_FACTOR: i64 = 24;
 
 /// Where an invocation's parts came from.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +76,8 @@ struct Pending {
 struct Environment {
     cold_next: bool,
     current_request: Option<String>,
+    /// The newest event time of a line in this environment.
+    newest_ts: i64,
 }
 
 /// Counters of the assembler, for metrics and the ingest summary.
@@ -168,6 +177,13 @@ impl Assembler {
     /// completed invocations are appended to `out` right away.
     pub fn observe(&mut self, message: &Message<'_>, ts: i64, origin: &Origin<'_>, out: &mut TableBuilder) {
         let environment = origin.environment();
+        match self.environments.get_mut(environment) {
+            Some(env) => env.newest_ts = env.newest_ts.max(ts),
+            None => {
+                let env = Environment { newest_ts: ts, ..Environment::default() };
+                self.environments.insert(environment.to_string(), env);
+            }
+        }
         match message {
             Message::InitStart { .. } => {
                 self.environments.entry(environment.to_string()).or_default().cold_next = true;
@@ -312,11 +328,28 @@ impl Assembler {
         }
     }
 
-    /// Emits every invocation whose last part is older than `watermark - grace`.
+    /// Emits every invocation whose last part is `grace` older than the newest line of its log stream,
+    /// or `QUIET_GRACE_FACTOR` times `grace` older than `watermark_micros`, the newest event time of all.
+    /// A trace waiting for its request's lines has no stream: it waits `grace` behind the watermark.
     pub fn flush_older_than(&mut self, watermark_micros: i64, out: &mut TableBuilder) {
-        let cutoff = watermark_micros.saturating_sub(self.grace_micros);
-        let due: Vec<String> =
-            self.pending.iter().filter(|(_, p)| p.last_ts < cutoff).map(|(id, _)| id.clone()).collect();
+        let grace = self.grace_micros;
+        let quiet_cutoff = watermark_micros.saturating_sub(grace.saturating_mul(QUIET_GRACE_FACTOR));
+        let environments = &self.environments;
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                if p.last_ts < quiet_cutoff {
+                    return true;
+                }
+                if !p.logged {
+                    return p.last_ts < watermark_micros.saturating_sub(grace);
+                }
+                let environment = p.log_stream.as_deref().unwrap_or(&p.source);
+                environments.get(environment).is_some_and(|env| p.last_ts < env.newest_ts.saturating_sub(grace))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in due {
             self.emit(&id, out);
         }

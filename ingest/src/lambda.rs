@@ -588,6 +588,8 @@ struct JsonLine<'a> {
     message: Option<MaybeStr<'a>>,
     msg: Option<MaybeStr<'a>>,
     has_error_type: bool,
+    /// A key of a CloudWatch Logs event around a message (`logGroup`, `@message`, ...): `events` reads it.
+    has_event_key: bool,
 }
 
 impl<'de> serde::Deserialize<'de> for JsonLine<'de> {
@@ -623,6 +625,11 @@ impl<'de> serde::Deserialize<'de> for JsonLine<'de> {
                             line.has_error_type = true;
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
+                        "logGroup" | "log_group" | "logGroupName" | "@log" | "logStream" | "log_stream"
+                        | "logStreamName" | "@logStream" | "@message" | "eventId" | "ingestionTime" => {
+                            line.has_event_key = true;
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
                         _ => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
@@ -647,7 +654,7 @@ pub fn parse_json_fast(text: &str) -> Option<(Option<i64>, Message<'_>)> {
     }
     let has_message = line.message.is_some() || line.msg.is_some();
     let has_time_or_level = line.timestamp.is_some() || line.time.is_some() || line.levels[0].is_some();
-    if !has_message || !has_time_or_level || line.has_error_type {
+    if !has_message || !has_time_or_level || line.has_error_type || line.has_event_key {
         return None;
     }
     let ts = line.time.as_deref().or(line.timestamp.as_deref()).and_then(timestamp::parse);

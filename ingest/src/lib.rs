@@ -9,6 +9,7 @@ pub mod assemble;
 pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod error;
+pub mod events;
 pub mod file;
 pub mod http;
 pub mod kafka;

@@ -12,6 +12,7 @@ use store::Table;
 
 use crate::assemble::{Assembler, AssemblyStats, Origin};
 use crate::cloudwatch::{export_stream_of_key, function_of_group, Subscription};
+use crate::events::{self, Event};
 use crate::lambda::{self, Message};
 use crate::{cloudtrail, timestamp, trace};
 use store::rows::{bounded, TableBuilder, Value};
@@ -43,6 +44,9 @@ pub enum Format {
     XRay,
     /// OTLP/JSON traces.
     Otlp,
+    /// CloudWatch Logs events as tools write them: NDJSON of events, pages of `aws logs
+    /// filter-log-events` or `get-log-events`, Logs Insights results as JSON or CSV.
+    Events,
 }
 
 impl std::str::FromStr for Format {
@@ -57,9 +61,10 @@ impl std::str::FromStr for Format {
             "cloudtrail" => Format::CloudTrail,
             "xray" => Format::XRay,
             "otlp" => Format::Otlp,
+            "events" => Format::Events,
             other => {
                 return Err(format!(
-                    "unknown format {other:?}: auto, lambda, subscription, export, cloudtrail, xray, otlp"
+                    "unknown format {other:?}: auto, lambda, subscription, export, cloudtrail, xray, otlp, events"
                 ))
             }
         })
@@ -88,6 +93,10 @@ pub struct IngestStats {
     pub cloudtrail_events: u64,
     pub spans: u64,
     pub control_messages: u64,
+    /// Log lines with no time of their own, given the time of the line before them.
+    pub times_inferred: u64,
+    /// Log lines with no time of their own and none before them, given the time of the ingest.
+    pub times_of_ingest: u64,
     pub dead_letters: BTreeMap<&'static str, u64>,
     pub assembly: AssemblyStats,
 }
@@ -95,6 +104,17 @@ pub struct IngestStats {
 impl IngestStats {
     pub fn dead_letters_total(&self) -> u64 {
         self.dead_letters.values().sum()
+    }
+
+    /// What the summary of an ingest says of log lines that had no time of their own, if there were any.
+    pub fn borrowed_times_note(&self) -> Option<String> {
+        (self.times_inferred + self.times_of_ingest > 0).then(|| {
+            format!(
+                "log lines without a time of their own: {} given a neighbouring line's time, {} the time of the \
+                 ingest (their format says which: text+inferred_time, text+ingest_time, ...)",
+                self.times_inferred, self.times_of_ingest
+            )
+        })
     }
 
     /// Adds what was counted since `before` to the process's metrics.
@@ -150,6 +170,12 @@ pub struct Pipeline {
     assembler: Assembler,
     /// The latest event time seen: drives emission of incomplete invocations.
     watermark_micros: i64,
+    /// The log stream that the unit being read belongs to, when its source or key names one.
+    unit_stream: Option<String>,
+    /// The time of the last line of this unit that had one, and of the first one that has one: what a
+    /// line without a time of its own is given.
+    unit_last_ts: Option<i64>,
+    unit_first_ts: Option<i64>,
     pub stats: IngestStats,
     /// The stats as last added to the metrics.
     reported: IngestStats,
@@ -160,7 +186,7 @@ pub struct Pipeline {
 pub fn splits_at_lines(bytes: &[u8]) -> bool {
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
     let body = &bytes[start..];
-    if is_gzip(bytes) || body.starts_with(b"H4sI") || body.starts_with(b"[") {
+    if is_gzip(bytes) || body.starts_with(b"H4sI") || body.starts_with(b"[") || events::is_insights_csv(body) {
         return false;
     }
     if body.starts_with(b"{") {
@@ -208,6 +234,9 @@ impl Pipeline {
             dead_letters: TableBuilder::new(Table::DeadLetters),
             assembler: Assembler::new(config.pending_invocations_max, config.assembly_grace_micros),
             watermark_micros: i64::MIN,
+            unit_stream: None,
+            unit_last_ts: None,
+            unit_first_ts: None,
             stats: IngestStats::default(),
             reported: IngestStats::default(),
         }
@@ -253,7 +282,15 @@ impl Pipeline {
     pub fn ingest(&mut self, format: Format, bytes: &[u8], unit: &Unit<'_>) {
         self.stats.units += 1;
         self.stats.bytes += bytes.len() as u64;
-        self.decode(format, bytes, unit, 0);
+        let context = resolve_context(unit);
+        let unit = match &context {
+            Some((group, _)) => Unit { log_group: Some(group), ..*unit },
+            None => *unit,
+        };
+        self.unit_stream = context.as_ref().and_then(|(_, stream)| stream.clone());
+        (self.unit_last_ts, self.unit_first_ts) = (None, None);
+        self.decode(format, bytes, &unit, 0);
+        self.unit_stream = None;
         // Parts inside one unit come in any order (export objects are not time-ordered): invocations
         // are completed only once the whole unit is read.
         self.assembler.emit_completed(&mut self.invocations);
@@ -286,6 +323,7 @@ impl Pipeline {
             Format::Auto => self.auto(bytes, unit, depth),
             Format::Lambda | Format::Export => self.text_lines(bytes, unit),
             Format::Subscription => self.subscription_bytes(bytes, unit),
+            Format::Events => self.events(bytes, unit),
             Format::CloudTrail | Format::XRay | Format::Otlp => match serde_json::from_slice::<Json>(bytes) {
                 Ok(json) => self.document(format, &json, bytes, unit),
                 Err(error) if !bytes.trim_ascii().contains(&b'\n') => self.json_error(&error, bytes, unit),
@@ -328,6 +366,9 @@ impl Pipeline {
                 return self.decode(Format::Auto, &decoded, unit, depth + 1);
             }
         }
+        if events::is_insights_csv(body) {
+            return self.insights_csv(body, unit);
+        }
         if body[0] == b'{' || body[0] == b'[' {
             // A subscription payload is parsed straight into borrowed structs: the hot path.
             // CloudWatch writes `messageType` first; serialisers that sort keys write it last.
@@ -337,12 +378,23 @@ impl Pipeline {
                     return self.subscription(subscription, unit);
                 }
             }
-            match serde_json::from_slice::<Json>(body) {
+            let error = match serde_json::from_slice::<Json>(body) {
                 Ok(json) => return self.json(&json, body, unit, depth),
-                Err(error) if !body.contains(&b'\n') => return self.json_error(&error, body, unit),
-                Err(_) => {}
+                Err(error) => error,
+            };
+            // Documents written back to back (`}{`, as Firehose writes records to S3), or one broken one.
+            let first_line = body.split(|b| *b == b'\n').next().unwrap_or(body);
+            if serde_json::from_slice::<serde::de::IgnoredAny>(first_line).is_err()
+                && self.concatenated(body, unit, depth)
+            {
+                return;
             }
-            // Newline-delimited: each line is JSON or a text line.
+            if !body.contains(&b'\n') {
+                return self.json_error(&error, body, unit);
+            }
+            // Newline-delimited: each line is JSON or a text line. NDJSON of CloudWatch events and of
+            // Lambda JSON log lines each have a fast path; the one that took the last line goes first.
+            let mut events_first = false;
             for (line_idx, line) in body.split(|b| *b == b'\n').enumerate() {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -351,10 +403,16 @@ impl Pipeline {
                 let position = format!("{}:{}", unit.position, line_idx + 1);
                 let line_unit = Unit { position: &position, ..*unit };
                 if line.first() == Some(&b'{') && line.len() <= LINE_BYTES_MAX {
-                    // Most lines are Lambda JSON log lines: read those without a `Value`.
-                    if let Some((text, parsed)) =
-                        std::str::from_utf8(line).ok().and_then(|t| Some((t, lambda::parse_json_fast(t)?)))
-                    {
+                    let text = std::str::from_utf8(line).ok();
+                    if events_first {
+                        if let Some(event) = text.and_then(events::parse_line) {
+                            self.event(&event, &line_unit, line_unit.position);
+                            continue;
+                        }
+                    }
+                    // Lambda JSON log lines, read without a `Value`.
+                    if let Some((text, parsed)) = text.and_then(|t| Some((t, lambda::parse_json_fast(t)?))) {
+                        events_first = false;
                         let context = self.context(&line_unit, None);
                         self.log_message_parsed(
                             &context,
@@ -365,6 +423,13 @@ impl Pipeline {
                             Some(parsed),
                         );
                         continue;
+                    }
+                    if !events_first {
+                        if let Some(event) = text.and_then(events::parse_line) {
+                            events_first = true;
+                            self.event(&event, &line_unit, line_unit.position);
+                            continue;
+                        }
                     }
                     match serde_json::from_slice::<Json>(line) {
                         Ok(json) => self.json(&json, line, &line_unit, depth),
@@ -380,6 +445,9 @@ impl Pipeline {
     }
 
     fn json(&mut self, json: &Json, raw: &[u8], unit: &Unit<'_>, depth: usize) {
+        if let Some(event) = events::of_value(json) {
+            return self.event(&event, unit, unit.position);
+        }
         // Lambda log lines first: they are the bulk of NDJSON input, and the checks for the other
         // formats below cost a dozen key lookups each.
         let is_log_line = json.get("type").and_then(Json::as_str).is_some_and(|t| t.starts_with("platform."))
@@ -388,7 +456,8 @@ impl Pipeline {
         if is_log_line {
             if let Ok(text) = std::str::from_utf8(raw) {
                 let context = self.context(unit, None);
-                let parsed = lambda::parse_json_value(json, text);
+                let (ts, message) = lambda::parse_json_value(json, text);
+                let parsed = (ts.or_else(|| timestamp::of_record(json)), message);
                 return self.log_message_parsed(&context, None, text.trim(), unit, unit.position, Some(parsed));
             }
         }
@@ -437,19 +506,123 @@ impl Pipeline {
             }
             return;
         }
+        if let Some(events) = events::of_document(json) {
+            let mut position = String::new();
+            for (idx, event) in events.iter().enumerate() {
+                position.clear();
+                use std::fmt::Write;
+                let _ = write!(position, "{}#{idx}", unit.position);
+                self.event(event, unit, &position);
+            }
+            return;
+        }
         if cloudtrail::looks_like(json) {
             return self.cloudtrail_json(json, raw, unit);
         }
         if trace::looks_like(json) {
             return self.trace_json(json, raw, unit);
         }
-        self.dead_letter(
+        // A JSON record of an unknown shape that says when it happened is a log line of some program.
+        if let (Some(ts), Ok(text)) = (timestamp::of_record(json), std::str::from_utf8(raw)) {
+            let context = self.context(unit, None);
+            return self.log_message(&context, Some(ts), text.trim(), unit, unit.position);
+        }
+        self.dead_letter_at(
+            timestamp::of_record(json),
             "unrecognised_json",
             "JSON that is no log, CloudTrail or trace format",
             raw,
             unit.source,
             unit.position,
         )
+    }
+
+    /// One CloudWatch Logs event of any shape but a subscription payload's.
+    fn event(&mut self, event: &Event<'_>, unit: &Unit<'_>, position: &str) {
+        let fallback = self.unit_stream.take();
+        let context = Context {
+            log_group: event.log_group.as_deref().or(unit.log_group),
+            log_stream: event.log_stream.as_deref().or(fallback.as_deref()),
+            account: event.account.as_deref(),
+        };
+        self.log_message(&context, event.ts, &event.message, unit, position);
+        self.unit_stream = fallback;
+    }
+
+    /// A unit forced to `Format::Events`.
+    fn events(&mut self, bytes: &[u8], unit: &Unit<'_>) {
+        if events::is_insights_csv(bytes) {
+            return self.insights_csv(bytes, unit);
+        }
+        match serde_json::from_slice::<Json>(bytes) {
+            Ok(json) => {
+                if let Some(event) = events::of_value(&json) {
+                    return self.event(&event, unit, unit.position);
+                }
+                match events::of_document(&json) {
+                    Some(_) => self.json(&json, bytes, unit, 0),
+                    None => self.dead_letter(
+                        "not_an_event",
+                        "JSON that holds no log events",
+                        bytes,
+                        unit.source,
+                        unit.position,
+                    ),
+                }
+            }
+            Err(error) if !bytes.trim_ascii().contains(&b'\n') => self.json_error(&error, bytes, unit),
+            Err(_) => {
+                for (line_idx, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                    let line = line.trim_ascii();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let position = format!("{}:{}", unit.position, line_idx + 1);
+                    match std::str::from_utf8(line).ok().and_then(events::parse_line) {
+                        Some(event) => self.event(&event, unit, &position),
+                        None => {
+                            self.dead_letter("not_an_event", "line that is no log event", line, unit.source, &position)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logs Insights results saved as CSV.
+    fn insights_csv(&mut self, bytes: &[u8], unit: &Unit<'_>) {
+        for (record, event) in events::of_insights_csv(bytes) {
+            let position = format!("{}:{record}", unit.position);
+            match event {
+                Ok(event) => self.event(&event, unit, &position),
+                Err(error) => self.dead_letter("bad_csv", &error, &[], unit.source, &position),
+            }
+        }
+    }
+
+    /// JSON documents back to back with nothing or white space between them, each read as a unit of its
+    /// own; what follows a broken one is a dead letter. `false`, having read nothing, when the first
+    /// document is broken: the bytes are something else.
+    fn concatenated(&mut self, body: &[u8], unit: &Unit<'_>, depth: usize) -> bool {
+        let mut documents = serde_json::Deserializer::from_slice(body).into_iter::<serde::de::IgnoredAny>();
+        let mut start = 0;
+        let mut idx = 0usize;
+        while let Some(document) = documents.next() {
+            let end = documents.byte_offset();
+            let position = format!("{}@{idx}", unit.position);
+            let document_unit = Unit { position: &position, ..*unit };
+            match document {
+                Ok(_) => self.auto(&body[start..end], &document_unit, depth + 1),
+                Err(_) if idx == 0 => return false,
+                Err(error) => {
+                    self.json_error(&error, &body[start..], &document_unit);
+                    break;
+                }
+            }
+            start = end;
+            idx += 1;
+        }
+        idx > 0
     }
 
     fn json_error(&mut self, error: &serde_json::Error, raw: &[u8], unit: &Unit<'_>) {
@@ -520,7 +693,8 @@ impl Pipeline {
                 Ok(()) => self.stats.cloudtrail_events += 1,
                 Err(rejected) => {
                     let raw = record.to_string();
-                    self.dead_letter(rejected.reason, &rejected.detail, raw.as_bytes(), unit.source, &position);
+                    let ts = timestamp::of_record(record);
+                    self.dead_letter_at(ts, rejected.reason, &rejected.detail, raw.as_bytes(), unit.source, &position);
                 }
             }
         }
@@ -549,6 +723,9 @@ impl Pipeline {
     /// Lines of Lambda logs: text or JSON messages, optionally behind an export timestamp, with
     /// continuation lines (stack traces) joined to the message they belong to.
     fn text_lines(&mut self, bytes: &[u8], unit: &Unit<'_>) {
+        if self.unit_last_ts.is_none() && self.unit_first_ts.is_none() {
+            self.unit_first_ts = first_time_in(bytes);
+        }
         let stream_from_key = unit.key.and_then(export_stream_of_key);
         let mut message = String::new();
         let mut message_ts = None;
@@ -640,7 +817,7 @@ impl Pipeline {
     ) {
         if text.len() > LINE_BYTES_MAX {
             let reason = format!("message of {} bytes over {LINE_BYTES_MAX}", text.len());
-            return self.dead_letter("oversized_line", &reason, text.as_bytes(), unit.source, position);
+            return self.dead_letter_at(event_ts, "oversized_line", &reason, text.as_bytes(), unit.source, position);
         }
         let parsed = parsed.or_else(|| {
             if text.starts_with('{') {
@@ -649,19 +826,31 @@ impl Pipeline {
                 None
             }
         });
-        let (json_ts, message, format): (Option<i64>, Message<'_>, &str) = match parsed {
-            Some((ts, message)) => (ts, message, "json"),
-            None => (None, lambda::parse_text(text), "text"),
+        let (json_ts, message, json) = match parsed {
+            Some((ts, message)) => (ts, message, true),
+            None => (None, lambda::parse_text(text), false),
         };
         let line_ts = match &message {
             Message::App { ts_micros, .. } => *ts_micros,
             _ => None,
         };
-        let ts = event_ts.or(json_ts).or(line_ts).unwrap_or(if self.watermark_micros == i64::MIN {
-            store::time::now_micros()
-        } else {
-            self.watermark_micros
-        });
+        // The event's own time; else, said in `format`, the time of the line before it in this unit (a
+        // START line among bare messages), of the first line after it that has one, or of the ingest.
+        let (ts, format) = match event_ts.or(json_ts).or(line_ts) {
+            Some(ts) => {
+                self.unit_last_ts = Some(ts);
+                (ts, if json { "json" } else { "text" })
+            }
+            None if self.unit_last_ts.or(self.unit_first_ts).is_some() => {
+                self.stats.times_inferred += 1;
+                let ts = self.unit_last_ts.or(self.unit_first_ts).expect("checked");
+                (ts, if json { "json+inferred_time" } else { "text+inferred_time" })
+            }
+            None => {
+                self.stats.times_of_ingest += 1;
+                (store::time::now_micros(), if json { "json+ingest_time" } else { "text+ingest_time" })
+            }
+        };
         self.watermark_micros = self.watermark_micros.max(ts);
         let function_name = context.log_group.and_then(function_of_group);
         let request_id: Option<&str> = message
@@ -693,11 +882,24 @@ impl Pipeline {
         self.assembler.observe(&message, ts, &origin, &mut self.invocations);
     }
 
-    /// Keeps a record that could not be decoded, with why.
+    /// Keeps a record that could not be decoded, with why, at the time of the ingest.
     pub fn dead_letter(&mut self, reason: &'static str, error: &str, raw: &[u8], source: &str, position: &str) {
+        self.dead_letter_at(None, reason, error, raw, source, position)
+    }
+
+    /// `dead_letter` at the record's own time when one could be read.
+    pub fn dead_letter_at(
+        &mut self,
+        ts: Option<i64>,
+        reason: &'static str,
+        error: &str,
+        raw: &[u8],
+        source: &str,
+        position: &str,
+    ) {
         *self.stats.dead_letters.entry(reason).or_default() += 1;
         self.dead_letters.push(&[
-            Value::Time(Some(store::time::now_micros())),
+            Value::Time(Some(ts.unwrap_or_else(store::time::now_micros))),
             Value::Text(Some(reason)),
             Value::Text(Some(bounded(error, 1024))),
             Value::Binary(Some(&raw[..raw.len().min(DEAD_LETTER_RAW_BYTES_MAX)])),
@@ -706,6 +908,34 @@ impl Pipeline {
             Value::Text(Some(position)),
         ]);
     }
+}
+
+/// The log group and stream of a unit when its source was told a template (`{N}` parts of the key,
+/// `GROUP:STREAM`) or its key names them (`…/aws/lambda/<function>/…`); `None` to keep the unit's.
+fn resolve_context(unit: &Unit<'_>) -> Option<(String, Option<String>)> {
+    match unit.log_group {
+        Some(template) if template.contains(['{', ':']) => events::resolve_group(template, unit.key),
+        Some(_) => None,
+        None => match events::context_of_key(unit.key?) {
+            (Some(group), stream) => Some((group, stream)),
+            _ => None,
+        },
+    }
+}
+
+/// Lines read looking for a unit's first time.
+const FIRST_TIME_LINES_MAX: usize = 1_000;
+
+/// The time of the first line among the first `FIRST_TIME_LINES_MAX` that has one: a timestamp before
+/// the message (export objects, Lambda's text format) or a time field of a JSON line.
+fn first_time_in(bytes: &[u8]) -> Option<i64> {
+    bytes.split(|b| *b == b'\n').take(FIRST_TIME_LINES_MAX).find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?.trim();
+        if line.starts_with('{') {
+            return timestamp::of_record(&serde_json::from_str::<Json>(line).ok()?);
+        }
+        timestamp::parse_prefix(line).map(|(ts, _)| ts)
+    })
 }
 
 /// Whether a line continues the message before it: stack frames, tracebacks, an `XRAY` suffix.

@@ -92,6 +92,51 @@ pub fn parse(text: &str) -> Option<i64> {
     (len == text.trim().len()).then_some(micros)
 }
 
+/// An epoch number in seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude (a
+/// time between 1973 and 5138 in seconds, or 1973 to 2286 in the finer units), to microseconds.
+pub fn epoch_to_micros(value: f64) -> Option<i64> {
+    if !value.is_finite() || value <= 0.0 {
+        return None;
+    }
+    let micros = if value < 1e11 {
+        value * 1e6
+    } else if value < 1e14 {
+        value * 1e3
+    } else if value < 1e17 {
+        value
+    } else {
+        value / 1e3
+    };
+    (micros < 7.258_118_4e15).then_some(micros.round() as i64)
+}
+
+/// A JSON time value: an epoch number (any unit, see `epoch_to_micros`), a string of one, or a
+/// timestamp string (RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` as Logs Insights prints, and the like).
+pub fn of_json(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::Number(number) => epoch_to_micros(number.as_f64()?),
+        serde_json::Value::String(text) => of_text(text),
+        _ => None,
+    }
+}
+
+/// `of_json` of a string.
+pub fn of_text(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !text.is_empty() {
+        return epoch_to_micros(text.parse().ok()?);
+    }
+    parse(text)
+}
+
+/// The fields that hold the time of a JSON record of unknown shape, in the order they are tried.
+pub const TIME_FIELDS: [&str; 5] = ["timestamp", "time", "@timestamp", "eventTime", "ts"];
+
+/// The time of a JSON record of unknown shape, from the first of `TIME_FIELDS` that holds one.
+pub fn of_record(record: &serde_json::Value) -> Option<i64> {
+    TIME_FIELDS.iter().find_map(|field| of_json(record.get(field)?))
+}
+
 /// Milliseconds since the epoch to microseconds, refusing values outside years 1970 to 2200.
 pub fn millis_to_micros(millis: i64) -> Option<i64> {
     (0..7_258_118_400_000).contains(&millis).then_some(millis * 1000)
@@ -122,6 +167,25 @@ mod tests {
         check("2024-08-01T13:47:16.Z", None);
         check("not a time", None);
         check("", None);
+    }
+
+    #[test]
+    fn epoch_numbers_of_every_unit_give_the_same_instant() {
+        let micros = 1_700_000_000_123_000;
+        assert_eq!(epoch_to_micros(1_700_000_000.123), Some(micros));
+        assert_eq!(epoch_to_micros(1_700_000_000_123.0), Some(micros));
+        assert_eq!(epoch_to_micros(1_700_000_000_123_000.0), Some(micros));
+        assert_eq!(epoch_to_micros(1_700_000_000_123_000_000.0), Some(micros));
+        assert_eq!(epoch_to_micros(0.0), None);
+        assert_eq!(epoch_to_micros(-5.0), None);
+        assert_eq!(epoch_to_micros(f64::NAN), None);
+        assert_eq!(of_json(&serde_json::json!("1700000000123")), Some(micros));
+        assert_eq!(of_json(&serde_json::json!("2023-11-14 22:13:20.123")), Some(micros));
+        assert_eq!(of_json(&serde_json::json!("2023-11-14T22:13:20.123Z")), Some(micros));
+        assert_eq!(of_json(&serde_json::json!(true)), None);
+        assert_eq!(of_record(&serde_json::json!({"msg": "x", "ts": 1_700_000_000.123})), Some(micros));
+        assert_eq!(of_record(&serde_json::json!({"eventTime": "2023-11-14T22:13:20.123Z"})), Some(micros));
+        assert_eq!(of_record(&serde_json::json!({"when": 1})), None);
     }
 
     #[test]

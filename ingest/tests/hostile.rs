@@ -123,12 +123,97 @@ fn unrecognised_json_and_bad_subscriptions_are_dead_letters() {
     assert_eq!(dead_letters(&batches)[0].0, "bad_subscription");
 }
 
+fn times(batches: &[(Table, RecordBatch)], table: Table) -> Vec<i64> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampMicrosecondType;
+    let mut out = Vec::new();
+    for (_, batch) in batches.iter().filter(|(t, _)| *t == table) {
+        out.extend(batch.column(0).as_primitive::<TimestampMicrosecondType>().values().iter().copied());
+    }
+    out
+}
+
+fn subscription(stream: &str, messages: &[&str]) -> String {
+    let events: Vec<serde_json::Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| serde_json::json!({"id": i.to_string(), "timestamp": 1_700_000_000_000i64 + i as i64, "message": m}))
+        .collect();
+    serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "/aws/lambda/f", "logStream": stream,
+        "subscriptionFilters": [], "logEvents": events})
+    .to_string()
+}
+
+#[test]
+fn payloads_back_to_back_are_each_read_and_a_truncated_last_one_is_a_dead_letter() {
+    let (a, b, c) =
+        (subscription("s1", &["one", "two"]), subscription("s2", &["three"]), subscription("s3", &["four"]));
+    let text = format!("{a}{b}{}", &c[..c.len() / 2]);
+    let (_, batches) = run(Format::Auto, text.as_bytes());
+    assert_eq!(rows(&batches, Table::Logs), 3);
+    let dead = dead_letters(&batches);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "truncated_json");
+    assert_eq!(dead[0].1, c.as_bytes()[..c.len() / 2].to_vec());
+    // Gzip'd members back to back, as Firehose writes them.
+    let gzip = |text: &str| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    };
+    let (_, batches) = run(Format::Auto, &[gzip(&a), gzip(&b), gzip(&c)].concat());
+    assert_eq!((rows(&batches, Table::Logs), rows(&batches, Table::DeadLetters)), (4, 0));
+}
+
+#[test]
+fn lines_without_a_time_of_their_own_say_so_and_dead_letters_keep_the_records_time() {
+    let id = "8f507cfc-1a2b-4697-b07a-ac58fc914c95";
+    // Bare messages: START borrows the time of the first line that has one, END the line's before it.
+    let text = format!(
+        "START RequestId: {id} Version: $LATEST\n2023-11-14T22:13:20.100Z\t{id}\tINFO\thi\nEND RequestId: {id}\n"
+    );
+    let (pipeline, batches) = run(Format::Auto, text.as_bytes());
+    assert_eq!(times(&batches, Table::Logs), vec![1_700_000_000_100_000; 3]);
+    assert_eq!(pipeline.stats.times_inferred, 2);
+    // Nothing to borrow from: the time of the ingest, said in the format.
+    let before = store::time::now_micros();
+    let (pipeline, batches) = run(Format::Auto, format!("END RequestId: {id}").as_bytes());
+    assert!(times(&batches, Table::Logs)[0] >= before);
+    assert_eq!(pipeline.stats.times_of_ingest, 1);
+    let format = batches.iter().find(|(t, _)| *t == Table::Logs).unwrap().1.column_by_name("format").unwrap().clone();
+    let format = cast(&format, &DataType::Utf8).unwrap();
+    assert_eq!(format.as_any().downcast_ref::<StringArray>().unwrap().value(0), "text+ingest_time");
+    // A CloudTrail record that is refused keeps its eventTime; an oversized message its event's time.
+    let trail = br#"{"Records": [{"eventTime": "2023-11-14T22:13:20Z", "eventName": "NoSource"}]}"#;
+    let (_, batches) = run(Format::CloudTrail, trail);
+    assert_eq!(times(&batches, Table::DeadLetters), vec![1_700_000_000_000_000]);
+    let huge = "x".repeat(ingest::pipeline::LINE_BYTES_MAX + 1);
+    let (_, batches) = run(Format::Auto, subscription("s1", &[&huge]).as_bytes());
+    assert_eq!(dead_letters(&batches)[0].0, "oversized_line");
+    assert_eq!(times(&batches, Table::DeadLetters), vec![1_700_000_000_000_000]);
+}
+
+#[test]
+fn forced_event_format_refuses_what_is_no_event_line_by_line() {
+    let text =
+        "{\"logGroup\":\"/aws/lambda/f\",\"timestamp\":1700000000000,\"message\":\"ok\"}\n{\"hello\":1}\nnot json\n";
+    let (_, batches) = run(Format::Events, text.as_bytes());
+    assert_eq!(rows(&batches, Table::Logs), 1);
+    let reasons: Vec<String> = dead_letters(&batches).into_iter().map(|d| d.0).collect();
+    assert_eq!(reasons, vec!["not_an_event", "not_an_event"]);
+    let csv = "@timestamp,@message\n2023-11-14 22:13:20.000,ok\n2023-11-14 22:13:21.000,\n\"unterminated";
+    let (_, batches) = run(Format::Auto, csv.as_bytes());
+    assert_eq!(rows(&batches, Table::Logs), 1);
+    assert_eq!(times(&batches, Table::Logs), vec![1_700_000_000_000_000]);
+    assert!(rows(&batches, Table::DeadLetters) >= 1);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn arbitrary_bytes_never_panic_in_any_format(bytes in prop::collection::vec(any::<u8>(), 0..2048), format_idx in 0usize..7) {
-        let format = [Format::Auto, Format::Lambda, Format::Subscription, Format::Export, Format::CloudTrail, Format::XRay, Format::Otlp][format_idx];
+    fn arbitrary_bytes_never_panic_in_any_format(bytes in prop::collection::vec(any::<u8>(), 0..2048), format_idx in 0usize..8) {
+        let format = [Format::Auto, Format::Lambda, Format::Subscription, Format::Export, Format::CloudTrail, Format::XRay, Format::Otlp, Format::Events][format_idx];
         let (_, batches) = run(format, &bytes);
         for (table, batch) in &batches {
             let (actual, expected) = (batch.schema(), table.schema());

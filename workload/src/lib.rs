@@ -5,7 +5,8 @@
 //!
 //! `cloudtrail` writes the routine CloudTrail activity of the team running that fleet (deployments,
 //! configuration, administrators, the functions' own role sessions). `render` turns invocations into what
-//! AWS would deliver about them: Lambda log lines in CloudWatch subscription payloads and X-Ray segments.
+//! AWS would deliver about them: Lambda log lines in CloudWatch subscription payloads and X-Ray segments;
+//! `shapes` renders those log events in every other shape that AWS and its tools deliver them.
 //! `stories` holds the attack stories of the demo and the tests.
 //!
 //! It is deterministic for a seed and knows nothing of parsing, detection or SQL; it depends on `store`
@@ -16,6 +17,7 @@ pub mod fleet;
 pub mod generator;
 pub mod render;
 pub mod rng;
+pub mod shapes;
 pub mod stories;
 
 pub use fleet::{fleet, Caller, FunctionProfile, Trigger};
