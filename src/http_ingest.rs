@@ -11,7 +11,7 @@ use store::Store;
 pub async fn serve(store: Arc<Store>, address: &str, token: String) -> anyhow::Result<()> {
     let address: SocketAddr = address.parse().with_context(|| format!("{address} is not an address:port"))?;
     let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
-    outln!("listening on http://{}/ingest", listener.local_addr()?);
+    outln!("listening on http://{0}/ingest (OTLP/HTTP at http://{0}/v1/traces and /v1/logs)", listener.local_addr()?);
     ingest::http::serve(listener, ingest::StoreSink::new(store.clone()), token, shutdown_signal()).await?;
     store.flush_all().await?;
     Ok(())

@@ -28,6 +28,7 @@ async fn subscription_payloads_posted_with_the_token_are_stored_before_the_answe
     let url = line
         .trim()
         .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
     let client = reqwest::Client::new();
@@ -74,6 +75,23 @@ async fn subscription_payloads_posted_with_the_token_are_stored_before_the_answe
     let answer: serde_json::Value = firehose.json().await.unwrap();
     assert_eq!(answer["requestId"], "req-1");
 
+    // OTLP/JSON: one good span and one without its trace id, which is kept as a dead letter and named
+    // in the partial success.
+    let otlp = serde_json::json!({"resourceSpans": [{"resource": {"attributes": [{"key": "faas.name", "value": {"stringValue": "orders"}}]},
+        "scopeSpans": [{"spans": [
+            {"traceId": "5759E988BD862E3FE1BE46A994272793", "spanId": "53995C3F42CD8AD8", "name": "handler", "kind": 2,
+             "startTimeUnixNano": "1709632800000000000", "endTimeUnixNano": "1709632800100000000"},
+            {"spanId": "0000000000000001", "name": "broken", "startTimeUnixNano": "1709632800000000000"}]}]}]});
+    let traces = url.replace("/ingest", "/v1/traces");
+    let answer = client.post(&traces).bearer_auth(TOKEN).json(&otlp).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1", "{answer}");
+    let unauthorised = client.post(&traces).json(&otlp).send().await.unwrap();
+    assert_eq!(unauthorised.status(), 401);
+    let wrong_type = client.post(&traces).bearer_auth(TOKEN).body("x").send().await.unwrap();
+    assert_eq!(wrong_type.status(), 415);
+
     let metrics = client.get(url.replace("/ingest", "/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains("ingest_dead_letters_total{reason=\"malformed_json\"} 1")
@@ -89,5 +107,6 @@ async fn subscription_payloads_posted_with_the_token_are_stored_before_the_answe
     assert_eq!(stats[&Table::Logs].segment_rows, 2);
     assert_eq!(stats[&Table::Invocations].segment_rows, 1);
     assert_eq!(stats[&Table::Cloudtrail].segment_rows, 1);
-    assert_eq!(stats[&Table::DeadLetters].segment_rows, 1, "the broken NDJSON line");
+    assert_eq!(stats[&Table::Spans].segment_rows, 1);
+    assert_eq!(stats[&Table::DeadLetters].segment_rows, 2, "the broken NDJSON line and the span without a trace id");
 }

@@ -416,7 +416,7 @@ impl Assembler {
             Value::Text(Some(status)),
             Value::Text(error_type.as_deref()),
             Value::Text(p.error_message.as_deref()),
-            Value::Text(p.trace_id.as_deref()),
+            Value::Text(p.trace_id.as_deref().map(crate::trace::canonical_id).as_deref()),
             Value::Text(Some(trigger.map_or("unknown", |t| t.trigger))),
             Value::Text(trigger.and_then(|t| t.source_ip.as_deref())),
             Value::Text(trigger.and_then(|t| t.user_agent.as_deref())),

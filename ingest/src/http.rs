@@ -1,7 +1,9 @@
 //! The HTTP source: an endpoint for CloudWatch Logs subscription payloads, Firehose HTTP deliveries,
-//! NDJSON and anything else the pipeline reads. `POST /ingest` with a bearer token (or Firehose's access
-//! key header); the answer comes only after the rows are durable in the store, so a sender that got a
-//! 200 may forget what it sent, and one that got an error sends it again.
+//! NDJSON and anything else the pipeline reads (`POST /ingest`), and an OTLP/HTTP receiver for
+//! OpenTelemetry exporters (`POST /v1/traces`, `POST /v1/logs`, protobuf or JSON, gzip or not), all with
+//! a bearer token (or Firehose's access key header). The answer comes only after the rows are durable in
+//! the store, so a sender that got a 200 may forget what it sent, and one that got an error sends it
+//! again. What cannot be decoded is stored as a dead letter and answered 400, which senders do not retry.
 
 use std::future::Future;
 
@@ -14,6 +16,7 @@ use axum::{Json, Router};
 use std::sync::Arc;
 
 use crate::error::IngestError;
+use crate::otlp::{self, Signal};
 use crate::pipeline::{Format, Pipeline, Unit};
 use crate::sink::StoreSink;
 
@@ -48,6 +51,11 @@ pub fn router(sink: StoreSink, token: String) -> Result<Router, IngestError> {
     let endpoint = Arc::new(Endpoint { sink, token, pipeline: tokio::sync::Mutex::new((Pipeline::default(), 0)) });
     Ok(Router::new()
         .route("/ingest", post(ingest))
+        .route(
+            "/v1/traces",
+            post(|s: State<Arc<Endpoint>>, h: HeaderMap, b: Bytes| otlp_export(s, h, b, Signal::Traces)),
+        )
+        .route("/v1/logs", post(|s: State<Arc<Endpoint>>, h: HeaderMap, b: Bytes| otlp_export(s, h, b, Signal::Logs)))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -82,18 +90,96 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// Whether the request carries the endpoint's token.
+fn authorised(headers: &HeaderMap, token: &str) -> bool {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-amz-firehose-access-key").and_then(|v| v.to_str().ok()));
+    presented.is_some_and(|presented| store::secret::constant_time_eq(presented.as_bytes(), token.as_bytes()))
+}
+
+/// An OTLP/HTTP export request: decoded, its spans or log records stored, and answered as the OTLP
+/// specification says (200 with a partial success naming what was rejected; 400 for a body that cannot
+/// be decoded, stored as a dead letter; 415 for another content type; 503, to retry, when storing failed).
+async fn otlp_export(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    body: Bytes,
+    signal: Signal,
+) -> Response {
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let protobuf = match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/x-protobuf" | "application/protobuf" => true,
+        "application/json" => false,
+        other => {
+            let message = format!("content type {other:?}: send application/x-protobuf or application/json");
+            return answer(StatusCode::UNSUPPORTED_MEDIA_TYPE, otlp::status(3, &message, false), false);
+        }
+    };
+    if !authorised(&headers, &endpoint.token) {
+        return answer(StatusCode::UNAUTHORIZED, otlp::status(16, "missing or wrong bearer token", protobuf), protobuf);
+    }
+    let gzipped =
+        headers.get("content-encoding").and_then(|v| v.to_str().ok()).is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+    let plain = if gzipped { crate::pipeline::gunzip(&body) } else { Ok(body.to_vec()) };
+    let decoded = plain.and_then(|plain| match protobuf {
+        true => otlp::protobuf_to_json(signal, &plain).map(|json| json.to_string().into_bytes()),
+        false => {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&plain).map(|_| plain).map_err(|e| format!("not JSON: {e}"))
+        }
+    });
+    let source = match signal {
+        Signal::Traces => "otlp:traces",
+        Signal::Logs => "otlp:logs",
+    };
+    let mut guard = endpoint.pipeline.lock().await;
+    let (pipeline, requests) = &mut *guard;
+    *requests += 1;
+    let position = requests.to_string();
+    let before = pipeline.stats.dead_letters_total();
+    let refused = match &decoded {
+        Ok(json) => {
+            pipeline.ingest(Format::Otlp, json, &Unit { source, position: &position, key: None, log_group: None });
+            None
+        }
+        Err(message) => {
+            pipeline.dead_letter("bad_otlp", message, &body, source, &position);
+            Some(message.clone())
+        }
+    };
+    let rejected = pipeline.stats.dead_letters_total() - before;
+    let batches = pipeline.take_batches();
+    if let Err(e) = endpoint.sink.append(batches, Vec::new(), Vec::new()).await {
+        tracing::error!(error = %e, "storing an OTLP export request failed");
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            otlp::status(14, &format!("not stored: {e}"), protobuf),
+            protobuf,
+        );
+    }
+    match refused {
+        Some(message) => answer(StatusCode::BAD_REQUEST, otlp::status(3, &message, protobuf), protobuf),
+        None => {
+            let why = "kept as dead letters: see the dead_letters table";
+            answer(StatusCode::OK, otlp::response(signal, protobuf, rejected, why), protobuf)
+        }
+    }
+}
+
+fn answer(status: StatusCode, body: Vec<u8>, protobuf: bool) -> Response {
+    let content_type = if protobuf { "application/x-protobuf" } else { "application/json" };
+    (status, [("content-type", content_type)], body).into_response()
+}
+
 async fn ingest(
     State(endpoint): State<Arc<Endpoint>>,
     Query(query): Query<IngestQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-amz-firehose-access-key").and_then(|v| v.to_str().ok()));
-    if !presented.is_some_and(|token| store::secret::constant_time_eq(token.as_bytes(), endpoint.token.as_bytes())) {
+    if !authorised(&headers, &endpoint.token) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     let format = match query.format.as_deref().map(str::parse::<Format>).transpose() {

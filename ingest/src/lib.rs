@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod lambda;
 pub mod membership;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod s3;
 pub mod sink;

@@ -159,6 +159,9 @@ struct Context<'a> {
     log_group: Option<&'a str>,
     log_stream: Option<&'a str>,
     account: Option<&'a str>,
+    /// The request the line belongs to when the record around it says (an OTLP log record's
+    /// `faas.invocation_id`) and the line does not.
+    request_id: Option<&'a str>,
 }
 
 pub struct Pipeline {
@@ -350,7 +353,99 @@ impl Pipeline {
     fn document(&mut self, format: Format, json: &Json, bytes: &[u8], unit: &Unit<'_>) {
         match format {
             Format::CloudTrail => self.cloudtrail_json(json, bytes, unit),
+            _ if json.get("resourceLogs").is_some() => self.otlp_logs(json, bytes, unit),
             _ => self.trace_json(json, bytes, unit),
+        }
+    }
+
+    /// OTLP log records (`resourceLogs`): each a log line of the function its resource names, at its own
+    /// time, joined to the request its attributes name.
+    fn otlp_logs(&mut self, json: &Json, raw: &[u8], unit: &Unit<'_>) {
+        let attributes = |value: Option<&Json>| -> serde_json::Map<String, Json> {
+            let mut out = serde_json::Map::new();
+            for attribute in value.and_then(|v| v.get("attributes")).and_then(Json::as_array).into_iter().flatten() {
+                if let (Some(key), Some(value)) = (attribute.get("key").and_then(Json::as_str), attribute.get("value"))
+                {
+                    out.insert(key.to_string(), trace::otlp_value(value));
+                }
+            }
+            out
+        };
+        let text = |map: &serde_json::Map<String, Json>, keys: &[&str]| -> Option<String> {
+            keys.iter().find_map(|key| match map.get(*key)? {
+                Json::String(text) => Some(text.clone()),
+                Json::Array(items) => items.first()?.as_str().map(str::to_string),
+                _ => None,
+            })
+        };
+        let mut records = 0usize;
+        for resource_logs in json.get("resourceLogs").and_then(Json::as_array).into_iter().flatten() {
+            let resource = attributes(resource_logs.get("resource"));
+            let function = text(&resource, &["faas.name"]);
+            let group = text(&resource, &["aws.log.group.names"])
+                .or_else(|| function.as_ref().map(|f| format!("/aws/lambda/{f}")));
+            let stream = text(&resource, &["aws.log.stream.names", "faas.instance"]);
+            let account = text(&resource, &["cloud.account.id"]);
+            let resource_request = text(&resource, &["faas.invocation_id"]);
+            let scopes = resource_logs.get("scopeLogs").or_else(|| resource_logs.get("instrumentationLibraryLogs"));
+            for record in scopes
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("logRecords")?.as_array())
+                .flatten()
+            {
+                let position = format!("{}#{records}", unit.position);
+                records += 1;
+                let own = attributes(Some(record));
+                let request =
+                    text(&own, &["faas.invocation_id", "faas.execution", "aws.request_id", "aws.lambda.request_id"])
+                        .or_else(|| resource_request.clone());
+                let nanos = |key: &str| trace::nanos(record.get(key)).filter(|micros| *micros > 0);
+                let ts = nanos("timeUnixNano").or_else(|| nanos("observedTimeUnixNano"));
+                let body = match record.get("body").map(trace::otlp_value) {
+                    Some(Json::String(text)) => text,
+                    Some(Json::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                if body.is_empty() {
+                    self.dead_letter_at(
+                        ts,
+                        "bad_otlp_log",
+                        "an OTLP log record without a body",
+                        record.to_string().as_bytes(),
+                        unit.source,
+                        &position,
+                    );
+                    continue;
+                }
+                if let (Some(request), Some(trace_id)) =
+                    (&request, record.get("traceId").and_then(Json::as_str).filter(|t| !t.is_empty()))
+                {
+                    let origin = Origin {
+                        function_name: function.as_deref(),
+                        source: unit.source,
+                        position: &position,
+                        ..Origin::default()
+                    };
+                    self.assembler.link_trace(
+                        request,
+                        &trace::xray_trace_id(trace_id),
+                        &origin,
+                        ts.unwrap_or_default(),
+                    );
+                }
+                let context = Context {
+                    log_group: group.as_deref(),
+                    log_stream: stream.as_deref(),
+                    account: account.as_deref(),
+                    request_id: request.as_deref(),
+                };
+                self.log_message(&context, ts, &body, unit, &position);
+            }
+        }
+        if records == 0 {
+            self.dead_letter("bad_otlp_log", "resourceLogs without log records", raw, unit.source, unit.position);
         }
     }
 
@@ -519,6 +614,9 @@ impl Pipeline {
         if cloudtrail::looks_like(json) {
             return self.cloudtrail_json(json, raw, unit);
         }
+        if json.get("resourceLogs").is_some() {
+            return self.otlp_logs(json, raw, unit);
+        }
         if trace::looks_like(json) {
             return self.trace_json(json, raw, unit);
         }
@@ -544,6 +642,7 @@ impl Pipeline {
             log_group: event.log_group.as_deref().or(unit.log_group),
             log_stream: event.log_stream.as_deref().or(fallback.as_deref()),
             account: event.account.as_deref(),
+            request_id: None,
         };
         self.log_message(&context, event.ts, &event.message, unit, position);
         self.unit_stream = fallback;
@@ -635,7 +734,7 @@ impl Pipeline {
     }
 
     fn context<'u>(&self, unit: &Unit<'u>, stream: Option<&'u str>) -> Context<'u> {
-        Context { log_group: unit.log_group, log_stream: stream, account: None }
+        Context { log_group: unit.log_group, log_stream: stream, ..Context::default() }
     }
 
     fn subscription_bytes(&mut self, bytes: &[u8], unit: &Unit<'_>) {
@@ -661,6 +760,7 @@ impl Pipeline {
                     log_group: subscription.log_group.as_deref().or(unit.log_group),
                     log_stream: subscription.log_stream.as_deref(),
                     account: subscription.owner,
+                    request_id: None,
                 };
                 // One position buffer for the whole payload: this is the hot loop.
                 let mut position = String::with_capacity(unit.position.len() + 8);
@@ -788,7 +888,7 @@ impl Pipeline {
         unit: &Unit<'_>,
         line: usize,
     ) {
-        let context = Context { log_group: unit.log_group, log_stream: stream, account: None };
+        let context = Context { log_group: unit.log_group, log_stream: stream, ..Context::default() };
         let position = format!("{}:{line}", unit.position);
         self.log_message(&context, ts, message, unit, &position);
     }
@@ -826,10 +926,13 @@ impl Pipeline {
                 None
             }
         });
-        let (json_ts, message, json) = match parsed {
+        let (json_ts, mut message, json) = match parsed {
             Some((ts, message)) => (ts, message, true),
             None => (None, lambda::parse_text(text), false),
         };
+        if let (Message::App { request_id: slot @ None, .. }, Some(id)) = (&mut message, context.request_id) {
+            *slot = Some(std::borrow::Cow::Owned(id.to_string()));
+        }
         let line_ts = match &message {
             Message::App { ts_micros, .. } => *ts_micros,
             _ => None,

