@@ -255,8 +255,8 @@ mod tests {
         assert_eq!(config.alerting.suppress.len(), 1);
         assert_eq!(config.alerting.ledger.as_ref().map(|l| l.destination.as_str()), Some("soc-webhook"));
         let kinds: Vec<_> = config.sources.iter().map(|s| s.kind).collect();
-        use ingest::sources::SourceKind;
-        assert_eq!(kinds, vec![SourceKind::Kafka, SourceKind::S3, SourceKind::S3, SourceKind::Http]);
+        use ingest::sources::SourceKind::{Cloudwatch, Http, Kafka, S3};
+        assert_eq!(kinds, vec![Kafka, S3, S3, Cloudwatch, Http]);
         assert_eq!(config.store.flush_after_secs, Some(60.0));
     }
 

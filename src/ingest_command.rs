@@ -16,16 +16,19 @@ use crate::commands::Paths;
 #[derive(clap::Args, Debug)]
 pub struct IngestArgs {
     /// Files or directories (recursive, plain or gzip), `-` for stdin, `s3://bucket/prefix` (each object
-    /// once), `kafka://BROKERS/TOPIC[:FORMAT][,TOPIC...]` (a consumer group), or `http://ADDR:PORT` (serve
-    /// `POST /ingest` until Ctrl-C).
+    /// once), `kafka://BROKERS/TOPIC[:FORMAT][,TOPIC...]` (a consumer group), `http://ADDR:PORT` (serve
+    /// `POST /ingest` and OTLP until Ctrl-C), or `cloudwatch://PREFIX[,PREFIX]` (the CloudWatch Logs API).
     #[arg(required = true)]
     inputs: Vec<String>,
-    /// Input format; detected per file when `auto`: auto, lambda, subscription, export, cloudtrail, xray, otlp.
+    /// Input format; detected per file when `auto`: auto, lambda, subscription, export, cloudtrail, xray, otlp, events.
     #[arg(long, default_value = "auto")]
     format: Format,
-    /// Log group of plain log files that do not name theirs (`/aws/lambda/<function>`).
+    /// Log group of files that do not name theirs; `{N}`, `{-N}`: parts of the path; `GROUP:STREAM`: a stream.
     #[arg(long)]
     log_group: Option<String>,
+    /// Where the log groups of a `cloudwatch://` input never read before start, back from now.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    since: i64,
     /// Ingest files again even when their position says they were ingested.
     #[arg(long)]
     again: bool,
@@ -65,14 +68,10 @@ fn show_progress(source: &FileSource, started: Instant) {
         "\r{} files, {:.1} MB, {} records, {} dead letters, {:.1} MB/s   ",
         source.stats.files_ingested,
         stats.bytes as f64 / 1e6,
-        records(stats),
+        stats.records(),
         stats.dead_letters_total(),
         stats.bytes as f64 / 1e6 / seconds
     );
-}
-
-fn records(stats: &IngestStats) -> u64 {
-    stats.log_lines + stats.cloudtrail_events + stats.spans + stats.dead_letters_total()
 }
 
 pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode> {
@@ -153,6 +152,10 @@ async fn ingest_input(
             stats.bytes as f64 / 1e6,
             stats.objects_skipped
         );
+    } else if input.starts_with("cloudwatch://") {
+        files.drain()?;
+        let since_ms = (store::time::now_micros() - args.since) / 1000;
+        outln!("{}", ingest::logs_api::ingest_url(input, since_ms, sink, files.pipeline_mut()).await?);
     } else if let Some(spec) = input.strip_prefix("kafka://") {
         files.drain()?;
         let stats = ingest_kafka(sink, args, spec).await?;
@@ -219,7 +222,7 @@ fn print_summary(
     }
     outln!(
         "throughput: {:.0} records/s, {:.1} MB/s",
-        records(stats) as f64 / seconds.max(1e-6),
+        stats.records() as f64 / seconds.max(1e-6),
         stats.bytes as f64 / 1e6 / seconds.max(1e-6)
     );
 }

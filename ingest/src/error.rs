@@ -12,6 +12,9 @@ pub enum IngestError {
     Store(#[from] store::StoreError),
     #[error("kafka error: {0}")]
     Kafka(String),
+    /// A cloud API request failed after its retries.
+    #[error("{0}")]
+    Api(String),
     /// A source's configuration is wrong: every problem, separated by `; `.
     #[error("{0}")]
     Config(String),
@@ -32,7 +35,7 @@ impl IngestError {
     /// Whether retrying may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            IngestError::Io { .. } | IngestError::Kafka(_) | IngestError::Listen { .. } => true,
+            IngestError::Io { .. } | IngestError::Kafka(_) | IngestError::Api(_) | IngestError::Listen { .. } => true,
             IngestError::Internal(_) | IngestError::Config(_) | IngestError::AppendFailedEarlier => false,
             IngestError::Store(e) => e.is_retryable(),
         }

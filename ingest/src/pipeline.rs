@@ -106,6 +106,11 @@ impl IngestStats {
         self.dead_letters.values().sum()
     }
 
+    /// Records read: log lines, CloudTrail events, spans and dead letters.
+    pub fn records(&self) -> u64 {
+        self.log_lines + self.cloudtrail_events + self.spans + self.dead_letters_total()
+    }
+
     /// What the summary of an ingest says of log lines that had no time of their own, if there were any.
     pub fn borrowed_times_note(&self) -> Option<String> {
         (self.times_inferred + self.times_of_ingest > 0).then(|| {
@@ -296,6 +301,27 @@ impl Pipeline {
         self.unit_stream = None;
         // Parts inside one unit come in any order (export objects are not time-ordered): invocations
         // are completed only once the whole unit is read.
+        self.assembler.emit_completed(&mut self.invocations);
+        self.assembler.flush_older_than(self.watermark_micros, &mut self.invocations);
+    }
+
+    /// Events read from the CloudWatch Logs API (`logs_api`): each a log line of `group` at its own time,
+    /// its position its event id (which a re-read of the overlap drops by).
+    pub fn ingest_api_events(&mut self, source: &str, group: &str, events: &[crate::logs_api::ApiEvent]) {
+        self.stats.units += 1;
+        let unit = Unit { source, position: "", key: None, log_group: Some(group) };
+        (self.unit_last_ts, self.unit_first_ts) = (None, None);
+        for api in events {
+            self.stats.bytes += api.message.len() as u64;
+            let event = Event {
+                message: std::borrow::Cow::Borrowed(&api.message),
+                ts: timestamp::millis_to_micros(api.timestamp_ms),
+                log_group: Some(std::borrow::Cow::Borrowed(group)),
+                log_stream: Some(std::borrow::Cow::Borrowed(&api.log_stream)),
+                account: None,
+            };
+            self.event(&event, &unit, &api.event_id);
+        }
         self.assembler.emit_completed(&mut self.invocations);
         self.assembler.flush_older_than(self.watermark_micros, &mut self.invocations);
     }

@@ -36,9 +36,15 @@ pub struct SourceConfig {
     /// librdkafka settings (`security.protocol`, `sasl.mechanism`, ...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
-    // s3
+    // s3 (and the polling of cloudwatch)
     pub url: Option<String>,
     pub poll_secs: Option<f64>,
+    // cloudwatch: log group name prefixes (`/aws/lambda/` when none), where a group never read starts
+    // (`7d` ago by default), and the overlap re-read behind each group's position (300 s).
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    pub since: Option<String>,
+    pub overlap_secs: Option<f64>,
     // http
     pub listen: Option<SocketAddr>,
     pub token: Option<String>,
@@ -54,6 +60,8 @@ pub enum SourceKind {
     /// An OTLP/HTTP receiver: the http source under the name OpenTelemetry users look for (the same
     /// endpoint serves `/ingest`, `/v1/traces` and `/v1/logs`).
     Otlp,
+    /// Log groups read through the CloudWatch Logs API (`logs_api`).
+    Cloudwatch,
 }
 
 pub const DEFAULT_GROUP: &str = "coldtrail";
@@ -104,7 +112,18 @@ impl SourceConfig {
             ("topics", !self.topics.is_empty()),
             ("options", !self.options.is_empty()),
         ];
-        let s3_fields = [("url", self.url.is_some()), ("poll_secs", self.poll_secs.is_some())];
+        let s3_fields = [("url", self.url.is_some())];
+        let cloudwatch_fields = [
+            ("prefixes", !self.prefixes.is_empty()),
+            ("since", self.since.is_some()),
+            ("overlap_secs", self.overlap_secs.is_some()),
+        ];
+        if !matches!(self.kind, SourceKind::S3 | SourceKind::Cloudwatch) && self.poll_secs.is_some() {
+            problems.push(format!("{at}.poll_secs is an s3 or cloudwatch setting"));
+        }
+        if self.kind != SourceKind::Cloudwatch {
+            problems.extend(cloudwatch_fields.iter().filter_map(|(f, set)| foreign(f, *set, "cloudwatch")));
+        }
         let http_fields = [
             ("listen", self.listen.is_some()),
             ("token", self.token.is_some()),
@@ -138,6 +157,17 @@ impl SourceConfig {
                         problems.push(format!("{at}.url {url:?}: expected s3://bucket/prefix or a local directory"))
                     }
                     Some(_) => {}
+                }
+                if self.poll_secs.is_some_and(|s| s.is_nan() || s < 0.1) {
+                    problems.push(format!("{at}.poll_secs must be at least 0.1"));
+                }
+            }
+            SourceKind::Cloudwatch => {
+                if self.since.as_deref().is_some_and(|since| store::time::parse_duration_micros(since).is_none()) {
+                    problems.push(format!("{at}.since: expected a duration like 7d or 12h"));
+                }
+                if self.overlap_secs.is_some_and(|s| s.is_nan() || s < 0.0) {
+                    problems.push(format!("{at}.overlap_secs must be at least 0"));
                 }
                 if self.poll_secs.is_some_and(|s| s.is_nan() || s < 0.1) {
                     problems.push(format!("{at}.poll_secs must be at least 0.1"));
@@ -237,6 +267,31 @@ impl Sources {
                     ));
                     tokio::spawn(run_s3(config, sink.clone(), stop_rx.clone()))
                 }
+                SourceKind::Cloudwatch => {
+                    let api = crate::logs_api::LogsApi::from_env()?;
+                    let since = since_micros(&config);
+                    let mut prefixes = config.prefixes.clone();
+                    if prefixes.is_empty() {
+                        prefixes.push("/aws/lambda/".to_string());
+                    }
+                    described.push(format!(
+                        "source {name}: CloudWatch Logs groups {} every {} s",
+                        prefixes.join(", "),
+                        poll_secs(&config)
+                    ));
+                    let source = crate::logs_api::CloudWatchSource::new(
+                        api,
+                        crate::logs_api::LogsApiConfig {
+                            prefixes,
+                            since_ms: since / 1000,
+                            overlap: config
+                                .overlap_secs
+                                .map_or(crate::logs_api::OVERLAP_DEFAULT, Duration::from_secs_f64),
+                            poll: Duration::from_secs_f64(poll_secs(&config)),
+                        },
+                    );
+                    tokio::spawn(source.run(sink.clone(), name.clone(), stop_rx.clone()))
+                }
                 SourceKind::Http | SourceKind::Otlp => {
                     let listen = config.listen.expect("problems() requires listen of an http source");
                     let listener = tokio::net::TcpListener::bind(listen)
@@ -273,6 +328,12 @@ impl Sources {
             }
         }
     }
+}
+
+/// Where the groups of a cloudwatch source never read before start, microseconds since the epoch.
+fn since_micros(config: &SourceConfig) -> i64 {
+    let back = config.since.as_deref().and_then(store::time::parse_duration_micros).unwrap_or(7 * 86_400_000_000);
+    store::time::now_micros() - back
 }
 
 fn poll_secs(config: &SourceConfig) -> f64 {
@@ -392,6 +453,14 @@ mod tests {
             kind = "http"
             listen = "127.0.0.1:1"
             token_env = "COLDTRAIL_TEST_UNSET_TOKEN_VARIABLE"
+            prefixes = ["/aws/lambda/"]
+
+            [[sources]]
+            name = "c"
+            kind = "cloudwatch"
+            since = "last tuesday"
+            overlap_secs = -1.0
+            poll_secs = 0.0
             "#,
         );
         let all = problems(&sources).join("\n");
@@ -406,6 +475,10 @@ mod tests {
             "needs token or token_env",
             "two sources are named \"h\"",
             "two sources listen on 127.0.0.1:1",
+            "sources.h.prefixes is a cloudwatch setting",
+            "sources.c.since: expected a duration",
+            "sources.c.overlap_secs must be at least 0",
+            "sources.c.poll_secs must be at least 0.1",
         ] {
             assert!(all.contains(part), "{part:?} missing from:\n{all}");
         }

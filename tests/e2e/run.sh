@@ -208,6 +208,10 @@ check "two serve processes in one group on one location: split, SIGKILL and SIGT
 check "detection scales out: one serve and two in a group (one stopped half-way) store the same alert ids" \
     timeout 1200 python3 tests/e2e/detect_scale_out_tansu.py "127.0.0.1:$kport" "$coldtrail" "$work/detect-scale"
 
+echo "-- the CloudWatch Logs API source against moto, throttled, restarted"
+check "log groups pulled through FilterLogEvents: new groups found, throttling retried, every event once across a restart" \
+    timeout 600 python3 tests/e2e/cloudwatch_api.py "$coldtrail" "$work/cloudwatch-api"
+
 echo "-- OTLP/HTTP: the OpenTelemetry Python SDK's exporters and OTLP/JSON into a running serve"
 check "OTLP traces and logs from the OpenTelemetry SDK, protobuf and JSON, are stored and found by SQL" \
     timeout 300 python3 tests/e2e/otlp_sdk.py "$coldtrail" "$work/otlp"
