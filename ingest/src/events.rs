@@ -263,7 +263,9 @@ fn insights_row(row: &Json) -> Option<Event<'_>> {
 
 /// Whether bytes look like Logs Insights results saved as CSV: a header naming `@message`.
 pub fn is_insights_csv(bytes: &[u8]) -> bool {
-    let header = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    // A header is short: look no further than its first 4 KiB (a unit may be one long line).
+    let head = &bytes[..bytes.len().min(4096)];
+    let header = head.split(|b| *b == b'\n').next().unwrap_or_default();
     header.windows(8).any(|w| w == b"@message") && header.contains(&b',') && !header.starts_with(b"{")
 }
 

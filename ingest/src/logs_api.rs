@@ -37,6 +37,8 @@ pub const OVERLAP_DEFAULT: Duration = Duration::from_secs(5 * 60);
 const RETRY_FOR: Duration = Duration::from_secs(120);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(20);
+/// Requests a second, below CloudWatch Logs' default quota of 5 a second per action.
+const REQUESTS_PER_SECOND: f64 = 4.0;
 
 /// The requests made, by outcome.
 fn requests_metric() -> &'static prometheus::IntCounterVec {
@@ -131,6 +133,10 @@ pub fn stream_of(group: &str) -> String {
 
 /// A signed client of the CloudWatch Logs API.
 pub struct LogsApi {
+    /// When the next request may go: CloudWatch Logs allows 5 `FilterLogEvents` and 5
+    /// `DescribeLogGroups` requests a second per account and region by default, so requests are paced
+    /// to `REQUESTS_PER_SECOND` before any throttling.
+    next_request: tokio::sync::Mutex<tokio::time::Instant>,
     http: reqwest::Client,
     endpoint: String,
     region: String,
@@ -192,6 +198,7 @@ impl LogsApi {
             .build()
             .map_err(|e| IngestError::Config(format!("HTTP client: {e}")))?;
         Ok(LogsApi {
+            next_request: tokio::sync::Mutex::new(tokio::time::Instant::now()),
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             region,
@@ -226,6 +233,11 @@ impl LogsApi {
 
     /// One request: its answer, or whether to retry and why not.
     async fn call_once(&self, action: &str, body: &Json) -> Result<Json, (bool, String)> {
+        {
+            let mut next = self.next_request.lock().await;
+            tokio::time::sleep_until(*next).await;
+            *next = tokio::time::Instant::now() + Duration::from_secs_f64(1.0 / REQUESTS_PER_SECOND);
+        }
         let credential = self.credentials.get_credential().await.map_err(|e| (true, format!("credentials: {e}")))?;
         let bytes = body.to_string().into_bytes();
         let mut request = axum::http::Request::builder()

@@ -407,7 +407,10 @@ impl Pipeline {
         let mut records = 0usize;
         for resource_logs in json.get("resourceLogs").and_then(Json::as_array).into_iter().flatten() {
             let resource = attributes(resource_logs.get("resource"));
-            let function = text(&resource, &["faas.name"]);
+            // `arn:aws:lambda:<region>:<account>:function:<name>[:<alias>]` when the name is not given.
+            let arn_function = text(&resource, &["aws.lambda.invoked_arn", "cloud.resource_id"])
+                .and_then(|arn| arn.split(':').nth(6).map(str::to_string));
+            let function = text(&resource, &["faas.name"]).or(arn_function);
             let group = text(&resource, &["aws.log.group.names"])
                 .or_else(|| function.as_ref().map(|f| format!("/aws/lambda/{f}")));
             let stream = text(&resource, &["aws.log.stream.names", "faas.instance"]);

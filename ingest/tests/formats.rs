@@ -477,3 +477,30 @@ fn kinesis_and_firehose_deliveries_of_subscription_payloads_decode() {
     assert!(logs.iter().all(|l| get(l, "function_name") == Some("f")));
     assert!(!tables.contains_key(&Table::DeadLetters));
 }
+
+#[test]
+fn otlp_log_records_are_log_lines_of_their_function_and_request() {
+    let id = "8f507cfc-1a2b-4697-b07a-ac58fc914c95";
+    let logs = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [
+            {"key": "aws.lambda.invoked_arn", "value": {"stringValue": "arn:aws:lambda:eu-west-1:111122223333:function:orders:live"}},
+            {"key": "cloud.account.id", "value": {"stringValue": "111122223333"}},
+            {"key": "faas.instance", "value": {"stringValue": "2024/03/05/[$LATEST]0123"}}]},
+        "scopeLogs": [{"logRecords": [
+            {"timeUnixNano": "1709632800100000000", "severityText": "INFO", "body": {"stringValue": "order placed"},
+             "attributes": [{"key": "faas.invocation_id", "value": {"stringValue": id}}],
+             "traceId": "5759E988BD862E3FE1BE46A994272793", "spanId": "53995C3F42CD8AD8"},
+            {"observedTimeUnixNano": "1709632800200000000", "body": {"kvlistValue": {"values": [{"key": "k", "value": {"intValue": "1"}}]}}},
+            {"timeUnixNano": "1709632800300000000"}]}]}]});
+    let tables = run(Format::Auto, &[("otlp.json", logs.to_string().as_bytes())]);
+    let rows = &tables[&Table::Logs];
+    assert_eq!(rows.len(), 2);
+    assert_eq!(get(&rows[0], "function_name"), Some("orders"));
+    assert_eq!(get(&rows[0], "log_group"), Some("/aws/lambda/orders"));
+    assert_eq!(get(&rows[0], "log_stream"), Some("2024/03/05/[$LATEST]0123"));
+    assert_eq!(get(&rows[0], "request_id"), Some(id));
+    assert_eq!(get(&rows[0], "message"), Some("order placed"));
+    assert_eq!(get(&rows[0], "ts"), Some("2024-03-05T10:00:00.100Z"));
+    assert_eq!(get(&rows[1], "ts"), Some("2024-03-05T10:00:00.200Z"), "the observed time when no time is set");
+    assert_eq!(tables[&Table::DeadLetters].len(), 1, "a record without a body");
+}
