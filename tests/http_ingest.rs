@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use store::{Store, StoreConfig, Table};
 
@@ -41,6 +42,22 @@ async fn subscription_payloads_posted_with_the_token_are_stored_before_the_answe
 
     let anonymous = client.post(&url).body(body.clone()).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
+    // Issue 18, item 8: the token is checked before the body is read. A sender that announces 50 MB
+    // and sends none of it gets its 401 at once, for /ingest and for OTLP.
+    let address = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    for path in ["/ingest", "/v1/traces"] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n{{"
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer)).await;
+        let read = read.unwrap_or_else(|_| panic!("{path}: no answer before the body was sent")).unwrap();
+        let answer = String::from_utf8_lossy(&answer[..read]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
+    }
     let wrong = client.post(&url).bearer_auth("a-long-enough-wrong-token").body(body.clone()).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
 

@@ -427,6 +427,62 @@ async fn postgres_clients_log_in_with_scram_and_read_typed_rows() {
     let _ = servers.stop.send(true);
 }
 
+/// Issue 18, item 1: an analyst's `SET` never reaches the engine that every session shares, whatever
+/// its spelling, over the simple and the extended protocol; the settings of their own session still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysts_cannot_change_the_settings_every_session_shares() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let analyst = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let options = || f.engine.context().state().config().options().clone();
+    let before = options();
+    for sql in [
+        "SET \"datafusion.catalog.default_catalog\" = 'nope'",
+        "SET \"datafusion.runtime.memory_limit\" = '1K'",
+        "SET \"datafusion.runtime.temp_directory\" = '/tmp/coldtrail-analyst'",
+        "SET DATAFUSION.EXECUTION.BATCH_SIZE = 1",
+        "SET datafusion.execution.time_zone = 'Europe/Paris'",
+        "SET \"statement_timeout\" = 1",
+        "SET SESSION statement_timeout = 1",
+        "SET LOCAL application_name = 'x'",
+        "SET datestyle = ISO",
+        "SET some.other = 1",
+        "SET TIME ZONE 'Europe/Paris'; SELECT 1",
+    ] {
+        let denied = analyst.simple_query(sql).await.expect_err(sql);
+        assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {denied:?}");
+        if !sql.contains(';') {
+            assert!(analyst.execute(sql, &[]).await.is_err(), "extended protocol: {sql}");
+        }
+    }
+    for sql in [
+        "SET application_name = 'grafana'",
+        "SET statement_timeout = '5s'",
+        "SET extra_float_digits = 3",
+        "SET search_path = 'public'",
+        "SET datestyle = 'ISO, MDY'",
+        "SET TIME ZONE 'Europe/Paris'",
+        "SET timezone = 'Asia/Tokyo'",
+    ] {
+        analyst.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    analyst.execute("SET TIME ZONE 'America/New_York'", &[]).await.unwrap();
+    // Nothing reached the shared engine: its options are as they were, and every user still reads.
+    let after = options();
+    assert_eq!(after.execution.time_zone, before.execution.time_zone);
+    assert_eq!(after.catalog.default_catalog, before.catalog.default_catalog);
+    assert_eq!(after.execution.batch_size, before.execution.batch_size);
+    let admin = connect(servers.pg, "root", "root-password").await.unwrap();
+    let n: i64 = admin.query_one("SELECT count(*) FROM invocations", &[]).await.unwrap().get(0);
+    assert!(n > 0);
+    let n: i64 = analyst.query_one("SELECT count(*) FROM invocations", &[]).await.unwrap().get(0);
+    assert!(n > 0);
+    // An admin still may.
+    admin.simple_query("SET datafusion.execution.batch_size = 4096").await.unwrap();
+    assert_ne!(options().execution.batch_size, before.execution.batch_size);
+    let _ = servers.stop.send(true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_lists_and_describes_the_tables() {
     let f = fixture().await;

@@ -4,6 +4,8 @@
 //! a bearer token (or Firehose's access key header). The answer comes only after the rows are durable in
 //! the store, so a sender that got a 200 may forget what it sent, and one that got an error sends it
 //! again. What cannot be decoded is stored as a dead letter and answered 400, which senders do not retry.
+//! The token is checked before the body is read, so that an unauthenticated sender cannot make the server
+//! hold its bytes, and decoding runs on the blocking pool, off the async workers.
 
 use std::future::Future;
 
@@ -31,7 +33,7 @@ struct Endpoint {
     token: String,
     /// One pipeline for every request, so that invocation parts in different requests meet; held while
     /// a request's rows are stored, which also keeps appends in request order (so an async mutex).
-    pipeline: tokio::sync::Mutex<(Pipeline, u64)>,
+    pipeline: Arc<tokio::sync::Mutex<(Pipeline, u64)>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -48,14 +50,18 @@ pub fn router(sink: StoreSink, token: String) -> Result<Router, IngestError> {
     if token.chars().count() < TOKEN_CHARS_MIN {
         return Err(IngestError::Config(format!("the ingest token must have at least {TOKEN_CHARS_MIN} characters")));
     }
-    let endpoint = Arc::new(Endpoint { sink, token, pipeline: tokio::sync::Mutex::new((Pipeline::default(), 0)) });
+    let endpoint =
+        Arc::new(Endpoint { sink, token, pipeline: Arc::new(tokio::sync::Mutex::new((Pipeline::default(), 0))) });
     Ok(Router::new()
         .route("/ingest", post(ingest))
         .route(
             "/v1/traces",
-            post(|s: State<Arc<Endpoint>>, h: HeaderMap, b: Bytes| otlp_export(s, h, b, Signal::Traces)),
+            post(|s: State<Arc<Endpoint>>, h: HeaderMap, b: axum::body::Body| otlp_export(s, h, b, Signal::Traces)),
         )
-        .route("/v1/logs", post(|s: State<Arc<Endpoint>>, h: HeaderMap, b: Bytes| otlp_export(s, h, b, Signal::Logs)))
+        .route(
+            "/v1/logs",
+            post(|s: State<Arc<Endpoint>>, h: HeaderMap, b: axum::body::Body| otlp_export(s, h, b, Signal::Logs)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -100,13 +106,43 @@ fn authorised(headers: &HeaderMap, token: &str) -> bool {
     presented.is_some_and(|presented| store::secret::constant_time_eq(presented.as_bytes(), token.as_bytes()))
 }
 
+/// Reads a request's body once its token was checked: an unauthenticated sender cannot make the
+/// server hold its bytes. Past `BODY_BYTES_MAX` the request is refused with 413.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, StatusCode> {
+    axum::body::to_bytes(body, BODY_BYTES_MAX).await.map_err(|e| {
+        if e.to_string().contains("length limit") {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        }
+    })
+}
+
+/// Runs `work` on the shared pipeline on the blocking pool (decoding is CPU work, off the async
+/// workers), the pipeline held until the caller has stored what `work` returns, so that requests are
+/// stored in the order they were decoded.
+async fn decode<T: Send + 'static>(
+    endpoint: &Endpoint,
+    work: impl FnOnce(&mut Pipeline, u64) -> T + Send + 'static,
+) -> Result<(tokio::sync::OwnedMutexGuard<(Pipeline, u64)>, T), StatusCode> {
+    let mut guard = endpoint.pipeline.clone().lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let (pipeline, requests) = &mut *guard;
+        *requests += 1;
+        let out = work(pipeline, *requests);
+        (guard, out)
+    })
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 /// An OTLP/HTTP export request: decoded, its spans or log records stored, and answered as the OTLP
 /// specification says (200 with a partial success naming what was rejected; 400 for a body that cannot
 /// be decoded, stored as a dead letter; 415 for another content type; 503, to retry, when storing failed).
 async fn otlp_export(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
     signal: Signal,
 ) -> Response {
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -121,36 +157,43 @@ async fn otlp_export(
     if !authorised(&headers, &endpoint.token) {
         return answer(StatusCode::UNAUTHORIZED, otlp::status(16, "missing or wrong bearer token", protobuf), protobuf);
     }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(status) => return answer(status, otlp::status(8, "the body is too large or broken", protobuf), protobuf),
+    };
     let gzipped =
         headers.get("content-encoding").and_then(|v| v.to_str().ok()).is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
-    let plain = if gzipped { crate::pipeline::gunzip(&body) } else { Ok(body.to_vec()) };
-    let decoded = plain.and_then(|plain| match protobuf {
-        true => otlp::protobuf_to_json(signal, &plain).map(|json| json.to_string().into_bytes()),
-        false => {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&plain).map(|_| plain).map_err(|e| format!("not JSON: {e}"))
-        }
-    });
     let source = match signal {
         Signal::Traces => "otlp:traces",
         Signal::Logs => "otlp:logs",
     };
-    let mut guard = endpoint.pipeline.lock().await;
-    let (pipeline, requests) = &mut *guard;
-    *requests += 1;
-    let position = requests.to_string();
-    let before = pipeline.stats.dead_letters_total();
-    let refused = match &decoded {
-        Ok(json) => {
-            pipeline.ingest(Format::Otlp, json, &Unit { source, position: &position, key: None, log_group: None });
-            None
-        }
-        Err(message) => {
-            pipeline.dead_letter("bad_otlp", message, &body, source, &position);
-            Some(message.clone())
-        }
+    let decoded = decode(&endpoint, move |pipeline, request| {
+        let plain = if gzipped { crate::pipeline::gunzip(&body) } else { Ok(body.to_vec()) };
+        let decoded = plain.and_then(|plain| match protobuf {
+            true => otlp::protobuf_to_json(signal, &plain).map(|json| json.to_string().into_bytes()),
+            false => serde_json::from_slice::<serde::de::IgnoredAny>(&plain)
+                .map(|_| plain)
+                .map_err(|e| format!("not JSON: {e}")),
+        });
+        let position = request.to_string();
+        let before = pipeline.stats.dead_letters_total();
+        let refused = match &decoded {
+            Ok(json) => {
+                pipeline.ingest(Format::Otlp, json, &Unit { source, position: &position, key: None, log_group: None });
+                None
+            }
+            Err(message) => {
+                pipeline.dead_letter("bad_otlp", message, &body, source, &position);
+                Some(message.clone())
+            }
+        };
+        (refused, pipeline.stats.dead_letters_total() - before, pipeline.take_batches())
+    })
+    .await;
+    let (_guard, (refused, rejected, batches)) = match decoded {
+        Ok(decoded) => decoded,
+        Err(status) => return answer(status, otlp::status(13, "decoding failed", protobuf), protobuf),
     };
-    let rejected = pipeline.stats.dead_letters_total() - before;
-    let batches = pipeline.take_batches();
     if let Err(e) = endpoint.sink.append(batches, Vec::new(), Vec::new()).await {
         tracing::error!(error = %e, "storing an OTLP export request failed");
         return answer(
@@ -177,30 +220,36 @@ async fn ingest(
     State(endpoint): State<Arc<Endpoint>>,
     Query(query): Query<IngestQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if !authorised(&headers, &endpoint.token) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(status) => return error(status, &format!("the body is broken or over {BODY_BYTES_MAX} bytes")),
+    };
     let format = match query.format.as_deref().map(str::parse::<Format>).transpose() {
         Ok(format) => format.unwrap_or(Format::Auto),
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
     let firehose_request = headers.get("x-amz-firehose-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut guard = endpoint.pipeline.lock().await;
-    let (pipeline, requests) = &mut *guard;
-    *requests += 1;
-    let before = pipeline.stats.clone();
-    let position = requests.to_string();
-    pipeline.ingest(
-        format,
-        &body,
-        &Unit { source: "http", position: &position, key: None, log_group: query.log_group.as_deref() },
-    );
-    let batches = pipeline.take_batches();
+    let log_group = query.log_group;
+    let decoded = decode(&endpoint, move |pipeline, request| {
+        let before = pipeline.stats.clone();
+        let position = request.to_string();
+        let unit = Unit { source: "http", position: &position, key: None, log_group: log_group.as_deref() };
+        pipeline.ingest(format, &body, &unit);
+        (before, pipeline.take_batches())
+    })
+    .await;
+    let (guard, (before, batches)) = match decoded {
+        Ok(decoded) => decoded,
+        Err(status) => return error(status, "decoding failed"),
+    };
     let rows: usize = batches.iter().map(|(_, b)| b.num_rows()).sum();
     let stored = endpoint.sink.append(batches, Vec::new(), Vec::new()).await;
-    let after = &pipeline.stats;
+    let after = &guard.0.stats;
     let summary = serde_json::json!({
         "rows": rows,
         "log_lines": after.log_lines - before.log_lines,

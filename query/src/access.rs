@@ -2,9 +2,11 @@
 //!
 //! An analyst may read: queries, `EXPLAIN`, `SHOW`, transactions and cursors, and settings local to
 //! their own session. DDL (including `CREATE EXTERNAL TABLE`, which reads arbitrary files and URLs), DML,
-//! `COPY`, prepared-statement plumbing of DataFusion and engine settings (`SET datafusion.*`, shared by
-//! every session) are refused. The check runs on the planned statement, so it holds whatever the SQL
-//! text looks like. An admin may run everything DataFusion allows.
+//! `COPY`, prepared-statement plumbing of DataFusion and every `SET` that would reach the engine's
+//! `SessionContext`, which every session shares, are refused. The check runs on the planned statement,
+//! so it holds whatever the SQL text looks like; a `SET` is allowed only in the exact form that the
+//! PostgreSQL layer keeps in the connection (`SESSION_SETTINGS`, a literal value), and a time zone is
+//! kept in the connection by `pg` itself. An admin may run everything DataFusion allows.
 
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
@@ -66,24 +68,61 @@ pub fn is_session_statement(statement: &Statement) -> bool {
     )
 }
 
-/// Checks a statement that is not planned by DataFusion (see `is_session_statement`). Settings of the
-/// shared engine (`datafusion.*`) need the admin role; a session's own client settings do not.
+/// The settings an analyst may change: datafusion-postgres keeps these in the connection when they are
+/// written unquoted with a literal value; every other form of `SET` falls through to the shared engine.
+pub const SESSION_SETTINGS: [&str; 7] = [
+    "statement_timeout",
+    "datestyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+    "bytea_output",
+    "intervalstyle",
+];
+
+/// The time zone an analyst's `SET TIME ZONE x` or `SET timezone = x` asks for, which `pg` keeps in the
+/// connection (datafusion-postgres would set it on the shared engine).
+pub fn session_time_zone(statement: &Statement) -> Option<String> {
+    let value = match statement {
+        Statement::Set(Set::SetTimeZone { local: false, value }) => value,
+        Statement::Set(Set::SingleAssignment { scope: None, hivevar: false, variable, values })
+            if values.len() == 1 && variable.to_string().eq_ignore_ascii_case("timezone") =>
+        {
+            &values[0]
+        }
+        _ => return None,
+    };
+    Some(value.to_string().trim_matches(['\'', '"']).to_string())
+}
+
+/// Checks a statement that is not planned by DataFusion (see `is_session_statement`). An analyst's
+/// `SET` may only name a setting of `SESSION_SETTINGS` as datafusion-postgres recognises it (unquoted,
+/// one literal value) or the time zone; anything else would change the engine every session shares
+/// (`SET "datafusion.runtime.memory_limit"`, a quoted name, `SET TIME ZONE` through the engine) and
+/// needs the admin role.
 pub fn check_session_statement(role: Role, statement: &Statement) -> Result<()> {
     if role == Role::Admin {
         return Ok(());
     }
-    let variables: Vec<String> = match statement {
-        Statement::Set(Set::SingleAssignment { variable, .. }) => vec![variable.to_string()],
-        Statement::Set(Set::MultipleAssignments { assignments }) => {
-            assignments.iter().map(|a| a.name.to_string()).collect()
-        }
-        Statement::Set(Set::ParenthesizedAssignments { variables, .. }) => {
-            variables.iter().map(|v| v.to_string()).collect()
-        }
-        _ => Vec::new(),
+    let Statement::Set(set) = statement else {
+        return Ok(());
     };
-    match variables.iter().find(|v| v.to_ascii_lowercase().starts_with("datafusion.")) {
-        Some(variable) => Err(denied(role, &format!("changing the engine setting {variable} needs the admin role"))),
-        None => Ok(()),
+    if session_time_zone(statement).is_some() {
+        return Ok(());
     }
+    if let Set::SingleAssignment { scope: None, hivevar: false, variable, values } = set {
+        let name = variable.to_string().to_lowercase();
+        let literal = values.len() == 1 && matches!(values[0], datafusion::sql::sqlparser::ast::Expr::Value(_));
+        if SESSION_SETTINGS.contains(&name.as_str()) && (literal || name == "statement_timeout") {
+            return Ok(());
+        }
+    }
+    Err(denied(
+        role,
+        &format!(
+            "{set} would change the engine every session shares; an analyst may set {}, and the time zone, each \
+             unquoted with a literal value",
+            SESSION_SETTINGS.join(", ")
+        ),
+    ))
 }

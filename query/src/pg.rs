@@ -269,7 +269,11 @@ impl Service {
             .parse(query)
             .map_err(|e| QueryError::DataFusion(DataFusionError::SQL(Box::new(e), None)))?;
         let state = self.engine.context().state();
+        let alone = statements.len() == 1;
         for statement in statements {
+            if !alone && access::session_time_zone(&statement).is_some() {
+                return Err(QueryError::Denied("an analyst's SET TIME ZONE must be a statement of its own".into()));
+            }
             if access::is_session_statement(&statement) {
                 access::check_session_statement(role, &statement)?;
             } else {
@@ -295,6 +299,15 @@ impl SimpleQueryHandler for Service {
         let started = Instant::now();
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
         let query = &*client_sql(query);
+        if caller.role != Role::Admin {
+            let statements = PostgresCompatibilityParser::new().parse(query).unwrap_or_default();
+            if let [statement] = &statements[..] {
+                if let Some(zone) = access::session_time_zone(statement) {
+                    let guard = self.begin(caller, query, started, Ok(())).await?;
+                    return Ok(vec![audited(set_time_zone(client, zone).await?, &guard)]);
+                }
+            }
+        }
         let check = self.check_simple(caller.role, query).await;
         let guard = self.begin(caller, query, started, check).await?;
         match SimpleQueryHandler::do_query(&*self.inner, client, query).await {
@@ -331,6 +344,12 @@ impl ExtendedQueryHandler for Service {
         let started = Instant::now();
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
         let (sql, parsed) = &portal.statement.statement;
+        if let (Role::Analyst, Some((statement, _))) = (caller.role, parsed) {
+            if let Some(zone) = access::session_time_zone(statement) {
+                let guard = self.begin(caller, sql, started, Ok(())).await?;
+                return Ok(audited(set_time_zone(client, zone).await?, &guard));
+            }
+        }
         let check = match parsed {
             Some((statement, _)) if access::is_session_statement(statement) => {
                 access::check_session_statement(caller.role, statement)
@@ -347,6 +366,20 @@ impl ExtendedQueryHandler for Service {
             }
         }
     }
+}
+
+/// An analyst's `SET TIME ZONE`: kept in the connection and reported to the client, never set on the
+/// engine that every session shares (which is what datafusion-postgres does).
+async fn set_time_zone<C>(client: &mut C, zone: String) -> PgWireResult<Response>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use futures::SinkExt;
+    client.metadata_mut().insert("timezone".to_string(), zone.clone());
+    let status = pgwire::messages::startup::ParameterStatus::new("TimeZone".to_string(), zone);
+    client.send(PgWireBackendMessage::ParameterStatus(status)).await?;
+    Ok(Response::Execution(pgwire::api::results::Tag::new("SET")))
 }
 
 /// datafusion-postgres's parser for the extended protocol, after [`client_sql`].

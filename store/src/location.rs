@@ -47,7 +47,7 @@ impl Location {
             return Err(bad("only local paths, file:// and s3:// are supported".into()));
         }
         let path = FsPath::new(location.strip_prefix("file://").unwrap_or(location));
-        std::fs::create_dir_all(path).map_err(|e| StoreError::io(path, e))?;
+        private_dir(path)?;
         let root = std::fs::canonicalize(path).map_err(|e| StoreError::io(path, e))?;
         let local =
             LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?.with_automatic_cleanup(true);
@@ -82,6 +82,7 @@ impl Location {
             let file = root.join(path);
             let dir = file.parent().expect("an object path has a parent directory").to_path_buf();
             tokio::task::spawn_blocking(move || -> Result<()> {
+                private_file(&file)?;
                 std::fs::File::open(&file).and_then(|f| f.sync_all()).map_err(|e| StoreError::io(&file, e))?;
                 // Sync every directory up to the root would be ideal; the new entry's own directory is the
                 // one that matters, and its parent when the directory itself was just created.
@@ -122,4 +123,29 @@ impl Location {
         let prefix = Path::from(prefix);
         Ok(self.object_store.list(Some(&prefix)).try_collect().await?)
     }
+}
+
+/// Makes a directory (and its parents) that only its owner may enter, and takes the group's and others'
+/// rights away from one that exists: evidence is not for every account on the machine.
+pub fn private_dir(path: &FsPath) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| StoreError::io(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(|e| StoreError::io(path, e))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(path).map_err(|e| StoreError::io(path, e))
+    }
+}
+
+/// Makes a file readable and writable by its owner only.
+pub fn private_file(path: &FsPath) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| StoreError::io(path, e))?;
+    }
+    Ok(())
 }

@@ -261,7 +261,7 @@ impl Wal {
     /// Opens the WAL in `dir`, returning every intact frame in sequence order. A torn tail of the newest file
     /// is cut off; corruption anywhere else is an error.
     pub fn open(dir: &Path, partitions_of: impl Fn(&Frame) -> Vec<(Table, i64)>) -> Result<(Wal, Vec<Frame>)> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        crate::location::private_dir(dir)?;
         let mut first_seqs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
             let entry = entry.map_err(|e| StoreError::io(dir, e))?;
@@ -404,7 +404,11 @@ impl Wal {
 
 fn open_active(dir: &Path, first_seq: u64) -> Result<(File, u64)> {
     let path = wal_path(dir, first_seq);
-    let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).map_err(|e| StoreError::io(&path, e))?;
     let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
     sync_dir(dir)?;
     Ok((file, len))

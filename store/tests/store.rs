@@ -308,3 +308,25 @@ async fn the_event_time_span_covers_sealed_and_hot_rows() {
         .unwrap();
     assert_eq!(store.event_time_span(Table::Logs), Some((T0, T0 + MICROS_PER_HOUR + 11)));
 }
+
+/// Issue 18, item 11: the data directory, the WAL and the segments are the owner's only.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_wal_and_segments_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::open(config(&data)).await.unwrap();
+    store.append_batch(Table::Logs, batch_with_ids(Table::Logs, &ids(0..10), |id| T0 + id as i64)).unwrap();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "an existing data directory is tightened");
+    assert_eq!(mode(&data.join("wal")), 0o700);
+    for entry in std::fs::read_dir(data.join("wal")).unwrap() {
+        assert_eq!(mode(&entry.unwrap().path()), 0o600);
+    }
+    store.flush_all().await.unwrap();
+    let segment = store.snapshot(Table::Logs, TimeRange::ALL).segments[0].path.clone();
+    assert_eq!(mode(&data.join(segment)), 0o600);
+}

@@ -8,7 +8,7 @@ impl Store {
     /// files that a crash left unrecorded, and replays the WAL into the hot buffer.
     pub async fn open(config: StoreConfig) -> Result<Store> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|e| StoreError::io(&data_dir, e))?;
+        crate::location::private_dir(&data_dir)?;
         let lock_path = data_dir.join("LOCK");
         let lock_file = std::fs::OpenOptions::new()
             .create(true)
