@@ -359,18 +359,10 @@ impl Pipeline {
                 // Newline-delimited documents (X-Ray daemon output, Firehose, `jq -c`): each line on its
                 // own, a bad line a dead letter of its own.
                 Err(_) => {
-                    for (line_idx, line) in bytes.split(|b| *b == b'\n').enumerate() {
-                        let line = line.trim_ascii();
-                        if line.is_empty() {
-                            continue;
-                        }
-                        let position = format!("{}:{}", unit.position, line_idx + 1);
-                        let line_unit = Unit { position: &position, ..*unit };
-                        match serde_json::from_slice::<Json>(line) {
-                            Ok(json) => self.document(format, &json, line, &line_unit),
-                            Err(error) => self.json_error(&error, line, &line_unit),
-                        }
-                    }
+                    self.each_line(bytes, unit, |this, line, line_unit| match serde_json::from_slice::<Json>(line) {
+                        Ok(json) => this.document(format, &json, line, line_unit),
+                        Err(error) => this.json_error(&error, line, line_unit),
+                    })
                 }
             },
         }
@@ -699,21 +691,30 @@ impl Pipeline {
                 }
             }
             Err(error) if !bytes.trim_ascii().contains(&b'\n') => self.json_error(&error, bytes, unit),
-            Err(_) => {
-                for (line_idx, line) in bytes.split(|b| *b == b'\n').enumerate() {
-                    let line = line.trim_ascii();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let position = format!("{}:{}", unit.position, line_idx + 1);
-                    match std::str::from_utf8(line).ok().and_then(events::parse_line) {
-                        Some(event) => self.event(&event, unit, &position),
-                        None => {
-                            self.dead_letter("not_an_event", "line that is no log event", line, unit.source, &position)
-                        }
-                    }
+            Err(_) => self.each_line(bytes, unit, |this, line, line_unit| {
+                match std::str::from_utf8(line).ok().and_then(events::parse_line) {
+                    Some(event) => this.event(&event, line_unit, line_unit.position),
+                    None => this.dead_letter(
+                        "not_an_event",
+                        "line that is no log event",
+                        line,
+                        line_unit.source,
+                        line_unit.position,
+                    ),
                 }
+            }),
+        }
+    }
+
+    /// Each non-blank line of `bytes`, trimmed, read by `read` as a unit of its own (`<position>:<line>`).
+    fn each_line(&mut self, bytes: &[u8], unit: &Unit<'_>, mut read: impl FnMut(&mut Self, &[u8], &Unit<'_>)) {
+        for (line_idx, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            let line = line.trim_ascii();
+            if line.is_empty() {
+                continue;
             }
+            let position = format!("{}:{}", unit.position, line_idx + 1);
+            read(self, line, &Unit { position: &position, ..*unit });
         }
     }
 
