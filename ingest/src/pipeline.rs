@@ -299,8 +299,12 @@ impl Pipeline {
         (self.unit_last_ts, self.unit_first_ts) = (None, None);
         self.decode(format, bytes, &unit, 0);
         self.unit_stream = None;
-        // Parts inside one unit come in any order (export objects are not time-ordered): invocations
-        // are completed only once the whole unit is read.
+        self.end_unit();
+    }
+
+    /// A unit was read. Parts inside one unit come in any order (export objects are not time-ordered):
+    /// invocations are completed only once the whole unit is read.
+    fn end_unit(&mut self) {
         self.assembler.emit_completed(&mut self.invocations);
         self.assembler.flush_older_than(self.watermark_micros, &mut self.invocations);
     }
@@ -322,8 +326,7 @@ impl Pipeline {
             };
             self.event(&event, &unit, &api.event_id);
         }
-        self.assembler.emit_completed(&mut self.invocations);
-        self.assembler.flush_older_than(self.watermark_micros, &mut self.invocations);
+        self.end_unit();
     }
 
     fn decode(&mut self, format: Format, bytes: &[u8], unit: &Unit<'_>, depth: usize) {
