@@ -18,27 +18,10 @@ import urllib.request
 import uuid
 
 import boto3
+from ports import free_port, wait_port
 
 coldtrail, work = sys.argv[1:3]
 os.makedirs(work, exist_ok=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port):
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on {port}")
 
 
 moto_port, proxy_port = free_port(), free_port()

@@ -29,18 +29,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from ports import free_port, wait_port
 
 coldtrail, work = sys.argv[1:3]
 token = "otlp-e2e-token-0123456789"
 os.makedirs(work, exist_ok=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 otlp_port, pg, http = free_port(), free_port(), free_port()
@@ -63,14 +56,7 @@ server = subprocess.Popen(
      "--http-listen", f"127.0.0.1:{http}"],
     stdout=log, stderr=log, env={**os.environ, "OTLP_E2E_TOKEN": token})
 base = f"http://127.0.0.1:{otlp_port}"
-for _ in range(300):
-    try:
-        socket.create_connection(("127.0.0.1", otlp_port), 1).close()
-        break
-    except OSError:
-        time.sleep(0.1)
-else:
-    sys.exit(f"serve did not listen: {open(os.path.join(work, 'serve.log')).read()}")
+wait_port(otlp_port, "(serve's OTLP source)")
 
 failures = []
 
