@@ -144,6 +144,9 @@ pub struct QueryConfig {
     /// PEM certificate chain and private key: TLS on both servers when set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// With TLS configured, still accept PostgreSQL logins without it (off: they are refused).
+    #[serde(default)]
+    pub allow_plaintext: bool,
     #[serde(default)]
     pub users: Vec<query::UserSpec>,
 }
@@ -182,6 +185,7 @@ impl Default for QueryConfig {
             memory_limit_mb: default_memory(),
             tls_cert: None,
             tls_key: None,
+            allow_plaintext: false,
             users: Vec::new(),
         }
     }

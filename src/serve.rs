@@ -120,14 +120,9 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
     outln!("http listening on {scheme}://{http_addr}/api/v1/sql (metrics at {scheme}://{http_addr}/metrics)");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let pg_options = query::pg::PgOptions { tls: tls.clone(), max_connections: q.max_connections };
-    let pg = tokio::spawn(query::pg::serve(
-        pg_listener,
-        engine.clone(),
-        users.clone(),
-        pg_options,
-        stopped(stop_rx.clone()),
-    ));
+    let pg_options = query::pg::PgOptions::new(tls.clone(), q.max_connections, q.allow_plaintext);
+    let pg = query::pg::serve(pg_listener, engine.clone(), users.clone(), pg_options, stopped(stop_rx.clone()));
+    let pg = tokio::spawn(pg);
     let http = tokio::spawn(query::http::serve(http_listener, engine.clone(), users, tls, stopped(stop_rx.clone())));
     let every = config.store.refresh_every().min(Duration::from_secs(5));
     let maintenance =

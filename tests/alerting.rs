@@ -152,4 +152,21 @@ async fn alerts_for_a_receiver_that_is_down_survive_a_sigkill_and_arrive_once_af
         retried.lines().nth(1).is_some_and(|n| n.trim() != "0"),
         "the first run's failed attempts are recorded: {retried}"
     );
+    // Issue 18, item 10: analysts read `alert_deliveries`; a destination's URL is its credential (Slack,
+    // PagerDuty), so no stored error names it.
+    let leaked = coldtrail(
+        &data,
+        &[
+            "sql",
+            "SELECT count(*) FROM alert_deliveries WHERE error LIKE '%/hook%' OR error LIKE '%127.0.0.1%'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(leaked.lines().nth(1).map(str::trim), Some("0"), "a stored delivery error names the URL");
+    let errors = coldtrail(
+        &data,
+        &["sql", "SELECT DISTINCT error FROM alert_deliveries WHERE state = 'retrying'", "--format", "csv"],
+    );
+    assert!(errors.to_lowercase().contains("connect"), "the error still says what failed: {errors}");
 }

@@ -37,8 +37,8 @@ fn generated_anomalies_become_stored_alerts_and_state_survives_a_restart() {
         ],
     );
     assert!(first.contains("detectors: "), "{first}");
-    let checkpoint = data.join("detect/checkpoint.json");
-    assert!(checkpoint.exists(), "no detector checkpoint after the run");
+    let checkpoints = detect::engine::Checkpoints::new(data.join("detect"));
+    assert!(checkpoints.stream_path().exists(), "no detector checkpoint after the run");
 
     let csv = coldtrail(
         data,
@@ -65,7 +65,7 @@ fn generated_anomalies_become_stored_alerts_and_state_survives_a_restart() {
 
     // A second run continues the same fleet where the first stopped: the checkpoint is restored, so no
     // warm-up passes and a new spike is found at once.
-    let before = std::fs::metadata(&checkpoint).unwrap().modified().unwrap();
+    let before = std::fs::read(checkpoints.progress_path()).unwrap();
     let second = coldtrail(
         data,
         &[
@@ -81,7 +81,7 @@ fn generated_anomalies_become_stored_alerts_and_state_survives_a_restart() {
         ],
     );
     assert!(second.contains("detectors: "), "{second}");
-    assert!(std::fs::metadata(&checkpoint).unwrap().modified().unwrap() > before);
+    assert_ne!(std::fs::read(checkpoints.progress_path()).unwrap(), before, "the second run saved no checkpoint");
     let csv = coldtrail(
         data,
         &["sql", "SELECT function_name FROM alerts WHERE window_start >= '2026-11-16T07:10:00Z'", "--format", "csv"],

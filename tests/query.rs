@@ -313,6 +313,10 @@ struct Servers {
 }
 
 async fn start(engine: Arc<QueryEngine>) -> Servers {
+    start_with(engine, Default::default()).await
+}
+
+async fn start_with(engine: Arc<QueryEngine>, pg_options: query::pg::PgOptions) -> Servers {
     let pg_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let servers = Servers {
@@ -323,13 +327,7 @@ async fn start(engine: Arc<QueryEngine>) -> Servers {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tokio::spawn(query::pg::serve(
-        pg_listener,
-        engine.clone(),
-        users(),
-        Default::default(),
-        stopped(servers.stop.subscribe()),
-    ));
+    tokio::spawn(query::pg::serve(pg_listener, engine.clone(), users(), pg_options, stopped(servers.stop.subscribe())));
     tokio::spawn(query::http::serve(http_listener, engine, users(), None, stopped(servers.stop.subscribe())));
     servers
 }
@@ -682,5 +680,235 @@ async fn dbeaver_browses_the_catalog_as_an_analyst() {
         .unwrap();
     assert_eq!(columns.first().map(|r| r.get::<_, String>(0)), Some("ts".to_string()));
     assert!(columns.len() > 20);
+    let _ = servers.stop.send(true);
+}
+
+/// The outcome of one statement on one channel: `ok`, or the refusal's SQLSTATE / HTTP status.
+fn outcome<T>(result: &Result<T, tokio_postgres::Error>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => e.code().map_or_else(|| format!("error ({e})"), |c| c.code().to_string()),
+    }
+}
+
+/// Issue 18: the role matrix. Every statement class runs as an analyst over the simple and the extended
+/// PostgreSQL protocol, as a cursor's query and over HTTP; what an analyst may not run is refused with
+/// the privilege error (SQLSTATE 42501, HTTP 403) on every channel, and leaves no trace: no table, no
+/// row, no file, no setting changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_matrix_an_analyst_only_reads_on_every_channel() {
+    const DENIED: &str = "42501";
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let admin = connect(servers.pg, "root", "root-password").await.unwrap();
+    admin.simple_query("CREATE TABLE matrix_t AS VALUES (1)").await.unwrap();
+    admin.simple_query("PREPARE matrix_p AS SELECT 1").await.unwrap();
+    let analyst = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/sql", servers.http);
+    let copied = std::env::temp_dir().join(format!("coldtrail-matrix-{}.csv", std::process::id()));
+    let copied_sql = copied.display();
+    let before = f.engine.context().state().config().options().clone();
+
+    // (class, statement, whether an analyst may run it, whether it can be a cursor's query)
+    let matrix: Vec<(&str, String, bool, bool)> = vec![
+        ("query", "SELECT count(*) FROM invocations".into(), true, true),
+        ("EXPLAIN", "EXPLAIN SELECT count(*) FROM invocations".into(), true, false),
+        ("EXPLAIN ANALYZE", "EXPLAIN ANALYZE SELECT count(*) FROM invocations".into(), true, false),
+        ("SET engine", "SET datafusion.execution.batch_size = 1".into(), false, false),
+        ("SET engine, quoted", "SET \"datafusion.runtime.memory_limit\" = '1K'".into(), false, false),
+        ("DDL", "CREATE TABLE alice_t AS SELECT 1 AS x".into(), false, false),
+        ("DDL", "CREATE VIEW alice_v AS SELECT 1 AS x".into(), false, false),
+        ("DDL", "DROP TABLE matrix_t".into(), false, false),
+        ("SELECT INTO", "SELECT 42 AS x INTO alice_into".into(), false, true),
+        ("DML", "INSERT INTO matrix_t VALUES (2)".into(), false, true),
+        ("COPY", format!("COPY (SELECT 1) TO '{copied_sql}'"), false, false),
+        (
+            "CREATE EXTERNAL TABLE",
+            "CREATE EXTERNAL TABLE alice_ext STORED AS CSV LOCATION '/etc/passwd'".into(),
+            false,
+            false,
+        ),
+        ("PREPARE", "PREPARE alice_p AS SELECT 1".into(), false, false),
+        ("EXECUTE", "EXECUTE matrix_p".into(), false, false),
+        ("EXPLAIN ANALYZE DDL", "EXPLAIN ANALYZE CREATE TABLE alice_ea AS SELECT 1 AS x".into(), false, false),
+        ("EXPLAIN ANALYZE DML", "EXPLAIN ANALYZE INSERT INTO matrix_t VALUES (3)".into(), false, false),
+        ("EXPLAIN COPY", format!("EXPLAIN COPY (SELECT 1) TO '{copied_sql}'"), false, false),
+        ("multi-statement", "SELECT 1; CREATE VIEW alice_multi AS SELECT 1 AS x".into(), false, false),
+        ("admin table", "SELECT user_name, sql FROM query_audit".into(), false, true),
+        ("admin table, subquery", "SELECT 1 WHERE EXISTS (SELECT 1 FROM query_audit)".into(), false, true),
+    ];
+    let mut table = vec!["class | statement | simple | extended | cursor | http".to_string()];
+    for (n, (class, sql, allowed, as_cursor)) in matrix.iter().enumerate() {
+        let simple = outcome(&analyst.simple_query(sql).await);
+        let multi = sql.contains(';');
+        let extended = if multi { "-".into() } else { outcome(&analyst.query(sql.as_str(), &[]).await) };
+        let cursor = if *as_cursor {
+            let declared = outcome(&analyst.simple_query(&format!("DECLARE alice_c{n} CURSOR FOR {sql}")).await);
+            if declared == "ok" {
+                outcome(&analyst.simple_query(&format!("FETCH ALL FROM alice_c{n}")).await)
+            } else {
+                declared
+            }
+        } else {
+            "-".into()
+        };
+        let response = http.post(&url).bearer_auth("alice-token-0123456789").body(sql.clone()).send().await.unwrap();
+        let http_status = response.status();
+        table.push(format!("{class} | {sql} | {simple} | {extended} | {cursor} | {}", http_status.as_u16()));
+        if *allowed {
+            for (channel, got) in [("simple", &simple), ("extended", &extended), ("cursor", &cursor)] {
+                assert!(got == "ok" || got == "-", "{sql} over {channel}: {got}");
+            }
+            assert!(http_status.is_success(), "{sql} over HTTP: {http_status}");
+        } else {
+            assert_eq!(simple, DENIED, "{sql} over the simple protocol");
+            assert!(extended != "ok", "{sql} over the extended protocol");
+            assert!(cursor == DENIED || cursor == "-", "{sql} as a cursor: {cursor}");
+            assert!(!http_status.is_success(), "{sql} over HTTP: {http_status}");
+            assert_eq!(http_status, if multi { 400 } else { 403 }, "{sql} over HTTP");
+        }
+    }
+    // A cursor over the extended protocol is checked too.
+    let cursor = analyst.query("DECLARE alice_x CURSOR FOR INSERT INTO matrix_t VALUES (44)", &[]).await;
+    assert_eq!(outcome(&cursor), DENIED);
+    table.push(format!("DECLARE (extended) | DECLARE … FOR INSERT | - | {} | - | -", outcome(&cursor)));
+    eprintln!("{}", table.join("\n"));
+
+    // Nothing changed.
+    let n: i64 = admin.query_one("SELECT count(*) FROM matrix_t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "an analyst's statement wrote to a table");
+    let tables: i64 = admin
+        .query_one("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'alice%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "an analyst's statement created a table");
+    assert!(!copied.exists(), "an analyst's COPY wrote a file");
+    let after = f.engine.context().state().config().options().clone();
+    assert_eq!(after.execution.batch_size, before.execution.batch_size);
+    let _ = servers.stop.send(true);
+}
+
+/// Issue 18, item 7: idle TCP sockets and unfinished logins cannot lock users out of the pg port. The
+/// connection limit counts logged-in connections; a login has a short timeout; one address's logins
+/// under way are capped (the newest pushes the oldest out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_cannot_lock_users_out_of_the_postgres_port() {
+    use tokio::io::AsyncReadExt;
+    let f = fixture().await;
+    let admission = query::admission::AdmissionLimits {
+        max_connections: 2,
+        startup_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let servers = start_with(f.engine.clone(), query::pg::PgOptions { admission, ..Default::default() }).await;
+    // Forty sockets that never send a startup message, more than the limit and than one address's share.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(servers.pg).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let alice = connect(servers.pg, "alice", "alice-password").await.expect("a user logs in past idle sockets");
+    assert!(started.elapsed() < Duration::from_secs(1), "login took {:?}", started.elapsed());
+    let root = connect(servers.pg, "root", "root-password").await.unwrap();
+    // The limit is of logged-in connections: a third is refused with PostgreSQL's code, at login.
+    let third = connect(servers.pg, "root", "root-password").await.expect_err("a third logged-in connection");
+    assert_eq!(third.code(), Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS), "{third:?}");
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = connect(servers.pg, "alice", "alice-password").await.expect("a slot is given back at disconnect");
+    again.simple_query("SELECT 1").await.unwrap();
+    root.simple_query("SELECT 1").await.unwrap();
+    // Logins that do not finish are closed after the timeout (pgwire's own is 60 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut closed = 0;
+    for socket in &mut idle {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(100), socket.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(closed, idle.len(), "idle logins still open after the startup timeout");
+    let _ = servers.stop.send(true);
+}
+
+/// Issue 18, item 4: on the PostgreSQL protocol too, a statement ends at its timeout, at a cancel
+/// request and when its client goes away, and its slot is given back each time: runaway analyst queries
+/// never leave the server answering 504 to everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statements_end_at_their_timeout_a_cancel_or_a_disconnect_and_free_their_slot() {
+    let f = fixture().await;
+    let limits = Limits { statement_timeout: Duration::from_secs(3), max_concurrent: 2, ..Limits::default() };
+    let engine = QueryEngine::new(f.store.clone(), limits).await.unwrap();
+    let servers = start(engine.clone()).await;
+    let runaway = "SELECT count(*) FROM generate_series(1, 50000000000)";
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/sql", servers.http);
+    let select_one = || async {
+        let started = std::time::Instant::now();
+        let response = http.post(&url).bearer_auth("root-token-0123456789ab").body("SELECT 1").send().await.unwrap();
+        (response.status(), started.elapsed())
+    };
+
+    // The timeout, over the simple and the extended protocol at once (both slots taken).
+    let a = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let b = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let started = std::time::Instant::now();
+    let (simple, extended) = tokio::join!(a.simple_query(runaway), b.query(runaway, &[]));
+    for result in [simple.map(|_| ()), extended.map(|_| ())] {
+        let error = result.expect_err("a runaway statement ends");
+        assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{error:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(6), "ended after {:?}", started.elapsed());
+    let (status, _) = select_one().await;
+    assert_eq!(status, 200, "the slots were given back");
+
+    // A session's shorter statement_timeout holds.
+    a.simple_query("SET statement_timeout = 1000").await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(a.simple_query(runaway).await.is_err());
+    assert!(started.elapsed() < Duration::from_millis(2500), "the session's timeout: {:?}", started.elapsed());
+
+    // A cancel request (psql's Ctrl-C).
+    let cancel = b.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let error = b.simple_query(runaway).await.expect_err("cancelled");
+    assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "cancelled after {:?}", started.elapsed());
+    canceller.await.unwrap();
+
+    // Two clients that go away mid-statement: their slots come back well before the timeout, so the
+    // server answers others at once.
+    let engine = QueryEngine::new(
+        f.store.clone(),
+        Limits { statement_timeout: Duration::from_secs(60), max_concurrent: 2, ..Limits::default() },
+    )
+    .await
+    .unwrap();
+    let _ = servers.stop.send(true);
+    let servers = start(engine).await;
+    let url = format!("http://{}/api/v1/sql", servers.http);
+    for _ in 0..2 {
+        let config =
+            format!("host=127.0.0.1 port={} user=alice password=alice-password dbname=coldtrail", servers.pg.port());
+        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let query = tokio::spawn(async move { client.simple_query(runaway).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The client process dies: its socket is closed without a Terminate.
+        query.abort();
+        connection.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    let response = http.post(&url).bearer_auth("root-token-0123456789ab").body("SELECT 1").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1), "SELECT 1 waited {:?} for a slot", started.elapsed());
     let _ = servers.stop.send(true);
 }

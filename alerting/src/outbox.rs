@@ -255,7 +255,7 @@ impl Outbox {
                 let status = response.status().as_u16();
                 self.record(&id, destination, state::RETRYING, 1, Some(status), Some(format!("HTTP {status}")))
             }
-            Err(e) => self.record(&id, destination, state::RETRYING, 1, None, Some(e.to_string())),
+            Err(e) => self.record(&id, destination, state::RETRYING, 1, None, Some(delivery_error(e))),
         }
     }
 
@@ -419,13 +419,14 @@ impl Outbox {
                     Ok(response) => {
                         let status = response.status().as_u16();
                         let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+                        let error = redact_urls(&format!("HTTP {status}: {body}"));
                         match status {
                             200..=299 => Outcome::Delivered(status),
-                            408 | 429 | 500..=599 => Outcome::Retry(Some(status), format!("HTTP {status}: {body}")),
-                            _ => Outcome::Reject(status, format!("HTTP {status}: {body}")),
+                            408 | 429 | 500..=599 => Outcome::Retry(Some(status), error),
+                            _ => Outcome::Reject(status, error),
                         }
                     }
-                    Err(e) => Outcome::Retry(None, e.to_string()),
+                    Err(e) => Outcome::Retry(None, delivery_error(e)),
                 };
                 (job, outcome)
             });
@@ -469,6 +470,39 @@ impl Outbox {
     }
 }
 
+/// A failed request as stored in `alert_deliveries.error`, which analysts read: the error and its causes
+/// without the destination's URL (a Slack or PagerDuty URL is the credential).
+fn delivery_error(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    redact_urls(&text)
+}
+
+/// `text` with every `http://…` and `https://…` (to the next space or quote) replaced by `<url>`: a
+/// receiver's answer or a cause may echo the URL it was called on.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let Some(start) = ["http://", "https://"].iter().filter_map(|scheme| lower.find(scheme)).min() else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str("<url>");
+        let end =
+            rest[start..].find(|c: char| c.is_whitespace() || "\"'<>)".contains(c)).map_or(rest.len(), |e| start + e);
+        rest = &rest[end..];
+    }
+}
+
 fn build_request(client: &reqwest::Client, destination: &Destination, alert: &AlertDoc) -> reqwest::RequestBuilder {
     let config = &destination.config;
     let (url, body) = match config.kind {
@@ -505,6 +539,16 @@ fn post(client: &reqwest::Client, destination: &Destination, url: String, body: 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stored_delivery_errors_carry_no_url() {
+        assert_eq!(
+            super::redact_urls("HTTP 404: no such hook https://hooks.slack.com/services/T0/B0/XyZsecret, try again"),
+            "HTTP 404: no such hook <url> try again"
+        );
+        assert_eq!(super::redact_urls("(HTTP://h/x?token=1) ok"), "(<url>) ok");
+        assert_eq!(super::redact_urls("connection refused"), "connection refused");
+    }
+
     use super::*;
 
     fn destination(rate: f64) -> Destination {

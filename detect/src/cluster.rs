@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use serde::{Deserialize, Serialize};
-use store::{Store, Table, TimeRange};
+use store::{InputMark, Store, Table, TimeRange};
 
 use crate::alert::Alert;
 use crate::engine::{Checkpoints, EngineConfig, EngineStats};
@@ -103,9 +103,14 @@ struct Unsealed {
     node: String,
     /// The oldest event time of its rows not yet in a segment; `None` when all are sealed.
     oldest_us: Option<i64>,
-    /// Event time through which every input partition it holds has delivered (`Store::input_watermark`).
+    /// Event time through which every input partition it holds has delivered (`Store::input_watermark`;
+    /// for `coldtrail info` and older readers).
     #[serde(default)]
     inputs_through_us: Option<i64>,
+    /// Every input partition it has held since it started (and, through earlier publications of the same
+    /// node, before): how far each has delivered.
+    #[serde(default)]
+    inputs: BTreeMap<String, InputMark>,
     /// Wall-clock time of the publication.
     at_us: i64,
 }
@@ -113,33 +118,53 @@ struct Unsealed {
 /// The tables detection reads.
 const TABLES: [Table; 3] = [Table::Cloudtrail, Table::Invocations, Table::Logs];
 
-/// Publishes the oldest event time this process holds unsealed, for the detection owners of the cluster.
-pub async fn publish_unsealed(store: &Store) -> Result<(), DetectError> {
+/// Publishes the oldest event time this process holds unsealed and how far its input partitions have
+/// delivered, for the detection owners of the cluster. `known` carries the marks of the partitions this
+/// node published before (a process started again on the same data directory keeps the marks of the
+/// partitions it held when it was killed until another process carries them further).
+pub async fn publish_unsealed(
+    store: &Store,
+    known: &mut Option<BTreeMap<String, InputMark>>,
+) -> Result<(), DetectError> {
+    let path = format!("{NODES_PREFIX}/{}.json", store.node_id());
+    if known.is_none() {
+        let before = store.location().get_opt(&path).await?;
+        let before = before.and_then(|bytes| serde_json::from_slice::<Unsealed>(&bytes).ok());
+        *known = Some(before.map(|b| b.inputs).unwrap_or_default());
+    }
+    let inputs = known.get_or_insert_with(BTreeMap::new);
+    for (stream, mark) in store.input_marks() {
+        let merged = inputs.get(&stream).map_or(mark, |known| known.merge(mark));
+        inputs.insert(stream, merged);
+    }
     let unsealed = Unsealed {
         node: store.node_id().to_string(),
         oldest_us: store.unsealed_oldest(&TABLES),
         inputs_through_us: store.input_watermark(INPUT_IDLE_AFTER),
+        inputs: inputs.clone(),
         at_us: store::time::now_micros(),
     };
     let bytes = serde_json::to_vec(&unsealed).map_err(|e| DetectError::Internal(e.to_string()))?;
-    store.location().put(&format!("{NODES_PREFIX}/{}.json", store.node_id()), bytes.into()).await?;
+    store.location().put(&path, bytes.into()).await?;
     Ok(())
 }
 
 /// An input partition that delivers nothing for this long no longer holds the watermark back.
 pub const INPUT_IDLE_AFTER: Duration = Duration::from_secs(120);
 
-/// What holds the cluster's watermark back: the oldest event time any live process holds unsealed, and
-/// the event time through which every live process's input partitions have delivered (a process that has
-/// not published for `silent` is taken as gone: its partitions have moved, and its unsealed rows come as
-/// late rows when it returns).
+/// What holds the cluster's watermark back: the oldest event time any live process holds unsealed (a
+/// process that has not published for `silent` is taken as gone: its unsealed rows come as late rows when
+/// it returns), and the event time through which every input partition has delivered. A partition's
+/// progress is the furthest any process, live or gone, published for it, so a partition between holders
+/// (a rebalance, a killed holder, a process started again) holds the watermark where it stopped until
+/// its next holder carries it further, or until it has been idle for `INPUT_IDLE_AFTER`.
 pub async fn cluster_bounds(store: &Store, silent: Duration) -> Result<(Option<i64>, Option<i64>), DetectError> {
     let now = store::time::now_micros();
     let min = |a: Option<i64>, b: Option<i64>| match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let mut inputs = store.input_watermark(INPUT_IDLE_AFTER);
+    let mut marks: BTreeMap<String, InputMark> = store.input_marks();
     let mut oldest: Option<i64> = store.unsealed_oldest(&TABLES);
     for object in store.location().list(NODES_PREFIX).await? {
         let Some(bytes) = store.location().get_opt(object.location.as_ref()).await? else { continue };
@@ -147,13 +172,16 @@ pub async fn cluster_bounds(store: &Store, silent: Duration) -> Result<(Option<i
             tracing::warn!(path = %object.location, "an unreadable detection progress file is ignored");
             continue;
         };
+        for (stream, mark) in unsealed.inputs {
+            let merged = marks.get(&stream).map_or(mark, |known| known.merge(mark));
+            marks.insert(stream, merged);
+        }
         if unsealed.node == store.node_id() || now.saturating_sub(unsealed.at_us) > silent.as_micros() as i64 {
             continue;
         }
         oldest = min(oldest, unsealed.oldest_us);
-        inputs = min(inputs, unsealed.inputs_through_us);
     }
-    Ok((oldest, inputs))
+    Ok((oldest, store::marks_watermark(marks.values(), now, INPUT_IDLE_AFTER)))
 }
 
 /// The alert ids (with the highest count) stored anywhere in the cluster, so that an owner stores and
@@ -253,8 +281,9 @@ impl Partitions {
                         tracing::error!("no runtime to publish unsealed rows: detection owners will wait");
                         return;
                     };
+                    let mut known = None;
                     while publishing.load(Ordering::SeqCst) {
-                        if let Err(e) = runtime.block_on(publish_unsealed(&store)) {
+                        if let Err(e) = runtime.block_on(publish_unsealed(&store, &mut known)) {
                             tracing::warn!(error = %e, "publishing unsealed rows failed; retrying");
                         }
                         std::thread::sleep(PUBLISH_EVERY);

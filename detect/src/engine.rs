@@ -4,6 +4,7 @@
 //! the same code and carry the same ids.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use store::Table;
@@ -280,14 +281,20 @@ impl Engine {
     }
 }
 
-/// Where an engine's learned state is kept between runs: `checkpoint.json` (the anomaly stream),
-/// `security.json` (the security detections) and `progress.json` (how far event time is scored, the open
-/// alert groups), each replaced atomically, the progress last. In a directory (`<data>/detect/` of one
-/// process), or in the shared location under a prefix (a detection partition's state, which moves between
-/// processes: `cluster`).
+/// Where an engine's learned state is kept between runs: `checkpoint-<generation>.json` (the anomaly
+/// stream), `security-<generation>.json` (the security detections) and `progress.json` (how far event time
+/// is scored, the open alert groups, and the generation of the state files that go with it). A save
+/// writes a new generation's state files, then replaces the progress atomically, then removes the
+/// generation before the one it replaced: a process killed anywhere in a save leaves the progress and the
+/// state it names, never the progress of one step with the baselines of another (which a new owner would
+/// re-score on top of, counting minutes twice). In a directory (`<data>/detect/` of one process), or in
+/// the shared location under a prefix (a detection partition's state, which moves between processes:
+/// `cluster`).
 #[derive(Debug, Clone)]
 pub struct Checkpoints {
     place: Place,
+    /// The generations saved or loaded by this handle, newest last.
+    generations: Arc<Mutex<Vec<u64>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -296,18 +303,27 @@ enum Place {
     Shared { location: store::Location, prefix: String },
 }
 
+/// The state files of checkpoints written before generations (read when the progress names none).
 const STREAM_FILE: &str = "checkpoint.json";
 const SECURITY_FILE: &str = "security.json";
 const PROGRESS_FILE: &str = "progress.json";
 
+fn stream_file(generation: Option<u64>) -> String {
+    generation.map_or(STREAM_FILE.to_string(), |g| format!("checkpoint-{g}.json"))
+}
+
+fn security_file(generation: Option<u64>) -> String {
+    generation.map_or(SECURITY_FILE.to_string(), |g| format!("security-{g}.json"))
+}
+
 impl Checkpoints {
     pub fn new(dir: impl Into<PathBuf>) -> Checkpoints {
-        Checkpoints { place: Place::Dir(dir.into()) }
+        Checkpoints { place: Place::Dir(dir.into()), generations: Arc::default() }
     }
 
     /// Checkpoints as objects under `prefix` of the shared location.
     pub fn shared(location: store::Location, prefix: impl Into<String>) -> Checkpoints {
-        Checkpoints { place: Place::Shared { location, prefix: prefix.into() } }
+        Checkpoints { place: Place::Shared { location, prefix: prefix.into() }, generations: Arc::default() }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -317,12 +333,18 @@ impl Checkpoints {
         }
     }
 
+    /// The anomaly stream's state that the progress names.
     pub fn stream_path(&self) -> PathBuf {
-        self.path(STREAM_FILE)
+        self.path(&stream_file(self.saved_generation()))
     }
 
+    /// The security detections' state that the progress names.
     pub fn security_path(&self) -> PathBuf {
-        self.path(SECURITY_FILE)
+        self.path(&security_file(self.saved_generation()))
+    }
+
+    fn saved_generation(&self) -> Option<u64> {
+        self.progress().and_then(|p| p.generation)
     }
 
     pub fn progress_path(&self) -> PathBuf {
@@ -361,7 +383,13 @@ impl Checkpoints {
     /// afresh, with a warning that says why.
     pub fn load(&self, config: &EngineConfig, rules: SigmaRules) -> Engine {
         let mut engine = Engine::new(config, rules);
-        if let (Some(stream_config), Some(bytes)) = (&config.anomaly, self.read(STREAM_FILE)) {
+        let progress = self.read(PROGRESS_FILE).map(|bytes| serde_json::from_slice::<Progress>(&bytes));
+        let generation = match &progress {
+            Some(Ok(progress)) if progress.version == PROGRESS_VERSION => progress.generation,
+            _ => None,
+        };
+        self.generations.lock().unwrap_or_else(|e| e.into_inner()).extend(generation);
+        if let (Some(stream_config), Some(bytes)) = (&config.anomaly, self.read(&stream_file(generation))) {
             match AnomalyStream::restore(stream_config.clone(), &bytes) {
                 Ok(stream) => engine.stream = Some(stream),
                 Err(e) => tracing::warn!(
@@ -371,7 +399,7 @@ impl Checkpoints {
                 ),
             }
         }
-        if let (Some(security), Some(bytes)) = (&mut engine.security, self.read(SECURITY_FILE)) {
+        if let (Some(security), Some(bytes)) = (&mut engine.security, self.read(&security_file(generation))) {
             if let Err(e) = security.restore_state(&bytes) {
                 tracing::warn!(
                     path = %self.security_path().display(),
@@ -380,8 +408,8 @@ impl Checkpoints {
                 );
             }
         }
-        if let Some(bytes) = self.read(PROGRESS_FILE) {
-            match serde_json::from_slice::<Progress>(&bytes) {
+        if let Some(progress) = progress {
+            match progress {
                 Ok(progress) if progress.version == PROGRESS_VERSION => {
                     engine.scored_through_us = progress.scored_through_us;
                     engine.dedup.restore(progress.open_alerts);
@@ -400,22 +428,50 @@ impl Checkpoints {
     /// Writes the engine's state: each file replaced atomically (a temporary fsynced and renamed over
     /// it, or one object put), the progress last.
     pub fn save(&self, engine: &Engine) -> Result<(), DetectError> {
+        let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        // Wall-clock microseconds, above every generation this handle knows: unique across the owners a
+        // partition has over time.
+        let generation = (store::time::now_micros().max(0) as u64).max(generations.last().map_or(0, |g| g + 1));
         if let Some(stream) = &engine.stream {
-            self.write(STREAM_FILE, stream.checkpoint()?)?;
+            self.write(&stream_file(Some(generation)), stream.checkpoint()?)?;
         }
         if let Some(security) = &engine.security {
-            self.write(SECURITY_FILE, security.checkpoint()?)?;
+            self.write(&security_file(Some(generation)), security.checkpoint()?)?;
         }
         let progress = Progress {
             version: PROGRESS_VERSION,
             scored_through_us: engine.scored_through_us,
             learning: engine.learning(),
             open_alerts: engine.dedup.checkpoint(),
+            generation: Some(generation),
         };
         let bytes = serde_json::to_vec(&progress).map_err(|e| DetectError::Checkpoint(e.to_string()))?;
         self.write(PROGRESS_FILE, bytes)?;
+        generations.push(generation);
+        // The generation just replaced stays (a reader may hold the progress that named it); older ones go.
+        while generations.len() > 2 {
+            let old = generations.remove(0);
+            self.remove(&stream_file(Some(old)));
+            self.remove(&security_file(Some(old)));
+        }
         crate::metrics::metrics().checkpoints.inc();
         Ok(())
+    }
+
+    /// Removes a state file no progress names any more; a failure only leaves a file behind.
+    fn remove(&self, name: &str) {
+        let removed = match &self.place {
+            Place::Dir(dir) => match std::fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            },
+            Place::Shared { location, prefix } => {
+                object_io(location.delete(&format!("{prefix}/{name}"))).map_err(|e| e.to_string())
+            }
+        };
+        if let Err(error) = removed {
+            tracing::debug!(name, error, "an old checkpoint generation was not removed");
+        }
     }
 }
 
@@ -449,6 +505,10 @@ pub struct Progress {
     /// The alert groups open at the checkpoint (`dedup::Deduplicator`).
     #[serde(default)]
     pub open_alerts: Vec<crate::dedup::OpenGroup>,
+    /// The generation of the state files saved with this progress; `None` in checkpoints written before
+    /// generations (`checkpoint.json`, `security.json`).
+    #[serde(default)]
+    pub generation: Option<u64>,
 }
 
 impl Progress {

@@ -119,10 +119,67 @@ fn saved(engine: &Engine) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let checkpoints = Checkpoints::new(dir.path());
     checkpoints.save(engine).expect("every reachable state checkpoints");
+    files(&checkpoints)
+}
+
+/// The checkpoint's files as JSON values, without the progress's generation (which names the files).
+fn files(checkpoints: &Checkpoints) -> Vec<serde_json::Value> {
     [checkpoints.stream_path(), checkpoints.security_path(), checkpoints.progress_path()]
         .iter()
-        .map(|path| canonical(serde_json::from_slice(&std::fs::read(path).unwrap()).expect("a checkpoint is JSON")))
+        .map(|path| {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path).unwrap()).expect("a checkpoint is JSON");
+            if let Some(progress) = value.as_object_mut() {
+                progress.remove("generation");
+            }
+            canonical(value)
+        })
         .collect()
+}
+
+/// A process killed in the middle of a save (the new state written, the progress not yet) leaves the
+/// previous progress with the state it was saved with: a new owner re-scores the minutes after it on top
+/// of the baselines of then, not on top of baselines that already counted them.
+#[test]
+fn a_save_cut_short_leaves_the_progress_with_the_state_it_was_saved_with() {
+    let config = config();
+    let minute = 60_000_000i64;
+    let base = 1_763_600_000_000_000i64;
+    let invocation = |i: i64| {
+        let cell = Cell {
+            time: base + i * minute,
+            text: Some("orders-api".into()),
+            int: Some(100),
+            float: Some(12.0 + i as f64),
+            flag: Some(false),
+        };
+        batch(Table::Invocations, &vec![cell; 32])
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = Checkpoints::new(dir.path());
+    let mut engine = Engine::new(&config, SigmaRules::shipped());
+    for i in 0..30 {
+        engine.push(Table::Invocations, &invocation(i));
+    }
+    engine.advance_to(base + 31 * minute);
+    engine.set_scored_through(base + 30 * minute);
+    checkpoints.save(&engine).unwrap();
+    let then = files(&checkpoints);
+    let progress_then = std::fs::read(checkpoints.progress_path()).unwrap();
+
+    for i in 30..90 {
+        engine.push(Table::Invocations, &invocation(i));
+    }
+    engine.advance_to(base + 91 * minute);
+    engine.set_scored_through(base + 90 * minute);
+    checkpoints.save(&engine).unwrap();
+    assert_ne!(files(&checkpoints)[0], then[0], "the later step changed the baselines");
+    // The kill: the later step's state files are written, its progress is not.
+    std::fs::write(checkpoints.progress_path(), progress_then).unwrap();
+
+    let restored = Checkpoints::new(dir.path()).load(&config, SigmaRules::shipped());
+    assert_eq!(restored.scored_through_us(), Some(base + 30 * minute));
+    assert_eq!(saved(&restored), then, "the progress of one step was restored with the baselines of another");
 }
 
 /// Every detection on, the first-seen ones without a learning period, so that more states are reached.

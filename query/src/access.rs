@@ -1,13 +1,14 @@
 //! What each role may run.
 //!
 //! An analyst may read: queries, `EXPLAIN`, `SHOW`, transactions and cursors, and settings local to
-//! their own session. DDL (including `CREATE EXTERNAL TABLE`, which reads arbitrary files and URLs), DML,
+//! their own session; every table but the audit of queries (`ADMIN_TABLES`). DDL (including `CREATE EXTERNAL TABLE`, which reads arbitrary files and URLs), DML,
 //! `COPY`, prepared-statement plumbing of DataFusion and every `SET` that would reach the engine's
 //! `SessionContext`, which every session shares, are refused. The check runs on the planned statement,
 //! so it holds whatever the SQL text looks like; a `SET` is allowed only in the exact form that the
 //! PostgreSQL layer keeps in the connection (`SESSION_SETTINGS`, a literal value), and a time zone is
 //! kept in the connection by `pg` itself. An admin may run everything DataFusion allows.
 
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
@@ -23,8 +24,36 @@ pub fn sql_options(role: Role) -> SQLOptions {
     }
 }
 
-/// Checks a planned statement.
+/// Tables only an admin reads: `query_audit` holds every user's SQL, admins' included (which may carry
+/// credentials, e.g. `CREATE EXTERNAL TABLE … OPTIONS ('aws.secret_access_key' …)`), and who looked at
+/// what is not for every analyst to see.
+pub const ADMIN_TABLES: [&str; 1] = ["query_audit"];
+
+/// Checks a planned statement: the statement kinds of the role, and the tables it reads (in subqueries
+/// and under `EXPLAIN` too).
 pub fn check_plan(role: Role, plan: &LogicalPlan) -> Result<()> {
+    check_kinds(role, plan)?;
+    if role == Role::Admin {
+        return Ok(());
+    }
+    let mut admin_table = None;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if ADMIN_TABLES.contains(&scan.table_name.table()) {
+                admin_table = Some(scan.table_name.to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(QueryError::DataFusion)?;
+    match admin_table {
+        Some(table) => Err(denied(role, &format!("{table} needs the admin role"))),
+        None => Ok(()),
+    }
+}
+
+fn check_kinds(role: Role, plan: &LogicalPlan) -> Result<()> {
     sql_options(role).verify_plan(plan).map_err(|e| {
         let message = match &e {
             datafusion::error::DataFusionError::Plan(m) => m.clone(),

@@ -199,7 +199,12 @@ impl QueryEngine {
         if sql.trim().trim_end_matches(';').trim().is_empty() {
             return Err(QueryError::BadRequest("the query is empty".into()));
         }
-        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        let plan = match self.ctx.state().create_logical_plan(sql).await {
+            Err(datafusion::error::DataFusionError::NotImplemented(m)) if m.contains("single SQL statement") => {
+                return Err(QueryError::BadRequest("a single statement per request; this text holds several".into()));
+            }
+            plan => plan?,
+        };
         access::check_plan(role, &plan)?;
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

@@ -9,9 +9,11 @@
 //!   `environment` table functions and the saved views.
 //! - `engine`: one `SessionContext` over a store, access checks per role, the query audit, metrics.
 //! - `auth`: users, roles, SCRAM secrets and HTTP tokens; `access`: what each role may run.
-//! - `pg` and `http`: the PostgreSQL-protocol and HTTP servers, with TLS when configured.
+//! - `pg` and `http`: the PostgreSQL-protocol and HTTP servers, with TLS when configured; `admission`:
+//!   who may hold a PostgreSQL connection (logged-in slots, login timeout, logins per address).
 
 pub mod access;
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod catalog;

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
 use datafusion_postgres::{DfSessionService, Parser};
@@ -31,25 +32,29 @@ use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::access;
+use crate::admission::{Admission, AdmissionLimits};
 use crate::auth::{Role, Users};
 use crate::engine::{Caller, QueryEngine};
 use crate::error::QueryError;
 use crate::metrics::metrics;
 
 /// How the PostgreSQL-protocol server runs.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct PgOptions {
     pub tls: Option<crate::tls::TlsSettings>,
-    /// Most concurrent connections; more are refused.
-    pub max_connections: usize,
+    /// Logged-in connections and the limits on logins (`admission`).
+    pub admission: AdmissionLimits,
+    /// With `tls`, still accept logins without it (otherwise refused before any authentication message,
+    /// so no password exchange and no SCRAM-SHA-256-PLUS offer happens in plaintext).
+    pub allow_plaintext: bool,
 }
 
-impl Default for PgOptions {
-    fn default() -> Self {
-        PgOptions { tls: None, max_connections: 256 }
+impl PgOptions {
+    /// TLS when given, `max_connections` logged-in connections, the other login limits by default.
+    pub fn new(tls: Option<crate::tls::TlsSettings>, max_connections: usize, allow_plaintext: bool) -> PgOptions {
+        PgOptions { tls, admission: AdmissionLimits { max_connections, ..Default::default() }, allow_plaintext }
     }
 }
 
@@ -83,17 +88,72 @@ pub struct Handlers {
     users: Arc<UsersSource>,
     certificate_pem: Option<Vec<u8>>,
     connections: Arc<ConnectionManager>,
+    admission: Arc<Admission>,
+    require_tls: bool,
 }
 
 impl Handlers {
-    pub fn new(engine: Arc<QueryEngine>, users: Users, certificate_pem: Option<Vec<u8>>) -> Handlers {
+    pub fn new(
+        engine: Arc<QueryEngine>,
+        users: Users,
+        certificate_pem: Option<Vec<u8>>,
+        admission: Arc<Admission>,
+        require_tls: bool,
+    ) -> Handlers {
         let inner = Arc::new(DfSessionService::new(Arc::new(engine.context().clone())));
         Handlers {
-            service: Arc::new(Service { inner, engine, users: users.clone() }),
+            service: Arc::new(Service { inner, engine, users: users.clone(), admission: admission.clone() }),
             users: Arc::new(UsersSource { users }),
             certificate_pem,
             connections: Arc::new(ConnectionManager::new()),
+            admission,
+            require_tls,
         }
+    }
+}
+
+/// The login, with a logged-in slot (`Admission`) taken for its steps and kept once it succeeds: the
+/// connection limit counts logged-in connections, never logins under way.
+struct AdmittedStartup<H> {
+    inner: H,
+    admission: Arc<Admission>,
+    /// TLS is configured and plaintext is not allowed.
+    require_tls: bool,
+}
+
+#[async_trait]
+impl<H: StartupHandler> StartupHandler for AdmittedStartup<H> {
+    async fn on_startup<C>(&self, client: &mut C, message: pgwire::messages::PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::api::PgWireConnectionState as State;
+        if !matches!(client.state(), State::AwaitingStartup | State::AuthenticationInProgress) {
+            return self.inner.on_startup(client, message).await;
+        }
+        if self.require_tls && !client.is_secure() {
+            tracing::info!(client = %client.socket_addr(), "PostgreSQL login without TLS refused");
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "this server requires TLS (sslmode=require); plaintext logins are refused".into(),
+            ))));
+        }
+        let Some(slot) = self.admission.reserve() else {
+            tracing::warn!(client = %client.socket_addr(), max = self.admission.limits().max_connections, "PostgreSQL login refused: too many connections");
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "53300".into(),
+                "sorry, too many clients already".into(),
+            ))));
+        };
+        self.inner.on_startup(client, message).await?;
+        if matches!(client.state(), State::ReadyForQuery) {
+            self.admission.logged_in(client.socket_addr(), slot);
+        }
+        Ok(())
     }
 }
 
@@ -119,11 +179,13 @@ impl PgWireServerHandlers for Handlers {
         parameters.server_version = format!("16.6 (coldtrail {})", env!("CARGO_PKG_VERSION"));
         parameters.is_superuser = false;
         parameters.time_zone = "UTC".into();
-        Arc::new(
-            SASLAuthStartupHandler::new(Arc::new(parameters))
+        Arc::new(AdmittedStartup {
+            inner: SASLAuthStartupHandler::new(Arc::new(parameters))
                 .with_scram(scram)
                 .with_connection_manager(self.connections.clone()),
-        )
+            admission: self.admission.clone(),
+            require_tls: self.require_tls,
+        })
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -154,9 +216,69 @@ pub struct Service {
     inner: Arc<DfSessionService>,
     engine: Arc<QueryEngine>,
     users: Users,
+    admission: Arc<Admission>,
+}
+
+/// What ends a statement early, wherever it is (planning, computing, streaming rows): its deadline (the
+/// engine's `statement_timeout`, or the session's if shorter), a cancel request, or the client gone.
+#[derive(Clone)]
+struct Bounds {
+    deadline: tokio::time::Instant,
+    cancel: Option<Arc<pgwire::api::ConnectionHandle>>,
+    ticket: Option<Arc<crate::admission::Ticket>>,
+}
+
+fn statement_timeout_error() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "57014".into(),
+        "canceling statement due to statement timeout".into(),
+    )))
+}
+
+impl Bounds {
+    /// Resolves with the error that ends the statement. Only polled after the protocol layer's own
+    /// cancel wait (around `do_query`) has ended, so taking the connection's cancel sender is safe.
+    async fn stop(self, with_cancel: bool) -> PgWireError {
+        let cancelled = async {
+            match self.cancel.filter(|_| with_cancel) {
+                Some(handle) => {
+                    let _ = handle.start_query().await.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let gone = async {
+            match &self.ticket {
+                Some(ticket) => ticket.gone().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(self.deadline) => statement_timeout_error(),
+            _ = cancelled => PgWireError::QueryCanceled,
+            _ = gone => PgWireError::QueryCanceled,
+        }
+    }
 }
 
 impl Service {
+    /// The bounds of a statement starting now for `client`.
+    fn bounds<C: ClientInfo + ?Sized>(&self, client: &C) -> Bounds {
+        let mut timeout = self.engine.limits().statement_timeout;
+        // The session's `SET statement_timeout`, as datafusion-postgres keeps it, when it is shorter.
+        if let Some(ms) = client.metadata().get("statement_timeout_ms").and_then(|v| v.parse::<u64>().ok()) {
+            if ms > 0 {
+                timeout = timeout.min(std::time::Duration::from_millis(ms));
+            }
+        }
+        Bounds {
+            deadline: tokio::time::Instant::now() + timeout,
+            cancel: client.session_extensions().get::<Arc<pgwire::api::ConnectionHandle>>().map(|h| (*h).clone()),
+            ticket: self.admission.ticket(client.socket_addr()),
+        }
+    }
+
     fn caller<C: ClientInfo + ?Sized>(&self, client: &C) -> Result<Caller, QueryError> {
         let user = client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default();
         let role =
@@ -197,13 +319,23 @@ impl Drop for AuditGuard {
     }
 }
 
-/// Makes a response's rows count towards `guard`, which is dropped with the response.
-fn audited(response: Response, guard: &Arc<AuditGuard>) -> Response {
+/// Makes a response's rows count towards `guard`, which is dropped with the response, and ends them with
+/// an error when `bounds` says so (dropping the rows stops their computation).
+fn audited(response: Response, guard: &Arc<AuditGuard>, bounds: &Bounds) -> Response {
     match response {
         Response::Query(mut query) => {
             let guard = guard.clone();
             let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-            query.data_rows = Box::pin(rows.inspect(move |row| match row {
+            let stop: futures::future::BoxFuture<'static, PgWireError> = Box::pin(bounds.clone().stop(true));
+            let bounded = futures::stream::unfold(Some((rows, stop)), |state| async move {
+                let (mut rows, mut stop) = state?;
+                tokio::select! {
+                    biased;
+                    error = &mut stop => Some((Err(error), None)),
+                    row = rows.next() => row.map(|row| (row, Some((rows, stop)))),
+                }
+            });
+            query.data_rows = Box::pin(bounded.inspect(move |row| match row {
                 Ok(_) => {
                     guard.rows.fetch_add(1, Ordering::Relaxed);
                 }
@@ -265,22 +397,48 @@ impl Service {
         if role == Role::Admin {
             return Ok(());
         }
-        let statements = PostgresCompatibilityParser::new()
-            .parse(query)
-            .map_err(|e| QueryError::DataFusion(DataFusionError::SQL(Box::new(e), None)))?;
         let state = self.engine.context().state();
+        let statements = match PostgresCompatibilityParser::new().parse(query) {
+            Ok(statements) => statements,
+            Err(e) => {
+                // DataFusion's own statements (`CREATE EXTERNAL TABLE`) are not PostgreSQL: planned from
+                // the text, as the engine would run them, so that they are refused for what they are.
+                let plan = state
+                    .create_logical_plan(query)
+                    .await
+                    .map_err(|_| QueryError::DataFusion(DataFusionError::SQL(Box::new(e), None)))?;
+                return access::check_plan(role, &plan);
+            }
+        };
         let alone = statements.len() == 1;
         for statement in statements {
             if !alone && access::session_time_zone(&statement).is_some() {
                 return Err(QueryError::Denied("an analyst's SET TIME ZONE must be a statement of its own".into()));
             }
             if access::is_session_statement(&statement) {
-                access::check_session_statement(role, &statement)?;
+                self.check_session(role, &statement).await?;
             } else {
                 // Planned from its text, as datafusion-postgres runs it: DataFusion's parser reads
                 // `COPY ... TO` and `CREATE EXTERNAL TABLE` as its own statements.
                 let plan = state.create_logical_plan(&statement.to_string()).await?;
                 access::check_plan(role, &plan)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a statement the PostgreSQL layer answers itself. A cursor's query is planned and checked
+    /// like any statement: datafusion-postgres runs it with `SessionContext::sql`, which would execute
+    /// `SELECT … INTO`, DDL or DML at `DECLARE` with nobody's role checked.
+    async fn check_session(&self, role: Role, statement: &Statement) -> Result<(), QueryError> {
+        access::check_session_statement(role, statement)?;
+        if let (Role::Analyst, Statement::Declare { stmts }) = (role, statement) {
+            let state = self.engine.context().state();
+            for declare in stmts {
+                if let Some(query) = &declare.for_query {
+                    let plan = state.create_logical_plan(&query.to_string()).await?;
+                    access::check_plan(role, &plan)?;
+                }
             }
         }
         Ok(())
@@ -298,20 +456,26 @@ impl SimpleQueryHandler for Service {
     {
         let started = Instant::now();
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
+        let bounds = self.bounds(client);
         let query = &*client_sql(query);
         if caller.role != Role::Admin {
             let statements = PostgresCompatibilityParser::new().parse(query).unwrap_or_default();
             if let [statement] = &statements[..] {
                 if let Some(zone) = access::session_time_zone(statement) {
                     let guard = self.begin(caller, query, started, Ok(())).await?;
-                    return Ok(vec![audited(set_time_zone(client, zone).await?, &guard)]);
+                    return Ok(vec![audited(set_time_zone(client, zone).await?, &guard, &bounds)]);
                 }
             }
         }
         let check = self.check_simple(caller.role, query).await;
         let guard = self.begin(caller, query, started, check).await?;
-        match SimpleQueryHandler::do_query(&*self.inner, client, query).await {
-            Ok(responses) => Ok(responses.into_iter().map(|r| audited(r, &guard)).collect()),
+        // Until the rows stream, the protocol layer waits for a cancel request itself.
+        let run = tokio::select! {
+            result = SimpleQueryHandler::do_query(&*self.inner, client, query) => result,
+            error = bounds.clone().stop(false) => Err(error),
+        };
+        match run {
+            Ok(responses) => Ok(responses.into_iter().map(|r| audited(r, &guard, &bounds)).collect()),
             Err(e) => {
                 guard.fail(from_pgwire(&e));
                 Err(e)
@@ -343,23 +507,28 @@ impl ExtendedQueryHandler for Service {
     {
         let started = Instant::now();
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
+        let bounds = self.bounds(client);
         let (sql, parsed) = &portal.statement.statement;
         if let (Role::Analyst, Some((statement, _))) = (caller.role, parsed) {
             if let Some(zone) = access::session_time_zone(statement) {
                 let guard = self.begin(caller, sql, started, Ok(())).await?;
-                return Ok(audited(set_time_zone(client, zone).await?, &guard));
+                return Ok(audited(set_time_zone(client, zone).await?, &guard, &bounds));
             }
         }
         let check = match parsed {
             Some((statement, _)) if access::is_session_statement(statement) => {
-                access::check_session_statement(caller.role, statement)
+                self.check_session(caller.role, statement).await
             }
             Some((_, plan)) => access::check_plan(caller.role, plan),
             None => Ok(()),
         };
         let guard = self.begin(caller, sql, started, check).await?;
-        match ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows).await {
-            Ok(response) => Ok(audited(response, &guard)),
+        let run = tokio::select! {
+            result = ExtendedQueryHandler::do_query(&*self.inner, client, portal, max_rows) => result,
+            error = bounds.clone().stop(false) => Err(error),
+        };
+        match run {
+            Ok(response) => Ok(audited(response, &guard, &bounds)),
             Err(e) => {
                 guard.fail(from_pgwire(&e));
                 Err(e)
@@ -463,8 +632,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let acceptor = options.tls.as_ref().map(|t| t.acceptor());
-    let handlers = Arc::new(Handlers::new(engine, users, options.tls.as_ref().map(|t| t.certificate_pem.clone())));
-    let limiter = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let admission = Arc::new(Admission::new(options.admission));
+    let certificate = options.tls.as_ref().map(|t| t.certificate_pem.clone());
+    let require_tls = options.tls.is_some() && !options.allow_plaintext;
+    let handlers = Arc::new(Handlers::new(engine, users, certificate, admission.clone(), require_tls));
     tokio::pin!(shutdown);
     loop {
         let (socket, addr): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
@@ -478,21 +649,64 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = limiter.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, max = options.max_connections, "PostgreSQL connection refused: too many connections");
+        let Some(ticket) = admission.admit(addr) else {
+            tracing::warn!(%addr, "PostgreSQL connection refused: too many logins under way");
             continue;
         };
-        let handlers = handlers.clone();
-        let acceptor = acceptor.clone();
+        // A duplicate of the socket's descriptor, to see the client leave while a statement runs.
+        let (socket, watched) = match duplicate(socket) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "PostgreSQL connection dropped: cannot duplicate its socket");
+                admission.ended(addr);
+                continue;
+            }
+        };
+        let (handlers, acceptor, admission) = (handlers.clone(), acceptor.clone(), admission.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let watcher = tokio::spawn({
+                let ticket = ticket.clone();
+                async move {
+                    crate::admission::watch_peer(watched, std::time::Duration::from_millis(500)).await;
+                    ticket.gone.send_replace(true);
+                }
+            });
             metrics().pg_connections.inc();
-            if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
+            let connection = pgwire::tokio::process_socket(socket, acceptor, handlers);
+            tokio::pin!(connection);
+            let startup_timeout = admission.limits().startup_timeout;
+            let ended = tokio::select! {
+                biased;
+                result = &mut connection => Some(result),
+                _ = ticket.authenticated.notified() => None,
+                _ = ticket.evicted.notified() => {
+                    tracing::info!(%addr, "PostgreSQL login closed: newer logins from the same address");
+                    Some(Ok(()))
+                }
+                _ = tokio::time::sleep(startup_timeout) => {
+                    tracing::info!(%addr, timeout_secs = startup_timeout.as_secs(), "PostgreSQL login closed: not finished in time");
+                    Some(Ok(()))
+                }
+            };
+            let result = match ended {
+                Some(result) => result,
+                None => connection.await,
+            };
+            if let Err(e) = result {
                 tracing::debug!(%addr, error = %e, "PostgreSQL connection ended with an error");
             }
+            watcher.abort();
+            admission.ended(addr);
             metrics().pg_connections.dec();
         });
     }
+}
+
+/// The socket, and a duplicate of its descriptor for `admission::watch_peer`.
+fn duplicate(socket: tokio::net::TcpStream) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let socket = socket.into_std()?;
+    let watched = socket.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(socket)?, watched))
 }
 
 #[cfg(test)]

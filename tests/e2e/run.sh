@@ -79,6 +79,8 @@ check "psql over TLS with SCRAM counts the stored invocations" bash -c \
     "[ \"\$(PGPASSWORD='$password' psql 'host=127.0.0.1 port=$pgport user=admin dbname=coldtrail sslmode=require' -XAtc 'SELECT count(*) FROM invocations')\" = '$expected' ]"
 check "psql with a wrong password is refused" bash -c \
     "! PGPASSWORD=wrong psql 'host=127.0.0.1 port=$pgport user=admin dbname=coldtrail sslmode=require' -XAtc 'SELECT 1' 2>/dev/null"
+check "with TLS configured, a plaintext psql login is refused before any password exchange" bash -c \
+    "PGPASSWORD='$password' psql 'host=127.0.0.1 port=$pgport user=admin dbname=coldtrail sslmode=disable' -XAtc 'SELECT 1' 2>&1 | grep -q 'requires TLS'"
 check "psql \\dt lists the tables" bash -c \
     "PGPASSWORD='$password' psql 'host=127.0.0.1 port=$pgport user=admin dbname=coldtrail sslmode=require' -Xc '\\dt' | grep -q query_audit"
 check "coldtrail sql --server asks the running server (HTTPS refused without a trusted certificate)" bash -c \

@@ -3,6 +3,7 @@
 
 mod append;
 mod inputs;
+pub use inputs::{marks_watermark, InputMark};
 mod maintenance;
 mod open;
 mod positions;
