@@ -57,57 +57,34 @@ pub struct VerifyArgs {
     /// Trust this hex public key for NODE instead of the published one (repeatable): NODE=HEX.
     #[arg(long = "key", value_name = "NODE=HEX")]
     keys: Vec<String>,
+    /// A head kept outside the data directory that the chain must still hold (repeatable): a file from
+    /// `coldtrail ledger --export`, NODE:SEQ:HASH, or SEQ:HASH of this data directory's node.
+    #[arg(long = "expect-head", value_name = "FILE|NODE:SEQ:HASH")]
+    expect_heads: Vec<String>,
+    /// A public key kept outside the data directory (repeatable): an export file, NODE=HEX, or a key file.
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    trusted_keys: Vec<PathBuf>,
 }
 
 pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let location = paths.open_location()?;
-    let mut trusted = HashMap::new();
-    if let Some((node, key)) = paths.local_node_key()? {
+    let local = paths.local_node_key()?;
+    let local_node = local.as_ref().map(|(node, _)| node.as_str());
+    let mut trusted: HashMap<_, _> = local.iter().cloned().collect();
+    let files =
+        args.trusted_keys.iter().map(|p| std::fs::read_to_string(p).with_context(|| format!("{}", p.display())));
+    for text in args.keys.into_iter().map(Ok).chain(files) {
+        let (node, key) = store::verify::parse_trusted_key(&text?, local_node).map_err(anyhow::Error::msg)?;
         trusted.insert(node, key);
     }
-    for spec in &args.keys {
-        let (node, hex) = spec.split_once('=').context("--key takes NODE=HEX")?;
-        let key = parse_public_key(hex).with_context(|| format!("--key {node}: not a public key"))?;
-        trusted.insert(node.to_string(), key);
-    }
-    let report = store::verify_location(&location, &trusted).await?;
-    if args.json {
-        let findings: Vec<serde_json::Value> =
-            report.problems.iter().map(|f| serde_json::json!({ "kind": f.kind(), "message": f.to_string() })).collect();
-        let heads: Vec<serde_json::Value> = report
-            .heads
-            .iter()
-            .map(|(node, seq, hash)| serde_json::json!({"node": node, "seq": seq, "hash": hash}))
-            .collect();
-        outln!(
-            "{}",
-            serde_json::json!({
-                "location": location.url(),
-                "intact": report.is_intact(),
-                "nodes": report.nodes,
-                "entries_checked": report.entries_checked,
-                "segments_checked": report.segments_checked,
-                "bytes_checked": report.bytes_checked,
-                "heads": heads,
-                "findings": findings,
-            })
-        );
-    } else {
-        outln!(
-            "checked {} ledger entries of {} node(s) and {} segments ({} bytes) in {}",
-            report.entries_checked,
-            report.nodes.len(),
-            report.segments_checked,
-            report.bytes_checked,
-            location.url()
-        );
-        for (node, seq, hash) in &report.heads {
-            outln!("head of node {node}: entry {seq} {hash}");
-        }
-        for finding in &report.problems {
-            outln!("FAIL {}: {finding}", finding.kind());
-        }
-        outln!("{}", if report.is_intact() { "intact" } else { "TAMPERED OR DAMAGED" });
+    let anchors = (args.expect_heads.iter())
+        .map(|spec| store::verify::Anchor::parse(&std::fs::read_to_string(spec).unwrap_or(spec.clone()), local_node))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--expect-head: {e}"))?;
+    let report = store::verify_location(&location, &trusted, &anchors).await?;
+    match args.json {
+        true => outln!("{}", report.to_json(location.url())),
+        false => outln!("{}", report.to_text(location.url())),
     }
     Ok(if report.is_intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -174,6 +151,10 @@ pub struct LedgerArgs {
     /// Print every entry of every node as JSON lines instead of this node's head.
     #[arg(long)]
     entries: bool,
+    /// Print the head as one JSON object with the public key, to keep outside the data directory (for
+    /// `verify --expect-head` and `--trusted-key`).
+    #[arg(long)]
+    export: bool,
 }
 
 pub async fn ledger(paths: &Paths, args: LedgerArgs) -> anyhow::Result<ExitCode> {
@@ -192,13 +173,14 @@ pub async fn ledger(paths: &Paths, args: LedgerArgs) -> anyhow::Result<ExitCode>
     };
     let head =
         location.get_opt(&head_path(&node)).await?.with_context(|| format!("node {node} has no ledger head yet"))?;
-    let (parsed, valid) = parse_head_file(&head, &key).map_err(anyhow::Error::msg)?;
-    if !valid {
-        bail!("the ledger head of node {node} has a bad signature: run `coldtrail verify`");
+    let export = store::verify::ExportedHead::from_head_file(&head, &key).map_err(anyhow::Error::msg)?;
+    if args.export {
+        outln!("{}", serde_json::to_string(&export)?);
+        return Ok(ExitCode::SUCCESS);
     }
     // The signed head file itself, so that an anchored copy can be checked with the public key.
     print!("{}", String::from_utf8_lossy(&head));
-    eprintln!("node {} entry {} (public key {})", parsed.node, parsed.seq, store::ledger::hex(key.as_bytes()));
+    eprintln!("node {} entry {} (public key {})", export.node, export.seq, export.public_key);
     Ok(ExitCode::SUCCESS)
 }
 

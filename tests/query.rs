@@ -242,10 +242,21 @@ async fn analysts_only_read_and_every_statement_is_audited() {
 
     f.engine.audit_log().close().await;
     let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
-    let audit =
-        rows(&engine, "SELECT user_name, status, sql, error FROM query_audit WHERE user_name = 'alice' ORDER BY ts")
-            .await;
+    let audit = rows(
+        &engine,
+        "SELECT user_name, status, sql, error FROM query_audit WHERE user_name = 'alice' AND status <> 'started' ORDER BY ts",
+    )
+    .await;
     assert_eq!(audit.len(), refused.len() + 3, "{audit:?}");
+    // Every statement that ran has its durable `started` row, stamped like its outcome; refused ones and
+    // one that failed to plan (`/etc/passwd`) none.
+    let started = rows(
+        &engine,
+        "SELECT s.sql FROM query_audit s JOIN query_audit o ON s.ts = o.ts AND s.sql = o.sql AND o.status <> 'started' \
+         WHERE s.user_name = 'alice' AND s.status = 'started' ORDER BY s.ts",
+    )
+    .await;
+    assert_eq!(started, [["SELECT count(*) FROM invocations"], ["EXPLAIN SELECT * FROM logs"]]);
     assert!(audit[..refused.len()].iter().all(|r| r[1] == "denied"));
     assert_eq!(audit[0][2], refused[0]);
     assert!(audit.iter().any(|r| r[1] == "ok" && r[2] == "SELECT count(*) FROM invocations"));
@@ -260,6 +271,7 @@ async fn long_statements_time_out_and_big_results_are_bounded() {
         Limits {
             statement_timeout: Duration::from_millis(500),
             max_result_rows: 50,
+            max_result_bytes: 1 << 20,
             memory_bytes: 8 << 20,
             max_concurrent: 2,
         },
@@ -281,6 +293,9 @@ async fn long_statements_time_out_and_big_results_are_bounded() {
     assert_eq!(engine.execute(&admin(), "SELECT * FROM logs LIMIT 5", None).await.unwrap().rows, 5);
     assert!(matches!(engine.execute(&admin(), "SELECT * FROM logs", None).await, Err(QueryError::TooLarge(50))));
     assert_eq!(engine.execute(&admin(), "SELECT * FROM logs LIMIT 50", None).await.unwrap().rows, 50);
+    // Issue 18, item 5: a result's bytes are bounded too, whatever its rows.
+    let wide = "SELECT repeat('x', 100000) AS wide FROM generate_series(1, 40)";
+    assert!(matches!(engine.execute(&admin(), wide, None).await, Err(QueryError::ResultTooBig(_))), "{wide}");
     assert!(matches!(engine.execute(&admin(), "  ; ", None).await, Err(QueryError::BadRequest(_))));
     let two = engine.execute(&admin(), "SELECT 1; SELECT 2", None).await.unwrap_err();
     assert!(two.to_string().contains("single"), "{two}");
@@ -417,7 +432,7 @@ async fn postgres_clients_log_in_with_scram_and_read_typed_rows() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     f.engine.audit_log().close().await;
     let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
-    let audit = rows(&engine, "SELECT user_name, protocol, status, rows, client_addr FROM query_audit WHERE sql LIKE 'SELECT count(*) FROM invocations WHERE%'").await;
+    let audit = rows(&engine, "SELECT user_name, protocol, status, rows, client_addr FROM query_audit WHERE sql LIKE 'SELECT count(*) FROM invocations WHERE%' AND status <> 'started'").await;
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(&audit[0][..4], ["alice", "pg", "ok", "1"]);
     assert!(audit[0][4].starts_with("127.0.0.1:"));
@@ -564,6 +579,17 @@ async fn the_http_api_answers_json_csv_and_arrow_to_authenticated_callers() {
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow_body), None).unwrap();
     let total: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(total, 85);
+    // Issue 18, item 5: Arrow is bounded like the text formats (it answered 73 MB before).
+    let huge = client
+        .post(format!("{url}?format=arrow"))
+        .bearer_auth("alice-token-0123456789")
+        .body("SELECT * FROM generate_series(1, 2000000)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    let body: serde_json::Value = huge.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("1000000 rows"), "{body}");
 
     let denied =
         client.post(&url).bearer_auth("alice-token-0123456789").body("CREATE VIEW v AS SELECT 1").send().await.unwrap();
@@ -911,4 +937,120 @@ async fn postgres_statements_end_at_their_timeout_a_cancel_or_a_disconnect_and_f
     assert_eq!(response.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(1), "SELECT 1 waited {:?} for a slot", started.elapsed());
     let _ = servers.stop.send(true);
+}
+
+/// Issue 18, item 12: HTTP basic authentication does not reveal which names exist by its timing (in a
+/// debug build the key derivation takes milliseconds, so skipping it for unknown names shows plainly),
+/// and an address that keeps failing is slowed to a stop while bearer tokens still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_basic_auth_hides_which_users_exist_and_limits_failures_per_address() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/sql", servers.http);
+    let attempt = |user: &'static str, password: &'static str| {
+        let request = http.post(&url).basic_auth(user, Some(password)).body("SELECT 1");
+        async move {
+            let started = std::time::Instant::now();
+            let status = request.send().await.unwrap().status();
+            (status, started.elapsed())
+        }
+    };
+    let mut unknown = Vec::new();
+    let mut known = Vec::new();
+    for _ in 0..4 {
+        let (status, took) = attempt("mallory", "wrong-password").await;
+        assert_eq!(status, 401);
+        unknown.push(took);
+        let (status, took) = attempt("alice", "wrong-password").await;
+        assert_eq!(status, 401);
+        known.push(took);
+    }
+    let (unknown, known) = (unknown.iter().min().unwrap(), known.iter().min().unwrap());
+    assert!(unknown.as_secs_f64() > 0.5 * known.as_secs_f64(), "unknown user {unknown:?}, known user {known:?}");
+    // Two more failures make ten; the eleventh attempt is refused unchecked, even with the right password.
+    for _ in 0..2 {
+        assert_eq!(attempt("alice", "wrong-password").await.0, 401);
+    }
+    let (status, _) = attempt("alice", "alice-password").await;
+    assert_eq!(status, 429);
+    let response = http.post(&url).basic_auth("alice", Some("alice-password")).body("SELECT 1").send().await.unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    let token = http.post(&url).bearer_auth("alice-token-0123456789").body("SELECT 1").send().await.unwrap();
+    assert_eq!(token.status(), 200, "bearer tokens are not limited");
+    let _ = servers.stop.send(true);
+}
+
+/// Issue 18, item 6: the audit cannot be evaded. An analyst's statement longer than the audit stores
+/// whole is refused (a long comment cannot push the query out of the record); an admin's is stored cut
+/// with its full length and SHA-256; and a statement running when the server is killed has its durable
+/// `started` row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_keeps_long_statements_and_statements_cut_short_by_a_kill() {
+    use sha2::Digest;
+    let f = fixture().await;
+    let long = format!("/* {} */ SELECT count(*) FROM invocations", "x".repeat(70_000));
+    match f.engine.execute(&analyst(), &long, None).await {
+        Err(QueryError::Denied(message)) => assert!(message.contains("longer than"), "{message}"),
+        other => panic!("an analyst's 70 kB statement ran: {other:?}"),
+    }
+    let servers = start(f.engine.clone()).await;
+    let alice = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let refused = alice.simple_query(&long).await.expect_err("refused over pg");
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    assert!(f.engine.execute(&admin(), &long, None).await.is_ok());
+    let _ = servers.stop.send(true);
+    f.engine.audit_log().close().await;
+    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let stored = rows(&engine, "SELECT sql FROM query_audit WHERE user_name = 'root' AND status = 'ok'").await;
+    let digest: String = sha2::Sha256::digest(long.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        stored.iter().any(|r| r[0].ends_with(&format!("{} bytes in all, sha256 {digest}]", long.len()))),
+        "no stored length and SHA-256 of the long statement"
+    );
+
+    // The real server, killed while a statement runs.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (pg, http) = (port(0), port(1));
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--pg-listen", &format!("127.0.0.1:{pg}"), "--http-listen", &format!("127.0.0.1:{http}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let credentials: serde_json::Value = loop {
+        let ready = std::net::TcpStream::connect(("127.0.0.1", pg)).is_ok();
+        if let (true, Ok(bytes)) = (ready, std::fs::read(data.join("credentials.json"))) {
+            break serde_json::from_slice(&bytes).unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "serve did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (user, password) = (credentials["user"].as_str().unwrap(), credentials["password"].as_str().unwrap());
+    let config = format!("host=127.0.0.1 port={pg} user={user} password={password} dbname=coldtrail");
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    tokio::spawn(async move { client.simple_query("SELECT count(*) FROM generate_series(1, 50000000000)").await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("--data")
+        .arg(&data)
+        // (Not naming the runaway's text: this statement's own `started` row would match it.)
+        .args([
+            "sql",
+            "SELECT status FROM query_audit WHERE strpos(sql, concat('5000', '0000000')) > 0",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(csv.lines().skip(1).collect::<Vec<_>>(), ["started"], "{csv}");
 }

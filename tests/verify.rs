@@ -209,3 +209,187 @@ fn a_missing_data_directory_is_an_error_not_a_clean_report() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no data directory"));
 }
+
+// Issue 18, item 3: what `verify` proves with a trust root outside the data directory. Each attack below
+// rewrites the data directory consistently; `coldtrail ledger --export` kept elsewhere (here, another
+// temporary directory) is what catches it. SECURITY.md states the result without an anchor, which each
+// test checks too.
+
+/// Adds `hours` of rows to the store in `dir`, one segment and one ledger entry each.
+fn grow(dir: &Path, hours: std::ops::Range<u64>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = Store::open(StoreConfig::new(dir)).await.unwrap();
+        for hour in hours {
+            let ids: Vec<u64> = (hour * 10..hour * 10 + 10).collect();
+            let batch = batch_with_ids(Table::Logs, &ids, |id| T0 + (id / 10) as i64 * 3_600_000_000 + id as i64);
+            store.append_batch(Table::Logs, batch).unwrap();
+            store.flush_all().await.unwrap();
+        }
+    });
+}
+
+/// `coldtrail ledger --export`, written to a file outside the data directory.
+fn export(dir: &Path, outside: &Path) -> PathBuf {
+    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("--data")
+        .arg(dir)
+        .args(["ledger", "--export"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let path = outside.join("head.json");
+    std::fs::write(&path, &output.stdout).unwrap();
+    path
+}
+
+fn verify_with(dir: &Path, args: &[&str]) -> Verified {
+    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .args(["verify", "--json"])
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("verify printed no JSON ({e}): {stdout} {}", String::from_utf8_lossy(&output.stderr))
+    });
+    let findings = report["findings"].as_array().unwrap();
+    Verified {
+        code: output.status.code().unwrap(),
+        kinds: findings.iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect(),
+        messages: findings.iter().map(|f| f["message"].as_str().unwrap().to_string()).collect(),
+    }
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_wiped_store_is_a_finding_and_a_wholly_wiped_one_is_caught_by_the_anchor() {
+    let (dir, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_store(dir.path());
+    let anchor = export(dir.path(), outside.path());
+    let anchor = anchor.to_str().unwrap();
+    std::fs::remove_dir_all(dir.path().join("_ledger")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    for segment in segment_files(dir.path()) {
+        std::fs::remove_file(segment).unwrap();
+    }
+    // The data directory still names its node: a node without a ledger is a finding by itself.
+    let verified = verify_with(dir.path(), &[]);
+    assert_only(&verified, "ledger_missing");
+    // The wiper removes the node's identity too: without an anchor, an empty store (SECURITY.md)...
+    for file in ["node.id", "node.pub", "node.key"] {
+        let _ = std::fs::remove_file(dir.path().join(file));
+    }
+    let verified = verify_with(dir.path(), &[]);
+    assert_eq!((verified.code, verified.kinds.len()), (0, 0), "{:?}", verified.messages);
+    // ...with one, the wipe.
+    let verified = verify_with(dir.path(), &["--expect-head", anchor]);
+    assert_eq!(verified.code, 1);
+    assert_eq!(verified.kinds, ["ledger_missing", "anchor_not_held"], "{:?}", verified.messages);
+}
+
+#[test]
+fn a_chain_re_signed_with_a_new_key_is_caught_by_the_anchor_and_the_trusted_key() {
+    let (dir, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_store(dir.path());
+    let anchor = export(dir.path(), outside.path());
+    let anchor = anchor.to_str().unwrap();
+    // The forger removes rows from the segment of entry 2 (here: changes its bytes), then re-hashes and
+    // re-signs the whole chain and the head with a key of their own, and replaces every copy of the
+    // public key.
+    let text = std::fs::read_to_string(entry_file(dir.path(), 2)).unwrap();
+    let second: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let segment = dir.path().join(second["segment"]["path"].as_str().unwrap());
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&segment, &bytes).unwrap();
+    let secret = [42u8; 32];
+    let sign =
+        |hash: &str| store::ledger::hex(&store::ledger::testing_sign(&secret, &store::ledger::unhex(hash).unwrap()));
+    let mut prev = store::ledger::GENESIS_HASH.to_string();
+    for seq in 1..=3 {
+        let file = entry_file(dir.path(), seq);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut entry: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        if seq == 2 {
+            entry["segment"]["sha256"] = serde_json::Value::String(store::ledger::sha256_hex(&bytes));
+        }
+        entry["prev_hash"] = serde_json::Value::String(prev.clone());
+        let json = serde_json::to_string(&entry).unwrap();
+        let hash = store::ledger::sha256_hex(json.as_bytes());
+        std::fs::write(&file, format!("{json}\n{hash} {}\n", sign(&hash))).unwrap();
+        prev = hash;
+    }
+    let node = node_of(dir.path());
+    let head_file = dir.path().join("_ledger").join(format!("{node}.head"));
+    let head_text = std::fs::read_to_string(&head_file).unwrap();
+    let mut head: serde_json::Value = serde_json::from_str(head_text.lines().next().unwrap()).unwrap();
+    head["hash"] = serde_json::Value::String(prev);
+    let json = serde_json::to_string(&head).unwrap();
+    std::fs::write(&head_file, format!("{json}\n{}\n", sign(&store::ledger::sha256_hex(json.as_bytes())))).unwrap();
+    let public = format!("{}\n", store::ledger::testing_public_key(&secret));
+    std::fs::write(dir.path().join("_ledger").join(format!("{node}.pub")), &public).unwrap();
+    std::fs::write(dir.path().join("node.pub"), &public).unwrap();
+
+    // Without a trust root outside the directory the forgery is consistent (SECURITY.md).
+    let verified = verify_with(dir.path(), &[]);
+    assert_eq!((verified.code, verified.kinds.len()), (0, 0), "{:?}", verified.messages);
+    let verified = verify_with(dir.path(), &["--expect-head", anchor]);
+    assert_only(&verified, "anchor_not_held");
+    assert!(verified.messages[0].contains("rewritten"), "{:?}", verified.messages);
+    let verified = verify_with(dir.path(), &["--trusted-key", anchor]);
+    assert_eq!(verified.code, 1);
+    assert!(verified.kinds.contains(&"public_key_invalid".to_string()), "{:?}", verified.messages);
+    assert!(verified.kinds.contains(&"ledger_bad_signature".to_string()), "{:?}", verified.messages);
+}
+
+#[test]
+fn a_rolled_back_chain_is_caught_by_the_anchor() {
+    let (dir, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    grow(dir.path(), 0..2);
+    let node = node_of(dir.path());
+    let head_file = dir.path().join("_ledger").join(format!("{node}.head"));
+    let older_head = std::fs::read(&head_file).unwrap();
+    grow(dir.path(), 2..3);
+    let anchor = export(dir.path(), outside.path());
+    let anchor = anchor.to_str().unwrap();
+    // Back to the older head: the newest entry and its segment deleted, the old head file put back.
+    let text = std::fs::read_to_string(entry_file(dir.path(), 3)).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    std::fs::remove_file(dir.path().join(entry["segment"]["path"].as_str().unwrap())).unwrap();
+    std::fs::remove_file(entry_file(dir.path(), 3)).unwrap();
+    std::fs::write(&head_file, older_head).unwrap();
+
+    let verified = verify_with(dir.path(), &[]);
+    assert_eq!(
+        (verified.code, verified.kinds.len()),
+        (0, 0),
+        "without an anchor (SECURITY.md): {:?}",
+        verified.messages
+    );
+    let verified = verify_with(dir.path(), &["--expect-head", anchor]);
+    assert_only(&verified, "anchor_not_held");
+    assert!(verified.messages[0].contains("ends at entry 2"), "{:?}", verified.messages);
+    // The same anchor given as NODE:SEQ:HASH.
+    let export: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(anchor).unwrap()).unwrap();
+    let spec = format!("{}:{}:{}", export["node"].as_str().unwrap(), export["seq"], export["hash"].as_str().unwrap());
+    assert_only(&verify_with(dir.path(), &["--expect-head", &spec]), "anchor_not_held");
+}

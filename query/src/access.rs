@@ -69,6 +69,23 @@ fn check_kinds(role: Role, plan: &LogicalPlan) -> Result<()> {
     })
 }
 
+/// An analyst's statement is at most as long as the audit stores whole (`audit::SQL_TEXT_MAX`): a long
+/// comment cannot push the query itself out of the audit. An admin's longer statement is stored cut, with
+/// its length and SHA-256.
+pub fn check_length(role: Role, sql: &str) -> Result<()> {
+    if role == Role::Admin || sql.len() <= crate::audit::SQL_TEXT_MAX {
+        return Ok(());
+    }
+    Err(denied(
+        role,
+        &format!(
+            "a statement of {} bytes is longer than the {} the audit stores",
+            sql.len(),
+            crate::audit::SQL_TEXT_MAX
+        ),
+    ))
+}
+
 fn denied(role: Role, what: &str) -> QueryError {
     QueryError::Denied(format!("role {} may only read (SELECT, EXPLAIN, SHOW); {what}", role.name()))
 }

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::metrics::metrics;
 
-/// SQL text longer than this is stored cut, with a note of how much was cut.
+/// SQL text longer than this is stored cut, with its full length and SHA-256; an analyst's statement
+/// longer than this is refused (`access::check_length`), so no analyst's query is stored cut.
 pub const SQL_TEXT_MAX: usize = 64 * 1024;
 const QUEUE: usize = 4096;
 
@@ -25,7 +26,7 @@ pub struct AuditRecord {
     pub client_addr: String,
     pub protocol: &'static str,
     pub sql: String,
-    /// ok, error or denied.
+    /// started (written, durably, before the statement runs), then ok, error or denied.
     pub status: &'static str,
     pub rows: u64,
     pub duration_ms: f64,
@@ -70,7 +71,16 @@ impl AuditLog {
             },
             None => record,
         };
-        write(&self.store, &[record]);
+        let _ = write(&self.store, &[record]);
+    }
+
+    /// Records a statement about to run, durably (in the WAL, fsynced) before this returns: a statement
+    /// running when the server is killed still leaves its `started` row.
+    pub async fn record_durable(&self, record: AuditRecord) -> crate::error::Result<()> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || write(&store, &[record]))
+            .await
+            .map_err(|e| crate::error::QueryError::BadRequest(format!("the audit writer failed: {e}")))?
     }
 
     /// Writes every queued record and stops the writer.
@@ -83,6 +93,8 @@ impl AuditLog {
     }
 }
 
+/// The text as stored: whole up to `SQL_TEXT_MAX`, beyond that its start with the length and SHA-256
+/// of the whole text (which the statement's author cannot make collide).
 fn cut(sql: &str) -> String {
     if sql.len() <= SQL_TEXT_MAX {
         return sql.to_string();
@@ -91,7 +103,10 @@ fn cut(sql: &str) -> String {
     while !sql.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…[{} more bytes]", &sql[..end], sql.len() - end)
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(sql.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}…[{} more bytes; {} bytes in all, sha256 {hex}]", &sql[..end], sql.len() - end, sql.len())
 }
 
 /// The records as a `query_audit` batch.
@@ -123,15 +138,16 @@ pub fn to_batch(records: &[AuditRecord]) -> arrow::error::Result<RecordBatch> {
     RecordBatch::try_new(schema, columns)
 }
 
-fn write(store: &Store, records: &[AuditRecord]) {
+fn write(store: &Store, records: &[AuditRecord]) -> crate::error::Result<()> {
     let result = to_batch(records)
-        .map_err(|e| e.to_string())
-        .and_then(|batch| store.append_batch(Table::QueryAudit, batch).map_err(|e| e.to_string()));
-    match result {
+        .map_err(|e| crate::error::QueryError::BadRequest(format!("audit records: {e}")))
+        .and_then(|batch| store.append_batch(Table::QueryAudit, batch).map_err(Into::into));
+    match &result {
         Ok(_) => metrics().audit.with_label_values(&["written"]).inc_by(records.len() as u64),
         Err(e) => {
             metrics().audit.with_label_values(&["failed"]).inc_by(records.len() as u64);
             tracing::error!(error = %e, records = records.len(), "query audit records could not be stored");
         }
     }
+    result.map(|_| ())
 }

@@ -81,6 +81,11 @@ pub struct Credentials {
     pub token: String,
 }
 
+/// A fixed salt and a salted password no password derives to (all zero bytes), for names that are not
+/// users (`Users::check_password`, `unknown_user_secret`).
+const UNKNOWN_USER_SALT: [u8; 16] = *b"coldtrail-nouser";
+const UNKNOWN_USER_SALTED: [u8; 32] = [0; 32];
+
 fn random_secret(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| QueryError::Config(format!("no randomness for a secret: {e}")))?;
@@ -178,11 +183,22 @@ impl Users {
         self.entries.get(name).map(|e| (e.salt.clone(), e.salted_password.clone()))
     }
 
-    /// Checks a password (HTTP basic authentication, the CLI).
+    /// Checks a password (HTTP basic authentication, the CLI). An unknown name costs the same key
+    /// derivation as a known one, so the answer's timing does not tell which names exist.
     pub fn check_password(&self, name: &str, password: &str) -> Option<Role> {
-        let entry = self.entries.get(name)?;
-        let salted = pgwire::api::auth::sasl::scram::gen_salted_password(password, &entry.salt, SCRAM_ITERATIONS);
-        constant_time_eq(&salted, &entry.salted_password).then_some(entry.role)
+        let (salt, expected) = match self.entries.get(name) {
+            Some(entry) => (entry.salt.as_slice(), entry.salted_password.as_slice()),
+            None => (UNKNOWN_USER_SALT.as_slice(), UNKNOWN_USER_SALTED.as_slice()),
+        };
+        let salted = pgwire::api::auth::sasl::scram::gen_salted_password(password, salt, SCRAM_ITERATIONS);
+        let matches = constant_time_eq(&salted, expected);
+        self.entries.get(name).filter(|_| matches).map(|e| e.role)
+    }
+
+    /// The salt and salted password SCRAM runs for a name that is not a user: a login for it goes
+    /// through the whole exchange and fails at the proof, like a wrong password.
+    pub fn unknown_user_secret() -> (Vec<u8>, Vec<u8>) {
+        (UNKNOWN_USER_SALT.to_vec(), UNKNOWN_USER_SALTED.to_vec())
     }
 
     /// Finds the user of a bearer token.

@@ -16,6 +16,24 @@ use crate::auth::Role;
 use crate::error::{QueryError, Result};
 use crate::metrics::metrics;
 
+/// When a statement started: for its duration, and its audit rows' time (the same in its `started` row
+/// and its outcome's, so the two join).
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    at: Instant,
+    micros: i64,
+}
+
+impl Started {
+    pub fn now() -> Started {
+        Started { at: Instant::now(), micros: chrono::Utc::now().timestamp_micros() }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.at.elapsed()
+    }
+}
+
 /// Catalog and schema names; PostgreSQL clients see one database, `coldtrail`, schema `public`.
 pub const CATALOG: &str = "coldtrail";
 pub const SCHEMA: &str = "public";
@@ -25,8 +43,11 @@ pub const SCHEMA: &str = "public";
 pub struct Limits {
     /// A statement running longer is cancelled.
     pub statement_timeout: Duration,
-    /// Most rows one HTTP or CLI response carries (the PostgreSQL protocol streams instead).
+    /// Most rows one HTTP or CLI response carries, in every format (the PostgreSQL protocol streams).
     pub max_result_rows: usize,
+    /// Most bytes (Arrow memory) one HTTP or CLI result holds before it is encoded: results are built
+    /// whole, outside the memory pool, so this bounds what one caller can make the server hold.
+    pub max_result_bytes: usize,
     /// Memory all running statements may hold for sorts, joins and aggregations together; a statement
     /// that needs more than its fair share fails with "Resources exhausted" and frees what it held.
     pub memory_bytes: usize,
@@ -39,6 +60,7 @@ impl Default for Limits {
         Limits {
             statement_timeout: Duration::from_secs(300),
             max_result_rows: 1_000_000,
+            max_result_bytes: 256 << 20,
             memory_bytes: 2 << 30,
             max_concurrent: 16,
         }
@@ -70,6 +92,16 @@ pub struct QueryEngine {
     audit: Arc<AuditLog>,
     limits: Limits,
     slots: Arc<tokio::sync::Semaphore>,
+    analyst_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Slots only admins may take (when there are more than this many).
+pub const ADMIN_RESERVED_SLOTS: usize = 2;
+
+/// A running statement's slot, given back when dropped.
+pub struct Slot {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _analyst: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The session context over `store`: store tables, ledger, forensic functions and views, JSON functions,
@@ -113,7 +145,12 @@ impl QueryEngine {
         let ctx = build_context(&store, &limits).await?;
         let audit = AuditLog::start(store.clone());
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1)));
-        Ok(Arc::new(QueryEngine { store, ctx, audit, limits, slots }))
+        let analysts = match limits.max_concurrent {
+            n if n > ADMIN_RESERVED_SLOTS => n - ADMIN_RESERVED_SLOTS,
+            n => n.max(1),
+        };
+        let analyst_slots = Arc::new(tokio::sync::Semaphore::new(analysts));
+        Ok(Arc::new(QueryEngine { store, ctx, audit, limits, slots, analyst_slots }))
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -132,17 +169,46 @@ impl QueryEngine {
         &self.audit
     }
 
-    /// Waits for a slot to run a statement (at most the statement timeout).
-    pub async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        match tokio::time::timeout(self.limits.statement_timeout, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
+    /// Waits for a slot to run a statement of `role` (at most the statement timeout). Analysts share all
+    /// but `ADMIN_RESERVED_SLOTS` of the slots, so that runaway analyst queries never keep an admin from
+    /// running a statement (as PostgreSQL reserves connections for superusers).
+    pub async fn slot(&self, role: Role) -> Result<Slot> {
+        let wait = async {
+            let analyst = match role {
+                Role::Analyst => Some(self.analyst_slots.clone().acquire_owned().await?),
+                Role::Admin => None,
+            };
+            let slot = self.slots.clone().acquire_owned().await?;
+            Ok::<_, tokio::sync::AcquireError>(Slot { _slot: slot, _analyst: analyst })
+        };
+        match tokio::time::timeout(self.limits.statement_timeout, wait).await {
+            Ok(Ok(slot)) => Ok(slot),
             Ok(Err(_)) => Err(QueryError::BadRequest("the engine is shutting down".into())),
             Err(_) => Err(QueryError::Timeout(self.limits.statement_timeout)),
         }
     }
 
-    /// Records a finished statement in the audit and the metrics.
-    pub fn finish(&self, caller: &Caller, sql: &str, started: Instant, rows: u64, outcome: Result<(), &QueryError>) {
+    /// Records, durably, that a statement is about to run (its `started` row, stamped with its start).
+    /// A statement whose record cannot be stored does not run.
+    pub async fn start(&self, caller: &Caller, sql: &str, started: Started) -> Result<()> {
+        self.audit
+            .record_durable(AuditRecord {
+                ts_micros: started.micros,
+                user: caller.user.clone(),
+                client_addr: caller.client_addr.clone(),
+                protocol: caller.protocol,
+                sql: sql.to_string(),
+                status: "started",
+                rows: 0,
+                duration_ms: 0.0,
+                error: None,
+            })
+            .await
+    }
+
+    /// Records a finished statement in the audit (stamped, like its `started` row, with its start) and
+    /// the metrics.
+    pub fn finish(&self, caller: &Caller, sql: &str, started: Started, rows: u64, outcome: Result<(), &QueryError>) {
         let elapsed = started.elapsed();
         let m = metrics();
         let status = match outcome {
@@ -157,7 +223,7 @@ impl QueryEngine {
             m.errors.with_label_values(&[e.kind()]).inc();
         }
         self.audit.record(AuditRecord {
-            ts_micros: chrono::Utc::now().timestamp_micros(),
+            ts_micros: started.micros,
             user: caller.user.clone(),
             client_addr: caller.client_addr.clone(),
             protocol: caller.protocol,
@@ -173,11 +239,14 @@ impl QueryEngine {
     /// within the statement timeout, collects at most `max_result_rows` rows (`row_limit` overrides it,
     /// `usize::MAX` for streaming formats), and audits it.
     pub async fn execute(&self, caller: &Caller, sql: &str, row_limit: Option<usize>) -> Result<QueryOutput> {
-        let started = Instant::now();
+        let started = Started::now();
         let limit = row_limit.unwrap_or(self.limits.max_result_rows);
         let work = async {
-            let _slot = self.slot().await?;
-            self.run(caller.role, sql, limit).await
+            access::check_length(caller.role, sql)?;
+            let _slot = self.slot(caller.role).await?;
+            let plan = self.plan(caller.role, sql).await?;
+            self.start(caller, sql, started).await?;
+            self.collect(plan, limit).await
         };
         let result = match tokio::time::timeout(self.limits.statement_timeout, work).await {
             Ok(result) => result,
@@ -195,7 +264,8 @@ impl QueryEngine {
         }
     }
 
-    async fn run(&self, role: Role, sql: &str, limit: usize) -> Result<(SchemaRef, Vec<RecordBatch>, usize)> {
+    /// Plans one statement and checks it against the role.
+    async fn plan(&self, role: Role, sql: &str) -> Result<datafusion::logical_expr::LogicalPlan> {
         if sql.trim().trim_end_matches(';').trim().is_empty() {
             return Err(QueryError::BadRequest("the query is empty".into()));
         }
@@ -206,16 +276,29 @@ impl QueryEngine {
             plan => plan?,
         };
         access::check_plan(role, &plan)?;
+        Ok(plan)
+    }
+
+    /// Runs a checked plan and collects at most `limit` rows.
+    async fn collect(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        limit: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>, usize)> {
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await?;
         let mut batches = Vec::new();
-        let mut rows = 0usize;
+        let (mut rows, mut bytes) = (0usize, 0usize);
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
             if rows > limit {
                 return Err(QueryError::TooLarge(limit));
+            }
+            if bytes > self.limits.max_result_bytes {
+                return Err(QueryError::ResultTooBig(self.limits.max_result_bytes));
             }
             batches.push(batch);
         }

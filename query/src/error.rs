@@ -13,12 +13,18 @@ pub enum QueryError {
     /// Unknown user, wrong password or token.
     #[error("authentication failed: {0}")]
     Unauthenticated(String),
+    /// Too many failed password logins from the caller's address; the seconds until it may try again.
+    #[error("too many failed logins from this address; try again in {0} s (bearer tokens still work)")]
+    RateLimited(u64),
     /// The statement ran longer than the configured limit.
     #[error("query timed out after {0:?}")]
     Timeout(std::time::Duration),
     /// The result is larger than the endpoint returns in one response.
-    #[error("result exceeds {0} rows; add a LIMIT or ask for Arrow IPC")]
+    #[error("result exceeds {0} rows; add a LIMIT, or use the PostgreSQL protocol, which streams")]
     TooLarge(usize),
+    /// The result holds more bytes than one response may.
+    #[error("result exceeds {0} bytes; add a LIMIT, select fewer columns, or use the PostgreSQL protocol")]
+    ResultTooBig(usize),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -53,8 +59,9 @@ impl QueryError {
         match self {
             QueryError::Denied(_) => "denied",
             QueryError::Unauthenticated(_) => "unauthenticated",
+            QueryError::RateLimited(_) => "rate_limited",
             QueryError::Timeout(_) => "timeout",
-            QueryError::TooLarge(_) => "too_large",
+            QueryError::TooLarge(_) | QueryError::ResultTooBig(_) => "too_large",
             QueryError::BadRequest(_) => "bad_request",
             QueryError::DataFusion(
                 DataFusionError::Plan(_) | DataFusionError::SQL(..) | DataFusionError::SchemaError(..),
@@ -70,8 +77,9 @@ impl QueryError {
         match self {
             QueryError::Denied(_) => "42501",
             QueryError::Unauthenticated(_) => "28P01",
+            QueryError::RateLimited(_) => "53400",
             QueryError::Timeout(_) => "57014",
-            QueryError::TooLarge(_) => "54000",
+            QueryError::TooLarge(_) | QueryError::ResultTooBig(_) => "54000",
             QueryError::BadRequest(_) => "22023",
             QueryError::DataFusion(DataFusionError::SQL(..)) => "42601",
             QueryError::DataFusion(DataFusionError::Plan(_) | DataFusionError::SchemaError(..)) => "42000",

@@ -6,7 +6,9 @@
 //! - `GET /api/v1/timeline?key=K[&from=T&to=T][&format=...]`: `timeline(K, from, to)`.
 //! - `GET /healthz`, `GET /metrics` (Prometheus text), both without authentication.
 //!
-//! Every other route needs `Authorization: Bearer <token>` or `Basic` with a user's password.
+//! Every other route needs `Authorization: Bearer <token>` or `Basic` with a user's password. A password
+//! check costs the same for unknown names, runs off the async workers, and an address with ten failed
+//! password logins in a minute is answered 429 (with `Retry-After`) until the minute ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,45 @@ pub const BODY_MAX: usize = 1024 * 1024;
 struct AppState {
     engine: Arc<QueryEngine>,
     users: Users,
+    failures: Arc<Failures>,
+}
+
+/// Failed password logins per address (bearer tokens are 128-bit random and never limited): past
+/// `FAILURES_MAX` within `FAILURE_WINDOW`, the address's password logins are refused unchecked until the
+/// window ends, so passwords cannot be guessed at the speed of the key derivation.
+#[derive(Default)]
+struct Failures {
+    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+const FAILURES_MAX: u32 = 10;
+const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Addresses remembered at most (the oldest windows are dropped first).
+const FAILURE_ADDRESSES_MAX: usize = 100_000;
+
+impl Failures {
+    /// `Err(seconds)` while the address is locked out.
+    fn check(&self, ip: std::net::IpAddr) -> Result<(), u64> {
+        let by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        match by_address.get(&ip) {
+            Some((count, since)) if *count >= FAILURES_MAX && since.elapsed() < FAILURE_WINDOW => {
+                Err((FAILURE_WINDOW - since.elapsed()).as_secs() + 1)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, ip: std::net::IpAddr) {
+        let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        if by_address.len() >= FAILURE_ADDRESSES_MAX {
+            by_address.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = by_address.entry(ip).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 += 1;
+    }
 }
 
 /// The client's address, for the audit.
@@ -60,7 +101,7 @@ pub fn router(engine: Arc<QueryEngine>, users: Users) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(BODY_MAX))
-        .with_state(AppState { engine, users })
+        .with_state(AppState { engine, users, failures: Arc::default() })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,14 +143,20 @@ fn error_response(e: &QueryError) -> Response {
     let status = match e {
         QueryError::Denied(_) => StatusCode::FORBIDDEN,
         QueryError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        QueryError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        QueryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        QueryError::TooLarge(_) | QueryError::ResultTooBig(_) => StatusCode::PAYLOAD_TOO_LARGE,
         QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
         e if matches!(e.kind(), "plan") => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let body = serde_json::json!({ "error": e.to_string(), "kind": e.kind(), "sqlstate": e.sqlstate() });
     let mut response = (status, axum::Json(body)).into_response();
+    if let QueryError::RateLimited(seconds) = e {
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -119,21 +166,30 @@ fn error_response(e: &QueryError) -> Response {
     response
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap, addr: SocketAddr) -> Result<Caller, QueryError> {
+async fn authenticate(state: &AppState, headers: &HeaderMap, addr: SocketAddr) -> Result<Caller, QueryError> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let caller = |user: String, role| Caller { user, role, client_addr: addr.to_string(), protocol: "http" };
     let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
     let result = if scheme.eq_ignore_ascii_case("bearer") {
         state.users.check_token(credentials.trim()).map(|(user, role)| caller(user, role))
     } else if scheme.eq_ignore_ascii_case("basic") {
-        base64::engine::general_purpose::STANDARD
+        state.failures.check(addr.ip()).map_err(QueryError::RateLimited)?;
+        let pair = base64::engine::general_purpose::STANDARD
             .decode(credentials.trim())
             .ok()
             .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|pair| {
-                let (user, password) = pair.split_once(':')?;
-                state.users.check_password(user, password).map(|role| caller(user.to_string(), role))
-            })
+            .unwrap_or_default();
+        let (user, password) = pair.split_once(':').unwrap_or((pair.as_str(), ""));
+        let (user, password) = (user.to_string(), password.to_string());
+        // The key derivation (the same for unknown names) runs off the async workers.
+        let users = state.users.clone();
+        let checked = tokio::task::spawn_blocking(move || users.check_password(&user, &password).map(|r| (user, r)))
+            .await
+            .map_err(|e| QueryError::BadRequest(format!("the password check failed: {e}")))?;
+        if checked.is_none() {
+            state.failures.failed(addr.ip());
+        }
+        checked.map(|(user, role)| caller(user, role))
     } else {
         None
     };
@@ -174,7 +230,7 @@ async fn sql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match authenticate(&state, &headers, addr) {
+    let caller = match authenticate(&state, &headers, addr).await {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
@@ -219,7 +275,7 @@ async fn timeline(
     Query(params): Query<TimelineParams>,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match authenticate(&state, &headers, addr) {
+    let caller = match authenticate(&state, &headers, addr).await {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
@@ -239,9 +295,8 @@ async fn timeline(
 }
 
 async fn run(state: &AppState, caller: &Caller, sql: &str, format: Format) -> Response {
-    // Arrow IPC streams any size; the text formats are held in memory and bounded.
-    let limit = (format == Format::Arrow).then_some(usize::MAX);
-    match state.engine.execute(caller, sql, limit).await {
+    // Every format is built whole and bounded by rows and bytes (`Limits`).
+    match state.engine.execute(caller, sql, None).await {
         Ok(output) => match encode(&output, format) {
             Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
             Err(e) => {

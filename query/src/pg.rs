@@ -9,7 +9,6 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::error::DataFusionError;
@@ -36,7 +35,7 @@ use tokio::net::TcpListener;
 use crate::access;
 use crate::admission::{Admission, AdmissionLimits};
 use crate::auth::{Role, Users};
-use crate::engine::{Caller, QueryEngine};
+use crate::engine::{Caller, QueryEngine, Started};
 use crate::error::QueryError;
 use crate::metrics::metrics;
 
@@ -74,9 +73,11 @@ impl AuthSource for UsersSource {
         match self.users.scram_secret(user) {
             Some((salt, salted)) => Ok(Password::new(Some(salt), salted)),
             None => {
-                metrics().auth_failures.with_label_values(&["pg"]).inc();
-                tracing::info!(user, host = login.host(), "PostgreSQL login for an unknown user refused");
-                Err(PgWireError::InvalidPassword(user.to_string()))
+                // The exchange runs to its end and fails at the proof, as for a wrong password: neither
+                // the answer nor its timing tells which names exist.
+                tracing::info!(user, host = login.host(), "PostgreSQL login for an unknown user");
+                let (salt, salted) = Users::unknown_user_secret();
+                Ok(Password::new(Some(salt), salted))
             }
         }
     }
@@ -292,11 +293,11 @@ struct AuditGuard {
     engine: Arc<QueryEngine>,
     caller: Caller,
     sql: String,
-    started: Instant,
+    started: Started,
     rows: AtomicU64,
     error: Mutex<Option<QueryError>>,
     /// The statement's concurrency slot, held until its rows are sent.
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: crate::engine::Slot,
 }
 
 impl AuditGuard {
@@ -368,11 +369,15 @@ impl Service {
         &self,
         caller: Caller,
         sql: &str,
-        started: Instant,
+        started: Started,
         check: Result<(), QueryError>,
     ) -> PgWireResult<Arc<AuditGuard>> {
+        let check = check.and_then(|()| access::check_length(caller.role, sql));
         let slot = match check {
-            Ok(()) => self.engine.slot().await,
+            Ok(()) => match self.engine.slot(caller.role).await {
+                Ok(slot) => self.engine.start(&caller, sql, started).await.map(|()| slot),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match slot {
@@ -454,7 +459,7 @@ impl SimpleQueryHandler for Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let started = Instant::now();
+        let started = Started::now();
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
         let bounds = self.bounds(client);
         let query = &*client_sql(query);
@@ -505,7 +510,7 @@ impl ExtendedQueryHandler for Service {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let started = Instant::now();
+        let started = Started::now();
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
         let bounds = self.bounds(client);
         let (sql, parsed) = &portal.statement.statement;

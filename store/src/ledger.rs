@@ -303,6 +303,11 @@ pub fn testing_sign(secret: &[u8; 32], message: &[u8]) -> Vec<u8> {
     SigningKey::from_bytes(secret).sign(message).to_bytes().to_vec()
 }
 
+/// The hex public key of the key whose secret is `secret` (the forger's of `testing_sign`).
+pub fn testing_public_key(secret: &[u8; 32]) -> String {
+    hex(SigningKey::from_bytes(secret).verifying_key().as_bytes())
+}
+
 /// Parses a hex public key file.
 pub fn parse_public_key(text: &str) -> Option<VerifyingKey> {
     let bytes: [u8; 32] = unhex(text.trim())?.try_into().ok()?;

@@ -41,6 +41,22 @@ pub enum IntegrityProblem {
     LedgerHeadInvalid { node: String, reason: String },
     /// The node's public key is missing or is not the key this data directory holds.
     PublicKeyInvalid { node: String, reason: String },
+    /// A node that must have a ledger here (this data directory's, or an anchored one) has none: no
+    /// public key, no entry, no head.
+    LedgerMissing { node: String },
+    /// The chain does not hold a head anchored outside the store (`Anchor`).
+    AnchorNotHeld { node: String, seq: u64, reason: String },
+}
+
+/// A ledger head kept outside the data directory (`coldtrail ledger --export`, the signed heads published
+/// to a webhook or a WORM bucket): the node's chain must still hold entry `seq` with `hash`. An attacker
+/// who can rewrite the data directory cannot rewrite this copy, so a wiped, rolled back or re-signed chain
+/// no longer holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Anchor {
+    pub node: String,
+    pub seq: u64,
+    pub hash: String,
 }
 
 impl IntegrityProblem {
@@ -60,6 +76,8 @@ impl IntegrityProblem {
             IntegrityProblem::LedgerEntryUnreadable { .. } => "ledger_entry_unreadable",
             IntegrityProblem::LedgerHeadInvalid { .. } => "ledger_head_invalid",
             IntegrityProblem::PublicKeyInvalid { .. } => "public_key_invalid",
+            IntegrityProblem::LedgerMissing { .. } => "ledger_missing",
+            IntegrityProblem::AnchorNotHeld { .. } => "anchor_not_held",
         }
     }
 }
@@ -108,6 +126,12 @@ impl std::fmt::Display for IntegrityProblem {
             }
             IntegrityProblem::PublicKeyInvalid { node, reason } => {
                 write!(f, "public key of node {node} is invalid: {reason}")
+            }
+            IntegrityProblem::LedgerMissing { node } => {
+                write!(f, "node {node} has no ledger in this location (no public key, entry or head): deleted")
+            }
+            IntegrityProblem::AnchorNotHeld { node, seq, reason } => {
+                write!(f, "ledger of node {node} does not hold the anchored entry {seq}: {reason}")
             }
         }
     }
@@ -239,23 +263,43 @@ impl VerifyReport {
 }
 
 /// Verifies every chain and segment in `location`. `trusted_keys` overrides the published public key of
-/// a node (the local node's own key from its data directory, or a key the operator kept elsewhere).
+/// a node (the local node's own key from its data directory, or a key the operator kept elsewhere);
+/// `anchors` are heads kept outside the store that the chains must still hold.
 pub async fn verify_location(
     location: &Location,
     trusted_keys: &HashMap<String, VerifyingKey>,
+    anchors: &[Anchor],
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut segments: BTreeMap<String, SegmentState> = BTreeMap::new();
     let mut nodes = list_nodes(location).await?;
-    for node in trusted_keys.keys() {
+    for node in trusted_keys.keys().chain(anchors.iter().map(|a| &a.node)) {
         if !nodes.contains(node) {
             nodes.push(node.clone());
         }
     }
     nodes.sort();
+    nodes.dedup();
     for node in &nodes {
         let published = location.get_opt(&public_key_path(node)).await?;
         let published = published.as_ref().and_then(|b| std::str::from_utf8(b).ok()).and_then(parse_public_key);
+        let anchored: Vec<&Anchor> = anchors.iter().filter(|a| a.node == *node).collect();
+        if published.is_none() && location.get_opt(&head_path(node)).await?.is_none() {
+            let files = read_entry_files(location, node).await?;
+            if files.is_empty() {
+                // Nothing of this node is left: a wiped ledger (its data directory or an anchor says the
+                // node wrote here).
+                report.problems.push(IntegrityProblem::LedgerMissing { node: node.clone() });
+                for anchor in anchored {
+                    report.problems.push(IntegrityProblem::AnchorNotHeld {
+                        node: node.clone(),
+                        seq: anchor.seq,
+                        reason: "the node has no ledger at all".into(),
+                    });
+                }
+                continue;
+            }
+        }
         let key = match (trusted_keys.get(node), published) {
             (Some(trusted), Some(published)) if *trusted != published => {
                 report.problems.push(IntegrityProblem::PublicKeyInvalid {
@@ -279,6 +323,18 @@ pub async fn verify_location(
         let check = check_chain(node, &files, head.as_deref(), &key);
         report.entries_checked += check.entries.len() as u64;
         report.problems.extend(check.problems);
+        for anchor in anchored {
+            let last = check.entries.iter().map(|e| e.entry.seq).max().unwrap_or(0);
+            let reason = match check.entries.iter().find(|e| e.entry.seq == anchor.seq) {
+                Some(entry) if entry.hash == anchor.hash => continue,
+                Some(entry) => format!(
+                    "entry {} hashes to {}, the anchor says {}: the chain was rewritten",
+                    anchor.seq, entry.hash, anchor.hash
+                ),
+                None => format!("the chain ends at entry {last}: entries after it were removed (a rollback)"),
+            };
+            report.problems.push(IntegrityProblem::AnchorNotHeld { node: node.clone(), seq: anchor.seq, reason });
+        }
         if let Some(last) = check.entries.last() {
             report.heads.push((node.clone(), last.entry.seq, last.hash.clone()));
         }
@@ -352,4 +408,121 @@ pub async fn verify_location(
         }
     }
     Ok(report)
+}
+
+/// A node's signed head with its public key, as `coldtrail ledger --export` prints it: everything needed
+/// to anchor the chain elsewhere (`--expect-head`) and to trust the key later (`--trusted-key`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExportedHead {
+    pub node: String,
+    pub seq: u64,
+    pub hash: String,
+    pub ts: String,
+    /// The node's ed25519 public key, hex.
+    pub public_key: String,
+    /// The node's signature of the head (`{"node","seq","hash","ts"}` as in the head file), hex.
+    pub signature: String,
+}
+
+impl ExportedHead {
+    /// The export of a signed head file, if `key` signed it.
+    pub fn from_head_file(bytes: &[u8], key: &VerifyingKey) -> std::result::Result<ExportedHead, String> {
+        let (head, valid) = parse_head_file(bytes, key)?;
+        if !valid {
+            return Err(format!("the ledger head of node {} has a bad signature: run `coldtrail verify`", head.node));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| "head file is not utf-8".to_string())?;
+        let signature = text.trim_end().split_once('\n').map(|(_, s)| s.trim().to_string()).unwrap_or_default();
+        Ok(ExportedHead {
+            node: head.node,
+            seq: head.seq,
+            hash: head.hash,
+            ts: head.ts,
+            public_key: crate::ledger::hex(key.as_bytes()),
+            signature,
+        })
+    }
+}
+
+impl Anchor {
+    /// Parses what `verify --expect-head` takes: an exported head (JSON), `NODE:SEQ:HASH`, or `SEQ:HASH`
+    /// of `local_node`.
+    pub fn parse(spec: &str, local_node: Option<&str>) -> std::result::Result<Anchor, String> {
+        let spec = spec.trim();
+        if spec.starts_with('{') {
+            let export: ExportedHead =
+                serde_json::from_str(spec).map_err(|e| format!("not an exported ledger head: {e}"))?;
+            return Ok(Anchor { node: export.node, seq: export.seq, hash: export.hash });
+        }
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (node, seq, hash) = match parts[..] {
+            [node, seq, hash] => (node.to_string(), seq, hash),
+            [seq, hash] => (
+                local_node.ok_or("SEQ:HASH needs this data directory's node; give NODE:SEQ:HASH")?.to_string(),
+                seq,
+                hash,
+            ),
+            _ => return Err(format!("{spec:?} is not an exported head, NODE:SEQ:HASH or SEQ:HASH")),
+        };
+        let seq = seq.parse().map_err(|_| format!("{seq:?} is not an entry number"))?;
+        if hash.len() != 64 || crate::ledger::unhex(hash).is_none() {
+            return Err(format!("{hash:?} is not a SHA-256 in hex"));
+        }
+        Ok(Anchor { node, seq, hash: hash.to_string() })
+    }
+}
+
+/// Parses what `verify --trusted-key` takes: an exported head (its node and public key), `NODE=HEX`, or a
+/// bare hex key (a `node.pub`) of `local_node`.
+pub fn parse_trusted_key(text: &str, local_node: Option<&str>) -> std::result::Result<(String, VerifyingKey), String> {
+    let text = text.trim();
+    let (node, hex) = if text.starts_with('{') {
+        let export: ExportedHead =
+            serde_json::from_str(text).map_err(|e| format!("not an exported ledger head: {e}"))?;
+        (export.node, export.public_key)
+    } else if let Some((node, hex)) = text.split_once('=') {
+        (node.to_string(), hex.to_string())
+    } else {
+        (local_node.ok_or("a bare key needs this data directory's node; give NODE=HEX")?.to_string(), text.to_string())
+    };
+    let key = parse_public_key(&hex).ok_or_else(|| format!("{hex:?} is not an ed25519 public key in hex"))?;
+    Ok((node, key))
+}
+
+impl VerifyReport {
+    /// The report as `verify --json` prints it.
+    pub fn to_json(&self, location: &str) -> serde_json::Value {
+        let findings: Vec<serde_json::Value> =
+            self.problems.iter().map(|f| serde_json::json!({ "kind": f.kind(), "message": f.to_string() })).collect();
+        let heads: Vec<serde_json::Value> = self
+            .heads
+            .iter()
+            .map(|(node, seq, hash)| serde_json::json!({"node": node, "seq": seq, "hash": hash}))
+            .collect();
+        serde_json::json!({
+            "location": location,
+            "intact": self.is_intact(),
+            "nodes": self.nodes,
+            "entries_checked": self.entries_checked,
+            "segments_checked": self.segments_checked,
+            "bytes_checked": self.bytes_checked,
+            "heads": heads,
+            "findings": findings,
+        })
+    }
+
+    /// The report as `verify` prints it, a line each.
+    pub fn to_text(&self, location: &str) -> String {
+        let mut lines = vec![format!(
+            "checked {} ledger entries of {} node(s) and {} segments ({} bytes) in {location}",
+            self.entries_checked,
+            self.nodes.len(),
+            self.segments_checked,
+            self.bytes_checked,
+        )];
+        lines.extend(self.heads.iter().map(|(node, seq, hash)| format!("head of node {node}: entry {seq} {hash}")));
+        lines.extend(self.problems.iter().map(|finding| format!("FAIL {}: {finding}", finding.kind())));
+        lines.push(if self.is_intact() { "intact" } else { "TAMPERED OR DAMAGED" }.to_string());
+        lines.join("\n")
+    }
 }

@@ -100,7 +100,7 @@ fn acknowledged_rows_survive_sigkill_exactly_once() {
         // The position is that of the last stored batch.
         let last = ids.last().copied().unwrap();
         assert_eq!(store.position("crash"), Some(last + 1));
-        let report = store::verify_location(store.location(), &Default::default()).await.unwrap();
+        let report = store::verify_location(store.location(), &Default::default(), &[]).await.unwrap();
         assert!(report.is_intact(), "{:?}", report.problems);
         assert!(report.entries_checked > 0, "the children flushed segments");
     });

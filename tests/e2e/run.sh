@@ -92,6 +92,10 @@ kill -TERM "$serve_pid"; wait "$serve_pid" || true
 check "after SIGTERM the audit holds the psql statements, stored and verified" bash -c \
     "'$coldtrail' --data '$work/local' sql --format csv \"SELECT count(*) FROM query_audit WHERE protocol = 'pg' AND user_name = 'admin'\" | tail -1 | grep -qv '^0\$' && '$coldtrail' --data '$work/local' verify > /dev/null"
 
+echo "-- the servers under hostile load: idle sockets, oversized unauthenticated POSTs, runaway analyst queries"
+check "an admin's SELECT 1 answers within 1 s over both protocols, RSS under 512 MB (bench/security_load.py)" \
+    python3 "$root/bench/security_load.py" --coldtrail "$coldtrail" --seconds 10 --rss-mb 512
+
 echo "-- the same into S3 (moto)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 moto_server -H 127.0.0.1 -p "$port" > "$work/moto.log" 2>&1 &
