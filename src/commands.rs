@@ -155,6 +155,13 @@ pub struct LedgerArgs {
     /// `verify --expect-head` and `--trusted-key`).
     #[arg(long)]
     export: bool,
+    /// Put the exported head, write-once, into an S3 bucket with Object Lock (compliance mode) as
+    /// s3://BUCKET/PREFIX/<node>/<seq>.json; credentials and endpoint from the AWS environment.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    publish: Option<String>,
+    /// Days a published head stays locked.
+    #[arg(long, default_value_t = 365)]
+    retain_days: u32,
 }
 
 pub async fn ledger(paths: &Paths, args: LedgerArgs) -> anyhow::Result<ExitCode> {
@@ -174,6 +181,12 @@ pub async fn ledger(paths: &Paths, args: LedgerArgs) -> anyhow::Result<ExitCode>
     let head =
         location.get_opt(&head_path(&node)).await?.with_context(|| format!("node {node} has no ledger head yet"))?;
     let export = store::verify::ExportedHead::from_head_file(&head, &key).map_err(anyhow::Error::msg)?;
+    if let Some(url) = &args.publish {
+        let aws = store::aws::Aws::from_env().map_err(anyhow::Error::msg)?;
+        let key = store::aws::publish_locked(&aws, url, &export, args.retain_days).await.map_err(anyhow::Error::msg)?;
+        outln!("published entry {} of node {} to {key}, locked for {} days", export.seq, export.node, args.retain_days);
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.export {
         outln!("{}", serde_json::to_string(&export)?);
         return Ok(ExitCode::SUCCESS);

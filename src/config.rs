@@ -257,7 +257,7 @@ mod tests {
         assert!(!config.query.users.is_empty());
         assert_eq!(config.alerting.destinations.len(), 4);
         assert_eq!(config.alerting.suppress.len(), 1);
-        assert_eq!(config.alerting.ledger.as_ref().map(|l| l.destination.as_str()), Some("soc-webhook"));
+        assert_eq!(config.alerting.ledger.as_ref().and_then(|l| l.destination.as_deref()), Some("soc-webhook"));
         let kinds: Vec<_> = config.sources.iter().map(|s| s.kind).collect();
         use ingest::sources::SourceKind::{Cloudwatch, Http, Kafka, S3};
         assert_eq!(kinds, vec![Kafka, S3, S3, Cloudwatch, Http]);

@@ -34,23 +34,7 @@ struct Verified {
 }
 
 fn verify(dir: &Path) -> Verified {
-    let output = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
-        .arg("verify")
-        .arg("--json")
-        .arg("--data")
-        .arg(dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("verify printed no JSON ({e}): {stdout} {}", String::from_utf8_lossy(&output.stderr))
-    });
-    let findings = report["findings"].as_array().unwrap();
-    Verified {
-        code: output.status.code().unwrap(),
-        kinds: findings.iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect(),
-        messages: findings.iter().map(|f| f["message"].as_str().unwrap().to_string()).collect(),
-    }
+    verify_with(dir, &[])
 }
 
 fn node_of(dir: &Path) -> String {

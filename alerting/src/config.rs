@@ -144,9 +144,20 @@ impl Suppression {
 #[serde(deny_unknown_fields)]
 pub struct LedgerPublish {
     /// The name of a webhook destination.
-    pub destination: String,
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// An S3 bucket with Object Lock, `s3://BUCKET/PREFIX`: each published head is also put there
+    /// write-once (compliance mode) for `retain_days` (`store::aws::publish_locked`).
+    #[serde(default)]
+    pub object_lock_url: Option<String>,
+    #[serde(default = "default_retain_days")]
+    pub retain_days: u32,
     #[serde(default = "default_ledger_every")]
     pub every_secs: f64,
+}
+
+fn default_retain_days() -> u32 {
+    365
 }
 
 fn default_ledger_every() -> f64 {
@@ -212,15 +223,23 @@ impl AlertingConfig {
             }
         }
         if let Some(ledger) = &self.ledger {
-            match self.destinations.iter().find(|d| d.name == ledger.destination) {
-                None => problems.push(format!(
-                    "alerting.ledger.destination {:?} is not a configured destination",
-                    ledger.destination
-                )),
-                Some(d) if d.kind != Kind::Webhook => {
-                    problems.push(format!("alerting.ledger.destination {:?} must be a webhook", ledger.destination))
+            match (&ledger.destination, &ledger.object_lock_url) {
+                (None, None) => problems.push("alerting.ledger needs a destination or an object_lock_url".into()),
+                (_, Some(url)) if !url.starts_with("s3://") => {
+                    problems.push(format!("alerting.ledger.object_lock_url {url:?} must be s3://BUCKET/PREFIX"))
                 }
-                Some(_) => {}
+                _ => {}
+            }
+            let named =
+                ledger.destination.as_ref().map(|name| (name, self.destinations.iter().find(|d| d.name == *name)));
+            match named {
+                Some((name, None)) => {
+                    problems.push(format!("alerting.ledger.destination {name:?} is not a configured destination"))
+                }
+                Some((name, Some(d))) if d.kind != Kind::Webhook => {
+                    problems.push(format!("alerting.ledger.destination {name:?} must be a webhook"))
+                }
+                _ => {}
             }
             if ledger.every_secs <= 0.0 {
                 problems.push("alerting.ledger.every_secs must be positive".to_string());

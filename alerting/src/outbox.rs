@@ -220,11 +220,44 @@ impl Outbox {
         })
     }
 
+    /// Puts this node's exported head, write-once, into the Object Lock bucket; a failure is logged and
+    /// counted, and the next round tries again.
+    async fn publish_locked(&self, url: &str, retain_days: u32) {
+        let head = self.store.ledger_head();
+        let result = async {
+            let bytes = self
+                .store
+                .location()
+                .get_opt(&store::ledger::head_path(&head.node))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no ledger head yet")?;
+            let export = store::verify::ExportedHead::from_head_file(&bytes, &self.store.verifying_key())?;
+            let aws = store::aws::Aws::from_env()?;
+            store::aws::publish_locked(&aws, url, &export, retain_days).await
+        }
+        .await;
+        match result {
+            Ok(key) => {
+                metrics().deliveries.with_label_values(&["object_lock", state::DELIVERED]).inc();
+                tracing::info!(key, seq = head.seq, "ledger head published write-once");
+            }
+            Err(error) => {
+                metrics().deliveries.with_label_values(&["object_lock", state::RETRYING]).inc();
+                tracing::warn!(error, "publishing the ledger head write-once failed; the next round tries again");
+            }
+        }
+    }
+
     /// Sends this node's signed ledger head to the ledger destination; its state row has the id
     /// `ledger:<node>:<seq>`. A failure is recorded and the next round tries again.
     async fn publish_ledger_head(&mut self) {
         let Some(ledger) = self.config.ledger.clone() else { return };
-        let Some(destination) = self.destinations.iter().position(|d| d.config.name == ledger.destination) else {
+        if let Some(url) = &ledger.object_lock_url {
+            self.publish_locked(url, ledger.retain_days).await;
+        }
+        let Some(name) = &ledger.destination else { return };
+        let Some(destination) = self.destinations.iter().position(|d| d.config.name == *name) else {
             return;
         };
         let head = self.store.ledger_head();

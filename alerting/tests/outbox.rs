@@ -239,7 +239,12 @@ async fn the_signed_ledger_head_is_published_on_schedule() {
     store.flush_all().await.unwrap();
     let head = store.ledger_head();
     let mut config = config(addr);
-    config.ledger = Some(LedgerPublish { destination: "hook".into(), every_secs: 0.2 });
+    config.ledger = Some(LedgerPublish {
+        destination: Some("hook".into()),
+        object_lock_url: None,
+        retain_days: 1,
+        every_secs: 0.2,
+    });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = Outbox::new(store.clone(), config).start(stop_rx);
     wait_until("the ledger head", Duration::from_secs(20), || {

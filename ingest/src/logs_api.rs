@@ -11,18 +11,13 @@
 //! - `ThrottlingException` and server errors are retried with exponential backoff and full jitter;
 //!   every request counts in `cloudwatch_requests_total{outcome}`.
 //!
-//! Requests are signed with SigV4 by `object_store`'s signer; credentials come from the standard
-//! `AWS_*` variables, web identity, the container or instance role (`object_store`'s chain), or a
-//! profile of `~/.aws/credentials` (`AWS_PROFILE`); the region from `AWS_REGION`, `AWS_DEFAULT_REGION`
-//! or the profile; the endpoint from `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS` or `AWS_ENDPOINT_URL`.
+//! Requests are signed and credentials found as `store::aws` does; the endpoint comes from
+//! `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS` or `AWS_ENDPOINT_URL`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
-use object_store::aws::{AmazonS3Builder, AwsCredential};
-use object_store::CredentialProvider;
 use serde_json::{json, Value as Json};
 use store::{Table, TimeRange};
 
@@ -133,77 +128,16 @@ pub fn stream_of(group: &str) -> String {
 
 /// A signed client of the CloudWatch Logs API.
 pub struct LogsApi {
-    /// When the next request may go: CloudWatch Logs allows 5 `FilterLogEvents` and 5
-    /// `DescribeLogGroups` requests a second per account and region by default, so requests are paced
-    /// to `REQUESTS_PER_SECOND` before any throttling.
     next_request: tokio::sync::Mutex<tokio::time::Instant>,
-    http: reqwest::Client,
+    aws: store::aws::Aws,
     endpoint: String,
-    region: String,
-    credentials: Arc<dyn CredentialProvider<Credential = AwsCredential>>,
-}
-
-/// A key of a profile in an AWS shared config or credentials file.
-fn profile_value(path: &std::path::Path, profile: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut in_profile = false;
-    for line in text.lines().map(str::trim) {
-        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            let section = section.trim();
-            in_profile = section == profile || section.strip_prefix("profile ").map(str::trim) == Some(profile);
-        } else if in_profile {
-            if let Some((k, v)) = line.split_once('=') {
-                if k.trim() == key {
-                    return Some(v.trim().to_string());
-                }
-            }
-        }
-    }
-    None
 }
 
 impl LogsApi {
-    /// A client configured as the AWS CLI would be from the environment and the shared files.
-    ///
-    /// # Errors
-    /// No region anywhere, or a credential chain that cannot be built.
     pub fn from_env() -> Result<Self, IngestError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let home = env("HOME").map(std::path::PathBuf::from).unwrap_or_default();
-        let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".to_string());
-        let credentials_file =
-            env("AWS_SHARED_CREDENTIALS_FILE").map(Into::into).unwrap_or_else(|| home.join(".aws/credentials"));
-        let config_file = env("AWS_CONFIG_FILE").map(Into::into).unwrap_or_else(|| home.join(".aws/config"));
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .or_else(|| profile_value(&config_file, &profile, "region"))
-            .ok_or_else(|| IngestError::Config("no AWS region: set AWS_REGION or a profile's region".into()))?;
-        let endpoint = env("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS")
-            .or_else(|| env("AWS_ENDPOINT_URL"))
-            .unwrap_or_else(|| format!("https://logs.{region}.amazonaws.com"));
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name("unused").with_region(&region);
-        if env("AWS_ACCESS_KEY_ID").is_none() {
-            // A profile of the shared credentials file, as the AWS CLI reads it.
-            let key = |name| profile_value(&credentials_file, &profile, name);
-            if let (Some(id), Some(secret)) = (key("aws_access_key_id"), key("aws_secret_access_key")) {
-                builder = builder.with_access_key_id(id).with_secret_access_key(secret);
-                if let Some(token) = key("aws_session_token") {
-                    builder = builder.with_token(token);
-                }
-            }
-        }
-        let s3 = builder.build().map_err(|e| IngestError::Config(format!("AWS credentials: {e}")))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| IngestError::Config(format!("HTTP client: {e}")))?;
-        Ok(LogsApi {
-            next_request: tokio::sync::Mutex::new(tokio::time::Instant::now()),
-            http,
-            endpoint: endpoint.trim_end_matches('/').to_string(),
-            region,
-            credentials: s3.credentials().clone(),
-        })
+        let aws = store::aws::Aws::from_env().map_err(IngestError::Config)?;
+        let endpoint = aws.endpoint("logs", "CLOUDWATCH_LOGS");
+        Ok(LogsApi { next_request: tokio::sync::Mutex::new(tokio::time::Instant::now()), aws, endpoint })
     }
 
     /// One signed request, retried with backoff and full jitter while throttled or failing on the
@@ -238,32 +172,21 @@ impl LogsApi {
             tokio::time::sleep_until(*next).await;
             *next = tokio::time::Instant::now() + Duration::from_secs_f64(1.0 / REQUESTS_PER_SECOND);
         }
-        let credential = self.credentials.get_credential().await.map_err(|e| (true, format!("credentials: {e}")))?;
-        let bytes = body.to_string().into_bytes();
-        let mut request = axum::http::Request::builder()
-            .method("POST")
-            .uri(format!("{}/", self.endpoint))
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", format!("Logs_20140328.{action}"))
-            .body(object_store::client::HttpRequestBody::from(bytes.clone()))
-            .map_err(|e| (false, format!("request: {e}")))?;
-        object_store::aws::AwsAuthorizer::new(&credential, "logs", &self.region).authorize(&mut request, None);
-        let mut outgoing = self.http.post(format!("{}/", self.endpoint)).body(bytes);
-        for (name, value) in request.headers() {
-            outgoing = outgoing.header(name.as_str(), value.as_bytes());
-        }
-        let answer = outgoing.send().await.map_err(|e| (true, format!("request failed: {e}")))?;
-        let status = answer.status();
-        let text = answer.text().await.map_err(|e| (true, format!("reading the answer: {e}")))?;
-        if status.is_success() {
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1".to_string()),
+            ("x-amz-target", format!("Logs_20140328.{action}")),
+        ];
+        let url = format!("{}/", self.endpoint);
+        let (status, text) = self.aws.send("POST", &url, "logs", &headers, body.to_string().into_bytes()).await?;
+        if (200..300).contains(&status) {
             return serde_json::from_str(&text).map_err(|e| (false, format!("answer is not JSON: {e}")));
         }
         let kind = serde_json::from_str::<Json>(&text)
             .ok()
             .and_then(|j| j.get("__type").and_then(Json::as_str).map(|t| t.rsplit('#').next().unwrap_or(t).to_string()))
             .unwrap_or_default();
-        let retry = status.is_server_error()
-            || status.as_u16() == 429
+        let retry = status >= 500
+            || status == 429
             || matches!(
                 kind.as_str(),
                 "ThrottlingException" | "ServiceUnavailableException" | "LimitExceededException"
@@ -520,15 +443,5 @@ mod tests {
         seen.prune(overlap_ms);
         assert_eq!(seen.len(), 4, "a is older than 1_300_000 - 250_000");
         assert!(seen.fresh("a", 1_000_000), "a forgotten");
-    }
-
-    #[test]
-    fn profiles_are_read_as_the_aws_cli_reads_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config");
-        std::fs::write(&path, "[default]\nregion = us-east-1\n\n[profile soc]\nregion=eu-west-1\n").unwrap();
-        assert_eq!(profile_value(&path, "default", "region").as_deref(), Some("us-east-1"));
-        assert_eq!(profile_value(&path, "soc", "region").as_deref(), Some("eu-west-1"));
-        assert_eq!(profile_value(&path, "other", "region"), None);
     }
 }

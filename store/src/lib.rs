@@ -14,6 +14,7 @@
 //! ```
 
 pub mod alerts;
+pub mod aws;
 pub mod error;
 pub mod fixtures;
 pub mod ledger;

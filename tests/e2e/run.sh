@@ -218,6 +218,10 @@ echo "-- the CloudWatch Logs API source against moto, throttled, restarted"
 check "log groups pulled through FilterLogEvents: new groups found, throttling retried, every event once across a restart" \
     timeout 600 python3 tests/e2e/cloudwatch_api.py "$coldtrail" "$work/cloudwatch-api"
 
+echo "-- the ledger head anchored write-once in S3 with Object Lock (moto)"
+check "ledger --publish puts the head under Object Lock; it cannot be deleted and anchors verify --expect-head" \
+    timeout 300 python3 tests/e2e/worm_anchor.py "$coldtrail" "$work/worm"
+
 echo "-- OTLP/HTTP: the OpenTelemetry Python SDK's exporters and OTLP/JSON into a running serve"
 check "OTLP traces and logs from the OpenTelemetry SDK, protobuf and JSON, are stored and found by SQL" \
     timeout 300 python3 tests/e2e/otlp_sdk.py "$coldtrail" "$work/otlp"
