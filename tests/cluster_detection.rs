@@ -175,6 +175,10 @@ async fn three_processes_with_a_sigkill_and_a_sigterm_raise_and_deliver_what_one
     let minutes = 300;
     let start_us = 1_796_083_200_000_000 - 2 * 24 * 60 * MINUTE_US; // 2026-11-29T00:00:00Z
     let start = chrono::DateTime::from_timestamp_micros(start_us).unwrap().to_rfc3339();
+    // The stories first: CloudTrail delivers within minutes of an event, so its records come about in
+    // event-time order (stories published after five hours of the fleet would be hours late, which is
+    // what `tests/delivery_order.rs` is about, not scale-out).
+    publish_stories(&bootstrap, start_us).await;
     coldtrail(&[
         "--data",
         dir.path().join("generator").to_str().unwrap(),
@@ -194,7 +198,6 @@ async fn three_processes_with_a_sigkill_and_a_sigterm_raise_and_deliver_what_one
         "--kafka",
         &bootstrap,
     ]);
-    publish_stories(&bootstrap, start_us).await;
     // The minutes every run scores: through the last complete one before the newest event less the lateness.
     let target = (start_us + minutes * MINUTE_US - 2 * MINUTE_US).div_euclid(MINUTE_US) * MINUTE_US;
 
