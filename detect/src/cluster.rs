@@ -133,10 +133,7 @@ pub async fn publish_unsealed(
         *known = Some(before.map(|b| b.inputs).unwrap_or_default());
     }
     let inputs = known.get_or_insert_with(BTreeMap::new);
-    for (stream, mark) in store.input_marks() {
-        let merged = inputs.get(&stream).map_or(mark, |known| known.merge(mark));
-        inputs.insert(stream, merged);
-    }
+    store::merge_marks(inputs, store.input_marks());
     let unsealed = Unsealed {
         node: store.node_id().to_string(),
         oldest_us: store.unsealed_oldest(&TABLES),
@@ -172,10 +169,7 @@ pub async fn cluster_bounds(store: &Store, silent: Duration) -> Result<(Option<i
             tracing::warn!(path = %object.location, "an unreadable detection progress file is ignored");
             continue;
         };
-        for (stream, mark) in unsealed.inputs {
-            let merged = marks.get(&stream).map_or(mark, |known| known.merge(mark));
-            marks.insert(stream, merged);
-        }
+        store::merge_marks(&mut marks, unsealed.inputs);
         if unsealed.node == store.node_id() || now.saturating_sub(unsealed.at_us) > silent.as_micros() as i64 {
             continue;
         }

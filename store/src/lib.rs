@@ -35,8 +35,8 @@ pub use ledger::LedgerHead;
 pub use location::Location;
 pub use schema::{Table, SCHEMA_VERSION};
 pub use store::{
-    catalog_stats, marks_watermark, Appended, CompactionPolicy, FlushPolicy, InputMark, MaintenanceReport, SegmentInfo,
-    Store, StoreConfig, TableSnapshot, TableStats,
+    catalog_stats, marks_watermark, merge_marks, Appended, CompactionPolicy, FlushPolicy, InputMark, MaintenanceReport,
+    SegmentInfo, Store, StoreConfig, TableSnapshot, TableStats,
 };
 pub use time::TimeRange;
 pub use verify::{verify_location, IntegrityProblem, VerifyReport};

@@ -38,6 +38,14 @@ impl InputMark {
     }
 }
 
+/// Adds `more` marks to `marks`, merging those of the same partition.
+pub fn merge_marks(marks: &mut BTreeMap<String, InputMark>, more: impl IntoIterator<Item = (String, InputMark)>) {
+    for (stream, mark) in more {
+        let merged = marks.get(&stream).map_or(mark, |known| known.merge(mark));
+        marks.insert(stream, merged);
+    }
+}
+
 /// Event time through which every partition known in `marks` and active within `idle_after` of `now_us`
 /// has delivered (`i64::MIN` while one has delivered nothing yet); `None` when none holds it back.
 pub fn marks_watermark<'a>(

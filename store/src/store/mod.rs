@@ -3,7 +3,7 @@
 
 mod append;
 mod inputs;
-pub use inputs::{marks_watermark, InputMark};
+pub use inputs::{marks_watermark, merge_marks, InputMark};
 mod maintenance;
 mod open;
 mod positions;
