@@ -84,6 +84,7 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let store = Arc::new(Store::open(paths.store_config()).await.context("cannot open the store")?);
     let running = crate::serve::start(paths, &config, store.clone()).await?;
     let printer = print_alerts(&store);
+    let signal = crate::http_ingest::shutdown_signal();
     walkthrough(paths, &running, &names, &cast);
 
     // Six hours of history, then live time from the current minute on.
@@ -99,7 +100,7 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         outln!("writing {} hours of history for {} functions ...", HISTORY_MINUTES / 60, names.len());
     }
-    play(&mut world, &StoreSink::new(store.clone()), &args, duration, has_history).await?;
+    play(&mut world, &StoreSink::new(store.clone()), &args, duration, has_history, signal).await?;
     running.stop().await?;
     drop(printer);
     outln!("demo stopped; the data stays in {} for `coldtrail sql` and `coldtrail verify`", paths.data.display());
@@ -114,11 +115,11 @@ async fn play(
     args: &DemoArgs,
     duration: Option<Duration>,
     has_history: bool,
+    signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let stop = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(stop);
-    let ctrl_c = crate::http_ingest::shutdown_signal();
-    tokio::pin!(ctrl_c);
+    tokio::pin!(signal);
     let started = Instant::now();
     let mut n_invocations = 0u64;
     let mut live_started: Option<Instant> = None;
@@ -146,10 +147,17 @@ async fn play(
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => {}
                 _ = &mut stop => return Ok(()),
-                _ = &mut ctrl_c => return Ok(()),
+                _ = &mut signal => return Ok(()),
             }
-        } else if duration.is_some_and(|d| started.elapsed() >= d) {
-            return Ok(());
+        } else {
+            // History goes as fast as it can, but a signal or the duration still stops it (before, its
+            // signal was not polled until live time, and SIGTERM in the history phase killed the demo).
+            tokio::select! {
+                biased;
+                _ = &mut signal => return Ok(()),
+                _ = &mut stop => return Ok(()),
+                _ = std::future::ready(()) => {}
+            }
         }
     }
 }

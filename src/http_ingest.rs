@@ -17,12 +17,26 @@ pub async fn serve(store: Arc<Store>, address: &str, token: String) -> anyhow::R
     Ok(())
 }
 
-/// Ctrl-C, SIGTERM, or (for a command that asked for it) stdout closed by its reader.
-pub async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = crate::stdout_closed() => {}
-        _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending().await } } => {}
+/// Ctrl-C, SIGTERM, or (for a command that asked for it) stdout closed by its reader. The handlers are
+/// installed when this is called, not when the future is first polled: a signal in between is not fatal.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            _ = received(interrupt.as_mut()) => {}
+            _ = received(terminate.as_mut()) => {}
+            _ = crate::stdout_closed() => {}
+        }
+    }
+}
+
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -131,3 +131,42 @@ fn the_demo_stops_cleanly_when_its_output_is_closed() {
     let info = coldtrail(data, &["info"]);
     assert!(info.contains("write-ahead log: 0 bytes not yet in segments"), "{info}");
 }
+
+/// SIGTERM while the history is being written (a supervisor stopping it early, as e2e's Prometheus check
+/// does on a slow machine) stops the demo cleanly, as in live time: before, the signal was not watched
+/// until live time and SIGTERM killed the process (exit 143).
+#[test]
+fn sigterm_while_the_history_is_written_stops_the_demo_cleanly() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+        .arg("--data")
+        .arg(data)
+        .args(["demo", "--seed", "7", "--pg-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.contains("writing 6 hours of history") {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the demo ended before writing history:\n{printed}");
+        printed.push_str(&line);
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    stdout.read_to_string(&mut printed).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "exit {:?}:\n{printed}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!printed.contains("history written"), "the signal came after the history:\n{printed}");
+    assert!(printed.contains("demo stopped"), "{printed}");
+    let info = coldtrail(data, &["info"]);
+    assert!(info.contains("write-ahead log: 0 bytes not yet in segments"), "{info}");
+}
