@@ -362,12 +362,16 @@ impl Outbox {
         }
     }
 
-    /// Queues again what an earlier run left undelivered: stored alerts younger than the give-up horizon
-    /// whose last delivery state for a destination is not final (or that never got one).
+    /// Queues again what an earlier run on this data directory left undelivered: alerts this node stored,
+    /// younger than the give-up horizon, whose last delivery state for a destination is not final (or
+    /// that never got one).
     async fn recover(&mut self) -> Result<(), AlertingError> {
         let horizon = now_us() - self.config.give_up_after_secs as i64 * 1_000_000;
         let mut last: HashMap<(String, String), (i64, String, u32)> = HashMap::new();
-        let deliveries = self.store.scan(Table::AlertDeliveries, None, TimeRange::ALL).await?;
+        // This node's alerts and deliveries only: in a cluster each process delivers what it stored (its
+        // subscription), and another live process's deliveries may not be sealed yet; read here, its
+        // alerts would look undelivered and be sent twice.
+        let deliveries = self.store.scan_own(Table::AlertDeliveries, None, TimeRange::ALL).await?;
         for batch in &deliveries {
             let ts = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>();
             let text = |i: usize| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).ok();
@@ -388,7 +392,7 @@ impl Outbox {
                 }
             }
         }
-        let stored = self.store.scan(Table::Alerts, None, TimeRange::new(horizon, i64::MAX)).await?;
+        let stored = self.store.scan_own(Table::Alerts, None, TimeRange::new(horizon, i64::MAX)).await?;
         let mut alerts: Vec<AlertDoc> = Vec::new();
         let mut seen = HashSet::new();
         for batch in &stored {

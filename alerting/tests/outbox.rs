@@ -260,3 +260,50 @@ async fn the_signed_ledger_head_is_published_on_schedule() {
     assert!(published["signed_head"].as_str().is_some_and(|s| s.contains(&head.hash)), "{published}");
     assert_eq!(got.bad_signatures, 0);
 }
+
+/// Two processes on one shared location: each delivers the alerts its node stored. A process that starts
+/// (or restarts) while another has delivered an alert whose delivery rows are not sealed yet does not
+/// take it for undelivered and send it again (CI of 85ded82: the restarted process of a three-process
+/// run delivered another's alert a second time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_starting_on_a_shared_location_does_not_deliver_another_process_alerts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(receiver(received.clone(), listener));
+    let node_config = |name: &str| {
+        let mut config = store_config(&dir.path().join(name));
+        config.location = Some(shared.to_str().unwrap().to_string());
+        config
+    };
+
+    let a = Arc::new(Store::open(node_config("a")).await.unwrap());
+    let (stop_a, stop_a_rx) = tokio::sync::watch::channel(false);
+    let outbox_a = Outbox::new(a.clone(), config(addr)).start(stop_a_rx);
+    alert_row(&a, "alert-of-a", "trail.stopped");
+    // The alert is sealed (detection owners seal the alerts they store); its delivery rows are not.
+    a.flush_all().await.unwrap();
+    wait_until("a's delivery", Duration::from_secs(20), || received.lock().unwrap().accepted.len() == 1).await;
+
+    let b = Arc::new(Store::open(node_config("b")).await.unwrap());
+    assert!(
+        b.scan(Table::Alerts, None, TimeRange::ALL).await.unwrap().iter().any(|batch| batch.num_rows() > 0),
+        "b reads a's sealed alert"
+    );
+    let (stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
+    let outbox_b = Outbox::new(b.clone(), config(addr)).start(stop_b_rx);
+    alert_row(&b, "alert-of-b", "injection.sql");
+    wait_until("b's delivery", Duration::from_secs(20), || received.lock().unwrap().accepted.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for stop in [stop_a, stop_b] {
+        stop.send(true).unwrap();
+    }
+    outbox_a.await.unwrap().unwrap();
+    outbox_b.await.unwrap().unwrap();
+    let got = received.lock().unwrap();
+    let mut ids: Vec<&str> = got.accepted.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["alert-of-a", "alert-of-b"], "each alert once");
+}

@@ -49,6 +49,11 @@ pub fn url_decode(text: &str) -> String {
                 out.push(high << 4 | low);
                 i += 3;
             }
+            // A `%` before a letter or digit that starts no escape is dropped, as IIS and ASP do
+            // (sqlmap's `percentage` tamper: `%S%E%L%E%C%T`); before anything else it is text (`<%=`).
+            _ if bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphanumeric()) => {
+                i += 1;
+            }
             _ => {
                 out.push(b'%');
                 i += 1;
@@ -74,6 +79,10 @@ fn replace_overlong(bytes: &[u8]) -> Vec<u8> {
             (Some([a @ (0xc0 | 0xc1), c]), _) if *c >= 0x80 && *c < 0xc0 => {
                 out.push(((a & 0x01) << 6) | (c & 0x3f));
                 i += 2;
+            }
+            // A lead byte before ASCII (`%c0%2f`) is dropped by the lax decoders it is aimed at.
+            (Some([0xc0 | 0xc1, c]), _) if *c < 0x80 => {
+                i += 1;
             }
             _ => {
                 out.push(bytes[i]);
@@ -277,28 +286,86 @@ pub fn normalise(text: &str) -> String {
                 without_comments.push(' ');
                 rest = &rest[start + 2 + end + 2..];
             }
+            // An unterminated comment (`admin'/*`) comments out the rest of the query: kept as a marker.
             None => {
-                without_comments.push(' ');
+                without_comments.push_str(" /*");
                 rest = "";
             }
         }
     }
     without_comments.push_str(rest);
-    let replaced = without_comments.replace("${ifs}", " ").replace("$ifs", " ").replace('\u{0}', "");
+    let replaced = without_comments
+        .replace("${ifs}", " ")
+        .replace("$ifs$9", " ")
+        .replace("$ifs", " ")
+        .replace('\u{0}', "")
+        .chars()
+        .map(ascii_lookalike)
+        .collect::<String>();
+    // `0x2e0x2e0x2f` spells `../` to decoders that take hex literals.
+    let replaced = if replaced.contains("0x2f") || replaced.contains("0x5c") {
+        replaced.replace("0x2e", ".").replace("0x2f", "/").replace("0x5c", "\\")
+    } else {
+        replaced
+    };
+    // A run of white space is one space, or one line break if it holds one (a line break separates
+    // shell commands).
     let mut out = String::with_capacity(replaced.len());
-    let mut space = false;
+    let mut run: Option<char> = None;
     for c in replaced.chars() {
         if c.is_whitespace() || c == '\u{a0}' {
-            if !space {
-                out.push(' ');
+            if c == '\n' || c == '\r' {
+                run = Some('\n');
+            } else if run.is_none() {
+                run = Some(' ');
             }
-            space = true;
         } else {
+            if let Some(space) = run.take() {
+                out.push(space);
+            }
             out.push(c);
-            space = false;
         }
     }
+    if let Some(space) = run {
+        out.push(space);
+    }
     out
+}
+
+/// A text with the quotes, backslashes and empty expansions that the shell removes from inside a word
+/// taken out: `w'h'o'am'i`, `w"h"oami`, `wh\\oami`, `who$@ami` all run `whoami`.
+pub fn shell_unquoted(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let word = |c: Option<&char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    while i < chars.len() {
+        let c = chars[i];
+        let before = if i > 0 { chars.get(i - 1) } else { None };
+        if matches!(c, '\'' | '"' | '\\') && word(before) && word(chars.get(i + 1)) {
+            i += 1;
+            continue;
+        }
+        if c == '$' && matches!(chars.get(i + 1), Some('@' | '*')) && word(before) {
+            i += 2;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// The ASCII character a full-width form or a slash or dot look-alike stands for (`%uff0e%uff0e%u2216`
+/// is `..\\` to a server that folds Unicode).
+fn ascii_lookalike(c: char) -> char {
+    match c {
+        '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
+        '\u{2215}' | '\u{2044}' | '\u{29f8}' => '/',
+        '\u{2216}' | '\u{29f5}' | '\u{29f9}' | '\u{fe68}' => '\\',
+        '\u{2024}' | '\u{fe52}' => '.',
+        _ => c,
+    }
 }
 
 /// Base64 segments of a text (at least 8 characters) that decode to printable text.
@@ -352,8 +419,13 @@ pub fn forms(text: &str) -> Vec<String> {
     }
     let mut out = vec![normalise(text)];
     let full = normalise(&decoded);
+    // Shell quoting inside a word (`w'h'o'am'i`, `wh\\oami`, `who$@ami`) removed, as the shell does.
+    let unquoted = shell_unquoted(&full);
     if full != out[0] {
         out.push(full);
+    }
+    if !out.contains(&unquoted) {
+        out.push(unquoted);
     }
     for segment in
         base64_segments(text).into_iter().chain(if decoded != text { base64_segments(&decoded) } else { Vec::new() })
@@ -374,8 +446,13 @@ mod tests {
         assert_eq!(url_decode(&url_decode("%252e%252e%252f")), "../");
         assert_eq!(url_decode("%u0027"), "'");
         assert_eq!(url_decode("..%c0%af..%c0%afetc"), "../../etc");
+        // A `%` that starts no escape is dropped, as IIS does: sqlmap's `percentage` tamper.
         assert_eq!(url_decode("100%"), "100%");
-        assert_eq!(url_decode("%zz%4"), "%zz%4");
+        assert_eq!(url_decode("<%= 7*7 %>"), "<%= 7*7 %>");
+        assert_eq!(url_decode("%zz%4"), "zz4");
+        assert_eq!(url_decode("%S%E%L%E%C%T"), "SELECT");
+        // An overlong lead byte before ASCII is dropped by the decoders it aims at.
+        assert_eq!(url_decode("..%c0%2f..%c0%2fetc"), "../../etc");
         assert_eq!(url_decode("a+b"), "a b");
     }
 
@@ -400,7 +477,15 @@ mod tests {
         assert_eq!(normalise("UNION/**/SELECT"), "union select");
         assert_eq!(normalise("/*!50000UNION*/ /*!50000SELECT*/").trim(), "union select");
         assert_eq!(normalise("cat${IFS}/etc/passwd"), "cat /etc/passwd");
-        assert_eq!(normalise("a \t\n b"), "a b");
+        assert_eq!(normalise("a \t b"), "a b");
+        // A line break separates shell commands: a run of white space holding one is one line break.
+        assert_eq!(normalise("42 \n env;"), "42\nenv;");
+        assert_eq!(normalise("admin'/* rest"), "admin' /*");
+        // Full-width forms and slash look-alikes, hex literals of path characters.
+        assert_eq!(normalise("\u{ff0e}\u{ff0e}\u{2216}win.ini"), "..\\win.ini");
+        assert_eq!(normalise("..0x2f..0x2fetc0x2fpasswd"), "../../etc/passwd");
+        assert_eq!(shell_unquoted("w'h'o'am'i;wh\\oami;who$@ami"), "whoami;whoami;whoami");
+        assert_eq!(shell_unquoted("don't 'quote' me"), "dont 'quote' me");
     }
 
     #[test]

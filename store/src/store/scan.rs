@@ -39,6 +39,27 @@ impl Store {
         }
     }
 
+    /// Like `scan`, over this node's rows only: its segments and its hot rows, what this process (or the
+    /// one before it on the same data directory) stored. For work each process does for its own rows:
+    /// the outbox delivers the alerts its node stored, and must not take over another live process's.
+    pub async fn scan_own(
+        &self,
+        table: Table,
+        projection: Option<&[usize]>,
+        range: TimeRange,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut snapshot = self.snapshot(table, range);
+            snapshot.segments.retain(|segment| segment.node == self.node);
+            match self.read_snapshot(table, &snapshot, projection, range).await {
+                Err(StoreError::ObjectStore(object_store::Error::NotFound { .. })) if attempt < 3 => continue,
+                other => return other,
+            }
+        }
+    }
+
     pub(super) async fn scan_once(
         &self,
         table: Table,
