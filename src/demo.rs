@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ingest::{Format, Pipeline, PipelineConfig, StoreSink, Unit};
-use serde_json::json;
+use ingest::{Pipeline, PipelineConfig, StoreSink};
 use store::time::MICROS_PER_MINUTE;
 use store::{Store, Table};
 use workload::stories::{Cast, World, WorldMinute, ATTACKER_IP};
@@ -162,37 +161,13 @@ async fn play(
     }
 }
 
-/// One minute of the world as rows: history as it is; live minutes and CloudTrail through ingest's parser,
-/// as a deployment would receive them.
-fn delivered(minute: &WorldMinute, live_pipeline: &mut Pipeline) -> Vec<(Table, arrow::array::RecordBatch)> {
-    let position = minute.minute.to_string();
-    let mut batches = Vec::new();
-    if let Some(rows) = &minute.rows {
-        batches.push((Table::Invocations, rows.clone()));
-    }
-    if let Some(rendered) = &minute.rendered {
-        for (_, _, payload) in &rendered.payloads {
-            let unit = Unit { source: "demo-logs", position: &position, key: None, log_group: None };
-            live_pipeline.ingest(Format::Subscription, payload.to_string().as_bytes(), &unit);
-        }
-        let mut traces = Vec::new();
-        for (_, segment) in &rendered.segments {
-            traces.extend_from_slice(segment.to_string().as_bytes());
-            traces.push(b'\n');
-        }
-        if !traces.is_empty() {
-            let unit = Unit { source: "demo-xray", position: &position, key: None, log_group: None };
-            live_pipeline.ingest(Format::XRay, &traces, &unit);
-        }
-        batches.extend(live_pipeline.take_batches());
-    }
-    if !minute.trail.is_empty() {
-        let mut pipeline = Pipeline::new(PipelineConfig::default());
-        let body = json!({ "Records": minute.trail }).to_string();
-        let unit = Unit { source: "demo", position: &position, key: None, log_group: None };
-        pipeline.ingest(Format::Auto, body.as_bytes(), &unit);
-        batches.extend(pipeline.take_batches());
-    }
+/// One minute of the world as rows: history as it is; live minutes and CloudTrail through ingest's parser.
+fn delivered(minute: &WorldMinute, live: &mut Pipeline) -> Vec<(Table, arrow::array::RecordBatch)> {
+    let mut batches: Vec<_> = minute.rows.iter().map(|rows| (Table::Invocations, rows.clone())).collect();
+    let (payloads, segments) = minute.rendered.as_ref().map_or((Vec::new(), Vec::new()), |r| {
+        (r.payloads.iter().map(|(_, _, p)| p).collect(), r.segments.iter().map(|(_, s)| s).collect())
+    });
+    batches.extend(live.ingest_minute("demo", &minute.minute.to_string(), &payloads, &segments, &minute.trail));
     batches
 }
 

