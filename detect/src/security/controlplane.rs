@@ -204,6 +204,25 @@ impl ControlPlane {
         }
     }
 
+    /// A CloudTrail event that came after its minute was scored (a late row): only the rules that need
+    /// no history and learn nothing run (a function opened to everyone or another account, a URL
+    /// without auth, trail tampering), so a late record of an attack still raises them; what it would
+    /// have taught (deployers, roles, layers) is not learned out of order.
+    pub fn observe_late(event: &CloudTrailEvent, out: &mut Vec<Finding>) {
+        if !event.succeeded() {
+            return;
+        }
+        match event.event_source.as_str() {
+            "lambda.amazonaws.com" => {
+                if let Some((function, account)) = subject(event) {
+                    stateless_lambda(event, &function, account.as_deref(), out);
+                }
+            }
+            "cloudtrail.amazonaws.com" => trail(event, out),
+            _ => {}
+        }
+    }
+
     fn iam(&mut self, event: &CloudTrailEvent) {
         let role = event.param("roleName");
         match event.operation() {
@@ -228,50 +247,15 @@ impl ControlPlane {
     }
 
     fn lambda(&mut self, event: &CloudTrailEvent, learned: bool, out: &mut Vec<Finding>) {
+        let Some((function, account)) = subject(event) else { return };
         let request = &event.request;
-        let Some(function) = event.param("functionName").map(function_name).map(str::to_string) else {
-            return;
-        };
         let actor = event.actor().unwrap_or_else(|| "unknown".into());
-        let account = event
-            .param("functionName")
-            .and_then(arn_account)
-            .map(str::to_string)
-            .or_else(|| event.recipient_account.clone())
-            .or_else(|| event.account.clone());
         let finding = |detection: &'static str, detail: String, observed: Value| {
             event_finding(event, Some(function.clone()), detection, detail, observed)
         };
         match event.operation() {
-            "AddPermission" => {
-                let principal = event.param("principal").unwrap_or_default();
-                let org_scoped = request.get("principalOrgID").is_some();
-                let principal_account = if principal.chars().all(|c| c.is_ascii_digit()) && principal.len() == 12 {
-                    Some(principal)
-                } else {
-                    arn_account(principal)
-                };
-                let external = principal_account.is_some_and(|p| Some(p) != account.as_deref());
-                let public = principal == "*" && !org_scoped;
-                if public || external {
-                    let who = if public {
-                        "everyone".to_string()
-                    } else {
-                        format!("account {}", principal_account.unwrap_or("?"))
-                    };
-                    out.push(finding(
-                        "lambda.public_permission",
-                        format!("{function} may now be invoked by {who}"),
-                        json!({"principal": principal, "action": event.param("action"), "statementId": event.param("statementId"), "functionUrlAuthType": event.param("functionUrlAuthType")}),
-                    ));
-                }
-            }
-            "CreateFunctionUrlConfig" | "UpdateFunctionUrlConfig" if event.param("authType") == Some("NONE") => {
-                out.push(finding(
-                    "lambda.url_without_auth",
-                    format!("{function} has a function URL anyone can call"),
-                    json!({"authType": "NONE", "cors": request.get("cors")}),
-                ));
+            "AddPermission" | "CreateFunctionUrlConfig" | "UpdateFunctionUrlConfig" => {
+                stateless_lambda(event, &function, account.as_deref(), out)
             }
             "CreateFunction" => {
                 let role = event.param("role").map(str::to_string);
@@ -462,6 +446,60 @@ fn event_finding(
 }
 
 /// Trail tampering.
+/// The function a Lambda API event is about, and the account that owns it.
+fn subject(event: &CloudTrailEvent) -> Option<(String, Option<String>)> {
+    let function = event.param("functionName").map(function_name).map(str::to_string)?;
+    let account = event
+        .param("functionName")
+        .and_then(arn_account)
+        .map(str::to_string)
+        .or_else(|| event.recipient_account.clone())
+        .or_else(|| event.account.clone());
+    Some((function, account))
+}
+
+/// The Lambda rules that need no history: a resource policy opening the function to everyone or
+/// another account, a function URL without authentication.
+fn stateless_lambda(event: &CloudTrailEvent, function: &str, account: Option<&str>, out: &mut Vec<Finding>) {
+    let request = &event.request;
+    let finding = |detection: &'static str, detail: String, observed: Value| {
+        event_finding(event, Some(function.to_string()), detection, detail, observed)
+    };
+    match event.operation() {
+        "AddPermission" => {
+            let principal = event.param("principal").unwrap_or_default();
+            let org_scoped = request.get("principalOrgID").is_some();
+            let principal_account = if principal.chars().all(|c| c.is_ascii_digit()) && principal.len() == 12 {
+                Some(principal)
+            } else {
+                arn_account(principal)
+            };
+            let external = principal_account.is_some_and(|p| Some(p) != account);
+            let public = principal == "*" && !org_scoped;
+            if public || external {
+                let who = if public {
+                    "everyone".to_string()
+                } else {
+                    format!("account {}", principal_account.unwrap_or("?"))
+                };
+                out.push(finding(
+                        "lambda.public_permission",
+                        format!("{function} may now be invoked by {who}"),
+                        json!({"principal": principal, "action": event.param("action"), "statementId": event.param("statementId"), "functionUrlAuthType": event.param("functionUrlAuthType")}),
+                    ));
+            }
+        }
+        "CreateFunctionUrlConfig" | "UpdateFunctionUrlConfig" if event.param("authType") == Some("NONE") => {
+            out.push(finding(
+                "lambda.url_without_auth",
+                format!("{function} has a function URL anyone can call"),
+                json!({"authType": "NONE", "cors": request.get("cors")}),
+            ));
+        }
+        _ => {}
+    }
+}
+
 fn trail(event: &CloudTrailEvent, out: &mut Vec<Finding>) {
     let name = event.param("name").or_else(|| event.param("trailName")).unwrap_or("?");
     let finding = |detection: &'static str, detail: String, observed: Value| {

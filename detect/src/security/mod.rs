@@ -394,6 +394,8 @@ impl SecurityDetections {
         if !self.late {
             self.state.controlplane.observe(event, self.config.learning_us, out);
             self.state.behaviour.cloudtrail(event, out);
+        } else {
+            controlplane::ControlPlane::observe_late(event, out);
         }
         if !self.sigma.is_empty() {
             for rule in self.sigma.matching(sigma::Target::CloudTrail, event.record()) {
@@ -621,6 +623,53 @@ mod tests {
         second.push(Table::Cloudtrail, &batch, &mut alerts);
         assert!(alerts.is_empty(), "the restored state knows the deployer: {alerts:?}");
         assert!(second.restore_state(b"{not json").is_err());
+    }
+
+    /// Late CloudTrail rows (after their minute was scored) still raise the rules that need no history:
+    /// before, a late StopLogging or public AddPermission raised nothing. A late deployment teaches and
+    /// raises nothing: learning out of order would be wrong.
+    #[test]
+    fn late_cloudtrail_raises_the_rules_that_need_no_history() {
+        use store::rows::{TableBuilder, Value as Cell};
+        let event = |source: &'static str, name: &'static str, request: &'static str, id: &'static str| {
+            let mut builder = TableBuilder::new(Table::Cloudtrail);
+            let mut cells: Vec<Cell> = Table::Cloudtrail
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    arrow::datatypes::DataType::Timestamp(..) => Cell::Time(None),
+                    arrow::datatypes::DataType::Boolean => Cell::Bool(None),
+                    _ => Cell::Text(None),
+                })
+                .collect();
+            cells[0] = Cell::Time(Some(1_000_000));
+            cells[1] = Cell::Text(Some(source));
+            cells[2] = Cell::Text(Some(name));
+            cells[6] = Cell::Text(Some("arn:aws:iam::123456789012:user/intern"));
+            cells[13] = Cell::Text(Some(request));
+            cells[17] = Cell::Text(Some(id));
+            builder.push(&cells);
+            builder.finish().unwrap()
+        };
+        let config = SecurityConfig { learning_us: 0, ..SecurityConfig::default() };
+        let mut security = SecurityDetections::new(config, SigmaRules::default());
+        let mut alerts = Vec::new();
+        for batch in [
+            event("cloudtrail.amazonaws.com", "StopLogging", r#"{"name":"management"}"#, "late-1"),
+            event(
+                "lambda.amazonaws.com",
+                "AddPermission20150331v2",
+                r#"{"functionName":"orders-api","principal":"*","action":"lambda:InvokeFunction"}"#,
+                "late-2",
+            ),
+            event("lambda.amazonaws.com", "UpdateFunctionCode20150331v2", r#"{"functionName":"orders-api"}"#, "late-3"),
+        ] {
+            security.push_late(Table::Cloudtrail, &batch, &mut alerts);
+        }
+        let mut detectors: Vec<&str> = alerts.iter().map(|a| a.detector.as_str()).collect();
+        detectors.sort();
+        assert_eq!(detectors, ["lambda.public_permission", "trail.stopped"], "{alerts:?}");
     }
 
     #[test]
