@@ -437,7 +437,7 @@ fn sql_fingerprint_breaks_out(result: &libinjectionrs::DetectionResult) -> bool 
         return false;
     }
     let Some(fingerprint) = result.fingerprint.as_ref() else { return false };
-    let fingerprint = fingerprint.to_string();
+    let fingerprint = fingerprint.as_str();
     (fingerprint.starts_with('1') || fingerprint.starts_with('s') || fingerprint.starts_with('U'))
         && fingerprint != "sos"
         && !fingerprint.starts_with("son")

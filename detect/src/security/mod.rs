@@ -590,8 +590,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn learned_state_survives_a_checkpoint() {
+    /// One CloudTrail row: the given columns set, the others null.
+    fn cloudtrail_event(source: &str, name: &str, actor: &str, request: &str, id: &str) -> arrow::array::RecordBatch {
         use store::rows::{TableBuilder, Value as Cell};
         let mut builder = TableBuilder::new(Table::Cloudtrail);
         let mut cells: Vec<Cell> = Table::Cloudtrail
@@ -605,13 +605,24 @@ mod tests {
             })
             .collect();
         cells[0] = Cell::Time(Some(1_000_000));
-        cells[1] = Cell::Text(Some("lambda.amazonaws.com"));
-        cells[2] = Cell::Text(Some("UpdateFunctionCode20150331v2"));
-        cells[6] = Cell::Text(Some("arn:aws:iam::1:user/ci"));
-        cells[13] = Cell::Text(Some("{\"functionName\":\"f\"}"));
-        cells[17] = Cell::Text(Some("e1"));
+        cells[1] = Cell::Text(Some(source));
+        cells[2] = Cell::Text(Some(name));
+        cells[6] = Cell::Text(Some(actor));
+        cells[13] = Cell::Text(Some(request));
+        cells[17] = Cell::Text(Some(id));
         builder.push(&cells);
-        let batch = builder.finish().unwrap();
+        builder.finish().unwrap()
+    }
+
+    #[test]
+    fn learned_state_survives_a_checkpoint() {
+        let batch = cloudtrail_event(
+            "lambda.amazonaws.com",
+            "UpdateFunctionCode20150331v2",
+            "arn:aws:iam::1:user/ci",
+            "{\"functionName\":\"f\"}",
+            "e1",
+        );
         let config = SecurityConfig { learning_us: 0, ..SecurityConfig::default() };
         let mut first = SecurityDetections::new(config.clone(), SigmaRules::default());
         let mut alerts = Vec::new();
@@ -630,28 +641,8 @@ mod tests {
     /// raises nothing: learning out of order would be wrong.
     #[test]
     fn late_cloudtrail_raises_the_rules_that_need_no_history() {
-        use store::rows::{TableBuilder, Value as Cell};
-        let event = |source: &'static str, name: &'static str, request: &'static str, id: &'static str| {
-            let mut builder = TableBuilder::new(Table::Cloudtrail);
-            let mut cells: Vec<Cell> = Table::Cloudtrail
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| match f.data_type() {
-                    arrow::datatypes::DataType::Timestamp(..) => Cell::Time(None),
-                    arrow::datatypes::DataType::Boolean => Cell::Bool(None),
-                    _ => Cell::Text(None),
-                })
-                .collect();
-            cells[0] = Cell::Time(Some(1_000_000));
-            cells[1] = Cell::Text(Some(source));
-            cells[2] = Cell::Text(Some(name));
-            cells[6] = Cell::Text(Some("arn:aws:iam::123456789012:user/intern"));
-            cells[13] = Cell::Text(Some(request));
-            cells[17] = Cell::Text(Some(id));
-            builder.push(&cells);
-            builder.finish().unwrap()
-        };
+        let intern = "arn:aws:iam::123456789012:user/intern";
+        let event = |source, name, request, id| cloudtrail_event(source, name, intern, request, id);
         let config = SecurityConfig { learning_us: 0, ..SecurityConfig::default() };
         let mut security = SecurityDetections::new(config, SigmaRules::default());
         let mut alerts = Vec::new();
