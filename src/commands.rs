@@ -81,7 +81,11 @@ pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode>
         .map(|spec| store::verify::Anchor::parse(&std::fs::read_to_string(spec).unwrap_or(spec.clone()), local_node))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("--expect-head: {e}"))?;
-    let report = store::verify_location(&location, &trusted, &anchors).await?;
+    let mut report = store::verify_location(&location, &trusted, &anchors).await?;
+    // The rows not sealed yet: the WAL of this data directory, against its node's trusted key.
+    if let Some(key) = local_node.and_then(|node| trusted.get(node)) {
+        report.verify_wal(&paths.data, key)?;
+    }
     match args.json {
         true => outln!("{}", report.to_json(location.url())),
         false => outln!("{}", report.to_text(location.url())),

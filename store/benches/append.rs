@@ -57,7 +57,8 @@ fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append");
     for rows in [1_000usize, 10_000] {
         let batch = log_rows(0, rows);
-        let wal_bytes = store::wal::encode_frame(1, &[(Table::Logs, batch.clone())], &[]).unwrap().len();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let wal_bytes = store::wal::encode_frame(1, &[(Table::Logs, batch.clone())], &[], &key).unwrap().len();
         group.throughput(Throughput::Elements(rows as u64));
         group.bench_function(format!("logs_fsync/rows={rows}/wal_bytes={wal_bytes}"), |b| {
             b.iter(|| store.append_batch(Table::Logs, batch.clone()).unwrap());

@@ -26,6 +26,11 @@ pub enum StoreError {
     // Stored data that is not what it must be.
     #[error("write-ahead log {path} is corrupt at offset {offset}: {reason}")]
     WalCorrupt { path: PathBuf, offset: u64, reason: String },
+    #[error(
+        "write-ahead log {path} was tampered with at offset {offset}: {reason}; its rows are not replayed (run \
+         `coldtrail verify`, then keep the file as evidence and move it out of the WAL directory to start)"
+    )]
+    WalTampered { path: PathBuf, offset: u64, reason: String },
     #[error("ledger of node {node} is corrupt at entry {seq}: {reason}")]
     LedgerCorrupt { node: String, seq: u64, reason: String },
     #[error("segment {path} is unreadable: {reason}")]
@@ -66,6 +71,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::WalCorrupt { .. }
+                | StoreError::WalTampered { .. }
                 | StoreError::LedgerCorrupt { .. }
                 | StoreError::SegmentCorrupt { .. }
                 | StoreError::BadKey { .. }

@@ -46,6 +46,11 @@ pub enum IntegrityProblem {
     LedgerMissing { node: String },
     /// The chain does not hold a head anchored outside the store (`Anchor`).
     AnchorNotHeld { node: String, seq: u64, reason: String },
+    /// Rows not sealed yet were edited in the WAL: a frame the node key did not sign, an unsigned frame,
+    /// or frames removed from the middle of a file.
+    WalTampered { file: String, offset: u64, reason: String },
+    /// A WAL frame that is damaged where no crash can leave it (before the newest file's end).
+    WalCorrupt { file: String, offset: u64, reason: String },
 }
 
 /// A ledger head kept outside the data directory (`coldtrail ledger --export`, the signed heads published
@@ -78,6 +83,8 @@ impl IntegrityProblem {
             IntegrityProblem::PublicKeyInvalid { .. } => "public_key_invalid",
             IntegrityProblem::LedgerMissing { .. } => "ledger_missing",
             IntegrityProblem::AnchorNotHeld { .. } => "anchor_not_held",
+            IntegrityProblem::WalTampered { .. } => "wal_tampered",
+            IntegrityProblem::WalCorrupt { .. } => "wal_corrupt",
         }
     }
 }
@@ -132,6 +139,12 @@ impl std::fmt::Display for IntegrityProblem {
             }
             IntegrityProblem::AnchorNotHeld { node, seq, reason } => {
                 write!(f, "ledger of node {node} does not hold the anchored entry {seq}: {reason}")
+            }
+            IntegrityProblem::WalTampered { file, offset, reason } => {
+                write!(f, "write-ahead log {file} was tampered with at byte {offset}: {reason}")
+            }
+            IntegrityProblem::WalCorrupt { file, offset, reason } => {
+                write!(f, "write-ahead log {file} is damaged at byte {offset}: {reason}")
             }
         }
     }
@@ -251,6 +264,8 @@ pub struct VerifyReport {
     pub entries_checked: u64,
     pub segments_checked: u64,
     pub bytes_checked: u64,
+    /// Frames of the data directory's WAL whose signatures were checked (`verify_wal`).
+    pub wal_frames_checked: u64,
     pub problems: Vec<IntegrityProblem>,
     /// Each node's verified chain head: (node, seq, hash).
     pub heads: Vec<(String, u64, String)>,
@@ -259,6 +274,43 @@ pub struct VerifyReport {
 impl VerifyReport {
     pub fn is_intact(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Checks the WAL of a data directory (`dir`, its `wal/`) against the node's key: every frame must be
+    /// signed by it, the frames of a file numbered without gaps, and damage is only allowed at the newest
+    /// file's end, where a crash leaves a torn write. A missing WAL directory is no finding: a node sealed
+    /// everything and removed it, or never wrote.
+    pub fn verify_wal(&mut self, dir: &std::path::Path, key: &VerifyingKey) -> Result<()> {
+        let wal = dir.join("wal");
+        let mut files = Vec::new();
+        match std::fs::read_dir(&wal) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(|e| crate::StoreError::io(&wal, e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if let Some(first_seq) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+                        files.push((first_seq, entry.path()));
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(crate::StoreError::io(&wal, e)),
+        }
+        files.sort();
+        let newest = files.last().map(|(seq, _)| *seq);
+        for (first_seq, path) in files {
+            let bytes = std::fs::read(&path).map_err(|e| crate::StoreError::io(&path, e))?;
+            let decoded = crate::wal::decode_frames(&bytes, key);
+            self.wal_frames_checked += decoded.frames.len() as u64;
+            let file = path.display().to_string();
+            if let Some((offset, reason)) = crate::wal::tampering(first_seq, &decoded) {
+                self.problems.push(IntegrityProblem::WalTampered { file, offset, reason });
+            } else if let (Some(reason), false) = (decoded.stopped, Some(first_seq) == newest) {
+                let offset = decoded.valid_bytes as u64;
+                self.problems.push(IntegrityProblem::WalCorrupt { file, offset, reason });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -506,6 +558,7 @@ impl VerifyReport {
             "entries_checked": self.entries_checked,
             "segments_checked": self.segments_checked,
             "bytes_checked": self.bytes_checked,
+            "wal_frames_checked": self.wal_frames_checked,
             "heads": heads,
             "findings": findings,
         })
@@ -514,11 +567,12 @@ impl VerifyReport {
     /// The report as `verify` prints it, a line each.
     pub fn to_text(&self, location: &str) -> String {
         let mut lines = vec![format!(
-            "checked {} ledger entries of {} node(s) and {} segments ({} bytes) in {location}",
+            "checked {} ledger entries of {} node(s), {} segments ({} bytes) in {location} and {} WAL frames",
             self.entries_checked,
             self.nodes.len(),
             self.segments_checked,
             self.bytes_checked,
+            self.wal_frames_checked,
         )];
         lines.extend(self.heads.iter().map(|(node, seq, hash)| format!("head of node {node}: entry {seq} {hash}")));
         lines.extend(self.problems.iter().map(|finding| format!("FAIL {}: {finding}", finding.kind())));

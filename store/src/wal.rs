@@ -1,12 +1,19 @@
 //! The write-ahead log: every append is framed, checksummed and fsynced here before it is acknowledged.
 //!
-//! Frame layout (little endian):
-//! `magic u32 | payload_len u32 | crc32(seq ++ payload) u32 | seq u64 | payload`,
-//! payload: `version u8 | table u8 | n_positions u32 | (stream_len u32, stream, offset u64)* | ipc_len u32 | ipc`.
-//! The IPC part is an Arrow IPC stream (schema and one batch); it is empty for a positions-only frame.
+//! Frame layout (format 2, little endian):
+//! `magic u32 | payload_len u32 | crc32(seq ++ signature ++ payload) u32 | seq u64 | signature [u8; 64] | payload`,
+//! payload: `version u8 | n_positions u32 | (stream_len u32, stream, offset u64)* | n_batches u32 |
+//! (table u8, ipc_len u32, ipc)*`. Each IPC part is an Arrow IPC stream (schema and one batch).
+//!
+//! The signature is the node key's Ed25519 signature of `FRAME_SIGNED_PREFIX ++ seq ++ sha256(payload)`.
+//! The checksum tells a torn or damaged frame; the signature tells a forged one: rows edited in the WAL
+//! before they are sealed into a segment (where the ledger covers them), with the checksum recomputed.
 //!
 //! A crash can leave a torn frame at the end of the newest file only: replay cuts the file there. A bad
 //! frame anywhere else is corruption and refuses to open, because skipping it would lose acknowledged rows.
+//! A forged frame refuses to open wherever it is, and so does a gap in the sequence numbers of one file
+//! (frames removed) and a frame of format 1 (unsigned: written before frames were signed, or forged to
+//! dodge the signature).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -18,11 +25,19 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::ipc::CompressionType;
 use arrow::record_batch::RecordBatch;
 
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
 use crate::error::{Result, StoreError};
 use crate::schema::{Table, SCHEMA_VERSION};
 
-const FRAME_MAGIC: u32 = 0x4354_574c; // "CTWL"
-const FRAME_HEADER_BYTES: usize = 4 + 4 + 4 + 8;
+/// Format 1 frames: unsigned. Recognised only to name them when they are refused.
+const FRAME_MAGIC_UNSIGNED: u32 = 0x4354_574c; // "CTWL"
+const FRAME_MAGIC: u32 = 0x4354_5732; // "CTW2"
+const SIGNATURE_BYTES: usize = 64;
+const FRAME_HEADER_BYTES: usize = 4 + 4 + 4 + 8 + SIGNATURE_BYTES;
+/// What a frame's signature covers, before the sequence number and the payload's SHA-256.
+const FRAME_SIGNED_PREFIX: &[u8] = b"coldtrail wal frame v2\n";
 const PAYLOAD_VERSION: u8 = 1;
 /// The largest payload one frame may carry; larger appends are refused before anything is written.
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -51,14 +66,19 @@ pub struct Frame {
 #[derive(Debug)]
 pub struct UnsealedFrame {
     bytes: Vec<u8>,
+    /// The payload's SHA-256, computed with the encoding (outside the WAL lock).
+    digest: [u8; 32],
 }
 
 impl UnsealedFrame {
-    /// Writes the sequence number and checksum into the header and returns the frame bytes.
-    pub fn seal(&mut self, seq: u64) -> &[u8] {
-        let crc = frame_crc(seq, &self.bytes[FRAME_HEADER_BYTES..]);
-        self.bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    /// Writes the sequence number, the signature and the checksum into the header and returns the frame
+    /// bytes.
+    pub fn seal(&mut self, seq: u64, key: &SigningKey) -> &[u8] {
+        let signature = key.sign(&signed_message(seq, &self.digest)).to_bytes();
         self.bytes[12..20].copy_from_slice(&seq.to_le_bytes());
+        self.bytes[20..FRAME_HEADER_BYTES].copy_from_slice(&signature);
+        let crc = frame_crc(&self.bytes[12..]);
+        self.bytes[8..12].copy_from_slice(&crc.to_le_bytes());
         &self.bytes
     }
 
@@ -72,9 +92,14 @@ impl UnsealedFrame {
 }
 
 /// Encodes one frame. The batches must already match their tables' schemas.
-pub fn encode_frame(seq: u64, batches: &[(Table, RecordBatch)], positions: &[Position]) -> Result<Vec<u8>> {
+pub fn encode_frame(
+    seq: u64,
+    batches: &[(Table, RecordBatch)],
+    positions: &[Position],
+    key: &SigningKey,
+) -> Result<Vec<u8>> {
     let mut frame = encode_unsealed(batches, positions, FRAME_PAYLOAD_BYTES_MAX)?;
-    frame.seal(seq);
+    frame.seal(seq, key);
     Ok(frame.bytes)
 }
 
@@ -119,41 +144,81 @@ pub fn encode_unsealed(
     }
     let payload_len = (bytes.len() - FRAME_HEADER_BYTES) as u32;
     bytes[4..8].copy_from_slice(&payload_len.to_le_bytes());
-    Ok(UnsealedFrame { bytes })
+    let digest = Sha256::digest(&bytes[FRAME_HEADER_BYTES..]).into();
+    Ok(UnsealedFrame { bytes, digest })
 }
 
-fn frame_crc(seq: u64, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&seq.to_le_bytes());
-    hasher.update(payload);
-    hasher.finalize()
+/// The checksum of everything after it: sequence number, signature and payload.
+fn frame_crc(from_seq: &[u8]) -> u32 {
+    crc32fast::hash(from_seq)
+}
+
+fn signed_message(seq: u64, digest: &[u8; 32]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(FRAME_SIGNED_PREFIX.len() + 8 + 32);
+    message.extend_from_slice(FRAME_SIGNED_PREFIX);
+    message.extend_from_slice(&seq.to_le_bytes());
+    message.extend_from_slice(digest);
+    message
 }
 
 /// The frames decoded from a byte buffer, how many bytes they cover, and why decoding stopped early.
 #[derive(Debug)]
 pub struct Decoded {
     pub frames: Vec<Frame>,
+    /// The byte offset of each frame.
+    pub offsets: Vec<usize>,
     pub valid_bytes: usize,
     pub stopped: Option<String>,
+    /// Decoding stopped at a whole frame (its checksum holds) that the key did not sign, or an unsigned
+    /// one: not a torn write, and never cut as one.
+    pub forged: bool,
 }
 
-/// Decodes frames until the buffer ends or a frame is torn or bad. Never panics on any input.
-pub fn decode_frames(bytes: &[u8]) -> Decoded {
+/// Why one frame was not decoded.
+enum FrameError {
+    /// Torn or damaged: a crash or the disk, not a signer.
+    Bad(String),
+    /// Whole, but not signed by the key.
+    Forged(String),
+}
+
+impl From<String> for FrameError {
+    fn from(reason: String) -> Self {
+        FrameError::Bad(reason)
+    }
+}
+
+impl From<&str> for FrameError {
+    fn from(reason: &str) -> Self {
+        FrameError::Bad(reason.into())
+    }
+}
+
+/// Decodes frames until the buffer ends or a frame is torn, bad or not signed by `key`. Never panics on
+/// any input.
+pub fn decode_frames(bytes: &[u8], key: &VerifyingKey) -> Decoded {
     let mut frames = Vec::new();
+    let mut offsets = Vec::new();
     let mut at = 0usize;
+    let mut forged = false;
     let stopped = loop {
         if at == bytes.len() {
             break None;
         }
-        match decode_one(&bytes[at..]) {
+        match decode_one(&bytes[at..], key) {
             Ok((frame, len)) => {
                 frames.push(frame);
+                offsets.push(at);
                 at += len;
             }
-            Err(reason) => break Some(reason),
+            Err(FrameError::Bad(reason)) => break Some(reason),
+            Err(FrameError::Forged(reason)) => {
+                forged = true;
+                break Some(reason);
+            }
         }
     };
-    Decoded { frames, valid_bytes: at, stopped }
+    Decoded { frames, offsets, valid_bytes: at, stopped, forged }
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -164,28 +229,40 @@ fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
     bytes.get(at..at.checked_add(8)?).map(|b| u64::from_le_bytes(b.try_into().expect("slice of 8")))
 }
 
-fn decode_one(bytes: &[u8]) -> std::result::Result<(Frame, usize), String> {
+fn decode_one(bytes: &[u8], key: &VerifyingKey) -> std::result::Result<(Frame, usize), FrameError> {
+    if let Some(FRAME_MAGIC_UNSIGNED) = read_u32(bytes, 0) {
+        return Err(FrameError::Forged(
+            "unsigned frame of format 1 (written before WAL frames were signed, or forged)".into(),
+        ));
+    }
     if bytes.len() < FRAME_HEADER_BYTES {
-        return Err(format!("torn frame header ({} bytes)", bytes.len()));
+        return Err(format!("torn frame header ({} bytes)", bytes.len()).into());
     }
     let magic = read_u32(bytes, 0).expect("header length checked");
     if magic != FRAME_MAGIC {
-        return Err(format!("bad frame magic {magic:#x}"));
+        return Err(format!("bad frame magic {magic:#x}").into());
     }
     let payload_len = read_u32(bytes, 4).expect("header length checked") as usize;
     if payload_len > FRAME_PAYLOAD_BYTES_MAX {
-        return Err(format!("frame length {payload_len} over the limit"));
+        return Err(format!("frame length {payload_len} over the limit").into());
     }
     let crc = read_u32(bytes, 8).expect("header length checked");
     let seq = read_u64(bytes, 12).expect("header length checked");
-    let Some(payload) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + payload_len) else {
+    let Some(frame_bytes) = bytes.get(..FRAME_HEADER_BYTES + payload_len) else {
         return Err(format!(
             "torn frame: {payload_len} payload bytes announced, {} present",
             bytes.len() - FRAME_HEADER_BYTES
-        ));
+        )
+        .into());
     };
-    if frame_crc(seq, payload) != crc {
+    if frame_crc(&frame_bytes[12..]) != crc {
         return Err("frame checksum mismatch".into());
+    }
+    let payload = &frame_bytes[FRAME_HEADER_BYTES..];
+    let signature = Signature::from_slice(&frame_bytes[20..FRAME_HEADER_BYTES]).expect("64 bytes");
+    let digest: [u8; 32] = Sha256::digest(payload).into();
+    if key.verify(&signed_message(seq, &digest), &signature).is_err() {
+        return Err(FrameError::Forged(format!("frame {seq} is not signed by the node key: its rows were edited")));
     }
     let frame = decode_payload(seq, payload)?;
     Ok((frame, FRAME_HEADER_BYTES + payload_len))
@@ -260,7 +337,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl Wal {
     /// Opens the WAL in `dir`, returning every intact frame in sequence order. A torn tail of the newest file
     /// is cut off; corruption anywhere else is an error.
-    pub fn open(dir: &Path, partitions_of: impl Fn(&Frame) -> Vec<(Table, i64)>) -> Result<(Wal, Vec<Frame>)> {
+    pub fn open(
+        dir: &Path,
+        key: &VerifyingKey,
+        partitions_of: impl Fn(&Frame) -> Vec<(Table, i64)>,
+    ) -> Result<(Wal, Vec<Frame>)> {
         crate::location::private_dir(dir)?;
         let mut first_seqs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
@@ -279,7 +360,10 @@ impl Wal {
             let path = wal_path(dir, first_seq);
             let mut bytes = Vec::new();
             File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| StoreError::io(&path, e))?;
-            let decoded = decode_frames(&bytes);
+            let decoded = decode_frames(&bytes, key);
+            if let Some(problem) = tampering(first_seq, &decoded) {
+                return Err(StoreError::WalTampered { path, offset: problem.0, reason: problem.1 });
+            }
             if let Some(reason) = &decoded.stopped {
                 if file_idx + 1 != n_files {
                     return Err(StoreError::WalCorrupt {
@@ -402,6 +486,30 @@ impl Wal {
     }
 }
 
+/// How the frames of one WAL file (named after `first_seq`) show tampering, if they do: a forged frame,
+/// or a gap in their sequence numbers (the frames of one file are numbered one after another, so a gap
+/// is frames removed). The byte offset and the reason.
+pub fn tampering(first_seq: u64, decoded: &Decoded) -> Option<(u64, String)> {
+    if decoded.forged {
+        return Some((decoded.valid_bytes as u64, decoded.stopped.clone().unwrap_or_default()));
+    }
+    let mut previous: Option<u64> = None;
+    for (frame, at) in decoded.frames.iter().zip(&decoded.offsets) {
+        let at = *at as u64;
+        match previous {
+            Some(previous) if frame.seq != previous + 1 => {
+                return Some((at, format!("frame {} follows frame {previous}: frames were removed", frame.seq)))
+            }
+            None if frame.seq < first_seq => {
+                return Some((at, format!("frame {} opens the file of frames from {first_seq}", frame.seq)))
+            }
+            _ => {}
+        }
+        previous = Some(frame.seq);
+    }
+    None
+}
+
 fn open_active(dir: &Path, first_seq: u64) -> Result<(File, u64)> {
     let path = wal_path(dir, first_seq);
     let mut options = OpenOptions::new();
@@ -434,9 +542,10 @@ mod tests {
         let positions = vec![Position { stream: "kafka:logs/3".into(), offset: 42 }];
         let batches =
             vec![(Table::Logs, empty_batch(Table::Logs)), (Table::DeadLetters, empty_batch(Table::DeadLetters))];
-        let mut bytes = encode_frame(7, &batches, &positions).unwrap();
-        bytes.extend(encode_frame(8, &[], &[]).unwrap());
-        let decoded = decode_frames(&bytes);
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut bytes = encode_frame(7, &batches, &positions, &key).unwrap();
+        bytes.extend(encode_frame(8, &[], &[], &key).unwrap());
+        let decoded = decode_frames(&bytes, &key.verifying_key());
         assert!(decoded.stopped.is_none());
         assert_eq!(decoded.valid_bytes, bytes.len());
         assert_eq!(decoded.frames.len(), 2);
@@ -456,8 +565,9 @@ mod tests {
             false,
         )]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(arrow::array::Int64Array::from(vec![1]))]).unwrap();
-        let bytes = encode_frame(1, &[(Table::Logs, batch)], &[]).unwrap();
-        let decoded = decode_frames(&bytes);
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let bytes = encode_frame(1, &[(Table::Logs, batch)], &[], &key).unwrap();
+        let decoded = decode_frames(&bytes, &key.verifying_key());
         assert!(decoded.frames.is_empty());
         assert!(decoded.stopped.unwrap().contains("schema"));
     }

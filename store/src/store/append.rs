@@ -50,7 +50,7 @@ impl Store {
             }
         }
         let seq = wal.next_seq;
-        let bytes = frame.seal(seq);
+        let bytes = frame.seal(seq, &wal.key);
         wal.wal.append(seq, &partitions, bytes)?;
         wal.next_seq += 1;
         // Still under the WAL lock, so that hot batches are inserted in sequence order.

@@ -172,6 +172,8 @@ struct HotPartition {
 struct WalState {
     wal: Wal,
     next_seq: u64,
+    /// Signs each frame (`wal` module docs).
+    key: ed25519_dalek::SigningKey,
 }
 
 /// Guarded by `Store::state`, held only for memory operations, never across IO.

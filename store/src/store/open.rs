@@ -37,6 +37,7 @@ impl Store {
                 reason: format!("{finding} ({} problems in all; run `coldtrail verify`)", check.problems.len()),
             });
         }
+        let wal_key = key.clone();
         let ledger = LedgerWriter::new(location.clone(), node.clone(), key, check.entries.last());
         ledger.publish_public_key().await?;
         if check.head_seq != check.entries.last().map(|e| e.entry.seq) {
@@ -64,7 +65,7 @@ impl Store {
         state.positions_checkpoint_seq = checkpoint.wal_seq;
 
         let wal_dir = data_dir.join("wal");
-        let (wal, frames) = Wal::open(&wal_dir, frame_partitions)?;
+        let (wal, frames) = Wal::open(&wal_dir, &verifying_key, frame_partitions)?;
         let mut replayed_rows = 0usize;
         for frame in &frames {
             if frame.seq > checkpoint.wal_seq {
@@ -90,7 +91,7 @@ impl Store {
             node,
             location,
             verifying_key,
-            wal: Mutex::new(WalState { wal, next_seq }),
+            wal: Mutex::new(WalState { wal, next_seq, key: wal_key }),
             state: Mutex::new(state),
             ledger: tokio::sync::Mutex::new(ledger),
             taps: Mutex::new(Vec::new()),
