@@ -5,6 +5,9 @@
 - 50 unauthenticated POSTs to `/ingest` announcing 60 MB bodies each (sent slowly, never finished),
 - 20 runaway analyst queries (`SELECT count(*) FROM generate_series(1, 50000000000)`, psql),
 
+and, before them, 4 analysts fetching 5,000,000-row results over HTTP at once (Arrow IPC; HTTP streams
+results, so the server's RSS does not grow with them),
+
 an admin's `SELECT 1` is asked every 0.5 s over both protocols (psql opens a new connection each time,
 so the login is measured too, and HTTP with the admin's token). Prints the slowest answers and the
 server's peak RSS as JSON, and exits 1 when an answer took 1 s or more, failed, or the RSS passed the
@@ -14,6 +17,7 @@ bound (`--rss-mb`, 1024 by default).
 """
 
 import argparse
+import base64
 import json
 import os
 import socket
@@ -67,6 +71,7 @@ def main():
 pg_listen = "127.0.0.1:{pg}"
 http_listen = "127.0.0.1:{http}"
 statement_timeout_secs = 60
+max_result_rows = 10000000
 
 [[query.users]]
 name = "admin"
@@ -112,6 +117,31 @@ token = "ingest-token-0123456789-load"
                 time.sleep(0.1)
 
         threading.Thread(target=sample_rss, daemon=True).start()
+
+        # 4 big results at once, read as fast as the client can.
+        big = {"bytes": [], "errors": []}
+
+        def big_result():
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{http}/api/v1/sql?format=arrow",
+                data=b"SELECT v, v * 2 AS w FROM generate_series(1, 5000000) t(v)", method="POST",
+                headers={"Authorization": "Basic " + base64.b64encode(f"analyst:{analyst_password}".encode()).decode()})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    total = 0
+                    while chunk := response.read(1 << 20):
+                        total += len(chunk)
+                    big["bytes"].append(total)
+            except Exception as e:  # noqa: BLE001 - any failure is a finding of the load test
+                big["errors"].append(str(e))
+
+        rss_before_big = peak["rss_kb"]
+        fetchers = [threading.Thread(target=big_result) for _ in range(4)]
+        for t in fetchers:
+            t.start()
+        for t in fetchers:
+            t.join()
+        rss_after_big = peak["rss_kb"]
 
         # 200 connections that never log in.
         idle = []
@@ -199,13 +229,17 @@ token = "ingest-token-0123456789-load"
             "admin_select_1_http_max_s": round(max(http_times), 3),
             "admin_select_1_http_median_s": round(sorted(http_times)[len(http_times) // 2], 3),
             "samples": len(pg_times),
+            "big_results_mb": [round(b / 1e6, 1) for b in big["bytes"]],
+            "big_results_errors": big["errors"][:2],
+            "rss_peak_during_big_results_mb": round(rss_after_big / 1024, 1),
+            "rss_growth_by_big_results_mb": round((rss_after_big - rss_before_big) / 1024, 1),
             "rss_before_mb": round(rss_before / 1024, 1),
             "rss_peak_mb": round(peak["rss_kb"] / 1024, 1),
             "rss_bound_mb": args.rss_mb,
             "failures": failures[:5],
         }
         print(json.dumps(result, indent=1))
-        ok = (not failures and result["admin_select_1_pg_max_s"] < 1.0 and result["admin_select_1_http_max_s"] < 1.0
+        ok = (not failures and not big["errors"] and len(big["bytes"]) == 4 and result["admin_select_1_pg_max_s"] < 1.0 and result["admin_select_1_http_max_s"] < 1.0
               and result["rss_peak_mb"] < args.rss_mb)
         sys.exit(0 if ok else 1)
     finally:

@@ -82,10 +82,8 @@ pub async fn verify(paths: &Paths, args: VerifyArgs) -> anyhow::Result<ExitCode>
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("--expect-head: {e}"))?;
     let mut report = store::verify_location(&location, &trusted, &anchors).await?;
-    // The rows not sealed yet: the WAL of this data directory, against its node's trusted key.
-    if let Some(key) = local_node.and_then(|node| trusted.get(node)) {
-        report.verify_wal(&paths.data, key)?;
-    }
+    // The rows not sealed yet: this data directory's WAL, against its node's trusted key.
+    local_node.and_then(|node| trusted.get(node)).map(|key| report.verify_wal(&paths.data, key)).transpose()?;
     match args.json {
         true => outln!("{}", report.to_json(location.url())),
         false => outln!("{}", report.to_text(location.url())),

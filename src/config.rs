@@ -118,71 +118,44 @@ impl StoreSettings {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// PostgreSQL-protocol listen address.
-    #[serde(default = "default_pg")]
     pub pg_listen: SocketAddr,
     /// HTTP API listen address.
-    #[serde(default = "default_http")]
     pub http_listen: SocketAddr,
     /// Seconds a statement may run.
-    #[serde(default = "default_timeout")]
     pub statement_timeout_secs: u64,
-    /// Most rows one HTTP JSON/CSV response or CLI result holds.
-    #[serde(default = "default_rows")]
+    /// Most rows one HTTP response (any format) or CLI result holds.
     pub max_result_rows: usize,
+    /// Most bytes one HTTP response carries (HTTP streams results: this caps what one caller is sent,
+    /// not what the server holds).
+    pub max_result_mb: usize,
     /// Most concurrent PostgreSQL connections.
-    #[serde(default = "default_connections")]
     pub max_connections: usize,
     /// Statements running at once (more wait for a slot).
-    #[serde(default = "default_concurrent")]
     pub max_concurrent_queries: usize,
     /// Memory (MiB) that running statements may hold together for sorts, joins and aggregations.
-    #[serde(default = "default_memory")]
     pub memory_limit_mb: usize,
     /// PEM certificate chain and private key: TLS on both servers when set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// With TLS configured, still accept PostgreSQL logins without it (off: they are refused).
-    #[serde(default)]
     pub allow_plaintext: bool,
-    #[serde(default)]
     pub users: Vec<query::UserSpec>,
-}
-
-fn default_pg() -> SocketAddr {
-    "127.0.0.1:5433".parse().expect("a socket address")
-}
-fn default_http() -> SocketAddr {
-    "127.0.0.1:8080".parse().expect("a socket address")
-}
-fn default_timeout() -> u64 {
-    300
-}
-fn default_rows() -> usize {
-    1_000_000
-}
-fn default_connections() -> usize {
-    256
-}
-fn default_concurrent() -> usize {
-    16
-}
-fn default_memory() -> usize {
-    2048
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
-            pg_listen: default_pg(),
-            http_listen: default_http(),
-            statement_timeout_secs: default_timeout(),
-            max_result_rows: default_rows(),
-            max_connections: default_connections(),
-            max_concurrent_queries: default_concurrent(),
-            memory_limit_mb: default_memory(),
+            pg_listen: "127.0.0.1:5433".parse().expect("a socket address"),
+            http_listen: "127.0.0.1:8080".parse().expect("a socket address"),
+            statement_timeout_secs: 300,
+            max_result_rows: 1_000_000,
+            max_result_mb: 256,
+            max_connections: 256,
+            max_concurrent_queries: 16,
+            memory_limit_mb: 2048,
             tls_cert: None,
             tls_key: None,
             allow_plaintext: false,
@@ -203,9 +176,14 @@ impl Config {
         if q.statement_timeout_secs == 0 {
             problems.push("query.statement_timeout_secs must be at least 1".to_string());
         }
-        if q.max_result_rows == 0 || q.max_connections == 0 || q.max_concurrent_queries == 0 || q.memory_limit_mb == 0 {
+        if q.max_result_rows == 0
+            || q.max_result_mb == 0
+            || q.max_connections == 0
+            || q.max_concurrent_queries == 0
+            || q.memory_limit_mb == 0
+        {
             problems.push(
-                "query.max_result_rows, max_connections, max_concurrent_queries and memory_limit_mb must be at least 1"
+                "query.max_result_rows, max_result_mb, max_connections, max_concurrent_queries and memory_limit_mb must be at least 1"
                     .to_string(),
             );
         }

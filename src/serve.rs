@@ -94,7 +94,7 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
     let limits = Limits {
         statement_timeout: Duration::from_secs(q.statement_timeout_secs),
         max_result_rows: q.max_result_rows,
-        max_result_bytes: Limits::default().max_result_bytes,
+        max_result_bytes: q.max_result_mb.saturating_mul(1 << 20),
         memory_bytes: q.memory_limit_mb << 20,
         max_concurrent: q.max_concurrent_queries,
     };

@@ -43,10 +43,11 @@ pub const SCHEMA: &str = "public";
 pub struct Limits {
     /// A statement running longer is cancelled.
     pub statement_timeout: Duration,
-    /// Most rows one HTTP or CLI response carries, in every format (the PostgreSQL protocol streams).
+    /// Most rows one HTTP or CLI response carries, in every format (the PostgreSQL protocol has no cap:
+    /// its client reads the rows as they come).
     pub max_result_rows: usize,
-    /// Most bytes (Arrow memory) one HTTP or CLI result holds before it is encoded: results are built
-    /// whole, outside the memory pool, so this bounds what one caller can make the server hold.
+    /// Most bytes one HTTP response carries (as sent, in its format), and one CLI result holds (Arrow
+    /// memory; the CLI builds results whole). HTTP streams its results and holds one batch of each.
     pub max_result_bytes: usize,
     /// Memory all running statements may hold for sorts, joins and aggregations together; a statement
     /// that needs more than its fair share fails with "Resources exhausted" and frees what it held.
@@ -75,6 +76,14 @@ pub struct Caller {
     pub client_addr: String,
     /// pg, http or cli.
     pub protocol: &'static str,
+}
+
+/// A statement that runs: its rows come from `stream` as they are computed. It holds its slot until it
+/// is dropped; the caller reports its end with `QueryEngine::finish`.
+pub struct Running {
+    pub schema: SchemaRef,
+    pub stream: datafusion::physical_plan::SendableRecordBatchStream,
+    _slot: Slot,
 }
 
 /// A finished statement's result.
@@ -242,11 +251,8 @@ impl QueryEngine {
         let started = Started::now();
         let limit = row_limit.unwrap_or(self.limits.max_result_rows);
         let work = async {
-            access::check_length(caller.role, sql)?;
-            let _slot = self.slot(caller.role).await?;
-            let plan = self.plan(caller.role, sql).await?;
-            self.start(caller, sql, started).await?;
-            self.collect(plan, limit).await
+            let running = self.open(caller, sql, started).await?;
+            self.collect(running, limit).await
         };
         let result = match tokio::time::timeout(self.limits.statement_timeout, work).await {
             Ok(result) => result,
@@ -279,15 +285,23 @@ impl QueryEngine {
         Ok(plan)
     }
 
-    /// Runs a checked plan and collects at most `limit` rows.
-    async fn collect(
-        &self,
-        plan: datafusion::logical_expr::LogicalPlan,
-        limit: usize,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>, usize)> {
+    /// Starts one statement: checks its length, waits for a slot, plans it, checks it against the
+    /// caller's role, records its `started` audit row and starts executing it. The caller applies the
+    /// statement timeout around this and the reading of its rows, and calls `finish` at its end.
+    pub async fn open(&self, caller: &Caller, sql: &str, started: Started) -> Result<Running> {
+        access::check_length(caller.role, sql)?;
+        let slot = self.slot(caller.role).await?;
+        let plan = self.plan(caller.role, sql).await?;
+        self.start(caller, sql, started).await?;
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df.execute_stream().await?;
+        let stream = df.execute_stream().await?;
+        Ok(Running { schema, stream, _slot: slot })
+    }
+
+    /// Collects at most `limit` rows of a running statement.
+    async fn collect(&self, running: Running, limit: usize) -> Result<(SchemaRef, Vec<RecordBatch>, usize)> {
+        let Running { schema, mut stream, _slot } = running;
         let mut batches = Vec::new();
         let (mut rows, mut bytes) = (0usize, 0usize);
         while let Some(batch) = stream.next().await {

@@ -27,6 +27,9 @@ pub enum QueryError {
     ResultTooBig(usize),
     #[error("{0}")]
     BadRequest(String),
+    /// The statement was stopped before it ended: its client went away or cancelled it.
+    #[error("query cancelled: {0}")]
+    Cancelled(String),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]
@@ -63,6 +66,7 @@ impl QueryError {
             QueryError::Timeout(_) => "timeout",
             QueryError::TooLarge(_) | QueryError::ResultTooBig(_) => "too_large",
             QueryError::BadRequest(_) => "bad_request",
+            QueryError::Cancelled(_) => "cancelled",
             QueryError::DataFusion(
                 DataFusionError::Plan(_) | DataFusionError::SQL(..) | DataFusionError::SchemaError(..),
             ) => "plan",
@@ -78,7 +82,7 @@ impl QueryError {
             QueryError::Denied(_) => "42501",
             QueryError::Unauthenticated(_) => "28P01",
             QueryError::RateLimited(_) => "53400",
-            QueryError::Timeout(_) => "57014",
+            QueryError::Timeout(_) | QueryError::Cancelled(_) => "57014",
             QueryError::TooLarge(_) | QueryError::ResultTooBig(_) => "54000",
             QueryError::BadRequest(_) => "22023",
             QueryError::DataFusion(DataFusionError::SQL(..)) => "42601",

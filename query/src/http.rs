@@ -20,13 +20,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine;
+use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::auth::Users;
-use crate::engine::{Caller, QueryEngine, QueryOutput};
+use crate::engine::{Caller, QueryEngine, QueryOutput, Started};
 use crate::error::QueryError;
 use crate::forensics::quote;
 use crate::metrics::metrics;
+use crate::results::ResultEncoder;
 
 /// Largest request body (SQL text) accepted.
 pub const BODY_MAX: usize = 1024 * 1024;
@@ -104,39 +106,15 @@ pub fn router(engine: Arc<QueryEngine>, users: Users) -> Router {
         .with_state(AppState { engine, users, failures: Arc::default() })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Csv,
-    Arrow,
-}
+pub use crate::results::Format;
 
-impl Format {
-    pub fn parse(text: &str) -> Option<Format> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "json" | "application/json" => Some(Format::Json),
-            "csv" | "text/csv" => Some(Format::Csv),
-            "arrow" | "ipc" | "application/vnd.apache.arrow.stream" => Some(Format::Arrow),
-            _ => None,
-        }
-    }
-
-    fn from_accept(headers: &HeaderMap) -> Format {
-        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        accept
-            .split(',')
-            .filter_map(|part| Format::parse(part.split(';').next().unwrap_or("")))
-            .next()
-            .unwrap_or(Format::Json)
-    }
-
-    fn content_type(self) -> &'static str {
-        match self {
-            Format::Json => "application/json",
-            Format::Csv => "text/csv; charset=utf-8",
-            Format::Arrow => "application/vnd.apache.arrow.stream",
-        }
-    }
+fn format_from_accept(headers: &HeaderMap) -> Format {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept
+        .split(',')
+        .filter_map(|part| Format::parse(part.split(';').next().unwrap_or("")))
+        .next()
+        .unwrap_or(Format::Json)
 }
 
 fn error_response(e: &QueryError) -> Response {
@@ -219,7 +197,7 @@ fn choose_format(explicit: Option<&str>, headers: &HeaderMap) -> Result<Format, 
     match explicit {
         Some(f) => Format::parse(f)
             .ok_or_else(|| QueryError::BadRequest(format!("unknown format {f:?}; use json, csv or arrow"))),
-        None => Ok(Format::from_accept(headers)),
+        None => Ok(format_from_accept(headers)),
     }
 }
 
@@ -294,76 +272,130 @@ async fn timeline(
     run(&state, &caller, &sql, format).await
 }
 
+/// What the first part of a streamed result waits for before the response's status is chosen: an
+/// error in a result smaller than this (most of them) is answered with its own status.
+const FIRST_CHUNK_BYTES: usize = 64 * 1024;
+
 async fn run(state: &AppState, caller: &Caller, sql: &str, format: Format) -> Response {
-    // Every format is built whole and bounded by rows and bytes (`Limits`).
-    match state.engine.execute(caller, sql, None).await {
-        Ok(output) => match encode(&output, format) {
-            Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
-            Err(e) => {
-                error_response(&QueryError::BadRequest(format!("the result cannot be written as {format:?}: {e}")))
-            }
-        },
-        Err(e) => error_response(&e),
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel(2);
+    // The statement runs in a task of its own, so that it ends (audited) however the response ends.
+    tokio::spawn(stream_result(state.engine.clone(), caller.clone(), sql.to_string(), format, head_tx, body_tx));
+    match head_rx.await {
+        Ok(Ok(())) => {
+            // The body ends cleanly only after `Chunk::End`: a statement that stopped before it (an
+            // error, the timeout) cuts the response, so that no client takes it for a whole result.
+            let chunks = futures::stream::unfold(Some(body_rx), |rx| async move {
+                let mut rx = rx?;
+                match rx.recv().await {
+                    Some(Chunk::Data(bytes)) => Some((Ok(bytes), Some(rx))),
+                    Some(Chunk::End) => None,
+                    None => {
+                        // Pending a moment first, so that hyper flushes what came before (the error
+                        // trailer) before it cuts the connection.
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        Some((Err(std::io::Error::other("the result was cut short")), None))
+                    }
+                }
+            });
+            let body = axum::body::Body::from_stream(chunks);
+            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+        }
+        Ok(Err(e)) => error_response(&e),
+        Err(_) => error_response(&QueryError::BadRequest("the statement ended without a result".into())),
     }
 }
 
-/// Encodes a result in `format`.
-pub fn encode(output: &QueryOutput, format: Format) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    match format {
-        Format::Json => {
-            let mut rows = Vec::new();
-            {
-                let mut writer = arrow_json::ArrayWriter::new(&mut rows);
-                for batch in &output.batches {
-                    writer.write(batch)?;
+enum Chunk {
+    Data(Bytes),
+    /// The result is whole.
+    End,
+}
+
+/// How long a cut result waits to hand its error trailer to a client that does not read.
+const TRAILER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs one statement and streams its result in `format` to `body`, a chunk at a time, within the
+/// statement timeout and the result caps (`Limits`), holding one batch and two chunks at most. The
+/// response's status waits on `head`: `Ok` once the first chunk is ready, or the error if the statement
+/// failed before. An error after that is written into the result where the format has room for it
+/// (`ResultEncoder::error_trailer`) and cuts the response. A client that goes away cancels the
+/// statement; one that stops reading holds it until its timeout.
+async fn stream_result(
+    engine: Arc<QueryEngine>,
+    caller: Caller,
+    sql: String,
+    format: Format,
+    head: tokio::sync::oneshot::Sender<Result<(), QueryError>>,
+    body: tokio::sync::mpsc::Sender<Chunk>,
+) {
+    let started = Started::now();
+    let limits = engine.limits().clone();
+    let mut head = Some(head);
+    let mut encoder: Option<ResultEncoder> = None;
+    let mut rows = 0usize;
+    let gone = || QueryError::Cancelled("the client went away".into());
+    let work = async {
+        let mut running = engine.open(&caller, &sql, started).await?;
+        let mut out = Vec::with_capacity(FIRST_CHUNK_BYTES);
+        let arrow = |e: arrow::error::ArrowError| QueryError::BadRequest(format!("the result cannot be written: {e}"));
+        encoder = Some(ResultEncoder::begin(format, running.schema.clone(), &mut out).map_err(arrow)?);
+        let mut sent = 0usize;
+        loop {
+            let next = running.stream.next().await.transpose()?;
+            let last = next.is_none();
+            match next {
+                Some(batch) => {
+                    rows += batch.num_rows();
+                    if rows > limits.max_result_rows {
+                        return Err(QueryError::TooLarge(limits.max_result_rows));
+                    }
+                    encoder.as_mut().expect("set above").write(&batch, &mut out).map_err(arrow)?;
                 }
-                writer.finish()?;
+                None => encoder.take().expect("set above").finish(started.elapsed(), &mut out).map_err(arrow)?,
             }
-            if rows.is_empty() {
-                rows.extend_from_slice(b"[]");
+            if out.len() >= FIRST_CHUNK_BYTES || last {
+                sent += out.len();
+                if sent > limits.max_result_bytes {
+                    return Err(QueryError::ResultTooBig(limits.max_result_bytes));
+                }
+                if let Some(head) = head.take() {
+                    head.send(Ok(())).map_err(|_| gone())?;
+                }
+                body.send(Chunk::Data(Bytes::from(std::mem::take(&mut out)))).await.map_err(|_| gone())?;
             }
-            let columns: Vec<serde_json::Value> = output
-                .schema
-                .fields()
-                .iter()
-                .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
-                .collect();
-            let mut body = format!(
-                "{{\"columns\":{},\"row_count\":{},\"elapsed_ms\":{:.3},\"rows\":",
-                serde_json::Value::Array(columns),
-                output.rows,
-                output.elapsed.as_secs_f64() * 1e3
-            )
-            .into_bytes();
-            body.extend_from_slice(&rows);
-            body.push(b'}');
-            Ok(body)
+            if last {
+                return body.send(Chunk::End).await.map_err(|_| gone());
+            }
         }
-        Format::Csv => {
-            let mut body = Vec::new();
-            {
-                let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(&mut body);
-                if output.batches.is_empty() {
-                    writer.write(&arrow::record_batch::RecordBatch::new_empty(output.schema.clone()))?;
-                }
-                for batch in &output.batches {
-                    writer.write(batch)?;
-                }
-            }
-            Ok(body)
+    };
+    let result = match tokio::time::timeout(limits.statement_timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(QueryError::Timeout(limits.statement_timeout)),
+    };
+    engine.finish(&caller, &sql, started, rows as u64, result.as_ref().map(|_| ()));
+    let Err(error) = result else { return };
+    match head.take() {
+        Some(head) => {
+            let _ = head.send(Err(error));
         }
-        Format::Arrow => {
-            let mut body = Vec::new();
-            {
-                let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut body, &output.schema)?;
-                for batch in &output.batches {
-                    writer.write(batch)?;
-                }
-                writer.finish()?;
+        None => {
+            if let Some(trailer) = encoder.as_ref().and_then(|e| e.error_trailer(&error)) {
+                let _ = tokio::time::timeout(TRAILER_WAIT, body.send(Chunk::Data(Bytes::from(trailer)))).await;
             }
-            Ok(body)
         }
     }
+}
+
+/// Encodes a whole result in `format` (the CLI's output).
+pub fn encode(output: &QueryOutput, format: Format) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let mut out = Vec::new();
+    let mut encoder = ResultEncoder::begin(format, output.schema.clone(), &mut out)?;
+    for batch in &output.batches {
+        encoder.write(batch, &mut out)?;
+    }
+    encoder.finish(output.elapsed, &mut out)?;
+    Ok(out)
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -10,7 +10,8 @@
 //! - `engine`: one `SessionContext` over a store, access checks per role, the query audit, metrics.
 //! - `auth`: users, roles, SCRAM secrets and HTTP tokens; `access`: what each role may run.
 //! - `pg` and `http`: the PostgreSQL-protocol and HTTP servers, with TLS when configured; `admission`:
-//!   who may hold a PostgreSQL connection (logged-in slots, login timeout, logins per address).
+//!   who may hold a PostgreSQL connection (logged-in slots, login timeout, logins per address);
+//!   `results`: JSON, CSV and Arrow results written batch by batch, as HTTP streams them.
 
 pub mod access;
 pub mod admission;
@@ -24,6 +25,7 @@ pub mod functions;
 pub mod http;
 pub mod metrics;
 pub mod pg;
+pub mod results;
 pub mod tls;
 
 pub use auth::{Role, UserSpec, Users};
