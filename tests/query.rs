@@ -296,6 +296,11 @@ async fn long_statements_time_out_and_big_results_are_bounded() {
     // Issue 18, item 5: a result's bytes are bounded too, whatever its rows.
     let wide = "SELECT repeat('x', 100000) AS wide FROM generate_series(1, 40)";
     assert!(matches!(engine.execute(&admin(), wide, None).await, Err(QueryError::ResultTooBig(_))), "{wide}");
+    // Functions whose result outgrows their arguments are bounded: this one grew the server by 2.8 GB,
+    // outside the memory pool, before it failed at the row cap.
+    let growing = "SELECT length(repeat('x', 1000000000)) FROM generate_series(1, 3)";
+    let err = engine.execute(&analyst(), growing, None).await.unwrap_err().to_string();
+    assert!(err.contains("repeat(...) would make about"), "{err}");
     assert!(matches!(engine.execute(&admin(), "  ; ", None).await, Err(QueryError::BadRequest(_))));
     let two = engine.execute(&admin(), "SELECT 1; SELECT 2", None).await.unwrap_err();
     assert!(two.to_string().contains("single"), "{two}");
@@ -886,6 +891,40 @@ async fn idle_sockets_cannot_lock_users_out_of_the_postgres_port() {
         }
     }
     assert_eq!(closed, idle.len(), "idle logins still open after the startup timeout");
+    let _ = servers.stop.send(true);
+}
+
+/// Found while looking for more of issue 18's kind: a chain of 3,000 operators (`SELECT 1+1+...`, 6 KB)
+/// parsed to a tree so deep that the SQL layer overflowed its stack and aborted the server, for every
+/// session, from one analyst's statement. Such statements are now refused before they are parsed, on
+/// both protocols, and the server answers on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_deep_enough_to_overflow_the_stack_is_refused_and_the_server_stays_up() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let analyst = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let chain = |op: &str, n: usize| format!("SELECT {}", vec!["1"; n].join(op));
+    for deep in [chain("+", 50_000), chain(" AND 1=", 30_000), chain("||", 50_000)] {
+        let simple = analyst.simple_query(&deep).await.unwrap_err();
+        assert!(format!("{simple:?}").contains("operators"), "{simple:?}");
+        let extended = analyst.query(&deep, &[]).await.unwrap_err();
+        assert!(format!("{extended:?}").contains("operators"), "{extended:?}");
+    }
+    let unions = format!("SELECT count(*) FROM (SELECT 1 {}) t", vec!["UNION ALL SELECT 1"; 20_000].join(" "));
+    assert!(analyst.simple_query(&unions).await.is_err());
+    let http = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/sql", servers.http))
+        .bearer_auth("alice-token-0123456789")
+        .body(chain("+", 20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http.status(), 400);
+    // Within the bound, a long chain still runs; and the server is still up for everyone.
+    let sum: i64 = analyst.query_one(&chain("+", query::access::OPERATORS_MAX), &[]).await.unwrap().get(0);
+    assert_eq!(sum, query::access::OPERATORS_MAX as i64);
+    let n: i64 = analyst.query_one("SELECT count(*) FROM invocations", &[]).await.unwrap().get(0);
+    assert!(n > 0);
     let _ = servers.stop.send(true);
 }
 

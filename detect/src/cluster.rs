@@ -175,7 +175,13 @@ pub async fn cluster_bounds(store: &Store, silent: Duration) -> Result<(Option<i
         }
         oldest = min(oldest, unsealed.oldest_us);
     }
-    Ok((oldest, store::marks_watermark(marks.values(), now, INPUT_IDLE_AFTER)))
+    tracing::debug!(?marks, oldest, "the cluster's bounds");
+    // No input known anywhere yet (the sources have not listed their partitions): nothing is complete.
+    let inputs = match marks.is_empty() {
+        true => Some(i64::MIN),
+        false => store::marks_watermark(marks.values(), now, INPUT_IDLE_AFTER),
+    };
+    Ok((oldest, inputs))
 }
 
 /// The alert ids (with the highest count) stored anywhere in the cluster, so that an owner stores and
@@ -383,5 +389,23 @@ mod tests {
         assert_eq!(partition_of(Some("orders-api"), 1), 0);
         // Pinned (FNV-1a 64 of the name): every process, build and version must agree.
         assert_eq!((partition_of(Some("orders-api"), 7), partition_of(Some("orders-api"), 4)), (6, 1));
+    }
+
+    /// CI of af3f563: two processes started together; one scored 04:34 of a 05:00 backlog at once,
+    /// before any process had listed its partitions or published its rows ("inputs=None"), and stored
+    /// three false "invocation rate dropped" alerts for minutes whose rows the other held.
+    #[tokio::test]
+    async fn nothing_is_complete_until_the_partitions_are_known_and_a_known_one_holds_the_rest_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store::StoreConfig::new(dir.path())).await.unwrap();
+        let silent = Duration::from_secs(30);
+        assert_eq!(cluster_bounds(&store, silent).await.unwrap().1, Some(i64::MIN), "no input known");
+        // Both partitions listed; this process delivers from one, another (not published yet) holds the other.
+        store.input_known("kafka:logs/0");
+        store.input_known("kafka:logs/1");
+        store.input_open("kafka:logs/0");
+        store.input_note("kafka:logs/0", 5_000_000);
+        assert_eq!(cluster_bounds(&store, silent).await.unwrap().1, Some(i64::MIN), "logs/1 delivered nothing yet");
+        assert_eq!(store.input_watermark(INPUT_IDLE_AFTER), Some(5_000_000), "alone, only held partitions count");
     }
 }

@@ -239,6 +239,14 @@ impl<'a> Live<'a> {
                 self.read_cluster();
             }
             if let Some(watermark) = self.watermark().filter(|_| self.config.score_while_running) {
+                tracing::debug!(
+                    watermark,
+                    newest = self.newest_us,
+                    inputs = ?self.cluster_inputs,
+                    unsealed = ?self.cluster_unsealed,
+                    idle_for = ?self.last_rows.elapsed(),
+                    "scoring up to the watermark"
+                );
                 self.score_until(minute_floor(watermark))?;
             }
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {

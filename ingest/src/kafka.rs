@@ -236,6 +236,18 @@ impl KafkaSource {
             client.create_with_context(handoff).map_err(|e| IngestError::Kafka(e.to_string()))?;
         let topics: Vec<&str> = config.topics.iter().map(|t| t.topic.as_str()).collect();
         consumer.subscribe(&topics).map_err(|e| IngestError::Kafka(e.to_string()))?;
+        // Every partition of the topics is an input of the cluster's watermark from the start, held or
+        // not: a process whose first records are not published yet must not be overtaken (`input_known`).
+        for topic in &topics {
+            match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+                Ok(metadata) => {
+                    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                        store.input_known(&position_stream(topic, partition.id()));
+                    }
+                }
+                Err(e) => tracing::warn!(topic, error = %e, "cannot list the topic's partitions"),
+            }
+        }
         Ok(KafkaSource {
             consumer,
             config,

@@ -86,6 +86,68 @@ pub fn check_length(role: Role, sql: &str) -> Result<()> {
     ))
 }
 
+/// Most operators (arithmetic, comparison, `||`, `AND`, `OR`, `UNION`, `INTERSECT`, `EXCEPT`) one
+/// statement may hold. A chain of them parses to a tree as deep as the chain is long, and parts of the
+/// SQL layer (printing, dropping and walking the tree) recurse without a guard: 3,000 `+` in a row (6 KB
+/// of SQL) overflowed the stack of a debug build and aborted the server, whoever sent them.
+pub const OPERATORS_MAX: usize = 1_000;
+
+/// Refuses, before anything parses it, a statement with more than `OPERATORS_MAX` operators. Counted on
+/// the text outside string literals, quoted names and comments; a run of operator characters (`<=`,
+/// `||`) counts once. Applies to every role: a crash takes every session down.
+pub fn check_complexity(sql: &str) -> Result<()> {
+    let operators = count_operators(sql);
+    if operators <= OPERATORS_MAX {
+        return Ok(());
+    }
+    Err(QueryError::BadRequest(format!(
+        "the statement holds {operators} operators, more than the {OPERATORS_MAX} one statement may hold; \
+         use IN (...) for long lists of values"
+    )))
+}
+
+fn count_operators(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let (mut at, mut count) = (0usize, 0usize);
+    let skip_quoted = |mut at: usize, quote: u8| {
+        at += 1;
+        while at < bytes.len() {
+            if bytes[at] == quote {
+                if bytes.get(at + 1) == Some(&quote) {
+                    at += 2;
+                    continue;
+                }
+                return at + 1;
+            }
+            at += 1;
+        }
+        at
+    };
+    while at < bytes.len() {
+        let byte = bytes[at];
+        let next = bytes.get(at + 1).copied();
+        at = match byte {
+            b'\'' | b'"' => skip_quoted(at, byte),
+            b'-' if next == Some(b'-') => bytes[at..].iter().position(|b| *b == b'\n').map_or(bytes.len(), |p| at + p),
+            b'/' if next == Some(b'*') => sql[at + 2..].find("*/").map_or(bytes.len(), |p| at + 2 + p + 2),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'&' | b'|' | b'#' | b'~' | b'=' | b'<' | b'>' | b'!' => {
+                count += 1;
+                at + bytes[at..].iter().take_while(|b| b"+-*/%^&|#~=<>!".contains(b)).count()
+            }
+            b if b.is_ascii_alphabetic() || b == b'_' => {
+                let len = bytes[at..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
+                let word = &sql[at..at + len];
+                if ["and", "or", "union", "intersect", "except"].iter().any(|k| word.eq_ignore_ascii_case(k)) {
+                    count += 1;
+                }
+                at + len
+            }
+            _ => at + 1,
+        };
+    }
+    count
+}
+
 fn denied(role: Role, what: &str) -> QueryError {
     QueryError::Denied(format!("role {} may only read (SELECT, EXPLAIN, SHOW); {what}", role.name()))
 }
@@ -171,4 +233,22 @@ pub fn check_session_statement(role: Role, statement: &Statement) -> Result<()> 
             SESSION_SETTINGS.join(", ")
         ),
     ))
+}
+
+#[cfg(test)]
+mod complexity_tests {
+    use super::*;
+
+    #[test]
+    fn operators_are_counted_outside_literals_names_and_comments() {
+        assert_eq!(count_operators("SELECT a + b, c || d FROM t WHERE x <= 1 AND y <> 2 OR z"), 6);
+        assert_eq!(count_operators("SELECT '+ + AND ''+''', \"a+b\" -- + + +\n FROM t /* OR OR */ UNION SELECT 1"), 1);
+        assert_eq!(count_operators("SELECT android, order_id, unionid FROM t"), 0);
+        assert_eq!(count_operators("SELECT 'unterminated + +"), 0);
+        let chain = format!("SELECT {}", vec!["1"; OPERATORS_MAX + 2].join("+"));
+        assert!(check_complexity(&chain).unwrap_err().to_string().contains("operators"));
+        let list =
+            format!("SELECT 1 WHERE 1 IN ({})", (0..100_000).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        assert!(check_complexity(&list).is_ok(), "an IN list is not a chain");
+    }
 }

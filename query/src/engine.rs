@@ -145,6 +145,7 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
     )
     .map_err(|e| QueryError::DataFusion(*e))?;
     crate::forensics::register(&ctx).await?;
+    crate::bounded::register(&ctx);
     Ok(ctx)
 }
 
@@ -290,6 +291,7 @@ impl QueryEngine {
     /// statement timeout around this and the reading of its rows, and calls `finish` at its end.
     pub async fn open(&self, caller: &Caller, sql: &str, started: Started) -> Result<Running> {
         access::check_length(caller.role, sql)?;
+        access::check_complexity(sql)?;
         let slot = self.slot(caller.role).await?;
         let plan = self.plan(caller.role, sql).await?;
         self.start(caller, sql, started).await?;

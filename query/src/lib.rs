@@ -6,7 +6,8 @@
 //! - `catalog`: the store's tables as DataFusion table providers (hot rows and Parquet segments together,
 //!   with projection and time-range pushdown), and the ledger as a table.
 //! - `functions`: scalar UDFs (`cidr_match`, `time_bucket`); `forensics`: the `timeline` and
-//!   `environment` table functions and the saved views.
+//!   `environment` table functions and the saved views; `bounded`: DataFusion's functions whose result
+//!   can outgrow their arguments (`repeat`, `lpad`, `range`, ...), wrapped with a bound on it.
 //! - `engine`: one `SessionContext` over a store, access checks per role, the query audit, metrics.
 //! - `auth`: users, roles, SCRAM secrets and HTTP tokens; `access`: what each role may run.
 //! - `pg` and `http`: the PostgreSQL-protocol and HTTP servers, with TLS when configured; `admission`:
@@ -17,6 +18,7 @@ pub mod access;
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod bounded;
 pub mod catalog;
 pub mod engine;
 pub mod error;

@@ -463,6 +463,11 @@ impl SimpleQueryHandler for Service {
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
         let bounds = self.bounds(client);
         let query = &*client_sql(query);
+        // Before anything parses it (a deep tree overflows the stack when it is dropped).
+        if let Err(e) = access::check_complexity(query) {
+            self.engine.finish(&caller, query, started, 0, Err(&e));
+            return Err(user_error(&e));
+        }
         if caller.role != Role::Admin {
             let statements = PostgresCompatibilityParser::new().parse(query).unwrap_or_default();
             if let [statement] = &statements[..] {
@@ -569,6 +574,7 @@ impl QueryParser for ClientSqlParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        access::check_complexity(sql).map_err(|e| user_error(&e))?;
         self.inner.parse_sql(client, &client_sql(sql), types).await
     }
 

@@ -74,6 +74,13 @@ impl Store {
         input.held = true;
     }
 
+    /// A partitioned input exists (a partition of a consumed topic), held here or not: until some
+    /// process delivers from it, it holds the cluster's watermark back (`input_marks`, `marks_watermark`),
+    /// or until it has been idle as long as the watermark allows. Does nothing for a known input.
+    pub fn input_known(&self, stream: &str) {
+        lock(&self.inputs).entry(stream.to_string()).or_insert_with(|| InputProgress { held: false, ..fresh() });
+    }
+
     /// The input is no longer held (revoked): it no longer holds the watermark back here, but its mark
     /// stays (`input_marks`) until another process carries it further.
     pub fn input_close(&self, stream: &str) {
