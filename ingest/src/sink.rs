@@ -1,11 +1,11 @@
 //! `StoreSink`: the one way rows go from a pipeline into the store, for every source (files, stdin,
 //! Kafka, S3, HTTP). One append of what a source holds may be larger than a WAL frame may carry (a
-//! gzipped export object decodes to many times its size): the sink stores it in slices that fit, with the
-//! positions on the last slice, so that a stored position never covers rows that are not stored. The
-//! append blocks for an fsync; `StoreSink::append` runs it off the async runtime, and `Appender` runs it
-//! on a thread of its own so that a file source parses the next chunk while the last one is written.
-//!
-//! Cost, on the way to the store: one pass over the batches' buffers to size them, zero-copy slices.
+//! gzipped export object decodes to many times its size): the store writes it as a group of frames that
+//! is replayed only whole, so a stored position never covers rows that are not stored, and rows are never
+//! stored without their positions (which a crash between frames did before: the rows came back on
+//! replay, the position did not, and a resume stored them again). The append blocks for an fsync;
+//! `StoreSink::append` runs it off the async runtime, and `Appender` runs it on a thread of its own so
+//! that a file source parses the next chunk while the last one is written.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -15,9 +15,6 @@ use store::{Position, Store, StoreError, Table};
 
 use crate::error::IngestError;
 
-/// Arrow bytes per append, at most; a WAL frame holds the LZ4-compressed IPC of them.
-pub const APPEND_BYTES_MAX: usize = 64 * 1024 * 1024;
-
 /// Jobs queued for an `Appender` thread: a slow store slows the parser, and memory stays bounded by this
 /// many appends.
 const APPENDER_QUEUE_MAX: usize = 2;
@@ -25,39 +22,32 @@ const APPENDER_QUEUE_MAX: usize = 2;
 /// Rows of several tables with the positions that they bring the store to.
 pub type Batches = Vec<(Table, RecordBatch)>;
 
-/// What one `StoreSink` append stored.
+/// What `StoreSink` appends stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
     pub rows: u64,
-    /// Store appends (WAL frames) it took.
+    /// Store appends it took (each atomic, of one or more WAL frames).
     pub appends: u64,
 }
 
-/// Appends to one store, sliced to fit its frames.
+/// Appends to one store.
 #[derive(Clone)]
 pub struct StoreSink {
     store: Arc<Store>,
-    append_bytes_max: usize,
 }
 
 impl StoreSink {
     pub fn new(store: Arc<Store>) -> StoreSink {
-        // Half the frame limit: LZ4 and IPC framing may add a little to incompressible text.
-        let append_bytes_max = APPEND_BYTES_MAX.min(store.frame_bytes_max() / 2).max(1);
-        StoreSink { store, append_bytes_max }
+        StoreSink { store }
     }
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
-    /// Stores `batches` and then `positions`, blocking for the fsyncs. When `expected` is not empty, every
-    /// slice is conditional on the store's positions of those streams being as given
+    /// Stores `batches` and `positions` atomically, blocking for the fsync. When `expected` is not empty,
+    /// the append is conditional on the store's positions of those streams being as given
     /// (`Store::append_checked`): the Kafka source's guard against storing a record twice.
-    ///
-    /// Atomic when the rows fit one frame, which a source's own batch limits make the usual case. Larger
-    /// appends go in several frames: after an error part of the rows may be stored, but not the positions,
-    /// so a retry stores those rows again (twice, then) and never skips any.
     pub fn append_blocking(
         &self,
         batches: &[(Table, RecordBatch)],
@@ -68,16 +58,8 @@ impl StoreSink {
         if rows == 0 && positions.is_empty() {
             return Ok(Stored::default());
         }
-        let bytes: usize = batches.iter().map(|(_, batch)| batch.get_array_memory_size()).sum();
-        let rows_max = batches.iter().map(|(_, batch)| batch.num_rows()).max().unwrap_or(0);
-        let slices = bytes.div_ceil(self.append_bytes_max).clamp(1, rows_max.max(1));
-        let mut stored = Stored::default();
-        for (index, part) in slice(batches, slices).into_iter().enumerate() {
-            let last = index + 1 == slices;
-            stored.appends += self.append_fitting(&part, if last { positions } else { &[] }, expected)?;
-        }
-        stored.rows = rows as u64;
-        Ok(stored)
+        self.store.append_checked(batches, positions, expected)?;
+        Ok(Stored { rows: rows as u64, appends: 1 })
     }
 
     /// `append_blocking` on the blocking pool, for async sources.
@@ -93,42 +75,6 @@ impl StoreSink {
             .map_err(|e| IngestError::Internal(format!("store task failed: {e}")))?
             .map_err(IngestError::from)
     }
-
-    /// One append, halved until it fits a frame (the size estimate is of uncompressed buffers, and
-    /// a slice's buffers may be shared with its neighbours). Returns the appends it took.
-    fn append_fitting(
-        &self,
-        batches: &[(Table, RecordBatch)],
-        positions: &[Position],
-        expected: &[(String, Option<u64>)],
-    ) -> Result<u64, StoreError> {
-        match self.store.append_checked(batches, positions, expected) {
-            Ok(_) => Ok(1),
-            Err(StoreError::FrameTooLarge { .. }) if batches.iter().any(|(_, batch)| batch.num_rows() > 1) => {
-                let halves = slice(batches, 2);
-                let first = self.append_fitting(&halves[0], &[], expected)?;
-                Ok(first + self.append_fitting(&halves[1], positions, expected)?)
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// Cuts every batch into `slices` runs of rows (zero-copy), slice by slice; empty batches are left out.
-fn slice(batches: &[(Table, RecordBatch)], slices: usize) -> Vec<Batches> {
-    (0..slices)
-        .map(|index| {
-            batches
-                .iter()
-                .filter_map(|(table, batch)| {
-                    let per_slice = batch.num_rows().div_ceil(slices);
-                    let start = (index * per_slice).min(batch.num_rows());
-                    let length = per_slice.min(batch.num_rows() - start);
-                    (length > 0).then(|| (*table, batch.slice(start, length)))
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// Work for the appender thread.

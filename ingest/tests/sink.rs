@@ -1,5 +1,4 @@
-//! The one way into the store: `StoreSink` slices appends larger than a WAL frame with positions on the
-//! last slice, `Appender` reports a failed append at the next drain, and `FileSource` chunks a large file
+//! The one way into the store: `StoreSink` stores appends larger than a WAL frame whole or not at all, `Appender` reports a failed append at the next drain, and `FileSource` chunks a large file
 //! of lines, resumes it where a stored position says, and reads a stream in line chunks or whole.
 
 use std::io::Cursor;
@@ -51,8 +50,26 @@ async fn messages(store: &Store) -> Vec<String> {
     out
 }
 
+/// The offsets at which the frames of the one WAL file in `dir` start, and the file.
+fn wal_frames(dir: &std::path::Path) -> (std::path::PathBuf, Vec<usize>, Vec<u8>) {
+    let key = store::ledger::parse_public_key(&std::fs::read_to_string(dir.join("node.pub")).unwrap()).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = files.remove(0);
+    let bytes = std::fs::read(&path).unwrap();
+    let decoded = store::wal::decode_frames(&bytes, &key);
+    assert!(decoded.stopped.is_none(), "{:?}", decoded.stopped);
+    let flags: Vec<u8> = decoded.frames.iter().map(|frame| frame.flags).collect();
+    assert!(flags.len() > 2, "the append takes several frames: {flags:?}");
+    (path, decoded.offsets, bytes)
+}
+
 #[tokio::test]
-async fn an_append_larger_than_a_frame_is_stored_in_slices_with_positions_last() {
+async fn an_append_larger_than_a_frame_is_stored_whole_or_not_at_all_when_a_crash_cuts_it_between_frames() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), 32 * 1024).await;
     let mut pipeline = Pipeline::default();
@@ -64,15 +81,30 @@ async fn an_append_larger_than_a_frame_is_stored_in_slices_with_positions_last()
     );
     pipeline.finish();
     let batches = pipeline.take_batches();
-    let refused = store.append(&batches, &[]);
-    assert!(matches!(refused, Err(StoreError::FrameTooLarge { .. })), "the rows do not fit one frame: {refused:?}");
     let sink = StoreSink::new(store.clone());
     let position = Position { stream: "file:/big".into(), offset: text.len() as u64 };
     let stored = sink.append(batches, vec![position.clone()], Vec::new()).await.unwrap();
-    assert_eq!(stored.rows, 2_000);
-    assert!(stored.appends > 1, "{stored:?}");
+    assert_eq!(stored, ingest::Stored { rows: 2_000, appends: 1 });
     assert_eq!(stored_rows(&store, Table::Logs), 2_000);
     assert_eq!(store.position("file:/big"), Some(position.offset));
+    drop(sink);
+    drop(store);
+
+    // What a SIGKILL after each of the frames leaves: the frames before it, fsynced or in the page cache.
+    let (path, offsets, whole) = wal_frames(dir.path());
+    for cut in offsets.iter().skip(1) {
+        std::fs::write(&path, &whole[..*cut]).unwrap();
+        let store = open(dir.path(), 32 * 1024).await;
+        assert_eq!(
+            (stored_rows(&store, Table::Logs), store.position("file:/big")),
+            (0, None),
+            "cut after {cut} of {} bytes: no row comes back without its position",
+            whole.len()
+        );
+    }
+    std::fs::write(&path, &whole).unwrap();
+    let store = open(dir.path(), 32 * 1024).await;
+    assert_eq!((stored_rows(&store, Table::Logs), store.position("file:/big")), (2_000, Some(position.offset)));
 }
 
 #[tokio::test]

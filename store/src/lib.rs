@@ -16,6 +16,7 @@
 pub mod alerts;
 pub mod aws;
 pub mod error;
+pub mod fault;
 pub mod fixtures;
 pub mod ledger;
 pub mod location;

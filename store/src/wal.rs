@@ -2,8 +2,15 @@
 //!
 //! Frame layout (format 2, little endian):
 //! `magic u32 | payload_len u32 | crc32(seq ++ signature ++ payload) u32 | seq u64 | signature [u8; 64] | payload`,
-//! payload: `version u8 | n_positions u32 | (stream_len u32, stream, offset u64)* | n_batches u32 |
-//! (table u8, ipc_len u32, ipc)*`. Each IPC part is an Arrow IPC stream (schema and one batch).
+//! payload: `version u8 (2) | flags u8 | n_positions u32 | (stream_len u32, stream, offset u64)* | n_batches u32 |
+//! (table u8, ipc_len u32, ipc)*`. Each IPC part is an Arrow IPC stream (schema and one batch). Payload
+//! version 1 had no flags byte and is read as a frame of its own.
+//!
+//! One append is one frame, or, when its rows do not fit one, a group of consecutive frames written and
+//! fsynced together under the WAL lock: every frame but the last has `FLAG_CONTINUES`, every frame but
+//! the first `FLAG_CONTINUED`, and the positions are in the last. An append is acknowledged, and
+//! replayed, only whole: a group cut short by a crash or a failed write (its last frame missing) is left
+//! out on replay, so rows never come back without the positions stored with them.
 //!
 //! The signature is the node key's Ed25519 signature of `FRAME_SIGNED_PREFIX ++ seq ++ sha256(payload)`.
 //! The checksum tells a torn or damaged frame; the signature tells a forged one: rows edited in the WAL
@@ -38,7 +45,15 @@ const SIGNATURE_BYTES: usize = 64;
 const FRAME_HEADER_BYTES: usize = 4 + 4 + 4 + 8 + SIGNATURE_BYTES;
 /// What a frame's signature covers, before the sequence number and the payload's SHA-256.
 const FRAME_SIGNED_PREFIX: &[u8] = b"coldtrail wal frame v2\n";
-const PAYLOAD_VERSION: u8 = 1;
+const PAYLOAD_VERSION: u8 = 2;
+/// Payload version 1: no flags byte.
+const PAYLOAD_VERSION_UNFLAGGED: u8 = 1;
+/// The offset of the flags byte in a frame.
+const FLAGS_AT: usize = FRAME_HEADER_BYTES + 1;
+/// The next frame belongs to the same append.
+pub const FLAG_CONTINUES: u8 = 1;
+/// This frame belongs to the append of the frame before it.
+pub const FLAG_CONTINUED: u8 = 2;
 /// The largest payload one frame may carry; larger appends are refused before anything is written.
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// A WAL file is closed and a new one started past this size.
@@ -59,6 +74,18 @@ pub struct Frame {
     pub seq: u64,
     pub batches: Vec<(Table, RecordBatch)>,
     pub positions: Vec<Position>,
+    /// `FLAG_CONTINUES` and `FLAG_CONTINUED`: where the frame stands in a multi-frame append.
+    pub flags: u8,
+}
+
+impl Frame {
+    pub fn continues(&self) -> bool {
+        self.flags & FLAG_CONTINUES != 0
+    }
+
+    pub fn continued(&self) -> bool {
+        self.flags & FLAG_CONTINUED != 0
+    }
 }
 
 /// A frame encoded before its sequence number is known: the header is filled in by `seal`, under the
@@ -82,6 +109,15 @@ impl UnsealedFrame {
         &self.bytes
     }
 
+    /// Marks the frame as a part of a multi-frame append (`FLAG_CONTINUES`, `FLAG_CONTINUED`); the
+    /// payload's digest is computed again.
+    pub fn set_flags(&mut self, flags: u8) {
+        if self.bytes[FLAGS_AT] != flags {
+            self.bytes[FLAGS_AT] = flags;
+            self.digest = Sha256::digest(&self.bytes[FRAME_HEADER_BYTES..]).into();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
@@ -98,7 +134,19 @@ pub fn encode_frame(
     positions: &[Position],
     key: &SigningKey,
 ) -> Result<Vec<u8>> {
+    encode_frame_flagged(seq, batches, positions, 0, key)
+}
+
+/// `encode_frame` with `flags` (a part of a multi-frame append).
+pub fn encode_frame_flagged(
+    seq: u64,
+    batches: &[(Table, RecordBatch)],
+    positions: &[Position],
+    flags: u8,
+    key: &SigningKey,
+) -> Result<Vec<u8>> {
     let mut frame = encode_unsealed(batches, positions, FRAME_PAYLOAD_BYTES_MAX)?;
+    frame.set_flags(flags);
     frame.seal(seq, key);
     Ok(frame.bytes)
 }
@@ -114,6 +162,7 @@ pub fn encode_unsealed(
     bytes.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
     bytes.extend_from_slice(&[0u8; FRAME_HEADER_BYTES - 4]);
     bytes.push(PAYLOAD_VERSION);
+    bytes.push(0);
     bytes.extend_from_slice(&(positions.len() as u32).to_le_bytes());
     for position in positions {
         bytes.extend_from_slice(&(position.stream.len() as u32).to_le_bytes());
@@ -270,11 +319,16 @@ fn decode_one(bytes: &[u8], key: &VerifyingKey) -> std::result::Result<(Frame, u
 
 fn decode_payload(seq: u64, payload: &[u8]) -> std::result::Result<Frame, String> {
     let version = *payload.first().ok_or("empty payload")?;
-    if version != PAYLOAD_VERSION {
-        return Err(format!("unknown payload version {version}"));
+    let (flags, mut at) = match version {
+        PAYLOAD_VERSION => (*payload.get(1).ok_or("payload without flags")?, 2usize),
+        PAYLOAD_VERSION_UNFLAGGED => (0, 1usize),
+        _ => return Err(format!("unknown payload version {version}")),
+    };
+    if flags & !(FLAG_CONTINUES | FLAG_CONTINUED) != 0 {
+        return Err(format!("unknown frame flags {flags:#x}"));
     }
-    let n_positions = read_u32(payload, 1).ok_or("payload without position count")? as usize;
-    let mut at = 5usize;
+    let n_positions = read_u32(payload, at).ok_or("payload without position count")? as usize;
+    at += 4;
     let mut positions = Vec::with_capacity(n_positions.min(1024));
     for _ in 0..n_positions {
         let stream_len = read_u32(payload, at).ok_or("truncated position")? as usize;
@@ -306,7 +360,7 @@ fn decode_payload(seq: u64, payload: &[u8]) -> std::result::Result<Frame, String
     if at != payload.len() {
         return Err("trailing bytes after the last batch".into());
     }
-    Ok(Frame { seq, batches, positions })
+    Ok(Frame { seq, batches, positions, flags })
 }
 
 /// What one WAL file holds: for each (table, hour) partition the highest sequence number in it.
@@ -388,11 +442,14 @@ impl Wal {
                 }
                 last_seq = frame.seq;
                 info.max_seq = frame.seq;
-                for partition in partitions_of(frame) {
+            }
+            // The frames of one append are written to one file: a group cut short ends with it.
+            for frame in whole_appends(&path, decoded.frames) {
+                for partition in partitions_of(&frame) {
                     info.partitions.insert(partition, frame.seq);
                 }
+                frames.push(frame);
             }
-            frames.extend(decoded.frames);
             files.insert(first_seq, info);
         }
         // A new file per start keeps every file's frames from a single run; an empty newest file is reused.
@@ -422,23 +479,38 @@ impl Wal {
 
     /// Writes one encoded frame and fsyncs it. Only after this returns is the frame acknowledged.
     pub fn append(&mut self, seq: u64, partitions: &[(Table, i64)], frame: &[u8]) -> Result<()> {
+        self.append_group(seq, partitions, &[frame])
+    }
+
+    /// Writes the frames of one append (sequence numbers from `first_seq` on) into one file and fsyncs
+    /// them once. Only after this returns are they acknowledged; after an error the file is cut back to
+    /// where it was, and a crash half way leaves a group that replay leaves out.
+    pub fn append_group(&mut self, first_seq: u64, partitions: &[(Table, i64)], frames: &[&[u8]]) -> Result<()> {
+        let Some(last_seq) = (first_seq + frames.len() as u64).checked_sub(1).filter(|_| !frames.is_empty()) else {
+            return Ok(());
+        };
         if self.active_bytes >= WAL_FILE_BYTES_ROTATE {
-            self.start_file(seq)?;
+            self.start_file(first_seq)?;
         }
         let path = wal_path(&self.dir, self.active_first_seq);
         let started = std::time::Instant::now();
-        if let Err(e) = self.active.write_all(frame).and_then(|()| self.active.sync_data()) {
-            // A partly written frame would be cut as a torn tail on restart; cut it now so later
-            // frames are not written behind garbage.
-            let _ = self.active.set_len(self.active_bytes);
+        let written = frames.iter().try_for_each(|frame| {
+            crate::fault::hit("wal.frame")?;
+            self.active.write_all(frame)
+        });
+        if let Err(e) = written.and_then(|()| self.active.sync_data()) {
+            // Partly written frames would be cut as a torn tail or left out as a cut group on restart;
+            // cut them now so later frames are not written behind them.
+            let _ = self.active.set_len(self.active_bytes).and_then(|()| self.active.sync_data());
             return Err(StoreError::io(path, e));
         }
-        crate::metrics::wal_appended(frame.len(), started.elapsed());
-        self.active_bytes += frame.len() as u64;
+        let bytes: usize = frames.iter().map(|frame| frame.len()).sum();
+        crate::metrics::wal_appended(bytes, started.elapsed());
+        self.active_bytes += bytes as u64;
         let info = self.files.get_mut(&self.active_first_seq).expect("the active file is tracked");
-        info.max_seq = seq;
+        info.max_seq = last_seq;
         for partition in partitions {
-            info.partitions.insert(*partition, seq);
+            info.partitions.insert(*partition, last_seq);
         }
         Ok(())
     }
@@ -484,6 +556,36 @@ impl Wal {
     pub fn bytes_active(&self) -> u64 {
         self.active_bytes
     }
+}
+
+/// The frames of whole appends, in order: a group of frames whose last is missing (a crash or a failed
+/// write between its frames) is left out, with a warning, and so is a continuation without its start.
+fn whole_appends(path: &Path, frames: Vec<Frame>) -> Vec<Frame> {
+    let mut whole = Vec::with_capacity(frames.len());
+    let mut group: Vec<Frame> = Vec::new();
+    let cut = |group: &mut Vec<Frame>| {
+        if let (Some(first), Some(last)) = (group.first(), group.last()) {
+            tracing::warn!(path = %path.display(), first = first.seq, last = last.seq, "leaving out an append cut short between its frames (never acknowledged)");
+        }
+        group.clear();
+    };
+    for frame in frames {
+        // A frame that starts an append while a group is open, or continues none, breaks the run.
+        if frame.continued() == group.is_empty() {
+            cut(&mut group);
+            if frame.continued() {
+                tracing::warn!(path = %path.display(), seq = frame.seq, "leaving out a frame that continues no append");
+                continue;
+            }
+        }
+        let continues = frame.continues();
+        group.push(frame);
+        if !continues {
+            whole.append(&mut group);
+        }
+    }
+    cut(&mut group);
+    whole
 }
 
 /// How the frames of one WAL file (named after `first_seq`) show tampering, if they do: a forged frame,

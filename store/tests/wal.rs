@@ -200,3 +200,37 @@ fn a_frame_removed_from_the_middle_of_the_wal_or_an_unsigned_one_is_refused_on_r
     let err = reopen(dir.path()).unwrap_err();
     assert!(err.to_string().contains("unsigned frame"), "{err}");
 }
+
+#[test]
+fn only_whole_appends_are_replayed_a_group_cut_short_or_a_stray_continuation_is_left_out() {
+    use store::wal::{encode_frame_flagged, FLAG_CONTINUED, FLAG_CONTINUES};
+    let rows = |id: u64| vec![(Table::Logs, batch_with_ids(Table::Logs, &[id], |id| T0 + id as i64))];
+    let position = |offset| vec![Position { stream: "s".into(), offset }];
+    // 1: whole; 2-3: a group whose last frame never came (a failed write that could not be cut back);
+    // 4-6: a whole group; 7: a continuation of nothing; 8-9: a group cut by the crash at the end.
+    let plan: [(u64, u8, bool); 9] = [
+        (1, 0, true),
+        (2, FLAG_CONTINUES, false),
+        (3, FLAG_CONTINUES | FLAG_CONTINUED, false),
+        (4, FLAG_CONTINUES, false),
+        (5, FLAG_CONTINUES | FLAG_CONTINUED, false),
+        (6, FLAG_CONTINUED, true),
+        (7, FLAG_CONTINUED, true),
+        (8, FLAG_CONTINUES, false),
+        (9, FLAG_CONTINUES | FLAG_CONTINUED, false),
+    ];
+    let mut bytes = Vec::new();
+    for (seq, flags, last) in plan {
+        let positions = if last { position(seq) } else { Vec::new() };
+        bytes.extend(encode_frame_flagged(seq, &rows(seq), &positions, flags, &key()).unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+    std::fs::write(dir.path().join("wal").join(format!("{:020}.wal", 1)), &bytes).unwrap();
+    let (wal, replayed) = Wal::open(&dir.path().join("wal"), &key().verifying_key(), partitions).unwrap();
+    let seqs: Vec<u64> = replayed.iter().map(|frame| frame.seq).collect();
+    assert_eq!(seqs, vec![1, 4, 5, 6]);
+    let ids: Vec<u64> = replayed.iter().flat_map(|frame| ids_of(Table::Logs, &[frame.batches[0].1.clone()])).collect();
+    assert_eq!(ids, vec![1, 4, 5, 6]);
+    assert_eq!(wal.next_seq(), 10, "the numbers of frames left out are not given out again");
+}

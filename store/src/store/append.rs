@@ -1,5 +1,6 @@
-//! Appends: the schema check, the split by hour, one WAL frame fsynced, then the hot buffer and the
-//! positions, all under the WAL lock so that hot batches are in sequence order.
+//! Appends: the schema check, the split by hour, the WAL frames of the append (one, or a group when the
+//! rows do not fit one) fsynced, then the hot buffer and the positions, all under the WAL lock so that hot
+//! batches are in sequence order.
 
 use super::*;
 
@@ -10,9 +11,10 @@ impl Store {
     }
 
     /// Appends batches to their tables together with input positions, atomically: after this returns
-    /// `Ok`, the rows and positions are fsynced in the WAL and visible to scans; after an error, none of
-    /// them is. Blocks for one fsync: call it from a blocking thread in async code.
-    /// Returns the WAL sequence number of the append.
+    /// `Ok`, the rows and positions are fsynced in the WAL and visible to scans; after an error or a crash
+    /// before it returns, none of them is, whatever the size (rows that do not fit one frame go in a
+    /// group of frames written together and replayed only whole). Blocks for one fsync: call it from a
+    /// blocking thread in async code. Returns the WAL sequence number of the append (its last frame's).
     pub fn append(&self, batches: &[(Table, RecordBatch)], positions: &[Position]) -> Result<u64> {
         self.append_checked(batches, positions, &[])
     }
@@ -37,7 +39,7 @@ impl Store {
             partitions.extend(parts.iter().map(|(hour, _)| (*table, *hour)));
             splits.push((*table, parts));
         }
-        let mut frame = encode_unsealed(batches, positions, self.frame_bytes_max())?;
+        let mut frames = encode_append(batches, positions, self.frame_bytes_max())?;
         let mut wal = lock(&self.wal);
         if !expected.is_empty() {
             // Positions change only under the WAL lock, which is held from here to the insert below.
@@ -49,10 +51,15 @@ impl Store {
                 }
             }
         }
-        let seq = wal.next_seq;
-        let bytes = frame.seal(seq, &wal.key);
-        wal.wal.append(seq, &partitions, bytes)?;
-        wal.next_seq += 1;
+        let first_seq = wal.next_seq;
+        let key = wal.key.clone();
+        let sealed: Vec<&[u8]> =
+            frames.iter_mut().zip(first_seq..).map(|(frame, seq)| frame.seal(seq, &key)).collect();
+        wal.wal.append_group(first_seq, &partitions, &sealed)?;
+        // The rows are in the hot buffer under the group's last number: a segment that holds them covers
+        // every frame of the group.
+        let seq = first_seq + sealed.len() as u64 - 1;
+        wal.next_seq = seq + 1;
         // Still under the WAL lock, so that hot batches are inserted in sequence order.
         let mut state = lock(&self.state);
         for (table, parts) in splits {
@@ -73,6 +80,74 @@ impl Store {
     pub fn append_batch(&self, table: Table, batch: RecordBatch) -> Result<u64> {
         self.append(&[(table, batch)], &[])
     }
+}
+
+/// Encodes an append as WAL frames that each fit `limit`: one when the rows fit, else runs of them
+/// (zero-copy slices, halved until each fits) with the positions in the last, flagged as one group.
+fn encode_append(batches: &[(Table, RecordBatch)], positions: &[Position], limit: usize) -> Result<Vec<UnsealedFrame>> {
+    // Cut up front by the uncompressed size, so that a large append is not encoded whole only to be
+    // refused: half the limit leaves room for IPC framing around incompressible text.
+    let bytes: usize = batches.iter().map(|(_, batch)| batch.get_array_memory_size()).sum();
+    let rows_max = batches.iter().map(|(_, batch)| batch.num_rows()).max().unwrap_or(0);
+    let slices = bytes.div_ceil((limit / 2).max(1)).clamp(1, rows_max.max(1));
+    let mut frames = Vec::with_capacity(slices);
+    if slices == 1 {
+        encode_fitting(batches, positions, limit, &mut frames)?;
+    } else {
+        let parts = slice_rows(batches, slices);
+        let last = parts.len() - 1;
+        for (index, part) in parts.iter().enumerate() {
+            encode_fitting(part, if index == last { positions } else { &[] }, limit, &mut frames)?;
+        }
+    }
+    let last = frames.len() - 1;
+    if last > 0 {
+        for (index, frame) in frames.iter_mut().enumerate() {
+            let continues = if index < last { FLAG_CONTINUES } else { 0 };
+            let continued = if index > 0 { FLAG_CONTINUED } else { 0 };
+            frame.set_flags(continues | continued);
+        }
+    }
+    Ok(frames)
+}
+
+/// One frame, or two halves of the rows when it does not fit (the size estimate is of uncompressed
+/// buffers, which a slice may share with its neighbours).
+fn encode_fitting(
+    batches: &[(Table, RecordBatch)],
+    positions: &[Position],
+    limit: usize,
+    frames: &mut Vec<UnsealedFrame>,
+) -> Result<()> {
+    match encode_unsealed(batches, positions, limit) {
+        Ok(frame) => {
+            frames.push(frame);
+            Ok(())
+        }
+        Err(StoreError::FrameTooLarge { .. }) if batches.iter().any(|(_, batch)| batch.num_rows() > 1) => {
+            let halves = slice_rows(batches, 2);
+            encode_fitting(&halves[0], &[], limit, frames)?;
+            encode_fitting(&halves[1], positions, limit, frames)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Cuts every batch into `slices` runs of rows (zero-copy), slice by slice; empty batches are left out.
+fn slice_rows(batches: &[(Table, RecordBatch)], slices: usize) -> Vec<Vec<(Table, RecordBatch)>> {
+    (0..slices)
+        .map(|index| {
+            batches
+                .iter()
+                .filter_map(|(table, batch)| {
+                    let per_slice = batch.num_rows().div_ceil(slices);
+                    let start = (index * per_slice).min(batch.num_rows());
+                    let length = per_slice.min(batch.num_rows() - start);
+                    (length > 0).then(|| (*table, batch.slice(start, length)))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 pub(super) fn schema_mismatch(table: Table, batch: &RecordBatch) -> Option<String> {

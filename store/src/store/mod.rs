@@ -40,7 +40,7 @@ use crate::segment::{encode_segment, filter_time, project, projected_schema, rea
 use crate::segment_path::{parse_segment_path, segment_path, valid_node_id};
 use crate::time::{hour_of, now_micros, partition_dir, TimeRange, MICROS_PER_HOUR};
 use crate::verify::check_chain;
-use crate::wal::{encode_unsealed, Frame, Position, Wal};
+use crate::wal::{encode_unsealed, Frame, Position, UnsealedFrame, Wal, FLAG_CONTINUED, FLAG_CONTINUES};
 
 /// When hot partitions are sealed into segments.
 #[derive(Clone, Debug)]
