@@ -74,10 +74,16 @@ fn show_progress(source: &FileSource, started: Instant) {
     );
 }
 
+/// Bytes of unsealed rows an `ingest` holds at most (then half of it after sealing).
+const INGEST_HOT_BYTES_MAX: usize = 128 * 1024 * 1024;
+
 pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let mut config = paths.store_config();
     // Seal segments while ingesting, on the other core, instead of all at the end.
     config.flush.partition_rows_max = 250_000;
+    // The hot buffer's share of the memory bound (BENCHMARKS.md, "Ingest memory"): the appender seals
+    // past it before it stores more.
+    config.flush.hot_bytes_max = INGEST_HOT_BYTES_MAX;
     let store = Arc::new(Store::open(config).await?);
     // Files, objects and stdin come in no particular order of event time (an export is one object per
     // log stream): scored at the end, as one replay. Streams are scored as the watermark passes.

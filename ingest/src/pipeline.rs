@@ -521,8 +521,7 @@ impl Pipeline {
         if body[0] == b'{' || body[0] == b'[' {
             // A subscription payload is parsed straight into borrowed structs: the hot path.
             // CloudWatch writes `messageType` first; serialisers that sort keys write it last.
-            let sniff = |part: &[u8]| part.windows(13).any(|w| w == b"\"messageType\"");
-            if sniff(&body[..body.len().min(4096)]) || sniff(&body[body.len().saturating_sub(4096)..]) {
+            if sniffs_subscription(body) {
                 if let Ok(subscription) = serde_json::from_slice::<Subscription<'_>>(body) {
                     return self.subscription(subscription, unit);
                 }
@@ -552,6 +551,14 @@ impl Pipeline {
                 let position = format!("{}:{}", unit.position, line_idx + 1);
                 let line_unit = Unit { position: &position, ..*unit };
                 if line.first() == Some(&b'{') && line.len() <= LINE_BYTES_MAX {
+                    // A subscription payload per line (how payloads are saved and replayed): straight into
+                    // borrowed structs, not through a `Value` and the other shapes' checks.
+                    if !events_first && sniffs_subscription(line) {
+                        if let Ok(subscription) = serde_json::from_slice::<Subscription<'_>>(line) {
+                            self.subscription(subscription, &line_unit);
+                            continue;
+                        }
+                    }
                     let text = std::str::from_utf8(line).ok();
                     if events_first {
                         if let Some(event) = text.and_then(events::parse_line) {
@@ -1105,6 +1112,16 @@ fn first_time_in(bytes: &[u8]) -> Option<i64> {
 }
 
 /// Whether a line continues the message before it: stack frames, tracebacks, an `XRAY` suffix.
+/// Whether a JSON document says `"messageType"` near one of its ends, where a subscription payload has
+/// it: CloudWatch writes it first, serialisers that sort keys write it after `logStream`.
+fn sniffs_subscription(body: &[u8]) -> bool {
+    let sniff = |part: &[u8]| memchr::memmem::find(part, b"\"messageType\"").is_some();
+    if body.len() <= 8192 {
+        return sniff(body);
+    }
+    sniff(&body[..4096]) || sniff(&body[body.len() - 4096..])
+}
+
 fn is_continuation(line: &str) -> bool {
     line.starts_with([' ', '\t'])
         || line.starts_with("at ")

@@ -92,11 +92,15 @@ pub struct Appender {
 }
 
 impl Appender {
+    /// Starts the thread. Inside a Tokio runtime, the appender also seals segments itself whenever the
+    /// hot buffer is over its bound (`FlushPolicy::hot_bytes_max`), before it takes the next append:
+    /// a parser faster than sealing waits on the queue instead of growing the hot buffer.
     pub fn start(sink: StoreSink) -> Appender {
         let (jobs, queue) = sync_channel::<Job>(APPENDER_QUEUE_MAX);
+        let runtime = tokio::runtime::Handle::try_current().ok();
         std::thread::Builder::new()
             .name("ingest-appender".into())
-            .spawn(move || run_appender(&sink, &queue))
+            .spawn(move || run_appender(&sink, &queue, runtime.as_ref()))
             .expect("the OS starts a thread");
         Appender { jobs }
     }
@@ -119,7 +123,7 @@ fn appender_gone() -> IngestError {
     IngestError::Internal("the appender thread ended".into())
 }
 
-fn run_appender(sink: &StoreSink, queue: &Receiver<Job>) {
+fn run_appender(sink: &StoreSink, queue: &Receiver<Job>, runtime: Option<&tokio::runtime::Handle>) {
     // The first error, until a drain reports it; after it nothing more is stored.
     let mut failed: Option<StoreError> = None;
     let mut poisoned = false;
@@ -130,7 +134,14 @@ fn run_appender(sink: &StoreSink, queue: &Receiver<Job>) {
                 if poisoned {
                     continue;
                 }
-                match sink.append_blocking(&batches, &positions, &[]) {
+                let store = sink.store();
+                let appended = sink.append_blocking(&batches, &positions, &[]);
+                drop(batches);
+                let sealed = match (runtime, store.hot_bytes()) {
+                    (Some(runtime), (hot, max)) if hot > max => runtime.block_on(store.flush_due()).map(|_| ()),
+                    _ => Ok(()),
+                };
+                match appended.and_then(|done| sealed.map(|()| done)) {
                     Ok(done) => {
                         stored.rows += done.rows;
                         stored.appends += done.appends;

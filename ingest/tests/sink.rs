@@ -217,3 +217,33 @@ async fn a_stream_of_lines_is_read_in_chunks_and_a_document_whole() {
     assert_eq!(stored_rows(&store, Table::Cloudtrail), 3);
     assert_eq!(stored_rows(&store, Table::Logs), lines.lines().count());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_appender_seals_segments_itself_when_the_hot_buffer_is_over_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.flush.hot_bytes_max = 256 * 1024;
+    let store = Arc::new(Store::open(config).await.unwrap());
+    let appender = Appender::start(StoreSink::new(store.clone()));
+    let mut largest_after_append = 0;
+    for chunk in 0..12 {
+        let mut pipeline = Pipeline::default();
+        let position = chunk.to_string();
+        pipeline.ingest(
+            Format::Lambda,
+            noisy_lines(1_000, 200).as_bytes(),
+            &Unit { source: "t", position: &position, key: None, log_group: Some("/aws/lambda/f") },
+        );
+        pipeline.finish();
+        appender.append(pipeline.take_batches(), vec![Position { stream: "t".into(), offset: chunk + 1 }]).unwrap();
+        appender.drain().unwrap();
+        largest_after_append = largest_after_append.max(store.hot_bytes().0);
+    }
+    let stats = store.stats()[&Table::Logs].clone();
+    assert!(stats.segments > 0, "sealed while appending: {stats:?}");
+    assert_eq!(stats.segment_rows + stats.hot_rows, 12_000);
+    assert!(
+        largest_after_append < 2 * 256 * 1024 + 1024 * 1024,
+        "hot bytes stay near the bound: {largest_after_append}"
+    );
+}

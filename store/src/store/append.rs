@@ -53,8 +53,7 @@ impl Store {
         }
         let first_seq = wal.next_seq;
         let key = wal.key.clone();
-        let sealed: Vec<&[u8]> =
-            frames.iter_mut().zip(first_seq..).map(|(frame, seq)| frame.seal(seq, &key)).collect();
+        let sealed: Vec<&[u8]> = frames.iter_mut().zip(first_seq..).map(|(frame, seq)| frame.seal(seq, &key)).collect();
         wal.wal.append_group(first_seq, &partitions, &sealed)?;
         // The rows are in the hot buffer under the group's last number: a segment that holds them covers
         // every frame of the group.

@@ -265,6 +265,11 @@ impl Store {
         lock(&self.state).head.clone().expect("the head is set at open")
     }
 
+    /// Bytes of rows in the hot buffer (Arrow memory), and the flush policy's bound on them.
+    pub fn hot_bytes(&self) -> (usize, usize) {
+        (lock(&self.state).hot_bytes, self.config.flush.hot_bytes_max)
+    }
+
     /// Row, byte and segment counts per table.
     pub fn stats(&self) -> BTreeMap<Table, TableStats> {
         let state = lock(&self.state);
