@@ -4,10 +4,11 @@
 //! A file's position (`file:<path>` → bytes read) is stored with its rows: a file whose position is its
 //! size is skipped, and a large file of lines is decoded and stored in chunks cut at line ends, each with
 //! the offset it reaches, so an interrupted ingest resumes mid-file and the pipeline's buffers hold a
-//! chunk's rows, not the file's. The file's bytes are read whole (a stream is read chunk by chunk).
-//! A file that is one document (gzip, a JSON array or object) is one unit.
+//! chunk's rows, not the file's. Such a file is read chunk by chunk, as a stream is: memory holds one
+//! chunk of it whatever its size. A file that is one document (gzip, a JSON array or object) is one
+//! unit, read whole.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use store::Position;
@@ -135,26 +136,50 @@ impl FileSource {
             self.stats.files_skipped += 1;
             return Ok(false);
         }
-        let bytes = std::fs::read(&file.path).map_err(|e| IngestError::io(&file.path, e))?;
+        let io = |e| IngestError::io(&file.path, e);
+        // Up to the size it had when listed: a file still being written is read to there, and its
+        // position says so.
+        let mut reader = std::fs::File::open(&file.path).map_err(io)?.take(file.bytes);
+        let mut head = Vec::with_capacity(FILE_CHUNK_BYTES.min(file.bytes as usize) + 1);
+        (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head).map_err(io)?;
         let key = file.path.to_string_lossy();
         let log_group = self.options.log_group.clone();
         let whole = Unit { source: &stream, position: "0", key: Some(&key), log_group: log_group.as_deref() };
-        if bytes.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&bytes) {
-            self.pipeline.ingest(self.options.format, &bytes, &whole);
+        if head.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&head) {
+            // One document (gzip, a JSON array or object) or a small file: one unit.
+            reader.read_to_end(&mut head).map_err(io)?;
+            self.pipeline.ingest(self.options.format, &head, &whole);
             self.reached(&stream, file.bytes)?;
             self.stats.files_ingested += 1;
             return Ok(true);
         }
-        // Resume where an interrupted ingest of this file stopped.
-        let mut offset = stored.filter(|at| *at < file.bytes && !self.options.again).unwrap_or(0) as usize;
-        while offset < bytes.len() {
-            let end = chunk_end(&bytes, offset, FILE_CHUNK_BYTES);
+        // Lines: read chunk by chunk, so that memory holds a chunk of the file, not the file, and resumed
+        // where an interrupted ingest of this file stopped (a chunk end, so a line start).
+        let resume = stored.filter(|at| *at < file.bytes && !self.options.again).unwrap_or(0);
+        let mut offset = resume;
+        let mut buffer = if resume == 0 {
+            head
+        } else {
+            let mut reader_at = std::fs::File::open(&file.path).map_err(io)?;
+            reader_at.seek(std::io::SeekFrom::Start(resume)).map_err(io)?;
+            reader = reader_at.take(file.bytes - resume);
+            Vec::with_capacity(FILE_CHUNK_BYTES + 1)
+        };
+        loop {
+            let wanted = (FILE_CHUNK_BYTES + 1).saturating_sub(buffer.len()) as u64;
+            let read = (&mut reader).take(wanted).read_to_end(&mut buffer).map_err(io)?;
+            // Short of what was asked: the end of the file (or of what it had when listed).
+            let at_end = (read as u64) < wanted || offset + buffer.len() as u64 >= file.bytes;
+            let end = if at_end { buffer.len() } else { chunk_end(&buffer, 0, FILE_CHUNK_BYTES) };
             let position = offset.to_string();
-            self.pipeline.ingest(self.options.format, &bytes[offset..end], &Unit { position: &position, ..whole });
-            offset = end;
+            self.pipeline.ingest(self.options.format, &buffer[..end], &Unit { position: &position, ..whole });
+            offset += end as u64;
+            buffer.drain(..end);
             // The file's size, not the bytes read, once it is read to the end: that is how it is skipped.
-            let reached = if offset == bytes.len() { file.bytes } else { offset as u64 };
-            self.reached(&stream, reached)?;
+            self.reached(&stream, if at_end { file.bytes } else { offset })?;
+            if at_end {
+                break;
+            }
         }
         self.stats.files_ingested += 1;
         Ok(true)

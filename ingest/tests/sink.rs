@@ -247,3 +247,35 @@ async fn the_appender_seals_segments_itself_when_the_hot_buffer_is_over_its_boun
         "hot bytes stay near the bound: {largest_after_append}"
     );
 }
+
+#[tokio::test]
+async fn a_large_file_that_grows_or_shrinks_after_it_is_listed_is_read_to_its_listed_size_or_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let text = noisy_lines(FILE_CHUNK_BYTES * 3 / 2 / 300, 299);
+    let options = FileOptions { format: Format::Lambda, log_group: Some("/aws/lambda/f".into()), again: false };
+    let store = open(dir.path(), usize::MAX).await;
+
+    // Grows: lines appended after the listing are left for the next run.
+    let grows = inputs.path().join("grows.log");
+    std::fs::write(&grows, &text).unwrap();
+    let listed = ingest::file::list(&grows).unwrap().remove(0);
+    let mut more = std::fs::OpenOptions::new().append(true).open(&grows).unwrap();
+    std::io::Write::write_all(&mut more, b"2024-03-05T10:00:00.000Z appended later\n").unwrap();
+    let mut source = FileSource::new(StoreSink::new(store.clone()), options.clone());
+    assert!(source.ingest_file(&listed).unwrap());
+    let (_, stats) = source.finish().unwrap();
+    assert_eq!(stats.log_lines as usize, text.lines().count());
+    assert_eq!(store.position(&listed.stream()), Some(text.len() as u64));
+
+    // Shrinks: read to its end, no further (the run ends).
+    let shrinks = inputs.path().join("shrinks.log");
+    std::fs::write(&shrinks, &text).unwrap();
+    let listed = ingest::file::list(&shrinks).unwrap().remove(0);
+    let kept = text[..FILE_CHUNK_BYTES + 4096].rfind('\n').unwrap() + 1;
+    std::fs::write(&shrinks, &text[..kept]).unwrap();
+    let mut source = FileSource::new(StoreSink::new(store.clone()), options);
+    assert!(source.ingest_file(&listed).unwrap());
+    let (_, stats) = source.finish().unwrap();
+    assert_eq!(stats.log_lines as usize, text[..kept].lines().count());
+}
