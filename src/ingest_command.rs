@@ -54,30 +54,41 @@ pub struct IngestArgs {
     /// principal that never deployed it, a new layer, a changed role) report; `0s` reports at once.
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     learning: i64,
+    /// Show progress (bytes, records/s, ETA) on stderr: auto (when stderr is a terminal), always, never.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ShowProgress,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ShowProgress {
+    Auto,
+    Always,
+    Never,
 }
 
 pub fn parse_duration(text: &str) -> Result<i64, String> {
     store::time::parse_duration_micros(text).ok_or_else(|| format!("{text:?} is not a duration like 15m or 30s"))
 }
 
-/// Progress on a terminal, after each file.
-fn show_progress(source: &FileSource, started: Instant) {
-    let stats = source.ingest_stats();
-    let seconds = started.elapsed().as_secs_f64().max(1e-3);
-    eprint!(
-        "\r{} files, {:.1} MB, {} records, {} dead letters, {:.1} MB/s   ",
-        source.stats.files_ingested,
-        stats.bytes as f64 / 1e6,
-        stats.records(),
-        stats.dead_letters_total(),
-        stats.bytes as f64 / 1e6 / seconds
-    );
+/// glibc keeps freed memory in per-thread arenas and, once large blocks have been freed, raises the size
+/// from which it maps them: the Arrow buffers of sealed rows then stay resident, and peak RSS was 1.5×
+/// the live heap (BENCHMARKS.md, "Ingest memory"). Blocks of 1 MiB and more are mapped and returned
+/// when freed, and two arenas are shared by the threads.
+fn bound_allocator_retention() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt takes no pointers and is thread-safe; it only changes the allocator's parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// Bytes of unsealed rows an `ingest` holds at most (then half of it after sealing).
-const INGEST_HOT_BYTES_MAX: usize = 128 * 1024 * 1024;
+const INGEST_HOT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode> {
+    bound_allocator_retention();
     let mut config = paths.store_config();
     // Seal segments while ingesting, on the other core, instead of all at the end.
     config.flush.partition_rows_max = 250_000;
@@ -101,17 +112,23 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     let options = FileOptions { format: args.format, log_group: args.log_group.clone(), again: args.again };
     let mut files = FileSource::new(sink.clone(), options);
     let started = Instant::now();
+    if args.progress == ShowProgress::Always || (args.progress == ShowProgress::Auto && std::io::stderr().is_terminal())
+    {
+        // The files' bytes, listed up front so that the estimate covers all of them; stdin has no size.
+        let listed: Option<Vec<_>> = (args.inputs.iter().filter(|i| !i.contains("://")))
+            .map(|i| (i != "-").then(|| ingest::file::list(std::path::Path::new(i)).ok()).flatten())
+            .collect();
+        let total = listed.map(|lists| lists.iter().flatten().map(|f| f.bytes).sum());
+        files.show_progress(ingest::progress::Progress::new(total, Box::new(std::io::stderr())));
+    }
     for input in &args.inputs {
-        ingest_input(input, &args, &sink, &mut files, started).await?;
+        ingest_input(input, &args, &sink, &mut files).await?;
     }
     let (file_stats, stats) = files.finish()?;
     // An ingest has an end: what it stored is complete, and is scored to its last minute.
     let detected = detection.map(|d| d.stop(detect::runner::InputEnd::Closed)).transpose()?;
     maintenance.abort();
     let flushed = store.flush_all().await?;
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
     if stats.units == 0 && args.inputs.iter().all(|i| i.contains("://")) {
         return Ok(ExitCode::SUCCESS);
     }
@@ -128,13 +145,7 @@ fn flush_while_ingesting(store: Arc<Store>) -> tokio::task::JoinHandle<()> {
 /// One input argument: stdin, an HTTP endpoint (until Ctrl-C), an S3 prefix, a Kafka group, or files.
 /// Files are queued through `files`; before any other kind, what they queued is stored first, so that
 /// positions stay in order.
-async fn ingest_input(
-    input: &str,
-    args: &IngestArgs,
-    sink: &StoreSink,
-    files: &mut FileSource,
-    started: Instant,
-) -> anyhow::Result<()> {
+async fn ingest_input(input: &str, args: &IngestArgs, sink: &StoreSink, files: &mut FileSource) -> anyhow::Result<()> {
     if input == "-" {
         files.ingest_stream(&mut std::io::stdin().lock(), "stdin")?;
     } else if let Some(address) = input.strip_prefix("http://") {
@@ -174,11 +185,8 @@ async fn ingest_input(
             stats.position_conflicts
         );
     } else {
-        let progress = std::io::stderr().is_terminal();
         for file in ingest::file::list(&PathBuf::from(input))? {
-            if files.ingest_file(&file)? && progress {
-                show_progress(files, started);
-            }
+            files.ingest_file(&file)?;
         }
     }
     Ok(())
@@ -227,10 +235,19 @@ fn print_summary(
         }
     }
     outln!(
-        "throughput: {:.0} records/s, {:.1} MB/s",
+        "throughput: {:.0} records/s, {:.1} MB/s; peak memory {}",
         stats.records() as f64 / seconds.max(1e-6),
-        stats.bytes as f64 / 1e6 / seconds.max(1e-6)
+        stats.bytes as f64 / 1e6 / seconds.max(1e-6),
+        peak_rss_mb().map_or("unknown".to_string(), |mb| format!("{mb} MB"))
     );
+}
+
+/// The process's peak resident memory so far (Linux's high-water mark), in MB.
+fn peak_rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024 / 1_000_000)
 }
 
 /// `kafka://BROKER[,BROKER]/TOPIC[:FORMAT][,TOPIC[:FORMAT]]`: consumes until Ctrl-C or `--idle-exit`.

@@ -5,8 +5,10 @@
 //! size is skipped, and a large file of lines is decoded and stored in chunks cut at line ends, each with
 //! the offset it reaches, so an interrupted ingest resumes mid-file and the pipeline's buffers hold a
 //! chunk's rows, not the file's. Such a file is read chunk by chunk, as a stream is: memory holds one
-//! chunk of it whatever its size. A file that is one document (gzip, a JSON array or object) is one
-//! unit, read whole.
+//! chunk of it whatever its size. A gzip file of lines (1 MiB or more) is decompressed as it is read and
+//! ingested the same way, its decompressed offset stored as it goes (`file:<path>#decompressed`). A file
+//! that is one document (a JSON array or object, concatenated JSON as Firehose writes it, gzip'd or not)
+//! is one unit, read whole.
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ use std::path::{Path, PathBuf};
 use store::Position;
 
 use crate::error::IngestError;
-use crate::pipeline::{splits_at_lines, Format, IngestStats, Pipeline, Unit};
+use crate::pipeline::{is_gzip, splits_at_lines, Format, IngestStats, Pipeline, Unit, DECOMPRESSED_BYTES_MAX};
+use crate::progress::{Progress, Snapshot};
 use crate::sink::{Appender, StoreSink, Stored};
 
 /// Line-oriented files larger than this are read in chunks of about this size.
@@ -22,9 +25,9 @@ pub const FILE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes read from a stream per unit when it carries lines.
 pub const STREAM_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Rows buffered in the pipeline before they are queued for the store.
-const BUFFERED_ROWS_MAX: usize = 200_000;
+const BUFFERED_ROWS_MAX: usize = 100_000;
 /// Text bytes buffered in the pipeline before they are queued for the store.
-const BUFFERED_BYTES_MAX: usize = 64 * 1024 * 1024;
+const BUFFERED_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// One input file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,8 @@ pub struct FileStats {
     pub files_skipped: u64,
     /// Rows queued for the store (stored once `FileSource::drain` returned).
     pub rows_queued: u64,
+    /// Input bytes read (as on disk: gzip'd bytes of a gzip file).
+    pub bytes_read: u64,
 }
 
 /// Files and streams into the store.
@@ -101,6 +106,7 @@ pub struct FileSource {
     options: FileOptions,
     /// Positions of the inputs whose rows are in the pipeline's buffers.
     positions: Vec<Position>,
+    progress: Option<Progress>,
     pub stats: FileStats,
 }
 
@@ -112,7 +118,32 @@ impl FileSource {
             pipeline: Pipeline::default(),
             options,
             positions: Vec::new(),
+            progress: None,
             stats: FileStats::default(),
+        }
+    }
+
+    /// Shows `progress` as the input is read, chunk by chunk.
+    pub fn show_progress(&mut self, progress: Progress) {
+        self.progress = Some(progress);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let stats = &self.pipeline.stats;
+        Snapshot {
+            bytes_read: self.stats.bytes_read,
+            records: stats.records(),
+            dead_letters: stats.dead_letters_total(),
+            files: self.stats.files_ingested,
+        }
+    }
+
+    /// `bytes` more of the input were read.
+    fn read(&mut self, bytes: u64) {
+        self.stats.bytes_read += bytes;
+        let now = self.snapshot();
+        if let Some(progress) = &mut self.progress {
+            progress.update(&now);
         }
     }
 
@@ -134,6 +165,9 @@ impl FileSource {
         let stored = self.sink.store().position(&stream);
         if !self.options.again && stored == Some(file.bytes) {
             self.stats.files_skipped += 1;
+            if let Some(progress) = &mut self.progress {
+                progress.skip(file.bytes);
+            }
             return Ok(false);
         }
         let io = |e| IngestError::io(&file.path, e);
@@ -142,22 +176,28 @@ impl FileSource {
         let mut reader = std::fs::File::open(&file.path).map_err(io)?.take(file.bytes);
         let mut head = Vec::with_capacity(FILE_CHUNK_BYTES.min(file.bytes as usize) + 1);
         (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head).map_err(io)?;
-        let key = file.path.to_string_lossy();
-        let log_group = self.options.log_group.clone();
-        let whole = Unit { source: &stream, position: "0", key: Some(&key), log_group: log_group.as_deref() };
+        if is_gzip(&head) && file.bytes >= GZIP_STREAMED_BYTES_MIN && self.ingest_gzip_lines(file)? {
+            return Ok(true);
+        }
         if head.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&head) {
             // One document (gzip, a JSON array or object) or a small file: one unit.
             reader.read_to_end(&mut head).map_err(io)?;
-            self.pipeline.ingest(self.options.format, &head, &whole);
-            self.reached(&stream, file.bytes)?;
+            let (key, stream) = (file.path.to_string_lossy(), file.stream());
+            let log_group = self.options.log_group.clone();
+            let unit = Unit { source: &stream, position: "0", key: Some(&key), log_group: log_group.as_deref() };
+            self.pipeline.ingest(self.options.format, &head, &unit);
             self.stats.files_ingested += 1;
+            self.read(file.bytes);
+            self.reached(&stream, file.bytes)?;
             return Ok(true);
         }
         // Lines: read chunk by chunk, so that memory holds a chunk of the file, not the file, and resumed
         // where an interrupted ingest of this file stopped (a chunk end, so a line start).
         let resume = stored.filter(|at| *at < file.bytes && !self.options.again).unwrap_or(0);
-        let mut offset = resume;
-        let mut buffer = if resume == 0 {
+        if let Some(progress) = &mut self.progress {
+            progress.skip(resume);
+        }
+        let buffer = if resume == 0 {
             head
         } else {
             let mut reader_at = std::fs::File::open(&file.path).map_err(io)?;
@@ -165,24 +205,120 @@ impl FileSource {
             reader = reader_at.take(file.bytes - resume);
             Vec::with_capacity(FILE_CHUNK_BYTES + 1)
         };
+        self.ingest_lines(file, &mut reader, buffer, (resume, resume), None, Split::Lines)?;
+        Ok(true)
+    }
+
+    /// A gzip file of lines (a CloudWatch Logs export object, a rotated log) or of JSON documents back to
+    /// back (a Firehose object: subscription payloads, each its own gzip member), decompressed as it is
+    /// read and ingested chunk by chunk, cut at line or document ends, so that memory holds a chunk, not
+    /// the file. Its
+    /// progress is stored as the decompressed offset reached (stream `file:<path>#decompressed`), from
+    /// which an interrupted ingest resumes; its size under `file:<path>` once read to the end. Returns
+    /// false, having stored nothing, when the file is one document or small: it is then read whole.
+    fn ingest_gzip_lines(&mut self, file: &FileInput) -> Result<bool, IngestError> {
+        let io = |e| IngestError::io(&file.path, e);
+        let counted = Counted { inner: std::fs::File::open(&file.path).map_err(io)?.take(file.bytes), read: 0 };
+        let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, counted));
+        let decompressed = decompressed_stream(file);
+        let resume = match self.sink.store().position(&decompressed) {
+            Some(at) if !self.options.again => at,
+            _ => 0,
+        };
+        let skipped = std::io::copy(&mut (&mut decoder).take(resume), &mut std::io::sink());
+        // The file's bytes behind the part ingested before (plus what the decoder buffered).
+        let read_before = decoder.get_ref().get_ref().read;
+        let mut head = Vec::with_capacity(FILE_CHUNK_BYTES + 1);
+        let peeked = (&mut decoder).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head);
+        let split = if splits_at_lines(&head) { Split::Lines } else { Split::Documents };
+        let whole = peeked.is_err()
+            || head.len() <= FILE_CHUNK_BYTES
+            || (split == Split::Documents && !documents_back_to_back(&head));
+        if resume == 0 && whole {
+            return Ok(false);
+        }
+        if resume > 0 && skipped.map_or(true, |n| n < resume) {
+            // The part stored before is no longer there: the file was replaced, not appended to.
+            tracing::warn!(file = %file.path.display(), resume, "gzip file shorter than the part of it ingested before; not read again");
+        }
+        if let Some(progress) = &mut self.progress {
+            progress.skip(if resume > 0 { read_before } else { 0 });
+        }
+        let read_before = if resume > 0 { read_before } else { 0 };
+        self.ingest_lines(file, &mut decoder, head, (resume, read_before), Some(&decompressed), split)?;
+        Ok(true)
+    }
+
+    /// Reads lines chunk by chunk from `reader` (`buffer` holds the first bytes read, `offset` is where
+    /// they start, `read_before` the bytes of the file read before them that progress counted already
+    /// or skipped) into the pipeline, storing after each chunk the offset reached: under the file's own
+    /// stream for a plain file, under `decompressed` for a gzip one; the file's size under its own stream
+    /// once it is read to the end, which is how it is skipped.
+    fn ingest_lines<R: Read + CompressedBytes>(
+        &mut self,
+        file: &FileInput,
+        reader: &mut R,
+        mut buffer: Vec<u8>,
+        (mut offset, mut read_before): (u64, u64),
+        decompressed: Option<&str>,
+        split: Split,
+    ) -> Result<(), IngestError> {
+        let (key, stream) = (file.path.to_string_lossy(), file.stream());
+        let log_group = self.options.log_group.clone();
+        // Set when the buffer holds no whole document: it is then read on until one ends.
+        let mut grow = false;
         loop {
-            let wanted = (FILE_CHUNK_BYTES + 1).saturating_sub(buffer.len()) as u64;
-            let read = (&mut reader).take(wanted).read_to_end(&mut buffer).map_err(io)?;
+            let wanted =
+                if grow { FILE_CHUNK_BYTES } else { (FILE_CHUNK_BYTES + 1).saturating_sub(buffer.len()) } as u64;
+            let (read, broken) = match reader.by_ref().take(wanted).read_to_end(&mut buffer) {
+                Ok(read) => (read, None),
+                // A gzip file cut short or damaged: what was decompressed is ingested, the rest is a dead letter.
+                Err(error) if decompressed.is_some() => (0, Some(error)),
+                Err(error) => return Err(IngestError::io(&file.path, error)),
+            };
             // Short of what was asked: the end of the file (or of what it had when listed).
-            let at_end = (read as u64) < wanted || offset + buffer.len() as u64 >= file.bytes;
-            let end = if at_end { buffer.len() } else { chunk_end(&buffer, 0, FILE_CHUNK_BYTES) };
+            let at_end = broken.is_some()
+                || (read as u64) < wanted
+                || (decompressed.is_none() && offset + buffer.len() as u64 >= file.bytes);
+            let end = match split {
+                _ if at_end => buffer.len(),
+                Split::Lines => chunk_end(&buffer, 0, FILE_CHUNK_BYTES),
+                Split::Documents => match documents_end(&buffer) {
+                    0 if buffer.len() <= DECOMPRESSED_BYTES_MAX => {
+                        grow = true;
+                        continue;
+                    }
+                    0 => buffer.len(),
+                    end => end,
+                },
+            };
+            grow = false;
             let position = offset.to_string();
-            self.pipeline.ingest(self.options.format, &buffer[..end], &Unit { position: &position, ..whole });
+            let unit = Unit { source: &stream, position: &position, key: Some(&key), log_group: log_group.as_deref() };
+            self.pipeline.ingest(self.options.format, &buffer[..end], &unit);
+            if let Some(error) = broken {
+                let reason = format!("broken gzip after {} decompressed bytes: {error}", offset + end as u64);
+                self.pipeline.dead_letter("gzip", &reason, &[], &stream, &position);
+            }
             offset += end as u64;
             buffer.drain(..end);
-            // The file's size, not the bytes read, once it is read to the end: that is how it is skipped.
-            self.reached(&stream, if at_end { file.bytes } else { offset })?;
+            self.stats.files_ingested += u64::from(at_end);
+            let read_now = reader.compressed_bytes_read().unwrap_or(offset);
+            self.read(read_now - read_before);
+            read_before = read_now;
+            match decompressed {
+                Some(decompressed) => {
+                    self.reached(decompressed, offset)?;
+                    if at_end {
+                        self.reached(&stream, file.bytes)?;
+                    }
+                }
+                None => self.reached(&stream, if at_end { file.bytes } else { offset })?,
+            }
             if at_end {
-                break;
+                return Ok(());
             }
         }
-        self.stats.files_ingested += 1;
-        Ok(true)
     }
 
     /// Ingests a byte stream (stdin) to its end, named `source` in dead letters and positions. Lines are
@@ -214,6 +350,7 @@ impl FileSource {
                     Unit { source, position: &position, key: None, log_group: self.options.log_group.as_deref() };
                 self.pipeline.ingest(self.options.format, &unit_bytes, &unit);
                 offset += unit_bytes.len() as u64;
+                self.read(unit_bytes.len() as u64);
                 self.store_when_full()?;
             }
             if done {
@@ -257,7 +394,82 @@ impl FileSource {
     pub fn finish(mut self) -> Result<(FileStats, IngestStats), IngestError> {
         self.pipeline.finish();
         self.drain()?;
+        let now = self.snapshot();
+        if let Some(progress) = &mut self.progress {
+            progress.finish(&now);
+        }
         Ok((self.stats, self.pipeline.stats))
+    }
+}
+
+/// Where a chunk of a file may be cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// After a line end.
+    Lines,
+    /// After a JSON document, of documents back to back (Firehose's concatenated records).
+    Documents,
+}
+
+/// Whether `head` starts with two whole JSON documents back to back (`{…}{…}`, `{…}\n{…}` is lines).
+fn documents_back_to_back(head: &[u8]) -> bool {
+    let mut documents = serde_json::Deserializer::from_slice(head).into_iter::<serde::de::IgnoredAny>();
+    matches!((documents.next(), documents.next()), (Some(Ok(_)), Some(Ok(_))))
+}
+
+/// The end of the last whole JSON document in `bytes` at or before `FILE_CHUNK_BYTES` (the first one's
+/// when it is longer); 0 when not even one ends in `bytes`. What follows a broken document goes with it,
+/// to be a dead letter.
+fn documents_end(bytes: &[u8]) -> usize {
+    let mut documents = serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
+    let mut end = 0;
+    while let Some(document) = documents.next() {
+        match document {
+            Ok(_) if end > 0 && documents.byte_offset() > FILE_CHUNK_BYTES => break,
+            Ok(_) => end = documents.byte_offset(),
+            Err(error) if error.is_eof() => break,
+            Err(_) => return bytes.len(),
+        }
+    }
+    end
+}
+
+/// The stream under which the decompressed offset reached in a gzip file of lines is stored.
+fn decompressed_stream(file: &FileInput) -> String {
+    format!("{}#decompressed", file.stream())
+}
+
+/// Gzip files smaller than this are read whole (decompressed, they are usually one chunk or less).
+const GZIP_STREAMED_BYTES_MIN: u64 = 1 << 20;
+
+/// A reader that counts the bytes read through it: the compressed bytes of a gzip file, for progress.
+struct Counted<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.read += read as u64;
+        Ok(read)
+    }
+}
+
+/// How many bytes of the file itself a reader of its lines has read (`None`: the offset is that).
+trait CompressedBytes {
+    fn compressed_bytes_read(&self) -> Option<u64>;
+}
+
+impl CompressedBytes for std::io::Take<std::fs::File> {
+    fn compressed_bytes_read(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl<R: Read> CompressedBytes for flate2::read::MultiGzDecoder<std::io::BufReader<Counted<R>>> {
+    fn compressed_bytes_read(&self) -> Option<u64> {
+        Some(self.get_ref().get_ref().read)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod membership;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod progress;
 pub mod s3;
 pub mod sink;
 pub mod sources;

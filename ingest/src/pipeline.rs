@@ -204,7 +204,7 @@ pub fn splits_at_lines(bytes: &[u8]) -> bool {
     true
 }
 
-fn is_gzip(bytes: &[u8]) -> bool {
+pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 

@@ -17,7 +17,7 @@ use crate::error::IngestError;
 
 /// Jobs queued for an `Appender` thread: a slow store slows the parser, and memory stays bounded by this
 /// many appends.
-const APPENDER_QUEUE_MAX: usize = 2;
+const APPENDER_QUEUE_MAX: usize = 1;
 
 /// Rows of several tables with the positions that they bring the store to.
 pub type Batches = Vec<(Table, RecordBatch)>;

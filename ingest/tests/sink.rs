@@ -279,3 +279,83 @@ async fn a_large_file_that_grows_or_shrinks_after_it_is_listed_is_read_to_its_li
     let (_, stats) = source.finish().unwrap();
     assert_eq!(stats.log_lines as usize, text[..kept].lines().count());
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut encoder, bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_large_gzip_file_of_lines_is_decompressed_in_chunks_and_resumed_from_its_decompressed_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    // About 2.5 chunks once decompressed, well over the size from which gzip is streamed.
+    let text = noisy_lines(FILE_CHUNK_BYTES * 5 / 2 / 300, 299);
+    let path = inputs.path().join("export.gz");
+    std::fs::write(&path, gzip(text.as_bytes())).unwrap();
+    let file = ingest::file::list(&path).unwrap().remove(0);
+    assert!(file.bytes > 1 << 20, "{} bytes compressed", file.bytes);
+    let options = FileOptions { format: Format::Lambda, log_group: Some("/aws/lambda/f".into()), again: false };
+    let store = open(dir.path(), usize::MAX).await;
+    let mut source = FileSource::new(StoreSink::new(store.clone()), options.clone());
+    assert!(source.ingest_file(&file).unwrap());
+    let (stats, ingest_stats) = source.finish().unwrap();
+    assert_eq!(stats.files_ingested, 1);
+    assert!(ingest_stats.units >= 3, "decompressed in chunks, not whole: {} units", ingest_stats.units);
+    assert_eq!(stats.bytes_read, file.bytes, "progress counts the file's own bytes");
+    assert_eq!(ingest_stats.log_lines as usize, text.lines().count());
+    assert_eq!(store.position(&file.stream()), Some(file.bytes), "read to its end: skipped next time");
+    assert_eq!(store.position(&format!("{}#decompressed", file.stream())), Some(text.len() as u64));
+    let mut again = FileSource::new(StoreSink::new(store.clone()), options.clone());
+    assert!(!again.ingest_file(&file).unwrap());
+
+    // Another store, where an earlier run stored the first chunk and its decompressed offset, then was
+    // killed: the resume reads the rest only, and every line is stored once.
+    let dir = tempfile::tempdir().unwrap();
+    let first_chunk_end = text[..FILE_CHUNK_BYTES].rfind('\n').unwrap() + 1;
+    {
+        let store = open(dir.path(), usize::MAX).await;
+        let mut pipeline = Pipeline::default();
+        let unit = Unit { source: "x", position: "0", key: None, log_group: Some("/aws/lambda/f") };
+        pipeline.ingest(Format::Lambda, &text.as_bytes()[..first_chunk_end], &unit);
+        pipeline.finish();
+        let position = Position { stream: format!("{}#decompressed", file.stream()), offset: first_chunk_end as u64 };
+        store.append(&pipeline.take_batches(), &[position]).unwrap();
+    }
+    let store = open(dir.path(), usize::MAX).await;
+    let mut source = FileSource::new(StoreSink::new(store.clone()), options);
+    assert!(source.ingest_file(&file).unwrap());
+    let (_, ingest_stats) = source.finish().unwrap();
+    assert_eq!(ingest_stats.log_lines as usize, text[first_chunk_end..].lines().count(), "only the rest is read");
+    let mut stored = messages(&store).await;
+    assert_eq!(stored.len(), text.lines().count(), "every line is stored");
+    stored.sort();
+    stored.dedup();
+    assert_eq!(stored.len(), text.lines().count(), "each line once");
+}
+
+#[tokio::test]
+async fn a_gzip_file_cut_short_keeps_what_decompressed_and_dead_letters_the_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let text = noisy_lines(FILE_CHUNK_BYTES * 5 / 2 / 300, 299);
+    let compressed = gzip(text.as_bytes());
+    let path = inputs.path().join("truncated.gz");
+    std::fs::write(&path, &compressed[..compressed.len() * 3 / 4]).unwrap();
+    let file = ingest::file::list(&path).unwrap().remove(0);
+    let options = FileOptions { format: Format::Lambda, log_group: Some("/aws/lambda/f".into()), again: false };
+    let store = open(dir.path(), usize::MAX).await;
+    let mut source = FileSource::new(StoreSink::new(store.clone()), options);
+    assert!(source.ingest_file(&file).unwrap());
+    let (_, stats) = source.finish().unwrap();
+    let lines = stats.log_lines as usize;
+    assert!(lines > text.lines().count() / 2 && lines < text.lines().count(), "{lines} lines kept");
+    assert_eq!(stats.dead_letters.get("gzip").copied(), Some(1), "{:?}", stats.dead_letters);
+    let dead = store.scan(Table::DeadLetters, None, TimeRange::ALL).await.unwrap();
+    let reasons =
+        arrow::compute::cast(dead[0].column_by_name("error").unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+    let reasons = reasons.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    assert!(reasons.value(0).contains("broken gzip after"), "{}", reasons.value(0));
+    assert_eq!(store.position(&file.stream()), Some(file.bytes), "not read again and again");
+}

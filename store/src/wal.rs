@@ -157,8 +157,10 @@ pub fn encode_unsealed(
     positions: &[Position],
     payload_bytes_max: usize,
 ) -> Result<UnsealedFrame> {
+    // LZ4 shrinks log text several-fold: reserved for a quarter of the rows' memory, grown if needed,
+    // so that a large append does not hold its uncompressed size a second time.
     let estimate: usize = batches.iter().map(|(_, b)| b.get_array_memory_size()).sum();
-    let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + 64 + estimate);
+    let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + 64 + (estimate / 4).min(payload_bytes_max));
     bytes.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
     bytes.extend_from_slice(&[0u8; FRAME_HEADER_BYTES - 4]);
     bytes.push(PAYLOAD_VERSION);

@@ -330,3 +330,28 @@ async fn the_data_directory_wal_and_segments_are_private_to_their_owner() {
     let segment = store.snapshot(Table::Logs, TimeRange::ALL).segments[0].path.clone();
     assert_eq!(mode(&data.join(segment)), 0o600);
 }
+
+#[tokio::test]
+async fn the_hot_buffer_counts_a_batch_over_two_hours_once_until_its_last_hour_is_sealed() {
+    // Goal: rows of one append that span hours are held as slices of one batch; the bound on the hot
+    // buffer counts the batch once, and frees it only when no hour holds a part of it any more.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.flush.partition_rows_max = 1_500;
+    let store = Store::open(config.clone()).await.unwrap();
+    let batch = batch_with_ids(Table::Logs, &ids(0..2_000), |id| T0 + if id < 1_600 { 0 } else { MICROS_PER_HOUR });
+    let whole = batch.get_array_memory_size();
+    store.append_batch(Table::Logs, batch).unwrap();
+    assert_eq!(store.hot_bytes().0, whole, "two hours of one batch count once");
+    assert_eq!(store.flush_due().await.unwrap(), 1, "the first hour is over its row bound");
+    assert_eq!(store.hot_bytes().0, whole, "the second hour still holds the batch");
+    assert_eq!(all_ids(&store, Table::Logs).await, ids(0..2_000));
+    drop(store);
+
+    let store = Store::open(config).await.unwrap();
+    assert_eq!(all_ids(&store, Table::Logs).await, ids(0..2_000), "the unsealed hour replayed, the sealed one not");
+    assert!(store.hot_bytes().0 > 0);
+    assert_eq!(store.flush_all().await.unwrap(), 1);
+    assert_eq!(store.hot_bytes().0, 0, "nothing holds the batch once both hours are sealed");
+    assert_eq!(all_ids(&store, Table::Logs).await, ids(0..2_000));
+}

@@ -336,15 +336,21 @@ impl SecurityDetections {
                 }
             }
             Table::Invocations => {
-                for row in InvocationRow::rows(batch) {
+                let rows = InvocationRow::rows(batch);
+                let matcher = &self.injection;
+                let hits = on_cores(&rows, |row| invocation_hits(matcher, row));
+                for (row, hits) in rows.iter().zip(hits) {
                     self.stats.invocations += 1;
-                    self.invocation(&row, &mut findings);
+                    self.invocation(row, hits, &mut findings);
                 }
             }
             Table::Logs => {
-                for row in LogRow::rows(batch) {
+                let rows = LogRow::rows(batch);
+                let matcher = &self.injection;
+                let hits = on_cores(&rows, |row| log_hits(matcher, row));
+                for (row, hits) in rows.iter().zip(hits) {
                     self.stats.log_lines += 1;
-                    self.log(&row, &mut findings);
+                    self.log(row, hits, &mut findings);
                 }
             }
             _ => {}
@@ -429,21 +435,10 @@ impl SecurityDetections {
         }
     }
 
-    fn invocation(&mut self, row: &InvocationRow, out: &mut Vec<Finding>) {
+    fn invocation(&mut self, row: &InvocationRow, hits: Vec<injection::Hit>, out: &mut Vec<Finding>) {
         if !self.late {
             self.state.controlplane.note_function(&row.function);
             self.state.behaviour.invocation(row, out);
-        }
-        let mut hits = Vec::new();
-        if let Some(payload) = &row.payload {
-            hits = self.injection.scan_payload(payload);
-        }
-        for (field, text) in [("http_path", &row.http_path), ("user_agent", &row.user_agent)] {
-            if let Some(text) = text {
-                let mut more = Vec::new();
-                self.injection.scan_text(field, text, &mut more);
-                hits.extend(more.into_iter().filter(|h| !hits.iter().any(|k| k.class == h.class)).collect::<Vec<_>>());
-            }
         }
         if hits.is_empty() {
             return;
@@ -462,19 +457,17 @@ impl SecurityDetections {
         self.injection_findings(hits, &base, out);
     }
 
-    fn log(&mut self, row: &LogRow, out: &mut Vec<Finding>) {
+    fn log(&mut self, row: &LogRow, hits: Vec<injection::Hit>, out: &mut Vec<Finding>) {
         if !self.late {
             self.state.behaviour.log(row, out);
         }
         let Some(function) = row.function.clone() else { return };
-        // Platform lines (START, END, REPORT) carry no input.
         if row.message.starts_with("START RequestId")
             || row.message.starts_with("END RequestId")
             || row.message.starts_with("REPORT RequestId")
         {
             return;
         }
-        let hits = self.injection.scan_payload(&without_own_code_paths(&row.message));
         if !hits.is_empty() {
             let key = row
                 .request_id
@@ -521,6 +514,60 @@ impl SecurityDetections {
 /// A log line with the function's own code and runtime paths (`/var/task/`, `/var/runtime/`) taken out:
 /// every stack trace names them, so in a log line they are not input reading a sensitive file. (In a
 /// trigger event they still are.)
+/// The injection found in an invocation's payload, path and user agent: what needs no state, so it
+/// is found for a batch's rows on every core (`on_cores`).
+fn invocation_hits(matcher: &InjectionMatcher, row: &InvocationRow) -> Vec<injection::Hit> {
+    let mut hits = Vec::new();
+    if let Some(payload) = &row.payload {
+        hits = matcher.scan_payload(payload);
+    }
+    for (field, text) in [("http_path", &row.http_path), ("user_agent", &row.user_agent)] {
+        if let Some(text) = text {
+            let mut more = Vec::new();
+            matcher.scan_text(field, text, &mut more);
+            hits.extend(more.into_iter().filter(|h| !hits.iter().any(|k| k.class == h.class)).collect::<Vec<_>>());
+        }
+    }
+    hits
+}
+
+/// The injection found in an application log line (none in platform lines, START, END and REPORT,
+/// which carry no input, nor in lines of no function).
+fn log_hits(matcher: &InjectionMatcher, row: &LogRow) -> Vec<injection::Hit> {
+    let platform = row.message.starts_with("START RequestId")
+        || row.message.starts_with("END RequestId")
+        || row.message.starts_with("REPORT RequestId");
+    if platform || row.function.is_none() {
+        return Vec::new();
+    }
+    matcher.scan_payload(&without_own_code_paths(&row.message))
+}
+
+/// Rows of one batch at least this many are scanned on every core.
+const ROWS_PER_CORE_MIN: usize = 256;
+
+/// `scan` of every row, in row order, the rows shared out over the machine's cores (scoped threads)
+/// when there are enough of them: the per-row detections are pure, and the injection scan of every
+/// application line is most of what detection costs (BENCHMARKS.md).
+fn on_cores<R: Sync, T: Send>(rows: &[R], scan: impl Fn(&R) -> T + Sync) -> Vec<T> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_core = rows.len().div_ceil(cores).max(ROWS_PER_CORE_MIN);
+    if cores == 1 || rows.len() <= per_core {
+        return rows.iter().map(&scan).collect();
+    }
+    std::thread::scope(|scope| {
+        let scan = &scan;
+        let mut parts = rows.chunks(per_core);
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts.map(|part| scope.spawn(move || part.iter().map(scan).collect::<Vec<T>>())).collect();
+        let mut out: Vec<T> = first.iter().map(scan).collect();
+        for other in others {
+            out.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        out
+    })
+}
+
 fn without_own_code_paths(message: &str) -> std::borrow::Cow<'_, str> {
     if message.contains("/var/task/") || message.contains("/var/runtime/") {
         std::borrow::Cow::Owned(message.replace("/var/task/", "/").replace("/var/runtime/", "/"))
@@ -532,6 +579,20 @@ fn without_own_code_paths(message: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_scanned_on_every_core_come_back_in_row_order() {
+        let rows: Vec<u64> = (0..10_001).collect();
+        let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+        let out = on_cores(&rows, |row| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            row * 3
+        });
+        assert_eq!(out, rows.iter().map(|row| row * 3).collect::<Vec<_>>());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads.lock().unwrap().len(), cores.min(10_001 / ROWS_PER_CORE_MIN));
+        assert_eq!(on_cores(&rows[..10], |row| row + 1), (1..11).collect::<Vec<u64>>(), "few rows: on this thread");
+    }
 
     fn log_alerts(message: &str) -> Vec<Alert> {
         use store::rows::{TableBuilder, Value as Cell};

@@ -36,7 +36,7 @@ impl Store {
                 return Err(StoreError::SchemaMismatch { table: table.name().into(), reason });
             }
             let parts = split_by_hour(*table, batch)?;
-            partitions.extend(parts.iter().map(|(hour, _)| (*table, *hour)));
+            partitions.extend(parts.iter().map(|part| (*table, part.hour)));
             splits.push((*table, parts));
         }
         let mut frames = encode_append(batches, positions, self.frame_bytes_max())?;
@@ -62,9 +62,7 @@ impl Store {
         // Still under the WAL lock, so that hot batches are inserted in sequence order.
         let mut state = lock(&self.state);
         for (table, parts) in splits {
-            for (hour, part) in parts {
-                insert_hot(&mut state, table, hour, seq, part);
-            }
+            insert_hot(&mut state, table, seq, parts);
         }
         for position in positions {
             state.positions.insert(position.stream.clone(), position.offset);
@@ -172,38 +170,90 @@ pub(super) fn schema_mismatch(table: Table, batch: &RecordBatch) -> Option<Strin
     None
 }
 
-/// Splits a batch into one batch per hour of its time column.
-pub(super) fn split_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+/// Splits a batch into parts of one hour each of its time column. Rows usually come in runs of one hour
+/// (a file, a chunk or a stream in time order), so each run is a zero-copy slice and an hour may have
+/// several parts; rows interleaved between hours in many short runs are gathered into one copy per hour.
+pub(super) fn split_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<HourPart>> {
     let times = time_values(table, batch)?;
     if times.null_count() > 0 {
         return Err(StoreError::NullTime { table: table.name().into(), column: table.time_column().into() });
     }
-    let hours: Vec<i64> = times.values().iter().map(|t| hour_of(*t)).collect();
-    let Some(first) = hours.first().copied() else {
-        return Ok(Vec::new());
-    };
-    if hours.iter().all(|h| *h == first) {
-        return Ok(vec![(first, batch.clone())]);
+    let mut runs: Vec<(i64, usize, usize)> = Vec::new();
+    for (row, time) in times.values().iter().enumerate() {
+        let hour = hour_of(*time);
+        match runs.last_mut() {
+            Some((last, _, length)) if *last == hour => *length += 1,
+            _ => runs.push((hour, row, 1)),
+        }
+    }
+    if runs.len() <= SLICED_RUNS_MIN.max(batch.num_rows() / ROWS_PER_SLICED_RUN) {
+        // The slices share the batch's buffers: each stands for its rows' share of them, and the batch is
+        // held in memory until the last of them is sealed.
+        let (bytes, rows) = (batch.get_array_memory_size(), batch.num_rows().max(1));
+        let held = Arc::new(bytes);
+        return Ok(runs
+            .into_iter()
+            .map(|(hour, start, length)| HourPart {
+                hour,
+                batch: batch.slice(start, length),
+                share: bytes * length / rows,
+                held: held.clone(),
+            })
+            .collect());
     }
     let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (row, hour) in hours.iter().enumerate() {
-        groups.entry(*hour).or_default().push(row as u32);
+    for (hour, start, length) in runs {
+        groups.entry(hour).or_default().extend(start as u32..(start + length) as u32);
     }
-    groups.into_iter().map(|(hour, rows)| Ok((hour, take_record_batch(batch, &UInt32Array::from(rows))?))).collect()
+    groups
+        .into_iter()
+        .map(|(hour, rows)| {
+            let batch = take_record_batch(batch, &UInt32Array::from(rows))?;
+            let bytes = batch.get_array_memory_size();
+            Ok(HourPart { hour, batch, share: bytes, held: Arc::new(bytes) })
+        })
+        .collect()
 }
 
-pub(super) fn insert_hot(state: &mut State, table: Table, hour: i64, seq: u64, batch: RecordBatch) {
-    let bytes = batch.get_array_memory_size();
-    let partition = state.hot.entry((table, hour)).or_insert_with(|| HotPartition {
-        batches: Vec::new(),
-        rows: 0,
-        bytes: 0,
-        first_append: Instant::now(),
-    });
-    partition.rows += batch.num_rows();
-    partition.bytes += bytes;
-    partition.batches.push((seq, batch));
-    state.hot_bytes += bytes;
+/// The rows of a batch that fall in one hour, and the memory they hold.
+pub(super) struct HourPart {
+    pub hour: i64,
+    pub batch: RecordBatch,
+    /// The rows' share of the buffers: what the partition is sized by when choosing what to seal.
+    pub share: usize,
+    /// The bytes of the buffers the rows are in, shared by the parts of one batch that are slices of it:
+    /// what the hot buffer holds until the last of them is sealed.
+    pub held: Arc<usize>,
+}
+
+/// A batch is cut into slices by hour when its runs of one hour are at most this many, or when they are
+/// this long on average ...
+const SLICED_RUNS_MIN: usize = 16;
+/// ... rows; otherwise its rows are copied per hour, so that the hot buffer does not fill with tiny slices.
+const ROWS_PER_SLICED_RUN: usize = 1024;
+
+/// Puts the parts of one batch in the hot buffer under `seq`; the memory they hold counts once, however
+/// many hours share it. Returns the rows put.
+pub(super) fn insert_hot(state: &mut State, table: Table, seq: u64, parts: Vec<HourPart>) -> usize {
+    let mut counted: Vec<Arc<usize>> = Vec::new();
+    let mut rows = 0;
+    for HourPart { hour, batch, share, held } in parts {
+        if !counted.iter().any(|c| Arc::ptr_eq(c, &held)) {
+            state.hot_bytes += *held;
+            counted.push(held.clone());
+        }
+        rows += batch.num_rows();
+        let partition = state.hot.entry((table, hour)).or_insert_with(|| HotPartition {
+            batches: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            first_append: Instant::now(),
+        });
+        partition.rows += batch.num_rows();
+        partition.bytes += share;
+        partition.batches.push(HotBatch { seq, batch, share, held });
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -219,17 +269,40 @@ mod tests {
         // Rows alternate between hours 0, 1 and 2, so each part is gathered from all over the batch.
         let batch = batch_with_ids(Table::Logs, &ids, |id| T0 + (id % 3) as i64 * MICROS_PER_HOUR + id as i64);
         let parts = split_by_hour(Table::Logs, &batch).unwrap();
-        let hours: Vec<i64> = parts.iter().map(|(hour, _)| *hour).collect();
+        let hours: Vec<i64> = parts.iter().map(|part| part.hour).collect();
         let first = hour_of(T0);
         assert_eq!(hours, vec![first, first + 1, first + 2]);
         let mut all: Vec<u64> =
-            parts.iter().flat_map(|(_, part)| ids_of(Table::Logs, std::slice::from_ref(part))).collect();
+            parts.iter().flat_map(|part| ids_of(Table::Logs, std::slice::from_ref(&part.batch))).collect();
         all.sort_unstable();
         assert_eq!(all, ids);
-        for (hour, part) in &parts {
-            let times = time_values(Table::Logs, part).unwrap();
-            assert!(times.values().iter().all(|t| hour_of(*t) == *hour));
+        for part in &parts {
+            let times = time_values(Table::Logs, &part.batch).unwrap();
+            assert!(times.values().iter().all(|t| hour_of(*t) == part.hour));
+            assert_eq!(*part.held, part.batch.get_array_memory_size(), "a copy holds its own buffers");
         }
+    }
+
+    #[test]
+    fn runs_of_one_hour_are_sliced_without_a_copy_and_keep_their_rows() {
+        // Two files' rows one after the other, each over an hour boundary: hours 0, 1, 0, 1 in four runs.
+        let ids: Vec<u64> = (0..40).collect();
+        let batch = batch_with_ids(Table::Logs, &ids, |id| T0 + ((id % 20) / 10) as i64 * MICROS_PER_HOUR + id as i64);
+        let parts = split_by_hour(Table::Logs, &batch).unwrap();
+        let first = hour_of(T0);
+        assert_eq!(parts.iter().map(|part| part.hour - first).collect::<Vec<_>>(), vec![0, 1, 0, 1]);
+        let all: Vec<u64> =
+            parts.iter().flat_map(|part| ids_of(Table::Logs, std::slice::from_ref(&part.batch))).collect();
+        assert_eq!(all, ids);
+        for part in &parts {
+            let (slice, whole) = (part.batch.column(0).to_data(), batch.column(0).to_data());
+            assert_eq!(slice.buffers()[0].as_ptr(), whole.buffers()[0].as_ptr(), "a slice, not a copy");
+        }
+        // The slices hold the batch once between them, and each is sized by its share of it.
+        let whole = batch.get_array_memory_size();
+        let shares: usize = parts.iter().map(|part| part.share).sum();
+        assert!(shares <= whole && shares + parts.len() >= whole, "{shares} for a batch of {whole}");
+        assert!(parts.iter().all(|part| Arc::ptr_eq(&part.held, &parts[0].held) && *part.held == whole));
     }
 
     #[test]
@@ -238,7 +311,7 @@ mod tests {
         let parts = split_by_hour(Table::Logs, &batch).unwrap();
         assert_eq!(parts.len(), 1);
         assert_eq!(
-            parts[0].1.column(0).to_data().buffers()[0].as_ptr(),
+            parts[0].batch.column(0).to_data().buffers()[0].as_ptr(),
             batch.column(0).to_data().buffers()[0].as_ptr()
         );
     }

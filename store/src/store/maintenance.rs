@@ -75,8 +75,8 @@ impl Store {
             let Some(partition) = state.hot.get(&(table, hour)) else {
                 return Ok(false);
             };
-            let seq_hi = partition.batches.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
-            (partition.batches.iter().map(|(_, batch)| batch.clone()).collect(), seq_hi)
+            let seq_hi = partition.batches.iter().map(|hot| hot.seq).max().unwrap_or(0);
+            (partition.batches.iter().map(|hot| hot.batch.clone()).collect(), seq_hi)
         };
         if batches.is_empty() {
             return Ok(false);
@@ -104,12 +104,16 @@ impl Store {
         let watermark = state.watermarks.entry((table, hour)).or_default();
         *watermark = (*watermark).max(seq_hi);
         if let Some(partition) = state.hot.get_mut(&(table, hour)) {
-            partition.batches.retain(|(seq, _)| *seq > seq_hi);
-            let (rows, bytes) = partition
-                .batches
-                .iter()
-                .fold((0, 0), |(r, b), (_, batch)| (r + batch.num_rows(), b + batch.get_array_memory_size()));
-            let freed = partition.bytes - bytes;
+            let mut freed = 0;
+            partition.batches.retain(|hot| {
+                // The last part of a batch to go frees the batch's buffers.
+                if hot.seq <= seq_hi && Arc::strong_count(&hot.held) == 1 {
+                    freed += *hot.held;
+                }
+                hot.seq > seq_hi
+            });
+            let (rows, bytes) =
+                partition.batches.iter().fold((0, 0), |(r, b), hot| (r + hot.batch.num_rows(), b + hot.share));
             partition.rows = rows;
             partition.bytes = bytes;
             partition.first_append = Instant::now();

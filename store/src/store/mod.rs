@@ -162,10 +162,19 @@ pub struct MaintenanceReport {
 }
 
 struct HotPartition {
-    batches: Vec<(u64, RecordBatch)>,
+    batches: Vec<HotBatch>,
     rows: usize,
     bytes: usize,
     first_append: Instant,
+}
+
+/// Rows of one append in a hot partition: its WAL sequence number and the memory it holds (see
+/// `append::HourPart`).
+struct HotBatch {
+    seq: u64,
+    batch: RecordBatch,
+    share: usize,
+    held: Arc<usize>,
 }
 
 /// Guarded by `Store::wal`; taken before `Store::state` when both are needed.

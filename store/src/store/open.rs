@@ -74,12 +74,9 @@ impl Store {
                 }
             }
             for (table, batch) in &frame.batches {
-                for (hour, part) in split_by_hour(*table, batch)? {
-                    if frame.seq > state.watermarks.get(&(*table, hour)).copied().unwrap_or(0) {
-                        replayed_rows += part.num_rows();
-                        insert_hot(&mut state, *table, hour, frame.seq, part);
-                    }
-                }
+                let mut parts = split_by_hour(*table, batch)?;
+                parts.retain(|part| frame.seq > state.watermarks.get(&(*table, part.hour)).copied().unwrap_or(0));
+                replayed_rows += insert_hot(&mut state, *table, frame.seq, parts);
             }
         }
         let max_watermark = state.watermarks.values().copied().max().unwrap_or(0);

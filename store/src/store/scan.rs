@@ -19,7 +19,7 @@ impl Store {
             .hot
             .range((table, i64::MIN)..=(table, i64::MAX))
             .filter(|((_, hour), _)| range.overlaps(hour * MICROS_PER_HOUR, (hour + 1) * MICROS_PER_HOUR - 1))
-            .flat_map(|(_, partition)| partition.batches.iter().map(|(_, batch)| batch.clone()))
+            .flat_map(|(_, partition)| partition.batches.iter().map(|hot| hot.batch.clone()))
             .collect();
         TableSnapshot { segments, hot }
     }
@@ -142,12 +142,12 @@ impl Store {
                 let (_, partition) = state
                     .hot
                     .range((*table, i64::MIN)..=(*table, i64::MAX))
-                    .find(|(_, p)| p.batches.iter().any(|(_, b)| b.num_rows() > 0))?;
+                    .find(|(_, p)| p.batches.iter().any(|hot| hot.batch.num_rows() > 0))?;
                 partition
                     .batches
                     .iter()
-                    .filter_map(|(_, batch)| {
-                        batch
+                    .filter_map(|hot| {
+                        hot.batch
                             .column(0)
                             .as_any()
                             .downcast_ref::<arrow::array::TimestampMicrosecondArray>()

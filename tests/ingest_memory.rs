@@ -1,0 +1,117 @@
+//! `coldtrail ingest` holds bounded memory whatever the size of its input: one Firehose object (gzip
+//! members of subscription payloads back to back, as Firehose delivers CloudWatch Logs to S3) four times
+//! larger than another is ingested in the same peak memory, under the 400 MB bound (BENCHMARKS.md,
+//! "Ingest memory"), with every line stored; and the progress line shows bytes, records/s and an ETA.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+/// The bound on the peak resident memory of an ingest, in MB.
+const PEAK_MB_MAX: u64 = 400;
+/// How much more the larger input may take: buffers fill up to their bounds, then memory stays flat.
+const GROWTH_MB_MAX: u64 = 64;
+
+fn coldtrail() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_coldtrail"))
+}
+
+/// A Firehose object of `invocations` Lambda invocations (four text-format lines each) in payloads of
+/// 50, each payload its own gzip member. Returns the number of log lines.
+fn write_firehose(path: &Path, invocations: usize) -> usize {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let start_ms = 1_795_996_800_000i64; // 2026-12-01T00:00:00Z
+    let mut lines = 0;
+    for first in (0..invocations).step_by(50) {
+        let mut events = String::new();
+        for invocation in first..(first + 50).min(invocations) {
+            let rid = format!("5e1c0a3e-7b7d-4c6a-9f43-{invocation:012x}");
+            let at = start_ms + invocation as i64 * 10;
+            let messages = [
+                format!("START RequestId: {rid} Version: $LATEST\\n"),
+                format!("2026-12-01T00:00:00.000Z\\t{rid}\\tINFO\\tprocessed order {invocation} for c-{}\\n", invocation % 97),
+                format!("END RequestId: {rid}\\n"),
+                format!("REPORT RequestId: {rid}\\tDuration: 12.50 ms\\tBilled Duration: 13 ms\\tMemory Size: 256 MB\\tMax Memory Used: 81 MB\\t\\n"),
+            ];
+            for (offset, message) in messages.iter().enumerate() {
+                if !events.is_empty() {
+                    events.push(',');
+                }
+                events.push_str(&format!(
+                    r#"{{"id":"{at}{invocation:012}{offset}","timestamp":{},"message":"{message}"}}"#,
+                    at + offset as i64
+                ));
+                lines += 1;
+            }
+        }
+        let payload = format!(
+            r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"/aws/lambda/orders-{}","logStream":"2026/12/01/[$LATEST]{:032x}","subscriptionFilters":["coldtrail"],"logEvents":[{events}]}}"#,
+            first / 50 % 8,
+            first / 50 % 64
+        );
+        let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        member.write_all(payload.as_bytes()).unwrap();
+        out.write_all(&member.finish().unwrap()).unwrap();
+    }
+    out.flush().unwrap();
+    lines
+}
+
+/// Ingests `file` into a new store; returns the peak memory the summary reports, the log lines stored,
+/// and what the progress line printed.
+fn ingest(dir: &Path, file: &Path) -> (u64, u64, String) {
+    let data = dir.join(format!("data-{}", file.file_name().unwrap().to_string_lossy()));
+    let output = coldtrail()
+        .arg("--data")
+        .arg(&data)
+        .args(["ingest", "--no-detect", "--progress", "always"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let peak = stdout
+        .split("peak memory ")
+        .nth(1)
+        .and_then(|rest| rest.split(" MB").next())
+        .and_then(|mb| mb.parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory in the summary: {stdout}"));
+    let lines = stdout
+        .split(" log lines")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no line count in the summary: {stdout}"));
+    (peak, lines, stderr)
+}
+
+#[test]
+fn ingest_memory_stays_under_its_bound_whatever_the_input_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, large) = (dir.path().join("small.gz"), dir.path().join("large.gz"));
+    let small_lines = write_firehose(&small, 150_000);
+    let large_lines = write_firehose(&large, 600_000);
+
+    let (small_peak, stored, _) = ingest(dir.path(), &small);
+    assert_eq!(stored as usize, small_lines);
+    let (large_peak, stored, progress) = ingest(dir.path(), &large);
+    assert_eq!(stored as usize, large_lines, "every line of the large object is read");
+    assert!(large_peak <= PEAK_MB_MAX, "peak memory {large_peak} MB over the {PEAK_MB_MAX} MB bound");
+    assert!(
+        large_peak <= small_peak + GROWTH_MB_MAX,
+        "memory grows with the input: {small_peak} MB for {small_lines} lines, {large_peak} MB for {large_lines}"
+    );
+
+    // The progress line, redrawn as chunks are read, ends at the whole object.
+    let last = progress.rsplit('\r').next().unwrap();
+    let size = std::fs::metadata(&large).unwrap().len() as f64 / 1e6;
+    assert!(last.contains(&format!("of {size:.1} MB (100%)")), "{last:?}");
+    assert!(last.contains("records (") && last.contains("/s)") && last.contains("ETA 0:00"), "{last:?}");
+    assert!(progress.matches('\r').count() >= 2, "redrawn while reading, not only at the end: {progress:?}");
+
+    // The same object again is skipped as ingested, without reading it.
+    let data = dir.path().join("data-large.gz");
+    let output = coldtrail().arg("--data").arg(&data).args(["ingest", "--no-detect"]).arg(&large).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("skipped 1 files ingested before"));
+}
