@@ -5,10 +5,10 @@
 //! size is skipped, and a large file of lines is decoded and stored in chunks cut at line ends, each with
 //! the offset it reaches, so an interrupted ingest resumes mid-file and the pipeline's buffers hold a
 //! chunk's rows, not the file's. Such a file is read chunk by chunk, as a stream is: memory holds one
-//! chunk of it whatever its size. A gzip file of lines (1 MiB or more) is decompressed as it is read and
-//! ingested the same way, its decompressed offset stored as it goes (`file:<path>#decompressed`). A file
-//! that is one document (a JSON array or object, concatenated JSON as Firehose writes it, gzip'd or not)
-//! is one unit, read whole.
+//! chunk of it whatever its size. A gzip file (1 MiB or more) of lines or of JSON documents back to back
+//! (a Firehose object) is decompressed as it is read and ingested the same way, its decompressed offset
+//! stored as it goes (`file:<path>#decompressed`). A file that is one document (a JSON array or object,
+//! gzip'd or not) or a small file is one unit, read whole.
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -176,7 +176,7 @@ impl FileSource {
         let mut reader = std::fs::File::open(&file.path).map_err(io)?.take(file.bytes);
         let mut head = Vec::with_capacity(FILE_CHUNK_BYTES.min(file.bytes as usize) + 1);
         (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head).map_err(io)?;
-        if is_gzip(&head) && file.bytes >= GZIP_STREAMED_BYTES_MIN && self.ingest_gzip_lines(file)? {
+        if is_gzip(&head) && file.bytes >= GZIP_STREAMED_BYTES_MIN && self.ingest_gzip_chunked(file)? {
             return Ok(true);
         }
         if head.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&head) {
@@ -212,11 +212,11 @@ impl FileSource {
     /// A gzip file of lines (a CloudWatch Logs export object, a rotated log) or of JSON documents back to
     /// back (a Firehose object: subscription payloads, each its own gzip member), decompressed as it is
     /// read and ingested chunk by chunk, cut at line or document ends, so that memory holds a chunk, not
-    /// the file. Its
-    /// progress is stored as the decompressed offset reached (stream `file:<path>#decompressed`), from
-    /// which an interrupted ingest resumes; its size under `file:<path>` once read to the end. Returns
-    /// false, having stored nothing, when the file is one document or small: it is then read whole.
-    fn ingest_gzip_lines(&mut self, file: &FileInput) -> Result<bool, IngestError> {
+    /// the file. Its progress is stored as the decompressed offset reached (stream
+    /// `file:<path>#decompressed`), from which an interrupted ingest resumes; its size under `file:<path>`
+    /// once read to the end. Returns false, having stored nothing, when the file is one document or
+    /// small: it is then read whole.
+    fn ingest_gzip_chunked(&mut self, file: &FileInput) -> Result<bool, IngestError> {
         let io = |e| IngestError::io(&file.path, e);
         let counted = Counted { inner: std::fs::File::open(&file.path).map_err(io)?.take(file.bytes), read: 0 };
         let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, counted));
@@ -226,8 +226,10 @@ impl FileSource {
             _ => 0,
         };
         let skipped = std::io::copy(&mut (&mut decoder).take(resume), &mut std::io::sink());
-        // The file's bytes behind the part ingested before (plus what the decoder buffered).
-        let read_before = decoder.get_ref().get_ref().read;
+        // The file's bytes behind the part ingested before (plus what the decoder buffered). Without a
+        // part to skip, none: the decoder has read ahead already (its header, a buffer), and those bytes
+        // are counted as the chunks come.
+        let read_before = if resume > 0 { decoder.get_ref().get_ref().read } else { 0 };
         let mut head = Vec::with_capacity(FILE_CHUNK_BYTES + 1);
         let peeked = (&mut decoder).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head);
         let split = if splits_at_lines(&head) { Split::Lines } else { Split::Documents };
@@ -242,9 +244,8 @@ impl FileSource {
             tracing::warn!(file = %file.path.display(), resume, "gzip file shorter than the part of it ingested before; not read again");
         }
         if let Some(progress) = &mut self.progress {
-            progress.skip(if resume > 0 { read_before } else { 0 });
+            progress.skip(read_before);
         }
-        let read_before = if resume > 0 { read_before } else { 0 };
         self.ingest_lines(file, &mut decoder, head, (resume, read_before), Some(&decompressed), split)?;
         Ok(true)
     }

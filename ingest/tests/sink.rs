@@ -165,16 +165,7 @@ async fn a_large_file_of_lines_is_read_in_chunks_and_resumed_from_its_stored_pos
     // An earlier run stored the first chunk and its position, then was killed.
     let first_chunk_end = text[..FILE_CHUNK_BYTES].rfind('\n').unwrap() + 1;
     let lines_in_first = text[..first_chunk_end].lines().count();
-    {
-        let store = open(dir.path(), usize::MAX).await;
-        let mut pipeline = Pipeline::default();
-        let unit = Unit { source: "x", position: "0", key: None, log_group: Some("/aws/lambda/f") };
-        pipeline.ingest(Format::Lambda, &text.as_bytes()[..first_chunk_end], &unit);
-        pipeline.finish();
-        store
-            .append(&pipeline.take_batches(), &[Position { stream: file.stream(), offset: first_chunk_end as u64 }])
-            .unwrap();
-    }
+    store_as_a_killed_run(dir.path(), &text[..first_chunk_end], &file.stream()).await;
     let store = open(dir.path(), usize::MAX).await;
     let mut source = FileSource::new(StoreSink::new(store.clone()), options.clone());
     assert!(source.ingest_file(&file).unwrap());
@@ -280,6 +271,17 @@ async fn a_large_file_that_grows_or_shrinks_after_it_is_listed_is_read_to_its_li
     assert_eq!(stats.log_lines as usize, text[..kept].lines().count());
 }
 
+/// What an earlier run that was killed after its first chunk left in the store at `dir`: the chunk's
+/// lines, and `stream` at the chunk's end.
+async fn store_as_a_killed_run(dir: &std::path::Path, chunk: &str, stream: &str) {
+    let store = open(dir, usize::MAX).await;
+    let mut pipeline = Pipeline::default();
+    let unit = Unit { source: "x", position: "0", key: None, log_group: Some("/aws/lambda/f") };
+    pipeline.ingest(Format::Lambda, chunk.as_bytes(), &unit);
+    pipeline.finish();
+    store.append(&pipeline.take_batches(), &[Position { stream: stream.into(), offset: chunk.len() as u64 }]).unwrap();
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut encoder, bytes).unwrap();
@@ -314,15 +316,7 @@ async fn a_large_gzip_file_of_lines_is_decompressed_in_chunks_and_resumed_from_i
     // killed: the resume reads the rest only, and every line is stored once.
     let dir = tempfile::tempdir().unwrap();
     let first_chunk_end = text[..FILE_CHUNK_BYTES].rfind('\n').unwrap() + 1;
-    {
-        let store = open(dir.path(), usize::MAX).await;
-        let mut pipeline = Pipeline::default();
-        let unit = Unit { source: "x", position: "0", key: None, log_group: Some("/aws/lambda/f") };
-        pipeline.ingest(Format::Lambda, &text.as_bytes()[..first_chunk_end], &unit);
-        pipeline.finish();
-        let position = Position { stream: format!("{}#decompressed", file.stream()), offset: first_chunk_end as u64 };
-        store.append(&pipeline.take_batches(), &[position]).unwrap();
-    }
+    store_as_a_killed_run(dir.path(), &text[..first_chunk_end], &format!("{}#decompressed", file.stream())).await;
     let store = open(dir.path(), usize::MAX).await;
     let mut source = FileSource::new(StoreSink::new(store.clone()), options);
     assert!(source.ingest_file(&file).unwrap());
