@@ -38,7 +38,7 @@ if not os.path.exists(marker):
     shutil.rmtree(data, ignore_errors=True)
     start = time.perf_counter()
     subprocess.run(
-        [binary, "--data", data, "generate", "--functions", "200", "--invocations", str(invocations),
+        [binary, "--data", data, "generate", "--functions", "200", "--invocations", str(invocations), "--no-detect",
          "--start", START, "--seed", "7"],
         check=True,
     )

@@ -501,6 +501,138 @@ async fn analysts_cannot_change_the_settings_every_session_shares() {
     let _ = servers.stop.send(true);
 }
 
+/// The rows of a simple-protocol query, as text.
+async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// All of a `COPY ... TO STDOUT`'s data.
+async fn copied(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<u8>, tokio_postgres::Error> {
+    use futures::TryStreamExt;
+    let stream = client.copy_out(sql).await?;
+    let chunks: Vec<_> = stream.try_collect().await?;
+    Ok(chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect())
+}
+
+/// Issue 20: what SQLAlchemy, psycopg and pgjdbc ask of a PostgreSQL server beyond the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_clients_get_a_postgres_version_copy_savepoints_and_key_metadata() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let client = connect(servers.pg, "alice", "alice-password").await.unwrap();
+
+    // SQLAlchemy reads the major version out of version(); DataFusion's own string has none.
+    for sql in ["SELECT version()", "SELECT pg_catalog.version()"] {
+        let version: String = client.query_one(sql, &[]).await.unwrap().get(0);
+        assert!(version.starts_with("PostgreSQL 16.6 (coldtrail "), "{sql}: {version}");
+    }
+    let server_version = simple_rows(&client, "SHOW server_version").await;
+    assert!(server_version[0][0].as_deref().unwrap_or("").starts_with("16.6"), "{server_version:?}");
+
+    // COPY ... TO STDOUT, in each format, gives the rows the same SELECT gives.
+    let expected: Vec<(String, String)> = simple_rows(
+        &client,
+        "SELECT request_id, duration_ms FROM invocations WHERE function_name = 'payments' ORDER BY request_id",
+    )
+    .await
+    .into_iter()
+    .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+    .collect();
+    assert_eq!(expected.len(), 80);
+    let query = "SELECT request_id, duration_ms FROM invocations WHERE function_name = 'payments' ORDER BY request_id";
+    let csv = String::from_utf8(
+        copied(&client, &format!("COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)")).await.unwrap(),
+    )
+    .unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("request_id,duration_ms"));
+    let copied_rows: Vec<(String, String)> =
+        lines.map(|l| l.split_once(',').map(|(a, b)| (a.to_string(), b.to_string())).unwrap()).collect();
+    assert_eq!(copied_rows, expected);
+    let text = String::from_utf8(copied(&client, &format!("COPY ({query}) TO STDOUT")).await.unwrap()).unwrap();
+    assert_eq!(text.lines().count(), 80);
+    assert_eq!(text.lines().next().unwrap(), format!("{}\t{}", expected[0].0, expected[0].1));
+    // A table with its columns, NULLs written as PostgreSQL writes them in text format.
+    let table =
+        String::from_utf8(copied(&client, "COPY invocations (request_id, error_type) TO STDOUT").await.unwrap())
+            .unwrap();
+    let counts =
+        simple_rows(&client, "SELECT count(*), count(*) FILTER (WHERE error_type IS NULL) FROM invocations").await;
+    assert_eq!(table.lines().count().to_string(), counts[0][0].clone().unwrap());
+    let nulls = table.lines().filter(|l| l.ends_with("\t\\N")).count();
+    assert!(nulls > 0, "{table}");
+    assert_eq!(nulls.to_string(), counts[0][1].clone().unwrap());
+    let binary = copied(&client, &format!("COPY ({query}) TO STDOUT WITH (FORMAT binary)")).await.unwrap();
+    assert!(binary.starts_with(b"PGCOPY\n\xff\r\n\0"), "{:?}", &binary[..16]);
+    assert!(binary.ends_with(&[0xff, 0xff]));
+    // The simple protocol (psql's \copy, psycopg) too.
+    let simple = client.simple_query(&format!("COPY ({query}) TO STDOUT WITH (FORMAT csv)")).await;
+    assert!(simple.is_err(), "tokio-postgres's simple_query does not read COPY data; the server did send it");
+
+    // A COPY is checked as its query: an analyst does not read the audit that way either.
+    let denied = copied(&client, "COPY (SELECT * FROM query_audit) TO STDOUT").await.unwrap_err();
+    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{denied:?}");
+    for refused in [
+        "COPY invocations FROM STDIN",
+        "COPY invocations TO STDOUT WITH (FORCE_NULL (request_id))",
+        "COPY invocations TO STDOUT WITH (FORMAT xml)",
+    ] {
+        let e = copied(&client, refused).await.unwrap_err();
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED), "{refused}: {e:?}");
+        assert!(e.as_db_error().unwrap().message().contains("COPY"), "{e:?}");
+    }
+
+    // psycopg's savepoints inside a transaction: an error, then ROLLBACK TO, and the transaction goes on.
+    client.batch_execute("BEGIN").await.unwrap();
+    client.batch_execute("SAVEPOINT _pg3_1").await.unwrap();
+    assert!(client.batch_execute("SELECT * FROM no_such_table").await.is_err());
+    let aborted = client.batch_execute("SELECT 1").await.unwrap_err();
+    assert!(aborted.as_db_error().unwrap().message().starts_with("current transaction is aborted"), "{aborted:?}");
+    client.batch_execute("ROLLBACK TO SAVEPOINT _pg3_1").await.unwrap();
+    assert_eq!(simple_rows(&client, "SELECT 1").await, vec![vec![Some("1".to_string())]]);
+    client.batch_execute("RELEASE SAVEPOINT _pg3_1").await.unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    let outside = client.batch_execute("SAVEPOINT lonely").await.unwrap_err();
+    assert_eq!(outside.code(), Some(&tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION), "{outside:?}");
+
+    // psycopg's type lookup, SQLAlchemy's inspector functions.
+    let types = simple_rows(&client, "SELECT to_regtype('int4'), to_regtype('integer[]'), to_regtype('hstore'), to_regtype('pg_catalog.timestamp with time zone')").await;
+    assert_eq!(types, vec![vec![Some("23".into()), Some("1007".into()), None, Some("1184".into())]]);
+    let object = simple_rows(&client, "SELECT json_build_object('n', 1, 'ok', true, 's', 'x', 'z', NULL)").await;
+    assert_eq!(object[0][0].as_deref(), Some(r#"{"n":1,"ok":true,"s":"x","z":null}"#));
+
+    // pgjdbc's getPrimaryKeys (DBeaver), verbatim: a composite field access on a set-returning function.
+    let keys = "SELECT result.TABLE_CAT, result.TABLE_SCHEM, result.TABLE_NAME, result.COLUMN_NAME, result.KEY_SEQ, result.PK_NAME FROM (SELECT NULL AS TABLE_CAT, n.nspname AS TABLE_SCHEM,   ct.relname AS TABLE_NAME, a.attname AS COLUMN_NAME,   (information_schema._pg_expandarray(i.indkey)).n AS KEY_SEQ, ci.relname AS PK_NAME,   information_schema._pg_expandarray(i.indkey) AS KEYS, a.attnum AS A_ATTNUM FROM pg_catalog.pg_class ct   JOIN pg_catalog.pg_attribute a ON (ct.oid = a.attrelid)   JOIN pg_catalog.pg_namespace n ON (ct.relnamespace = n.oid)   JOIN pg_catalog.pg_index i ON ( a.attrelid = i.indrelid)   JOIN pg_catalog.pg_class ci ON (ci.oid = i.indexrelid) WHERE true  AND ct.relname = E'invocations' AND i.indisprimary  ) result where  result.A_ATTNUM = (result.KEYS).x  ORDER BY result.table_name, result.pk_name, result.key_seq";
+    assert!(simple_rows(&client, keys).await.is_empty(), "coldtrail's tables have no keys");
+    assert!(client.query(keys, &[]).await.unwrap().is_empty());
+    let expanded = simple_rows(
+        &client,
+        "SELECT (_pg_expandarray('7')).x, (_pg_expandarray('7')).n, _pg_expandarray('1 2') IS NULL",
+    )
+    .await;
+    assert_eq!(expanded, vec![vec![Some("7".into()), Some("1".into()), Some("t".into())]]);
+
+    // Every COPY is audited with the rows it sent.
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.engine.audit_log().close().await;
+    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let audit = rows(&engine, "SELECT status, rows FROM query_audit WHERE sql LIKE 'COPY (SELECT request_id%FORMAT csv, HEADER)' AND status <> 'started'").await;
+    assert_eq!(audit, vec![vec!["ok".to_string(), "80".to_string()]]);
+    let _ = servers.stop.send(true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_lists_and_describes_the_tables() {
     let f = fixture().await;

@@ -137,6 +137,7 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     crate::catalog::register_store(&ctx, store)?;
     crate::functions::register(&ctx);
+    crate::postgres::register(&ctx);
     datafusion_functions_json::register_all(&mut ctx)?;
     datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
         &ctx,
@@ -144,6 +145,7 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| QueryError::DataFusion(*e))?;
+    crate::postgres::register_to_regtype(&ctx).await?;
     crate::forensics::register(&ctx).await?;
     crate::bounded::register(&ctx);
     Ok(ctx)

@@ -27,6 +27,9 @@ pub enum QueryError {
     ResultTooBig(usize),
     #[error("{0}")]
     BadRequest(String),
+    /// A PostgreSQL feature coldtrail does not serve (SQLSTATE 0A000, `feature_not_supported`).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The statement was stopped before it ended: its client went away or cancelled it.
     #[error("query cancelled: {0}")]
     Cancelled(String),
@@ -66,6 +69,7 @@ impl QueryError {
             QueryError::Timeout(_) => "timeout",
             QueryError::TooLarge(_) | QueryError::ResultTooBig(_) => "too_large",
             QueryError::BadRequest(_) => "bad_request",
+            QueryError::Unsupported(_) => "unsupported",
             QueryError::Cancelled(_) => "cancelled",
             QueryError::DataFusion(
                 DataFusionError::Plan(_) | DataFusionError::SQL(..) | DataFusionError::SchemaError(..),
@@ -85,6 +89,7 @@ impl QueryError {
             QueryError::Timeout(_) | QueryError::Cancelled(_) => "57014",
             QueryError::TooLarge(_) | QueryError::ResultTooBig(_) => "54000",
             QueryError::BadRequest(_) => "22023",
+            QueryError::Unsupported(_) => "0A000",
             QueryError::DataFusion(DataFusionError::SQL(..)) => "42601",
             QueryError::DataFusion(DataFusionError::Plan(_) | DataFusionError::SchemaError(..)) => "42000",
             _ => "XX000",

