@@ -96,6 +96,8 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     // past it before it stores more.
     config.flush.hot_bytes_max = INGEST_HOT_BYTES_MAX;
     let store = Arc::new(Store::open(config).await?);
+    let segments = |store: &Store| store.stats().values().map(|t| t.segments).sum::<u64>();
+    let segments_before = segments(&store);
     // Files, objects and stdin come in no particular order of event time (an export is one object per
     // log stream): scored at the end, as one replay. Streams are scored as the watermark passes.
     let streams = args.inputs.iter().any(|i| i.starts_with("kafka://") || i.starts_with("http://"));
@@ -128,7 +130,9 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     // An ingest has an end: what it stored is complete, and is scored to its last minute.
     let detected = detection.map(|d| d.stop(detect::runner::InputEnd::Closed)).transpose()?;
     maintenance.abort();
-    let flushed = store.flush_all().await?;
+    store.flush_all().await?;
+    // Sealed while the ingest ran (by size) and at its end.
+    let flushed = segments(&store).saturating_sub(segments_before);
     if stats.units == 0 && args.inputs.iter().all(|i| i.contains("://")) {
         return Ok(ExitCode::SUCCESS);
     }
@@ -195,7 +199,7 @@ async fn ingest_input(input: &str, args: &IngestArgs, sink: &StoreSink, files: &
 fn print_summary(
     stats: &IngestStats,
     file_stats: &ingest::file::FileStats,
-    flushed: usize,
+    flushed: u64,
     detected: Option<&detect::EngineStats>,
     seconds: f64,
 ) {

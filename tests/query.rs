@@ -146,6 +146,19 @@ async fn sql_sees_sealed_and_hot_rows_and_time_filters_prune_segments() {
     assert_eq!(files(&one), 1, "only the 11:00 segment is read:\n{one}");
     assert!(one.contains("projection=[request_id, ts]") || one.contains("request_id"), "{one}");
     assert!(!one.contains("hour=10") && one.contains("hour=11"), "{one}");
+
+    // Issue 20: filters are evaluated while decoding only where they can be selective. Time bounds
+    // around whole segments keep every row of the segments left after pruning: filtered after decoding
+    // (a FilterExec over the scan); an id lookup, or bounds that cut into a segment, while decoding.
+    let whole = "ts >= '2026-11-20T11:00:00Z' AND ts < '2026-11-20T12:00:00Z'";
+    let cut = "ts >= '2026-11-20T11:10:00Z' AND ts < '2026-11-20T12:00:00Z'";
+    assert!(plan(whole).await.contains("FilterExec"), "{}", plan(whole).await);
+    for selective in [cut.to_string(), format!("{whole} AND request_id = 'x'"), "request_id = 'x'".to_string()] {
+        let sealed = plan(&format!("{selective} AND ts < '2026-11-20T13:00:00Z'")).await;
+        let scan = sealed.lines().find(|l| l.contains("DataSourceExec") && l.contains(".parquet")).unwrap_or("");
+        assert!(scan.contains("predicate="), "{selective}: the filter reaches the Parquet scan:\n{sealed}");
+        assert!(!sealed.contains("FilterExec"), "{selective}: evaluated while decoding:\n{sealed}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::ScalarValue;
+use datafusion::common::stats::Precision;
+use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -103,14 +104,31 @@ impl TableProvider for StoreTable {
             let url = ObjectStoreUrl::parse(STORE_URL)?;
             let object_store = state.runtime_env().object_store(&url)?;
             let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+            // Filters evaluated while decoding (late materialisation) pay for a selective filter and
+            // cost for one that keeps nearly every row: the time bounds of a scan whose segments lie
+            // inside them keep every row of what is left after pruning, so they are applied after
+            // decoding, in batches.
+            // The session leaves it off (`engine::build_context`); DataFusion turns it on for a scan
+            // when either the session or the scan asks.
+            let mut options = state.table_options().parquet.clone();
+            let inside =
+                segments.iter().all(|s| range.start_micros <= s.min_ts_micros && s.max_ts_micros < range.end_micros);
+            options.global.pushdown_filters =
+                !(inside && filters.iter().all(|f| time_bound(f, self.table.time_column())));
             let source = ParquetSource::new(self.schema.clone())
-                .with_table_parquet_options(state.table_options().parquet.clone())
+                .with_table_parquet_options(options)
                 .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
                     object_store,
                     metadata_cache,
                 )));
+            // The row count is known from the catalog: the optimizer sees which side of a join is small
+            // (and broadcasts it instead of repartitioning both), and a `count(*)` without filters
+            // needs no file opened.
+            let rows: u64 = segments.iter().map(|s| s.rows).sum();
+            let statistics = Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows as usize));
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
                 .with_file_groups(groups)
+                .with_statistics(statistics)
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
                 .build();
@@ -187,6 +205,28 @@ fn narrow(expr: &Expr, column: &str, range: &mut TimeRange) {
             }
         }
         _ => {}
+    }
+}
+
+/// Whether `expr` only bounds `column` by timestamp literals (a comparison, `BETWEEN`, a conjunction of
+/// them): the filters that [`time_range`] reads in full.
+fn time_bound(expr: &Expr, column: &str) -> bool {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            time_bound(left, column) && time_bound(right, column)
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            matches!(op, Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq)
+                && ((is_column(left, column) && micros(right).is_some())
+                    || (is_column(right, column) && micros(left).is_some()))
+        }
+        Expr::Between(between) => {
+            !between.negated
+                && is_column(&between.expr, column)
+                && micros(&between.low).is_some()
+                && micros(&between.high).is_some()
+        }
+        _ => false,
     }
 }
 
@@ -275,6 +315,17 @@ mod tests {
         assert_eq!(time_range(&[col("end_ts").gt(ts(5))], "ts"), TimeRange::ALL);
         assert_eq!(time_range(&[col("ts").gt(ts(5)).or(col("ts").lt(ts(1)))], "ts"), TimeRange::ALL);
         assert_eq!(time_range(&[col("ts").not_eq(ts(5))], "ts"), TimeRange::ALL);
+    }
+
+    #[test]
+    fn only_comparisons_with_timestamps_are_time_bounds() {
+        assert!(time_bound(&col("ts").gt_eq(ts(5)).and(col("ts").lt(ts(9))), "ts"));
+        assert!(time_bound(&ts(5).lt(col("ts")), "ts"));
+        assert!(time_bound(&col("ts").between(ts(1), ts(2)), "ts"));
+        assert!(!time_bound(&col("ts").eq(ts(5)), "ts"), "an instant is selective");
+        assert!(!time_bound(&col("ts").gt(ts(5)).or(col("ts").lt(ts(1))), "ts"));
+        assert!(!time_bound(&col("end_ts").gt(ts(5)), "ts"));
+        assert!(!time_bound(&col("ts").gt(ts(5)).and(col("request_id").eq(lit("x"))), "ts"));
     }
 
     #[test]

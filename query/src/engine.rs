@@ -123,8 +123,9 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
         .set_str("datafusion.execution.time_zone", store::schema::TIME_ZONE)
         // Filters are evaluated while Parquet is decoded, cheapest first, so that the other columns are
-        // decoded only for matching rows; bloom filters answer lookups of ids.
-        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        // decoded only for matching rows, where a filter can be selective: `catalog::StoreTable` turns
+        // it on per scan. Bloom filters answer lookups of ids.
+        .set_bool("datafusion.execution.parquet.pushdown_filters", false)
         .set_bool("datafusion.execution.parquet.reorder_filters", true)
         .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true)
         .set_bool("datafusion.execution.parquet.enable_page_index", true);

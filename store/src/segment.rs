@@ -23,6 +23,10 @@ use crate::time::TimeRange;
 /// Rows per Parquet row group: small enough that time-range statistics prune, large enough to compress.
 pub const ROW_GROUP_ROWS_MAX: usize = 128 * 1024;
 
+/// Rows per data page at most (and 1 MiB, Parquet's default): what a point lookup decodes per column
+/// once bloom filters have found the row group and the page index the page.
+pub const DATA_PAGE_ROWS_MAX: usize = 4 * 1024;
+
 /// A segment encoded in memory, ready to be put into the location.
 #[derive(Debug, Clone)]
 pub struct EncodedSegment {
@@ -69,6 +73,8 @@ pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSe
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
+        // Small pages: a lookup of one row decodes one page of each column, found by the page index.
+        .set_data_page_row_count_limit(DATA_PAGE_ROWS_MAX)
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
         .set_key_value_metadata(Some(vec![
             KeyValue::new(METADATA_SCHEMA_VERSION.to_string(), SCHEMA_VERSION.to_string()),
