@@ -203,6 +203,7 @@ fn walkthrough(paths: &Paths, running: &crate::serve::Running, names: &[String],
         credentials.display()
     );
     outln!("  psql \"postgresql://{}@{}/coldtrail\"", running.first_user, running.pg_addr);
+    outln!("  SELECT DISTINCT ON (incident_id) incident_id, status, severity, summary FROM incidents ORDER BY incident_id, ts DESC;");
     outln!("  SELECT ts, severity, detector, function_name, title FROM alerts ORDER BY ts DESC LIMIT 20;");
     outln!("  SELECT * FROM timeline('{ATTACKER_IP}') LIMIT 50;");
     outln!("  SELECT event_time, event_name, principal_arn, user_agent FROM cloudtrail WHERE source_ip = '{ATTACKER_IP}' ORDER BY event_time;");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use detect::engine::{Checkpoints, Engine, EngineConfig};
+use detect::incidents::{Correlator, IncidentConfig, IncidentThread};
 use detect::replay::{replay, stored_span};
 use detect::runner::{store_alerts, DetectionThread, InputEnd, LiveConfig};
 use detect::security::SigmaRules;
@@ -37,8 +38,12 @@ pub fn checkpoints(data: &Path) -> Checkpoints {
 /// member of a cluster (`detect::cluster`), running the detection partitions a Kafka consumer group
 /// assigns it, from the checkpoints in the shared location.
 pub enum LiveDetections {
-    Alone(DetectionThread),
-    Cluster { partitions: Arc<detect::cluster::Partitions>, membership: ingest::membership::Membership },
+    /// With the incidents built from the alerts it stores.
+    Alone(DetectionThread, IncidentThread),
+    Cluster {
+        partitions: Arc<detect::cluster::Partitions>,
+        membership: ingest::membership::Membership,
+    },
 }
 
 impl LiveDetections {
@@ -50,7 +55,8 @@ impl LiveDetections {
     ) -> anyhow::Result<LiveDetections> {
         let checkpoints = checkpoints(data);
         let engine = checkpoints.load(config, sigma_rules(None)?);
-        Ok(LiveDetections::Alone(DetectionThread::start(store, engine, checkpoints, live)?))
+        let incidents = IncidentThread::start(store.clone(), IncidentConfig::default())?;
+        Ok(LiveDetections::Alone(DetectionThread::start(store, engine, checkpoints, live)?, incidents))
     }
 
     /// Joins the detection group of a cluster; the partitions it is given start from the shared state.
@@ -83,7 +89,12 @@ impl LiveDetections {
     /// checkpoint that could not be written is a warning, not a failure: the rows and alerts are stored.
     pub fn stop(self, end: InputEnd) -> anyhow::Result<EngineStats> {
         let all = match self {
-            LiveDetections::Alone(thread) => vec![thread.stop(end)?],
+            LiveDetections::Alone(thread, incidents) => {
+                // The detectors' last alerts reach the incidents before they stop.
+                let stats = thread.stop(end);
+                incidents.stop()?;
+                vec![stats?]
+            }
             LiveDetections::Cluster { partitions, membership } => {
                 membership.stop();
                 partitions.stop()
@@ -270,26 +281,48 @@ pub async fn hunt(paths: &Paths, args: HuntArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // The incidents the alerts add up to, placed in time order as a live run places them.
+    let mut correlator = Correlator::new(IncidentConfig::default());
+    let mut in_order: Vec<&Alert> = alerts.iter().collect();
+    in_order.sort_by(|a, b| (a.ts_us, &a.alert_id).cmp(&(b.ts_us, &b.alert_id)));
+    let mut incident_rows = std::collections::BTreeMap::new();
+    for alert in in_order {
+        for row in correlator.add(alert) {
+            incident_rows.insert(row.incident_id.clone(), row);
+        }
+    }
+    // The latest row of each incident: the correlator forgets those past its horizon.
+    let incidents: Vec<_> = incident_rows.values().filter(|row| row.status.as_deref() == Some("open")).collect();
+    if args.format != "json" {
+        for row in &incidents {
+            let (severity, summary) = (row.severity.as_deref(), row.summary.as_deref());
+            outln!("incident {} {}: {}", row.incident_id, severity.unwrap_or("-"), summary.unwrap_or(""));
+        }
+    }
+    let n_incidents = incidents.len();
     let mut stored = 0;
     if args.store && !alerts.is_empty() {
         let mut known = std::collections::HashSet::new();
-        for batch in store.scan(Table::Alerts, Some(&[1]), TimeRange::ALL).await? {
-            if let Some(ids) = batch.column(0).as_any().downcast_ref::<arrow::array::StringArray>() {
-                known.extend(ids.iter().flatten().map(str::to_string));
-            }
+        for batch in store.scan(Table::Alerts, None, TimeRange::ALL).await? {
+            known.extend(Alert::from_batch(&batch)?.into_iter().map(|alert| alert.alert_id));
         }
         let new: Vec<Alert> = alerts.iter().filter(|a| !known.contains(&a.alert_id)).cloned().collect();
         stored = new.len();
         store_alerts(&store, &new)?;
+        if stored > 0 {
+            let incident_rows: Vec<_> = incident_rows.into_values().collect();
+            detect::incidents::store_incidents(&store, &incident_rows)?;
+        }
         store.flush_all().await?;
     }
     eprintln!(
-        "hunted {} CloudTrail events, {} invocations and {} log lines with {} detections and {n_rules} Sigma rules: {} alerts{}",
+        "hunted {} CloudTrail events, {} invocations and {} log lines with {} detections and {n_rules} Sigma rules: {} alerts in {} incidents{}",
         stats.cloudtrail_events,
         stats.invocations,
         stats.log_lines,
         detect::security::CATALOG.len(),
         alerts.len(),
+        n_incidents,
         if args.store { format!(", {stored} new ones stored") } else { String::new() }
     );
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! `coldtrail demo` with a fixed seed for a short time: every attack story raises the alerts meant for
-//! it, the walkthrough's queries return the attack's rows, and the data directory verifies afterwards.
+//! it and is an incident, the walkthrough's queries return the attack's rows, and the data directory
+//! verifies afterwards.
 
 use std::process::Command;
 
@@ -94,6 +95,27 @@ fn the_demo_finds_every_attack_story_and_its_walkthrough_queries_return_the_atta
         &["sql", &format!("SELECT * FROM environment('{}')", row[2].trim_matches('"')), "--format", "csv"],
     );
     assert!(environment.lines().count() > 5, "{environment}");
+
+    // Issue 21: the attack stories are incidents, and the normal traffic opens none. Three of the four
+    // stories come from one address (the scanner's, which also used the contractor's leaked key and the
+    // stolen role session): that actor is one incident; the denial of wallet is the other.
+    let incidents = coldtrail(
+        data,
+        &[
+            "sql",
+            "SELECT DISTINCT ON (incident_id) incident_id, status, alert_count, entities, summary FROM incidents \
+             ORDER BY incident_id, ts DESC, alert_count DESC",
+            "--format",
+            "csv",
+        ],
+    );
+    let open: Vec<&str> = incidents.lines().skip(1).filter(|line| line.contains(",open,")).collect();
+    assert_eq!(open.len(), 2, "{incidents}");
+    let attacker = open.iter().find(|i| i.contains("185.220.101.34")).unwrap_or_else(|| panic!("{incidents}"));
+    for story in ["orders-api", "payments-worker", "users-resize-exec", "AKIADEVCONTRACTOR01"] {
+        assert!(attacker.contains(story), "the attacker's incident lacks {story}:\n{incidents}");
+    }
+    assert!(open.iter().any(|i| i.contains("images-webhook") && !i.contains("185.220.101.34")), "{incidents}");
     coldtrail(data, &["verify"]);
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
+use detect::incidents::{Correlator, IncidentConfig};
 use detect::security::{SecurityConfig, SecurityDetections, SigmaRules};
 use detect::Alert;
 use ingest::pipeline::{Format, Pipeline, PipelineConfig, Unit};
@@ -102,6 +103,60 @@ fn every_stratus_technique_raises_its_detection() {
         }
     }
     println!("{}", table.join("\n"));
+}
+
+/// Issue 21: on the detonations, incidents group each detonation's alerts by its principals, addresses
+/// and time: no incident mixes two detonations (each ran in its own account from its own address), and
+/// a detonation that raised an alert worth opening one is one incident holding all of its alerts.
+#[test]
+fn every_stratus_detonation_is_one_incident_of_its_own() {
+    let dir = test_data().join("stratus-detonation-logs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut detonation_of = BTreeMap::new();
+    let mut alerts = Vec::new();
+    for file in &files {
+        let technique = file.file_stem().unwrap().to_string_lossy().to_string();
+        for alert in detect(&mut fresh(), &parse(&std::fs::read(file).unwrap(), &technique)) {
+            detonation_of.insert(alert.alert_id.clone(), technique.clone());
+            alerts.push(alert);
+        }
+    }
+    alerts.sort_by(|a, b| (a.ts_us, &a.alert_id).cmp(&(b.ts_us, &b.alert_id)));
+    // The latest row of each incident (the correlator forgets incidents past its horizon; the rows stay).
+    let mut correlator = Correlator::new(IncidentConfig::default());
+    let mut latest = BTreeMap::new();
+    for alert in &alerts {
+        for row in correlator.add(alert) {
+            latest.insert(row.incident_id.clone(), row);
+        }
+    }
+    let mut incidents_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for incident in latest.values().filter(|row| row.status.as_deref() == Some("open")) {
+        let ids: Vec<String> = serde_json::from_str(incident.alert_ids.as_deref().unwrap()).unwrap();
+        let detonations: std::collections::BTreeSet<&str> = ids.iter().map(|id| detonation_of[id].as_str()).collect();
+        assert_eq!(detonations.len(), 1, "{} mixes {detonations:?}", incident.incident_id);
+        let detonation = detonations.into_iter().next().unwrap();
+        incidents_of.entry(detonation).or_default().push(incident.incident_id.clone());
+        let all: Vec<(&str, &Vec<store::alerts::Entity>)> = alerts
+            .iter()
+            .filter(|a| detonation_of[&a.alert_id] == detonation)
+            .map(|a| (a.detector.as_str(), &a.entities))
+            .collect();
+        assert_eq!(ids.len(), all.len(), "{detonation}: {:?} of {all:?}", incident.summary);
+    }
+    for (detonation, incidents) in &incidents_of {
+        assert_eq!(incidents.len(), 1, "{detonation}: {incidents:?}");
+    }
+    // The Lambda and CloudTrail techniques (high and critical) each open theirs.
+    for (technique, _, _) in EXPECTED.iter().take(6) {
+        assert!(incidents_of.contains_key(technique), "{technique}: {incidents_of:?}");
+    }
+    println!("{} detonations, {} incidents", files.len(), incidents_of.len());
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn heavy_dependencies_live_in_one_crate_each() {
 
 /// Lines of Rust the binary crate (`src/`) may hold: CLI arguments, configuration, wiring and printing.
 /// Runtime loops and logic belong in the libraries, where their tests are.
-const BINARY_LINES_MAX: usize = 2_300;
+const BINARY_LINES_MAX: usize = 2_200;
 
 #[test]
 fn the_binary_stays_wiring() {
@@ -113,6 +113,23 @@ fn every_ingest_source_stores_through_the_sink() {
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         for call in ["store.append(", ".append_checked(", "store().append("] {
             assert!(!code.contains(call), "{}: stores with {call}; use ingest::StoreSink", file.display());
+        }
+    }
+}
+
+#[test]
+fn rows_are_typed_outside_the_store() {
+    // A row is written and read as its typed row (`store::tables`, `store::alerts`): positional cells and
+    // column lookups by name let a writer and a reader disagree about a column without a compiler error.
+    let mut files = Vec::new();
+    for krate in ["ingest", "detect", "workload", "alerting", "src"] {
+        collect(&root().join(krate).join(if krate == "src" { "" } else { "src" }), &mut files);
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for pattern in [".push(&[", "column_by_name(", "Value::Text(", "Value::Time("] {
+            assert!(!code.contains(pattern), "{}: `{pattern}`; use a typed row of store::tables", file.display());
         }
     }
 }

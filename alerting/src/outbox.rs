@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use store::rows::{TableBuilder, Value as Cell};
+use store::tables::AlertDeliveryRow;
 use store::{Store, Table, TimeRange};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -99,9 +99,6 @@ enum Outcome {
     Reject(u16, String),
 }
 
-/// One `alert_deliveries` row to write: alert id, destination, state, attempt, HTTP status, error.
-type StateRow = (String, String, String, i64, Option<u16>, Option<String>);
-
 /// The outbox of one process.
 pub struct Outbox {
     store: Arc<Store>,
@@ -111,7 +108,8 @@ pub struct Outbox {
     jobs: BTreeMap<(i64, u64), Job>,
     seq: u64,
     known: HashSet<(String, usize)>,
-    rows: Vec<StateRow>,
+    /// `alert_deliveries` rows not yet written; `write_rows` stamps them with the time it writes them.
+    rows: Vec<AlertDeliveryRow>,
 }
 
 impl Outbox {
@@ -303,27 +301,24 @@ impl Outbox {
     ) {
         let name = self.destinations[destination].config.name.clone();
         metrics().deliveries.with_label_values(&[&name, state]).inc();
-        self.rows.push((alert_id.to_string(), name, state.to_string(), attempt as i64, status, error));
+        self.rows.push(AlertDeliveryRow {
+            ts: 0,
+            alert_id: alert_id.to_string(),
+            destination: name,
+            state: Some(state.to_string()),
+            attempt: Some(i64::from(attempt)),
+            http_status: status.map(i64::from),
+            error,
+        });
     }
 
     async fn write_rows(&mut self) -> Result<(), AlertingError> {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let mut builder = TableBuilder::new(Table::AlertDeliveries);
         let ts = now_us();
-        for (alert_id, destination, state, attempt, status, error) in self.rows.drain(..) {
-            builder.push(&[
-                Cell::Time(Some(ts)),
-                Cell::Text(Some(&alert_id)),
-                Cell::Text(Some(&destination)),
-                Cell::Text(Some(&state)),
-                Cell::Int(Some(attempt)),
-                Cell::Int(status.map(i64::from)),
-                Cell::Text(error.as_deref()),
-            ]);
-        }
-        if let Some(batch) = builder.finish() {
+        let rows: Vec<_> = self.rows.drain(..).map(|row| AlertDeliveryRow { ts, ..row }).collect();
+        if let Some(batch) = AlertDeliveryRow::batch(&rows) {
             let store = self.store.clone();
             tokio::task::spawn_blocking(move || store.append(&[(Table::AlertDeliveries, batch)], &[]))
                 .await
@@ -373,22 +368,18 @@ impl Outbox {
         // alerts would look undelivered and be sent twice.
         let deliveries = self.store.scan_own(Table::AlertDeliveries, None, TimeRange::ALL).await?;
         for batch in &deliveries {
-            let ts = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>();
-            let text = |i: usize| arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).ok();
-            let (Some(ts), Some(ids), Some(dests), Some(states)) = (ts, text(1), text(2), text(3)) else { continue };
-            let (ids, dests, states) = (
-                arrow::array::AsArray::as_string::<i32>(&ids),
-                arrow::array::AsArray::as_string::<i32>(&dests),
-                arrow::array::AsArray::as_string::<i32>(&states),
-            );
-            let attempts = batch.column(4).as_any().downcast_ref::<arrow::array::Int64Array>();
-            for row in 0..batch.num_rows() {
-                let key = (ids.value(row).to_string(), dests.value(row).to_string());
-                let attempt = attempts.map_or(0, |a| a.value(row) as u32);
-                let entry = last.entry(key).or_insert((i64::MIN, String::new(), 0));
+            let columns = AlertDeliveryRow::columns(batch)?;
+            for row in (0..columns.rows()).map(|i| AlertDeliveryRow::read(&columns, i)) {
+                let state = row.state.unwrap_or_default();
+                let attempt = row.attempt.map_or(0, |a| a as u32);
+                let entry = last.entry((row.alert_id.to_string(), row.destination.to_string())).or_insert((
+                    i64::MIN,
+                    String::new(),
+                    0,
+                ));
                 // A final state wins over anything written at the same time.
-                if ts.value(row) > entry.0 || (ts.value(row) == entry.0 && state::is_final(states.value(row))) {
-                    *entry = (ts.value(row), states.value(row).to_string(), attempt);
+                if row.ts > entry.0 || (row.ts == entry.0 && state::is_final(state)) {
+                    *entry = (row.ts, state.to_string(), attempt);
                 }
             }
         }
@@ -411,7 +402,16 @@ impl Outbox {
                 }
                 let name = self.destinations[destination].config.name.clone();
                 self.known.insert((alert.id.clone(), destination));
-                match last.get(&(alert.id.clone(), name)) {
+                let last = last.get(&(alert.id.clone(), name));
+                if last.is_none_or(|(_, s, _)| !state::is_final(s)) {
+                    // A suppression holds for an alert left by an earlier run as for a new one.
+                    if let Some(s) = self.config.suppress.iter().find(|s| s.holds(&alert, now)) {
+                        let reason = s.reason.clone();
+                        self.record(&alert.id, destination, state::SUPPRESSED, 0, None, Some(reason));
+                        continue;
+                    }
+                }
+                match last {
                     Some((_, s, _)) if state::is_final(s) => {}
                     Some((_, _, attempt)) => {
                         requeued += 1;
@@ -649,6 +649,7 @@ mod tests {
             evidence: serde_json::Value::Null,
             attack_ids: serde_json::Value::Null,
             query: None,
+            entities: Vec::new(),
         };
         let job = || Job { alert: alert.clone(), destination: 0, attempt: 0, first_us: now_us() };
         for _ in 0..2 {
@@ -670,6 +671,6 @@ mod tests {
         let queued = outbox.jobs.len();
         outbox.settle(job(), Outcome::Reject(400, "bad request".into()));
         assert_eq!(outbox.jobs.len(), queued);
-        assert_eq!(outbox.rows.last().map(|r| r.2.as_str()), Some(state::FAILED));
+        assert_eq!(outbox.rows.last().and_then(|r| r.state.as_deref()), Some(state::FAILED));
     }
 }

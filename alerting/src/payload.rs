@@ -32,6 +32,8 @@ pub struct AlertDoc {
     pub attack_ids: Value,
     /// A forensic query to start from.
     pub query: Option<String>,
+    /// What the alert is about: `[["address", "203.0.113.9"], ["function", "orders-api"], ...]`.
+    pub entities: Vec<store::alerts::Entity>,
 }
 
 impl AlertDoc {
@@ -50,7 +52,6 @@ impl AlertDoc {
 
 impl From<AlertRow> for AlertDoc {
     fn from(row: AlertRow) -> AlertDoc {
-        let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
         AlertDoc {
             id: row.alert_id,
             ts: store::time::format_seconds(row.ts_us),
@@ -59,15 +60,16 @@ impl From<AlertRow> for AlertDoc {
             title: row.title,
             function: row.function,
             entity: row.entity,
-            window_start: row.window_start_us.map(store::time::format_seconds),
-            window_end: row.window_end_us.map(store::time::format_seconds),
-            score: row.score,
+            window_start: Some(store::time::format_seconds(row.window_start_us)),
+            window_end: Some(store::time::format_seconds(row.window_end_us)),
+            score: Some(row.score).filter(|score| !score.is_nan()),
             count: row.count,
-            observed: json(row.observed),
-            expected: json(row.expected),
-            evidence: json(row.evidence),
-            attack_ids: json(row.attack_ids),
-            query: row.query,
+            observed: row.observed,
+            expected: row.expected,
+            evidence: json!(row.evidence),
+            attack_ids: json!(row.attack_ids),
+            query: Some(row.query).filter(|query| !query.is_empty()),
+            entities: row.entities,
         }
     }
 }
@@ -240,6 +242,10 @@ mod tests {
             evidence: json!(["e1"]),
             attack_ids: json!(["T1562.008"]),
             query: Some("SELECT * FROM timeline('arn:aws:iam::1:user/mallory')".into()),
+            entities: vec![store::alerts::Entity(
+                store::alerts::EntityKind::Principal,
+                "arn:aws:iam::1:user/mallory".into(),
+            )],
         }
     }
 

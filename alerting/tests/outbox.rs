@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use alerting::{verify, AlertingConfig, DestinationConfig, LedgerPublish, Outbox, Suppression, SIGNATURE_HEADER};
 use axum::http::{HeaderMap, StatusCode};
-use store::rows::{TableBuilder, Value};
+use store::alerts::{AlertRow, Entity, EntityKind, Severity};
 use store::{Store, StoreConfig, Table, TimeRange};
 
 const SECRET: &[u8] = b"test-secret";
@@ -54,29 +54,27 @@ fn store_config(dir: &std::path::Path) -> StoreConfig {
 }
 
 fn alert_row(store: &Store, id: &str, detector: &str) {
-    let mut builder = TableBuilder::new(Table::Alerts);
     let now = store::time::now_micros();
-    builder.push(&[
-        Value::Time(Some(now)),
-        Value::Text(Some(id)),
-        Value::Text(Some(detector)),
-        Value::Text(Some("high")),
-        Value::Text(Some("a test alert")),
-        Value::Text(Some("orders-api")),
-        Value::Text(Some("203.0.113.9")),
-        Value::Time(Some(now)),
-        Value::Time(Some(now)),
-        Value::Float(Some(0.9)),
-        Value::Int(Some(1)),
-        Value::Time(Some(now)),
-        Value::Time(Some(now)),
-        Value::Text(Some("{}")),
-        Value::Text(Some("{}")),
-        Value::Text(Some("[\"r1\"]")),
-        Value::Text(Some("[\"T1190\"]")),
-        Value::Text(Some("SELECT * FROM timeline('r1')")),
-    ]);
-    store.append(&[(Table::Alerts, builder.finish().unwrap())], &[]).unwrap();
+    let alert = AlertRow {
+        ts_us: now,
+        alert_id: id.into(),
+        detector: detector.into(),
+        severity: Severity::High,
+        title: "a test alert".into(),
+        function: Some("orders-api".into()),
+        entity: Some("203.0.113.9".into()),
+        window_start_us: now,
+        window_end_us: now,
+        score: 0.9,
+        count: 1,
+        observed: serde_json::json!({}),
+        expected: serde_json::json!({}),
+        evidence: vec!["r1".into()],
+        attack_ids: vec!["T1190".into()],
+        query: "SELECT * FROM timeline('r1')".into(),
+        entities: vec![Entity(EntityKind::Address, "203.0.113.9".into())],
+    };
+    store.append(&[(Table::Alerts, AlertRow::batch(&[alert]).unwrap())], &[]).unwrap();
 }
 
 fn config(addr: SocketAddr) -> AlertingConfig {
@@ -223,6 +221,37 @@ async fn suppressed_alerts_are_stored_not_sent_and_repeated_ids_are_sent_once() 
         assert_eq!(got.accepted.len(), 1);
         assert_eq!(got.accepted[0]["id"], "loud");
     }
+    assert_eq!(states(&store, "quiet").await, vec![("suppressed".to_string(), 0)]);
+}
+
+/// Alerts an earlier run stored and did not deliver are queued again at start: a suppression holds for
+/// them as for new ones (before, they were sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_left_by_an_earlier_run_are_suppressed_as_new_ones_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(receiver(received.clone(), listener));
+    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    alert_row(&store, "quiet", "callers.new");
+    alert_row(&store, "loud", "injection.sql");
+    let mut config = config(addr);
+    config.suppress.push(Suppression {
+        detector: Some("callers.".into()),
+        function: None,
+        principal: None,
+        until: "2999-01-01T00:00:00Z".into(),
+        reason: "new partner onboarding".into(),
+    });
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = Outbox::new(store.clone(), config).start(stop_rx);
+    wait_until("the delivery", Duration::from_secs(20), || !received.lock().unwrap().accepted.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    outbox.await.unwrap().unwrap();
+    let ids: Vec<_> = received.lock().unwrap().accepted.iter().map(|a| a["id"].clone()).collect();
+    assert_eq!(ids, vec![serde_json::json!("loud")]);
     assert_eq!(states(&store, "quiet").await, vec![("suppressed".to_string(), 0)]);
 }
 

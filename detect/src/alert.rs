@@ -3,10 +3,11 @@
 //! suggested forensic query.
 
 use arrow::array::RecordBatch;
-use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
-use store::alerts::AlertRow;
 
+/// One alert: the store's typed `alerts` row, so that detectors, storage and delivery share one
+/// definition.
+pub use store::alerts::AlertRow as Alert;
 pub use store::alerts::Severity;
 
 /// The severity of an anomaly score.
@@ -18,37 +19,6 @@ pub fn severity_of_score(score: f64) -> Severity {
     } else {
         Severity::Low
     }
-}
-
-/// One alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    /// Event time at which the alert was raised (the end of its window).
-    pub ts_us: i64,
-    /// Stable id: the same finding replayed gets the same id.
-    pub alert_id: String,
-    pub detector: String,
-    pub severity: Severity,
-    pub title: String,
-    pub function: Option<String>,
-    pub entity: Option<String>,
-    pub window_start_us: i64,
-    pub window_end_us: i64,
-    /// JSON has no NaN: a score written as `null` reads back as NaN.
-    #[serde(deserialize_with = "score_or_nan")]
-    pub score: f64,
-    pub count: i64,
-    pub observed: serde_json::Value,
-    pub expected: serde_json::Value,
-    /// Keys of the rows to look at first (request ids, event ids).
-    pub evidence: Vec<String>,
-    pub attack_ids: Vec<String>,
-    /// A forensic query that starts the investigation.
-    pub query: String,
-}
-
-fn score_or_nan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// A stable alert id from what identifies a finding.
@@ -67,35 +37,9 @@ pub fn alert_id(detector: &str, entity: &str, window_start_us: i64) -> String {
     id
 }
 
-impl Alert {
-    /// The alert as an `alerts` row.
-    pub fn to_row(&self) -> AlertRow {
-        AlertRow {
-            ts_us: self.ts_us,
-            alert_id: self.alert_id.clone(),
-            detector: self.detector.clone(),
-            severity: self.severity,
-            title: self.title.clone(),
-            function: self.function.clone(),
-            entity: self.entity.clone(),
-            window_start_us: Some(self.window_start_us),
-            window_end_us: Some(self.window_end_us),
-            score: Some(self.score),
-            count: self.count,
-            first_seen_us: Some(self.window_start_us),
-            last_seen_us: Some(self.window_end_us),
-            observed: Some(self.observed.to_string()),
-            expected: Some(self.expected.to_string()),
-            evidence: Some(serde_json::to_string(&self.evidence).expect("strings serialise")),
-            attack_ids: Some(serde_json::to_string(&self.attack_ids).expect("strings serialise")),
-            query: Some(self.query.clone()),
-        }
-    }
-}
-
 /// The `alerts` rows of some alerts.
 pub fn alerts_batch(alerts: &[Alert]) -> Option<RecordBatch> {
-    AlertRow::batch(&alerts.iter().map(Alert::to_row).collect::<Vec<_>>())
+    Alert::batch(alerts)
 }
 
 /// SQL text literal.
@@ -129,6 +73,7 @@ mod tests {
             evidence: vec!["r1".into()],
             attack_ids: vec![],
             query: format!("SELECT * FROM timeline({})", sql_literal("it's")),
+            entities: Vec::new(),
         };
         let batch = alerts_batch(&[alert]).unwrap();
         assert_eq!(batch.schema(), store::Table::Alerts.schema());

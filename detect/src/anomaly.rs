@@ -13,6 +13,7 @@ use crate::alert::{alert_id, sql_literal, Alert};
 use crate::features::MinuteFeatures;
 use crate::multivariate::{Multivariate, MultivariateConfig, MultivariateVerdict};
 use crate::series::{SeriesConfig, SeriesDetector, Verdict};
+use store::alerts::{Entity, EntityKind};
 use store::time::MICROS_PER_MINUTE;
 
 /// One signal watched per function.
@@ -454,6 +455,7 @@ fn incident(features: &MinuteFeatures, findings: &[SignalResult], new_caller_req
         attack_ids,
         query: window_query(function, features.minute_us, window_end),
         detector,
+        entities: vec![Entity(EntityKind::Function, function.to_string())],
     }
 }
 

@@ -197,6 +197,7 @@ mod tests {
             evidence: vec![],
             attack_ids: vec![],
             query: String::new(),
+            entities: Vec::new(),
         }
     }
 

@@ -6,12 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use arrow::array::{
-    Array, AsArray, BooleanArray, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
-use arrow::datatypes::Int32Type;
+use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
+use store::tables::{Borrowed, InvocationRow};
 use store::time::MICROS_PER_MINUTE;
 
 /// Durations kept per window for the percentiles; beyond it, a uniform reservoir sample.
@@ -170,13 +167,15 @@ impl MinuteWindows {
         self.event_time_max_us = self.event_time_max_us.max(event_time_us);
     }
 
-    /// Adds the rows of an `invocations` batch. Rows of other shapes are a bug upstream and are ignored
-    /// by column lookups that fail softly.
+    /// Adds the rows of an `invocations` batch. A batch of another shape is a bug upstream and is
+    /// ignored.
     pub fn add(&mut self, batch: &RecordBatch) {
-        let Some(columns) = Columns::of(batch) else { return };
-        for row in 0..batch.num_rows() {
-            let ts = columns.ts.value(row);
-            let Some(function) = columns.function(row) else { continue };
+        let Ok(columns) = InvocationRow::columns(batch) else { return };
+        for row in (0..columns.rows()).map(|i| InvocationRow::read(&columns, i)) {
+            let (ts, function) = (row.ts, row.function_name);
+            if function.is_empty() {
+                continue;
+            }
             let minute = ts.div_euclid(MICROS_PER_MINUTE) * MICROS_PER_MINUTE;
             self.event_time_max_us = self.event_time_max_us.max(ts);
             if self.closed_through.get(function).is_some_and(|(closed, _)| minute <= *closed) {
@@ -189,7 +188,7 @@ impl MinuteWindows {
                 None => self.open.entry(function.to_string()).or_default(),
             };
             let window = minutes.entry(minute).or_default();
-            columns.accumulate(row, window, sample);
+            accumulate(&row, window, sample);
         }
         self.evict_if_needed();
     }
@@ -343,194 +342,112 @@ pub fn caller_key(principal: Option<&str>, source_ip: Option<&str>) -> Option<St
     }
 }
 
-/// Typed views of the columns the windows read.
-struct Columns<'a> {
-    ts: &'a TimestampMicrosecondArray,
-    function: &'a DictionaryArray<Int32Type>,
-    function_values: &'a StringArray,
-    request_id: &'a StringArray,
-    log_stream: &'a StringArray,
-    cold_start: &'a BooleanArray,
-    duration_ms: &'a Float64Array,
-    billed_duration_ms: &'a Int64Array,
-    memory_size_mb: &'a Int64Array,
-    max_memory_used_mb: &'a Int64Array,
-    status: &'a DictionaryArray<Int32Type>,
-    status_values: &'a StringArray,
-    source_ip: &'a StringArray,
-    principal: &'a StringArray,
-    event_payload: &'a StringArray,
-}
-
-impl<'a> Columns<'a> {
-    fn of(batch: &'a RecordBatch) -> Option<Self> {
-        let text = |name: &str| batch.column_by_name(name)?.as_string_opt::<i32>();
-        let dictionary = |name: &str| batch.column_by_name(name)?.as_dictionary_opt::<Int32Type>();
-        let function = dictionary("function_name")?;
-        let status = dictionary("status")?;
-        Some(Columns {
-            ts: batch.column(0).as_primitive_opt()?,
-            function,
-            function_values: function.values().as_string_opt::<i32>()?,
-            request_id: text("request_id")?,
-            log_stream: text("log_stream")?,
-            cold_start: batch.column_by_name("cold_start")?.as_boolean_opt()?,
-            duration_ms: batch.column_by_name("duration_ms")?.as_primitive_opt()?,
-            billed_duration_ms: batch.column_by_name("billed_duration_ms")?.as_primitive_opt()?,
-            memory_size_mb: batch.column_by_name("memory_size_mb")?.as_primitive_opt()?,
-            max_memory_used_mb: batch.column_by_name("max_memory_used_mb")?.as_primitive_opt()?,
-            status,
-            status_values: status.values().as_string_opt::<i32>()?,
-            source_ip: text("source_ip")?,
-            principal: text("principal")?,
-            event_payload: text("event_payload")?,
-        })
+/// Adds one invocation to its minute's window.
+fn accumulate(row: &InvocationRow<Borrowed>, window: &mut Window, sample: u64) {
+    window.invocations += 1;
+    let status = row.status.unwrap_or("success");
+    let failed = matches!(status, "error" | "crash" | "timeout");
+    match status {
+        "error" => window.errors += 1,
+        "crash" => {
+            window.crashes += 1;
+            window.errors += 1;
+        }
+        "timeout" => window.timeouts += 1,
+        "throttled" => window.throttles += 1,
+        _ => {}
     }
-
-    fn function(&self, row: usize) -> Option<&'a str> {
-        let key = self.function.keys();
-        key.is_valid(row).then(|| self.function_values.value(key.value(row) as usize))
+    let cold = row.cold_start.unwrap_or(false);
+    if cold {
+        window.cold_starts += 1;
     }
-
-    fn status(&self, row: usize) -> Option<&'a str> {
-        let key = self.status.keys();
-        key.is_valid(row).then(|| self.status_values.value(key.value(row) as usize))
+    // A duration that is not a finite, non-negative number (a hostile or broken row) is no duration:
+    // NaN would poison the percentiles and could not be checkpointed as JSON.
+    let duration = row.duration_ms.filter(|d| (0.0..=DURATION_MS_MAX).contains(d));
+    let duration_ms = duration.unwrap_or(0.0);
+    let memory_mb = row.memory_size_mb.filter(|size| (1..=MEMORY_MB_MAX).contains(size));
+    let used = row.max_memory_used_mb.filter(|used| (0..=MEMORY_MB_MAX).contains(used));
+    if let (Some(size), Some(used)) = (memory_mb, used) {
+        if size > 0 {
+            window.memory_ratio_sum += used as f64 / size as f64;
+            window.memory_ratio_n += 1;
+        }
     }
-
-    fn text(array: &'a StringArray, row: usize) -> Option<&'a str> {
-        array.is_valid(row).then(|| array.value(row))
+    let invocation_gb_seconds = memory_mb.map(|size| {
+        let billed = row
+            .billed_duration_ms
+            .map(|billed| billed as f64)
+            .filter(|billed| (0.0..=DURATION_MS_MAX).contains(billed))
+            .unwrap_or_else(|| duration_ms.ceil());
+        billed / 1_000.0 * size as f64 / 1_024.0
+    });
+    window.gb_seconds += invocation_gb_seconds.unwrap_or(0.0);
+    if duration.is_some() {
+        window.durations_seen += 1;
+        let cost = invocation_gb_seconds.unwrap_or(0.0);
+        if window.durations.len() < DURATION_SAMPLE_MAX {
+            window.durations.push(duration_ms);
+            window.invocation_gb_seconds.push(cost);
+        } else {
+            let slot = (sample % window.durations_seen) as usize;
+            if slot < DURATION_SAMPLE_MAX {
+                window.durations[slot] = duration_ms;
+                window.invocation_gb_seconds[slot] = cost;
+            }
+        }
+        window.duration_max_ms = window.duration_max_ms.max(duration_ms);
     }
-
-    fn accumulate(&self, row: usize, window: &mut Window, sample: u64) {
-        window.invocations += 1;
-        let status = self.status(row).unwrap_or("success");
-        let failed = matches!(status, "error" | "crash" | "timeout");
-        match status {
-            "error" => window.errors += 1,
-            "crash" => {
-                window.crashes += 1;
-                window.errors += 1;
-            }
-            "timeout" => window.timeouts += 1,
-            "throttled" => window.throttles += 1,
-            _ => {}
+    let source_ip = row.source_ip;
+    let principal = row.principal;
+    if let Some(ip) = source_ip {
+        if window.source_ips.len() < CALLERS_PER_WINDOW_MAX {
+            window.source_ips.insert(ip.to_string());
         }
-        let cold = self.cold_start.is_valid(row) && self.cold_start.value(row);
-        if cold {
-            window.cold_starts += 1;
-        }
-        // A duration that is not a finite, non-negative number (a hostile or broken row) is no duration:
-        // NaN would poison the percentiles and could not be checkpointed as JSON.
-        let duration = self
-            .duration_ms
-            .is_valid(row)
-            .then(|| self.duration_ms.value(row))
-            .filter(|d| (0.0..=DURATION_MS_MAX).contains(d));
-        let duration_ms = duration.unwrap_or(0.0);
-        let memory_mb = self
-            .memory_size_mb
-            .is_valid(row)
-            .then(|| self.memory_size_mb.value(row))
-            .filter(|size| (1..=MEMORY_MB_MAX).contains(size));
-        let used_valid =
-            self.max_memory_used_mb.is_valid(row) && (0..=MEMORY_MB_MAX).contains(&self.max_memory_used_mb.value(row));
-        if let (Some(size), true) = (memory_mb, used_valid) {
-            if size > 0 {
-                window.memory_ratio_sum += self.max_memory_used_mb.value(row) as f64 / size as f64;
-                window.memory_ratio_n += 1;
-            }
-        }
-        let invocation_gb_seconds = memory_mb.map(|size| {
-            let billed = if self.billed_duration_ms.is_valid(row)
-                && (0.0..=DURATION_MS_MAX).contains(&(self.billed_duration_ms.value(row) as f64))
-            {
-                self.billed_duration_ms.value(row) as f64
-            } else {
-                duration_ms.ceil()
-            };
-            billed / 1_000.0 * size as f64 / 1_024.0
-        });
-        window.gb_seconds += invocation_gb_seconds.unwrap_or(0.0);
-        if duration.is_some() {
-            window.durations_seen += 1;
-            let cost = invocation_gb_seconds.unwrap_or(0.0);
-            if window.durations.len() < DURATION_SAMPLE_MAX {
-                window.durations.push(duration_ms);
-                window.invocation_gb_seconds.push(cost);
-            } else {
-                let slot = (sample % window.durations_seen) as usize;
-                if slot < DURATION_SAMPLE_MAX {
-                    window.durations[slot] = duration_ms;
-                    window.invocation_gb_seconds[slot] = cost;
-                }
-            }
-            window.duration_max_ms = window.duration_max_ms.max(duration_ms);
-        }
-        let source_ip = Self::text(self.source_ip, row);
-        let principal = Self::text(self.principal, row);
-        if let Some(ip) = source_ip {
-            if window.source_ips.len() < CALLERS_PER_WINDOW_MAX {
-                window.source_ips.insert(ip.to_string());
-            }
-        }
-        if let Some(principal) = principal {
-            if window.principals.len() < CALLERS_PER_WINDOW_MAX {
-                window.principals.insert(principal.to_string());
-            }
-        }
-        if let Some(stream) = Self::text(self.log_stream, row) {
-            if window.environments.len() < CALLERS_PER_WINDOW_MAX {
-                window.environments.insert(stream.to_string());
-            }
-        }
-        window.payload_bytes += Self::text(self.event_payload, row).map_or(0, str::len) as u64;
-        let request_id = self.request_id.value(row);
-        if let Some(key) = caller_key(principal, source_ip) {
-            if window.callers.len() < CALLERS_PER_WINDOW_MAX && !window.callers.contains_key(&key) {
-                window.callers.insert(key, request_id.to_string());
-            }
-        }
-        window.evidence.note(request_id, failed, cold, duration_ms);
     }
+    if let Some(principal) = principal {
+        if window.principals.len() < CALLERS_PER_WINDOW_MAX {
+            window.principals.insert(principal.to_string());
+        }
+    }
+    if let Some(stream) = row.log_stream {
+        if window.environments.len() < CALLERS_PER_WINDOW_MAX {
+            window.environments.insert(stream.to_string());
+        }
+    }
+    window.payload_bytes += row.event_payload.map_or(0, str::len) as u64;
+    let request_id = row.request_id;
+    if let Some(key) = caller_key(principal, source_ip) {
+        if window.callers.len() < CALLERS_PER_WINDOW_MAX && !window.callers.contains_key(&key) {
+            window.callers.insert(key, request_id.to_string());
+        }
+    }
+    window.evidence.note(request_id, failed, cold, duration_ms);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::rows::{TableBuilder, Value};
+    use store::rows::TableBuilder;
     use store::Table;
 
     const T0: i64 = 1_763_769_600_000_000;
 
     fn row(builder: &mut TableBuilder, ts: i64, function: &str, id: &str, status: &str, duration: f64, ip: &str) {
-        let schema = Table::Invocations.schema();
-        let billed = Some(duration.ceil() as i64);
-        let cold = Some(status == "success" && duration > 900.0);
-        let cells: Vec<Value<'_>> = schema
-            .fields()
-            .iter()
-            .map(|field| match field.name().as_str() {
-                "ts" => Value::Time(Some(ts)),
-                "function_name" => Value::Text(Some(function)),
-                "request_id" => Value::Text(Some(id)),
-                "status" => Value::Text(Some(status)),
-                "duration_ms" => Value::Float(Some(duration)),
-                "billed_duration_ms" => Value::Int(billed),
-                "memory_size_mb" => Value::Int(Some(1024)),
-                "max_memory_used_mb" => Value::Int(Some(512)),
-                "cold_start" => Value::Bool(cold),
-                "source_ip" => Value::Text(Some(ip)),
-                "log_stream" => Value::Text(Some("2025/11/22/[$LATEST]abc")),
-                _ => match field.data_type() {
-                    arrow::datatypes::DataType::Timestamp(_, _) => Value::Time(None),
-                    arrow::datatypes::DataType::Int64 => Value::Int(None),
-                    arrow::datatypes::DataType::Float64 => Value::Float(None),
-                    arrow::datatypes::DataType::Boolean => Value::Bool(None),
-                    _ => Value::Text(None),
-                },
-            })
-            .collect();
-        builder.push(&cells);
+        InvocationRow::<Borrowed> {
+            ts,
+            function_name: function,
+            request_id: id,
+            status: Some(status),
+            duration_ms: Some(duration),
+            billed_duration_ms: Some(duration.ceil() as i64),
+            memory_size_mb: Some(1024),
+            max_memory_used_mb: Some(512),
+            cold_start: Some(status == "success" && duration > 900.0),
+            source_ip: Some(ip),
+            log_stream: Some("2025/11/22/[$LATEST]abc"),
+            ..InvocationRow::default()
+        }
+        .push_to(builder);
     }
 
     #[test]

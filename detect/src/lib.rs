@@ -15,6 +15,7 @@
 //! - `security`: security detections (event injection, risky Lambda changes, trail tampering, role
 //!   credentials outside Lambda, authorization-failure bursts, new callers, resource abuse, Sigma rules).
 //! - `dedup`: alerts of one detector and entity within a window grouped into one, with a count.
+//! - `incidents`: alerts correlated into incidents by the entities they share within a horizon.
 //! - `engine`: the anomaly stream, the security detections and the deduplicator behind one `push`, with
 //!   checkpoints; `runner` drives one live from the store's appends on a thread of its own, `replay`
 //!   drives one over stored history.
@@ -27,6 +28,7 @@ pub mod dedup;
 pub mod engine;
 pub mod error;
 pub mod features;
+pub mod incidents;
 pub mod metrics;
 pub mod multivariate;
 pub mod nab;

@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::lambda::{Message, Report};
 use crate::trigger::Trigger;
-use store::rows::{bounded, TableBuilder, Value};
+use store::rows::{bounded, TableBuilder};
+use store::tables::{Borrowed, InvocationRow};
 
 /// Bytes of the trigger event kept in `event_payload`.
 pub const EVENT_PAYLOAD_BYTES_MAX: usize = 8 * 1024;
@@ -406,37 +407,39 @@ impl Assembler {
         let ts = start.unwrap_or(p.last_ts);
         let trigger = p.trigger.as_ref();
         let function_name = p.function_name.as_deref().unwrap_or("unknown");
-        out.push(&[
-            Value::Time(Some(ts)),
-            Value::Time(p.end_ts),
-            Value::Text(p.account.as_deref()),
-            Value::Text(p.region.as_deref()),
-            Value::Text(Some(function_name)),
-            Value::Text(p.function_version.as_deref()),
-            Value::Text(Some(request_id)),
-            Value::Text(p.log_group.as_deref()),
-            Value::Text(p.log_stream.as_deref()),
-            Value::Bool(Some(p.cold_start)),
-            Value::Float(report.init_duration_ms),
-            Value::Float(report.restore_duration_ms),
-            Value::Float(report.duration_ms),
-            Value::Int(report.billed_duration_ms),
-            Value::Int(report.memory_size_mb),
-            Value::Int(report.max_memory_used_mb),
-            Value::Text(Some(status)),
-            Value::Text(error_type.as_deref()),
-            Value::Text(p.error_message.as_deref()),
-            Value::Text(p.trace_id.as_deref().map(crate::trace::canonical_id).as_deref()),
-            Value::Text(Some(trigger.map_or("unknown", |t| t.trigger))),
-            Value::Text(trigger.and_then(|t| t.source_ip.as_deref())),
-            Value::Text(trigger.and_then(|t| t.user_agent.as_deref())),
-            Value::Text(trigger.and_then(|t| t.principal.as_deref())),
-            Value::Text(trigger.and_then(|t| t.http_method.as_deref())),
-            Value::Text(trigger.and_then(|t| t.http_path.as_deref())),
-            Value::Text(p.event_payload.as_deref()),
-            Value::Text(Some(&p.source)),
-            Value::Text(Some(&p.position)),
-        ]);
+        let trace_id = p.trace_id.as_deref().map(crate::trace::canonical_id);
+        InvocationRow::<Borrowed> {
+            ts,
+            end_ts: p.end_ts,
+            account: p.account.as_deref(),
+            region: p.region.as_deref(),
+            function_name,
+            function_version: p.function_version.as_deref(),
+            request_id,
+            log_group: p.log_group.as_deref(),
+            log_stream: p.log_stream.as_deref(),
+            cold_start: Some(p.cold_start),
+            init_duration_ms: report.init_duration_ms,
+            restore_duration_ms: report.restore_duration_ms,
+            duration_ms: report.duration_ms,
+            billed_duration_ms: report.billed_duration_ms,
+            memory_size_mb: report.memory_size_mb,
+            max_memory_used_mb: report.max_memory_used_mb,
+            status: Some(status),
+            error_type: error_type.as_deref(),
+            error_message: p.error_message.as_deref(),
+            trace_id: trace_id.as_deref(),
+            trigger: Some(trigger.map_or("unknown", |t| t.trigger)),
+            source_ip: trigger.and_then(|t| t.source_ip.as_deref()),
+            user_agent: trigger.and_then(|t| t.user_agent.as_deref()),
+            principal: trigger.and_then(|t| t.principal.as_deref()),
+            http_method: trigger.and_then(|t| t.http_method.as_deref()),
+            http_path: trigger.and_then(|t| t.http_path.as_deref()),
+            event_payload: p.event_payload.as_deref(),
+            ingest_source: Some(&p.source),
+            ingest_position: Some(&p.position),
+        }
+        .push_to(out);
     }
 }
 

@@ -4,7 +4,8 @@
 use serde_json::Value as Json;
 
 use crate::timestamp;
-use store::rows::{bounded, TableBuilder, Value};
+use store::rows::{bounded, TableBuilder};
+use store::tables::{Borrowed, CloudtrailRow};
 
 /// JSON text columns are bounded so that one hostile record cannot blow up a batch.
 pub const JSON_COLUMN_BYTES_MAX: usize = 64 * 1024;
@@ -111,29 +112,30 @@ pub fn push_record(builder: &mut TableBuilder, record: &Json, source: &str, posi
     let request_parameters = json_text(record, "requestParameters");
     let response_elements = json_text(record, "responseElements");
     let resources = json_text(record, "resources");
-    builder.push(&[
-        Value::Time(Some(event_time)),
-        Value::Text(Some(event_source)),
-        Value::Text(Some(event_name)),
-        Value::Text(text(record, "awsRegion")),
-        Value::Text(text(record, "sourceIPAddress")),
-        Value::Text(text(record, "userAgent").map(|ua| bounded(ua, 1024))),
-        Value::Text(principal_arn),
-        Value::Text(principal_type),
-        Value::Text(text(identity, "accessKeyId")),
-        Value::Text(session.as_deref()),
-        Value::Text(account),
-        Value::Text(text(record, "errorCode")),
-        Value::Text(text(record, "errorMessage").map(|m| bounded(m, 4096))),
-        Value::Text(request_parameters.as_deref()),
-        Value::Text(response_elements.as_deref()),
-        Value::Text(resources.as_deref()),
-        Value::Bool(read_only),
-        Value::Text(text(record, "eventID")),
-        Value::Text(text(record, "eventType")),
-        Value::Text(text(record, "recipientAccountId")),
-        Value::Text(Some(source)),
-        Value::Text(Some(position)),
-    ]);
+    CloudtrailRow::<Borrowed> {
+        event_time,
+        event_source: Some(event_source),
+        event_name: Some(event_name),
+        aws_region: text(record, "awsRegion"),
+        source_ip: text(record, "sourceIPAddress"),
+        user_agent: text(record, "userAgent").map(|ua| bounded(ua, 1024)),
+        principal_arn,
+        principal_type,
+        access_key_id: text(identity, "accessKeyId"),
+        session_name: session.as_deref(),
+        account,
+        error_code: text(record, "errorCode"),
+        error_message: text(record, "errorMessage").map(|m| bounded(m, 4096)),
+        request_parameters: request_parameters.as_deref(),
+        response_elements: response_elements.as_deref(),
+        resources: resources.as_deref(),
+        read_only,
+        event_id: text(record, "eventID"),
+        event_type: text(record, "eventType"),
+        recipient_account: text(record, "recipientAccountId"),
+        ingest_source: Some(source),
+        ingest_position: Some(position),
+    }
+    .push_to(builder);
     Ok(())
 }

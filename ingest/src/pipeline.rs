@@ -15,7 +15,8 @@ use crate::cloudwatch::{export_stream_of_key, function_of_group, Subscription};
 use crate::events::{self, Event};
 use crate::lambda::{self, Message};
 use crate::{cloudtrail, timestamp, trace};
-use store::rows::{bounded, TableBuilder, Value};
+use store::rows::{bounded, TableBuilder};
+use store::tables::{Borrowed, DeadLetterRow, LogRow};
 
 /// One log message (CloudWatch caps events at 256 KiB); longer ones are dead letters.
 pub const LINE_BYTES_MAX: usize = 256 * 1024;
@@ -495,7 +496,7 @@ impl Pipeline {
                     account: account.as_deref(),
                     request_id: request.as_deref(),
                 };
-                self.log_message(&context, ts, &body, unit, &position);
+                self.log_message(&context, ts, &body, unit, &position, None);
             }
         }
         if records == 0 {
@@ -570,14 +571,7 @@ impl Pipeline {
                     if let Some((text, parsed)) = text.and_then(|t| Some((t, lambda::parse_json_fast(t)?))) {
                         events_first = false;
                         let context = self.context(&line_unit, None);
-                        self.log_message_parsed(
-                            &context,
-                            None,
-                            text.trim(),
-                            &line_unit,
-                            line_unit.position,
-                            Some(parsed),
-                        );
+                        self.log_message(&context, None, text.trim(), &line_unit, line_unit.position, Some(parsed));
                         continue;
                     }
                     if !events_first {
@@ -614,7 +608,7 @@ impl Pipeline {
                 let context = self.context(unit, None);
                 let (ts, message) = lambda::parse_json_value(json, text);
                 let parsed = (ts.or_else(|| timestamp::of_record(json)), message);
-                return self.log_message_parsed(&context, None, text.trim(), unit, unit.position, Some(parsed));
+                return self.log_message(&context, None, text.trim(), unit, unit.position, Some(parsed));
             }
         }
         if let Some(data) = json.get("awslogs").and_then(|a| a.get("data")).and_then(Json::as_str) {
@@ -684,7 +678,7 @@ impl Pipeline {
         // A JSON record of an unknown shape that says when it happened is a log line of some program.
         if let (Some(ts), Ok(text)) = (timestamp::of_record(json), std::str::from_utf8(raw)) {
             let context = self.context(unit, None);
-            return self.log_message(&context, Some(ts), text.trim(), unit, unit.position);
+            return self.log_message(&context, Some(ts), text.trim(), unit, unit.position, None);
         }
         self.dead_letter_at(
             timestamp::of_record(json),
@@ -705,7 +699,7 @@ impl Pipeline {
             account: event.account.as_deref(),
             request_id: None,
         };
-        self.log_message(&context, event.ts, &event.message, unit, position);
+        self.log_message(&context, event.ts, &event.message, unit, position, None);
         self.unit_stream = fallback;
     }
 
@@ -839,7 +833,7 @@ impl Pipeline {
                     position.clear();
                     let _ = write!(position, "{}#{idx}", unit.position);
                     let ts = timestamp::millis_to_micros(event.timestamp);
-                    self.log_message(&context, ts, &event.message, unit, &position);
+                    self.log_message(&context, ts, &event.message, unit, &position, None);
                 }
             }
             other => self.dead_letter(
@@ -960,23 +954,12 @@ impl Pipeline {
     ) {
         let context = Context { log_group: unit.log_group, log_stream: stream, ..Context::default() };
         let position = format!("{}:{line}", unit.position);
-        self.log_message(&context, ts, message, unit, &position);
+        self.log_message(&context, ts, message, unit, &position, None);
     }
 
-    /// One log message: a `logs` row, and its part of an invocation.
+    /// One log message: a `logs` row, and its part of an invocation. `parsed`: a JSON line the caller
+    /// has parsed already.
     fn log_message(
-        &mut self,
-        context: &Context<'_>,
-        event_ts: Option<i64>,
-        text: &str,
-        unit: &Unit<'_>,
-        position: &str,
-    ) {
-        self.log_message_parsed(context, event_ts, text, unit, position, None)
-    }
-
-    /// `log_message` for a JSON line the caller has parsed already (`parsed`), or not.
-    fn log_message_parsed(
         &mut self,
         context: &Context<'_>,
         event_ts: Option<i64>,
@@ -1030,18 +1013,19 @@ impl Pipeline {
             .request_id()
             .filter(|id| !id.is_empty())
             .or_else(|| self.assembler.current_request(context.log_stream.unwrap_or(unit.source)));
-        self.logs.push(&[
-            Value::Time(Some(ts)),
-            Value::Text(function_name),
-            Value::Text(context.log_group),
-            Value::Text(context.log_stream),
-            Value::Text(request_id),
-            Value::Text(message.level()),
-            Value::Text(Some(text)),
-            Value::Text(Some(format)),
-            Value::Text(Some(unit.source)),
-            Value::Text(Some(position)),
-        ]);
+        LogRow::<Borrowed> {
+            ts,
+            function_name,
+            log_group: context.log_group,
+            log_stream: context.log_stream,
+            request_id,
+            level: message.level(),
+            message: text,
+            format: Some(format),
+            ingest_source: Some(unit.source),
+            ingest_position: Some(position),
+        }
+        .push_to(&mut self.logs);
         self.stats.log_lines += 1;
         let origin = Origin {
             function_name,
@@ -1071,15 +1055,16 @@ impl Pipeline {
         position: &str,
     ) {
         *self.stats.dead_letters.entry(reason).or_default() += 1;
-        self.dead_letters.push(&[
-            Value::Time(Some(ts.unwrap_or_else(store::time::now_micros))),
-            Value::Text(Some(reason)),
-            Value::Text(Some(bounded(error, 1024))),
-            Value::Binary(Some(&raw[..raw.len().min(DEAD_LETTER_RAW_BYTES_MAX)])),
-            Value::Int(Some(raw.len() as i64)),
-            Value::Text(Some(source)),
-            Value::Text(Some(position)),
-        ]);
+        DeadLetterRow::<Borrowed> {
+            ts: ts.unwrap_or_else(store::time::now_micros),
+            reason,
+            error: Some(bounded(error, 1024)),
+            raw: Some(&raw[..raw.len().min(DEAD_LETTER_RAW_BYTES_MAX)]),
+            raw_bytes: Some(raw.len() as i64),
+            ingest_source: Some(source),
+            ingest_position: Some(position),
+        }
+        .push_to(&mut self.dead_letters);
     }
 }
 

@@ -4,7 +4,8 @@
 
 use serde_json::Value as Json;
 
-use store::rows::{bounded, TableBuilder, Value};
+use store::rows::{bounded, TableBuilder};
+use store::tables::{Borrowed, SpanRow};
 
 const ATTRIBUTES_BYTES_MAX: usize = 16 * 1024;
 /// Subsegments nested deeper than this are not followed.
@@ -142,24 +143,25 @@ fn push_xray(
     let cause = json_text(segment.get("cause"));
     let http = json_text(segment.get("http"));
     let aws = json_text(segment.get("aws"));
-    builder.push(&[
-        Value::Time(Some(start)),
-        Value::Time(end),
-        Value::Text(Some(trace_id)),
-        Value::Text(Some(&id)),
-        Value::Text(parent.as_deref()),
-        Value::Text(name),
-        Value::Text(service),
-        Value::Text(Some(kind)),
-        Value::Text(Some(status)),
-        Value::Text(cause.as_deref()),
-        Value::Text(http.as_deref()),
-        Value::Text(aws.as_deref()),
-        Value::Text(request_id),
-        Value::Text(function_name),
-        Value::Text(Some(source)),
-        Value::Text(Some(position)),
-    ]);
+    SpanRow::<Borrowed> {
+        start_ts: start,
+        end_ts: end,
+        trace_id,
+        span_id: &id,
+        parent_span_id: parent.as_deref(),
+        name,
+        service,
+        kind: Some(kind),
+        status: Some(status),
+        error: cause.as_deref(),
+        http: http.as_deref(),
+        aws: aws.as_deref(),
+        request_id,
+        function_name,
+        ingest_source: Some(source),
+        ingest_position: Some(position),
+    }
+    .push_to(builder);
     links.push(SpanLink {
         trace_id: trace_id.to_string(),
         request_id: request_id.map(str::to_string),
@@ -294,24 +296,25 @@ fn push_otlp(
                     .then(|| bounded(&Json::Object(http).to_string(), ATTRIBUTES_BYTES_MAX).to_string());
                 let aws = (!aws.is_empty())
                     .then(|| bounded(&Json::Object(aws).to_string(), ATTRIBUTES_BYTES_MAX).to_string());
-                builder.push(&[
-                    Value::Time(Some(start)),
-                    Value::Time(nanos(span.get("endTimeUnixNano"))),
-                    Value::Text(Some(&trace_id)),
-                    Value::Text(Some(&span_id)),
-                    Value::Text(parent.as_deref()),
-                    Value::Text(span.get("name").and_then(Json::as_str)),
-                    Value::Text(service.as_deref()),
-                    Value::Text(Some(kind)),
-                    Value::Text(Some(if is_error { "error" } else { "ok" })),
-                    Value::Text(error),
-                    Value::Text(http.as_deref()),
-                    Value::Text(aws.as_deref()),
-                    Value::Text(request_id.as_deref()),
-                    Value::Text(resource_function.as_deref()),
-                    Value::Text(Some(source)),
-                    Value::Text(Some(position)),
-                ]);
+                SpanRow::<Borrowed> {
+                    start_ts: start,
+                    end_ts: nanos(span.get("endTimeUnixNano")),
+                    trace_id: &trace_id,
+                    span_id: &span_id,
+                    parent_span_id: parent.as_deref(),
+                    name: span.get("name").and_then(Json::as_str),
+                    service: service.as_deref(),
+                    kind: Some(kind),
+                    status: Some(if is_error { "error" } else { "ok" }),
+                    error,
+                    http: http.as_deref(),
+                    aws: aws.as_deref(),
+                    request_id: request_id.as_deref(),
+                    function_name: resource_function.as_deref(),
+                    ingest_source: Some(source),
+                    ingest_position: Some(position),
+                }
+                .push_to(builder);
                 links.push(SpanLink {
                     trace_id,
                     request_id,

@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::compute::cast;
+use arrow::array::RecordBatch;
+use store::tables::QueryAuditRow;
 use store::{Store, Table};
 use tokio::sync::mpsc;
 
@@ -109,39 +109,28 @@ fn cut(sql: &str) -> String {
     format!("{}…[{} more bytes; {} bytes in all, sha256 {hex}]", &sql[..end], sql.len() - end, sql.len())
 }
 
-/// The records as a `query_audit` batch.
-pub fn to_batch(records: &[AuditRecord]) -> arrow::error::Result<RecordBatch> {
-    let schema = Table::QueryAudit.schema();
-    let text = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> ArrayRef {
-        Arc::new(records.iter().map(f).collect::<StringArray>())
-    };
-    let dict = |f: &dyn Fn(&AuditRecord) -> Option<String>| -> arrow::error::Result<ArrayRef> {
-        cast(&text(f), &store::schema::dictionary_type())
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(
-            records
-                .iter()
-                .map(|r| Some(r.ts_micros))
-                .collect::<TimestampMicrosecondArray>()
-                .with_timezone(store::schema::TIME_ZONE),
-        ),
-        text(&|r| Some(r.user.clone())),
-        text(&|r| Some(r.client_addr.clone())),
-        dict(&|r| Some(r.protocol.to_string()))?,
-        text(&|r| Some(cut(&r.sql))),
-        dict(&|r| Some(r.status.to_string()))?,
-        Arc::new(records.iter().map(|r| Some(r.rows as i64)).collect::<Int64Array>()),
-        Arc::new(records.iter().map(|r| Some(r.duration_ms)).collect::<Float64Array>()),
-        text(&|r| r.error.as_ref().map(|e| cut(e))),
-    ];
-    RecordBatch::try_new(schema, columns)
+/// The records as a `query_audit` batch; `None` for no records.
+pub fn to_batch(records: &[AuditRecord]) -> Option<RecordBatch> {
+    let rows: Vec<QueryAuditRow> = records
+        .iter()
+        .map(|r| QueryAuditRow {
+            ts: r.ts_micros,
+            user_name: Some(r.user.clone()),
+            client_addr: Some(r.client_addr.clone()),
+            protocol: Some(r.protocol.to_string()),
+            sql: Some(cut(&r.sql)),
+            status: Some(r.status.to_string()),
+            rows: Some(r.rows as i64),
+            duration_ms: Some(r.duration_ms),
+            error: r.error.as_deref().map(cut),
+        })
+        .collect();
+    QueryAuditRow::batch(&rows)
 }
 
 fn write(store: &Store, records: &[AuditRecord]) -> crate::error::Result<()> {
-    let result = to_batch(records)
-        .map_err(|e| crate::error::QueryError::BadRequest(format!("audit records: {e}")))
-        .and_then(|batch| store.append_batch(Table::QueryAudit, batch).map_err(Into::into));
+    let Some(batch) = to_batch(records) else { return Ok(()) };
+    let result = store.append_batch(Table::QueryAudit, batch).map_err(crate::error::QueryError::from);
     match &result {
         Ok(_) => metrics().audit.with_label_values(&["written"]).inc_by(records.len() as u64),
         Err(e) => {

@@ -454,17 +454,22 @@ impl Service {
         bounds: &Bounds,
         copy: Result<crate::postgres::CopyOut, QueryError>,
     ) -> PgWireResult<Response> {
-        let (copy, check) = match copy {
-            Ok(copy) if caller.role == Role::Admin => (Some(copy), Ok(())),
+        let checked = match copy {
+            Ok(copy) if caller.role == Role::Admin => Ok(copy),
             Ok(copy) => {
                 let plan = self.engine.context().state().create_logical_plan(&copy.query).await;
-                let check = plan.map_err(QueryError::from).and_then(|plan| access::check_plan(caller.role, &plan));
-                (Some(copy), check)
+                plan.map_err(QueryError::from).and_then(|plan| access::check_plan(caller.role, &plan)).map(|()| copy)
             }
-            Err(e) => (None, Err(e)),
+            Err(e) => Err(e),
         };
-        let guard = self.begin(caller, sql, started, check).await?;
-        let Some(copy) = copy else { unreachable!("begin refuses a failed check") };
+        let copy = match checked {
+            Ok(copy) => copy,
+            Err(e) => {
+                self.engine.finish(&caller, sql, started, 0, Err(&e));
+                return Err(user_error(&e));
+            }
+        };
+        let guard = self.begin(caller, sql, started, Ok(())).await?;
         let run = tokio::select! {
             result = copy.run(self.engine.context()) => result,
             error = bounds.clone().stop(false) => Err(error),
@@ -539,16 +544,13 @@ impl SimpleQueryHandler for Service {
             self.engine.finish(&caller, query, started, 0, Err(&e));
             return Err(user_error(&e));
         }
-        if caller.role != Role::Admin {
-            let statements = PostgresCompatibilityParser::new().parse(query).unwrap_or_default();
-            if let [statement] = &statements[..] {
-                if let Some(zone) = access::session_time_zone(statement) {
-                    let guard = self.begin(caller, query, started, Ok(())).await?;
-                    return Ok(vec![audited(set_time_zone(client, zone).await?, &guard, &bounds)]);
-                }
+        let statements = PostgresCompatibilityParser::new().parse(query).unwrap_or_default();
+        if let (Role::Analyst, [statement]) = (caller.role, &statements[..]) {
+            if let Some(zone) = access::session_time_zone(statement) {
+                let guard = self.begin(caller, query, started, Ok(())).await?;
+                return Ok(vec![audited(set_time_zone(client, zone).await?, &guard, &bounds)]);
             }
         }
-        let statements = PostgresCompatibilityParser::new().parse(query).unwrap_or_default();
         if let Some(copy) = statements.iter().find_map(crate::postgres::copy_out) {
             let copy = copy.and_then(|copy| match statements.len() {
                 1 => Ok(copy),

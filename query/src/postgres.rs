@@ -2,7 +2,10 @@
 //! does not answer as PostgreSQL would:
 //! - `version()` in PostgreSQL's format (SQLAlchemy, and so pandas and Superset, parse the major
 //!   version out of it and refuse DataFusion's own string);
-//! - `information_schema._pg_expandarray`, which pgjdbc's `getPrimaryKeys` (DBeaver) plans with;
+//! - `SHOW server_version` with the version reported at startup;
+//! - `information_schema._pg_expandarray` and `(expr).field`, which pgjdbc's `getPrimaryKeys` (DBeaver)
+//!   plans with; `to_regtype` (psycopg's type lookup); `json_build_object`, `pg_get_serial_sequence`
+//!   and `pg_collation_is_visible` (SQLAlchemy's inspector);
 //! - `COPY (query) TO STDOUT` and `COPY table TO STDOUT` in text, CSV and binary format (psql's `\copy`,
 //!   psycopg's `copy`), which DataFusion's parser reads as a `COPY ... TO 'file'` and refuses;
 //! - `SAVEPOINT`, `RELEASE` and `ROLLBACK TO`, which psycopg sends inside a transaction (SQLAlchemy's
@@ -57,21 +60,62 @@ pub fn version_text() -> String {
     )
 }
 
-/// Registers `version()` (replacing DataFusion's), `_pg_expandarray` and the inspector's functions.
+/// Registers `version()` (replacing DataFusion's), `_pg_expandarray` and the catalog functions that
+/// SQLAlchemy's inspector calls, answered for a store that has no sequences and one collation
+/// namespace: `pg_get_serial_sequence(table, column)` is NULL (no column owns a sequence),
+/// `pg_collation_is_visible(oid)` is true; and `json_build_object(key, value, ...)`.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::from(Version { signature: Signature::nullary(Volatility::Stable) }));
-    ctx.register_udf(ScalarUDF::from(ExpandArray { signature: Signature::any(1, Volatility::Immutable) }));
-    register_inspector_functions(ctx);
+    use datafusion::common::ScalarValue;
+    let constants = [
+        ("version", Signature::nullary(Volatility::Stable), ScalarValue::Utf8(Some(version_text()))),
+        ("pg_get_serial_sequence", Signature::any(2, Volatility::Stable), ScalarValue::Utf8(None)),
+        ("pg_collation_is_visible", Signature::any(1, Volatility::Stable), ScalarValue::Boolean(Some(true))),
+    ];
+    for (name, signature, value) in constants {
+        let returns = value.data_type();
+        ctx.register_udf(ScalarUDF::from(Compat { name, signature, returns, body: Body::Constant(value) }));
+    }
+    ctx.register_udf(ScalarUDF::from(Compat {
+        name: "_pg_expandarray",
+        signature: Signature::any(1, Volatility::Immutable),
+        returns: DataType::Struct(expand_fields()),
+        body: Body::ExpandArray,
+    }));
+    ctx.register_udf(ScalarUDF::from(Compat {
+        name: "json_build_object",
+        signature: Signature::variadic_any(Volatility::Immutable),
+        returns: DataType::Utf8,
+        body: Body::JsonBuildObject,
+    }));
+}
+
+/// The fields of `_pg_expandarray`'s answer.
+fn expand_fields() -> Fields {
+    Fields::from(vec![Field::new("x", DataType::Int64, true), Field::new("n", DataType::Int32, true)])
+}
+
+/// One PostgreSQL function answered for clients: its name, signature and type, and what it computes.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Compat {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    body: Body,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct Version {
-    signature: Signature,
+enum Body {
+    /// The same answer for every argument on coldtrail.
+    Constant(datafusion::common::ScalarValue),
+    ExpandArray,
+    JsonBuildObject,
+    /// `to_regtype` over these `pg_type` names and oids.
+    ToRegtype(std::collections::BTreeMap<String, i32>),
 }
 
-impl ScalarUDFImpl for Version {
+impl ScalarUDFImpl for Compat {
     fn name(&self) -> &str {
-        "version"
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -79,11 +123,22 @@ impl ScalarUDFImpl for Version {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(self.returns.clone())
     }
 
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(version_text()))))
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match &self.body {
+            Body::Constant(value) => Ok(ColumnarValue::Scalar(value.clone())),
+            Body::ExpandArray => expand_array(args),
+            Body::JsonBuildObject => json_build_object(args),
+            Body::ToRegtype(oids) => {
+                let names = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
+                let names = names.as_string::<i32>();
+                let oids: arrow::array::Int32Array =
+                    names.iter().map(|name| name.and_then(|n| regtype(oids, n))).collect();
+                Ok(ColumnarValue::Array(Arc::new(oids)))
+            }
+        }
     }
 }
 
@@ -95,75 +150,52 @@ impl ScalarUDFImpl for Version {
 /// array of several elements, which would need several rows, give NULL, which matches no column: a key
 /// of several columns is left out of such a listing rather than reported wrongly. It cannot be an
 /// error, since pgjdbc applies it to all of `pg_index` before filtering.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct ExpandArray {
-    signature: Signature,
-}
-
-fn expand_fields() -> Fields {
-    Fields::from(vec![Field::new("x", DataType::Int64, true), Field::new("n", DataType::Int32, true)])
-}
-
-impl ScalarUDFImpl for ExpandArray {
-    fn name(&self) -> &str {
-        "_pg_expandarray"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(expand_fields()))
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let input = args.args[0].to_array(args.number_rows)?;
-        let elements: Vec<Option<Vec<i64>>> = match input.data_type() {
-            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
-                let lists = cast(&input, &DataType::new_list(DataType::Int64, true))?;
-                let lists = lists.as_list::<i32>();
-                (0..lists.len())
-                    .map(|i| {
-                        lists.is_valid(i).then(|| {
-                            let values = lists.value(i);
-                            values.as_primitive::<arrow::datatypes::Int64Type>().iter().flatten().collect()
-                        })
+fn expand_array(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    let input = args.args[0].to_array(args.number_rows)?;
+    let elements: Vec<Option<Vec<i64>>> = match input.data_type() {
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let lists = cast(&input, &DataType::new_list(DataType::Int64, true))?;
+            let lists = lists.as_list::<i32>();
+            (0..lists.len())
+                .map(|i| {
+                    lists.is_valid(i).then(|| {
+                        let values = lists.value(i);
+                        values.as_primitive::<arrow::datatypes::Int64Type>().iter().flatten().collect()
                     })
-                    .collect()
+                })
+                .collect()
+        }
+        _ => {
+            let texts = cast(&input, &DataType::Utf8)?;
+            let texts = texts.as_string::<i32>();
+            let mut out = Vec::with_capacity(texts.len());
+            for text in texts.iter() {
+                out.push(match text {
+                    None => None,
+                    Some(text) => Some(parse_vector(text)?),
+                });
             }
-            _ => {
-                let texts = cast(&input, &DataType::Utf8)?;
-                let texts = texts.as_string::<i32>();
-                let mut out = Vec::with_capacity(texts.len());
-                for text in texts.iter() {
-                    out.push(match text {
-                        None => None,
-                        Some(text) => Some(parse_vector(text)?),
-                    });
-                }
-                out
+            out
+        }
+    };
+    let mut x = Int64Builder::with_capacity(elements.len());
+    let mut n = Int32Builder::with_capacity(elements.len());
+    for row in &elements {
+        match row.as_deref() {
+            Some([only]) => {
+                x.append_value(*only);
+                n.append_value(1);
             }
-        };
-        let mut x = Int64Builder::with_capacity(elements.len());
-        let mut n = Int32Builder::with_capacity(elements.len());
-        for row in &elements {
-            match row.as_deref() {
-                Some([only]) => {
-                    x.append_value(*only);
-                    n.append_value(1);
-                }
-                None | Some(_) => {
-                    x.append_null();
-                    n.append_null();
-                }
+            None | Some(_) => {
+                x.append_null();
+                n.append_null();
             }
         }
-        let nulls = elements.iter().map(|row| row.as_ref().is_some_and(|r| r.len() == 1)).collect::<Vec<_>>();
-        let columns: Vec<ArrayRef> = vec![Arc::new(x.finish()), Arc::new(n.finish())];
-        let array = StructArray::try_new(expand_fields(), columns, Some(nulls.into()))?;
-        Ok(ColumnarValue::Array(Arc::new(array)))
     }
+    let nulls = elements.iter().map(|row| row.as_ref().is_some_and(|r| r.len() == 1)).collect::<Vec<_>>();
+    let columns: Vec<ArrayRef> = vec![Arc::new(x.finish()), Arc::new(n.finish())];
+    let array = StructArray::try_new(expand_fields(), columns, Some(nulls.into()))?;
+    Ok(ColumnarValue::Array(Arc::new(array)))
 }
 
 /// An `int2vector` or array as text: `1 2`, `{1,2}`.
@@ -607,12 +639,6 @@ pub fn composite_field_access(sql: &str) -> Option<String> {
 /// `to_regtype(name) -> oid`: the type's oid in `pg_type`, NULL when there is no such type (psycopg
 /// asks it for the types it adapts, such as `hstore`). Names are read as PostgreSQL reads them:
 /// `pg_catalog.` optional, SQL spellings (`integer`, `timestamp with time zone`) and `name[]` arrays.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct ToRegtype {
-    signature: Signature,
-    oids: std::collections::BTreeMap<String, i32>,
-}
-
 /// Registers `to_regtype` over the `pg_type` rows of `ctx` (call after the catalog is set up).
 pub async fn register_to_regtype(ctx: &SessionContext) -> Result<()> {
     let batches = ctx.sql("SELECT typname, CAST(oid AS INT) FROM pg_catalog.pg_type").await?.collect().await?;
@@ -627,154 +653,75 @@ pub async fn register_to_regtype(ctx: &SessionContext) -> Result<()> {
             }
         }
     }
-    ctx.register_udf(ScalarUDF::from(ToRegtype { signature: Signature::any(1, Volatility::Stable), oids }));
+    ctx.register_udf(ScalarUDF::from(Compat {
+        name: "to_regtype",
+        signature: Signature::any(1, Volatility::Stable),
+        returns: DataType::Int32,
+        body: Body::ToRegtype(oids),
+    }));
     Ok(())
 }
 
-impl ToRegtype {
-    fn lookup(&self, name: &str) -> Option<i32> {
-        let name = name.trim().to_lowercase();
-        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name).trim_matches('"');
-        let (base, array) = match name.strip_suffix("[]") {
-            Some(base) => (base.trim(), true),
-            None => (name, false),
-        };
-        let base = match base {
-            "integer" | "int" => "int4",
-            "bigint" => "int8",
-            "smallint" => "int2",
-            "boolean" => "bool",
-            "real" => "float4",
-            "double precision" => "float8",
-            "character varying" => "varchar",
-            "character" => "bpchar",
-            "decimal" => "numeric",
-            "timestamp with time zone" => "timestamptz",
-            "timestamp without time zone" => "timestamp",
-            "time with time zone" => "timetz",
-            "time without time zone" => "time",
-            other => other,
-        };
-        let key = if array { format!("_{base}") } else { base.to_string() };
-        self.oids.get(&key).copied()
-    }
-}
-
-impl ScalarUDFImpl for ToRegtype {
-    fn name(&self) -> &str {
-        "to_regtype"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int32)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let names = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let oids: arrow::array::Int32Array = names.iter().map(|name| name.and_then(|n| self.lookup(n))).collect();
-        Ok(ColumnarValue::Array(Arc::new(oids)))
-    }
-}
-
-/// Catalog functions that SQLAlchemy's inspector calls, answered for a store that has no sequences and
-/// one collation namespace: `pg_get_serial_sequence(table, column)` is NULL (no column owns a
-/// sequence), `pg_collation_is_visible(oid)` is true; and `json_build_object(key, value, ...)`.
-pub fn register_inspector_functions(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::from(Constant {
-        name: "pg_get_serial_sequence",
-        signature: Signature::any(2, Volatility::Stable),
-        value: datafusion::common::ScalarValue::Utf8(None),
-    }));
-    ctx.register_udf(ScalarUDF::from(Constant {
-        name: "pg_collation_is_visible",
-        signature: Signature::any(1, Volatility::Stable),
-        value: datafusion::common::ScalarValue::Boolean(Some(true)),
-    }));
-    ctx.register_udf(ScalarUDF::from(JsonBuildObject { signature: Signature::variadic_any(Volatility::Immutable) }));
-}
-
-/// A catalog function whose answer is the same for every argument on coldtrail.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Constant {
-    name: &'static str,
-    signature: Signature,
-    value: datafusion::common::ScalarValue,
-}
-
-impl ScalarUDFImpl for Constant {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(self.value.data_type())
-    }
-
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        Ok(ColumnarValue::Scalar(self.value.clone()))
-    }
+/// The oid of the type `name` names among `oids`.
+fn regtype(oids: &std::collections::BTreeMap<String, i32>, name: &str) -> Option<i32> {
+    let name = name.trim().to_lowercase();
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(&name).trim_matches('"');
+    let (base, array) = match name.strip_suffix("[]") {
+        Some(base) => (base.trim(), true),
+        None => (name, false),
+    };
+    let base = match base {
+        "integer" | "int" => "int4",
+        "bigint" => "int8",
+        "smallint" => "int2",
+        "boolean" => "bool",
+        "real" => "float4",
+        "double precision" => "float8",
+        "character varying" => "varchar",
+        "character" => "bpchar",
+        "decimal" => "numeric",
+        "timestamp with time zone" => "timestamptz",
+        "timestamp without time zone" => "timestamp",
+        "time with time zone" => "timetz",
+        "time without time zone" => "time",
+        other => other,
+    };
+    let key = if array { format!("_{base}") } else { base.to_string() };
+    oids.get(&key).copied()
 }
 
 /// `json_build_object(key, value, ...) -> text`: a JSON object per row; numbers and booleans stay
 /// JSON numbers and booleans, NULL is `null`, anything else is its text.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct JsonBuildObject {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for JsonBuildObject {
-    fn name(&self) -> &str {
-        "json_build_object"
+fn json_build_object(args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    if !args.args.len().is_multiple_of(2) {
+        return exec_err!("json_build_object: an even number of arguments (key, value, ...) is required");
     }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if !args.args.len().is_multiple_of(2) {
-            return exec_err!("json_build_object: an even number of arguments (key, value, ...) is required");
-        }
-        let rows = args.number_rows;
-        let arrays = args.args.iter().map(|a| a.to_array(rows)).collect::<Result<Vec<_>>>()?;
-        let texts = arrays.iter().map(|a| cast(a, &DataType::Utf8)).collect::<Result<Vec<_>, _>>()?;
-        let mut out = arrow::array::StringBuilder::with_capacity(rows, rows * 32);
-        for row in 0..rows {
-            let mut object = serde_json::Map::new();
-            for pair in 0..arrays.len() / 2 {
-                let (keys, values) = (texts[2 * pair].as_string::<i32>(), &arrays[2 * pair + 1]);
-                if keys.is_null(row) {
-                    return exec_err!("json_build_object: a key is NULL");
-                }
-                let text = texts[2 * pair + 1].as_string::<i32>();
-                let value = if text.is_null(row) {
-                    serde_json::Value::Null
-                } else if values.data_type() == &DataType::Boolean {
-                    serde_json::Value::Bool(values.as_boolean().value(row))
-                } else if values.data_type().is_numeric() {
-                    serde_json::from_str(text.value(row)).unwrap_or_else(|_| text.value(row).into())
-                } else {
-                    text.value(row).into()
-                };
-                object.insert(keys.value(row).to_string(), value);
+    let rows = args.number_rows;
+    let arrays = args.args.iter().map(|a| a.to_array(rows)).collect::<Result<Vec<_>>>()?;
+    let texts = arrays.iter().map(|a| cast(a, &DataType::Utf8)).collect::<Result<Vec<_>, _>>()?;
+    let mut out = arrow::array::StringBuilder::with_capacity(rows, rows * 32);
+    for row in 0..rows {
+        let mut object = serde_json::Map::new();
+        for pair in 0..arrays.len() / 2 {
+            let (keys, values) = (texts[2 * pair].as_string::<i32>(), &arrays[2 * pair + 1]);
+            if keys.is_null(row) {
+                return exec_err!("json_build_object: a key is NULL");
             }
-            out.append_value(serde_json::Value::Object(object).to_string());
+            let text = texts[2 * pair + 1].as_string::<i32>();
+            let value = if text.is_null(row) {
+                serde_json::Value::Null
+            } else if values.data_type() == &DataType::Boolean {
+                serde_json::Value::Bool(values.as_boolean().value(row))
+            } else if values.data_type().is_numeric() {
+                serde_json::from_str(text.value(row)).unwrap_or_else(|_| text.value(row).into())
+            } else {
+                text.value(row).into()
+            };
+            object.insert(keys.value(row).to_string(), value);
         }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        out.append_value(serde_json::Value::Object(object).to_string());
     }
+    Ok(ColumnarValue::Array(Arc::new(out.finish())))
 }
 
 #[cfg(test)]

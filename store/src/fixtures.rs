@@ -55,6 +55,7 @@ pub fn id_column(table: Table) -> &'static str {
         Table::Spans => "span_id",
         Table::Alerts | Table::AlertDeliveries => "alert_id",
         Table::QueryAudit => "sql",
+        Table::Incidents => "incident_id",
         _ => "ingest_position",
     }
 }

@@ -2,11 +2,16 @@
 
 use std::sync::{Arc, OnceLock};
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// Version of the table schemas. Stored in every WAL frame and every segment's Parquet metadata;
 /// bump it when a field is added, removed or changes type, and teach readers the old version.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 1: the first tables. 2: `alerts.entities`, and the `incidents` table. Fields are only ever added, nullable and at the end of
+/// a table, so a batch of an older version is a prefix of the current fields: `upgrade` reads it, and
+/// segment reads fill the columns a file lacks with nulls.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Parquet key-value metadata keys written into every segment.
 pub const METADATA_SCHEMA_VERSION: &str = "coldtrail.schema_version";
@@ -38,11 +43,12 @@ pub enum Table {
     AlertDeliveries,
     DeadLetters,
     QueryAudit,
+    Incidents,
 }
 
 impl Table {
     /// Every table that is appended to and flushed into segments.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Invocations,
         Table::Logs,
         Table::Spans,
@@ -51,6 +57,7 @@ impl Table {
         Table::AlertDeliveries,
         Table::DeadLetters,
         Table::QueryAudit,
+        Table::Incidents,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +70,7 @@ impl Table {
             Table::AlertDeliveries => "alert_deliveries",
             Table::DeadLetters => "dead_letters",
             Table::QueryAudit => "query_audit",
+            Table::Incidents => "incidents",
         }
     }
 
@@ -81,6 +89,7 @@ impl Table {
             Table::AlertDeliveries => 6,
             Table::DeadLetters => 7,
             Table::QueryAudit => 8,
+            Table::Incidents => 9,
         }
     }
 
@@ -212,6 +221,9 @@ impl Table {
                 text("evidence"),
                 text("attack_ids"),
                 text("query"),
+                // JSON array of [kind, value] pairs: the addresses, principals, access keys, functions,
+                // execution environments and traces the alert is about (schema version 2).
+                text("entities"),
             ],
             Table::AlertDeliveries => vec![
                 ts("ts", false),
@@ -229,6 +241,28 @@ impl Table {
                 Field::new("raw", DataType::Binary, true),
                 int("raw_bytes"),
             ],
+            // One row per change of an incident: the latest row of an `incident_id` is its state.
+            Table::Incidents => vec![
+                ts("ts", false),
+                required_text("incident_id"),
+                dict("status"),
+                dict("severity"),
+                text("title"),
+                text("summary"),
+                ts("first_seen", true),
+                ts("last_seen", true),
+                int("alert_count"),
+                // JSON arrays: alert ids, [kind, value] entities, ATT&CK tactics in kill-chain order and
+                // techniques.
+                text("alert_ids"),
+                text("entities"),
+                text("tactics"),
+                text("techniques"),
+                // The incident this one was merged into, when an alert joined two.
+                text("merged_into"),
+                text("assignee"),
+                text("note"),
+            ],
             Table::QueryAudit => vec![
                 ts("ts", false),
                 text("user_name"),
@@ -241,11 +275,42 @@ impl Table {
                 text("error"),
             ],
         };
-        if self != Table::QueryAudit && self != Table::AlertDeliveries && self != Table::Alerts {
+        if !matches!(self, Table::QueryAudit | Table::AlertDeliveries | Table::Alerts | Table::Incidents) {
             fields.extend(provenance());
         }
         Schema::new(fields)
     }
+}
+
+/// Whether `schema` is the schema of `table` at this or an older version: the current fields or a
+/// prefix of them (the fields that were added since are nullable).
+pub fn is_older_version_of(schema: &Schema, table: Table) -> bool {
+    let current = table.schema();
+    let (older, now) = (schema.fields(), current.fields());
+    older.len() <= now.len()
+        && older.iter().zip(now.iter()).all(|(a, b)| a == b)
+        && now.iter().skip(older.len()).all(|f| f.is_nullable())
+}
+
+/// A batch of `table` at the current version: one of an older version gets nulls for the fields added
+/// since.
+///
+/// # Errors
+/// When the batch is of no version of the table's schema.
+pub fn upgrade(table: Table, batch: RecordBatch) -> Result<RecordBatch, String> {
+    let current = table.schema();
+    if batch.schema().fields() == current.fields() {
+        return Ok(batch);
+    }
+    if !is_older_version_of(&batch.schema(), table) {
+        return Err(format!("batch schema is no version (up to v{SCHEMA_VERSION}) of the schema of {table}"));
+    }
+    let rows = batch.num_rows();
+    let mut columns = batch.columns().to_vec();
+    for field in current.fields().iter().skip(columns.len()) {
+        columns.push(arrow::array::new_null_array(field.data_type(), rows));
+    }
+    RecordBatch::try_new(current, columns).map_err(|e| format!("upgrading a batch of {table}: {e}"))
 }
 
 impl std::fmt::Display for Table {

@@ -55,6 +55,7 @@ pub fn lookup_columns(table: Table) -> &'static [&'static str] {
         Table::Spans => &["trace_id", "span_id", "request_id"],
         Table::Cloudtrail => &["event_id", "access_key_id", "principal_arn", "source_ip"],
         Table::Alerts | Table::AlertDeliveries => &["alert_id"],
+        Table::Incidents => &["incident_id"],
         Table::DeadLetters | Table::QueryAudit => &[],
     }
 }
@@ -144,10 +145,12 @@ pub fn decode_segment(
 ) -> Result<Vec<RecordBatch>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| StoreError::SegmentCorrupt { path: path.into(), reason: e.to_string() })?;
-    if builder.schema().fields() != table.schema().fields() {
+    // A segment of an older schema version holds a prefix of the current columns (`schema::upgrade`).
+    let file_width = builder.schema().fields().len();
+    if !crate::schema::is_older_version_of(builder.schema(), table) {
         return Err(StoreError::SegmentCorrupt {
             path: path.into(),
-            reason: format!("schema is not the schema of {table}"),
+            reason: format!("schema is not a schema of {table}"),
         });
     }
     let row_groups: Vec<usize> = builder
@@ -164,25 +167,30 @@ pub fn decode_segment(
         })
         .map(|(idx, _)| idx)
         .collect();
-    // The time column is always read, to filter on it; it is dropped after when not asked for.
-    let mut columns: Vec<usize> =
+    let requested: Vec<usize> =
         projection.map_or_else(|| (0..table.schema().fields().len()).collect(), <[usize]>::to_vec);
-    let keep_time = columns.contains(&0);
-    if !keep_time {
-        columns.insert(0, 0);
-    }
-    let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+    // The time column is always read, to filter on it; the columns the file lacks are not read.
+    let mut read: Vec<usize> = requested.iter().copied().filter(|c| *c < file_width).collect();
+    read.push(0);
+    read.sort_unstable();
+    read.dedup();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), read.iter().copied());
     let reader = builder.with_row_groups(row_groups).with_projection(mask).build()?;
     let batches = reader.collect::<std::result::Result<Vec<RecordBatch>, _>>()?;
-    // The reader returns columns in file order; map the requested order onto it.
-    let mut sorted = columns.clone();
-    sorted.sort_unstable();
-    let order: Vec<usize> = columns.iter().map(|c| sorted.binary_search(c).expect("column was requested")).collect();
+    let schema = projected_schema(table, projection)?;
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
+        // The reader returns the columns read in file order; the requested order is mapped onto it.
         let batch = filter_time(table, &batch, range)?;
-        let keep: Vec<usize> = if keep_time { order.clone() } else { order[1..].to_vec() };
-        out.push(batch.project(&keep)?);
+        let columns = requested
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, field)| match read.binary_search(c) {
+                Ok(at) => Arc::clone(batch.column(at)),
+                Err(_) => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
+            })
+            .collect();
+        out.push(RecordBatch::try_new(schema.clone(), columns)?);
     }
     Ok(out)
 }
@@ -211,6 +219,33 @@ mod tests {
 
     use super::*;
     use crate::fixtures::batch_with_ids;
+
+    #[test]
+    fn a_segment_of_an_older_schema_version_reads_with_nulls_for_the_newer_columns() {
+        // An `alerts` segment of schema version 1: every column but `entities`.
+        let batch = batch_with_ids(Table::Alerts, &[1, 2], |i| 1_000_000 * i as i64);
+        let version_1 = batch.project(&(0..18).collect::<Vec<_>>()).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, version_1.schema(), None).unwrap();
+        writer.write(&version_1).unwrap();
+        writer.close().unwrap();
+        let bytes = Bytes::from(bytes);
+        let read = decode_segment(Table::Alerts, "old.parquet", bytes.clone(), None, TimeRange::ALL).unwrap();
+        assert_eq!(read[0].schema(), Table::Alerts.schema());
+        assert_eq!(read[0].column(18).null_count(), 2);
+        assert_eq!(read[0].column(1), batch.column(1));
+        let projected = decode_segment(Table::Alerts, "old.parquet", bytes, Some(&[18, 1]), TimeRange::ALL).unwrap();
+        assert_eq!((projected[0].num_columns(), projected[0].column(0).null_count()), (2, 2));
+        assert_eq!(projected[0].column(1), batch.column(1));
+        // A file of another table is refused.
+        let logs = batch_with_ids(Table::Logs, &[1], |_| 0);
+        let mut other = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut other, logs.schema(), None).unwrap();
+        writer.write(&logs).unwrap();
+        writer.close().unwrap();
+        let error = decode_segment(Table::Alerts, "x.parquet", Bytes::from(other), None, TimeRange::ALL).unwrap_err();
+        assert!(matches!(error, StoreError::SegmentCorrupt { .. }), "{error}");
+    }
 
     #[test]
     fn every_lookup_column_exists_in_its_table() {

@@ -36,7 +36,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StoreError};
-use crate::schema::{Table, SCHEMA_VERSION};
+use crate::schema::Table;
 
 /// Format 1 frames: unsigned. Recognised only to name them when they are refused.
 const FRAME_MAGIC_UNSIGNED: u32 = 0x4354_574c; // "CTWL"
@@ -354,10 +354,8 @@ fn decode_payload(seq: u64, payload: &[u8]) -> std::result::Result<Frame, String
         at += ipc_len;
         let mut reader = StreamReader::try_new(ipc, None).map_err(|e| format!("bad ipc: {e}"))?;
         let batch = reader.next().ok_or("ipc stream without batch")?.map_err(|e| format!("bad ipc batch: {e}"))?;
-        if batch.schema().fields() != table.schema().fields() {
-            return Err(format!("batch schema is not the schema v{SCHEMA_VERSION} of {table}"));
-        }
-        batches.push((table, batch));
+        // A frame written by an older version replays as the current schema.
+        batches.push((table, crate::schema::upgrade(table, batch)?));
     }
     if at != payload.len() {
         return Err("trailing bytes after the last batch".into());

@@ -155,6 +155,24 @@ struct Routine<'a> {
 }
 
 impl Routine<'_> {
+    /// Adds one record at `ts_us` by `identity` from `source_ip` with `user_agent`.
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        ts_us: i64,
+        identity: &Value,
+        source_ip: &str,
+        user_agent: &str,
+        source: &str,
+        name: &str,
+        request: Value,
+        response: Value,
+    ) {
+        let record =
+            record(&mut self.rng, ts_us, source, name, identity.clone(), source_ip, user_agent, request, response);
+        self.out.push((ts_us, record));
+    }
+
     /// The deployment pipeline's session of CI run `run`.
     fn ci(&self, run: i64) -> Value {
         role_session(&self.team.deployer_role, &format!("GitHubActions-{run}"), &format!("ASIAEXAMPLECI{run:05}"))
@@ -167,39 +185,27 @@ impl Routine<'_> {
             let ts = start_us + i as i64 * 20_000_000;
             let role = format!("arn:aws:iam::{ACCOUNT}:role/{function}-exec");
             let identity = self.ci(1);
-            self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "CreateFunction20150331", identity.clone(), CI_ADDRESS, CI_AGENT,
-                json!({"functionName": function, "runtime": "python3.12", "role": role, "handler": "app.handler", "memorySize": 256, "timeout": 30, "layers": [format!("{}:3", self.layer)], "environment": {"variables": {"LOG_LEVEL": "INFO", "TABLE_NAME": format!("{function}-table")}}}),
-                json!({"functionName": function, "functionArn": function_arn(function), "role": role, "codeSha256": "b2V4YW1wbGUtY29kZS1oYXNo", "layers": [{"arn": format!("{}:3", self.layer), "codeSize": 1024}]}))));
+            self.add(ts, &identity, CI_ADDRESS, CI_AGENT, "lambda.amazonaws.com", "CreateFunction20150331", json!({"functionName": function, "runtime": "python3.12", "role": role, "handler": "app.handler", "memorySize": 256, "timeout": 30, "layers": [format!("{}:3", self.layer)], "environment": {"variables": {"LOG_LEVEL": "INFO", "TABLE_NAME": format!("{function}-table")}}}), json!({"functionName": function, "functionArn": function_arn(function), "role": role, "codeSha256": "b2V4YW1wbGUtY29kZS1oYXNo", "layers": [{"arn": format!("{}:3", self.layer), "codeSize": 1024}]}));
             let ts = ts + 5_000_000;
-            self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "AddPermission20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
-                json!({"functionName": function, "statementId": "apigateway-invoke", "action": "lambda:InvokeFunction", "principal": "apigateway.amazonaws.com", "sourceArn": format!("arn:aws:execute-api:{REGION}:{ACCOUNT}:abc123/*")}),
-                json!({"statement": "{\"Sid\":\"apigateway-invoke\",\"Effect\":\"Allow\",\"Principal\":{\"Service\":\"apigateway.amazonaws.com\"}}"}))));
+            self.add(ts, &identity, CI_ADDRESS, CI_AGENT, "lambda.amazonaws.com", "AddPermission20150331v2", json!({"functionName": function, "statementId": "apigateway-invoke", "action": "lambda:InvokeFunction", "principal": "apigateway.amazonaws.com", "sourceArn": format!("arn:aws:execute-api:{REGION}:{ACCOUNT}:abc123/*")}), json!({"statement": "{\"Sid\":\"apigateway-invoke\",\"Effect\":\"Allow\",\"Principal\":{\"Service\":\"apigateway.amazonaws.com\"}}"}));
             if i % 3 == 0 {
                 let ts = ts + 5_000_000;
-                self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "CreateFunctionUrlConfig20211031", identity.clone(), CI_ADDRESS, CI_AGENT,
-                    json!({"functionName": function, "authType": "AWS_IAM"}),
-                    json!({"functionUrl": format!("https://{i}abc.lambda-url.{REGION}.on.aws/"), "authType": "AWS_IAM"}))));
+                self.add(ts, &identity, CI_ADDRESS, CI_AGENT, "lambda.amazonaws.com", "CreateFunctionUrlConfig20211031", json!({"functionName": function, "authType": "AWS_IAM"}), json!({"functionUrl": format!("https://{i}abc.lambda-url.{REGION}.on.aws/"), "authType": "AWS_IAM"}));
             }
             if i % 4 == 1 {
                 let ts = ts + 8_000_000;
                 let mapping = self.rng.uuid();
-                self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "CreateEventSourceMapping20150331", identity.clone(), CI_ADDRESS, CI_AGENT,
-                    json!({"functionName": function, "eventSourceArn": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{function}-queue"), "batchSize": 10}),
-                    json!({"uUID": mapping, "state": "Creating"}))));
-                self.out.push((
+                self.add(ts, &identity, CI_ADDRESS, CI_AGENT, "lambda.amazonaws.com", "CreateEventSourceMapping20150331", json!({"functionName": function, "eventSourceArn": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{function}-queue"), "batchSize": 10}), json!({"uUID": mapping, "state": "Creating"}));
+                self.add(
                     ts + 1_000_000,
-                    record(
-                        &mut self.rng,
-                        ts + 1_000_000,
-                        "lambda.amazonaws.com",
-                        "PutFunctionConcurrency20171031",
-                        identity.clone(),
-                        CI_ADDRESS,
-                        CI_AGENT,
-                        json!({"functionName": function, "reservedConcurrentExecutions": 50}),
-                        json!({"reservedConcurrentExecutions": 50}),
-                    ),
-                ));
+                    &identity,
+                    CI_ADDRESS,
+                    CI_AGENT,
+                    "lambda.amazonaws.com",
+                    "PutFunctionConcurrency20171031",
+                    json!({"functionName": function, "reservedConcurrentExecutions": 50}),
+                    json!({"reservedConcurrentExecutions": 50}),
+                );
             }
         }
     }
@@ -214,31 +220,23 @@ impl Routine<'_> {
                 continue;
             }
             let ts = base + 600_000_000 + i as i64 * 7_000_000;
-            self.out.push((ts, record(&mut self.rng, ts, "lambda.amazonaws.com", "UpdateFunctionCode20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
-                json!({"functionName": function, "publish": true, "dryRun": false}),
-                json!({"functionName": function, "codeSha256": format!("c2hhLXtydW59LXtpfQ{run}{i}"), "version": format!("{run}")}))));
+            self.add(ts, &identity, CI_ADDRESS, CI_AGENT, "lambda.amazonaws.com", "UpdateFunctionCode20150331v2", json!({"functionName": function, "publish": true, "dryRun": false}), json!({"functionName": function, "codeSha256": format!("c2hhLXtydW59LXtpfQ{run}{i}"), "version": format!("{run}")}));
             if self.rng.chance(0.3) {
                 let version = 3 + run / 6;
                 let memory = [256, 512, 1024][self.rng.below(3)];
                 let level = ["INFO", "DEBUG"][self.rng.below(2)];
-                self.out.push((ts + 2_000_000, record(&mut self.rng, ts + 2_000_000, "lambda.amazonaws.com", "UpdateFunctionConfiguration20150331v2", identity.clone(), CI_ADDRESS, CI_AGENT,
-                    json!({"functionName": function, "memorySize": memory, "timeout": 30, "layers": [format!("{}:{version}", self.layer)], "environment": {"variables": {"LOG_LEVEL": level, "TABLE_NAME": format!("{function}-table")}}}),
-                    json!({"functionName": function, "lastUpdateStatus": "InProgress"}))));
+                self.add(ts + 2_000_000, &identity, CI_ADDRESS, CI_AGENT, "lambda.amazonaws.com", "UpdateFunctionConfiguration20150331v2", json!({"functionName": function, "memorySize": memory, "timeout": 30, "layers": [format!("{}:{version}", self.layer)], "environment": {"variables": {"LOG_LEVEL": level, "TABLE_NAME": format!("{function}-table")}}}), json!({"functionName": function, "lastUpdateStatus": "InProgress"}));
             }
-            self.out.push((
+            self.add(
                 ts + 4_000_000,
-                record(
-                    &mut self.rng,
-                    ts + 4_000_000,
-                    "lambda.amazonaws.com",
-                    "UpdateAlias20150331",
-                    identity.clone(),
-                    CI_ADDRESS,
-                    CI_AGENT,
-                    json!({"functionName": function, "name": "live", "functionVersion": format!("{run}")}),
-                    json!({"name": "live"}),
-                ),
-            ));
+                &identity,
+                CI_ADDRESS,
+                CI_AGENT,
+                "lambda.amazonaws.com",
+                "UpdateAlias20150331",
+                json!({"functionName": function, "name": "live", "functionVersion": format!("{run}")}),
+                json!({"name": "live"}),
+            );
         }
     }
 
@@ -260,40 +258,21 @@ impl Routine<'_> {
                 } else {
                     json!({})
                 };
-                self.out.push((
-                    ts,
-                    record(
-                        &mut self.rng,
-                        ts,
-                        source,
-                        name,
-                        admin.clone(),
-                        OFFICE_ADDRESS,
-                        CONSOLE_AGENT,
-                        request,
-                        Value::Null,
-                    ),
-                ));
+                self.add(ts, &admin, OFFICE_ADDRESS, CONSOLE_AGENT, source, name, request, Value::Null);
             }
             if hour % 24 == 10 {
                 let ts = base + 1_800_000_000;
-                self.out.push((ts, record(&mut self.rng, ts, "cloudtrail.amazonaws.com", "PutEventSelectors", admin.clone(), OFFICE_ADDRESS, CONSOLE_AGENT,
-                json!({"trailName": "org-trail", "eventSelectors": [{"readWriteType": "All", "includeManagementEvents": true, "dataResources": [{"type": "AWS::Lambda::Function", "values": ["arn:aws:lambda"]}], "excludeManagementEventSources": []}]}),
-                json!({"trailARN": format!("arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/org-trail")}))));
-                self.out.push((
+                self.add(ts, &admin, OFFICE_ADDRESS, CONSOLE_AGENT, "cloudtrail.amazonaws.com", "PutEventSelectors", json!({"trailName": "org-trail", "eventSelectors": [{"readWriteType": "All", "includeManagementEvents": true, "dataResources": [{"type": "AWS::Lambda::Function", "values": ["arn:aws:lambda"]}], "excludeManagementEventSources": []}]}), json!({"trailARN": format!("arn:aws:cloudtrail:{REGION}:{ACCOUNT}:trail/org-trail")}));
+                self.add(
                     ts + 60_000_000,
-                    record(
-                        &mut self.rng,
-                        ts + 60_000_000,
-                        "cloudtrail.amazonaws.com",
-                        "StartLogging",
-                        admin.clone(),
-                        OFFICE_ADDRESS,
-                        CONSOLE_AGENT,
-                        json!({"name": "org-trail"}),
-                        Value::Null,
-                    ),
-                ));
+                    &admin,
+                    OFFICE_ADDRESS,
+                    CONSOLE_AGENT,
+                    "cloudtrail.amazonaws.com",
+                    "StartLogging",
+                    json!({"name": "org-trail"}),
+                    Value::Null,
+                );
             }
             // Now and then a permission the admin does not have.
             if self.rng.chance(0.2) {
@@ -330,20 +309,7 @@ impl Routine<'_> {
                     ("kms.amazonaws.com", "Decrypt", json!({"encryptionAlgorithm": "SYMMETRIC_DEFAULT"}))
                 };
                 let address = format!("3.{}.{}.{}", 80 + i % 8, self.rng.below(256), 1 + self.rng.below(254));
-                self.out.push((
-                    ts,
-                    record(
-                        &mut self.rng,
-                        ts,
-                        source,
-                        name,
-                        identity.clone(),
-                        &address,
-                        lambda_agent(),
-                        request,
-                        Value::Null,
-                    ),
-                ));
+                self.add(ts, &identity, &address, lambda_agent(), source, name, request, Value::Null);
             }
         }
     }

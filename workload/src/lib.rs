@@ -13,6 +13,7 @@
 //! only, for the table schemas and the row builder.
 
 pub mod cloudtrail;
+pub mod delivery;
 pub mod fleet;
 pub mod generator;
 pub mod render;

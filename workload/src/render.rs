@@ -5,7 +5,8 @@
 
 use arrow::array::RecordBatch;
 use serde_json::{json, Value};
-use store::rows::{TableBuilder, Value as Cell};
+use store::rows::TableBuilder;
+use store::tables::{Borrowed, InvocationRow};
 use store::Table;
 
 use crate::fleet::{FunctionProfile, Trigger};
@@ -265,37 +266,38 @@ pub fn invocations_batch(functions: &[FunctionProfile], invocations: &[Invocatio
         let log_group = format!("/aws/lambda/{}", function.name);
         // The trigger event as the function received it: what ingest keeps from its log line.
         let event = trigger_event(function, invocation).to_string();
-        builder.push(&[
-            Cell::Time(Some(invocation.ts_us)),
-            Cell::Time(Some(invocation.ts_us + (invocation.duration_ms * 1_000.0) as i64)),
-            Cell::Text(Some(&function.account)),
-            Cell::Text(Some(&function.region)),
-            Cell::Text(Some(&function.name)),
-            Cell::Text(Some("$LATEST")),
-            Cell::Text(Some(&invocation.request_id)),
-            Cell::Text(Some(&log_group)),
-            Cell::Text(Some(&invocation.log_stream)),
-            Cell::Bool(Some(invocation.cold_start)),
-            Cell::Float(invocation.init_duration_ms),
-            Cell::Float(None),
-            Cell::Float(Some(invocation.duration_ms)),
-            Cell::Int(Some(billed_duration_ms)),
-            Cell::Int(Some(function.memory_size_mb)),
-            Cell::Int(Some(invocation.max_memory_used_mb)),
-            Cell::Text(Some(invocation.status)),
-            Cell::Text(invocation.error_type),
-            Cell::Text(invocation.error_message),
-            Cell::Text(Some(&invocation.trace_id)),
-            Cell::Text(Some(function.trigger.name())),
-            Cell::Text(invocation.caller.source_ip.as_deref()),
-            Cell::Text(invocation.caller.user_agent.as_deref()),
-            Cell::Text(invocation.caller.principal.as_deref()),
-            Cell::Text(invocation.http_method),
-            Cell::Text(invocation.http_path.as_deref()),
-            Cell::Text(Some(&event)),
-            Cell::Text(Some("workload")),
-            Cell::Text(None),
-        ]);
+        InvocationRow::<Borrowed> {
+            ts: invocation.ts_us,
+            end_ts: Some(invocation.ts_us + (invocation.duration_ms * 1_000.0) as i64),
+            account: Some(&function.account),
+            region: Some(&function.region),
+            function_name: &function.name,
+            function_version: Some("$LATEST"),
+            request_id: &invocation.request_id,
+            log_group: Some(&log_group),
+            log_stream: Some(&invocation.log_stream),
+            cold_start: Some(invocation.cold_start),
+            init_duration_ms: invocation.init_duration_ms,
+            restore_duration_ms: None,
+            duration_ms: Some(invocation.duration_ms),
+            billed_duration_ms: Some(billed_duration_ms),
+            memory_size_mb: Some(function.memory_size_mb),
+            max_memory_used_mb: Some(invocation.max_memory_used_mb),
+            status: Some(invocation.status),
+            error_type: invocation.error_type,
+            error_message: invocation.error_message,
+            trace_id: Some(&invocation.trace_id),
+            trigger: Some(function.trigger.name()),
+            source_ip: invocation.caller.source_ip.as_deref(),
+            user_agent: invocation.caller.user_agent.as_deref(),
+            principal: invocation.caller.principal.as_deref(),
+            http_method: invocation.http_method,
+            http_path: invocation.http_path.as_deref(),
+            event_payload: Some(&event),
+            ingest_source: Some("workload"),
+            ingest_position: None,
+        }
+        .push_to(&mut builder);
     }
     builder.finish()
 }

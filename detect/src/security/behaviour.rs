@@ -9,8 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::rows::{actor_of, CloudTrailEvent, InvocationRow, LogRow};
+use super::rows::{actor_of, CloudTrailEvent};
 use super::Finding;
+use store::alerts::Entity;
+use store::tables::{Borrowed, InvocationRow, LogRow};
 use store::time::MICROS_PER_MINUTE;
 
 /// Tunables of the behavioural detections.
@@ -83,6 +85,22 @@ struct Burst {
     count: u64,
     function: Option<String>,
     evidence: Vec<String>,
+    /// The other entities of the denials (a principal's addresses, an address's principals), a few.
+    #[serde(default)]
+    related: BTreeSet<Entity>,
+}
+
+/// Entities kept per burst beyond its own.
+const RELATED_MAX: usize = 8;
+
+/// One authorization failure, as bursts count it.
+struct Denial<'a> {
+    ts_us: i64,
+    /// The failed row's key, for evidence.
+    key: &'a str,
+    function: Option<&'a str>,
+    /// What the failed row is about.
+    entities: Vec<Entity>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -197,15 +215,8 @@ impl Behaviour {
         self.config = config;
     }
 
-    fn burst(
-        &mut self,
-        kind: &str,
-        entity: &str,
-        function: Option<&str>,
-        ts_us: i64,
-        key: &str,
-        out: &mut Vec<Finding>,
-    ) {
+    fn burst(&mut self, kind: &str, entity: &str, denial: &Denial, out: &mut Vec<Finding>) {
+        let (ts_us, key, function) = (denial.ts_us, denial.key, denial.function);
         let window = self.config.burst_window_us;
         let start = ts_us.div_euclid(window) * window;
         if self.bursts.len() >= BURSTS_MAX {
@@ -219,6 +230,11 @@ impl Behaviour {
         }
         if burst.evidence.len() < EVIDENCE_MAX {
             burst.evidence.push(key.to_string());
+        }
+        for related in &denial.entities {
+            if burst.related.len() < RELATED_MAX {
+                burst.related.insert(related.clone());
+            }
         }
         if burst.count == self.config.denials_per_burst {
             out.push(Finding {
@@ -240,6 +256,7 @@ impl Behaviour {
                 expected: json!({"failures_below": self.config.denials_per_burst}),
                 evidence: burst.evidence.clone(),
                 principal: (kind == "principal").then(|| entity.to_string()),
+                entities: burst.related.iter().cloned().collect(),
                 ..Finding::default()
             });
         }
@@ -260,61 +277,67 @@ impl Behaviour {
         if !CLOUD_DENIALS.contains(&code) {
             return;
         }
+        let key = event.key();
+        let denial = Denial { ts_us: event.ts_us, key: &key, function: None, entities: event.entities() };
         if let Some(actor) = event.actor() {
-            self.burst("principal", &actor, None, event.ts_us, &event.key(), out);
+            self.burst("principal", &actor, &denial, out);
         }
         if let Some(ip) = event.source_ip.as_deref().filter(|ip| !ip.ends_with(".amazonaws.com")) {
-            self.burst("address", ip, None, event.ts_us, &event.key(), out);
+            self.burst("address", ip, &denial, out);
         }
     }
 
-    pub fn log(&mut self, row: &LogRow, out: &mut Vec<Finding>) {
-        self.expire(row.ts_us);
-        let Some(function) = row.function.as_deref() else { return };
-        if is_denial_text(&row.message) {
-            let key = row
-                .request_id
-                .clone()
-                .unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
-            self.burst("function", function, Some(function), row.ts_us, &key, out);
+    pub fn log(&mut self, row: &LogRow<Borrowed>, out: &mut Vec<Finding>) {
+        self.expire(row.ts);
+        let Some(function) = row.function_name else { return };
+        if is_denial_text(row.message) {
+            let key =
+                row.request_id.map_or_else(|| format!("{}@{}", row.log_stream.unwrap_or("?"), row.ts), str::to_string);
+            let entities = super::rows::log_entities(row);
+            self.burst(
+                "function",
+                function,
+                &Denial { ts_us: row.ts, key: &key, function: Some(function), entities },
+                out,
+            );
         }
     }
 
-    pub fn invocation(&mut self, row: &InvocationRow, out: &mut Vec<Finding>) {
-        self.expire(row.ts_us);
-        let denied =
-            [row.error_type.as_deref(), row.error_message.as_deref()].into_iter().flatten().any(is_denial_text);
+    pub fn invocation(&mut self, row: &InvocationRow<Borrowed>, out: &mut Vec<Finding>) {
+        self.expire(row.ts);
+        let denied = [row.error_type, row.error_message].into_iter().flatten().any(is_denial_text);
         if denied {
-            let function = Some(row.function.as_str());
-            if let Some(ip) = row.source_ip.as_deref() {
-                self.burst("address", ip, function, row.ts_us, &row.request_id, out);
+            let entities = super::rows::invocation_entities(row);
+            let denial = Denial { ts_us: row.ts, key: row.request_id, function: Some(row.function_name), entities };
+            if let Some(ip) = row.source_ip {
+                self.burst("address", ip, &denial, out);
             }
-            if let Some(principal) = row.principal.as_deref() {
-                self.burst("principal", &actor_of(principal), function, row.ts_us, &row.request_id, out);
+            if let Some(principal) = row.principal {
+                self.burst("principal", &actor_of(principal), &denial, out);
             }
         }
         self.new_callers(row, out);
         self.resources(row, out);
     }
 
-    fn new_callers(&mut self, row: &InvocationRow, out: &mut Vec<Finding>) {
-        if !self.callers.contains_key(&row.function) && self.callers.len() >= FUNCTIONS_MAX {
+    fn new_callers(&mut self, row: &InvocationRow<Borrowed>, out: &mut Vec<Finding>) {
+        if !self.callers.contains_key(row.function_name) && self.callers.len() >= FUNCTIONS_MAX {
             return;
         }
         let config = self.config.clone();
         let book = self
             .callers
-            .entry(row.function.clone())
-            .or_insert_with(|| CallerBook { first_us: row.ts_us, ..CallerBook::default() });
+            .entry(row.function_name.to_string())
+            .or_insert_with(|| CallerBook { first_us: row.ts, ..CallerBook::default() });
         book.invocations += 1;
-        book.first_us = book.first_us.min(row.ts_us);
-        let learned = row.ts_us - book.first_us >= config.caller_learning_us
+        book.first_us = book.first_us.min(row.ts);
+        let learned = row.ts - book.first_us >= config.caller_learning_us
             && book.invocations > config.caller_learning_invocations;
         let attributes = [
-            ("principal", row.principal.as_deref().map(actor_of)),
-            ("network", row.source_ip.as_deref().map(network_of)),
-            ("user_agent", row.user_agent.as_deref().map(agent_family)),
-            ("trigger", row.trigger.clone()),
+            ("principal", row.principal.map(actor_of)),
+            ("network", row.source_ip.map(network_of)),
+            ("user_agent", row.user_agent.map(agent_family)),
+            ("trigger", row.trigger.map(str::to_string)),
         ];
         for (kind, value) in attributes {
             let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
@@ -322,23 +345,23 @@ impl Behaviour {
             if known.open || known.values.contains(&value) {
                 continue;
             }
-            let stable = row.ts_us - known.last_new_us >= config.caller_stable_us;
+            let stable = row.ts - known.last_new_us >= config.caller_stable_us;
             if learned && stable && !known.values.is_empty() {
                 out.push(Finding {
                     detection: "callers.new",
-                    ts_us: row.ts_us,
-                    function: Some(row.function.clone()),
+                    ts_us: row.ts,
+                    function: Some(row.function_name.to_string()),
                     entity: format!("{kind} {value}"),
-                    key: format!("{}|{kind}|{value}", row.function),
-                    detail: format!("{} called by a new {kind}: {value}", row.function),
+                    key: format!("{}|{kind}|{value}", row.function_name),
+                    detail: format!("{} called by a new {kind}: {value}", row.function_name),
                     observed: json!({kind: value, "source_ip": row.source_ip, "user_agent": row.user_agent, "principal": row.principal}),
                     expected: json!({"known": known.values.iter().take(20).collect::<Vec<_>>(), "known_count": known.values.len()}),
-                    evidence: vec![row.request_id.clone()],
-                    principal: row.principal.clone(),
+                    evidence: vec![row.request_id.to_string()],
+                    principal: row.principal.map(str::to_string),
                     ..Finding::default()
                 });
             }
-            known.last_new_us = known.last_new_us.max(row.ts_us);
+            known.last_new_us = known.last_new_us.max(row.ts);
             if known.values.len() >= VALUES_MAX {
                 known.open = true;
                 known.values.clear();
@@ -348,14 +371,14 @@ impl Behaviour {
         }
     }
 
-    fn resources(&mut self, row: &InvocationRow, out: &mut Vec<Finding>) {
-        if !self.resources.contains_key(&row.function) && self.resources.len() >= FUNCTIONS_MAX {
+    fn resources(&mut self, row: &InvocationRow<Borrowed>, out: &mut Vec<Finding>) {
+        if !self.resources.contains_key(row.function_name) && self.resources.len() >= FUNCTIONS_MAX {
             return;
         }
         let config = self.config.clone();
         let window = config.resource_window_us;
-        let start = row.ts_us.div_euclid(window) * window;
-        let book = self.resources.entry(row.function.clone()).or_default();
+        let start = row.ts.div_euclid(window) * window;
+        let book = self.resources.entry(row.function_name.to_string()).or_default();
         let current = book.open.get_or_insert_with(|| ResourceWindow { start_us: start, ..ResourceWindow::default() });
         if start < current.start_us {
             return; // late for a window already judged
@@ -363,7 +386,7 @@ impl Behaviour {
         if start > current.start_us {
             let closed =
                 book.open.replace(ResourceWindow { start_us: start, ..ResourceWindow::default() }).expect("open");
-            judge(&row.function, book, closed, &config, out);
+            judge(row.function_name, book, closed, &config, out);
         }
         let current = book.open.as_mut().expect("open");
         current.invocations += 1;
@@ -372,14 +395,14 @@ impl Behaviour {
                 current.durations.push(duration);
             }
         }
-        if let (Some(used), Some(size)) = (row.max_memory_used_mb, row.memory_size_mb.filter(|s| *s > 0.0)) {
-            current.memory_ratio_sum += used / size;
+        if let (Some(used), Some(size)) = (row.max_memory_used_mb, row.memory_size_mb.filter(|s| *s > 0)) {
+            current.memory_ratio_sum += used as f64 / size as f64;
             current.memory_ratio_n += 1;
         }
-        let billed = row.billed_duration_ms.or(row.duration_ms).unwrap_or(0.0);
-        current.gb_seconds += billed / 1000.0 * row.memory_size_mb.unwrap_or(128.0) / 1024.0;
+        let billed = row.billed_duration_ms.map(|billed| billed as f64).or(row.duration_ms).unwrap_or(0.0);
+        current.gb_seconds += billed / 1000.0 * row.memory_size_mb.unwrap_or(128) as f64 / 1024.0;
         if current.evidence.len() < EVIDENCE_MAX {
-            current.evidence.push(row.request_id.clone());
+            current.evidence.push(row.request_id.to_string());
         }
     }
 }
@@ -470,25 +493,27 @@ mod tests {
         let mut behaviour = Behaviour::new(BehaviourConfig::default());
         let mut out = Vec::new();
         for i in 0..30 {
-            let row = InvocationRow {
-                ts_us: i * 2_000_000,
-                function: "orders-api".into(),
-                request_id: format!("r{i}"),
-                error_type: Some("UnauthorizedError".into()),
-                source_ip: Some("198.51.100.9".into()),
+            let request_id = format!("r{i}");
+            let row = InvocationRow::<Borrowed> {
+                ts: i * 2_000_000,
+                function_name: "orders-api",
+                request_id: &request_id,
+                error_type: Some("UnauthorizedError"),
+                source_ip: Some("198.51.100.9"),
                 ..InvocationRow::default()
             };
             behaviour.invocation(&row, &mut out);
-            let line = LogRow {
-                ts_us: i * 2_000_000,
-                function: Some("users-api".into()),
-                request_id: Some(format!("u{i}")),
-                message: "{\"statusCode\": 403, \"message\": \"Forbidden\"}".into(),
+            let log_request_id = format!("u{i}");
+            let line = LogRow::<Borrowed> {
+                ts: i * 2_000_000,
+                function_name: Some("users-api"),
+                request_id: Some(&log_request_id),
+                message: "{\"statusCode\": 403, \"message\": \"Forbidden\"}",
                 ..LogRow::default()
             };
             behaviour.log(&line, &mut out);
             // Ordinary errors and lines are not denials.
-            let ok = LogRow { message: "order 403 shipped".into(), ..line };
+            let ok = LogRow { message: "order 403 shipped", ..line };
             behaviour.log(&ok, &mut out);
         }
         let entities: Vec<&str> = out.iter().map(|f| f.entity.as_str()).collect();

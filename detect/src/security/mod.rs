@@ -30,8 +30,10 @@ use behaviour::Behaviour;
 pub use behaviour::BehaviourConfig;
 use controlplane::ControlPlane;
 use injection::InjectionMatcher;
-use rows::{CloudTrailEvent, InvocationRow, LogRow};
+use rows::CloudTrailEvent;
 pub use sigma::SigmaRules;
+use store::alerts::{Entity, EntityKind};
+use store::tables::{Borrowed, InvocationRow, LogRow};
 
 /// One detection of the catalog.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -112,9 +114,22 @@ pub struct Finding {
     pub severity: Option<Severity>,
     /// For a Sigma rule: its id, title, level and techniques.
     pub sigma: Option<(String, String, Severity, Vec<String>)>,
+    /// What the finding is about, beyond its function and principal: for a finding in one row, the
+    /// row's entities (`SecurityDetections::push` adds them).
+    pub entities: Vec<Entity>,
 }
 
 impl Finding {
+    /// Its entities with its function and principal, each once, in order.
+    fn all_entities(&self) -> Vec<Entity> {
+        let mut entities = self.entities.clone();
+        entities.extend(self.function.iter().map(|f| Entity(EntityKind::Function, f.clone())));
+        entities.extend(self.principal.iter().map(|p| Entity(EntityKind::Principal, rows::actor_of(p))));
+        entities.sort();
+        entities.dedup();
+        entities
+    }
+
     fn detection_id(&self) -> String {
         match &self.sigma {
             Some((id, ..)) => format!("sigma.{id}"),
@@ -171,6 +186,7 @@ impl Finding {
             evidence: self.evidence.clone(),
             attack_ids: attack,
             query,
+            entities: self.all_entities(),
         }
     }
 }
@@ -332,25 +348,33 @@ impl SecurityDetections {
             Table::Cloudtrail => {
                 for event in CloudTrailEvent::rows(batch) {
                     self.stats.cloudtrail_events += 1;
+                    let from = findings.len();
                     self.cloudtrail(&event, &mut findings);
+                    about(&mut findings[from..], || event.entities());
                 }
             }
             Table::Invocations => {
-                let rows = InvocationRow::rows(batch);
+                let Ok(columns) = InvocationRow::columns(batch) else { return };
+                let rows = rows::invocations(&columns);
                 let matcher = &self.injection;
                 let hits = on_cores(&rows, |row| invocation_hits(matcher, row));
                 for (row, hits) in rows.iter().zip(hits) {
                     self.stats.invocations += 1;
+                    let from = findings.len();
                     self.invocation(row, hits, &mut findings);
+                    about(&mut findings[from..], || rows::invocation_entities(row));
                 }
             }
             Table::Logs => {
-                let rows = LogRow::rows(batch);
+                let Ok(columns) = LogRow::columns(batch) else { return };
+                let rows = rows::logs(&columns);
                 let matcher = &self.injection;
                 let hits = on_cores(&rows, |row| log_hits(matcher, row));
                 for (row, hits) in rows.iter().zip(hits) {
                     self.stats.log_lines += 1;
+                    let from = findings.len();
                     self.log(row, hits, &mut findings);
+                    about(&mut findings[from..], || rows::log_entities(row));
                 }
             }
             _ => {}
@@ -367,8 +391,9 @@ impl SecurityDetections {
     /// Learns the function names of invocations another detection partition scores (`cluster`): a role
     /// session named after one is then recognised.
     pub fn note_functions(&mut self, batch: &RecordBatch) {
-        for row in InvocationRow::rows(batch) {
-            self.state.controlplane.note_function(&row.function);
+        let Ok(columns) = InvocationRow::columns(batch) else { return };
+        for row in (0..columns.rows()).map(|i| InvocationRow::read(&columns, i)) {
+            self.state.controlplane.note_function(row.function_name);
         }
     }
 
@@ -435,9 +460,9 @@ impl SecurityDetections {
         }
     }
 
-    fn invocation(&mut self, row: &InvocationRow, hits: Vec<injection::Hit>, out: &mut Vec<Finding>) {
+    fn invocation(&mut self, row: &InvocationRow<Borrowed>, hits: Vec<injection::Hit>, out: &mut Vec<Finding>) {
         if !self.late {
-            self.state.controlplane.note_function(&row.function);
+            self.state.controlplane.note_function(row.function_name);
             self.state.behaviour.invocation(row, out);
         }
         if hits.is_empty() {
@@ -446,22 +471,22 @@ impl SecurityDetections {
         // The entity is the function: the same request seen in its logs (without its address) must
         // get the same alert id.
         let base = Finding {
-            ts_us: row.ts_us,
-            function: Some(row.function.clone()),
-            entity: row.function.clone(),
-            key: row.request_id.clone(),
-            evidence: vec![row.request_id.clone()],
-            principal: row.principal.clone(),
+            ts_us: row.ts,
+            function: Some(row.function_name.to_string()),
+            entity: row.function_name.to_string(),
+            key: row.request_id.to_string(),
+            evidence: vec![row.request_id.to_string()],
+            principal: row.principal.map(str::to_string),
             ..Finding::default()
         };
         self.injection_findings(hits, &base, out);
     }
 
-    fn log(&mut self, row: &LogRow, hits: Vec<injection::Hit>, out: &mut Vec<Finding>) {
+    fn log(&mut self, row: &LogRow<Borrowed>, hits: Vec<injection::Hit>, out: &mut Vec<Finding>) {
         if !self.late {
             self.state.behaviour.log(row, out);
         }
-        let Some(function) = row.function.clone() else { return };
+        let Some(function) = row.function_name.map(str::to_string) else { return };
         if row.message.starts_with("START RequestId")
             || row.message.starts_with("END RequestId")
             || row.message.starts_with("REPORT RequestId")
@@ -469,12 +494,10 @@ impl SecurityDetections {
             return;
         }
         if !hits.is_empty() {
-            let key = row
-                .request_id
-                .clone()
-                .unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
+            let key =
+                row.request_id.map_or_else(|| format!("{}@{}", row.log_stream.unwrap_or("?"), row.ts), str::to_string);
             let base = Finding {
-                ts_us: row.ts_us,
+                ts_us: row.ts,
                 function: Some(function.clone()),
                 entity: function.clone(),
                 key: key.clone(),
@@ -488,14 +511,13 @@ impl SecurityDetections {
             );
         }
         if !self.sigma.is_empty() {
-            for rule in self.sigma.matching(sigma::Target::LambdaLogs, row.record()) {
+            for rule in self.sigma.matching(sigma::Target::LambdaLogs, rows::log_record(row)) {
                 let key = row
                     .request_id
-                    .clone()
-                    .unwrap_or_else(|| format!("{}@{}", row.log_stream.as_deref().unwrap_or("?"), row.ts_us));
+                    .map_or_else(|| format!("{}@{}", row.log_stream.unwrap_or("?"), row.ts), str::to_string);
                 out.push(Finding {
                     detection: "sigma",
-                    ts_us: row.ts_us,
+                    ts_us: row.ts,
                     function: Some(function.clone()),
                     entity: function.clone(),
                     key: key.clone(),
@@ -516,12 +538,12 @@ impl SecurityDetections {
 /// trigger event they still are.)
 /// The injection found in an invocation's payload, path and user agent: what needs no state, so it
 /// is found for a batch's rows on every core (`on_cores`).
-fn invocation_hits(matcher: &InjectionMatcher, row: &InvocationRow) -> Vec<injection::Hit> {
+fn invocation_hits(matcher: &InjectionMatcher, row: &InvocationRow<Borrowed>) -> Vec<injection::Hit> {
     let mut hits = Vec::new();
-    if let Some(payload) = &row.payload {
+    if let Some(payload) = row.event_payload {
         hits = matcher.scan_payload(payload);
     }
-    for (field, text) in [("http_path", &row.http_path), ("user_agent", &row.user_agent)] {
+    for (field, text) in [("http_path", row.http_path), ("user_agent", row.user_agent)] {
         if let Some(text) = text {
             let mut more = Vec::new();
             matcher.scan_text(field, text, &mut more);
@@ -533,14 +555,22 @@ fn invocation_hits(matcher: &InjectionMatcher, row: &InvocationRow) -> Vec<injec
 
 /// The injection found in an application log line (none in platform lines, START, END and REPORT,
 /// which carry no input, nor in lines of no function).
-fn log_hits(matcher: &InjectionMatcher, row: &LogRow) -> Vec<injection::Hit> {
+fn log_hits(matcher: &InjectionMatcher, row: &LogRow<Borrowed>) -> Vec<injection::Hit> {
     let platform = row.message.starts_with("START RequestId")
         || row.message.starts_with("END RequestId")
         || row.message.starts_with("REPORT RequestId");
-    if platform || row.function.is_none() {
+    if platform || row.function_name.is_none() {
         return Vec::new();
     }
-    matcher.scan_payload(&without_own_code_paths(&row.message))
+    matcher.scan_payload(&without_own_code_paths(row.message))
+}
+
+/// Gives the findings of one row that row's entities. A windowed finding, which a row closes but is
+/// about the window's rows, keeps only its own.
+fn about(findings: &mut [Finding], entities: impl Fn() -> Vec<Entity>) {
+    for finding in findings.iter_mut().filter(|f| !f.window) {
+        finding.entities.extend(entities());
+    }
 }
 
 /// Rows of one batch at least this many are scanned on every core.
@@ -653,26 +683,58 @@ mod tests {
 
     /// One CloudTrail row: the given columns set, the others null.
     fn cloudtrail_event(source: &str, name: &str, actor: &str, request: &str, id: &str) -> arrow::array::RecordBatch {
-        use store::rows::{TableBuilder, Value as Cell};
-        let mut builder = TableBuilder::new(Table::Cloudtrail);
-        let mut cells: Vec<Cell> = Table::Cloudtrail
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                arrow::datatypes::DataType::Timestamp(..) => Cell::Time(None),
-                arrow::datatypes::DataType::Boolean => Cell::Bool(None),
-                _ => Cell::Text(None),
-            })
-            .collect();
-        cells[0] = Cell::Time(Some(1_000_000));
-        cells[1] = Cell::Text(Some(source));
-        cells[2] = Cell::Text(Some(name));
-        cells[6] = Cell::Text(Some(actor));
-        cells[13] = Cell::Text(Some(request));
-        cells[17] = Cell::Text(Some(id));
-        builder.push(&cells);
-        builder.finish().unwrap()
+        let row = store::tables::CloudtrailRow::<Borrowed> {
+            event_time: 1_000_000,
+            event_source: Some(source),
+            event_name: Some(name),
+            principal_arn: Some(actor),
+            request_parameters: Some(request),
+            event_id: Some(id),
+            source_ip: Some("198.51.100.7"),
+            access_key_id: Some("AKIAEXAMPLE"),
+            ..Default::default()
+        };
+        store::tables::CloudtrailRow::batch(&[row]).unwrap()
+    }
+
+    #[test]
+    fn alerts_name_the_entities_of_the_rows_they_were_found_in() {
+        let mut security = SecurityDetections::new(SecurityConfig::default(), SigmaRules::default());
+        let mut alerts = Vec::new();
+        let invocation = InvocationRow::<Borrowed> {
+            ts: 1_000_000,
+            function_name: "orders-api",
+            request_id: "r-1",
+            source_ip: Some("203.0.113.9"),
+            principal: Some("arn:aws:sts::1:assumed-role/web/session-7"),
+            log_stream: Some("2026/12/01/[$LATEST]abc"),
+            trace_id: Some(""),
+            event_payload: Some(r#"{"q": "1' UNION SELECT password FROM users--"}"#),
+            ..Default::default()
+        };
+        security.push(Table::Invocations, &InvocationRow::batch(&[invocation]).unwrap(), &mut alerts);
+        let alert = alerts.iter().find(|a| a.detector == "injection.sql").expect("the injection is found");
+        assert_eq!(
+            alert.entities,
+            vec![
+                Entity(EntityKind::Address, "203.0.113.9".into()),
+                Entity(EntityKind::Principal, "arn:aws:iam::1:role/web".into()),
+                Entity(EntityKind::Function, "orders-api".into()),
+                Entity(EntityKind::Environment, "2026/12/01/[$LATEST]abc".into()),
+            ],
+            "an empty trace id is no entity; a role session is its role"
+        );
+        alerts.clear();
+        let stop = cloudtrail_event("cloudtrail.amazonaws.com", "StopLogging", "arn:aws:iam::1:user/m", "{}", "e-1");
+        security.push(Table::Cloudtrail, &stop, &mut alerts);
+        assert_eq!(
+            alerts[0].entities,
+            vec![
+                Entity(EntityKind::Address, "198.51.100.7".into()),
+                Entity(EntityKind::Principal, "arn:aws:iam::1:user/m".into()),
+                Entity(EntityKind::AccessKey, "AKIAEXAMPLE".into()),
+            ]
+        );
     }
 
     #[test]

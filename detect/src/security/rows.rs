@@ -1,55 +1,12 @@
-//! The rows the security detections read (`cloudtrail`, `invocations`, `logs`) as plain values, and a
-//! CloudTrail row back in the shape of a CloudTrail record, which is what Sigma rules are written against.
+//! The rows the security detections read (`cloudtrail`, `invocations`, `logs`), as the store's typed
+//! rows with empty text taken as none, and a CloudTrail row decoded back into the shape of a CloudTrail
+//! record (its JSON parsed), which is what the control plane detections and Sigma rules read.
 
 use crate::features::{DURATION_MS_MAX, MEMORY_MB_MAX};
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
+use arrow::array::RecordBatch;
 use serde_json::{json, Map, Value};
-
-/// Text columns of a batch, whatever their encoding (dictionary or plain).
-struct Texts {
-    columns: Vec<Option<StringArray>>,
-}
-
-impl Texts {
-    fn of(batch: &RecordBatch, names: &[&str]) -> Texts {
-        let columns = names
-            .iter()
-            .map(|name| {
-                let column = batch.column_by_name(name)?;
-                let text = cast(column, &DataType::Utf8).ok()?;
-                Some(text.as_string::<i32>().clone())
-            })
-            .collect();
-        Texts { columns }
-    }
-
-    fn get(&self, column: usize, row: usize) -> Option<String> {
-        let array = self.columns[column].as_ref()?;
-        (array.is_valid(row) && !array.value(row).is_empty()).then(|| array.value(row).to_string())
-    }
-}
-
-fn floats(batch: &RecordBatch, name: &str) -> Option<arrow::array::Float64Array> {
-    let column = batch.column_by_name(name)?;
-    Some(cast(column, &DataType::Float64).ok()?.as_primitive::<Float64Type>().clone())
-}
-
-fn times(batch: &RecordBatch) -> Option<&arrow::array::TimestampMicrosecondArray> {
-    batch.column(0).as_primitive_opt::<TimestampMicrosecondType>()
-}
-
-/// The value when it lies within `[low, high]`: the limits of what Lambda reports
-/// (`features::DURATION_MS_MAX`, `features::MEMORY_MB_MAX`); beyond them a row is broken or hostile.
-fn within(value: Option<f64>, low: f64, high: f64) -> Option<f64> {
-    value.filter(|v| (low..=high).contains(v))
-}
-
-/// The value, when it is a finite number: NaN and infinities of a hostile or broken row are missing values.
-fn float_at(array: &Option<arrow::array::Float64Array>, row: usize) -> Option<f64> {
-    array.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row)).filter(|v| v.is_finite())
-}
+use store::alerts::{Entity, EntityKind};
+use store::tables::{Borrowed, CloudtrailRow, Columns, InvocationRow, LogRow};
 
 /// Lambda's CloudTrail event names carry the API version (`UpdateFunctionCode20150331v2`); this is the
 /// operation without it.
@@ -100,63 +57,52 @@ pub struct CloudTrailEvent {
     pub recipient_account: Option<String>,
 }
 
-const CLOUDTRAIL_TEXT: [&str; 18] = [
-    "event_source",
-    "event_name",
-    "aws_region",
-    "source_ip",
-    "user_agent",
-    "principal_arn",
-    "principal_type",
-    "access_key_id",
-    "session_name",
-    "account",
-    "error_code",
-    "error_message",
-    "request_parameters",
-    "response_elements",
-    "resources",
-    "event_id",
-    "event_type",
-    "recipient_account",
-];
-
-fn parse_json(text: Option<String>) -> Value {
-    match text {
+fn parse_json(text: Option<&str>) -> Value {
+    match present(text) {
         None => Value::Null,
-        Some(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        Some(text) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
     }
 }
 
+/// Text that says something: an empty string is as good as none.
+fn present(text: Option<&str>) -> Option<&str> {
+    text.filter(|t| !t.is_empty())
+}
+
+fn owned(text: Option<&str>) -> Option<String> {
+    present(text).map(str::to_string)
+}
+
 impl CloudTrailEvent {
+    /// The events of a `cloudtrail` batch; none when the batch is not of that table.
     pub fn rows(batch: &RecordBatch) -> Vec<CloudTrailEvent> {
-        let Some(ts) = times(batch) else { return Vec::new() };
-        let texts = Texts::of(batch, &CLOUDTRAIL_TEXT);
-        let read_only = batch.column_by_name("read_only").and_then(|c| c.as_boolean_opt().cloned());
-        (0..batch.num_rows())
-            .map(|row| CloudTrailEvent {
-                ts_us: ts.value(row),
-                event_source: texts.get(0, row).unwrap_or_default(),
-                event_name: texts.get(1, row).unwrap_or_default(),
-                region: texts.get(2, row),
-                source_ip: texts.get(3, row),
-                user_agent: texts.get(4, row),
-                principal_arn: texts.get(5, row),
-                principal_type: texts.get(6, row),
-                access_key_id: texts.get(7, row),
-                session_name: texts.get(8, row),
-                account: texts.get(9, row),
-                error_code: texts.get(10, row),
-                error_message: texts.get(11, row),
-                request: parse_json(texts.get(12, row)),
-                response: parse_json(texts.get(13, row)),
-                resources: parse_json(texts.get(14, row)),
-                read_only: read_only.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row)),
-                event_id: texts.get(15, row),
-                event_type: texts.get(16, row),
-                recipient_account: texts.get(17, row),
-            })
-            .collect()
+        let Ok(columns) = CloudtrailRow::columns(batch) else { return Vec::new() };
+        (0..columns.rows()).map(|i| CloudTrailEvent::of(&CloudtrailRow::read(&columns, i))).collect()
+    }
+
+    fn of(row: &CloudtrailRow<Borrowed>) -> CloudTrailEvent {
+        CloudTrailEvent {
+            ts_us: row.event_time,
+            event_source: owned(row.event_source).unwrap_or_default(),
+            event_name: owned(row.event_name).unwrap_or_default(),
+            region: owned(row.aws_region),
+            source_ip: owned(row.source_ip),
+            user_agent: owned(row.user_agent),
+            principal_arn: owned(row.principal_arn),
+            principal_type: owned(row.principal_type),
+            access_key_id: owned(row.access_key_id),
+            session_name: owned(row.session_name),
+            account: owned(row.account),
+            error_code: owned(row.error_code),
+            error_message: owned(row.error_message),
+            request: parse_json(row.request_parameters),
+            response: parse_json(row.response_elements),
+            resources: parse_json(row.resources),
+            read_only: row.read_only,
+            event_id: owned(row.event_id),
+            event_type: owned(row.event_type),
+            recipient_account: owned(row.recipient_account),
+        }
     }
 
     /// The operation without Lambda's API version suffix.
@@ -172,6 +118,22 @@ impl CloudTrailEvent {
     /// (`arn:aws:sts::1:assumed-role/R/s` is `arn:aws:iam::1:role/R`): CI runs get a new session each time.
     pub fn actor(&self) -> Option<String> {
         self.principal_arn.as_deref().map(actor_of)
+    }
+
+    /// What the event is about: who acted (as a role, not a session), with which key, from where (an
+    /// AWS service calling on someone's behalf is no address).
+    pub fn entities(&self) -> Vec<Entity> {
+        let mut entities = Vec::new();
+        if let Some(actor) = self.actor() {
+            entities.push(Entity(EntityKind::Principal, actor));
+        }
+        if let Some(key) = &self.access_key_id {
+            entities.push(Entity(EntityKind::AccessKey, key.clone()));
+        }
+        if let Some(ip) = self.source_ip.as_ref().filter(|ip| ip.parse::<std::net::IpAddr>().is_ok()) {
+            entities.push(Entity(EntityKind::Address, ip.clone()));
+        }
+        entities
     }
 
     /// The key of this event in the store: its event id, or its time and name.
@@ -247,115 +209,88 @@ pub fn actor_of(arn: &str) -> String {
     arn.to_string()
 }
 
-/// One `invocations` row, the columns the security detections use.
-#[derive(Debug, Clone, Default)]
-pub struct InvocationRow {
-    pub ts_us: i64,
-    pub function: String,
-    pub request_id: String,
-    pub log_stream: Option<String>,
-    pub status: Option<String>,
-    pub error_type: Option<String>,
-    pub error_message: Option<String>,
-    pub trigger: Option<String>,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub principal: Option<String>,
-    pub http_method: Option<String>,
-    pub http_path: Option<String>,
-    pub payload: Option<String>,
-    pub duration_ms: Option<f64>,
-    pub billed_duration_ms: Option<f64>,
-    pub memory_size_mb: Option<f64>,
-    pub max_memory_used_mb: Option<f64>,
-}
-
-const INVOCATION_TEXT: [&str; 13] = [
-    "function_name",
-    "request_id",
-    "log_stream",
-    "status",
-    "error_type",
-    "error_message",
-    "trigger",
-    "source_ip",
-    "user_agent",
-    "principal",
-    "http_method",
-    "http_path",
-    "event_payload",
-];
-
-impl InvocationRow {
-    pub fn rows(batch: &RecordBatch) -> Vec<InvocationRow> {
-        let Some(ts) = times(batch) else { return Vec::new() };
-        let texts = Texts::of(batch, &INVOCATION_TEXT);
-        let duration = floats(batch, "duration_ms");
-        let billed = floats(batch, "billed_duration_ms");
-        let memory = floats(batch, "memory_size_mb");
-        let used = floats(batch, "max_memory_used_mb");
-        (0..batch.num_rows())
-            .map(|row| InvocationRow {
-                ts_us: ts.value(row),
-                function: texts.get(0, row).unwrap_or_default(),
-                request_id: texts.get(1, row).unwrap_or_default(),
-                log_stream: texts.get(2, row),
-                status: texts.get(3, row),
-                error_type: texts.get(4, row),
-                error_message: texts.get(5, row),
-                trigger: texts.get(6, row),
-                source_ip: texts.get(7, row),
-                user_agent: texts.get(8, row),
-                principal: texts.get(9, row),
-                http_method: texts.get(10, row),
-                http_path: texts.get(11, row),
-                payload: texts.get(12, row),
-                duration_ms: within(float_at(&duration, row), 0.0, DURATION_MS_MAX),
-                billed_duration_ms: within(float_at(&billed, row), 0.0, DURATION_MS_MAX),
-                memory_size_mb: within(float_at(&memory, row), 1.0, MEMORY_MB_MAX as f64),
-                max_memory_used_mb: within(float_at(&used, row), 0.0, MEMORY_MB_MAX as f64),
-            })
-            .collect()
-    }
-}
-
-/// One `logs` row.
-#[derive(Debug, Clone, Default)]
-pub struct LogRow {
-    pub ts_us: i64,
-    pub function: Option<String>,
-    pub log_stream: Option<String>,
-    pub request_id: Option<String>,
-    pub level: Option<String>,
-    pub message: String,
-}
-
-impl LogRow {
-    pub fn rows(batch: &RecordBatch) -> Vec<LogRow> {
-        let Some(ts) = times(batch) else { return Vec::new() };
-        let texts = Texts::of(batch, &["function_name", "log_stream", "request_id", "level", "message"]);
-        (0..batch.num_rows())
-            .map(|row| LogRow {
-                ts_us: ts.value(row),
-                function: texts.get(0, row),
-                log_stream: texts.get(1, row),
-                request_id: texts.get(2, row),
-                level: texts.get(3, row),
-                message: texts.get(4, row).unwrap_or_default(),
-            })
-            .collect()
-    }
-
-    /// The log line as a flat event for Sigma rules over Lambda logs.
-    pub fn record(&self) -> Value {
-        json!({
-            "message": self.message,
-            "level": self.level,
-            "function_name": self.function,
-            "log_stream": self.log_stream,
-            "request_id": self.request_id,
+/// The `invocations` rows of a batch as the security detections read them: empty text is no text,
+/// and a duration or memory size beyond what Lambda reports (`features::DURATION_MS_MAX`,
+/// `features::MEMORY_MB_MAX`; a broken or hostile row) is none. No rows when the batch is of another
+/// table.
+pub fn invocations(columns: &Columns) -> Vec<InvocationRow<Borrowed<'_>>> {
+    let durations = 0.0..=DURATION_MS_MAX;
+    (0..columns.rows())
+        .map(|i| {
+            let row = InvocationRow::read(columns, i);
+            InvocationRow {
+                log_stream: present(row.log_stream),
+                status: present(row.status),
+                error_type: present(row.error_type),
+                error_message: present(row.error_message),
+                trigger: present(row.trigger),
+                source_ip: present(row.source_ip),
+                user_agent: present(row.user_agent),
+                principal: present(row.principal),
+                http_method: present(row.http_method),
+                http_path: present(row.http_path),
+                event_payload: present(row.event_payload),
+                trace_id: present(row.trace_id),
+                duration_ms: row.duration_ms.filter(|d| durations.contains(d)),
+                billed_duration_ms: row.billed_duration_ms.filter(|d| durations.contains(&(*d as f64))),
+                memory_size_mb: row.memory_size_mb.filter(|m| (1..=MEMORY_MB_MAX).contains(m)),
+                max_memory_used_mb: row.max_memory_used_mb.filter(|m| (0..=MEMORY_MB_MAX).contains(m)),
+                ..row
+            }
         })
+        .collect()
+}
+
+/// The `logs` rows of a batch, with empty text as no text.
+pub fn logs(columns: &Columns) -> Vec<LogRow<Borrowed<'_>>> {
+    (0..columns.rows())
+        .map(|i| {
+            let row = LogRow::read(columns, i);
+            LogRow {
+                function_name: present(row.function_name),
+                log_stream: present(row.log_stream),
+                request_id: present(row.request_id),
+                level: present(row.level),
+                ..row
+            }
+        })
+        .collect()
+}
+
+/// What an invocation is about: its function, caller address and principal, execution environment and
+/// trace.
+pub fn invocation_entities(row: &InvocationRow<Borrowed>) -> Vec<Entity> {
+    let mut entities = vec![Entity(EntityKind::Function, row.function_name.to_string())];
+    let optional = [
+        (EntityKind::Address, row.source_ip),
+        (EntityKind::Principal, row.principal),
+        (EntityKind::Environment, row.log_stream),
+        (EntityKind::Trace, row.trace_id),
+    ];
+    for (kind, value) in optional {
+        if let Some(value) = value {
+            let value = if kind == EntityKind::Principal { actor_of(value) } else { value.to_string() };
+            entities.push(Entity(kind, value));
+        }
     }
+    entities
+}
+
+/// What a log line is about: its function and execution environment.
+pub fn log_entities(row: &LogRow<Borrowed>) -> Vec<Entity> {
+    let optional = [(EntityKind::Function, row.function_name), (EntityKind::Environment, row.log_stream)];
+    optional.into_iter().filter_map(|(kind, value)| Some(Entity(kind, value?.to_string()))).collect()
+}
+
+/// A log line as a flat event for Sigma rules over Lambda logs.
+pub fn log_record(row: &LogRow<Borrowed>) -> Value {
+    json!({
+        "message": row.message,
+        "level": row.level,
+        "function_name": row.function_name,
+        "log_stream": row.log_stream,
+        "request_id": row.request_id,
+    })
 }
 
 #[cfg(test)]
