@@ -76,16 +76,22 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ),
 ];
 
-#[test]
-fn every_stratus_technique_raises_its_detection() {
+/// The Stratus detonation files, in name order.
+fn detonations() -> Vec<PathBuf> {
     let dir = test_data().join("stratus-detonation-logs");
-    let mut table = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn every_stratus_technique_raises_its_detection() {
+    let mut table = Vec::new();
+    let files = detonations();
     assert!(files.len() >= 35, "{}", files.len());
     for file in &files {
         let technique = file.file_stem().unwrap().to_string_lossy().to_string();
@@ -110,13 +116,7 @@ fn every_stratus_technique_raises_its_detection() {
 /// a detonation that raised an alert worth opening one is one incident holding all of its alerts.
 #[test]
 fn every_stratus_detonation_is_one_incident_of_its_own() {
-    let dir = test_data().join("stratus-detonation-logs");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = detonations();
     let mut detonation_of = BTreeMap::new();
     let mut alerts = Vec::new();
     for file in &files {

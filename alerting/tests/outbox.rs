@@ -77,6 +77,18 @@ fn alert_row(store: &Store, id: &str, detector: &str) {
     store.append(&[(Table::Alerts, AlertRow::batch(&[alert]).unwrap())], &[]).unwrap();
 }
 
+/// `config` with the alerts of new callers suppressed.
+fn quiet_callers(mut config: AlertingConfig) -> AlertingConfig {
+    config.suppress.push(Suppression {
+        detector: Some("callers.".into()),
+        function: None,
+        principal: None,
+        until: "2999-01-01T00:00:00Z".into(),
+        reason: "new partner onboarding".into(),
+    });
+    config
+}
+
 fn config(addr: SocketAddr) -> AlertingConfig {
     let mut destination = DestinationConfig::webhook(&format!("http://{addr}/hook"));
     destination.name = "hook".into();
@@ -198,14 +210,7 @@ async fn suppressed_alerts_are_stored_not_sent_and_repeated_ids_are_sent_once() 
     let received = Arc::new(Mutex::new(Received::default()));
     tokio::spawn(receiver(received.clone(), listener));
     let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
-    let mut config = config(addr);
-    config.suppress.push(Suppression {
-        detector: Some("callers.".into()),
-        function: None,
-        principal: None,
-        until: "2999-01-01T00:00:00Z".into(),
-        reason: "new partner onboarding".into(),
-    });
+    let config = quiet_callers(config(addr));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = Outbox::new(store.clone(), config).start(stop_rx);
     alert_row(&store, "quiet", "callers.new");
@@ -236,14 +241,7 @@ async fn alerts_left_by_an_earlier_run_are_suppressed_as_new_ones_are() {
     let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
     alert_row(&store, "quiet", "callers.new");
     alert_row(&store, "loud", "injection.sql");
-    let mut config = config(addr);
-    config.suppress.push(Suppression {
-        detector: Some("callers.".into()),
-        function: None,
-        principal: None,
-        until: "2999-01-01T00:00:00Z".into(),
-        reason: "new partner onboarding".into(),
-    });
+    let config = quiet_callers(config(addr));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = Outbox::new(store.clone(), config).start(stop_rx);
     wait_until("the delivery", Duration::from_secs(20), || !received.lock().unwrap().accepted.is_empty()).await;

@@ -455,6 +455,9 @@ impl Correlator {
             .into_iter()
             .partition(|m| keys(&m.entities).iter().any(|k| incident_keys.contains(k)));
         self.loose = staying.into();
+        for member in &joining {
+            self.index_keys(&keys(&member.entities), id);
+        }
         let incident = self.open.get_mut(id).expect("the incident is open");
         incident.members.extend(joining);
     }
@@ -626,7 +629,7 @@ mod tests {
         }
     }
 
-    use EntityKind::{Address, Environment, Function, Principal};
+    use EntityKind::{Address, Environment, Function, Principal, Trace};
 
     fn campaign() -> Vec<Alert> {
         let mut alerts: Vec<Alert> = ["sql", "command", "xss"]
@@ -690,7 +693,7 @@ mod tests {
     #[test]
     fn anomalies_and_low_alerts_open_nothing_but_join_an_incident_on_their_function() {
         let noise = [
-            alert("spike", "anomaly.invocations", Severity::High, T0, &[(Function, "orders-api")]),
+            alert("spike", "anomaly.invocations", Severity::High, T0, &[(Function, "orders-api"), (Trace, "1-spiky")]),
             alert("caller", "callers.new", Severity::Low, T0 + MINUTE, &[(Function, "billing")]),
         ];
         let (correlator, rows) = run(&noise);
@@ -701,6 +704,12 @@ mod tests {
         let incident = correlator.open().next().unwrap();
         assert!(incident.alert_ids().contains(&"spike".to_string()), "the spike joins the attack on its function");
         assert!(!incident.alert_ids().contains(&"caller".to_string()), "another function's caller does not");
+        // The spike's keys are the incident's now: a later alert that shares only them joins it.
+        let mut correlator = correlator;
+        let later = alert("later", "injection.xss", Severity::Medium, T0 + 40 * MINUTE, &[(Trace, "1-spiky")]);
+        let rows = correlator.add(&later);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].incident_id, incident_id("inj-sql"));
     }
 
     #[test]
