@@ -18,7 +18,7 @@ use clap::Args;
 use ingest::{Pipeline, PipelineConfig, StoreSink};
 use store::time::MICROS_PER_MINUTE;
 use store::{Store, Table};
-use workload::stories::{Cast, World, WorldMinute, ATTACKER_IP};
+use workload::stories::{Cast, World, WorldMinute, ATTACKER_IP, CONTRACTOR_KEY_IP, SESSION_THIEF_IP};
 use workload::{fleet, Rng};
 
 use crate::commands::Paths;
@@ -194,8 +194,11 @@ fn walkthrough(paths: &Paths, running: &crate::serve::Running, names: &[String],
     outln!("");
     outln!("coldtrail demo: a fleet of {} functions with attack stories inside its traffic", names.len());
     outln!("  injection campaign against {} from {ATTACKER_IP}", names[cast.api]);
-    outln!("  {} backdoored (AddPermission to everyone, code overwritten) and then mining", names[cast.backdoored]);
-    outln!("  {}'s execution-role credentials used from {ATTACKER_IP}", names[cast.stolen]);
+    outln!(
+        "  {} backdoored from {CONTRACTOR_KEY_IP} with a contractor's leaked key (AddPermission to everyone, code overwritten), then mining",
+        names[cast.backdoored]
+    );
+    outln!("  {}'s execution-role credentials used from {SESSION_THIEF_IP}", names[cast.stolen]);
     outln!("  a denial-of-wallet flood against {}", names[cast.flooded]);
     outln!("");
     outln!(

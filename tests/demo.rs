@@ -34,17 +34,22 @@ fn the_demo_finds_every_attack_story_and_its_walkthrough_queries_return_the_atta
 
     let alerts = coldtrail(data, &["sql", "SELECT DISTINCT detector, function_name FROM alerts", "--format", "csv"]);
     let has = |detector: &str, function: &str| alerts.lines().any(|l| l == format!("{detector},{function}"));
-    // The cast of seed 7 (printed by the demo).
-    for (detector, function) in [
-        ("injection.sql", "orders-api"),
-        ("injection.command", "orders-api"),
-        ("injection.metadata_ssrf", "orders-api"),
-        ("lambda.public_permission", "payments-worker"),
-        ("lambda.code_by_new_principal", "payments-worker"),
-        ("resource.cryptomining", "payments-worker"),
-        ("credentials.outside_lambda", "users-resize"),
-        ("resource.denial_of_wallet", "images-webhook"),
-    ] {
+    // The cast of seed 7 (printed by the demo), story by story.
+    let stories: [&[(&str, &str)]; 4] = [
+        &[
+            ("injection.sql", "orders-api"),
+            ("injection.command", "orders-api"),
+            ("injection.metadata_ssrf", "orders-api"),
+        ],
+        &[
+            ("lambda.public_permission", "payments-worker"),
+            ("lambda.code_by_new_principal", "payments-worker"),
+            ("resource.cryptomining", "payments-worker"),
+        ],
+        &[("credentials.outside_lambda", "users-resize")],
+        &[("resource.denial_of_wallet", "images-webhook")],
+    ];
+    for (detector, function) in stories.iter().flat_map(|story| story.iter()) {
         assert!(out.contains(function), "{function} is not in the demo's cast:\n{out}");
         assert!(has(detector, function), "no {detector} alert for {function}:\n{alerts}");
     }
@@ -56,7 +61,7 @@ fn the_demo_finds_every_attack_story_and_its_walkthrough_queries_return_the_atta
         data,
         &[
             "sql",
-            "SELECT event_name FROM cloudtrail WHERE source_ip = '185.220.101.34' ORDER BY event_time",
+            "SELECT event_name FROM cloudtrail WHERE source_ip IN ('45.137.21.9', '103.251.167.20') ORDER BY event_time",
             "--format",
             "csv",
         ],
@@ -96,26 +101,49 @@ fn the_demo_finds_every_attack_story_and_its_walkthrough_queries_return_the_atta
     );
     assert!(environment.lines().count() > 5, "{environment}");
 
-    // Issue 21: the attack stories are incidents, and the normal traffic opens none. Three of the four
-    // stories come from one address (the scanner's, which also used the contractor's leaked key and the
-    // stolen role session): that actor is one incident; the denial of wallet is the other.
+    // Issue 21: each attack story is one incident that holds all of its alerts, and the normal traffic
+    // opens none.
     let incidents = coldtrail(
         data,
         &[
             "sql",
-            "SELECT DISTINCT ON (incident_id) incident_id, status, alert_count, entities, summary FROM incidents \
+            "SELECT DISTINCT ON (incident_id) incident_id, status, alert_ids, summary FROM incidents \
              ORDER BY incident_id, ts DESC, alert_count DESC",
             "--format",
-            "csv",
+            "json",
         ],
     );
-    let open: Vec<&str> = incidents.lines().skip(1).filter(|line| line.contains(",open,")).collect();
-    assert_eq!(open.len(), 2, "{incidents}");
-    let attacker = open.iter().find(|i| i.contains("185.220.101.34")).unwrap_or_else(|| panic!("{incidents}"));
-    for story in ["orders-api", "payments-worker", "users-resize-exec", "AKIADEVCONTRACTOR01"] {
-        assert!(attacker.contains(story), "the attacker's incident lacks {story}:\n{incidents}");
+    let incidents: serde_json::Value = serde_json::from_str(&incidents).unwrap();
+    let incidents = incidents["rows"].as_array().unwrap();
+    let open: Vec<&serde_json::Value> = incidents.iter().filter(|i| i["status"] == "open").collect();
+    assert_eq!(open.len(), 4, "{incidents:#?}");
+    let holding = |alert_id: &str| {
+        open.iter()
+            .filter(|i| {
+                serde_json::from_str::<Vec<String>>(i["alert_ids"].as_str().unwrap())
+                    .unwrap()
+                    .iter()
+                    .any(|a| a == alert_id)
+            })
+            .map(|i| i["incident_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut ids = std::collections::BTreeSet::new();
+    for story in stories {
+        let wanted: Vec<String> =
+            story.iter().map(|(d, f)| format!("(detector = '{d}' AND function_name = '{f}')")).collect();
+        let sql = format!("SELECT alert_id FROM alerts WHERE {}", wanted.join(" OR "));
+        let story_alerts = coldtrail(data, &["sql", &sql, "--format", "csv"]);
+        let mut homes = std::collections::BTreeSet::new();
+        for alert_id in story_alerts.lines().skip(1) {
+            let home = holding(alert_id);
+            assert_eq!(home.len(), 1, "alert {alert_id} of {story:?} is in {home:?}:\n{incidents:#?}");
+            homes.extend(home);
+        }
+        assert_eq!(homes.len(), 1, "{story:?} is spread over {homes:?}:\n{incidents:#?}");
+        ids.extend(homes);
     }
-    assert!(open.iter().any(|i| i.contains("images-webhook") && !i.contains("185.220.101.34")), "{incidents}");
+    assert_eq!(ids.len(), 4, "two stories share an incident:\n{incidents:#?}");
     coldtrail(data, &["verify"]);
 }
 

@@ -1335,3 +1335,148 @@ async fn the_audit_keeps_long_statements_and_statements_cut_short_by_a_kill() {
     let csv = String::from_utf8_lossy(&output.stdout);
     assert_eq!(csv.lines().skip(1).collect::<Vec<_>>(), ["started"], "{csv}");
 }
+
+/// An incident about `orders` (the fourth hour's function) and its one alert, stored as the incident
+/// builder stores them.
+fn store_incident(store: &Store) {
+    use store::alerts::{AlertRow, Entity, EntityKind, Severity};
+    use store::tables::IncidentRow;
+    let hour3 = (BASE_MS + 3 * 3_600_000) * 1_000;
+    let alert = AlertRow {
+        ts_us: hour3 + 10 * 60_000_000,
+        alert_id: "alert-orders".into(),
+        detector: "injection.sql".into(),
+        severity: Severity::High,
+        title: "SQL injection against orders".into(),
+        function: Some("orders".into()),
+        entity: Some("198.51.100.7".into()),
+        window_start_us: hour3,
+        window_end_us: hour3 + 10 * 60_000_000,
+        score: f64::NAN,
+        count: 1,
+        observed: serde_json::Value::Null,
+        expected: serde_json::Value::Null,
+        evidence: vec![],
+        attack_ids: vec!["T1190".into()],
+        query: String::new(),
+        entities: vec![
+            Entity(EntityKind::Address, "198.51.100.7".into()),
+            Entity(EntityKind::Function, "orders".into()),
+        ],
+    };
+    let incident: IncidentRow = IncidentRow {
+        ts: alert.ts_us,
+        incident_id: "inc-orders".into(),
+        status: Some("open".into()),
+        severity: Some("high".into()),
+        title: Some("198.51.100.7: SQL injection against orders".into()),
+        first_seen: Some(alert.ts_us),
+        last_seen: Some(alert.ts_us),
+        alert_count: Some(1),
+        alert_ids: Some(r#"["alert-orders"]"#.into()),
+        entities: Some(serde_json::to_string(&alert.entities).unwrap()),
+        ..Default::default()
+    };
+    store
+        .append(
+            &[
+                (store::Table::Alerts, AlertRow::batch(&[alert]).unwrap()),
+                (store::Table::Incidents, IncidentRow::batch(&[incident]).unwrap()),
+            ],
+            &[],
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysts_triage_incidents_on_every_channel_and_each_change_is_audited() {
+    let f = fixture().await;
+    store_incident(&f.store);
+    let servers = start(f.engine.clone()).await;
+    let latest = "SELECT status, assignee, note, changed_by, CAST(alert_count AS VARCHAR) FROM incidents \
+                  WHERE incident_id = 'inc-orders' ORDER BY ts DESC LIMIT 1";
+
+    // psql's simple protocol, as an analyst: the call answers with the row it stored.
+    let alice = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let stored =
+        simple_rows(&alice, "CALL incident_status('inc-orders', 'acknowledged', 'blocking 198.51.100.7')").await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(
+        stored[0].contains(&Some("acknowledged".into())) && stored[0].contains(&Some("alice".into())),
+        "{stored:?}"
+    );
+    // The HTTP API, as an admin.
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/sql", servers.http))
+        .bearer_auth("root-token-0123456789ab")
+        .body("CALL incident_assign('inc-orders', 'bob')")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{:?}", response.text().await);
+    // The CLI's path.
+    f.engine
+        .execute(&analyst(), "CALL incident_note('inc-orders', '<script>alert(1)</script> is text')", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&f.engine, latest).await,
+        [["acknowledged", "bob", "<script>alert(1)</script> is text", "alice", "1"]],
+        "the latest row is the whole state, every change carried"
+    );
+    // Mistakes are refused with the reason, and change nothing.
+    for (sql, reason) in [
+        ("CALL incident_status('inc-orders', 'closed')", "one of open, acknowledged, resolved, false_positive"),
+        ("CALL incident_status('no-such-incident', 'resolved')", "no incident"),
+        ("CALL incident_status('inc-orders', 'resolved'); SELECT 1", "statement of its own"),
+    ] {
+        let error = alice.simple_query(sql).await.expect_err(sql);
+        assert!(error.as_db_error().is_some_and(|e| e.message().contains(reason)), "{sql}: {error:?}");
+    }
+    assert_eq!(rows(&f.engine, latest).await[0][0], "acknowledged");
+
+    // `incident(id)`: the evidence of its entities (the address's and orders' rows) and its alert, over
+    // the alert's window, in time order.
+    let evidence = rows(&f.engine, "SELECT table_name, row_id, CAST(ts AS BIGINT) FROM incident('inc-orders')").await;
+    let tables: std::collections::BTreeSet<&str> = evidence.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(tables, ["alerts", "invocations", "logs"].into_iter().collect(), "{evidence:?}");
+    assert!(evidence.iter().any(|r| r[1] == "alert-orders"));
+    // orders' 5 invocations of the fourth hour fall in the window (one a minute from its start), with
+    // their log lines; of payments, only the log line that names 198.51.100.7 within it.
+    let invocations: Vec<&Vec<String>> = evidence.iter().filter(|r| r[0] == "invocations").collect();
+    assert_eq!(invocations.len(), 5, "{evidence:?}");
+    assert!(invocations.iter().all(|r| r[1].starts_with("orders-03-")), "{evidence:?}");
+    let payments: Vec<&Vec<String>> = evidence.iter().filter(|r| r[1].starts_with("payments-")).collect();
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert!(payments[0][0] == "logs" && payments[0][1].starts_with("payments-03-0000"), "{payments:?}");
+    assert!(
+        evidence.windows(2).all(|w| w[0][2].parse::<i64>().unwrap() <= w[1][2].parse::<i64>().unwrap()),
+        "in time order"
+    );
+    let none = f.engine.execute(&admin(), "SELECT * FROM incident('no-such-incident')", None).await;
+    assert!(none.is_err_and(|e| e.to_string().contains("no incident")));
+
+    // Every change is audited with its caller.
+    let _ = servers.stop.send(true);
+    f.engine.audit_log().close().await;
+    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let audit = rows(
+        &engine,
+        "SELECT user_name, protocol, status, sql FROM query_audit WHERE sql LIKE 'CALL%' AND status <> 'started' \
+         ORDER BY ts",
+    )
+    .await;
+    let calls: Vec<(&str, &str, &str)> = audit.iter().map(|r| (r[0].as_str(), r[1].as_str(), r[2].as_str())).collect();
+    assert_eq!(
+        calls,
+        [
+            ("alice", "pg", "ok"),
+            ("root", "http", "ok"),
+            ("alice", "cli", "ok"),
+            ("alice", "pg", "error"),
+            ("alice", "pg", "error"),
+            ("alice", "pg", "error")
+        ],
+        "{audit:?}"
+    );
+}

@@ -20,11 +20,24 @@ pub enum Kind {
     Pagerduty,
 }
 
+/// What a destination is sent: each alert, or each incident as it opens and escalates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    #[default]
+    Alert,
+    /// One message when an incident opens, one more each time its severity rises.
+    Incident,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     pub name: String,
     pub kind: Kind,
+    /// `alert` (the default) or `incident`.
+    #[serde(default)]
+    pub per: Per,
     pub url: String,
     /// HMAC secret of a webhook; `COLDTRAIL_WEBHOOK_SECRET` when absent.
     pub secret: Option<String>,
@@ -32,10 +45,12 @@ pub struct DestinationConfig {
     pub routing_key: Option<String>,
     /// Routing: the lowest severity sent (`low`, `medium`, `high`, `critical`).
     pub min_severity: Option<String>,
-    /// Routing: detector id prefixes (`trail.`, `injection.`); empty sends every detector.
+    /// Routing: detector id prefixes (`trail.`, `injection.`); empty sends every detector. An incident's
+    /// messages are `incident.opened` and `incident.escalated`.
     #[serde(default)]
     pub detectors: Vec<String>,
-    /// Routing: function names; empty sends alerts of every function (and of none).
+    /// Routing: function names; empty sends alerts of every function (and of none). An alert or an
+    /// incident is of a function when it names it among its entities.
     #[serde(default)]
     pub functions: Vec<String>,
     /// Routing: ATT&CK technique ids (tags), one of which the alert must carry; empty sends all.
@@ -82,6 +97,7 @@ impl DestinationConfig {
         DestinationConfig {
             name: url.to_string(),
             kind: Kind::Webhook,
+            per: Per::Alert,
             url: url.to_string(),
             secret: None,
             routing_key: None,
@@ -99,11 +115,18 @@ impl DestinationConfig {
 
     /// Whether this destination's routing takes `alert`.
     pub fn routes(&self, alert: &AlertDoc) -> bool {
+        if (self.per == Per::Incident) != alert.is_incident() {
+            return false;
+        }
         let severity =
             self.min_severity.as_deref().and_then(Severity::from_name).is_none_or(|min| alert.severity >= min);
         let detector =
             self.detectors.is_empty() || self.detectors.iter().any(|p| alert.detector.starts_with(p.as_str()));
-        let function = self.functions.is_empty() || alert.function.as_ref().is_some_and(|f| self.functions.contains(f));
+        let function = self.functions.is_empty()
+            || alert.function.as_ref().is_some_and(|f| self.functions.contains(f))
+            || alert.entities.iter().any(|store::alerts::Entity(kind, value)| {
+                *kind == store::alerts::EntityKind::Function && self.functions.contains(value)
+            });
         let tag = self.tags.is_empty()
             || alert
                 .attack_ids

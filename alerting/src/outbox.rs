@@ -3,8 +3,10 @@
 //! retrying with the error, delivered with the HTTP status, failed, suppressed). Those rows are the
 //! outbox's memory: after a restart, alerts whose last state is not final are queued again.
 //!
-//! Input is the store's subscription to `alerts`: an alert is delivered only after it is durably stored.
-//! Rows that repeat an alert id (a deduplicated group's final count, a replay) are not sent again.
+//! Input is the store's subscription to `alerts` and `incidents`: an alert is delivered only after it is
+//! durably stored. Rows that repeat an alert id (a deduplicated group's final count, a replay) are not
+//! sent again. Destinations with `per = "incident"` get incidents' messages instead (`AlertDoc::
+//! incident_message`: opened, then each escalation), through the same states, keyed by message id.
 //! Retries back off exponentially with jitter up to a bound; each destination has a request timeout, a
 //! rate limit and a circuit breaker.
 
@@ -20,7 +22,8 @@ use tokio::task::JoinSet;
 use crate::config::{AlertingConfig, DestinationConfig, Kind};
 use crate::error::AlertingError;
 use crate::metrics::metrics;
-use crate::payload::{self, AlertDoc, SIGNATURE_HEADER};
+use crate::payload::{self, AlertDoc, Severity, SIGNATURE_HEADER};
+use store::tables::IncidentRow;
 
 /// Delivery states, as `alert_deliveries.state` stores them.
 pub mod state {
@@ -37,6 +40,9 @@ pub mod state {
 
 /// Concurrent requests at most, over all destinations.
 const IN_FLIGHT_MAX: usize = 64;
+/// Alerts whose incident is remembered at most (then forgotten all at once: a payload then lacks its
+/// incident id, nothing worse).
+const INCIDENTS_REMEMBERED_MAX: usize = 1_000_000;
 
 fn now_us() -> i64 {
     store::time::now_micros()
@@ -108,6 +114,10 @@ pub struct Outbox {
     jobs: BTreeMap<(i64, u64), Job>,
     seq: u64,
     known: HashSet<(String, usize)>,
+    /// The incident of each alert placed in one (as the incidents' rows say), for alerts' payloads.
+    incident_of: HashMap<String, String>,
+    /// The highest severity announced of each incident.
+    announced: HashMap<String, Severity>,
     /// `alert_deliveries` rows not yet written; `write_rows` stamps them with the time it writes them.
     rows: Vec<AlertDeliveryRow>,
 }
@@ -138,13 +148,15 @@ impl Outbox {
             jobs: BTreeMap::new(),
             seq: 0,
             known: HashSet::new(),
+            incident_of: HashMap::new(),
+            announced: HashMap::new(),
             rows: Vec::new(),
         }
     }
 
     /// Subscribes to stored alerts, queues what an earlier run left undelivered, and delivers until `stop`.
     pub fn start(self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<Result<(), AlertingError>> {
-        let receiver = self.store.subscribe(&[Table::Alerts], 1_024);
+        let receiver = self.store.subscribe(&[Table::Alerts, Table::Incidents], 1_024);
         let (sender, mut appended) = tokio::sync::mpsc::channel::<store::Appended>(64);
         // The store's subscription is a blocking channel: a thread moves it onto the runtime.
         std::thread::Builder::new()
@@ -173,11 +185,7 @@ impl Outbox {
                 });
                 tokio::select! {
                     batch = appended.recv() => match batch {
-                        Some(batch) => {
-                            for (_, rows) in &batch.batches {
-                                outbox.admit(AlertDoc::rows(rows));
-                            }
-                        }
+                        Some(batch) => outbox.admit_appended(&batch),
                         None => break,
                     },
                     Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -202,9 +210,7 @@ impl Outbox {
                     }
                 }
                 while let Ok(batch) = appended.try_recv() {
-                    for (_, rows) in &batch.batches {
-                        outbox.admit(AlertDoc::rows(rows));
-                    }
+                    outbox.admit_appended(&batch);
                 }
             }
             // Requests under way finish (each is bounded by its timeout); the rest stay queued in the store.
@@ -336,7 +342,51 @@ impl Outbox {
         self.jobs.insert((due_us, self.seq), job);
     }
 
-    /// New stored alerts: route, suppress or queue each, once per alert id and destination.
+    /// Stored alerts and incident rows: alerts as they are, incidents as the messages they call for.
+    fn admit_appended(&mut self, appended: &store::Appended) {
+        for (table, batch) in &appended.batches {
+            match table {
+                Table::Incidents => {
+                    let rows = IncidentRow::from_batch(batch).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "an incidents batch that does not decode; no message for it");
+                        Vec::new()
+                    });
+                    let messages = self.incident_messages(&rows);
+                    self.admit(messages);
+                }
+                _ => {
+                    let mut alerts = AlertDoc::rows(batch);
+                    for alert in &mut alerts {
+                        alert.incident_id = self.incident_of.get(&alert.id).cloned();
+                    }
+                    self.admit(alerts);
+                }
+            }
+        }
+    }
+
+    /// The messages incident rows call for (in their order), remembering what each announced and which
+    /// incident holds each alert.
+    fn incident_messages(&mut self, rows: &[IncidentRow]) -> Vec<AlertDoc> {
+        if self.incident_of.len() > INCIDENTS_REMEMBERED_MAX {
+            self.incident_of.clear();
+        }
+        let mut messages = Vec::new();
+        for row in rows {
+            let alert_ids: Vec<String> =
+                row.alert_ids.as_deref().and_then(|ids| serde_json::from_str(ids).ok()).unwrap_or_default();
+            for alert_id in alert_ids {
+                self.incident_of.insert(alert_id, row.incident_id.clone());
+            }
+            if let Some(message) = AlertDoc::incident_message(row, self.announced.get(&row.incident_id).copied()) {
+                self.announced.insert(row.incident_id.clone(), message.severity);
+                messages.push(message);
+            }
+        }
+        messages
+    }
+
+    /// New stored alerts or incident messages: route, suppress or queue each, once per id and destination.
     fn admit(&mut self, alerts: Vec<AlertDoc>) {
         let now = now_us();
         for alert in alerts {
@@ -393,6 +443,17 @@ impl Outbox {
                 }
             }
         }
+        // Incidents' messages, made again from this node's rows in their order: the same ids.
+        let mut incidents: Vec<IncidentRow> = Vec::new();
+        for batch in self.store.scan_own(Table::Incidents, None, TimeRange::new(horizon, i64::MAX)).await? {
+            incidents.extend(IncidentRow::from_batch(&batch)?);
+        }
+        incidents.sort_by(|a, b| (a.ts, &a.incident_id).cmp(&(b.ts, &b.incident_id)));
+        let messages = self.incident_messages(&incidents);
+        for alert in &mut alerts {
+            alert.incident_id = self.incident_of.get(&alert.id).cloned();
+        }
+        alerts.extend(messages);
         let now = now_us();
         let mut requeued = 0;
         for alert in alerts {
@@ -650,6 +711,7 @@ mod tests {
             attack_ids: serde_json::Value::Null,
             query: None,
             entities: Vec::new(),
+            incident_id: None,
         };
         let job = || Job { alert: alert.clone(), destination: 0, attempt: 0, first_us: now_us() };
         for _ in 0..2 {

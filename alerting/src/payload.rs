@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use store::alerts::AlertRow;
 pub use store::alerts::Severity;
+use store::tables::IncidentRow;
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "X-Coldtrail-Signature";
@@ -34,9 +35,65 @@ pub struct AlertDoc {
     pub query: Option<String>,
     /// What the alert is about: `[["address", "203.0.113.9"], ["function", "orders-api"], ...]`.
     pub entities: Vec<store::alerts::Entity>,
+    /// The incident: of an incident's message, and of an alert whose incident was known when it was
+    /// queued (incidents are built from stored alerts, so a new alert's usually is not yet).
+    pub incident_id: Option<String>,
 }
 
+/// Prefix of the detector of incidents' messages.
+pub const INCIDENT_DETECTOR: &str = "incident.";
+
 impl AlertDoc {
+    /// Whether this is an incident's message rather than an alert.
+    pub fn is_incident(&self) -> bool {
+        self.detector.starts_with(INCIDENT_DETECTOR)
+    }
+
+    /// The message an incident's row calls for, given the highest severity already announced of it: one
+    /// when it opens, and one each time its severity rises. Analysts' rows, merged incidents and rows
+    /// that change nothing announced call for none. The message's id names the incident and the step
+    /// (`<incident>/opened`, `<incident>/escalated/<severity>`), so that it is sent once.
+    pub fn incident_message(row: &IncidentRow, announced: Option<Severity>) -> Option<AlertDoc> {
+        if row.changed_by.is_some() || row.status.as_deref() == Some("merged") {
+            return None;
+        }
+        let severity = row.severity.as_deref().and_then(Severity::from_name)?;
+        let step = match announced {
+            None => "opened".to_string(),
+            Some(before) if severity > before => format!("escalated/{}", severity.name()),
+            Some(_) => return None,
+        };
+        let entities: Vec<store::alerts::Entity> =
+            row.entities.as_deref().and_then(|e| serde_json::from_str(e).ok()).unwrap_or_default();
+        let json_list = |text: &Option<String>| -> Value {
+            text.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_else(|| json!([]))
+        };
+        let function = entities.iter().find_map(|store::alerts::Entity(kind, value)| {
+            (*kind == store::alerts::EntityKind::Function).then(|| value.clone())
+        });
+        let id = &row.incident_id;
+        Some(AlertDoc {
+            id: format!("{id}/{step}"),
+            ts: store::time::format_seconds(row.ts),
+            detector: format!("{INCIDENT_DETECTOR}{}", step.split('/').next().unwrap_or_default()),
+            severity,
+            title: row.title.clone().unwrap_or_default(),
+            function,
+            entity: None,
+            window_start: row.first_seen.map(store::time::format_seconds),
+            window_end: row.last_seen.map(store::time::format_seconds),
+            score: None,
+            count: row.alert_count.unwrap_or(1),
+            observed: json!({"summary": row.summary, "tactics": json_list(&row.tactics), "status": row.status}),
+            expected: Value::Null,
+            evidence: json_list(&row.alert_ids),
+            attack_ids: json_list(&row.techniques),
+            query: Some(format!("SELECT * FROM incident('{id}')")),
+            entities,
+            incident_id: Some(id.clone()),
+        })
+    }
+
     /// The alerts of an `alerts` batch. A batch that is not one (a bug upstream) is logged and yields
     /// none, rather than alerts made of guesses.
     pub fn rows(batch: &RecordBatch) -> Vec<AlertDoc> {
@@ -70,6 +127,7 @@ impl From<AlertRow> for AlertDoc {
             attack_ids: json!(row.attack_ids),
             query: Some(row.query).filter(|query| !query.is_empty()),
             entities: row.entities,
+            incident_id: None,
         }
     }
 }
@@ -93,11 +151,17 @@ pub fn slack_body(alert: &AlertDoc) -> Vec<u8> {
         fields.push(json!({"type": "mrkdwn", "text": format!("*Function*\n{function}")}));
     }
     fields.push(json!({"type": "mrkdwn", "text": format!("*Count*\n{}", alert.count)}));
+    if let Some(incident) = &alert.incident_id {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Incident*\n`{incident}`")}));
+    }
     fields.push(json!({"type": "mrkdwn", "text": format!("*ATT&CK*\n{}", alert.attack_ids)}));
     let mut blocks = vec![
         json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}),
         json!({"type": "section", "fields": fields}),
     ];
+    if let Some(summary) = alert.observed.get("summary").and_then(Value::as_str).filter(|_| alert.is_incident()) {
+        blocks.push(json!({"type": "section", "text": {"type": "plain_text", "text": summary}}));
+    }
     if let Some(query) = &alert.query {
         blocks.push(
             json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("Investigate:\n```{query}```")}}),
@@ -114,6 +178,9 @@ pub fn alertmanager_body(alert: &AlertDoc) -> Vec<u8> {
     labels.insert("alertname".into(), json!(alert.detector));
     labels.insert("severity".into(), json!(alert.severity.name()));
     labels.insert("coldtrail_alert_id".into(), json!(alert.id));
+    if let Some(incident) = &alert.incident_id {
+        labels.insert("coldtrail_incident_id".into(), json!(incident));
+    }
     if let Some(function) = &alert.function {
         labels.insert("function".into(), json!(function));
     }
@@ -132,7 +199,8 @@ pub fn alertmanager_body(alert: &AlertDoc) -> Vec<u8> {
     serde_json::to_vec(&body).expect("json")
 }
 
-/// PagerDuty Events API v2: a `trigger` event whose dedup key is the alert id.
+/// PagerDuty Events API v2: a `trigger` event whose dedup key is the alert id, or the incident id for an
+/// incident's messages (so that its escalation updates the page it opened).
 pub fn pagerduty_body(alert: &AlertDoc, routing_key: &str) -> Vec<u8> {
     let severity = match alert.severity {
         Severity::Critical => "critical",
@@ -143,7 +211,10 @@ pub fn pagerduty_body(alert: &AlertDoc, routing_key: &str) -> Vec<u8> {
     let body = json!({
         "routing_key": routing_key,
         "event_action": "trigger",
-        "dedup_key": alert.id,
+        "dedup_key": match alert.is_incident() {
+            true => alert.incident_id.clone().unwrap_or_else(|| alert.id.clone()),
+            false => alert.id.clone(),
+        },
         "payload": {
             "summary": alert.title.chars().take(1024).collect::<String>(),
             "source": alert.function.clone().unwrap_or_else(|| "coldtrail".into()),
@@ -246,6 +317,7 @@ mod tests {
                 store::alerts::EntityKind::Principal,
                 "arn:aws:iam::1:user/mallory".into(),
             )],
+            incident_id: None,
         }
     }
 
@@ -278,5 +350,53 @@ mod tests {
         assert_eq!(am[0]["labels"]["coldtrail_alert_id"], "a1");
         let pd: Value = serde_json::from_slice(&pagerduty_body(&a, "key")).unwrap();
         assert_eq!((pd["dedup_key"].as_str(), pd["payload"]["severity"].as_str()), (Some("a1"), Some("critical")));
+    }
+
+    fn incident(severity: &str, changed_by: Option<&str>) -> IncidentRow {
+        IncidentRow {
+            ts: 1_795_168_800_000_000,
+            incident_id: "0f1e2d3c4b5a6978".into(),
+            status: Some("open".into()),
+            severity: Some(severity.into()),
+            title: Some("185.220.101.34: SQL injection (+2 more alerts)".into()),
+            summary: Some("185.220.101.34 probed orders-api with 3 injection classes.".into()),
+            alert_count: Some(3),
+            alert_ids: Some(r#"["a1","a2","a3"]"#.into()),
+            entities: Some(r#"[["address","185.220.101.34"],["function","orders-api"]]"#.into()),
+            techniques: Some(r#"["T1190"]"#.into()),
+            changed_by: changed_by.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_incident_is_announced_when_it_opens_and_escalates_in_every_format() {
+        let opened = AlertDoc::incident_message(&incident("high", None), None).unwrap();
+        assert_eq!((opened.id.as_str(), opened.detector.as_str()), ("0f1e2d3c4b5a6978/opened", "incident.opened"));
+        assert!(opened.is_incident() && !alert().is_incident());
+        assert_eq!(opened.function.as_deref(), Some("orders-api"));
+        assert!(AlertDoc::incident_message(&incident("high", None), Some(Severity::High)).is_none(), "no rise");
+        assert!(AlertDoc::incident_message(&incident("critical", Some("alice")), Some(Severity::High)).is_none());
+        let escalated = AlertDoc::incident_message(&incident("critical", None), Some(Severity::High)).unwrap();
+        assert_eq!(escalated.id, "0f1e2d3c4b5a6978/escalated/critical");
+        let merged = IncidentRow { status: Some("merged".into()), ..incident("critical", None) };
+        assert!(AlertDoc::incident_message(&merged, None).is_none());
+        // Every format carries the incident id; PagerDuty keys the page by it, so the escalation updates
+        // the page the opening raised.
+        let hook: Value = serde_json::from_slice(&webhook_body(&opened)).unwrap();
+        assert_eq!(hook["incident_id"], "0f1e2d3c4b5a6978");
+        let slack = String::from_utf8(slack_body(&escalated)).unwrap();
+        assert!(slack.contains("0f1e2d3c4b5a6978") && slack.contains("probed orders-api"), "{slack}");
+        let am: Value = serde_json::from_slice(&alertmanager_body(&opened)).unwrap();
+        assert_eq!(am[0]["labels"]["coldtrail_incident_id"], "0f1e2d3c4b5a6978");
+        for message in [&opened, &escalated] {
+            let pd: Value = serde_json::from_slice(&pagerduty_body(message, "key")).unwrap();
+            assert_eq!(pd["dedup_key"], "0f1e2d3c4b5a6978");
+        }
+        // An alert's page stays keyed by the alert, its incident named in the details.
+        let known = AlertDoc { incident_id: Some("0f1e2d3c4b5a6978".into()), ..alert() };
+        let pd: Value = serde_json::from_slice(&pagerduty_body(&known, "key")).unwrap();
+        assert_eq!(pd["dedup_key"], "a1");
+        assert_eq!(pd["payload"]["custom_details"]["incident_id"], "0f1e2d3c4b5a6978");
     }
 }

@@ -2,7 +2,7 @@
 //! succeeds gets the alert once with the retries recorded; a receiver that is down while coldtrail stops
 //! and starts again gets it after both are back, once; every request carries a valid signature, a
 //! tampered body and a replayed timestamp are rejected by the receiver's check; a suppressed alert is
-//! stored and never sent.
+//! stored and never sent; a destination routed per incident gets its openings and escalations.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -333,4 +333,94 @@ async fn a_process_starting_on_a_shared_location_does_not_deliver_another_proces
     let mut ids: Vec<&str> = got.accepted.iter().map(|a| a["id"].as_str().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, vec!["alert-of-a", "alert-of-b"], "each alert once");
+}
+
+/// An `incidents` row as the incident builder (or, with `changed_by`, an analyst) stores it.
+fn incident_row(store: &Store, severity: &str, alert_ids: &[&str], changed_by: Option<&str>) {
+    let now = store::time::now_micros();
+    let row: store::tables::IncidentRow = store::tables::IncidentRow {
+        ts: now,
+        incident_id: "inc-1".into(),
+        status: Some(if changed_by.is_some() { "acknowledged" } else { "open" }.into()),
+        severity: Some(severity.into()),
+        title: Some("203.0.113.9: SQL injection against orders-api".into()),
+        summary: Some("203.0.113.9 probed orders-api.".into()),
+        first_seen: Some(now),
+        last_seen: Some(now),
+        alert_count: Some(alert_ids.len() as i64),
+        alert_ids: Some(serde_json::to_string(alert_ids).unwrap()),
+        entities: Some(r#"[["address","203.0.113.9"],["function","orders-api"]]"#.into()),
+        tactics: Some(r#"["initial-access"]"#.into()),
+        techniques: Some(r#"["T1190"]"#.into()),
+        changed_by: changed_by.map(Into::into),
+        ..Default::default()
+    };
+    let batch = store::tables::IncidentRow::batch(&[row]).unwrap();
+    store.append(&[(Table::Incidents, batch)], &[]).unwrap();
+}
+
+/// Issue 21: a destination routed per incident gets one message when an incident opens and one when it
+/// escalates, never one per alert; payloads carry the incident id; after a restart nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_are_announced_when_they_open_and_when_they_escalate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(receiver(received.clone(), listener));
+    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let mut config = config(addr);
+    let mut per_incident = config.destinations[0].clone();
+    per_incident.name = "incidents".into();
+    per_incident.per = alerting::Per::Incident;
+    config.destinations.push(per_incident);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = Outbox::new(store.clone(), config.clone()).start(stop_rx);
+    alert_row(&store, "a1", "injection.sql");
+    incident_row(&store, "medium", &["a1"], None);
+    alert_row(&store, "a2", "injection.command");
+    // Grown without a higher severity, then triaged: no message.
+    incident_row(&store, "medium", &["a1", "a2"], None);
+    incident_row(&store, "medium", &["a1", "a2"], Some("alice"));
+    incident_row(&store, "high", &["a1", "a2", "a3"], None);
+    let accepted = || received.lock().unwrap().accepted.clone();
+    wait_until("four messages", Duration::from_secs(20), || accepted().len() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    outbox.await.unwrap().unwrap();
+    let got = accepted();
+    let ids: Vec<&str> = got.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 4, "{got:#?}");
+    for id in ["a1", "a2", "inc-1/opened", "inc-1/escalated/high"] {
+        assert!(ids.contains(&id), "{id} not among {ids:?}");
+    }
+    let opened = got.iter().find(|m| m["id"] == "inc-1/opened").unwrap();
+    assert_eq!(opened["incident_id"], "inc-1");
+    assert_eq!(opened["detector"], "incident.opened");
+    assert_eq!(opened["query"], "SELECT * FROM incident('inc-1')");
+    assert_eq!(opened["evidence"], serde_json::json!(["a1"]));
+    assert_eq!(opened["observed"]["summary"], "203.0.113.9 probed orders-api.");
+    let escalated = got.iter().find(|m| m["id"] == "inc-1/escalated/high").unwrap();
+    assert_eq!((escalated["severity"].as_str(), escalated["count"].as_i64()), (Some("high"), Some(3)));
+    // a2 was stored after the incident row naming a1 only: its incident is not known when it is queued.
+    let a2 = got.iter().find(|m| m["id"] == "a2").unwrap();
+    assert!(a2["incident_id"].is_null(), "{a2}");
+
+    // A restart with one more per-alert destination: the incident messages are not sent again, and the
+    // alerts queued for the new destination carry their incident, now known from the stored rows.
+    let mut late = config.destinations[0].clone();
+    late.name = "late".into();
+    config.destinations.push(late);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = Outbox::new(store.clone(), config).start(stop_rx);
+    wait_until("the late copies", Duration::from_secs(20), || accepted().len() >= 6).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(true).unwrap();
+    outbox.await.unwrap().unwrap();
+    let got = accepted();
+    assert_eq!(got.len(), 6, "{got:#?}");
+    for late in &got[4..] {
+        assert!(["a1", "a2"].contains(&late["id"].as_str().unwrap()), "{late}");
+        assert_eq!(late["incident_id"], "inc-1", "{late}");
+    }
 }

@@ -14,6 +14,12 @@
 //! when it chains three ATT&CK tactics or more; its tactics are in kill-chain order; its summary is one
 //! paragraph generated from its alerts. `Correlator::add` returns the incidents an alert changed, as rows
 //! of the `incidents` table, whose latest row per id is the incident's state.
+//!
+//! Analysts triage incidents (status, assignee, note) by storing rows of their own (`changed_by` set; see
+//! `query::triage`). The correlator learns them (`Correlator::triaged`, fed by `IncidentThread` from the
+//! store's appends and, at start, from the stored rows) and carries them on every row it writes later, at
+//! a time after theirs, so that the latest row stays the whole state. A resolved incident that grows is
+//! open again; one acknowledged or marked a false positive keeps its status.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -314,7 +320,33 @@ impl Incident {
             merged_into: self.merged_into.clone(),
             assignee: None,
             note: None,
+            changed_by: None,
         }
+    }
+}
+
+/// What analysts set on an incident, from its latest row that one of them wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Triage {
+    pub status: Option<String>,
+    pub assignee: Option<String>,
+    pub note: Option<String>,
+    pub changed_by: Option<String>,
+    /// The time of that row: later rows are written after it.
+    pub at_us: i64,
+}
+
+impl Triage {
+    fn apply_to(&self, row: &mut IncidentRow) {
+        if row.status.as_deref() != Some("merged") {
+            if let Some(status) = &self.status {
+                row.status = Some(status.clone());
+            }
+        }
+        row.assignee.clone_from(&self.assignee);
+        row.note.clone_from(&self.note);
+        row.changed_by.clone_from(&self.changed_by);
+        row.ts = row.ts.max(self.at_us.saturating_add(1));
     }
 }
 
@@ -357,6 +389,8 @@ pub struct Correlator {
     loose: VecDeque<Member>,
     /// Alert ids placed, so that an alert seen again (a group's final count) changes nothing.
     placed: HashMap<String, i64>,
+    /// What analysts set, by incident id.
+    triage: HashMap<String, Triage>,
     newest_us: i64,
     /// When what is past the horizon was last forgotten.
     forgotten_at_us: i64,
@@ -370,6 +404,7 @@ impl Correlator {
             index: HashMap::new(),
             loose: VecDeque::new(),
             placed: HashMap::new(),
+            triage: HashMap::new(),
             newest_us: i64::MIN,
             forgotten_at_us: i64::MIN,
         }
@@ -378,6 +413,36 @@ impl Correlator {
     /// Incidents alerts may still join.
     pub fn open(&self) -> impl Iterator<Item = &Incident> {
         self.open.values()
+    }
+
+    /// Learns an analyst's change from a stored row: one with `changed_by`, newer than what is known of
+    /// its incident. Rows without (the correlator's own) and older ones change nothing.
+    pub fn triaged(&mut self, row: &IncidentRow) {
+        if row.changed_by.is_none() || self.triage.get(&row.incident_id).is_some_and(|t| t.at_us > row.ts) {
+            return;
+        }
+        let triage = Triage {
+            status: row.status.clone().filter(|s| s != "merged"),
+            assignee: row.assignee.clone(),
+            note: row.note.clone(),
+            changed_by: row.changed_by.clone(),
+            at_us: row.ts,
+        };
+        self.triage.insert(row.incident_id.clone(), triage);
+    }
+
+    /// What analysts set on an incident.
+    pub fn triage(&self, incident_id: &str) -> Option<&Triage> {
+        self.triage.get(incident_id)
+    }
+
+    /// The row of incident `id` (open) at `ts_us`, with what analysts set on it.
+    fn row(&self, id: &str, ts_us: i64) -> IncidentRow {
+        let mut row = self.open[id].row(ts_us);
+        if let Some(triage) = self.triage.get(id) {
+            triage.apply_to(&mut row);
+        }
+        row
     }
 
     /// Places one alert: the rows of the incidents it opened, grew or merged, in id order.
@@ -413,7 +478,7 @@ impl Correlator {
                 self.open.insert(id.clone(), incident);
                 self.index_keys(&member_keys, &id);
                 self.gather_loose(&id);
-                rows.push(self.open[&id].row(alert.ts_us));
+                rows.push(self.row(&id, alert.ts_us));
                 return rows;
             }
             None => {
@@ -427,7 +492,11 @@ impl Correlator {
         for other in joined.iter().skip(1) {
             let Some(mut merged) = self.open.remove(other) else { continue };
             merged.merged_into = Some(target.clone());
-            rows.push(merged.row(alert.ts_us));
+            let mut row = merged.row(alert.ts_us);
+            if let Some(triage) = self.triage.get(other) {
+                triage.apply_to(&mut row);
+            }
+            rows.push(row);
             let moved = std::mem::take(&mut merged.members);
             for member in &moved {
                 self.index_keys(&keys(&member.entities), &target);
@@ -436,7 +505,10 @@ impl Correlator {
         }
         self.open.get_mut(&target).expect("the target is open").members.push(member);
         self.index_keys(&member_keys, &target);
-        rows.push(self.open[&target].row(alert.ts_us));
+        if let Some(triage) = self.triage.get_mut(&target).filter(|t| t.status.as_deref() == Some("resolved")) {
+            triage.status = Some("open".into());
+        }
+        rows.push(self.row(&target, alert.ts_us));
         rows.sort_by(|a, b| a.incident_id.cmp(&b.incident_id));
         rows
     }
@@ -481,6 +553,7 @@ impl Correlator {
         }
         let open = &self.open;
         self.index.retain(|_, id| open.contains_key(id));
+        self.triage.retain(|id, t| open.contains_key(id) || t.at_us >= cutoff);
         self.loose.retain(|m| m.ts_us >= cutoff);
         self.placed.retain(|_, ts| *ts >= cutoff);
     }
@@ -503,7 +576,7 @@ pub struct IncidentThread {
 impl IncidentThread {
     pub fn start(store: Arc<Store>, config: IncidentConfig) -> Result<IncidentThread, DetectError> {
         // Subscribed before the stored alerts are read, so that none falls between the two.
-        let receiver = store.subscribe(&[Table::Alerts], QUEUE_APPENDS_MAX);
+        let receiver = store.subscribe(&[Table::Alerts, Table::Incidents], QUEUE_APPENDS_MAX);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("incidents".into())
@@ -526,7 +599,13 @@ impl IncidentThread {
                         };
                         if let Some(appended) = appended {
                             let mut rows = Vec::new();
-                            for (_, batch) in &appended.batches {
+                            for (table, batch) in &appended.batches {
+                                if *table == Table::Incidents {
+                                    for row in IncidentRow::from_batch(batch)? {
+                                        correlator.triaged(&row);
+                                    }
+                                    continue;
+                                }
                                 for alert in Alert::from_batch(batch)? {
                                     rows.extend(correlator.add(&alert));
                                 }
@@ -556,11 +635,20 @@ pub fn store_incidents(store: &Store, rows: &[IncidentRow]) -> Result<u64, Detec
     Ok(rows.len() as u64)
 }
 
-/// Places the stored alerts of the last horizon, and stores the incidents whose state is not their
-/// latest stored row.
+/// Learns what analysts set from the stored rows, places the stored alerts of the last horizon, and
+/// stores the incidents whose state is not their latest stored row.
 fn catch_up(store: &Store, runtime: &tokio::runtime::Runtime, correlator: &mut Correlator) -> Result<u64, DetectError> {
     let Some((_, newest)) = store.event_time_span(Table::Alerts) else { return Ok(0) };
     let range = TimeRange::new(newest.saturating_sub(correlator.config.horizon_us), newest.saturating_add(1));
+    let mut stored: HashMap<String, IncidentRow> = HashMap::new();
+    for batch in runtime.block_on(store.scan(Table::Incidents, None, TimeRange::new(range.start_micros, i64::MAX)))? {
+        for row in IncidentRow::from_batch(&batch)? {
+            correlator.triaged(&row);
+            if stored.get(&row.incident_id).is_none_or(|s| s.ts <= row.ts) {
+                stored.insert(row.incident_id.clone(), row);
+            }
+        }
+    }
     let mut alerts = Vec::new();
     for batch in runtime.block_on(store.scan(Table::Alerts, None, range))? {
         alerts.extend(Alert::from_batch(&batch)?);
@@ -572,24 +660,10 @@ fn catch_up(store: &Store, runtime: &tokio::runtime::Runtime, correlator: &mut C
             latest.insert(row.incident_id.clone(), row);
         }
     }
-    let mut stored: HashMap<String, (i64, IncidentRow)> = HashMap::new();
-    for batch in runtime.block_on(store.scan(Table::Incidents, None, TimeRange::new(range.start_micros, i64::MAX)))? {
-        for row in IncidentRow::from_batch(&batch)? {
-            match stored.get(&row.incident_id) {
-                Some((ts, _)) if *ts > row.ts => {}
-                _ => {
-                    stored.insert(row.incident_id.clone(), (row.ts, row));
-                }
-            }
-        }
-    }
+    let state = |row: &IncidentRow| (row.alert_count, row.status.clone(), row.assignee.clone(), row.note.clone());
     let missing: Vec<IncidentRow> = latest
         .into_values()
-        .filter(|row| {
-            stored
-                .get(&row.incident_id)
-                .is_none_or(|(_, s)| (s.alert_count, &s.status) != (row.alert_count, &row.status))
-        })
+        .filter(|row| stored.get(&row.incident_id).is_none_or(|s| state(s) != state(row)))
         .collect();
     store_incidents(store, &missing)
 }
@@ -710,6 +784,45 @@ mod tests {
         let rows = correlator.add(&later);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].incident_id, incident_id("inj-sql"));
+    }
+
+    /// An analyst's row, as `query::triage` stores it.
+    fn triage_row(of: &IncidentRow, ts: i64, status: &str, assignee: Option<&str>, note: Option<&str>) -> IncidentRow {
+        IncidentRow {
+            ts,
+            status: Some(status.into()),
+            assignee: assignee.map(Into::into),
+            note: note.map(Into::into),
+            changed_by: Some("alice".into()),
+            ..of.clone()
+        }
+    }
+
+    #[test]
+    fn what_an_analyst_sets_is_carried_on_later_rows_written_after_it() {
+        let alerts = campaign();
+        let mut correlator = Correlator::new(IncidentConfig::default());
+        let opened = correlator.add(&alerts[0]).pop().unwrap();
+        // Acknowledged an hour of wall-clock time after the alert (a replay's rows are older than now).
+        let acknowledged = triage_row(&opened, T0 + 60 * MINUTE, "acknowledged", Some("alice"), Some("blocking it"));
+        correlator.triaged(&acknowledged);
+        // The correlator's own rows (no `changed_by`) and older analyst rows change nothing.
+        correlator.triaged(&opened);
+        correlator.triaged(&triage_row(&opened, T0, "false_positive", None, None));
+        let grown = correlator.add(&alerts[1]).pop().unwrap();
+        assert_eq!(grown.status.as_deref(), Some("acknowledged"));
+        assert_eq!((grown.assignee.as_deref(), grown.note.as_deref()), (Some("alice"), Some("blocking it")));
+        assert_eq!(grown.changed_by.as_deref(), Some("alice"));
+        assert_eq!(grown.alert_count, Some(2));
+        assert!(grown.ts > acknowledged.ts, "the latest row stays the whole state");
+        // Resolved, then the attack goes on: open again, with the analyst's note.
+        correlator.triaged(&triage_row(&grown, grown.ts + 1, "resolved", Some("alice"), Some("fixed")));
+        let reopened = correlator.add(&alerts[2]).pop().unwrap();
+        assert_eq!((reopened.status.as_deref(), reopened.note.as_deref()), (Some("open"), Some("fixed")));
+        // A false positive stays one.
+        correlator.triaged(&triage_row(&reopened, reopened.ts + 1, "false_positive", None, Some("pentest")));
+        let last = correlator.add(&alerts[3]).pop().unwrap();
+        assert_eq!((last.status.as_deref(), last.assignee.as_deref()), (Some("false_positive"), None));
     }
 
     #[test]

@@ -290,12 +290,22 @@ impl QueryEngine {
     }
 
     /// Starts one statement: checks its length, waits for a slot, plans it, checks it against the
-    /// caller's role, records its `started` audit row and starts executing it. The caller applies the
+    /// caller's role, records its `started` audit row and starts executing it. A triage procedure
+    /// (`crate::triage`) stores its change and answers with the stored row. The caller applies the
     /// statement timeout around this and the reading of its rows, and calls `finish` at its end.
     pub async fn open(&self, caller: &Caller, sql: &str, started: Started) -> Result<Running> {
         access::check_length(caller.role, sql)?;
         access::check_complexity(sql)?;
         let slot = self.slot(caller.role).await?;
+        if let Some(change) = crate::triage::parse(sql) {
+            let change = change?;
+            self.start(caller, sql, started).await?;
+            let answer = crate::triage::apply(&self.store, &change, &caller.user).await?;
+            let df = self.ctx.sql(&answer).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let stream = df.execute_stream().await?;
+            return Ok(Running { schema, stream, _slot: slot });
+        }
         let plan = self.plan(caller.role, sql).await?;
         self.start(caller, sql, started).await?;
         let df = self.ctx.execute_logical_plan(plan).await?;

@@ -5,6 +5,9 @@
 //!   order, with its table, the row's own id and a one-line summary.
 //! - `environment(log_stream [, from [, to]])`: every invocation and log line of one execution
 //!   environment (one Lambda log stream is one sandbox), in order.
+//! - `incident(id)`: an incident's evidence: every row of any of its entities (addresses, principals,
+//!   access keys, functions, execution environments, traces) and its alerts, from its earliest alert's
+//!   first evidence to its latest alert's last, in time order; the same columns as `timeline`.
 //!
 //! Each call becomes a SQL union over the store tables, planned when the call is scanned, so that the
 //! time bounds prune partitions like any other query.
@@ -63,8 +66,8 @@ pub const VIEWS: &[(&str, &str)] = &[
 
 /// Registers the table functions and creates the saved views.
 pub async fn register(ctx: &SessionContext) -> Result<()> {
-    for kind in [Kind::Timeline, Kind::Environment] {
-        let sql = kind.sql("", None, None);
+    for kind in [Kind::Timeline, Kind::Environment, Kind::Incident] {
+        let sql = kind.sql(&Keys::one(""), None, None);
         let schema = Arc::new(ctx.sql(&sql).await?.schema().as_arrow().clone());
         ctx.register_udtf(kind.name(), Arc::new(ForensicFunction { kind, schema }));
     }
@@ -78,6 +81,20 @@ pub async fn register(ctx: &SessionContext) -> Result<()> {
 enum Kind {
     Timeline,
     Environment,
+    Incident,
+}
+
+/// What a call looks up: entity values (any of which a row may mention) and alert ids.
+#[derive(Debug, Clone, Default)]
+struct Keys {
+    values: Vec<String>,
+    alert_ids: Vec<String>,
+}
+
+impl Keys {
+    fn one(key: &str) -> Keys {
+        Keys { values: vec![key.to_string()], alert_ids: Vec::new() }
+    }
 }
 
 /// Quotes `text` as a SQL string literal.
@@ -90,14 +107,24 @@ impl Kind {
         match self {
             Kind::Timeline => "timeline",
             Kind::Environment => "environment",
+            Kind::Incident => "incident",
         }
     }
 
     /// The union query for one call.
-    fn sql(self, key: &str, from: Option<i64>, to: Option<i64>) -> String {
-        let k = quote(key);
+    fn sql(self, keys: &Keys, from: Option<i64>, to: Option<i64>) -> String {
+        let quoted: Vec<String> = keys.values.iter().map(|k| quote(k)).collect();
+        let k = quoted.join(", ");
         // Trace and span ids are stored in lowercase, and OTLP trace ids in X-Ray's form.
-        let id = quote(&trace_key(key));
+        let id = keys.values.iter().map(|k| quote(&trace_key(k))).collect::<Vec<_>>().join(", ");
+        // A row mentions a key in a text column.
+        let mentions = |columns: &[&str]| {
+            let found: Vec<String> = columns
+                .iter()
+                .flat_map(|column| quoted.iter().map(move |k| format!("strpos({column}, {k}) > 0")))
+                .collect();
+            found.join(" OR ")
+        };
         let within = |column: &str| {
             let mut bounds = String::new();
             if let Some(from) = from {
@@ -118,11 +145,11 @@ impl Kind {
                               'from ' || source_ip, 'by ' || principal, 'in ' || log_stream) AS summary
              FROM invocations WHERE {}{}",
             match self {
-                Kind::Timeline => format!(
-                    "(request_id = {k} OR trace_id = {id} OR log_stream = {k} OR principal = {k} OR source_ip = {k}
-                      OR function_name = {k})"
+                Kind::Timeline | Kind::Incident => format!(
+                    "(request_id IN ({k}) OR trace_id IN ({id}) OR log_stream IN ({k}) OR principal IN ({k})
+                      OR source_ip IN ({k}) OR function_name IN ({k}))"
                 ),
-                Kind::Environment => format!("log_stream = {k}"),
+                Kind::Environment => format!("log_stream IN ({k})"),
             },
             within("ts")
         );
@@ -131,11 +158,11 @@ impl Kind {
                     concat_ws(' ', CAST(level AS VARCHAR), substr(message, 1, 400))
              FROM logs WHERE {}{}",
             match self {
-                Kind::Timeline => format!(
-                    "(request_id = {k} OR log_stream = {k} OR function_name = {k}
-                      OR strpos(message, {k}) > 0)"
+                Kind::Timeline | Kind::Incident => format!(
+                    "(request_id IN ({k}) OR log_stream IN ({k}) OR function_name IN ({k}) OR {})",
+                    mentions(&["message"])
                 ),
-                Kind::Environment => format!("log_stream = {k}"),
+                Kind::Environment => format!("log_stream IN ({k})"),
             },
             within("ts")
         );
@@ -146,8 +173,9 @@ impl Kind {
             "SELECT start_ts, 'spans', CAST(function_name AS VARCHAR), coalesce(request_id, span_id),
                     concat_ws(' ', name, CAST(kind AS VARCHAR), CAST(status AS VARCHAR), 'trace ' || trace_id, error)
              FROM spans
-             WHERE (trace_id = {id} OR span_id = {id} OR request_id = {k} OR function_name = {k}
-                    OR strpos(aws, {k}) > 0 OR strpos(http, {k}) > 0){}",
+             WHERE (trace_id IN ({id}) OR span_id IN ({id}) OR request_id IN ({k}) OR function_name IN ({k})
+                    OR {}){}",
+            mentions(&["aws", "http"]),
             within("start_ts")
         );
         let cloudtrail = format!(
@@ -155,17 +183,24 @@ impl Kind {
                     concat_ws(' ', CAST(event_source AS VARCHAR) || ':' || CAST(event_name AS VARCHAR),
                               'by ' || principal_arn, 'from ' || source_ip, 'error ' || CAST(error_code AS VARCHAR))
              FROM cloudtrail
-             WHERE (principal_arn = {k} OR access_key_id = {k} OR source_ip = {k} OR session_name = {k}
-                    OR event_id = {k} OR strpos(request_parameters, {k}) > 0 OR strpos(resources, {k}) > 0
-                    OR strpos(response_elements, {k}) > 0){}",
+             WHERE (principal_arn IN ({k}) OR access_key_id IN ({k}) OR source_ip IN ({k}) OR session_name IN ({k})
+                    OR event_id IN ({k}) OR {}){}",
+            mentions(&["request_parameters", "resources", "response_elements"]),
             within("event_time")
         );
         let alerts = format!(
             "SELECT ts, 'alerts', CAST(function_name AS VARCHAR), alert_id,
                     concat_ws(' ', CAST(severity AS VARCHAR), CAST(detector AS VARCHAR) || ':', title)
              FROM alerts
-             WHERE (alert_id = {k} OR function_name = {k} OR entity = {k}
-                    OR strpos(evidence, {k}) > 0){}",
+             WHERE (alert_id IN ({k}) OR function_name IN ({k}) OR entity IN ({k}) OR {}{}){}",
+            mentions(&["evidence"]),
+            match keys.alert_ids.is_empty() {
+                true => String::new(),
+                false => format!(
+                    " OR alert_id IN ({})",
+                    keys.alert_ids.iter().map(|a| quote(a)).collect::<Vec<_>>().join(", ")
+                ),
+            },
             within("ts")
         );
         format!(
@@ -213,6 +248,17 @@ impl TableFunctionImpl for ForensicFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let name = self.kind.name();
         let exprs = args.exprs();
+        if self.kind == Kind::Incident {
+            let id = match exprs {
+                [e] => constant(args.session(), e)?,
+                _ => return plan_err!("incident(id) takes one argument, got {}", exprs.len()),
+            };
+            let id = match id {
+                ScalarValue::Utf8(Some(k)) | ScalarValue::Utf8View(Some(k)) | ScalarValue::LargeUtf8(Some(k)) => k,
+                other => return plan_err!("incident: the id must be text, got {other}"),
+            };
+            return Ok(Arc::new(ForensicTable { query: Query::Incident(id), schema: self.schema.clone() }));
+        }
         if exprs.is_empty() || exprs.len() > 3 {
             return plan_err!("{name}(key [, from [, to]]) takes one to three arguments, got {}", exprs.len());
         }
@@ -231,14 +277,83 @@ impl TableFunctionImpl for ForensicFunction {
             Some(e) => time_argument(name, constant(args.session(), e)?)?,
             None => None,
         };
-        Ok(Arc::new(ForensicTable { sql: self.kind.sql(&key, from, to), schema: self.schema.clone() }))
+        let sql = self.kind.sql(&Keys::one(&key), from, to);
+        Ok(Arc::new(ForensicTable { query: Query::Sql(sql), schema: self.schema.clone() }))
     }
+}
+
+/// What a forensic table runs: a union query, or an incident's, made when it is scanned.
+#[derive(Debug)]
+enum Query {
+    Sql(String),
+    Incident(String),
 }
 
 #[derive(Debug)]
 struct ForensicTable {
-    sql: String,
+    query: Query,
     schema: SchemaRef,
+}
+
+/// The first row of `sql`'s result, as text cells.
+async fn first_row(ctx: &SessionContext, sql: &str) -> Result<Option<Vec<Option<String>>>> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
+    let cells = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            if column.is_null(0) {
+                Ok(None)
+            } else {
+                arrow::util::display::array_value_to_string(column, 0).map(Some)
+            }
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Some(cells))
+}
+
+/// The union query of incident `id`'s evidence: its entities and alerts, over its alerts' span.
+async fn incident_sql(ctx: &SessionContext, id: &str) -> Result<String> {
+    let latest = first_row(
+        ctx,
+        &format!(
+            "SELECT entities, alert_ids, CAST(first_seen AS BIGINT), CAST(last_seen AS BIGINT) FROM incidents
+             WHERE incident_id = {} ORDER BY ts DESC LIMIT 1",
+            quote(id)
+        ),
+    )
+    .await?;
+    let Some(latest) = latest else { return plan_err!("incident: no incident {}", quote(id)) };
+    let json = |cell: &Option<String>| cell.as_deref().unwrap_or("[]").to_string();
+    let entities: Vec<store::alerts::Entity> = serde_json::from_str(&json(&latest[0]))
+        .map_err(|e| DataFusionError::Execution(format!("incident {id}: its entities: {e}")))?;
+    let alert_ids: Vec<String> = serde_json::from_str(&json(&latest[1]))
+        .map_err(|e| DataFusionError::Execution(format!("incident {id}: its alert ids: {e}")))?;
+    let micros = |cell: &Option<String>| cell.as_deref().and_then(|c| c.parse::<i64>().ok());
+    let (mut from, mut to) = (micros(&latest[2]), micros(&latest[3]));
+    // The alerts' own evidence spans: an alert is stored at the end of what it saw.
+    if !alert_ids.is_empty() {
+        let ids = alert_ids.iter().map(|a| quote(a)).collect::<Vec<_>>().join(", ");
+        let span = first_row(
+            ctx,
+            &format!(
+                "SELECT CAST(min(coalesce(first_seen, window_start, ts)) AS BIGINT),
+                        CAST(max(coalesce(last_seen, window_end, ts)) AS BIGINT)
+                 FROM alerts WHERE alert_id IN ({ids})"
+            ),
+        )
+        .await?;
+        if let Some(span) = span {
+            from = from.into_iter().chain(micros(&span[0])).min();
+            to = to.into_iter().chain(micros(&span[1])).max();
+        }
+    }
+    let mut values: Vec<String> = entities.into_iter().map(|store::alerts::Entity(_, value)| value).collect();
+    values.sort();
+    values.dedup();
+    let keys = Keys { values, alert_ids };
+    Ok(Kind::Incident.sql(&keys, from, to.map(|t| t.saturating_add(1))))
 }
 
 #[async_trait]
@@ -262,7 +377,11 @@ impl TableProvider for ForensicTable {
             return Err(DataFusionError::Internal("forensic functions need a SessionState".into()));
         };
         let ctx = SessionContext::new_with_state(state.clone());
-        let plan = ctx.sql(&self.sql).await?.create_physical_plan().await?;
+        let sql = match &self.query {
+            Query::Sql(sql) => sql.clone(),
+            Query::Incident(id) => incident_sql(&ctx, id).await?,
+        };
+        let plan = ctx.sql(&sql).await?.create_physical_plan().await?;
         let Some(projection) = projection else { return Ok(plan) };
         let schema = plan.schema();
         let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = projection
@@ -300,13 +419,13 @@ mod tests {
     #[test]
     fn keys_are_quoted_as_literals() {
         assert_eq!(quote("it's"), "'it''s'");
-        let sql = Kind::Timeline.sql("x' OR 1=1 --", None, None);
+        let sql = Kind::Timeline.sql(&Keys::one("x' OR 1=1 --"), None, None);
         assert!(sql.contains("'x'' OR 1=1 --'"));
     }
 
     #[test]
     fn bounds_become_rfc3339_literals_on_each_time_column() {
-        let sql = Kind::Timeline.sql("k", Some(0), Some(1_000_000));
+        let sql = Kind::Timeline.sql(&Keys::one("k"), Some(0), Some(1_000_000));
         assert!(sql.contains("event_time >= '1970-01-01T00:00:00.000000Z'"));
         assert!(sql.contains("start_ts < '1970-01-01T00:00:01.000000Z'"));
     }

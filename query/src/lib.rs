@@ -1,7 +1,8 @@
 //! coldtrail's query engine: SQL over every stored table, served over the PostgreSQL wire protocol and
 //! HTTP, with forensic table functions, authentication and an audit log.
 //!
-//! Query depends on `store` only; it reads tables and writes the query audit.
+//! Query depends on `store` only; it reads tables and writes the query audit and analysts' triage of
+//! incidents.
 //!
 //! - `catalog`: the store's tables as DataFusion table providers (hot rows and Parquet segments together,
 //!   with projection and time-range pushdown), and the ledger as a table.
@@ -15,6 +16,8 @@
 //! - `pg` and `http`: the PostgreSQL-protocol and HTTP servers, with TLS when configured; `admission`:
 //!   who may hold a PostgreSQL connection (logged-in slots, login timeout, logins per address);
 //!   `results`: JSON, CSV and Arrow results written batch by batch, as HTTP streams them.
+//! - `triage`: `CALL incident_status(...)`, `incident_assign`, `incident_note`: analysts' changes to
+//!   incidents, stored as rows of `incidents`.
 
 pub mod access;
 pub mod admission;
@@ -32,6 +35,7 @@ pub mod pg;
 pub mod postgres;
 pub mod results;
 pub mod tls;
+pub mod triage;
 
 pub use auth::{Role, UserSpec, Users};
 pub use engine::{Caller, QueryEngine, QueryOutput};

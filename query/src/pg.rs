@@ -558,8 +558,35 @@ impl SimpleQueryHandler for Service {
             });
             return self.copy_to_client(caller, query, started, &bounds, copy).await.map(|response| vec![response]);
         }
-        let check = self.check_simple(caller.role, query).await;
-        let guard = self.begin(caller, query, started, check).await?;
+        let mut query = query.to_string();
+        let check = match statements.iter().find_map(crate::triage::procedure) {
+            Some(_) if statements.len() > 1 => {
+                Err(QueryError::Unsupported("a triage CALL must be a statement of its own".into()))
+            }
+            // Stored once the call is audited as started; it answers with the row it stored.
+            Some(change) => match change {
+                Ok(change) => Ok(Some(change)),
+                Err(e) => Err(e),
+            },
+            None => self.check_simple(caller.role, &query).await.map(|()| None),
+        };
+        let (check, change) = match check {
+            Ok(change) => (Ok(()), change),
+            Err(e) => (Err(e), None),
+        };
+        let user = caller.user.clone();
+        let guard = self.begin(caller, &query, started, check).await?;
+        if let Some(change) = change {
+            match crate::triage::apply(self.engine.store(), &change, &user).await {
+                Ok(answer) => query = answer,
+                Err(e) => {
+                    let error = user_error(&e);
+                    guard.fail(e);
+                    return Err(error);
+                }
+            }
+        }
+        let query = query.as_str();
         // Until the rows stream, the protocol layer waits for a cancel request itself.
         let run = tokio::select! {
             result = SimpleQueryHandler::do_query(&*self.inner, client, query) => result,

@@ -8,10 +8,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 /// Version of the table schemas. Stored in every WAL frame and every segment's Parquet metadata;
 /// bump it when a field is added, removed or changes type, and teach readers the old version.
 ///
-/// 1: the first tables. 2: `alerts.entities`, and the `incidents` table. Fields are only ever added, nullable and at the end of
+/// 1: the first tables. 2: `alerts.entities`, and the `incidents` table. 3: `incidents.changed_by`. Fields are only ever added, nullable and at the end of
 /// a table, so a batch of an older version is a prefix of the current fields: `upgrade` reads it, and
 /// segment reads fill the columns a file lacks with nulls.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Parquet key-value metadata keys written into every segment.
 pub const METADATA_SCHEMA_VERSION: &str = "coldtrail.schema_version";
@@ -260,8 +260,11 @@ impl Table {
                 text("techniques"),
                 // The incident this one was merged into, when an alert joined two.
                 text("merged_into"),
+                // What analysts set (`CALL incident_status`, ...), carried on every later row.
                 text("assignee"),
                 text("note"),
+                // Who last changed status, assignee or note.
+                text("changed_by"),
             ],
             Table::QueryAudit => vec![
                 ts("ts", false),

@@ -528,6 +528,8 @@ table_rows! {
         merged_into: text_opt,
         assignee: text_opt,
         note: text_opt,
+        /// The analyst who last changed status, assignee or note.
+        changed_by: text_opt,
     }
 
     /// One `query_audit` row: one statement an analyst ran.

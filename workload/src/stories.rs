@@ -3,7 +3,8 @@
 //! neighbour's execution-role credentials used from outside AWS, and a denial-of-wallet flood. `Cast`
 //! chooses the functions they happen to; `Stories` says what happens when, as injections into the
 //! generator, payloads of invocations and CloudTrail records; `World` plays a fleet with its routine and
-//! the stories minute by minute, as the demo delivers it.
+//! the stories minute by minute, as the demo delivers it. The campaign, the backdoor and the stolen session
+//! are three actors, each from an address of its own: four stories, four incidents.
 
 use arrow::array::RecordBatch;
 use serde_json::{json, Value};
@@ -15,9 +16,13 @@ use crate::generator::{Anomaly, Generator, Injection, Invocation};
 use crate::render::{invocations_batch, render_minute, RenderedMinute};
 use crate::rng::Rng;
 
-/// The attacker's address in every story.
+/// The injection campaign's address (a Tor exit).
 pub const ATTACKER_IP: &str = "185.220.101.34";
-/// The attacker's tool on the AWS APIs.
+/// Where the contractor's leaked access key is used from: another actor, unrelated to the campaign.
+pub const CONTRACTOR_KEY_IP: &str = "45.137.21.9";
+/// Where the stolen role session is used from: a third actor.
+pub const SESSION_THIEF_IP: &str = "103.251.167.20";
+/// The tool of the key's and the session's users on the AWS APIs.
 pub const ATTACKER_AGENT: &str = "aws-cli/2.13.0 Python/3.11.4 Darwin/23.0.0 source/x86_64";
 /// The injection campaign's scanner.
 pub const SCANNER_AGENT: &str = "sqlmap/1.7.2#stable (https://sqlmap.org)";
@@ -172,7 +177,7 @@ impl Stories {
                     lambda,
                     "AddPermission20150331v2",
                     contractor.clone(),
-                    ATTACKER_IP,
+                    CONTRACTOR_KEY_IP,
                     ATTACKER_AGENT,
                     permission,
                     statement,
@@ -186,7 +191,7 @@ impl Stories {
                     lambda,
                     "UpdateFunctionCode20150331v2",
                     contractor,
-                    ATTACKER_IP,
+                    CONTRACTOR_KEY_IP,
                     ATTACKER_AGENT,
                     json!({"functionName": victim, "publish": true}),
                     code,
@@ -196,7 +201,7 @@ impl Stories {
         let stolen = &names[self.cast.stolen];
         let role = format!("arn:aws:iam::123456789012:role/{stolen}-exec");
         let identity = role_session(&role, stolen, "ASIASTOLENDEMO000001");
-        out.extend(stolen_session_calls(&mut rng, &identity, self.at(6, 0), ATTACKER_IP, ATTACKER_AGENT));
+        out.extend(stolen_session_calls(&mut rng, &identity, self.at(6, 0), SESSION_THIEF_IP, ATTACKER_AGENT));
         out
     }
 }
