@@ -49,6 +49,10 @@ pub struct DemoArgs {
     /// Send alerts to this URL as signed JSON (repeatable; secret in COLDTRAIL_WEBHOOK_SECRET).
     #[arg(long = "webhook", value_name = "URL")]
     webhooks: Vec<String>,
+    /// Take the users ([[query.users]]) and alert delivery ([alerting]) from this configuration file; the
+    /// demo chooses the rest.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(text: &str) -> anyhow::Result<Duration> {
@@ -68,6 +72,11 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
 
     let mut config = Config::default();
+    if let Some(path) = &args.config {
+        let file = Config::load(Some(path))?;
+        config.query.users = file.query.users;
+        config.alerting = file.alerting;
+    }
     // The demo's traffic is written in time order, and its simulated clock runs ahead of the wall
     // clock at --speed: a short lateness, and event time may lead the clock.
     config.detect.lateness = Some("1m".into());
@@ -201,15 +210,23 @@ fn walkthrough(paths: &Paths, running: &crate::serve::Running, names: &[String],
     outln!("  {}'s execution-role credentials used from {SESSION_THIEF_IP}", names[cast.stolen]);
     outln!("  a denial-of-wallet flood against {}", names[cast.flooded]);
     outln!("");
+    let password = match credentials.exists() {
+        true => format!("`python3 -c \"import json;print(json.load(open('{}'))['password'])\"`", credentials.display()),
+        false => "as configured".to_string(),
+    };
     outln!(
-        "Look with psql (password: `python3 -c \"import json;print(json.load(open('{}'))['password'])\"`):",
-        credentials.display()
+        "Open the console: {}://{}/ (user {}, password: {password})",
+        running.scheme,
+        running.http_addr,
+        running.first_user
     );
+    outln!("  the incidents arrive there as the stories play; each opens on its story, entities and evidence.");
+    outln!("Or look with psql (the same password):");
     outln!("  psql \"postgresql://{}@{}/coldtrail\"", running.first_user, running.pg_addr);
     outln!("  SELECT DISTINCT ON (incident_id) incident_id, status, severity, summary FROM incidents ORDER BY incident_id, ts DESC;");
     outln!("  SELECT ts, severity, detector, function_name, title FROM alerts ORDER BY ts DESC LIMIT 20;");
     outln!("  SELECT * FROM timeline('{ATTACKER_IP}') LIMIT 50;");
-    outln!("  SELECT event_time, event_name, principal_arn, user_agent FROM cloudtrail WHERE source_ip = '{ATTACKER_IP}' ORDER BY event_time;");
+    outln!("  SELECT event_time, source_ip, event_name, principal_arn FROM cloudtrail WHERE source_ip IN ('{CONTRACTOR_KEY_IP}', '{SESSION_THIEF_IP}') ORDER BY event_time;");
     outln!(
         "  SELECT minute, invocations, duration_p95_ms, memory_used_ratio_max, gb_seconds FROM function_minutes WHERE function_name = '{}' ORDER BY minute DESC LIMIT 15;",
         names[cast.backdoored]

@@ -1480,3 +1480,134 @@ async fn analysts_triage_incidents_on_every_channel_and_each_change_is_audited()
         "{audit:?}"
     );
 }
+
+/// Issue 21: the console's sessions over real HTTP (reqwest): a login sets an `HttpOnly`, `SameSite=Strict`
+/// cookie; pages without it redirect to the login; a cookie-authenticated statement needs the session's
+/// CSRF token and is audited as the user; an analyst cannot reach the admin page or its data; every
+/// response carries the security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sessions_need_their_csrf_token_and_admin_pages_an_admin() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let base = format!("http://{}", servers.http);
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = plain.get(format!("{base}/console/incident.html")).send().await.unwrap();
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/console/login.html");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'")
+    );
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let login = plain.get(format!("{base}/console/login.html")).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    assert!(login.text().await.unwrap().contains("action=\"/console/login\""));
+
+    let log_in = |user: &'static str, password: &'static str| {
+        let plain = plain.clone();
+        let base = base.clone();
+        async move {
+            let response = plain
+                .post(format!("{base}/console/login"))
+                .form(&[("user", user), ("password", password)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 303);
+            let cookie = response.headers().get("set-cookie").map(|c| c.to_str().unwrap().to_string());
+            (response.headers()["location"].to_str().unwrap().to_string(), cookie)
+        }
+    };
+    let (location, cookie) = log_in("alice", "wrong-password").await;
+    assert_eq!((location.as_str(), cookie), ("/console/login.html?failed=1", None));
+    let (location, cookie) = log_in("alice", "alice-password").await;
+    assert_eq!(location, "/console/");
+    let cookie = cookie.unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session_cookie = cookie.split(';').next().unwrap().to_string();
+
+    let session: serde_json::Value = plain
+        .get(format!("{base}/api/v1/session"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((session["user"].as_str(), session["role"].as_str()), (Some("alice"), Some("analyst")));
+    let csrf = session["csrf"].as_str().unwrap();
+    let page = plain.get(format!("{base}/console/")).header("cookie", &session_cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("/console/incidents.js"));
+
+    let sql = "SELECT count(*) AS n FROM invocations";
+    let forged = plain.post(format!("{base}/api/v1/sql")).header("cookie", &session_cookie).body(sql).send().await;
+    assert_eq!(forged.unwrap().status(), 403, "a statement without the CSRF token");
+    let wrong = plain
+        .post(format!("{base}/api/v1/sql"))
+        .header("cookie", &session_cookie)
+        .header("x-csrf-token", "not-the-token")
+        .body(sql)
+        .send()
+        .await;
+    assert_eq!(wrong.unwrap().status(), 403);
+    let ran = plain
+        .post(format!("{base}/api/v1/sql"))
+        .header("cookie", &session_cookie)
+        .header("x-csrf-token", csrf)
+        .body(sql)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ran.status(), 200);
+    // An analyst's session is an analyst: no DDL, no admin page, no admin data.
+    let ddl = plain
+        .post(format!("{base}/api/v1/sql"))
+        .header("cookie", &session_cookie)
+        .header("x-csrf-token", csrf)
+        .body("CREATE VIEW v AS SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ddl.status(), 403);
+    for path in ["/console/admin.html", "/console/admin.js", "/api/v1/admin/users"] {
+        let refused = plain.get(format!("{base}{path}")).header("cookie", &session_cookie).send().await.unwrap();
+        assert_eq!(refused.status(), 403, "{path}");
+    }
+    let (_, admin_cookie) = log_in("root", "root-password").await;
+    let admin_cookie = admin_cookie.unwrap().split(';').next().unwrap().to_string();
+    let users: serde_json::Value = plain
+        .get(format!("{base}/api/v1/admin/users"))
+        .header("cookie", &admin_cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users["users"].as_array().map(Vec::len), Some(2), "{users}");
+
+    // Logging out ends the session (with its token).
+    let out = plain
+        .post(format!("{base}/console/logout"))
+        .header("cookie", &session_cookie)
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let after = plain.get(format!("{base}/api/v1/session")).header("cookie", &session_cookie).send().await.unwrap();
+    assert_eq!(after.status(), 401);
+
+    let _ = servers.stop.send(true);
+    f.engine.audit_log().close().await;
+    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let audit = rows(
+        &engine,
+        "SELECT user_name, protocol, status FROM query_audit WHERE protocol = 'console' AND status <> 'started' ORDER BY ts",
+    )
+    .await;
+    assert_eq!(audit, [["alice", "console", "ok"], ["alice", "console", "denied"]], "{audit:?}");
+}

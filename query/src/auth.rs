@@ -86,7 +86,7 @@ pub struct Credentials {
 const UNKNOWN_USER_SALT: [u8; 16] = *b"coldtrail-nouser";
 const UNKNOWN_USER_SALTED: [u8; 32] = [0; 32];
 
-fn random_secret(bytes: usize) -> Result<String> {
+pub(crate) fn random_secret(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| QueryError::Config(format!("no randomness for a secret: {e}")))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))

@@ -5,8 +5,11 @@
 //!   (`application/json`, `text/csv`, `application/vnd.apache.arrow.stream`).
 //! - `GET /api/v1/timeline?key=K[&from=T&to=T][&format=...]`: `timeline(K, from, to)`.
 //! - `GET /healthz`, `GET /metrics` (Prometheus text), both without authentication.
+//! - The web console (`crate::console`) at `/console/`, `/` redirecting there; `GET /api/v1/session` (the
+//!   console's user, role and CSRF token); `GET /api/v1/admin/users` (admins only).
 //!
-//! Every other route needs `Authorization: Bearer <token>` or `Basic` with a user's password. A password
+//! Every other route needs `Authorization: Bearer <token>` or `Basic` with a user's password, or the
+//! console's session cookie (with its CSRF token on every `POST`). A password
 //! check costs the same for unknown names, runs off the async workers, and an address with ten failed
 //! password logins in a minute is answered 429 (with `Retry-After`) until the minute ends.
 
@@ -23,7 +26,8 @@ use base64::Engine;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use crate::auth::Users;
+use crate::auth::{Role, Users};
+use crate::console::Sessions;
 use crate::engine::{Caller, QueryEngine, QueryOutput, Started};
 use crate::error::QueryError;
 use crate::forensics::quote;
@@ -38,6 +42,9 @@ struct AppState {
     engine: Arc<QueryEngine>,
     users: Users,
     failures: Arc<Failures>,
+    sessions: Arc<Sessions>,
+    /// Served over TLS: session cookies are `Secure`.
+    tls: bool,
 }
 
 /// Failed password logins per address (bearer tokens are 128-bit random and never limited): past
@@ -94,16 +101,104 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
     }
 }
 
-/// The API's routes. Serve them with `into_make_service_with_connect_info::<ClientAddr>()` so that the
-/// audit records client addresses.
-pub fn router(engine: Arc<QueryEngine>, users: Users) -> Router {
+/// The API's and the console's routes (`tls`: they are served over TLS). Serve them with
+/// `into_make_service_with_connect_info::<ClientAddr>()` so that the audit records client addresses.
+pub fn router(engine: Arc<QueryEngine>, users: Users, tls: bool) -> Router {
     Router::new()
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/timeline", get(timeline))
+        .route("/api/v1/session", get(session))
+        .route("/api/v1/admin/users", get(admin_users))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/", get(|| async { axum::response::Redirect::to("/console/") }))
+        .route("/console", get(|| async { axum::response::Redirect::to("/console/") }))
+        .route("/console/", get(console_page))
+        .route("/console/{name}", get(console_page))
+        .route("/console/login", post(login))
+        .route("/console/logout", post(logout))
         .layer(DefaultBodyLimit::max(BODY_MAX))
-        .with_state(AppState { engine, users, failures: Arc::default() })
+        .layer(axum::middleware::map_response(|mut response: Response| async move {
+            crate::console::secure_headers(&mut response);
+            response
+        }))
+        .with_state(AppState { engine, users, failures: Arc::default(), sessions: Arc::default(), tls })
+}
+
+async fn console_page(
+    State(state): State<AppState>,
+    name: Option<axum::extract::Path<String>>,
+    headers: HeaderMap,
+) -> Response {
+    let name = name.map(|axum::extract::Path(n)| n).unwrap_or_default();
+    crate::console::page(&name, state.sessions.of(&headers).as_ref())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    if let Err(seconds) = state.failures.check(addr.ip()) {
+        return error_response(&QueryError::RateLimited(seconds));
+    }
+    let users = state.users.clone();
+    let LoginForm { user, password } = form;
+    let checked = tokio::task::spawn_blocking(move || users.check_password(&user, &password).map(|r| (user, r))).await;
+    let token = match checked {
+        Ok(Some((user, role))) => state.sessions.start(&user, role),
+        _ => {
+            state.failures.failed(addr.ip());
+            metrics().auth_failures.with_label_values(&["console"]).inc();
+            None
+        }
+    };
+    crate::console::logged_in(token, state.tls)
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match state.sessions.of(&headers) {
+        Some(session) if crate::console::csrf_ok(&session, &headers) => {
+            state.sessions.end(&headers);
+            crate::console::logged_out(state.tls)
+        }
+        Some(_) => error_response(&QueryError::Denied("the request lacks its CSRF token".into())),
+        None => crate::console::logged_out(state.tls),
+    }
+}
+
+async fn session(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match state.sessions.of(&headers) {
+        Some(s) => {
+            axum::Json(serde_json::json!({"user": s.user, "role": s.role.name(), "csrf": s.csrf})).into_response()
+        }
+        None => error_response(&QueryError::Unauthenticated("log in to the console first".into())),
+    }
+}
+
+async fn admin_users(
+    State(state): State<AppState>,
+    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match authenticate(&state, &headers, addr, false).await {
+        Ok(caller) if caller.role == Role::Admin => {
+            let users: Vec<serde_json::Value> = state
+                .users
+                .names()
+                .map(|name| serde_json::json!({"name": name, "role": state.users.role(name).map(Role::name)}))
+                .collect();
+            axum::Json(serde_json::json!({ "users": users })).into_response()
+        }
+        Ok(_) => error_response(&QueryError::Denied("admins only".into())),
+        Err(e) => error_response(&e),
+    }
 }
 
 pub use crate::results::Format;
@@ -144,8 +239,28 @@ fn error_response(e: &QueryError) -> Response {
     response
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap, addr: SocketAddr) -> Result<Caller, QueryError> {
+/// The caller of a request: its `Authorization`, else its console session (whose `changes` requests
+/// must carry the CSRF token).
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    changes: bool,
+) -> Result<Caller, QueryError> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if value.is_empty() {
+        if let Some(session) = state.sessions.of(headers) {
+            if changes && !crate::console::csrf_ok(&session, headers) {
+                return Err(QueryError::Denied("the request lacks its CSRF token".into()));
+            }
+            return Ok(Caller {
+                user: session.user,
+                role: session.role,
+                client_addr: addr.to_string(),
+                protocol: "console",
+            });
+        }
+    }
     let caller = |user: String, role| Caller { user, role, client_addr: addr.to_string(), protocol: "http" };
     let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
     let result = if scheme.eq_ignore_ascii_case("bearer") {
@@ -208,7 +323,7 @@ async fn sql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match authenticate(&state, &headers, addr).await {
+    let caller = match authenticate(&state, &headers, addr, true).await {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
@@ -253,7 +368,7 @@ async fn timeline(
     Query(params): Query<TimelineParams>,
     headers: HeaderMap,
 ) -> Response {
-    let caller = match authenticate(&state, &headers, addr).await {
+    let caller = match authenticate(&state, &headers, addr, false).await {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
@@ -481,7 +596,7 @@ pub async fn serve(
     tls: Option<crate::tls::TlsSettings>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(engine, users).into_make_service_with_connect_info::<ClientAddr>();
+    let app = router(engine, users, tls.is_some()).into_make_service_with_connect_info::<ClientAddr>();
     match tls {
         Some(tls) => {
             let listener = TlsListener::new(listener, tls.for_http().acceptor())?;

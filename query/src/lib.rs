@@ -16,6 +16,7 @@
 //! - `pg` and `http`: the PostgreSQL-protocol and HTTP servers, with TLS when configured; `admission`:
 //!   who may hold a PostgreSQL connection (logged-in slots, login timeout, logins per address);
 //!   `results`: JSON, CSV and Arrow results written batch by batch, as HTTP streams them.
+//! - `console`: the web console's sessions, pages (embedded from `query/console/`) and security headers.
 //! - `triage`: `CALL incident_status(...)`, `incident_assign`, `incident_note`: analysts' changes to
 //!   incidents, stored as rows of `incidents`.
 
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod auth;
 pub mod bounded;
 pub mod catalog;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod forensics;

