@@ -259,6 +259,37 @@ async fn three_processes_with_a_sigkill_and_a_sigterm_raise_and_deliver_what_one
     assert!(detectors.iter().any(|d| d.starts_with("anomaly.")), "no anomaly found: {one_alerts:?}");
     assert_eq!(ids(&three_alerts), ids(&one_alerts), "three processes:\n{three_alerts:?}\none:\n{one_alerts:?}");
 
+    // The same incidents (issue 24: one builder cluster-wide, on partition 0's owner): each incident's
+    // alerts, as one process groups them.
+    let incidents = |location: &Path| -> BTreeSet<Vec<String>> {
+        let data = dir.path().join("incidents-reader");
+        let json = coldtrail(&[
+            "--data",
+            data.to_str().unwrap(),
+            "--location",
+            location.to_str().unwrap(),
+            "sql",
+            "SELECT alert_ids FROM (SELECT DISTINCT ON (incident_id) * FROM incidents \
+             ORDER BY incident_id, ts DESC, alert_count DESC) latest WHERE status <> 'merged'",
+            "--format",
+            "json",
+        ]);
+        let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+        rows["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                let mut ids: Vec<String> = serde_json::from_str(row["alert_ids"].as_str().unwrap()).unwrap();
+                ids.sort();
+                ids
+            })
+            .collect()
+    };
+    let one_incidents = incidents(&one_location);
+    assert!(!one_incidents.is_empty(), "one process built no incident");
+    assert_eq!(incidents(&location), one_incidents, "three processes grouped the alerts otherwise");
+
     // Each delivered once to the webhook.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (what, received, alerts) in [("one", &one_received, &one_alerts), ("three", &three_received, &three_alerts)] {

@@ -1589,6 +1589,28 @@ async fn console_sessions_need_their_csrf_token_and_admin_pages_an_admin() {
         .unwrap();
     assert_eq!(users["users"].as_array().map(Vec::len), Some(2), "{users}");
 
+    // The workbench's history: an analyst may not read query_audit, but gets their own statements (the
+    // audit writes outcomes in the background: waited for).
+    f.engine.execute(&admin(), "SELECT 'the admin ran this' AS marker", None).await.unwrap();
+    let mut history = serde_json::Value::Null;
+    for _ in 0..100 {
+        history = plain
+            .get(format!("{base}/api/v1/history"))
+            .header("cookie", &session_cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if history["rows"].as_array().is_some_and(|rows| rows.iter().any(|r| r["sql"] == sql)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mine: Vec<&str> = history["rows"].as_array().unwrap().iter().map(|r| r["sql"].as_str().unwrap()).collect();
+    assert!(mine.contains(&sql), "{history}");
+    assert!(!mine.iter().any(|s| s.contains("the admin ran this")), "another user's statement: {history}");
     // Logging out ends the session (with its token).
     let out = plain
         .post(format!("{base}/console/logout"))

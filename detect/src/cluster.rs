@@ -19,6 +19,9 @@
 //! - **Alerts.** Before storing, an owner drops the alerts whose id (and count) the shared `alerts` table
 //!   holds already, and seals the alerts it stores before it checkpoints: a new owner re-scoring the minutes
 //!   after the last checkpoint raises the same ids and stores none twice, so each is delivered once.
+//! - **Incidents.** The owner of partition 0 also builds the incidents, from every owner's alerts in the
+//!   shared store (`IncidentThread::start_shared`): one builder cluster-wide, so incidents span processes
+//!   and partitions; a new owner places the last horizon's alerts again and stores only what differs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +35,7 @@ use store::{InputMark, Store, Table, TimeRange};
 use crate::alert::Alert;
 use crate::engine::{Checkpoints, EngineConfig, EngineStats};
 use crate::error::DetectError;
+use crate::incidents::{IncidentConfig, IncidentThread};
 use crate::runner::{ClusterScope, DetectionThread, InputEnd, LiveConfig};
 use crate::security::SigmaRules;
 
@@ -257,7 +261,12 @@ pub struct Partitions {
     stopped: Mutex<Vec<EngineStats>>,
     publishing: Arc<AtomicBool>,
     publisher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The incident builder, while this process owns partition 0.
+    incidents: Mutex<Option<IncidentThread>>,
 }
+
+/// How often the owner of partition 0 reads the shared alerts for incidents.
+const INCIDENTS_EVERY: Duration = Duration::from_secs(2);
 
 /// How often a process publishes its unsealed rows.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
@@ -301,6 +310,7 @@ impl Partitions {
             stopped: Mutex::new(Vec::new()),
             publishing,
             publisher: Mutex::new(Some(publisher)),
+            incidents: Mutex::new(None),
         })
     }
 
@@ -329,6 +339,15 @@ impl Partitions {
                 }
                 Err(e) => tracing::error!(partition, error = %e, "detection partition not started"),
             }
+            if partition == 0 {
+                let mut incidents = self.incidents.lock().unwrap_or_else(|e| e.into_inner());
+                if incidents.is_none() {
+                    match IncidentThread::start_shared(self.store.clone(), IncidentConfig::default(), INCIDENTS_EVERY) {
+                        Ok(thread) => *incidents = Some(thread),
+                        Err(e) => tracing::error!(error = %e, "the incident builder did not start"),
+                    }
+                }
+            }
         }
     }
 
@@ -349,6 +368,13 @@ impl Partitions {
                     self.stopped.lock().unwrap_or_else(|e| e.into_inner()).push(stats);
                 }
                 Err(e) => tracing::error!(partition, error = %e, "detection partition failed"),
+            }
+        }
+        if partitions.contains(&0) {
+            // After partition 0's last alerts are stored: the builder's last read places them.
+            let incidents = self.incidents.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(Err(e)) = incidents.map(IncidentThread::stop) {
+                tracing::error!(error = %e, "the incident builder failed");
             }
         }
     }

@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use store::alerts::{Entity, EntityKind, Severity};
@@ -431,6 +432,11 @@ impl Correlator {
         self.triage.insert(row.incident_id.clone(), triage);
     }
 
+    /// Whether an alert id has been placed (within the horizon).
+    pub fn has_placed(&self, alert_id: &str) -> bool {
+        self.placed.contains_key(alert_id)
+    }
+
     /// What analysts set on an incident.
     pub fn triage(&self, incident_id: &str) -> Option<&Triage> {
         self.triage.get(incident_id)
@@ -562,12 +568,16 @@ impl Correlator {
 /// Appends buffered between the store and the incident builder before appenders wait.
 const QUEUE_APPENDS_MAX: usize = 64;
 
-/// Builds incidents live from the alerts a process stores: follows the store's appends of `alerts` on a
-/// thread of its own and appends the `incidents` rows each alert changes.
+/// Builds incidents live on a thread of its own and appends the `incidents` rows each alert changes: from
+/// the alerts a process stores (`start`: the store's appends of `alerts` and analysts' `incidents` rows),
+/// or, in a cluster, from every process's (`start_shared`: the owner of detection partition 0 reads the
+/// shared store's `alerts` and `incidents` every few seconds, since alerts are raised by every partition's
+/// owner and triaged through any process).
 ///
 /// It keeps no checkpoint: at start it places the stored alerts of the last horizon again (alert ids and
 /// incident ids are stable), and stores the incidents whose state differs from their latest stored row
-/// (an alert stored just before a crash whose incident row was not).
+/// (an alert stored just before a crash whose incident row was not; in a cluster, what the previous owner
+/// had not stored).
 pub struct IncidentThread {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Result<u64, DetectError>>,
@@ -620,12 +630,88 @@ impl IncidentThread {
         Ok(IncidentThread { stop, thread })
     }
 
+    /// Builds incidents from the shared store, read every `every`: the alerts of the last horizon not
+    /// placed yet (in event-time order), and analysts' rows. The rows it stores are sealed at once, so that
+    /// every process (and a next owner) reads them.
+    pub fn start_shared(store: Arc<Store>, config: IncidentConfig, every: Duration) -> Result<IncidentThread, DetectError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("incidents".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| DetectError::Internal(format!("cannot start the incidents runtime: {e}")))?;
+                    runtime.block_on(store.refresh())?;
+                    let mut correlator = Correlator::new(config);
+                    let mut written = catch_up(&store, &runtime, &mut correlator)?;
+                    let mut triage_from = store::time::now_micros();
+                    loop {
+                        let stopping = stop.load(Ordering::SeqCst);
+                        match poll_shared(&store, &runtime, &mut correlator, &mut triage_from) {
+                            Ok(n) => written += n,
+                            Err(e) => tracing::warn!(error = %e, "building incidents from the shared store failed; retrying"),
+                        }
+                        if stopping {
+                            break;
+                        }
+                        let started = std::time::Instant::now();
+                        while started.elapsed() < every && !stop.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                    Ok(written)
+                }
+            })
+            .map_err(|e| DetectError::Internal(format!("cannot start the incidents thread: {e}")))?;
+        Ok(IncidentThread { stop, thread })
+    }
+
     /// Places the alerts already appended and ends the thread; the number of incident rows written.
     pub fn stop(self) -> Result<u64, DetectError> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().map_err(|_| DetectError::Internal("the incidents thread panicked".into()))?
     }
 }
+
+/// One read of the shared store: the other processes' new segments, analysts' rows since `triage_from`
+/// (a margin before the last read: rows sealed late), then the alerts of the last horizon not placed yet.
+fn poll_shared(
+    store: &Store,
+    runtime: &tokio::runtime::Runtime,
+    correlator: &mut Correlator,
+    triage_from: &mut i64,
+) -> Result<u64, DetectError> {
+    runtime.block_on(store.refresh())?;
+    let now = store::time::now_micros();
+    let range = TimeRange::new(triage_from.saturating_sub(TRIAGE_LOOKBACK_US), i64::MAX);
+    for batch in runtime.block_on(store.scan(Table::Incidents, None, range))? {
+        for row in IncidentRow::from_batch(&batch)? {
+            correlator.triaged(&row);
+        }
+    }
+    *triage_from = now;
+    let Some((_, newest)) = store.event_time_span(Table::Alerts) else { return Ok(0) };
+    let range = TimeRange::new(newest.saturating_sub(correlator.config.horizon_us), i64::MAX);
+    let mut alerts = Vec::new();
+    for batch in runtime.block_on(store.scan(Table::Alerts, None, range))? {
+        alerts.extend(Alert::from_batch(&batch)?.into_iter().filter(|a| !correlator.has_placed(&a.alert_id)));
+    }
+    alerts.sort_by(|a, b| (a.ts_us, &a.alert_id).cmp(&(b.ts_us, &b.alert_id)));
+    alerts.dedup_by(|a, b| a.alert_id == b.alert_id);
+    let rows: Vec<IncidentRow> = alerts.iter().flat_map(|alert| correlator.add(alert)).collect();
+    let written = store_incidents(store, &rows)?;
+    if written > 0 {
+        runtime.block_on(store.flush_table(Table::Incidents))?;
+    }
+    Ok(written)
+}
+
+/// How far before the last read analysts' rows are read again (a process seals its rows within seconds
+/// to minutes: `[store] flush_after_secs`).
+const TRIAGE_LOOKBACK_US: i64 = 30 * 60 * 1_000_000;
 
 /// Stores incident rows; how many.
 pub fn store_incidents(store: &Store, rows: &[IncidentRow]) -> Result<u64, DetectError> {

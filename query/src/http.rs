@@ -6,7 +6,8 @@
 //! - `GET /api/v1/timeline?key=K[&from=T&to=T][&format=...]`: `timeline(K, from, to)`.
 //! - `GET /healthz`, `GET /metrics` (Prometheus text), both without authentication.
 //! - The web console (`crate::console`) at `/console/`, `/` redirecting there; `GET /api/v1/session` (the
-//!   console's user, role and CSRF token); `GET /api/v1/admin/users` (admins only).
+//!   console's user, role and CSRF token); `GET /api/v1/history` (the caller's own last statements);
+//!   `GET /api/v1/admin/users` (admins only).
 //!
 //! Every other route needs `Authorization: Bearer <token>` or `Basic` with a user's password, or the
 //! console's session cookie (with its CSRF token on every `POST`). A password
@@ -109,6 +110,7 @@ pub fn router(engine: Arc<QueryEngine>, users: Users, tls: bool) -> Router {
         .route("/api/v1/timeline", get(timeline))
         .route("/api/v1/session", get(session))
         .route("/api/v1/admin/users", get(admin_users))
+        .route("/api/v1/history", get(history))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/", get(|| async { axum::response::Redirect::to("/console/") }))
@@ -179,6 +181,37 @@ async fn session(State(state): State<AppState>, headers: HeaderMap) -> Response 
             axum::Json(serde_json::json!({"user": s.user, "role": s.role.name(), "csrf": s.csrf})).into_response()
         }
         None => error_response(&QueryError::Unauthenticated("log in to the console first".into())),
+    }
+}
+
+/// The caller's own last statements from `query_audit` (which analysts may not read whole): the
+/// console's workbench history. The server filters by the caller's name.
+async fn history(
+    State(state): State<AppState>,
+    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match authenticate(&state, &headers, addr, false).await {
+        Ok(caller) => caller,
+        Err(e) => return error_response(&e),
+    };
+    let sql = format!(
+        "SELECT ts, CAST(status AS VARCHAR) AS status, rows, round(duration_ms, 1) AS ms, sql FROM query_audit
+         WHERE user_name = {} AND status <> 'started' ORDER BY ts DESC LIMIT 25",
+        quote(&caller.user)
+    );
+    let started = Started::now();
+    let result = async {
+        let df = state.engine.context().sql(&sql).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        Ok::<_, QueryError>(QueryOutput { schema, batches, rows, elapsed: started.elapsed() })
+    };
+    match result.await.and_then(|output| encode(&output, Format::Json).map_err(|e| QueryError::BadRequest(e.to_string())))
+    {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error_response(&e),
     }
 }
 

@@ -211,6 +211,8 @@ def main():
             "return fetch('/api/v1/sql', {method: 'POST', body: 'SELECT 1'}).then(r => r.status)"
         )
         assert status == 403, status
+        driver.get(base + "/console/sql.html")
+        wait(driver, "the analyst's own history", lambda d: "incidents" in d.find_element(By.ID, "history").text)
         driver.get(base + "/console/")
         # The admin acknowledged the attacker's incident: it is listed under any status.
         Select(wait(driver, "the status filter", lambda d: d.find_element(By.ID, "status"))).select_by_value("any")
