@@ -72,10 +72,8 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
 
     let mut config = Config::default();
-    if let Some(path) = &args.config {
-        let file = Config::load(Some(path))?;
-        config.query.users = file.query.users;
-        config.alerting = file.alerting;
+    if let Some(file) = args.config.as_deref().map(|path| Config::load(Some(path))).transpose()? {
+        (config.query.users, config.alerting) = (file.query.users, file.alerting);
     }
     // The demo's traffic is written in time order, and its simulated clock runs ahead of the wall
     // clock at --speed: a short lateness, and event time may lead the clock.
@@ -210,10 +208,9 @@ fn walkthrough(paths: &Paths, running: &crate::serve::Running, names: &[String],
     outln!("  {}'s execution-role credentials used from {SESSION_THIEF_IP}", names[cast.stolen]);
     outln!("  a denial-of-wallet flood against {}", names[cast.flooded]);
     outln!("");
-    let password = match credentials.exists() {
-        true => format!("`python3 -c \"import json;print(json.load(open('{}'))['password'])\"`", credentials.display()),
-        false => "as configured".to_string(),
-    };
+    let password =
+        format!("`python3 -c \"import json;print(json.load(open('{}'))['password'])\"`", credentials.display());
+    let password = if credentials.exists() { password } else { "as configured".into() };
     outln!(
         "Open the console: {}://{}/ (user {}, password: {password})",
         running.scheme,

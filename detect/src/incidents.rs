@@ -633,7 +633,11 @@ impl IncidentThread {
     /// Builds incidents from the shared store, read every `every`: the alerts of the last horizon not
     /// placed yet (in event-time order), and analysts' rows. The rows it stores are sealed at once, so that
     /// every process (and a next owner) reads them.
-    pub fn start_shared(store: Arc<Store>, config: IncidentConfig, every: Duration) -> Result<IncidentThread, DetectError> {
+    pub fn start_shared(
+        store: Arc<Store>,
+        config: IncidentConfig,
+        every: Duration,
+    ) -> Result<IncidentThread, DetectError> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("incidents".into())
@@ -652,7 +656,9 @@ impl IncidentThread {
                         let stopping = stop.load(Ordering::SeqCst);
                         match poll_shared(&store, &runtime, &mut correlator, &mut triage_from) {
                             Ok(n) => written += n,
-                            Err(e) => tracing::warn!(error = %e, "building incidents from the shared store failed; retrying"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "building incidents from the shared store failed; retrying")
+                            }
                         }
                         if stopping {
                             break;

@@ -13,7 +13,9 @@
 //! seen. A row that comes after its minute was scored is late: stored, counted, and run through the
 //! detections that need no order (`Engine::push_late`). At stop, a bounded input (`InputEnd::Closed`:
 //! files, a backfill) is scored to its end; an open one (`serve`, a stream) keeps its last minutes for
-//! the next run, through the checkpoint.
+//! the next run, through the checkpoint. Scoring goes in steps of at most an hour of event time, and a
+//! stream's stop scores its backlog for at most `LiveConfig::stop_scoring_budget` (10 s): a `serve` started over a day of
+//! unscored rows stops within seconds, and the next start goes on from the checkpoint.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +36,9 @@ use crate::replay::{minute_ceiling, minute_floor, score_range, stored_span};
 /// Appends buffered between the store and the detectors before appenders wait.
 const QUEUE_APPENDS_MAX: usize = 64;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+/// Most event time one scoring step covers: a stop waits for one step at most.
+const SCORE_STEP_US: i64 = 3_600 * 1_000_000;
+
 /// How long the thread waits for rows before it looks at the clock and the stop flag.
 const POLL_EVERY: Duration = Duration::from_millis(200);
 /// Reads remembered to tell whether a row that comes late was in one (`Reads`).
@@ -58,6 +63,9 @@ pub struct LiveConfig {
     /// every live process's unsealed ones, stores each alert id once cluster-wide and checkpoints after
     /// every step. `None`: one process detects on what it stores.
     pub cluster: Option<ClusterScope>,
+    /// How long a stream's stop goes on scoring a backlog (in steps of an hour of event time) before it
+    /// checkpoints and leaves the rest to the next start.
+    pub stop_scoring_budget: Duration,
 }
 
 /// One detection partition of a cluster, and when a silent process is taken as gone.
@@ -82,6 +90,7 @@ impl Default for LiveConfig {
             idle_after: Duration::from_secs(120),
             score_while_running: true,
             cluster: None,
+            stop_scoring_budget: Duration::from_secs(10),
         }
     }
 }
@@ -227,9 +236,18 @@ impl<'a> Live<'a> {
 
     fn run(&mut self, receiver: &Receiver<Appended>, stop: &AtomicBool) -> Result<(), DetectError> {
         let mut last_checkpoint = Instant::now();
+        // Behind the watermark (a backlog): the next step comes without waiting for an append.
+        let mut behind = false;
         loop {
             let stopping = stop.load(Ordering::SeqCst);
-            match receiver.recv_timeout(POLL_EVERY) {
+            let next = match behind {
+                true => receiver.try_recv().map_err(|e| match e {
+                    std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                }),
+                false => receiver.recv_timeout(POLL_EVERY),
+            };
+            match next {
                 Ok(appended) => self.take(&appended)?,
                 Err(RecvTimeoutError::Timeout) if stopping => return Ok(()),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -247,7 +265,15 @@ impl<'a> Live<'a> {
                     idle_for = ?self.last_rows.elapsed(),
                     "scoring up to the watermark"
                 );
-                self.score_until(minute_floor(watermark))?;
+                // One step of at most `SCORE_STEP_US` at a time, so that a stop is seen between steps
+                // (a backlog of a day scored in one call kept a SIGTERM waiting for minutes).
+                let target = minute_floor(watermark);
+                let step_end =
+                    self.scoring_from().map_or(target, |from| target.min(from.saturating_add(SCORE_STEP_US)));
+                self.score_until(step_end)?;
+                behind = step_end < target;
+            } else {
+                behind = false;
             }
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 if let Err(e) = self.checkpoints.save(&self.engine) {
@@ -357,14 +383,16 @@ impl<'a> Live<'a> {
     }
 
     /// Scores the stored rows from where scoring stopped up to `target` (a minute's start).
+    /// Where the next scoring step starts: the event time scored through, else the oldest stored minute.
+    fn scoring_from(&self) -> Option<i64> {
+        match self.engine.scored_through_us() {
+            Some(from) => Some(from),
+            None => stored_span(self.store, &self.engine.tables()).map(|(oldest, _)| minute_floor(oldest)),
+        }
+    }
+
     fn score_until(&mut self, target: i64) -> Result<(), DetectError> {
-        let from = match self.engine.scored_through_us() {
-            Some(from) => from,
-            None => match stored_span(self.store, &self.engine.tables()) {
-                Some((oldest, _)) => minute_floor(oldest),
-                None => return Ok(()),
-            },
-        };
+        let Some(from) = self.scoring_from() else { return Ok(()) };
         if target <= from {
             return Ok(());
         }
@@ -414,8 +442,23 @@ impl<'a> Live<'a> {
         if let Some(target) = target {
             if end == InputEnd::Closed {
                 self.engine.set_stream_horizon(crate::replay::invocations_end(self.store, target));
+                self.score_until(target)?;
+            } else {
+                // A stream's backlog is scored at stop for at most `STOP_SCORING_BUDGET`, in steps; what is
+                // left waits for the next start (or, in a cluster, the next owner) at the checkpoint.
+                let started = Instant::now();
+                while let Some(from) = self.scoring_from().filter(|from| *from < target) {
+                    if started.elapsed() >= self.config.stop_scoring_budget {
+                        tracing::info!(
+                            scored_through = from,
+                            target,
+                            "stopping with a backlog left for the next start"
+                        );
+                        break;
+                    }
+                    self.score_until(target.min(from.saturating_add(SCORE_STEP_US)))?;
+                }
             }
-            self.score_until(target)?;
             self.engine.set_stream_horizon(None);
         }
         // Open alert groups stay open in the checkpoint (a restart goes on counting them, as one run

@@ -43,13 +43,28 @@ try {
   const dead = await sql(`SELECT CAST(ingest_source AS VARCHAR) AS source, CAST(reason AS VARCHAR) AS reason, count(*) AS records, max(ts) AS last
                           FROM dead_letters GROUP BY 1, 2 ORDER BY records DESC LIMIT 50`);
   health.append(dead.rows.length ? table(['source', 'reason', 'records', 'last'], dead.rows) : el('p', { class: 'muted' }, 'No dead-lettered records.'));
-  health.append(el('p', { class: 'muted' }, 'Sources, lag and late records: ', el('a', { href: '/metrics' }, '/metrics'), ' (coldtrail_ingest_*).'));
+  // Sources, positions, late and dead-lettered records: this process's counters, from its /metrics.
+  const metrics = await (await fetch('/metrics')).text();
+  const wanted = /^(ingest_records_total|ingest_dead_letters_total|ingest_source_errors_total|ingest_pending_invocations|ingest_kafka_[a-z_]+|detect_late_rows_total|detect_late_invocations_total|store_rows_flushed_total)(\{[^}]*\})? ([0-9.eE+-]+)$/;
+  const counters = metrics
+    .split('\n')
+    .map((line) => line.match(wanted))
+    .filter(Boolean)
+    .map(([, name, labels, value]) => ({ metric: name, labels: (labels || '').slice(1, -1), value: Number(value) }));
+  const box = el('div', { id: 'counters' });
+  box.append(counters.length ? table(['metric', 'labels', 'value'], counters) : el('p', { class: 'muted' }, 'No ingest counters yet.'));
+  health.append(el('p', { class: 'muted' }, 'This process since it started (', el('a', { href: '/metrics' }, '/metrics'), '):'), box);
 } catch (error) {
   failed(health, error);
 }
 try {
-  const head = await sql('SELECT * FROM ledger ORDER BY seq DESC LIMIT 1');
+  const head = await sql('SELECT ts, node, seq, op, table_name, sha256 FROM ledger ORDER BY ts DESC, seq DESC LIMIT 1');
   ledger.append(head.rows.length ? table(head.columns.map((c) => c.name), head.rows) : el('p', { class: 'muted' }, 'The ledger is empty.'));
+  const anchored = await sql(`SELECT max(ts) AS last_anchored, count(*) AS anchors FROM alert_deliveries
+                              WHERE alert_id LIKE 'ledger:%' AND state = 'delivered'`);
+  const last = anchored.rows[0] && anchored.rows[0].last_anchored;
+  ledger.append(el('p', { id: 'anchored' }, last ? `Head last anchored outside coldtrail at ${last} (${anchored.rows[0].anchors} times).`
+    : 'The head has not been anchored outside coldtrail: configure [alerting.ledger] (a webhook or an Object Lock bucket).'));
   ledger.append(el('p', { class: 'muted' }, 'Check it with ', el('code', {}, 'coldtrail verify'), '; see also ', page('sql.html', {}, 'the SQL workbench'), '.'));
 } catch (error) {
   failed(ledger, error);

@@ -208,7 +208,9 @@ async fn history(
         let rows = batches.iter().map(|b| b.num_rows()).sum();
         Ok::<_, QueryError>(QueryOutput { schema, batches, rows, elapsed: started.elapsed() })
     };
-    match result.await.and_then(|output| encode(&output, Format::Json).map_err(|e| QueryError::BadRequest(e.to_string())))
+    match result
+        .await
+        .and_then(|output| encode(&output, Format::Json).map_err(|e| QueryError::BadRequest(e.to_string())))
     {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => error_response(&e),

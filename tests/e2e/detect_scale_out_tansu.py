@@ -114,3 +114,19 @@ if not any(",anomaly." in line for line in expected):
     sys.exit(f"no anomaly found: {expected}")
 if got != expected:
     sys.exit(f"the alert ids differ:\none: {expected}\ntwo: {got}")
+
+
+def incidents(location, name):
+    """Each incident's alerts (its latest row, merged ones left out), as a set of sorted tuples."""
+    out = subprocess.run(
+        [coldtrail, "--data", f"{work}/{name}-incidents", "--location", location, "sql",
+         "SELECT alert_ids FROM (SELECT DISTINCT ON (incident_id) * FROM incidents "
+         "ORDER BY incident_id, ts DESC, alert_count DESC) latest WHERE status <> 'merged'", "--format", "json"],
+        check=True, capture_output=True, text=True).stdout
+    return {tuple(sorted(json.loads(row["alert_ids"]))) for row in json.loads(out)["rows"]}
+
+
+one_incidents, two_incidents = incidents(f"{work}/one-location", "one"), incidents(f"{work}/two-location", "two")
+print(f"incidents: one process {len(one_incidents)}, two processes {len(two_incidents)}")
+if one_incidents != two_incidents:
+    sys.exit(f"the incidents group the alerts otherwise:\none: {sorted(one_incidents)}\ntwo: {sorted(two_incidents)}")
