@@ -1633,3 +1633,69 @@ async fn console_sessions_need_their_csrf_token_and_admin_pages_an_admin() {
     .await;
     assert_eq!(audit, [["alice", "console", "ok"], ["alice", "console", "denied"]], "{audit:?}");
 }
+
+/// Admins add and lift suppressions at run time (`CALL suppress`, `CALL unsuppress`) into the shared
+/// location, where every outbox reads them; an analyst may not, on any channel; each call is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_add_and_lift_suppressions_and_analysts_may_not() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let sql = "CALL suppress('callers.', 'orders', NULL, '2030-01-01T00:00:00Z', 'new partner onboarding')";
+    let alice = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let denied = alice.simple_query(sql).await.expect_err("an analyst's suppression");
+    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{denied:?}");
+    assert!(matches!(f.engine.execute(&analyst(), sql, None).await, Err(QueryError::Denied(_))));
+    assert!(store::suppressions::read(f.store.location()).await.unwrap().is_empty());
+
+    let root = connect(servers.pg, "root", "root-password").await.unwrap();
+    let added = simple_rows(&root, sql).await;
+    let id = added[0][0].clone().unwrap();
+    let stored = store::suppressions::read(f.store.location()).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].id.as_str(), stored[0].added_by.as_str()), (id.as_str(), "root"));
+    assert_eq!((stored[0].detector.as_deref(), stored[0].function.as_deref()), (Some("callers."), Some("orders")));
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/admin/suppressions", servers.http))
+        .bearer_auth("root-token-0123456789ab")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["suppressions"][0]["id"], id.as_str(), "{listed}");
+    let analyst_list = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/admin/suppressions", servers.http))
+        .bearer_auth("alice-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(analyst_list.status(), 403);
+    let lifted = format!("CALL unsuppress('{id}')");
+    assert!(matches!(f.engine.execute(&analyst(), &lifted, None).await, Err(QueryError::Denied(_))));
+    f.engine.execute(&admin(), &lifted, None).await.unwrap();
+    assert!(store::suppressions::read(f.store.location()).await.unwrap().is_empty());
+    let again = f.engine.execute(&admin(), &lifted, None).await.unwrap_err();
+    assert!(again.to_string().contains("no suppression"), "{again}");
+
+    let _ = servers.stop.send(true);
+    f.engine.audit_log().close().await;
+    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let audit = rows(
+        &engine,
+        "SELECT user_name, status FROM query_audit WHERE sql LIKE 'CALL %suppress%' AND status <> 'started' ORDER BY ts",
+    )
+    .await;
+    let audit: Vec<(&str, &str)> = audit.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
+    assert_eq!(
+        audit,
+        [
+            ("alice", "denied"),
+            ("alice", "denied"),
+            ("root", "ok"),
+            ("alice", "denied"),
+            ("root", "ok"),
+            ("root", "error")
+        ]
+    );
+}

@@ -7,7 +7,8 @@
 //! durably stored. Rows that repeat an alert id (a deduplicated group's final count, a replay) are not
 //! sent again. Destinations with `per = "incident"` get incidents' messages instead (`AlertDoc::
 //! incident_message`: opened, then each escalation), through the same states, keyed by message id.
-//! Retries back off exponentially with jitter up to a bound; each destination has a request timeout, a
+//! Suppressions are the configuration's and those admins add at run time (`store::suppressions`, read
+//! again every few seconds while alerts come). Retries back off exponentially with jitter up to a bound; each destination has a request timeout, a
 //! rate limit and a circuit breaker.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -40,6 +41,8 @@ pub mod state {
 
 /// Concurrent requests at most, over all destinations.
 const IN_FLIGHT_MAX: usize = 64;
+/// How often the suppressions added at run time are read again (when alerts come).
+const SUPPRESSIONS_READ_EVERY: Duration = Duration::from_secs(5);
 /// Alerts whose incident is remembered at most (then forgotten all at once: a payload then lacks its
 /// incident id, nothing worse).
 const INCIDENTS_REMEMBERED_MAX: usize = 1_000_000;
@@ -118,6 +121,10 @@ pub struct Outbox {
     incident_of: HashMap<String, String>,
     /// The highest severity announced of each incident.
     announced: HashMap<String, Severity>,
+    /// Suppressions added at run time (`store::suppressions`), beside the configured ones, and when they
+    /// were last read.
+    runtime_suppressions: Vec<crate::config::Suppression>,
+    suppressions_read: Option<std::time::Instant>,
     /// `alert_deliveries` rows not yet written; `write_rows` stamps them with the time it writes them.
     rows: Vec<AlertDeliveryRow>,
 }
@@ -150,6 +157,8 @@ impl Outbox {
             known: HashSet::new(),
             incident_of: HashMap::new(),
             announced: HashMap::new(),
+            runtime_suppressions: Vec::new(),
+            suppressions_read: None,
             rows: Vec::new(),
         }
     }
@@ -176,6 +185,7 @@ impl Outbox {
             let mut next_ledger = tokio::time::Instant::now() + ledger_every.unwrap_or(Duration::from_secs(3_600));
             let mut publish_ledger = false;
             let mut in_flight: JoinSet<(Job, Outcome)> = JoinSet::new();
+            let mut arrived: Option<store::Appended> = None;
             loop {
                 outbox.dispatch(&mut in_flight);
                 outbox.write_rows().await?;
@@ -185,7 +195,7 @@ impl Outbox {
                 });
                 tokio::select! {
                     batch = appended.recv() => match batch {
-                        Some(batch) => outbox.admit_appended(&batch),
+                        Some(batch) => arrived = Some(batch),
                         None => break,
                     },
                     Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -199,6 +209,11 @@ impl Outbox {
                         publish_ledger = true;
                     }
                     _ = stop.wait_for(|s| *s) => break,
+                }
+                if let Some(batch) = arrived.take() {
+                    // Awaited here, not in the select's arm (whose other outputs are not `Send`).
+                    outbox.read_suppressions().await;
+                    outbox.admit_appended(&batch);
                 }
                 if std::mem::take(&mut publish_ledger) {
                     outbox.publish_ledger_head().await;
@@ -342,6 +357,38 @@ impl Outbox {
         self.jobs.insert((due_us, self.seq), job);
     }
 
+    /// Reads the suppressions added at run time, at most every `SUPPRESSIONS_READ_EVERY`; a failed read
+    /// keeps the last list.
+    async fn read_suppressions(&mut self) {
+        if self.suppressions_read.is_some_and(|at| at.elapsed() < SUPPRESSIONS_READ_EVERY) {
+            return;
+        }
+        self.suppressions_read = Some(std::time::Instant::now());
+        match store::suppressions::read(self.store.location()).await {
+            Ok(list) => {
+                self.runtime_suppressions = list
+                    .into_iter()
+                    .map(|s| crate::config::Suppression {
+                        detector: s.detector,
+                        function: s.function,
+                        principal: s.principal,
+                        until: s.until,
+                        reason: format!("{} (suppression {} by {})", s.reason, s.id, s.added_by),
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the suppressions added at run time are unreadable; the last ones hold")
+            }
+        }
+    }
+
+    /// The suppression that holds for `alert` now: configured or added at run time.
+    fn suppression(&self, alert: &AlertDoc, now: i64) -> Option<String> {
+        let mut all = self.config.suppress.iter().chain(&self.runtime_suppressions);
+        all.find(|s| s.holds(alert, now)).map(|s| s.reason.clone())
+    }
+
     /// Stored alerts and incident rows: alerts as they are, incidents as the messages they call for.
     fn admit_appended(&mut self, appended: &store::Appended) {
         for (table, batch) in &appended.batches {
@@ -396,8 +443,7 @@ impl Outbox {
                 {
                     continue;
                 }
-                if let Some(s) = self.config.suppress.iter().find(|s| s.holds(&alert, now)) {
-                    let reason = s.reason.clone();
+                if let Some(reason) = self.suppression(&alert, now) {
                     self.record(&alert.id, destination, state::SUPPRESSED, 0, None, Some(reason));
                     continue;
                 }
@@ -411,6 +457,7 @@ impl Outbox {
     /// younger than the give-up horizon, whose last delivery state for a destination is not final (or
     /// that never got one).
     async fn recover(&mut self) -> Result<(), AlertingError> {
+        self.read_suppressions().await;
         let horizon = now_us() - self.config.give_up_after_secs as i64 * 1_000_000;
         let mut last: HashMap<(String, String), (i64, String, u32)> = HashMap::new();
         // This node's alerts and deliveries only: in a cluster each process delivers what it stored (its
@@ -466,8 +513,7 @@ impl Outbox {
                 let last = last.get(&(alert.id.clone(), name));
                 if last.is_none_or(|(_, s, _)| !state::is_final(s)) {
                     // A suppression holds for an alert left by an earlier run as for a new one.
-                    if let Some(s) = self.config.suppress.iter().find(|s| s.holds(&alert, now)) {
-                        let reason = s.reason.clone();
+                    if let Some(reason) = self.suppression(&alert, now) {
                         self.record(&alert.id, destination, state::SUPPRESSED, 0, None, Some(reason));
                         continue;
                     }

@@ -424,3 +424,52 @@ async fn incidents_are_announced_when_they_open_and_when_they_escalate_once() {
         assert_eq!(late["incident_id"], "inc-1", "{late}");
     }
 }
+
+/// A suppression an admin added at run time (`CALL suppress`, the console) holds like a configured one:
+/// the alert is stored as suppressed with its reason, and a later one after it was lifted is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suppressions_added_at_run_time_hold_and_can_be_lifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(receiver(received.clone(), listener));
+    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let added = store::suppressions::RuntimeSuppression {
+        id: "s-test".into(),
+        detector: Some("injection.".into()),
+        function: Some("orders-api".into()),
+        principal: None,
+        until: "2999-01-01T00:00:00Z".into(),
+        reason: "the pentest of orders-api".into(),
+        added_by: "root".into(),
+        added_at: "2026-12-01T00:00:00Z".into(),
+    };
+    store::suppressions::write(store.location(), &[added]).await.unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = Outbox::new(store.clone(), config(addr)).start(stop_rx);
+    alert_row(&store, "pentest", "injection.sql");
+    alert_row(&store, "other", "trail.stopped");
+    wait_until("the other alert", Duration::from_secs(20), || !received.lock().unwrap().accepted.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Lifted: read again within seconds, and the next injection alert is sent.
+    store::suppressions::write(store.location(), &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    alert_row(&store, "after", "injection.sql");
+    wait_until("the alert after the lift", Duration::from_secs(20), || received.lock().unwrap().accepted.len() >= 2)
+        .await;
+    stop.send(true).unwrap();
+    outbox.await.unwrap().unwrap();
+    let ids: Vec<_> = received.lock().unwrap().accepted.iter().map(|a| a["id"].clone()).collect();
+    assert_eq!(ids, vec![serde_json::json!("other"), serde_json::json!("after")]);
+    assert_eq!(states(&store, "pentest").await, vec![("suppressed".to_string(), 0)]);
+    let mut reasons = Vec::new();
+    for batch in store.scan(Table::AlertDeliveries, None, TimeRange::ALL).await.unwrap() {
+        for row in store::tables::AlertDeliveryRow::from_batch(&batch).unwrap() {
+            if row.alert_id == "pentest" {
+                reasons.push(row.error.unwrap_or_default());
+            }
+        }
+    }
+    assert_eq!(reasons, vec!["the pentest of orders-api (suppression s-test by root)".to_string()]);
+}

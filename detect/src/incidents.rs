@@ -16,7 +16,7 @@
 //! of the `incidents` table, whose latest row per id is the incident's state.
 //!
 //! Analysts triage incidents (status, assignee, note) by storing rows of their own (`changed_by` set; see
-//! `query::triage`). The correlator learns them (`Correlator::triaged`, fed by `IncidentThread` from the
+//! `query::procedures`). The correlator learns them (`Correlator::triaged`, fed by `IncidentThread` from the
 //! store's appends and, at start, from the stored rows) and carries them on every row it writes later, at
 //! a time after theirs, so that the latest row stays the whole state. A resolved incident that grows is
 //! open again; one acknowledged or marked a false positive keeps its status.
@@ -878,7 +878,7 @@ mod tests {
         assert_eq!(rows[0].incident_id, incident_id("inj-sql"));
     }
 
-    /// An analyst's row, as `query::triage` stores it.
+    /// An analyst's row, as `query::procedures` stores it.
     fn triage_row(of: &IncidentRow, ts: i64, status: &str, assignee: Option<&str>, note: Option<&str>) -> IncidentRow {
         IncidentRow {
             ts,

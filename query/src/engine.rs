@@ -290,17 +290,18 @@ impl QueryEngine {
     }
 
     /// Starts one statement: checks its length, waits for a slot, plans it, checks it against the
-    /// caller's role, records its `started` audit row and starts executing it. A triage procedure
-    /// (`crate::triage`) stores its change and answers with the stored row. The caller applies the
+    /// caller's role, records its `started` audit row and starts executing it. A procedure
+    /// (`crate::procedures`: triage, suppressions) makes its change and answers with what it stored. The caller applies the
     /// statement timeout around this and the reading of its rows, and calls `finish` at its end.
     pub async fn open(&self, caller: &Caller, sql: &str, started: Started) -> Result<Running> {
         access::check_length(caller.role, sql)?;
         access::check_complexity(sql)?;
         let slot = self.slot(caller.role).await?;
-        if let Some(change) = crate::triage::parse(sql) {
-            let change = change?;
+        if let Some(call) = crate::procedures::parse(sql) {
+            let call = call?;
+            crate::procedures::check(&call, caller.role)?;
             self.start(caller, sql, started).await?;
-            let answer = crate::triage::apply(&self.store, &change, &caller.user).await?;
+            let answer = crate::procedures::apply(&self.store, &call, caller).await?;
             let df = self.ctx.sql(&answer).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let stream = df.execute_stream().await?;

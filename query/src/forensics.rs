@@ -350,8 +350,14 @@ async fn incident_sql(ctx: &SessionContext, id: &str) -> Result<String> {
         }
     }
     let mut values: Vec<String> = entities.into_iter().map(|store::alerts::Entity(_, value)| value).collect();
+    values.retain(|v| !v.is_empty());
     values.sort();
     values.dedup();
+    if values.is_empty() {
+        // No entity (alerts stored before entities were kept): its alerts only; the id itself as the one
+        // key keeps the query well formed and matches nothing else.
+        values.push(id.to_string());
+    }
     let keys = Keys { values, alert_ids };
     Ok(Kind::Incident.sql(&keys, from, to.map(|t| t.saturating_add(1))))
 }

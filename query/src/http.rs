@@ -7,7 +7,8 @@
 //! - `GET /healthz`, `GET /metrics` (Prometheus text), both without authentication.
 //! - The web console (`crate::console`) at `/console/`, `/` redirecting there; `GET /api/v1/session` (the
 //!   console's user, role and CSRF token); `GET /api/v1/history` (the caller's own last statements);
-//!   `GET /api/v1/admin/users` (admins only).
+//!   `GET /api/v1/admin/users` and `GET /api/v1/admin/suppressions` (admins only; suppressions are
+//!   changed with `CALL suppress(...)`, `CALL unsuppress(id)`).
 //!
 //! Every other route needs `Authorization: Bearer <token>` or `Basic` with a user's password, or the
 //! console's session cookie (with its CSRF token on every `POST`). A password
@@ -110,6 +111,7 @@ pub fn router(engine: Arc<QueryEngine>, users: Users, tls: bool) -> Router {
         .route("/api/v1/timeline", get(timeline))
         .route("/api/v1/session", get(session))
         .route("/api/v1/admin/users", get(admin_users))
+        .route("/api/v1/admin/suppressions", get(admin_suppressions))
         .route("/api/v1/history", get(history))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -213,6 +215,24 @@ async fn history(
         .and_then(|output| encode(&output, Format::Json).map_err(|e| QueryError::BadRequest(e.to_string())))
     {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The suppressions added at run time (admins only).
+async fn admin_suppressions(
+    State(state): State<AppState>,
+    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match authenticate(&state, &headers, addr, false).await {
+        Ok(caller) if caller.role == Role::Admin => {
+            match store::suppressions::read(state.engine.store().location()).await {
+                Ok(list) => axum::Json(serde_json::json!({ "suppressions": list })).into_response(),
+                Err(e) => error_response(&QueryError::Store(e)),
+            }
+        }
+        Ok(_) => error_response(&QueryError::Denied("admins only".into())),
         Err(e) => error_response(&e),
     }
 }

@@ -1,8 +1,8 @@
 //! coldtrail's query engine: SQL over every stored table, served over the PostgreSQL wire protocol and
 //! HTTP, with forensic table functions, authentication and an audit log.
 //!
-//! Query depends on `store` only; it reads tables and writes the query audit and analysts' triage of
-//! incidents.
+//! Query depends on `store` only; it reads tables and writes the query audit, analysts' triage of
+//! incidents and admins' suppressions (`store::suppressions`).
 //!
 //! - `catalog`: the store's tables as DataFusion table providers (hot rows and Parquet segments together,
 //!   with projection and time-range pushdown), and the ledger as a table.
@@ -17,8 +17,8 @@
 //!   who may hold a PostgreSQL connection (logged-in slots, login timeout, logins per address);
 //!   `results`: JSON, CSV and Arrow results written batch by batch, as HTTP streams them.
 //! - `console`: the web console's sessions, pages (embedded from `query/console/`) and security headers.
-//! - `triage`: `CALL incident_status(...)`, `incident_assign`, `incident_note`: analysts' changes to
-//!   incidents, stored as rows of `incidents`.
+//! - `procedures`: `CALL incident_status(...)`, `incident_assign`, `incident_note` (analysts' changes to
+//!   incidents, stored as rows of `incidents`) and `suppress`, `unsuppress` (admins').
 
 pub mod access;
 pub mod admission;
@@ -35,9 +35,9 @@ pub mod http;
 pub mod metrics;
 pub mod pg;
 pub mod postgres;
+pub mod procedures;
 pub mod results;
 pub mod tls;
-pub mod triage;
 
 pub use auth::{Role, UserSpec, Users};
 pub use engine::{Caller, QueryEngine, QueryOutput};

@@ -559,25 +559,22 @@ impl SimpleQueryHandler for Service {
             return self.copy_to_client(caller, query, started, &bounds, copy).await.map(|response| vec![response]);
         }
         let mut query = query.to_string();
-        let check = match statements.iter().find_map(crate::triage::procedure) {
+        let check = match statements.iter().find_map(crate::procedures::procedure) {
             Some(_) if statements.len() > 1 => {
-                Err(QueryError::Unsupported("a triage CALL must be a statement of its own".into()))
+                Err(QueryError::Unsupported("a CALL must be a statement of its own".into()))
             }
-            // Stored once the call is audited as started; it answers with the row it stored.
-            Some(change) => match change {
-                Ok(change) => Ok(Some(change)),
-                Err(e) => Err(e),
-            },
+            // Made once the call is audited as started; it answers with what it stored.
+            Some(call) => call.and_then(|call| crate::procedures::check(&call, caller.role).map(|()| Some(call))),
             None => self.check_simple(caller.role, &query).await.map(|()| None),
         };
-        let (check, change) = match check {
-            Ok(change) => (Ok(()), change),
+        let (check, call) = match check {
+            Ok(call) => (Ok(()), call),
             Err(e) => (Err(e), None),
         };
-        let user = caller.user.clone();
+        let who = caller.clone();
         let guard = self.begin(caller, &query, started, check).await?;
-        if let Some(change) = change {
-            match crate::triage::apply(self.engine.store(), &change, &user).await {
+        if let Some(call) = call {
+            match crate::procedures::apply(self.engine.store(), &call, &who).await {
                 Ok(answer) => query = answer,
                 Err(e) => {
                     let error = user_error(&e);

@@ -27,6 +27,7 @@ pub mod secret;
 pub mod segment;
 pub mod segment_path;
 mod store;
+pub mod suppressions;
 pub mod tables;
 pub mod time;
 pub mod verify;

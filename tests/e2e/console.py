@@ -5,7 +5,8 @@
 2. opens the incident list while the demo runs and waits for the attacker's incident to arrive;
 3. opens it, checks its story, chain, alerts and evidence, and pivots to the attacker's address;
 4. runs a query in the SQL workbench and downloads its CSV;
-5. logs in as an analyst and checks that the admin page and its data are refused;
+5. adds and lifts a suppression as the admin; logs in as an analyst and checks that the admin page and its
+   data are refused;
 6. checks that the stored cross-site scripting payloads (the campaign's probes in the log lines, and one
    an analyst puts in a triage note) are shown as text and that none runs.
 
@@ -21,7 +22,12 @@ import time
 
 from PIL import Image, ImageStat
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, TimeoutException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -46,7 +52,9 @@ def browser():
 
 def wait(driver, what, condition, timeout=30):
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: condition(d))
+        # The pages replace what they show as data arrives: an element read mid-replacement is read again.
+        ignored = (StaleElementReferenceException, NoSuchElementException)
+        return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(lambda d: condition(d))
     except TimeoutException:
         shot(driver, "failed-" + what.replace(" ", "-"))
         raise AssertionError(f"timed out waiting for {what} on {driver.current_url}: {driver.find_element(By.TAG_NAME, 'body').text[:2000]}")
@@ -77,6 +85,18 @@ def no_script_ran(driver):
     assert all(s.startswith(base + "/console/") for s in scripts), f"scripts on the page: {scripts}"
     hrefs = driver.execute_script("return Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href'))")
     assert not [h for h in hrefs if h and h.strip().lower().startswith("javascript:")], "a javascript: link"
+
+
+def click_link(driver, css, text):
+    """Clicks the first link under `css` whose text holds `text`, again if the list was redrawn meanwhile
+    (the incident list refreshes every few seconds)."""
+    for _ in range(5):
+        try:
+            next(a for a in driver.find_elements(By.CSS_SELECTOR, css) if text in a.text).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.2)
+    raise AssertionError(f"the link {text!r} under {css} kept being redrawn")
 
 
 def login(driver, user, password):
@@ -124,9 +144,8 @@ def main():
         shot(driver, "incidents")
 
         # 3. The incident, then a pivot to the attacker's address.
-        link = next(a for a in driver.find_elements(By.CSS_SELECTOR, "#incidents a") if ATTACKER in a.text)
         started = time.time()
-        link.click()
+        click_link(driver, "#incidents a", ATTACKER)
         wait(driver, "the incident's evidence", lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline[data-rows]"), timeout=30)
         timings["incident_page_s"] = round(time.time() - started, 2)
         wait(driver, "the whole incident page", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded-ms"))
@@ -187,7 +206,16 @@ def main():
         shot(driver, "fleet")
         driver.get(base + "/console/admin.html")
         wait(driver, "the users", lambda d: "analyst" in d.find_element(By.ID, "users").text)
+        # An admin adds a suppression, sees it, and lifts it.
+        wait(driver, "the suppression form", lambda d: d.find_elements(By.ID, "suppress-add"))
+        driver.find_element(By.ID, "suppress-detector").send_keys("callers.")
+        driver.find_element(By.ID, "suppress-until").send_keys("2030-01-01T00:00:00Z")
+        driver.find_element(By.ID, "suppress-reason").send_keys("browser test onboarding")
+        driver.find_element(By.ID, "suppress-add").click()
+        wait(driver, "the suppression listed", lambda d: "browser test onboarding" in d.find_element(By.ID, "suppressions").text)
         shot(driver, "admin")
+        driver.find_element(By.CSS_SELECTOR, "#suppressions button.lift").click()
+        wait(driver, "the suppression lifted", lambda d: "None added at run time" in d.find_element(By.ID, "suppressions").text)
         driver.get(incident_url)
         wait(driver, "the incident again", lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline[data-rows]"))
         driver.find_element(By.ID, "logout").click()

@@ -1,14 +1,18 @@
-//! Analysts' triage of incidents, as SQL procedures:
+//! SQL procedures: analysts' triage of incidents, and admins' suppressions.
 //!
 //! - `CALL incident_status(id, status [, note])`: open, acknowledged, resolved or false_positive;
 //! - `CALL incident_assign(id, assignee [, note])`: `NULL` unassigns;
-//! - `CALL incident_note(id, note)`.
+//! - `CALL incident_note(id, note)`;
+//! - admins only: `CALL suppress(detector, function, principal, until, reason)` (`NULL` for any detector,
+//!   function or principal; `until` in RFC 3339) adds a suppression to `store::suppressions`, which
+//!   every process's outbox re-reads; `CALL unsuppress(id)` lifts one.
 //!
-//! Each stores a new `incidents` row: the incident's latest row with the change, `changed_by` the caller,
+//! A triage call stores a new `incidents` row: the incident's latest row with the change, `changed_by` the caller,
 //! at a time after that row's, so that the latest row per id stays the whole state (the incident builder
 //! carries it on the rows it writes later; see `detect::incidents`). Every earlier note stays in the
 //! incident's rows. The statement is audited like every other, with its caller, and it answers with the
 //! row it stored. Analysts may triage; a merged incident is triaged through the one it was merged into.
+//! A suppression call answers with the suppression's id (or the id lifted).
 
 use std::sync::Arc;
 
@@ -17,11 +21,25 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use store::suppressions::RuntimeSuppression;
 use store::tables::IncidentRow;
 use store::{Store, Table, TimeRange};
 
+use crate::auth::Role;
+use crate::engine::Caller;
 use crate::error::{QueryError, Result};
 use crate::forensics::quote;
+
+/// A procedure call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// An analyst's change to an incident.
+    Triage(Change),
+    /// An admin's new suppression (its id not yet given).
+    Suppress(RuntimeSuppression),
+    /// An admin lifting a suppression, by id.
+    Unsuppress(String),
+}
 
 /// The statuses an analyst may set.
 pub const STATUSES: [&str; 4] = ["open", "acknowledged", "resolved", "false_positive"];
@@ -39,8 +57,8 @@ pub struct Change {
     pub note: Option<String>,
 }
 
-/// The change `sql` asks for, when it is a call of a triage procedure; `None` for any other statement.
-pub fn parse(sql: &str) -> Option<Result<Change>> {
+/// The call `sql` makes, when it is a call of one of these procedures; `None` for any other statement.
+pub fn parse(sql: &str) -> Option<Result<Call>> {
     let head = sql.trim_start();
     if !head.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("call")) {
         return None;
@@ -52,14 +70,76 @@ pub fn parse(sql: &str) -> Option<Result<Change>> {
     }
 }
 
-/// The change `statement` asks for, when it calls a triage procedure.
-pub fn procedure(statement: &Statement) -> Option<Result<Change>> {
+/// The call `statement` makes, when it calls one of these procedures.
+pub fn procedure(statement: &Statement) -> Option<Result<Call>> {
     let Statement::Call(function) = statement else { return None };
     let name = function.name.to_string().to_ascii_lowercase();
-    if !matches!(name.as_str(), "incident_status" | "incident_assign" | "incident_note") {
-        return None;
+    match name.as_str() {
+        "incident_status" | "incident_assign" | "incident_note" => {
+            Some(change(&name, &function.args).map(Call::Triage))
+        }
+        "suppress" | "unsuppress" => Some(suppression(&name, &function.args)),
+        _ => None,
     }
-    Some(change(&name, &function.args))
+}
+
+/// Whether `role` may make `call`: anyone triages; only admins suppress.
+pub fn check(call: &Call, role: Role) -> Result<()> {
+    match (call, role) {
+        (Call::Suppress(_) | Call::Unsuppress(_), Role::Analyst) => {
+            Err(QueryError::Denied("an analyst may not change suppressions; an admin may".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The text arguments of a call.
+fn text_arguments(args: &FunctionArguments, usage: &str) -> Result<Vec<Option<String>>> {
+    match args {
+        FunctionArguments::List(list) => list.args.iter().map(text_argument).collect(),
+        FunctionArguments::None => Ok(Vec::new()),
+        FunctionArguments::Subquery(_) => Err(QueryError::BadRequest(format!("usage: CALL {usage}"))),
+    }
+}
+
+fn suppression(name: &str, args: &FunctionArguments) -> Result<Call> {
+    if name == "unsuppress" {
+        let usage = "unsuppress(id)";
+        return match &text_arguments(args, usage)?[..] {
+            [Some(id)] if !id.trim().is_empty() => Ok(Call::Unsuppress(id.trim().to_string())),
+            _ => Err(QueryError::BadRequest(format!("usage: CALL {usage}"))),
+        };
+    }
+    let usage = "suppress(detector, function, principal, until, reason) with NULL for any";
+    let [detector, function, principal, until, reason] = <[Option<String>; 5]>::try_from(text_arguments(args, usage)?)
+        .map_err(|_| QueryError::BadRequest(format!("usage: CALL {usage}")))?;
+    let Some(until) = until.filter(|u| chrono::DateTime::parse_from_rfc3339(u).is_ok()) else {
+        return Err(QueryError::BadRequest(
+            "suppress: until must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z".into(),
+        ));
+    };
+    let Some(reason) = reason.filter(|r| !r.trim().is_empty() && r.chars().count() <= NOTE_CHARS_MAX) else {
+        return Err(QueryError::BadRequest(format!(
+            "suppress: a reason of 1 to {NOTE_CHARS_MAX} characters is required"
+        )));
+    };
+    let some = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let (detector, function, principal) = (some(detector), some(function), some(principal));
+    if detector.is_none() && function.is_none() && principal.is_none() {
+        return Err(QueryError::BadRequest(
+            "suppress: name a detector, a function or a principal (not everything)".into(),
+        ));
+    }
+    Ok(Call::Suppress(RuntimeSuppression {
+        id: String::new(),
+        detector,
+        function,
+        principal,
+        until,
+        reason,
+        added_by: String::new(),
+        added_at: String::new(),
+    }))
 }
 
 /// A text argument, `None` for `NULL`.
@@ -84,11 +164,7 @@ fn change(name: &str, args: &FunctionArguments) -> Result<Change> {
         "incident_assign" => "incident_assign(id, assignee [, note])",
         _ => "incident_note(id, note)",
     };
-    let args: Vec<Option<String>> = match args {
-        FunctionArguments::List(list) => list.args.iter().map(text_argument).collect::<Result<_>>()?,
-        FunctionArguments::None => Vec::new(),
-        FunctionArguments::Subquery(_) => return Err(QueryError::BadRequest(format!("usage: CALL {usage}"))),
-    };
+    let args = text_arguments(args, usage)?;
     let (least, most) = if name == "incident_note" { (2, 2) } else { (2, 3) };
     if args.len() < least || args.len() > most {
         return Err(QueryError::BadRequest(format!("usage: CALL {usage}")));
@@ -132,11 +208,53 @@ fn change(name: &str, args: &FunctionArguments) -> Result<Change> {
     Ok(change)
 }
 
+/// Makes `call` for `caller` (checked with `check` first); the query that answers it.
+///
+/// # Errors
+/// See `triage` and `suppress`.
+pub async fn apply(store: &Arc<Store>, call: &Call, caller: &Caller) -> Result<String> {
+    check(call, caller.role)?;
+    match call {
+        Call::Triage(change) => triage(store, change, &caller.user).await,
+        Call::Suppress(suppression) => suppress(store, suppression, &caller.user).await,
+        Call::Unsuppress(id) => unsuppress(store, id).await,
+    }
+}
+
+/// Adds a suppression; answers with its id.
+async fn suppress(store: &Arc<Store>, suppression: &RuntimeSuppression, user: &str) -> Result<String> {
+    let location = store.location();
+    let mut all = store::suppressions::read(location).await?;
+    let now = chrono::Utc::now();
+    let id = format!("s-{}", crate::auth::random_secret(6)?);
+    all.push(RuntimeSuppression {
+        id: id.clone(),
+        added_by: user.to_string(),
+        added_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ..suppression.clone()
+    });
+    store::suppressions::write(location, &all).await?;
+    Ok(format!("SELECT {} AS suppression_id, {} AS until", quote(&id), quote(&suppression.until)))
+}
+
+/// Lifts a suppression; answers with how many were lifted.
+async fn unsuppress(store: &Arc<Store>, id: &str) -> Result<String> {
+    let location = store.location();
+    let mut all = store::suppressions::read(location).await?;
+    let before = all.len();
+    all.retain(|s| s.id != id);
+    if all.len() == before {
+        return Err(QueryError::BadRequest(format!("no suppression {}", quote(id))));
+    }
+    store::suppressions::write(location, &all).await?;
+    Ok(format!("SELECT {} AS lifted", quote(id)))
+}
+
 /// Stores `change`, made by `user`, as a new row of the incident; the query that answers with that row.
 ///
 /// # Errors
 /// When the incident does not exist or was merged into another, or the store fails.
-pub async fn apply(store: &Arc<Store>, change: &Change, user: &str) -> Result<String> {
+async fn triage(store: &Arc<Store>, change: &Change, user: &str) -> Result<String> {
     let mut latest: Option<IncidentRow> = None;
     for batch in store.scan(Table::Incidents, None, TimeRange::ALL).await? {
         for row in IncidentRow::from_batch(&batch)? {
@@ -184,14 +302,38 @@ pub async fn apply(store: &Arc<Store>, change: &Change, user: &str) -> Result<St
 mod tests {
     use super::*;
 
+    fn change(sql: &str) -> Change {
+        match parse(sql).unwrap().unwrap() {
+            Call::Triage(change) => change,
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn suppressions_are_for_admins_and_must_say_what_until_when_and_why() {
+        let call = parse("CALL suppress('callers.', NULL, NULL, '2030-01-01T00:00:00Z', 'partner onboarding')");
+        let call = call.unwrap().unwrap();
+        let Call::Suppress(s) = &call else { panic!("{call:?}") };
+        assert_eq!((s.detector.as_deref(), s.function.as_deref()), (Some("callers."), None));
+        assert!(matches!(check(&call, Role::Analyst), Err(QueryError::Denied(_))));
+        assert!(check(&call, Role::Admin).is_ok());
+        assert_eq!(parse("CALL unsuppress('s-1')").unwrap().unwrap(), Call::Unsuppress("s-1".into()));
+        let error = |sql: &str| parse(sql).unwrap().unwrap_err().to_string();
+        assert!(error("CALL suppress(NULL, NULL, NULL, '2030-01-01T00:00:00Z', 'all')").contains("not everything"));
+        assert!(error("CALL suppress('x.', NULL, NULL, 'tomorrow', 'r')").contains("RFC 3339"));
+        assert!(error("CALL suppress('x.', NULL, NULL, '2030-01-01T00:00:00Z', NULL)").contains("reason"));
+        assert!(error("CALL suppress('x.')").contains("usage"));
+        assert!(error("CALL unsuppress()").contains("usage"));
+    }
+
     #[test]
     fn calls_of_the_procedures_become_changes() {
-        let change = parse("CALL incident_status('abc', 'Acknowledged', 'on it')").unwrap().unwrap();
+        let change = self::change("CALL incident_status('abc', 'Acknowledged', 'on it')");
         assert_eq!(change.status.as_deref(), Some("acknowledged"));
         assert_eq!(change.note.as_deref(), Some("on it"));
-        let change = parse("  call INCIDENT_ASSIGN('abc', NULL);").unwrap().unwrap();
+        let change = self::change("  call INCIDENT_ASSIGN('abc', NULL);");
         assert_eq!(change.assignee, Some(None));
-        let change = parse("CALL incident_note('abc', 'it''s the pentest')").unwrap().unwrap();
+        let change = self::change("CALL incident_note('abc', 'it''s the pentest')");
         assert_eq!(change.note.as_deref(), Some("it's the pentest"));
         assert!(parse("SELECT 1").is_none());
         assert!(parse("CALL something_else('x')").is_none());
