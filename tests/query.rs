@@ -1481,6 +1481,20 @@ async fn analysts_triage_incidents_on_every_channel_and_each_change_is_audited()
     );
 }
 
+/// A console request as a browser sends it: the session cookie, the CSRF token when given.
+fn as_browser(request: reqwest::RequestBuilder, cookie: &str, csrf: Option<&str>) -> reqwest::RequestBuilder {
+    let request = request.header("cookie", cookie);
+    match csrf {
+        Some(token) => request.header("x-csrf-token", token),
+        None => request,
+    }
+}
+
+/// The JSON body of a request's answer.
+async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Issue 21: the console's sessions over real HTTP (reqwest): a login sets an `HttpOnly`, `SameSite=Strict`
 /// cookie; pages without it redirect to the login; a cookie-authenticated statement needs the session's
 /// CSRF token and is audited as the user; an analyst cannot reach the admin page or its data; every
@@ -1527,15 +1541,7 @@ async fn console_sessions_need_their_csrf_token_and_admin_pages_an_admin() {
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let session_cookie = cookie.split(';').next().unwrap().to_string();
 
-    let session: serde_json::Value = plain
-        .get(format!("{base}/api/v1/session"))
-        .header("cookie", &session_cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = json_of(as_browser(plain.get(format!("{base}/api/v1/session")), &session_cookie, None)).await;
     assert_eq!((session["user"].as_str(), session["role"].as_str()), (Some("alice"), Some("analyst")));
     let csrf = session["csrf"].as_str().unwrap();
     let page = plain.get(format!("{base}/console/")).header("cookie", &session_cookie).send().await.unwrap();
@@ -1543,50 +1549,21 @@ async fn console_sessions_need_their_csrf_token_and_admin_pages_an_admin() {
     assert!(page.text().await.unwrap().contains("/console/incidents.js"));
 
     let sql = "SELECT count(*) AS n FROM invocations";
-    let forged = plain.post(format!("{base}/api/v1/sql")).header("cookie", &session_cookie).body(sql).send().await;
-    assert_eq!(forged.unwrap().status(), 403, "a statement without the CSRF token");
-    let wrong = plain
-        .post(format!("{base}/api/v1/sql"))
-        .header("cookie", &session_cookie)
-        .header("x-csrf-token", "not-the-token")
-        .body(sql)
-        .send()
-        .await;
-    assert_eq!(wrong.unwrap().status(), 403);
-    let ran = plain
-        .post(format!("{base}/api/v1/sql"))
-        .header("cookie", &session_cookie)
-        .header("x-csrf-token", csrf)
-        .body(sql)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ran.status(), 200);
+    let statement = |token: Option<&str>, text: &'static str| {
+        as_browser(plain.post(format!("{base}/api/v1/sql")), &session_cookie, token).body(text).send()
+    };
+    assert_eq!(statement(None, sql).await.unwrap().status(), 403, "a statement without the CSRF token");
+    assert_eq!(statement(Some("not-the-token"), sql).await.unwrap().status(), 403);
+    assert_eq!(statement(Some(csrf), sql).await.unwrap().status(), 200);
     // An analyst's session is an analyst: no DDL, no admin page, no admin data.
-    let ddl = plain
-        .post(format!("{base}/api/v1/sql"))
-        .header("cookie", &session_cookie)
-        .header("x-csrf-token", csrf)
-        .body("CREATE VIEW v AS SELECT 1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ddl.status(), 403);
+    assert_eq!(statement(Some(csrf), "CREATE VIEW v AS SELECT 1").await.unwrap().status(), 403);
     for path in ["/console/admin.html", "/console/admin.js", "/api/v1/admin/users"] {
         let refused = plain.get(format!("{base}{path}")).header("cookie", &session_cookie).send().await.unwrap();
         assert_eq!(refused.status(), 403, "{path}");
     }
     let (_, admin_cookie) = log_in("root", "root-password").await;
     let admin_cookie = admin_cookie.unwrap().split(';').next().unwrap().to_string();
-    let users: serde_json::Value = plain
-        .get(format!("{base}/api/v1/admin/users"))
-        .header("cookie", &admin_cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users = json_of(as_browser(plain.get(format!("{base}/api/v1/admin/users")), &admin_cookie, None)).await;
     assert_eq!(users["users"].as_array().map(Vec::len), Some(2), "{users}");
 
     // The workbench's history: an analyst may not read query_audit, but gets their own statements (the
@@ -1594,15 +1571,7 @@ async fn console_sessions_need_their_csrf_token_and_admin_pages_an_admin() {
     f.engine.execute(&admin(), "SELECT 'the admin ran this' AS marker", None).await.unwrap();
     let mut history = serde_json::Value::Null;
     for _ in 0..100 {
-        history = plain
-            .get(format!("{base}/api/v1/history"))
-            .header("cookie", &session_cookie)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        history = json_of(as_browser(plain.get(format!("{base}/api/v1/history")), &session_cookie, None)).await;
         if history["rows"].as_array().is_some_and(|rows| rows.iter().any(|r| r["sql"] == sql)) {
             break;
         }
@@ -1612,13 +1581,8 @@ async fn console_sessions_need_their_csrf_token_and_admin_pages_an_admin() {
     assert!(mine.contains(&sql), "{history}");
     assert!(!mine.iter().any(|s| s.contains("the admin ran this")), "another user's statement: {history}");
     // Logging out ends the session (with its token).
-    let out = plain
-        .post(format!("{base}/console/logout"))
-        .header("cookie", &session_cookie)
-        .header("x-csrf-token", csrf)
-        .send()
-        .await
-        .unwrap();
+    let out =
+        as_browser(plain.post(format!("{base}/console/logout")), &session_cookie, Some(csrf)).send().await.unwrap();
     assert_eq!(out.status(), 303);
     let after = plain.get(format!("{base}/api/v1/session")).header("cookie", &session_cookie).send().await.unwrap();
     assert_eq!(after.status(), 401);
@@ -1654,23 +1618,12 @@ async fn admins_add_and_lift_suppressions_and_analysts_may_not() {
     assert_eq!(stored.len(), 1);
     assert_eq!((stored[0].id.as_str(), stored[0].added_by.as_str()), (id.as_str(), "root"));
     assert_eq!((stored[0].detector.as_deref(), stored[0].function.as_deref()), (Some("callers."), Some("orders")));
-    let listed: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/admin/suppressions", servers.http))
-        .bearer_auth("root-token-0123456789ab")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = |token: &str| {
+        reqwest::Client::new().get(format!("http://{}/api/v1/admin/suppressions", servers.http)).bearer_auth(token)
+    };
+    let listed = json_of(list("root-token-0123456789ab")).await;
     assert_eq!(listed["suppressions"][0]["id"], id.as_str(), "{listed}");
-    let analyst_list = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/admin/suppressions", servers.http))
-        .bearer_auth("alice-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(analyst_list.status(), 403);
+    assert_eq!(list("alice-token-0123456789").send().await.unwrap().status(), 403);
     let lifted = format!("CALL unsuppress('{id}')");
     assert!(matches!(f.engine.execute(&analyst(), &lifted, None).await, Err(QueryError::Denied(_))));
     f.engine.execute(&admin(), &lifted, None).await.unwrap();

@@ -49,6 +49,18 @@ async fn receiver(state: Arc<Mutex<Received>>, listener: tokio::net::TcpListener
     axum::serve(listener, app).await.unwrap();
 }
 
+/// What most tests start with: a data directory, a signature-checking receiver on loopback that fails its
+/// first `fail_first` requests, and a store.
+async fn set_up(fail_first: usize) -> (tempfile::TempDir, SocketAddr, Arc<Mutex<Received>>, Arc<Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Received { fail_first, ..Received::default() }));
+    tokio::spawn(receiver(received.clone(), listener));
+    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    (dir, addr, received, store)
+}
+
 fn store_config(dir: &std::path::Path) -> StoreConfig {
     StoreConfig::new(dir)
 }
@@ -127,12 +139,7 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_fails_three_times_gets_the_alert_once_with_the_retries_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Received { fail_first: 3, ..Received::default() }));
-    tokio::spawn(receiver(received.clone(), listener));
-    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let (_dir, addr, received, store) = set_up(3).await;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = Outbox::new(store.clone(), config(addr)).start(stop_rx);
     alert_row(&store, "alert-1", "injection.sql");
@@ -204,12 +211,7 @@ async fn an_alert_for_a_receiver_that_is_down_across_a_restart_is_delivered_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suppressed_alerts_are_stored_not_sent_and_repeated_ids_are_sent_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Received::default()));
-    tokio::spawn(receiver(received.clone(), listener));
-    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let (_dir, addr, received, store) = set_up(0).await;
     let config = quiet_callers(config(addr));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = Outbox::new(store.clone(), config).start(stop_rx);
@@ -233,12 +235,7 @@ async fn suppressed_alerts_are_stored_not_sent_and_repeated_ids_are_sent_once() 
 /// them as for new ones (before, they were sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_left_by_an_earlier_run_are_suppressed_as_new_ones_are() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Received::default()));
-    tokio::spawn(receiver(received.clone(), listener));
-    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let (_dir, addr, received, store) = set_up(0).await;
     alert_row(&store, "quiet", "callers.new");
     alert_row(&store, "loud", "injection.sql");
     let config = quiet_callers(config(addr));
@@ -255,12 +252,7 @@ async fn alerts_left_by_an_earlier_run_are_suppressed_as_new_ones_are() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_signed_ledger_head_is_published_on_schedule() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Received::default()));
-    tokio::spawn(receiver(received.clone(), listener));
-    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let (_dir, addr, received, store) = set_up(0).await;
     // A segment and its ledger entry, so that the head is past the genesis.
     alert_row(&store, "sealed", "trail.deleted");
     store.flush_all().await.unwrap();
@@ -363,12 +355,7 @@ fn incident_row(store: &Store, severity: &str, alert_ids: &[&str], changed_by: O
 /// escalates, never one per alert; payloads carry the incident id; after a restart nothing is sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incidents_are_announced_when_they_open_and_when_they_escalate_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Received::default()));
-    tokio::spawn(receiver(received.clone(), listener));
-    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let (_dir, addr, received, store) = set_up(0).await;
     let mut config = config(addr);
     let mut per_incident = config.destinations[0].clone();
     per_incident.name = "incidents".into();
@@ -429,12 +416,7 @@ async fn incidents_are_announced_when_they_open_and_when_they_escalate_once() {
 /// the alert is stored as suppressed with its reason, and a later one after it was lifted is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suppressions_added_at_run_time_hold_and_can_be_lifted() {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Received::default()));
-    tokio::spawn(receiver(received.clone(), listener));
-    let store = Arc::new(Store::open(store_config(dir.path())).await.unwrap());
+    let (_dir, addr, received, store) = set_up(0).await;
     let added = store::suppressions::RuntimeSuppression {
         id: "s-test".into(),
         detector: Some("injection.".into()),

@@ -584,9 +584,14 @@ pub struct IncidentThread {
 }
 
 impl IncidentThread {
-    pub fn start(store: Arc<Store>, config: IncidentConfig) -> Result<IncidentThread, DetectError> {
-        // Subscribed before the stored alerts are read, so that none falls between the two.
-        let receiver = store.subscribe(&[Table::Alerts, Table::Incidents], QUEUE_APPENDS_MAX);
+    /// Runs `build` on a thread of its own, with a runtime for the store's reads and a correlator caught up
+    /// with the stored alerts; `build` returns the rows it wrote once the stop flag is set.
+    fn spawn<F>(store: Arc<Store>, config: IncidentConfig, build: F) -> Result<IncidentThread, DetectError>
+    where
+        F: FnOnce(&Store, &tokio::runtime::Runtime, &mut Correlator, &AtomicBool) -> Result<u64, DetectError>
+            + Send
+            + 'static,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("incidents".into())
@@ -598,36 +603,43 @@ impl IncidentThread {
                         .build()
                         .map_err(|e| DetectError::Internal(format!("cannot start the incidents runtime: {e}")))?;
                     let mut correlator = Correlator::new(config);
-                    let mut written = catch_up(&store, &runtime, &mut correlator)?;
-                    loop {
-                        let stopping = stop.load(Ordering::SeqCst);
-                        let appended = match receiver.recv_timeout(std::time::Duration::from_millis(200)) {
-                            Ok(appended) => Some(appended),
-                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stopping => break,
-                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                        };
-                        if let Some(appended) = appended {
-                            let mut rows = Vec::new();
-                            for (table, batch) in &appended.batches {
-                                if *table == Table::Incidents {
-                                    for row in IncidentRow::from_batch(batch)? {
-                                        correlator.triaged(&row);
-                                    }
-                                    continue;
-                                }
-                                for alert in Alert::from_batch(batch)? {
-                                    rows.extend(correlator.add(&alert));
-                                }
-                            }
-                            written += store_incidents(&store, &rows)?;
-                        }
-                    }
-                    Ok(written)
+                    let written = catch_up(&store, &runtime, &mut correlator)?;
+                    Ok(written + build(&store, &runtime, &mut correlator, &stop)?)
                 }
             })
             .map_err(|e| DetectError::Internal(format!("cannot start the incidents thread: {e}")))?;
         Ok(IncidentThread { stop, thread })
+    }
+
+    pub fn start(store: Arc<Store>, config: IncidentConfig) -> Result<IncidentThread, DetectError> {
+        // Subscribed before the stored alerts are read, so that none falls between the two.
+        let receiver = store.subscribe(&[Table::Alerts, Table::Incidents], QUEUE_APPENDS_MAX);
+        IncidentThread::spawn(store, config, move |store, _, correlator, stop| {
+            let mut written = 0;
+            loop {
+                let stopping = stop.load(Ordering::SeqCst);
+                let appended = match receiver.recv_timeout(std::time::Duration::from_millis(200)) {
+                    Ok(appended) => appended,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stopping => break,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                let mut rows = Vec::new();
+                for (table, batch) in &appended.batches {
+                    if *table == Table::Incidents {
+                        for row in IncidentRow::from_batch(batch)? {
+                            correlator.triaged(&row);
+                        }
+                        continue;
+                    }
+                    for alert in Alert::from_batch(batch)? {
+                        rows.extend(correlator.add(&alert));
+                    }
+                }
+                written += store_incidents(store, &rows)?;
+            }
+            Ok(written)
+        })
     }
 
     /// Builds incidents from the shared store, read every `every`: the alerts of the last horizon not
@@ -638,41 +650,25 @@ impl IncidentThread {
         config: IncidentConfig,
         every: Duration,
     ) -> Result<IncidentThread, DetectError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("incidents".into())
-            .spawn({
-                let stop = stop.clone();
-                move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(|e| DetectError::Internal(format!("cannot start the incidents runtime: {e}")))?;
-                    runtime.block_on(store.refresh())?;
-                    let mut correlator = Correlator::new(config);
-                    let mut written = catch_up(&store, &runtime, &mut correlator)?;
-                    let mut triage_from = store::time::now_micros();
-                    loop {
-                        let stopping = stop.load(Ordering::SeqCst);
-                        match poll_shared(&store, &runtime, &mut correlator, &mut triage_from) {
-                            Ok(n) => written += n,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "building incidents from the shared store failed; retrying")
-                            }
-                        }
-                        if stopping {
-                            break;
-                        }
-                        let started = std::time::Instant::now();
-                        while started.elapsed() < every && !stop.load(Ordering::SeqCst) {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                    Ok(written)
+        IncidentThread::spawn(store, config, move |store, runtime, correlator, stop| {
+            let mut written = 0;
+            let mut triage_from = store::time::now_micros();
+            loop {
+                let stopping = stop.load(Ordering::SeqCst);
+                match poll_shared(store, runtime, correlator, &mut triage_from) {
+                    Ok(n) => written += n,
+                    Err(e) => tracing::warn!(error = %e, "building incidents from the shared store failed; retrying"),
                 }
-            })
-            .map_err(|e| DetectError::Internal(format!("cannot start the incidents thread: {e}")))?;
-        Ok(IncidentThread { stop, thread })
+                if stopping {
+                    break;
+                }
+                let started = std::time::Instant::now();
+                while started.elapsed() < every && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Ok(written)
+        })
     }
 
     /// Places the alerts already appended and ends the thread; the number of incident rows written.
@@ -730,6 +726,8 @@ pub fn store_incidents(store: &Store, rows: &[IncidentRow]) -> Result<u64, Detec
 /// Learns what analysts set from the stored rows, places the stored alerts of the last horizon, and
 /// stores the incidents whose state is not their latest stored row.
 fn catch_up(store: &Store, runtime: &tokio::runtime::Runtime, correlator: &mut Correlator) -> Result<u64, DetectError> {
+    // Other processes' segments too, in a cluster (a process alone has none).
+    runtime.block_on(store.refresh())?;
     let Some((_, newest)) = store.event_time_span(Table::Alerts) else { return Ok(0) };
     let range = TimeRange::new(newest.saturating_sub(correlator.config.horizon_us), newest.saturating_add(1));
     let mut stored: HashMap<String, IncidentRow> = HashMap::new();

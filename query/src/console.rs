@@ -113,23 +113,38 @@ pub fn session_cookie(token: &str, secure: bool) -> String {
     format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
-/// One embedded file.
+/// What a page or asset is: a file as embedded, or the page shell that loads one module.
+enum Body {
+    File(&'static str),
+    Shell(&'static str),
+}
+
+/// One embedded page or asset.
 struct Asset {
     path: &'static str,
     content_type: &'static str,
-    body: &'static str,
+    body: Body,
     /// Only admins may load it.
     admin: bool,
 }
 
-macro_rules! assets {
-    ($( $path:literal, $kind:expr, $admin:literal; )*) => {
-        &[$( Asset {
+/// Every page but the login is this shell with its module: the module builds the page.
+const SHELL: &str = include_str!("../console/shell.html");
+
+macro_rules! file {
+    ($path:literal, $kind:expr, $admin:literal) => {
+        Asset {
             path: $path,
             content_type: $kind,
-            body: include_str!(concat!("../console/", $path)),
+            body: Body::File(include_str!(concat!("../console/", $path))),
             admin: $admin,
-        }, )*]
+        }
+    };
+}
+
+macro_rules! shell {
+    ($path:literal, $module:literal, $admin:literal) => {
+        Asset { path: $path, content_type: HTML, body: Body::Shell($module), admin: $admin }
     };
 }
 
@@ -137,25 +152,25 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-static ASSETS: &[Asset] = assets! {
-    "login.html", HTML, false;
-    "index.html", HTML, false;
-    "incident.html", HTML, false;
-    "entity.html", HTML, false;
-    "sql.html", HTML, false;
-    "fleet.html", HTML, false;
-    "admin.html", HTML, true;
-    "console.css", CSS, false;
-    "common.js", JS, false;
-    "charts.js", JS, false;
-    "login.js", JS, false;
-    "incidents.js", JS, false;
-    "incident.js", JS, false;
-    "entity.js", JS, false;
-    "sql.js", JS, false;
-    "fleet.js", JS, false;
-    "admin.js", JS, true;
-};
+static ASSETS: &[Asset] = &[
+    file!("login.html", HTML, false),
+    shell!("index.html", "incidents.js", false),
+    shell!("incident.html", "incident.js", false),
+    shell!("entity.html", "entity.js", false),
+    shell!("sql.html", "sql.js", false),
+    shell!("fleet.html", "fleet.js", false),
+    shell!("admin.html", "admin.js", true),
+    file!("console.css", CSS, false),
+    file!("common.js", JS, false),
+    file!("charts.js", JS, false),
+    file!("login.js", JS, false),
+    file!("incidents.js", JS, false),
+    file!("incident.js", JS, false),
+    file!("entity.js", JS, false),
+    file!("sql.js", JS, false),
+    file!("fleet.js", JS, false),
+    file!("admin.js", JS, true),
+];
 
 /// Adds the security headers to a response.
 pub fn secure_headers(response: &mut Response) {
@@ -187,7 +202,11 @@ pub fn page(name: &str, session: Option<&Session>) -> Response {
         }
         _ => {}
     }
-    let mut response = ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response();
+    let body = match asset.body {
+        Body::File(text) => text.to_string(),
+        Body::Shell(module) => SHELL.replace("{module}", module),
+    };
+    let mut response = ([(header::CONTENT_TYPE, asset.content_type)], body).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

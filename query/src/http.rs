@@ -110,8 +110,7 @@ pub fn router(engine: Arc<QueryEngine>, users: Users, tls: bool) -> Router {
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/timeline", get(timeline))
         .route("/api/v1/session", get(session))
-        .route("/api/v1/admin/users", get(admin_users))
-        .route("/api/v1/admin/suppressions", get(admin_suppressions))
+        .route("/api/v1/admin/{what}", get(admin_data))
         .route("/api/v1/history", get(history))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -219,31 +218,20 @@ async fn history(
     }
 }
 
-/// The suppressions added at run time (admins only).
-async fn admin_suppressions(
+/// Admins only: `users` (names and roles) and `suppressions` (those added at run time).
+async fn admin_data(
     State(state): State<AppState>,
     ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
+    axum::extract::Path(what): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
     match authenticate(&state, &headers, addr, false).await {
-        Ok(caller) if caller.role == Role::Admin => {
-            match store::suppressions::read(state.engine.store().location()).await {
-                Ok(list) => axum::Json(serde_json::json!({ "suppressions": list })).into_response(),
-                Err(e) => error_response(&QueryError::Store(e)),
-            }
-        }
-        Ok(_) => error_response(&QueryError::Denied("admins only".into())),
-        Err(e) => error_response(&e),
+        Ok(caller) if caller.role == Role::Admin => {}
+        Ok(_) => return error_response(&QueryError::Denied("admins only".into())),
+        Err(e) => return error_response(&e),
     }
-}
-
-async fn admin_users(
-    State(state): State<AppState>,
-    ConnectInfo(ClientAddr(addr)): ConnectInfo<ClientAddr>,
-    headers: HeaderMap,
-) -> Response {
-    match authenticate(&state, &headers, addr, false).await {
-        Ok(caller) if caller.role == Role::Admin => {
+    match what.as_str() {
+        "users" => {
             let users: Vec<serde_json::Value> = state
                 .users
                 .names()
@@ -251,8 +239,11 @@ async fn admin_users(
                 .collect();
             axum::Json(serde_json::json!({ "users": users })).into_response()
         }
-        Ok(_) => error_response(&QueryError::Denied("admins only".into())),
-        Err(e) => error_response(&e),
+        "suppressions" => match store::suppressions::read(state.engine.store().location()).await {
+            Ok(list) => axum::Json(serde_json::json!({ "suppressions": list })).into_response(),
+            Err(e) => error_response(&QueryError::Store(e)),
+        },
+        _ => (StatusCode::NOT_FOUND, "no such admin resource").into_response(),
     }
 }
 
