@@ -627,7 +627,7 @@ impl IncidentThread {
                 let mut rows = Vec::new();
                 for (table, batch) in &appended.batches {
                     if *table == Table::Incidents {
-                        for row in IncidentRow::from_batch(batch)? {
+                        for row in analysts_rows(batch)? {
                             correlator.triaged(&row);
                         }
                         continue;
@@ -690,7 +690,7 @@ fn poll_shared(
     let now = store::time::now_micros();
     let range = TimeRange::new(triage_from.saturating_sub(TRIAGE_LOOKBACK_US), i64::MAX);
     for batch in runtime.block_on(store.scan(Table::Incidents, None, range))? {
-        for row in IncidentRow::from_batch(&batch)? {
+        for row in analysts_rows(&batch)? {
             correlator.triaged(&row);
         }
     }
@@ -709,6 +709,14 @@ fn poll_shared(
         runtime.block_on(store.flush_table(Table::Incidents))?;
     }
     Ok(written)
+}
+
+/// The analysts' rows of an `incidents` batch (those with `changed_by`); the builder's own rows, most of
+/// them, are not copied.
+fn analysts_rows(batch: &arrow::array::RecordBatch) -> Result<Vec<IncidentRow>, DetectError> {
+    let columns = IncidentRow::columns(batch)?;
+    let rows = (0..columns.rows()).map(|i| IncidentRow::read(&columns, i));
+    Ok(rows.filter(|row| row.changed_by.is_some()).map(|row| row.owned()).collect())
 }
 
 /// How far before the last read analysts' rows are read again (a process seals its rows within seconds

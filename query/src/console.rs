@@ -203,8 +203,8 @@ pub fn page(name: &str, session: Option<&Session>) -> Response {
         _ => {}
     }
     let body = match asset.body {
-        Body::File(text) => text.to_string(),
-        Body::Shell(module) => SHELL.replace("{module}", module),
+        Body::File(text) => axum::body::Body::from(text),
+        Body::Shell(module) => axum::body::Body::from(SHELL.replace("{module}", module)),
     };
     let mut response = ([(header::CONTENT_TYPE, asset.content_type)], body).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -257,9 +257,11 @@ async fn unsuppress(store: &Arc<Store>, id: &str) -> Result<String> {
 async fn triage(store: &Arc<Store>, change: &Change, user: &str) -> Result<String> {
     let mut latest: Option<IncidentRow> = None;
     for batch in store.scan(Table::Incidents, None, TimeRange::ALL).await? {
-        for row in IncidentRow::from_batch(&batch)? {
-            if row.incident_id == change.incident_id && latest.as_ref().is_none_or(|l| l.ts <= row.ts) {
-                latest = Some(row);
+        // Read in place; only the incident's newest row is copied.
+        let columns = IncidentRow::columns(&batch)?;
+        for row in (0..columns.rows()).map(|i| IncidentRow::read(&columns, i)) {
+            if row.incident_id == change.incident_id.as_str() && latest.as_ref().is_none_or(|l| l.ts <= row.ts) {
+                latest = Some(row.owned());
             }
         }
     }
