@@ -18,7 +18,7 @@ use clap::Args;
 use ingest::{Pipeline, PipelineConfig, StoreSink};
 use store::time::MICROS_PER_MINUTE;
 use store::{Store, Table};
-use workload::stories::{Cast, World, WorldMinute, ATTACKER_IP, CONTRACTOR_KEY_IP, SESSION_THIEF_IP};
+use workload::stories::{Cast, Pace, World, ATTACKER_IP, CONTRACTOR_KEY_IP, SESSION_THIEF_IP};
 use workload::{fleet, Rng};
 
 use crate::commands::Paths;
@@ -106,76 +106,43 @@ pub async fn demo(paths: &Paths, args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         outln!("writing {} hours of history for {} functions ...", HISTORY_MINUTES / 60, names.len());
     }
-    play(&mut world, &StoreSink::new(store.clone()), &args, duration, has_history, signal).await?;
+    play(&mut world, &StoreSink::new(store.clone()), args.speed, duration, has_history, signal).await?;
     running.stop().await?;
     drop(printer);
     outln!("demo stopped; the data stays in {} for `coldtrail sql` and `coldtrail verify`", paths.data.display());
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stores the world's minutes: history as fast as it goes, then one live minute each `60 / speed`
-/// seconds, until `duration`, Ctrl-C or SIGTERM.
+/// Stores the world's minutes at its pace (history at once, live minutes through ingest's parser), until
+/// `duration`, Ctrl-C or SIGTERM; a signal is heard in the history too.
 async fn play(
     world: &mut World,
     sink: &StoreSink,
-    args: &DemoArgs,
+    speed: f64,
     duration: Option<Duration>,
-    has_history: bool,
+    resumed: bool,
     signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let stop = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
-    tokio::pin!(stop);
-    tokio::pin!(signal);
-    let started = Instant::now();
-    let mut n_invocations = 0u64;
-    let mut live_started: Option<Instant> = None;
-    let mut live_pipeline = Pipeline::new(PipelineConfig::default());
+    tokio::pin!(stop, signal);
+    let (mut pace, mut live) = (Pace::new(speed), Pipeline::new(PipelineConfig::default()));
     loop {
         let minute = world.next_minute();
-        n_invocations += minute.invocations;
-        sink.append(delivered(&minute, &mut live_pipeline), Vec::new(), Vec::new()).await?;
-        if minute.minute == 0 {
-            let history = if has_history {
-                "history written by an earlier run".to_string()
-            } else {
-                format!("history written: {n_invocations} invocations in {:.1} s", started.elapsed().as_secs_f64())
-            };
-            outln!("{history}; live now at {}x, attack stories start in 2 simulated minutes", args.speed);
-            live_started = Some(Instant::now());
+        let mut batches: Vec<_> = minute.rows.iter().map(|rows| (Table::Invocations, rows.clone())).collect();
+        let position = minute.minute.to_string();
+        batches.extend(live.ingest_minute("demo", &position, &minute.payloads(), &minute.segments(), &minute.trail));
+        sink.append(batches, Vec::new(), Vec::new()).await?;
+        let step = pace.stored(&minute, resumed);
+        if let Some(report) = step.report {
+            outln!("{report}");
         }
-        let next = minute.minute + 1;
-        if let Some(since) = live_started {
-            if next % 10 == 0 {
-                outln!("simulated {next} min live, {n_invocations} invocations stored");
-            }
-            // Live: the next minute when its time comes.
-            let due = since + Duration::from_secs_f64(next as f64 * 60.0 / args.speed);
-            tokio::select! {
-                _ = tokio::time::sleep_until(due.into()) => {}
-                _ = &mut stop => return Ok(()),
-                _ = &mut signal => return Ok(()),
-            }
-        } else {
-            // History goes as fast as it can, but a signal or the duration still stops it (before, its
-            // signal was not polled until live time, and SIGTERM in the history phase killed the demo).
-            tokio::select! {
-                biased;
-                _ = &mut signal => return Ok(()),
-                _ = &mut stop => return Ok(()),
-                _ = std::future::ready(()) => {}
-            }
+        tokio::select! {
+            biased;
+            _ = &mut signal => return Ok(()),
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep_until(step.due.unwrap_or_else(Instant::now).into()) => {}
         }
     }
-}
-
-/// One minute of the world as rows: history as it is; live minutes and CloudTrail through ingest's parser.
-fn delivered(minute: &WorldMinute, live: &mut Pipeline) -> Vec<(Table, arrow::array::RecordBatch)> {
-    let mut batches: Vec<_> = minute.rows.iter().map(|rows| (Table::Invocations, rows.clone())).collect();
-    let (payloads, segments) = minute.rendered.as_ref().map_or((Vec::new(), Vec::new()), |r| {
-        (r.payloads.iter().map(|(_, _, p)| p).collect(), r.segments.iter().map(|(_, s)| s).collect())
-    });
-    batches.extend(live.ingest_minute("demo", &minute.minute.to_string(), &payloads, &segments, &minute.trail));
-    batches
 }
 
 /// Prints alerts as they are stored (first rows only; a group's final count is not printed again).

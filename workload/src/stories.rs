@@ -302,3 +302,96 @@ impl World {
         WorldMinute { minute, invocations: invocations.len() as u64, rows, rendered, trail }
     }
 }
+
+impl WorldMinute {
+    /// The minute's CloudWatch Logs subscription payloads (live time; none in history).
+    pub fn payloads(&self) -> Vec<&Value> {
+        self.rendered.iter().flat_map(|r| r.payloads.iter().map(|(_, _, payload)| payload)).collect()
+    }
+
+    /// The minute's X-Ray segment documents (live time; none in history).
+    pub fn segments(&self) -> Vec<&Value> {
+        self.rendered.iter().flat_map(|r| r.segments.iter().map(|(_, segment)| segment)).collect()
+    }
+}
+
+/// The demo's clock over a `World`: history as fast as it goes, then one live minute each `60 / speed`
+/// wall-clock seconds from the moment live time began, with a line worth printing now and then.
+#[derive(Debug)]
+pub struct Pace {
+    speed: f64,
+    started: std::time::Instant,
+    invocations: u64,
+    live_started: Option<std::time::Instant>,
+}
+
+/// What follows one stored minute.
+#[derive(Debug, PartialEq)]
+pub struct Step {
+    /// When the next minute is due; `None`: at once (history).
+    pub due: Option<std::time::Instant>,
+    pub report: Option<String>,
+}
+
+impl Pace {
+    /// `speed`: simulated seconds per wall-clock second, positive.
+    pub fn new(speed: f64) -> Pace {
+        Pace { speed, started: std::time::Instant::now(), invocations: 0, live_started: None }
+    }
+
+    /// After `minute` is stored. `resumed`: the store held an earlier run's history, so none was written.
+    pub fn stored(&mut self, minute: &WorldMinute, resumed: bool) -> Step {
+        self.invocations += minute.invocations;
+        let mut report = None;
+        if minute.minute == 0 {
+            let history = if resumed {
+                "history written by an earlier run".to_string()
+            } else {
+                let seconds = self.started.elapsed().as_secs_f64();
+                format!("history written: {} invocations in {seconds:.1} s", self.invocations)
+            };
+            report =
+                Some(format!("{history}; live now at {}x, attack stories start in 2 simulated minutes", self.speed));
+            self.live_started = Some(std::time::Instant::now());
+        }
+        let next = minute.minute + 1;
+        let Some(since) = self.live_started else { return Step { due: None, report } };
+        if next % 10 == 0 {
+            report = Some(format!("simulated {next} min live, {} invocations stored", self.invocations));
+        }
+        let due = since + std::time::Duration::from_secs_f64(next as f64 * 60.0 / self.speed);
+        Step { due: Some(due), report }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minute(minute: i64, invocations: u64) -> WorldMinute {
+        WorldMinute { minute, invocations, rows: None, rendered: None, trail: Vec::new() }
+    }
+
+    #[test]
+    fn history_goes_at_once_then_each_live_minute_is_due_at_its_pace() {
+        let mut pace = Pace::new(120.0);
+        for m in -3..0 {
+            assert_eq!(pace.stored(&minute(m, 10), false), Step { due: None, report: None });
+        }
+        let live = pace.stored(&minute(0, 5), false);
+        let report = live.report.expect("live time is announced");
+        assert!(report.starts_with("history written: 35 invocations"), "{report}");
+        let first = live.due.expect("live minutes are paced");
+        // At 120x a simulated minute takes half a wall-clock second.
+        let later = pace.stored(&minute(1, 5), false).due.unwrap();
+        assert_eq!(later - first, std::time::Duration::from_millis(500));
+        let tenth = (2..10).map(|m| pace.stored(&minute(m, 1), false)).last().unwrap();
+        assert_eq!(tenth.report.as_deref(), Some("simulated 10 min live, 48 invocations stored"));
+    }
+
+    #[test]
+    fn a_resumed_world_says_its_history_came_from_an_earlier_run() {
+        let report = Pace::new(60.0).stored(&minute(0, 7), true).report.unwrap();
+        assert!(report.starts_with("history written by an earlier run; live now at 60x"), "{report}");
+    }
+}
