@@ -98,7 +98,7 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         memory_bytes: q.memory_limit_mb << 20,
         max_concurrent: q.max_concurrent_queries,
     };
-    let engine = QueryEngine::new(store.clone(), limits).await?;
+    let engine = QueryEngine::with_users(store.clone(), limits, users.clone()).await?;
     let (live, engine_config) = (config.detect.live(), config.detect.engine());
     let detection = match config.detect.membership(&config.sources) {
         Some(member) => crate::detection::LiveDetections::join(store.clone(), &member, live, &engine_config)?,
@@ -116,15 +116,16 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
     let pg_addr = pg_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let first_user = users.names().next().unwrap_or("admin").to_string();
+    let first_user = users.names().first().map_or("admin", String::as_str).to_string();
     outln!("postgres listening on {pg_addr}: psql \"postgresql://{first_user}@{pg_addr}/coldtrail\"");
     outln!("http listening on {scheme}://{http_addr}/api/v1/sql (metrics at {scheme}://{http_addr}/metrics)");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    query::accounts::follow(users, store.clone(), stopped(stop_rx.clone())).await;
     let pg_options = query::pg::PgOptions::new(tls.clone(), q.max_connections, q.allow_plaintext);
-    let pg = query::pg::serve(pg_listener, engine.clone(), users.clone(), pg_options, stopped(stop_rx.clone()));
+    let pg = query::pg::serve(pg_listener, engine.clone(), pg_options, stopped(stop_rx.clone()));
     let pg = tokio::spawn(pg);
-    let http = tokio::spawn(query::http::serve(http_listener, engine.clone(), users, tls, stopped(stop_rx.clone())));
+    let http = tokio::spawn(query::http::serve(http_listener, engine.clone(), tls, stopped(stop_rx.clone())));
     let every = config.store.refresh_every().min(Duration::from_secs(5));
     let maintenance =
         tokio::spawn(store.clone().maintain_until(every, Some(config.store.refresh_every()), stopped(stop_rx)));

@@ -86,7 +86,7 @@ async fn fixture() -> Fixture {
     store.flush_all().await.unwrap();
     load(&store, &subscription("payments", 3..4, 20));
     load(&store, &subscription("orders", 3..4, 5));
-    let engine = QueryEngine::new(store.clone(), Limits::default()).await.unwrap();
+    let engine = engine_with_users(store.clone(), Limits::default()).await.unwrap();
     Fixture { _dir: dir, store, engine }
 }
 
@@ -254,7 +254,7 @@ async fn analysts_only_read_and_every_statement_is_audited() {
     assert_eq!(count(&f.engine, "SELECT CAST(one AS BIGINT) FROM mine").await, 1);
 
     f.engine.audit_log().close().await;
-    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), Limits::default()).await.unwrap();
     let audit = rows(
         &engine,
         "SELECT user_name, status, sql, error FROM query_audit WHERE user_name = 'alice' AND status <> 'started' ORDER BY ts",
@@ -279,7 +279,7 @@ async fn analysts_only_read_and_every_statement_is_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_statements_time_out_and_big_results_are_bounded() {
     let f = fixture().await;
-    let engine = QueryEngine::new(
+    let engine = engine_with_users(
         f.store.clone(),
         Limits {
             statement_timeout: Duration::from_millis(500),
@@ -317,6 +317,11 @@ async fn long_statements_time_out_and_big_results_are_bounded() {
     assert!(matches!(engine.execute(&admin(), "  ; ", None).await, Err(QueryError::BadRequest(_))));
     let two = engine.execute(&admin(), "SELECT 1; SELECT 2", None).await.unwrap_err();
     assert!(two.to_string().contains("single"), "{two}");
+}
+
+/// An engine whose servers know `users()`.
+async fn engine_with_users(store: Arc<Store>, limits: Limits) -> query::Result<Arc<QueryEngine>> {
+    QueryEngine::with_users(store, limits, users()).await
 }
 
 fn users() -> Users {
@@ -360,8 +365,8 @@ async fn start_with(engine: Arc<QueryEngine>, pg_options: query::pg::PgOptions) 
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tokio::spawn(query::pg::serve(pg_listener, engine.clone(), users(), pg_options, stopped(servers.stop.subscribe())));
-    tokio::spawn(query::http::serve(http_listener, engine, users(), None, stopped(servers.stop.subscribe())));
+    tokio::spawn(query::pg::serve(pg_listener, engine.clone(), pg_options, stopped(servers.stop.subscribe())));
+    tokio::spawn(query::http::serve(http_listener, engine, None, stopped(servers.stop.subscribe())));
     servers
 }
 
@@ -449,7 +454,7 @@ async fn postgres_clients_log_in_with_scram_and_read_typed_rows() {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     f.engine.audit_log().close().await;
-    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), Limits::default()).await.unwrap();
     let audit = rows(&engine, "SELECT user_name, protocol, status, rows, client_addr FROM query_audit WHERE sql LIKE 'SELECT count(*) FROM invocations WHERE%' AND status <> 'started'").await;
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(&audit[0][..4], ["alice", "pg", "ok", "1"]);
@@ -640,7 +645,7 @@ async fn postgres_clients_get_a_postgres_version_copy_savepoints_and_key_metadat
     drop(client);
     tokio::time::sleep(Duration::from_millis(300)).await;
     f.engine.audit_log().close().await;
-    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), Limits::default()).await.unwrap();
     let audit = rows(&engine, "SELECT status, rows FROM query_audit WHERE sql LIKE 'COPY (SELECT request_id%FORMAT csv, HEADER)' AND status <> 'started'").await;
     assert_eq!(audit, vec![vec!["ok".to_string(), "80".to_string()]]);
     let _ = servers.stop.send(true);
@@ -1100,7 +1105,7 @@ async fn http_results_are_streamed_and_a_reader_that_stalls_is_cut_at_the_timeou
         max_concurrent: 3,
         ..Limits::default()
     };
-    let engine = QueryEngine::new(f.store.clone(), limits).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), limits).await.unwrap();
     let servers = start(engine.clone()).await;
     let http = reqwest::Client::new();
     let url = format!("http://{}/api/v1/sql?format=csv", servers.http);
@@ -1148,7 +1153,7 @@ async fn http_results_are_streamed_and_a_reader_that_stalls_is_cut_at_the_timeou
 async fn postgres_statements_end_at_their_timeout_a_cancel_or_a_disconnect_and_free_their_slot() {
     let f = fixture().await;
     let limits = Limits { statement_timeout: Duration::from_secs(3), max_concurrent: 2, ..Limits::default() };
-    let engine = QueryEngine::new(f.store.clone(), limits).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), limits).await.unwrap();
     let servers = start(engine.clone()).await;
     let runaway = "SELECT count(*) FROM generate_series(1, 50000000000)";
     let http = reqwest::Client::new();
@@ -1192,7 +1197,7 @@ async fn postgres_statements_end_at_their_timeout_a_cancel_or_a_disconnect_and_f
 
     // Two clients that go away mid-statement: their slots come back well before the timeout, so the
     // server answers others at once.
-    let engine = QueryEngine::new(
+    let engine = engine_with_users(
         f.store.clone(),
         Limits { statement_timeout: Duration::from_secs(60), max_concurrent: 2, ..Limits::default() },
     )
@@ -1282,7 +1287,7 @@ async fn the_audit_keeps_long_statements_and_statements_cut_short_by_a_kill() {
     assert!(f.engine.execute(&admin(), &long, None).await.is_ok());
     let _ = servers.stop.send(true);
     f.engine.audit_log().close().await;
-    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), Limits::default()).await.unwrap();
     let stored = rows(&engine, "SELECT sql FROM query_audit WHERE user_name = 'root' AND status = 'ok'").await;
     let digest: String = sha2::Sha256::digest(long.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     assert!(
@@ -1459,7 +1464,7 @@ async fn analysts_triage_incidents_on_every_channel_and_each_change_is_audited()
     // Every change is audited with its caller.
     let _ = servers.stop.send(true);
     f.engine.audit_log().close().await;
-    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), Limits::default()).await.unwrap();
     let audit = rows(
         &engine,
         "SELECT user_name, protocol, status, sql FROM query_audit WHERE sql LIKE 'CALL%' AND status <> 'started' \
@@ -1589,7 +1594,7 @@ async fn console_sessions_need_their_csrf_token_and_admin_pages_an_admin() {
 
     let _ = servers.stop.send(true);
     f.engine.audit_log().close().await;
-    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), Limits::default()).await.unwrap();
     let audit = rows(
         &engine,
         "SELECT user_name, protocol, status FROM query_audit WHERE protocol = 'console' AND status <> 'started' ORDER BY ts",
@@ -1633,7 +1638,7 @@ async fn admins_add_and_lift_suppressions_and_analysts_may_not() {
 
     let _ = servers.stop.send(true);
     f.engine.audit_log().close().await;
-    let engine = QueryEngine::new(f.store.clone(), Limits::default()).await.unwrap();
+    let engine = engine_with_users(f.store.clone(), Limits::default()).await.unwrap();
     let audit = rows(
         &engine,
         "SELECT user_name, status FROM query_audit WHERE sql LIKE 'CALL %suppress%' AND status <> 'started' ORDER BY ts",
@@ -1651,4 +1656,79 @@ async fn admins_add_and_lift_suppressions_and_analysts_may_not() {
             ("root", "error")
         ]
     );
+}
+
+/// Issue 21: admins add and drop users while coldtrail runs (`CALL create_user`, `CALL drop_user`); the
+/// user logs in at once over psql (SCRAM) and HTTP, another process knows them after re-reading the shared
+/// document, a dropped user's open connection stops at its next statement, the configured users stay as
+/// configured, and no password reaches the audit, not even from a call that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_add_and_drop_users_at_run_time_and_the_audit_never_holds_a_password() {
+    let f = fixture().await;
+    let servers = start(f.engine.clone()).await;
+    let create = "CALL create_user('carol', 'analyst', 'carol-password-1')";
+    let alice = connect(servers.pg, "alice", "alice-password").await.unwrap();
+    let denied = alice.simple_query(create).await.expect_err("an analyst adds a user");
+    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{denied:?}");
+    assert!(connect(servers.pg, "carol", "carol-password-1").await.is_err());
+
+    let root = connect(servers.pg, "root", "root-password").await.unwrap();
+    assert_eq!(
+        simple_rows(&root, create).await,
+        [[Some("carol".into()), Some("analyst".into()), Some("created".into())]]
+    );
+    let bad_role = root.simple_query("CALL create_user('dave', 'superuser', 'dave-password-1')").await.unwrap_err();
+    assert!(format!("{bad_role:?}").contains("admin or analyst"), "{bad_role:?}");
+    let carol = connect(servers.pg, "carol", "carol-password-1").await.expect("an added user logs in at once");
+    assert_eq!(simple_rows(&carol, "SELECT 41 + 1").await, [[Some("42".into())]]);
+    let ddl = carol.simple_query("CREATE VIEW v AS SELECT 1").await.unwrap_err();
+    assert_eq!(ddl.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "an analyst: {ddl:?}");
+
+    // Over HTTP, with basic authentication: carol sets her own password; the old one stops working.
+    let http = reqwest::Client::new();
+    let sql_as = |user: &str, password: &str, sql: &str| {
+        http.post(format!("http://{}/api/v1/sql", servers.http))
+            .basic_auth(user, Some(password))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+    };
+    let own = sql_as("carol", "carol-password-1", "CALL set_password('carol', 'carol-password-2')").await.unwrap();
+    assert_eq!(own.status(), 200);
+    let others = sql_as("carol", "carol-password-2", "CALL set_password('alice', 'taken-over-1')").await.unwrap();
+    assert_eq!(others.status(), 403, "an analyst sets another user's password");
+    assert_eq!(sql_as("carol", "carol-password-1", "SELECT 1").await.unwrap().status(), 401);
+    assert_eq!(sql_as("carol", "carol-password-2", "SELECT 1").await.unwrap().status(), 200);
+
+    // Another process (its own users, reading the same location) knows carol once it re-reads.
+    let other = Users::default();
+    query::accounts::refresh(&other, f.store.location()).await.unwrap();
+    assert_eq!(other.check_password("carol", "carol-password-2"), Some(Role::Analyst));
+
+    // The extended protocol (what psycopg, JDBC and node-postgres send), with parameters: the call answers
+    // with its tag, as PostgreSQL's does.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&"erin", &"admin", &"erin-password-1"];
+    root.execute("CALL create_user($1, $2, $3)", &params).await.expect("CALL over the extended protocol");
+    let erin = connect(servers.pg, "erin", "erin-password-1").await.expect("the user added with parameters");
+    assert_eq!(simple_rows(&erin, "SELECT 1").await, [[Some("1".into())]]);
+    let short: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&"erin", &"short"];
+    let refused = root.execute("CALL set_password($1, $2)", &short).await.unwrap_err();
+    assert!(format!("{refused:?}").contains("at least 8"), "{refused:?}");
+
+    let configured = root.simple_query("CALL drop_user('alice')").await.unwrap_err();
+    assert!(format!("{configured:?}").contains("configuration file"), "{configured:?}");
+    simple_rows(&root, "CALL drop_user('carol')").await;
+    assert!(carol.simple_query("SELECT 1").await.is_err(), "a dropped user's connection runs on");
+    assert!(connect(servers.pg, "carol", "carol-password-2").await.is_err());
+    assert_eq!(sql_as("carol", "carol-password-2", "SELECT 1").await.unwrap().status(), 401);
+
+    let _ = servers.stop.send(true);
+    f.engine.audit_log().close().await;
+    let engine = engine_with_users(f.store.clone(), Limits::default()).await.unwrap();
+    let calls = rows(&engine, "SELECT sql FROM query_audit WHERE sql LIKE 'CALL %' ORDER BY ts").await;
+    let calls: Vec<&str> = calls.iter().map(|r| r[0].as_str()).collect();
+    assert!(calls.contains(&"CALL create_user('carol', 'analyst', '********')"), "{calls:?}");
+    assert!(calls.contains(&"CALL create_user('erin', 'admin', '********')"), "{calls:?}");
+    assert!(calls.iter().any(|sql| sql.starts_with("CALL create_user(…)")), "the failed call: {calls:?}");
+    let secrets = ["password-", "taken-over", "short"];
+    assert!(calls.iter().all(|sql| secrets.iter().all(|s| !sql.contains(s))), "{calls:?}");
 }

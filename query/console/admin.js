@@ -1,4 +1,5 @@
-// Admins only (the server refuses this page and its data to analysts): users and their roles, the
+// Admins only (the server refuses this page and its data to analysts): users and their roles (add and
+// drop, through `CALL create_user` and `CALL drop_user`, audited without the password), the
 // suppressions added at run time (add and lift, through `CALL suppress` and `CALL unsuppress`, audited),
 // and the deliveries suppressed.
 import { el, failed, frame, quote, sql, table } from './common.js';
@@ -16,12 +17,45 @@ async function json(path) {
   return response.json();
 }
 
-try {
-  users.append(table(['name', 'role'], (await json('/api/v1/admin/users')).users));
-  users.append(el('p', { class: 'muted' }, 'Users and roles come from the [[query.users]] configuration (and <data>/credentials.json).'));
-} catch (error) {
-  failed(users, error);
+async function showUsers() {
+  users.replaceChildren();
+  try {
+    const list = (await json('/api/v1/admin/users')).users;
+    const cell = (column, value, row) => {
+      if (column !== 'drop') return value === null || value === undefined ? '' : String(value);
+      if (row.source !== 'added') return '';
+      const drop = el('button', { type: 'button', class: 'drop-user' }, 'Drop');
+      drop.addEventListener('click', async () => {
+        try {
+          await sql(`CALL drop_user(${quote(row.name)})`);
+          showUsers();
+        } catch (error) {
+          failed(users, error);
+        }
+      });
+      return drop;
+    };
+    users.append(table(['name', 'role', 'source', 'drop'], list, cell));
+  } catch (error) {
+    failed(users, error);
+  }
+  const name = el('input', { id: 'user-name', placeholder: 'name', autocomplete: 'off' });
+  const role = el('select', { id: 'user-role' }, el('option', { value: 'analyst' }, 'analyst'), el('option', { value: 'admin' }, 'admin'));
+  const password = el('input', { id: 'user-password', type: 'password', placeholder: 'password (8 or more characters)', autocomplete: 'new-password' });
+  const add = el('button', { type: 'button', id: 'user-add' }, 'Add user');
+  add.addEventListener('click', async () => {
+    try {
+      await sql(`CALL create_user(${quote(name.value.trim())}, ${quote(role.value)}, ${quote(password.value)})`);
+      showUsers();
+    } catch (error) {
+      failed(users, error);
+    }
+  });
+  users.append(el('div', { class: 'toolbar' }, name, role, password, add));
+  users.append(el('p', { class: 'muted' }, 'Users of the [[query.users]] configuration (and <data>/credentials.json) are changed there; those added here are known to every process within seconds. The audit keeps these calls with their passwords hidden.'));
 }
+
+await showUsers();
 
 const orNull = (input) => (input.value.trim() ? quote(input.value.trim()) : 'NULL');
 

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -54,22 +55,60 @@ pub struct UserSpec {
 }
 
 #[derive(Clone)]
-struct Entry {
+pub(crate) struct Entry {
     role: Role,
     salt: Vec<u8>,
     salted_password: Vec<u8>,
     token_sha256: Option<[u8; 32]>,
 }
 
-/// The known users.
+/// The known users: those of the configuration, fixed at start, and those admins add while coldtrail
+/// runs (`crate::accounts`). Clones share one set, so a user added through one server can log in through
+/// every other at once.
 #[derive(Clone, Default)]
 pub struct Users {
-    entries: BTreeMap<String, Entry>,
+    known: Arc<RwLock<Known>>,
+}
+
+#[derive(Default)]
+struct Known {
+    configured: BTreeMap<String, Entry>,
+    added: BTreeMap<String, Entry>,
+}
+
+impl Known {
+    /// A configured user wins over an added one of the same name.
+    fn get(&self, name: &str) -> Option<&Entry> {
+        self.configured.get(name).or_else(|| self.added.get(name))
+    }
 }
 
 impl std::fmt::Debug for Users {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Users").field("names", &self.entries.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Users").field("names", &self.names()).finish()
+    }
+}
+
+impl Entry {
+    /// A user's entry: a random salt and the salted password; without a password, a random key SCRAM can
+    /// never match.
+    pub(crate) fn new(role: Role, password: Option<&str>, token: Option<&str>) -> Result<Entry> {
+        let mut salt = vec![0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| QueryError::Config(format!("no randomness for a salt: {e}")))?;
+        let salted_password = match password {
+            Some(p) => pgwire::api::auth::sasl::scram::gen_salted_password(p, &salt, SCRAM_ITERATIONS),
+            None => sha256(random_secret(32)?.as_bytes()).to_vec(),
+        };
+        Ok(Entry { role, salt, salted_password, token_sha256: token.map(|t| sha256(t.as_bytes())) })
+    }
+
+    /// An entry as stored (`crate::accounts`): its salt and salted password, no token.
+    pub(crate) fn stored(role: Role, salt: Vec<u8>, salted_password: Vec<u8>) -> Entry {
+        Entry { role, salt, salted_password, token_sha256: None }
+    }
+
+    pub(crate) fn secret(&self) -> (&[u8], &[u8]) {
+        (&self.salt, &self.salted_password)
     }
 }
 
@@ -109,7 +148,7 @@ impl Users {
                 problems.push(format!("user name {:?} must be 1 to 63 printable characters", spec.name));
                 continue;
             }
-            if users.entries.contains_key(&spec.name) {
+            if users.is_configured(&spec.name) {
                 problems.push(format!("user {:?} is configured twice", spec.name));
                 continue;
             }
@@ -151,48 +190,56 @@ impl Users {
     }
 
     fn insert(&mut self, name: &str, role: Role, password: Option<&str>, token: Option<&str>) -> Result<()> {
-        let mut salt = vec![0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| QueryError::Config(format!("no randomness for a salt: {e}")))?;
-        let salted_password = match password {
-            Some(p) => pgwire::api::auth::sasl::scram::gen_salted_password(p, &salt, SCRAM_ITERATIONS),
-            // No password: SCRAM can never succeed (the client cannot know this random key).
-            None => sha256(random_secret(32)?.as_bytes()).to_vec(),
-        };
-        self.entries.insert(
-            name.to_string(),
-            Entry { role, salt, salted_password, token_sha256: token.map(|t| sha256(t.as_bytes())) },
-        );
+        let entry = Entry::new(role, password, token)?;
+        self.known.write().unwrap_or_else(|e| e.into_inner()).configured.insert(name.to_string(), entry);
         Ok(())
     }
 
-    /// Whether any user is configured.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    fn read(&self) -> RwLockReadGuard<'_, Known> {
+        self.known.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
+    /// Replaces the users added at run time (`crate::accounts`).
+    pub(crate) fn set_added(&self, added: BTreeMap<String, Entry>) {
+        self.known.write().unwrap_or_else(|e| e.into_inner()).added = added;
+    }
+
+    /// Whether `name` is a user of the configuration (which run-time calls may not change).
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.read().configured.contains_key(name)
+    }
+
+    /// Whether any user is known.
+    pub fn is_empty(&self) -> bool {
+        let known = self.read();
+        known.configured.is_empty() && known.added.is_empty()
+    }
+
+    /// The names, configured users first.
+    pub fn names(&self) -> Vec<String> {
+        let known = self.read();
+        let added = known.added.keys().filter(|name| !known.configured.contains_key(*name));
+        known.configured.keys().chain(added).cloned().collect()
     }
 
     pub fn role(&self, name: &str) -> Option<Role> {
-        self.entries.get(name).map(|e| e.role)
+        self.read().get(name).map(|e| e.role)
     }
 
     /// The salt and salted password for PostgreSQL's SCRAM exchange.
     pub fn scram_secret(&self, name: &str) -> Option<(Vec<u8>, Vec<u8>)> {
-        self.entries.get(name).map(|e| (e.salt.clone(), e.salted_password.clone()))
+        self.read().get(name).map(|e| (e.salt.clone(), e.salted_password.clone()))
     }
 
     /// Checks a password (HTTP basic authentication, the CLI). An unknown name costs the same key
     /// derivation as a known one, so the answer's timing does not tell which names exist.
     pub fn check_password(&self, name: &str, password: &str) -> Option<Role> {
-        let (salt, expected) = match self.entries.get(name) {
-            Some(entry) => (entry.salt.as_slice(), entry.salted_password.as_slice()),
-            None => (UNKNOWN_USER_SALT.as_slice(), UNKNOWN_USER_SALTED.as_slice()),
+        let (salt, expected, role) = match self.read().get(name) {
+            Some(entry) => (entry.salt.clone(), entry.salted_password.clone(), Some(entry.role)),
+            None => (UNKNOWN_USER_SALT.to_vec(), UNKNOWN_USER_SALTED.to_vec(), None),
         };
-        let salted = pgwire::api::auth::sasl::scram::gen_salted_password(password, salt, SCRAM_ITERATIONS);
-        let matches = constant_time_eq(&salted, expected);
-        self.entries.get(name).filter(|_| matches).map(|e| e.role)
+        let salted = pgwire::api::auth::sasl::scram::gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+        role.filter(|_| constant_time_eq(&salted, &expected))
     }
 
     /// The salt and salted password SCRAM runs for a name that is not a user: a login for it goes
@@ -205,7 +252,8 @@ impl Users {
     pub fn check_token(&self, token: &str) -> Option<(String, Role)> {
         let digest = sha256(token.as_bytes());
         let mut found = None;
-        for (name, entry) in &self.entries {
+        let known = self.read();
+        for (name, entry) in known.added.iter().chain(&known.configured) {
             if entry.token_sha256.is_some_and(|t| constant_time_eq(&t, &digest)) {
                 found = Some((name.clone(), entry.role));
             }

@@ -12,7 +12,7 @@ use store::Store;
 
 use crate::access;
 use crate::audit::{AuditLog, AuditRecord};
-use crate::auth::Role;
+use crate::auth::{Role, Users};
 use crate::error::{QueryError, Result};
 use crate::metrics::metrics;
 
@@ -102,6 +102,7 @@ pub struct QueryEngine {
     limits: Limits,
     slots: Arc<tokio::sync::Semaphore>,
     analyst_slots: Arc<tokio::sync::Semaphore>,
+    users: Users,
 }
 
 /// Slots only admins may take (when there are more than this many).
@@ -153,8 +154,13 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
 }
 
 impl QueryEngine {
-    /// Builds the engine and starts its audit writer (on the current Tokio runtime).
+    /// Builds the engine, with no users (the CLI's), and starts its audit writer (on the current Tokio runtime).
     pub async fn new(store: Arc<Store>, limits: Limits) -> Result<Arc<QueryEngine>> {
+        QueryEngine::with_users(store, limits, Users::default()).await
+    }
+
+    /// Builds the engine for `users`, the users its servers authenticate, and starts its audit writer.
+    pub async fn with_users(store: Arc<Store>, limits: Limits, users: Users) -> Result<Arc<QueryEngine>> {
         let ctx = build_context(&store, &limits).await?;
         let audit = AuditLog::start(store.clone());
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1)));
@@ -163,7 +169,7 @@ impl QueryEngine {
             n => n.max(1),
         };
         let analyst_slots = Arc::new(tokio::sync::Semaphore::new(analysts));
-        Ok(Arc::new(QueryEngine { store, ctx, audit, limits, slots, analyst_slots }))
+        Ok(Arc::new(QueryEngine { store, ctx, audit, limits, slots, analyst_slots, users }))
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -172,6 +178,11 @@ impl QueryEngine {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The users its servers authenticate (configured, and added at run time).
+    pub fn users(&self) -> &Users {
+        &self.users
     }
 
     pub fn limits(&self) -> &Limits {
@@ -210,7 +221,7 @@ impl QueryEngine {
                 user: caller.user.clone(),
                 client_addr: caller.client_addr.clone(),
                 protocol: caller.protocol,
-                sql: sql.to_string(),
+                sql: crate::procedures::audited(sql).into_owned(),
                 status: "started",
                 rows: 0,
                 duration_ms: 0.0,
@@ -240,7 +251,7 @@ impl QueryEngine {
             user: caller.user.clone(),
             client_addr: caller.client_addr.clone(),
             protocol: caller.protocol,
-            sql: sql.to_string(),
+            sql: crate::procedures::audited(sql).into_owned(),
             status,
             rows,
             duration_ms: elapsed.as_secs_f64() * 1e3,
@@ -301,7 +312,7 @@ impl QueryEngine {
             let call = call?;
             crate::procedures::check(&call, caller.role)?;
             self.start(caller, sql, started).await?;
-            let answer = crate::procedures::apply(&self.store, &call, caller).await?;
+            let answer = crate::procedures::apply(&self.store, &self.users, &call, caller).await?;
             let df = self.ctx.sql(&answer).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let stream = df.execute_stream().await?;

@@ -105,7 +105,8 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 
 /// The API's and the console's routes (`tls`: they are served over TLS). Serve them with
 /// `into_make_service_with_connect_info::<ClientAddr>()` so that the audit records client addresses.
-pub fn router(engine: Arc<QueryEngine>, users: Users, tls: bool) -> Router {
+pub fn router(engine: Arc<QueryEngine>, tls: bool) -> Router {
+    let users = engine.users().clone();
     Router::new()
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/timeline", get(timeline))
@@ -134,7 +135,7 @@ async fn console_page(
     headers: HeaderMap,
 ) -> Response {
     let name = name.map(|axum::extract::Path(n)| n).unwrap_or_default();
-    crate::console::page(&name, state.sessions.of(&headers).as_ref())
+    crate::console::page(&name, live_session(&state, &headers).as_ref())
 }
 
 #[derive(Deserialize)]
@@ -176,8 +177,23 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
+/// The request's console session with its user's role now; a session whose user was dropped ends.
+fn live_session(state: &AppState, headers: &HeaderMap) -> Option<crate::console::Session> {
+    let mut session = state.sessions.of(headers)?;
+    match state.users.role(&session.user) {
+        Some(role) => {
+            session.role = role;
+            Some(session)
+        }
+        None => {
+            state.sessions.end(headers);
+            None
+        }
+    }
+}
+
 async fn session(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.sessions.of(&headers) {
+    match live_session(&state, &headers) {
         Some(s) => {
             axum::Json(serde_json::json!({"user": s.user, "role": s.role.name(), "csrf": s.csrf})).into_response()
         }
@@ -232,10 +248,11 @@ async fn admin_data(
     }
     match what.as_str() {
         "users" => {
-            let users: Vec<serde_json::Value> = state
-                .users
-                .names()
-                .map(|name| serde_json::json!({"name": name, "role": state.users.role(name).map(Role::name)}))
+            let users: Vec<serde_json::Value> = (state.users.names().into_iter())
+                .map(|name| {
+                    let (role, configured) = (state.users.role(&name).map(Role::name), state.users.is_configured(&name));
+                    serde_json::json!({"name": name, "role": role, "source": if configured { "configuration" } else { "added" }})
+                })
                 .collect();
             axum::Json(serde_json::json!({ "users": users })).into_response()
         }
@@ -295,7 +312,7 @@ async fn authenticate(
 ) -> Result<Caller, QueryError> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     if value.is_empty() {
-        if let Some(session) = state.sessions.of(headers) {
+        if let Some(session) = live_session(state, headers) {
             if changes && !crate::console::csrf_ok(&session, headers) {
                 return Err(QueryError::Denied("the request lacks its CSRF token".into()));
             }
@@ -638,11 +655,10 @@ impl axum::serve::Listener for TlsListener {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Arc<QueryEngine>,
-    users: Users,
     tls: Option<crate::tls::TlsSettings>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(engine, users, tls.is_some()).into_make_service_with_connect_info::<ClientAddr>();
+    let app = router(engine, tls.is_some()).into_make_service_with_connect_info::<ClientAddr>();
     match tls {
         Some(tls) => {
             let listener = TlsListener::new(listener, tls.for_http().acceptor())?;

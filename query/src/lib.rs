@@ -21,6 +21,7 @@
 //!   incidents, stored as rows of `incidents`) and `suppress`, `unsuppress` (admins').
 
 pub mod access;
+pub mod accounts;
 pub mod admission;
 pub mod audit;
 pub mod auth;

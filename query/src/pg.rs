@@ -375,6 +375,32 @@ fn from_pgwire(e: &PgWireError) -> QueryError {
 }
 
 impl Service {
+    /// A procedure call (`crate::procedures`): audited as started, then made; the guard that audits its
+    /// end, and the query that answers it.
+    async fn call(
+        &self,
+        caller: Caller,
+        sql: &str,
+        started: Started,
+        call: Result<crate::procedures::Call, QueryError>,
+    ) -> PgWireResult<(Arc<AuditGuard>, String)> {
+        let who = caller.clone();
+        let (check, call) = match call.and_then(|call| crate::procedures::check(&call, who.role).map(|()| call)) {
+            Ok(call) => (Ok(()), Some(call)),
+            Err(e) => (Err(e), None),
+        };
+        let guard = self.begin(caller, sql, started, check).await?;
+        let Some(call) = call else { return Err(user_error(&QueryError::BadRequest("the call was refused".into()))) };
+        match crate::procedures::apply(self.engine.store(), self.engine.users(), &call, &who).await {
+            Ok(answer) => Ok((guard, answer)),
+            Err(e) => {
+                let error = user_error(&e);
+                guard.fail(e);
+                Err(error)
+            }
+        }
+    }
+
     /// After the role check: audits a refusal, or takes a concurrency slot and returns the guard that
     /// audits the statement once its rows are sent.
     async fn begin(
@@ -559,30 +585,22 @@ impl SimpleQueryHandler for Service {
             return self.copy_to_client(caller, query, started, &bounds, copy).await.map(|response| vec![response]);
         }
         let mut query = query.to_string();
-        let check = match statements.iter().find_map(crate::procedures::procedure) {
+        let guard = match statements.iter().find_map(crate::procedures::procedure) {
             Some(_) if statements.len() > 1 => {
-                Err(QueryError::Unsupported("a CALL must be a statement of its own".into()))
+                let refused = Err(QueryError::Unsupported("a CALL must be a statement of its own".into()));
+                self.begin(caller, &query, started, refused).await?
             }
             // Made once the call is audited as started; it answers with what it stored.
-            Some(call) => call.and_then(|call| crate::procedures::check(&call, caller.role).map(|()| Some(call))),
-            None => self.check_simple(caller.role, &query).await.map(|()| None),
-        };
-        let (check, call) = match check {
-            Ok(call) => (Ok(()), call),
-            Err(e) => (Err(e), None),
-        };
-        let who = caller.clone();
-        let guard = self.begin(caller, &query, started, check).await?;
-        if let Some(call) = call {
-            match crate::procedures::apply(self.engine.store(), &call, &who).await {
-                Ok(answer) => query = answer,
-                Err(e) => {
-                    let error = user_error(&e);
-                    guard.fail(e);
-                    return Err(error);
-                }
+            Some(call) => {
+                let (guard, answer) = self.call(caller, &query, started, call).await?;
+                query = answer;
+                guard
             }
-        }
+            None => {
+                let check = self.check_simple(caller.role, &query).await;
+                self.begin(caller, &query, started, check).await?
+            }
+        };
         let query = query.as_str();
         // Until the rows stream, the protocol layer waits for a cancel request itself.
         let run = tokio::select! {
@@ -624,6 +642,21 @@ impl ExtendedQueryHandler for Service {
         let caller = self.caller(client).map_err(|e| user_error(&e))?;
         let bounds = self.bounds(client);
         let (sql, parsed) = &portal.statement.statement;
+        if parsed.is_none() {
+            let params: Option<Vec<Option<String>>> = (portal.parameters.iter())
+                .map(|p| p.as_ref().map(|b| String::from_utf8(b.to_vec())).transpose().ok())
+                .collect();
+            if let Some(bound) = crate::procedures::bind(sql, params.as_deref().unwrap_or_default()) {
+                // The extended protocol described no rows: the call answers with its tag, as PostgreSQL's does.
+                let text_params = || QueryError::BadRequest("a CALL's parameters are text".into());
+                let bound = params.ok_or_else(text_params).and(bound);
+                let text = bound.as_deref().unwrap_or(sql).to_string();
+                let not_a_call = || Err(QueryError::BadRequest("not a call".into()));
+                let call = bound.and_then(|text: String| crate::procedures::parse(&text).unwrap_or_else(not_a_call));
+                let (_guard, _) = self.call(caller, &text, started, call).await?;
+                return Ok(Response::Execution(pgwire::api::results::Tag::new("CALL")));
+            }
+        }
         if let Some(copy) = parsed.as_ref().and_then(|(statement, _)| crate::postgres::copy_out(statement)) {
             return self.copy_to_client(caller, sql, started, &bounds, copy).await;
         }
@@ -683,10 +716,17 @@ impl QueryParser for ClientSqlParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         access::check_complexity(sql).map_err(|e| user_error(&e))?;
+        // A procedure is not planned: it is bound and made at execution (`Service::do_query`).
+        if crate::procedures::bind(sql, &[]).is_some() {
+            return Ok(Some((sql.to_string(), None)));
+        }
         self.inner.parse_sql(client, &client_sql(sql), types).await
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        if let (sql, None) = stmt {
+            return Ok(vec![Type::TEXT; crate::procedures::parameters(sql)]);
+        }
         self.inner.get_parameter_types(stmt)
     }
 
@@ -750,12 +790,11 @@ fn regproc_names(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Serves the PostgreSQL protocol on `listener` until `shutdown` resolves. Open connections finish their
+/// Serves the PostgreSQL protocol on `listener`, for the engine's users, until `shutdown` resolves. Open connections finish their
 /// current statement; new ones are refused.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<QueryEngine>,
-    users: Users,
     options: PgOptions,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -763,6 +802,7 @@ pub async fn serve(
     let admission = Arc::new(Admission::new(options.admission));
     let certificate = options.tls.as_ref().map(|t| t.certificate_pem.clone());
     let require_tls = options.tls.is_some() && !options.allow_plaintext;
+    let users = engine.users().clone();
     let handlers = Arc::new(Handlers::new(engine, users, certificate, admission.clone(), require_tls));
     tokio::pin!(shutdown);
     loop {

@@ -13,6 +13,9 @@
 //! incident's rows. The statement is audited like every other, with its caller, and it answers with the
 //! row it stored. Analysts may triage; a merged incident is triaged through the one it was merged into.
 //! A suppression call answers with the suppression's id (or the id lifted).
+//! - user management (`crate::accounts`): `CALL create_user(name, role, password)`, `CALL drop_user(name)`
+//!   (admins), `CALL set_password(name, password)` (admins, or anyone for themselves); `audited` hides
+//!   their passwords from the audit.
 
 use std::sync::Arc;
 
@@ -39,6 +42,26 @@ pub enum Call {
     Suppress(RuntimeSuppression),
     /// An admin lifting a suppression, by id.
     Unsuppress(String),
+    /// A change to the users added at run time.
+    User(crate::accounts::Change),
+}
+
+/// The procedures whose arguments hold a password.
+const SECRET_PROCEDURES: [&str; 2] = ["create_user", "set_password"];
+
+/// `sql` as the audit keeps it: a call that carries a password with the password hidden (a call that does
+/// not parse keeps only its procedure's name); any other statement as it is.
+pub fn audited(sql: &str) -> std::borrow::Cow<'_, str> {
+    let head = sql.trim_start();
+    if !head.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("call")) {
+        return sql.into();
+    }
+    let lower = head.to_ascii_lowercase();
+    let Some(procedure) = SECRET_PROCEDURES.into_iter().find(|p| lower.contains(p)) else { return sql.into() };
+    match parse(sql) {
+        Some(Ok(Call::User(change))) => change.audited().into(),
+        _ => format!("CALL {procedure}(…) [its arguments are hidden: they may hold a password]").into(),
+    }
 }
 
 /// The statuses an analyst may set.
@@ -70,6 +93,70 @@ pub fn parse(sql: &str) -> Option<Result<Call>> {
     }
 }
 
+/// The procedures of this module.
+const PROCEDURES: [&str; 8] = [
+    "incident_status",
+    "incident_assign",
+    "incident_note",
+    "suppress",
+    "unsuppress",
+    "create_user",
+    "drop_user",
+    "set_password",
+];
+
+/// `sql`, when it calls one of these procedures with `$n` parameters (the extended protocol: psycopg,
+/// JDBC, node-postgres), with `params` (`None`: NULL) put in their places as literals; `None` for any
+/// other statement.
+pub fn bind(sql: &str, params: &[Option<String>]) -> Option<Result<String>> {
+    let mut statement = call_of(sql)?;
+    for value in arguments(&mut statement) {
+        let SqlValue::Placeholder(placeholder) = &value.value else { continue };
+        let index = placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1);
+        let Some(param) = index.and_then(|n| params.get(n - 1)) else {
+            return Some(Err(QueryError::BadRequest(format!("the call has no value for {placeholder}"))));
+        };
+        value.value = param.clone().map_or(SqlValue::Null, SqlValue::SingleQuotedString);
+    }
+    Some(Ok(statement.to_string()))
+}
+
+/// How many `$n` parameters a call of one of these procedures takes (the highest `n`), all text.
+pub fn parameters(sql: &str) -> usize {
+    let Some(mut statement) = call_of(sql) else { return 0 };
+    let number = |value: &SqlValue| match value {
+        SqlValue::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).unwrap_or(0),
+        _ => 0,
+    };
+    arguments(&mut statement).map(|value| number(&value.value)).max().unwrap_or(0).min(64)
+}
+
+/// `sql` parsed, when it is one call of one of these procedures.
+fn call_of(sql: &str) -> Option<Statement> {
+    let head = sql.trim_start();
+    if !head.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("call")) {
+        return None;
+    }
+    let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?.into_iter().next()?;
+    let Statement::Call(function) = &statement else { return None };
+    PROCEDURES.contains(&function.name.to_string().to_ascii_lowercase().as_str()).then_some(statement)
+}
+
+/// The literal (or placeholder) arguments of a call.
+fn arguments(statement: &mut Statement) -> impl Iterator<Item = &mut datafusion::sql::sqlparser::ast::ValueWithSpan> {
+    let list = match statement {
+        Statement::Call(function) => match &mut function.args {
+            FunctionArguments::List(list) => Some(list.args.iter_mut()),
+            _ => None,
+        },
+        _ => None,
+    };
+    list.into_iter().flatten().filter_map(|arg| match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(value))) => Some(value),
+        _ => None,
+    })
+}
+
 /// The call `statement` makes, when it calls one of these procedures.
 pub fn procedure(statement: &Statement) -> Option<Result<Call>> {
     let Statement::Call(function) = statement else { return None };
@@ -79,13 +166,20 @@ pub fn procedure(statement: &Statement) -> Option<Result<Call>> {
             Some(change(&name, &function.args).map(Call::Triage))
         }
         "suppress" | "unsuppress" => Some(suppression(&name, &function.args)),
+        "create_user" | "drop_user" | "set_password" => Some(
+            text_arguments(&function.args, &name).and_then(|args| crate::accounts::parse(&name, &args)).map(Call::User),
+        ),
         _ => None,
     }
 }
 
-/// Whether `role` may make `call`: anyone triages; only admins suppress.
+/// Whether `role` may make `call`: anyone triages; only admins suppress and manage users (a user's own
+/// password is checked by name when it is set).
 pub fn check(call: &Call, role: Role) -> Result<()> {
     match (call, role) {
+        (Call::User(change), Role::Analyst) if !matches!(change, crate::accounts::Change::SetPassword { .. }) => {
+            Err(QueryError::Denied("an analyst may not manage users; an admin may".into()))
+        }
         (Call::Suppress(_) | Call::Unsuppress(_), Role::Analyst) => {
             Err(QueryError::Denied("an analyst may not change suppressions; an admin may".into()))
         }
@@ -212,9 +306,10 @@ fn change(name: &str, args: &FunctionArguments) -> Result<Change> {
 ///
 /// # Errors
 /// See `triage` and `suppress`.
-pub async fn apply(store: &Arc<Store>, call: &Call, caller: &Caller) -> Result<String> {
+pub async fn apply(store: &Arc<Store>, users: &crate::auth::Users, call: &Call, caller: &Caller) -> Result<String> {
     check(call, caller.role)?;
     match call {
+        Call::User(change) => crate::accounts::apply(users, store.location(), change, &caller.user, caller.role).await,
         Call::Triage(change) => triage(store, change, &caller.user).await,
         Call::Suppress(suppression) => suppress(store, suppression, &caller.user).await,
         Call::Unsuppress(id) => unsuppress(store, id).await,
@@ -309,6 +404,33 @@ mod tests {
             Call::Triage(change) => change,
             other => panic!("{sql}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn calls_with_parameters_are_bound_as_literals_and_only_calls_of_these_procedures() {
+        let sql = "CALL incident_status($1, $2, $3)";
+        assert_eq!(parameters(sql), 3);
+        let params = [Some("inc-1".to_string()), Some("resolved".into()), None];
+        let bound = bind(sql, &params).unwrap().unwrap();
+        assert_eq!(bound, "CALL incident_status('inc-1', 'resolved', NULL)");
+        assert_eq!(change(&bound).status.as_deref(), Some("resolved"));
+        let quoted = bind("CALL incident_note($1, $2)", &[Some("i".into()), Some("it's $1".into())]).unwrap().unwrap();
+        assert_eq!(change(&quoted).note.as_deref(), Some("it's $1"));
+        assert!(bind(sql, &params[..1]).unwrap().unwrap_err().to_string().contains("no value for $2"));
+        assert!(bind("CALL other_procedure($1)", &params).is_none());
+        assert!(bind("SELECT $1", &params).is_none());
+        assert_eq!(parameters("SELECT $1"), 0);
+    }
+
+    #[test]
+    fn the_audit_never_keeps_a_password_even_of_a_call_that_does_not_parse() {
+        assert_eq!(
+            audited("CALL create_user('bob', 'admin', 'secret-one')"),
+            "CALL create_user('bob', 'admin', '********')"
+        );
+        assert!(!audited("CALL create_user('bob', 'root', 'secret-one')").contains("secret"));
+        assert!(!audited("call  SET_PASSWORD('bob', 'secret-one'").contains("secret"));
+        assert_eq!(audited("SELECT 'create_user'"), "SELECT 'create_user'");
     }
 
     #[test]

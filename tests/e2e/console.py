@@ -5,8 +5,8 @@
 2. opens the incident list while the demo runs and waits for the attacker's incident to arrive;
 3. opens it, checks its story, chain, alerts and evidence, and pivots to the attacker's address;
 4. runs a query in the SQL workbench and downloads its CSV;
-5. adds and lifts a suppression as the admin; logs in as an analyst and checks that the admin page and its
-   data are refused;
+5. adds and lifts a suppression and adds a user as the admin; logs in as an analyst and checks that the admin
+   page and its data are refused; logs in as the added user;
 6. checks that the stored cross-site scripting payloads (the campaign's probes in the log lines, and one
    an analyst puts in a triage note) are shown as text and that none runs.
 
@@ -216,6 +216,13 @@ def main():
         shot(driver, "admin")
         driver.find_element(By.CSS_SELECTOR, "#suppressions button.lift").click()
         wait(driver, "the suppression lifted", lambda d: "None added at run time" in d.find_element(By.ID, "suppressions").text)
+        # An admin adds a user, who logs in at once (below).
+        driver.find_element(By.ID, "user-name").send_keys("responder")
+        Select(driver.find_element(By.ID, "user-role")).select_by_value("analyst")
+        driver.find_element(By.ID, "user-password").send_keys("responder-password")
+        driver.find_element(By.ID, "user-add").click()
+        wait(driver, "the added user listed", lambda d: d.find_elements(By.CSS_SELECTOR, "#users button.drop-user"))
+        assert "responder" in driver.find_element(By.ID, "users").text
         driver.get(incident_url)
         wait(driver, "the incident again", lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline[data-rows]"))
         driver.find_element(By.ID, "logout").click()
@@ -245,6 +252,12 @@ def main():
         Select(wait(driver, "the status filter", lambda d: d.find_element(By.ID, "status"))).select_by_value("any")
         wait(driver, "the analyst's incident list", lambda d: ATTACKER in d.find_element(By.ID, "incidents").text)
         shot(driver, "incidents-analyst")
+        # The user the admin added logs in, as an analyst.
+        driver.find_element(By.ID, "logout").click()
+        wait(driver, "the login page after the analyst's logout", lambda d: d.find_elements(By.ID, "user"))
+        login(driver, "responder", "responder-password")
+        driver.get(base + "/console/admin.html")
+        assert "admins only" in driver.find_element(By.TAG_NAME, "body").text
     finally:
         driver.quit()
     with open(os.path.join(out, "timings.json"), "w") as f:
