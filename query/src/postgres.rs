@@ -419,6 +419,28 @@ pub fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
 #[derive(Debug)]
 pub struct CopyParseHook;
 
+/// `impl QueryHook for $hook` with the items given and a `handle_extended_query` that answers as its
+/// `handle_simple_query` does (the answers need no parameters).
+macro_rules! hook_answering_extended_as_simple {
+    ($hook:ty { $($items:tt)* }) => {
+        #[async_trait]
+        impl QueryHook for $hook {
+            $($items)*
+
+            async fn handle_extended_query(
+                &self,
+                statement: &Statement,
+                _logical_plan: &LogicalPlan,
+                _params: &ParamValues,
+                session_context: &SessionContext,
+                client: &mut dyn HookClient,
+            ) -> Option<PgWireResult<Response>> {
+                self.handle_simple_query(statement, session_context, client).await
+            }
+        }
+    };
+}
+
 #[async_trait]
 impl QueryHook for CopyParseHook {
     async fn handle_simple_query(
@@ -478,8 +500,7 @@ impl ShowVersionHook {
     }
 }
 
-#[async_trait]
-impl QueryHook for ShowVersionHook {
+hook_answering_extended_as_simple!(ShowVersionHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
@@ -511,18 +532,7 @@ impl QueryHook for ShowVersionHook {
         let plan = session_context.state().create_logical_plan(&sql).await;
         Some(plan.map_err(|e| PgWireError::ApiError(Box::new(e))))
     }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _logical_plan: &LogicalPlan,
-        _params: &ParamValues,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        self.handle_simple_query(statement, session_context, client).await
-    }
-}
+});
 
 /// The plan of a statement that returns no rows and is answered without DataFusion.
 fn no_rows() -> LogicalPlan {
@@ -551,8 +561,7 @@ fn savepoint_tag(statement: &Statement) -> Option<&'static str> {
     }
 }
 
-#[async_trait]
-impl QueryHook for SavepointHook {
+hook_answering_extended_as_simple!(SavepointHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
@@ -583,18 +592,7 @@ impl QueryHook for SavepointHook {
         savepoint_tag(statement)?;
         Some(Ok(no_rows()))
     }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _logical_plan: &LogicalPlan,
-        _params: &ParamValues,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        self.handle_simple_query(statement, session_context, client).await
-    }
-}
+});
 
 /// `(expression).field`, PostgreSQL's access to a field of a composite value, as `(expression)['field']`,
 /// which DataFusion plans (it reads a dot after anything but a column name as unsupported). pgjdbc's
