@@ -150,6 +150,7 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
     crate::postgres::register_to_regtype(&ctx).await?;
     crate::forensics::register(&ctx).await?;
     crate::bounded::register(&ctx);
+    ctx.add_optimizer_rule(Arc::new(crate::join_windows::JoinWindows));
     Ok(ctx)
 }
 

@@ -33,6 +33,7 @@ pub mod error;
 pub mod forensics;
 pub mod functions;
 pub mod http;
+pub mod join_windows;
 pub mod metrics;
 pub mod pg;
 pub mod postgres;
