@@ -34,7 +34,8 @@ fn is_shift(expr: &Expr) -> bool {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Plus | Operator::Minus, right }) => {
             let shifted = |e: &Expr| matches!(e, Expr::Column(_)) || is_shift(e);
-            (shifted(left) && matches!(**right, Expr::Literal(..))) || (matches!(**left, Expr::Literal(..)) && shifted(right))
+            (shifted(left) && matches!(**right, Expr::Literal(..)))
+                || (matches!(**left, Expr::Literal(..)) && shifted(right))
         }
         _ => false,
     }
@@ -134,13 +135,18 @@ mod tests {
         )
         .unwrap();
         ctx.register_batch("cloudtrail", batch).unwrap();
-        let invocations =
-            Schema::new(vec![ts("ts"), Field::new("function_name", DataType::Utf8, false), Field::new("id", DataType::Int64, false)]);
+        let invocations = Schema::new(vec![
+            ts("ts"),
+            Field::new("function_name", DataType::Utf8, false),
+            Field::new("id", DataType::Int64, false),
+        ]);
         let n = 360i64;
         let batch = RecordBatch::try_new(
             Arc::new(invocations),
             vec![
-                Arc::new(TimestampMicrosecondArray::from_iter_values((0..n).map(|i| i * MINUTE / 3)).with_timezone("UTC")),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values((0..n).map(|i| i * MINUTE / 3)).with_timezone("UTC"),
+                ),
                 Arc::new(StringArray::from_iter_values((0..n).map(|i| names[(i % 3) as usize]))),
                 Arc::new(Int64Array::from_iter_values(0..n)),
             ],
