@@ -151,6 +151,7 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
     crate::forensics::register(&ctx).await?;
     crate::bounded::register(&ctx);
     ctx.add_optimizer_rule(Arc::new(crate::join_windows::JoinWindows));
+    ctx.add_optimizer_rule(Arc::new(crate::count_rows::CountRows));
     Ok(ctx)
 }
 

@@ -28,6 +28,7 @@ pub mod auth;
 pub mod bounded;
 pub mod catalog;
 pub mod console;
+pub mod count_rows;
 pub mod engine;
 pub mod error;
 pub mod forensics;
