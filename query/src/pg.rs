@@ -646,13 +646,8 @@ impl ExtendedQueryHandler for Service {
             let params: Option<Vec<Option<String>>> = (portal.parameters.iter())
                 .map(|p| p.as_ref().map(|b| String::from_utf8(b.to_vec())).transpose().ok())
                 .collect();
-            if let Some(bound) = crate::procedures::bind(sql, params.as_deref().unwrap_or_default()) {
+            if let Some((text, call)) = crate::procedures::bound(sql, params.as_deref()) {
                 // The extended protocol described no rows: the call answers with its tag, as PostgreSQL's does.
-                let text_params = || QueryError::BadRequest("a CALL's parameters are text".into());
-                let bound = params.ok_or_else(text_params).and(bound);
-                let text = bound.as_deref().unwrap_or(sql).to_string();
-                let not_a_call = || Err(QueryError::BadRequest("not a call".into()));
-                let call = bound.and_then(|text: String| crate::procedures::parse(&text).unwrap_or_else(not_a_call));
                 let (_guard, _) = self.call(caller, &text, started, call).await?;
                 return Ok(Response::Execution(pgwire::api::results::Tag::new("CALL")));
             }

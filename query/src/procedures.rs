@@ -52,11 +52,10 @@ const SECRET_PROCEDURES: [&str; 2] = ["create_user", "set_password"];
 /// `sql` as the audit keeps it: a call that carries a password with the password hidden (a call that does
 /// not parse keeps only its procedure's name); any other statement as it is.
 pub fn audited(sql: &str) -> std::borrow::Cow<'_, str> {
-    let head = sql.trim_start();
-    if !head.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("call")) {
+    if !starts_with_call(sql) {
         return sql.into();
     }
-    let lower = head.to_ascii_lowercase();
+    let lower = sql.to_ascii_lowercase();
     let Some(procedure) = SECRET_PROCEDURES.into_iter().find(|p| lower.contains(p)) else { return sql.into() };
     match parse(sql) {
         Some(Ok(Call::User(change))) => change.audited().into(),
@@ -82,38 +81,32 @@ pub struct Change {
 
 /// The call `sql` makes, when it is a call of one of these procedures; `None` for any other statement.
 pub fn parse(sql: &str) -> Option<Result<Call>> {
-    let head = sql.trim_start();
-    if !head.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("call")) {
-        return None;
-    }
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    match &statements[..] {
-        [statement] => procedure(statement),
-        _ => None,
-    }
+    procedure(&call_of(sql)?)
 }
 
-/// The procedures of this module.
-const PROCEDURES: [&str; 8] = [
-    "incident_status",
-    "incident_assign",
-    "incident_note",
-    "suppress",
-    "unsuppress",
-    "create_user",
-    "drop_user",
-    "set_password",
-];
+/// Whether `sql` starts with `CALL` (checked before anything parses it).
+fn starts_with_call(sql: &str) -> bool {
+    sql.trim_start().get(..4).is_some_and(|w| w.eq_ignore_ascii_case("call"))
+}
+
+/// `sql` parsed, when it is one statement, a `CALL`.
+fn call_of(sql: &str) -> Option<Statement> {
+    if !starts_with_call(sql) {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    statements.pop().filter(|_| statements.is_empty())
+}
 
 /// `sql`, when it calls one of these procedures with `$n` parameters (the extended protocol: psycopg,
 /// JDBC, node-postgres), with `params` (`None`: NULL) put in their places as literals; `None` for any
 /// other statement.
 pub fn bind(sql: &str, params: &[Option<String>]) -> Option<Result<String>> {
-    let mut statement = call_of(sql)?;
+    // One of these procedures (its arguments are checked once bound).
+    let mut statement = call_of(sql).filter(|s| procedure(s).is_some())?;
     for value in arguments(&mut statement) {
         let SqlValue::Placeholder(placeholder) = &value.value else { continue };
-        let index = placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1);
-        let Some(param) = index.and_then(|n| params.get(n - 1)) else {
+        let Some(param) = placeholder_number(placeholder).and_then(|n| params.get(n - 1)) else {
             return Some(Err(QueryError::BadRequest(format!("the call has no value for {placeholder}"))));
         };
         value.value = param.clone().map_or(SqlValue::Null, SqlValue::SingleQuotedString);
@@ -121,25 +114,34 @@ pub fn bind(sql: &str, params: &[Option<String>]) -> Option<Result<String>> {
     Some(Ok(statement.to_string()))
 }
 
+/// The call a portal of the extended protocol makes, when its statement calls one of these procedures:
+/// the text to audit (the statement with its parameters bound) and the call. `params` is `None` when a
+/// parameter is not text.
+pub fn bound(sql: &str, params: Option<&[Option<String>]>) -> Option<(String, Result<Call>)> {
+    let text = match (bind(sql, params.unwrap_or_default())?, params) {
+        (_, None) => {
+            return Some((sql.to_string(), Err(QueryError::BadRequest("a CALL's parameters are text".into()))))
+        }
+        (Ok(text), Some(_)) => text,
+        (Err(e), Some(_)) => return Some((sql.to_string(), Err(e))),
+    };
+    let call = parse(&text).unwrap_or_else(|| Err(QueryError::BadRequest("the bound call does not parse".into())));
+    Some((text, call))
+}
+
 /// How many `$n` parameters a call of one of these procedures takes (the highest `n`), all text.
 pub fn parameters(sql: &str) -> usize {
-    let Some(mut statement) = call_of(sql) else { return 0 };
+    let Some(mut statement) = call_of(sql).filter(|s| procedure(s).is_some()) else { return 0 };
     let number = |value: &SqlValue| match value {
-        SqlValue::Placeholder(p) => p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).unwrap_or(0),
+        SqlValue::Placeholder(p) => placeholder_number(p).unwrap_or(0),
         _ => 0,
     };
     arguments(&mut statement).map(|value| number(&value.value)).max().unwrap_or(0).min(64)
 }
 
-/// `sql` parsed, when it is one call of one of these procedures.
-fn call_of(sql: &str) -> Option<Statement> {
-    let head = sql.trim_start();
-    if !head.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("call")) {
-        return None;
-    }
-    let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?.into_iter().next()?;
-    let Statement::Call(function) = &statement else { return None };
-    PROCEDURES.contains(&function.name.to_string().to_ascii_lowercase().as_str()).then_some(statement)
+/// `n` of a placeholder `$n` (from 1).
+fn placeholder_number(placeholder: &str) -> Option<usize> {
+    placeholder.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1)
 }
 
 /// The literal (or placeholder) arguments of a call.
@@ -420,6 +422,18 @@ mod tests {
         assert!(bind("CALL other_procedure($1)", &params).is_none());
         assert!(bind("SELECT $1", &params).is_none());
         assert_eq!(parameters("SELECT $1"), 0);
+    }
+
+    #[test]
+    fn a_portal_audits_its_bound_text_and_refuses_parameters_that_are_not_text() {
+        let sql = "CALL incident_note($1, $2)";
+        let (text, call) = bound(sql, Some(&[Some("i".into()), Some("seen".into())])).unwrap();
+        assert_eq!(text, "CALL incident_note('i', 'seen')");
+        assert_eq!(call.unwrap(), parse(&text).unwrap().unwrap());
+        let (text, call) = bound(sql, None).unwrap();
+        assert_eq!((text.as_str(), call.unwrap_err().to_string().contains("text")), (sql, true));
+        assert!(bound(sql, Some(&[])).unwrap().1.unwrap_err().to_string().contains("no value for $1"));
+        assert!(bound("SELECT $1", Some(&[])).is_none());
     }
 
     #[test]
