@@ -130,6 +130,28 @@ async fn positions_are_stored_with_their_rows_and_survive_wal_collection() {
 }
 
 #[tokio::test]
+async fn sealing_what_is_due_deletes_the_wal_it_covers() {
+    // Goal: a process that only appends and seals (a file ingest, `generate`) keeps a WAL of its hot rows,
+    // not of everything it ever wrote (a 50M-row `generate` left 17 GB of WAL behind until it ended).
+    let dir = tempfile::tempdir().unwrap();
+    let mut sealing = config(dir.path());
+    sealing.flush.partition_rows_max = 10;
+    let store = Store::open(sealing).await.unwrap();
+    for hour in 0..5u64 {
+        let batch =
+            batch_with_ids(Table::Logs, &ids(hour * 10..hour * 10 + 10), |id| T0 + id as i64 * MICROS_PER_HOUR / 10);
+        let position = Position { stream: "file:/input".into(), offset: hour + 1 };
+        store.append(&[(Table::Logs, batch)], &[position]).unwrap();
+        assert_eq!(store.flush_due().await.unwrap(), 1);
+        assert_eq!(store.wal_stats(), (1, 0), "after sealing hour {hour}, only an empty active WAL file is left");
+    }
+    drop(store);
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(store.position("file:/input"), Some(5));
+    assert_eq!(all_ids(&store, Table::Logs).await, ids(0..50));
+}
+
+#[tokio::test]
 async fn a_batch_that_is_not_the_table_schema_is_refused_and_nothing_is_written() {
     // Goal: bad input is refused with a clear error before it reaches the WAL.
     let dir = tempfile::tempdir().unwrap();

@@ -4,8 +4,18 @@
 use super::*;
 
 impl Store {
-    /// Flushes the hot partitions that the flush policy says are due.
+    /// Flushes the hot partitions that the flush policy says are due, then checkpoints the positions and
+    /// deletes the WAL files that the new segments cover: a process that only appends and flushes (a
+    /// file ingest, `generate`) keeps a WAL of what is hot, not of everything it wrote.
     pub async fn flush_due(&self) -> Result<usize> {
+        let flushed = self.flush_due_partitions().await?;
+        if flushed > 0 {
+            self.checkpoint_and_collect_wal().await?;
+        }
+        Ok(flushed)
+    }
+
+    async fn flush_due_partitions(&self) -> Result<usize> {
         let policy = &self.config.flush;
         let due: Vec<(Table, i64)> = {
             let state = lock(&self.state);
@@ -263,7 +273,8 @@ impl Store {
     /// One maintenance pass: flush what is due, checkpoint positions and collect the WAL; with
     /// `deep`, also retention and compaction.
     pub async fn maintain(&self, deep: bool) -> Result<MaintenanceReport> {
-        let mut report = MaintenanceReport { segments_flushed: self.flush_due().await?, ..Default::default() };
+        let mut report =
+            MaintenanceReport { segments_flushed: self.flush_due_partitions().await?, ..Default::default() };
         report.wal_files_deleted = self.checkpoint_and_collect_wal().await?;
         if deep {
             let now = now_micros();
