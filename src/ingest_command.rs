@@ -73,14 +73,20 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 /// glibc keeps freed memory in per-thread arenas and, once large blocks have been freed, raises the size
 /// from which it maps them: the Arrow buffers of sealed rows then stay resident, and peak RSS was 1.5×
 /// the live heap (BENCHMARKS.md, "Ingest memory"). Blocks of 1 MiB and more are mapped and returned
-/// when freed, and two arenas are shared by the threads.
+/// when freed, and two arenas are shared by the threads. glibc's own tunables (`MALLOC_MMAP_THRESHOLD_`,
+/// `MALLOC_ARENA_MAX`), when an operator sets them, win.
 fn bound_allocator_retention() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: mallopt takes no pointers and is thread-safe; it only changes the allocator's parameters.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+    for (parameter, variable, value) in
+        [(libc::M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 1 << 20), (libc::M_ARENA_MAX, "MALLOC_ARENA_MAX", 2)]
+    {
+        if std::env::var_os(variable).is_none() {
+            #[allow(unsafe_code)]
+            // SAFETY: mallopt takes no pointers and is thread-safe; it only changes the allocator's parameters.
+            unsafe {
+                libc::mallopt(parameter, value);
+            }
+        }
     }
 }
 
