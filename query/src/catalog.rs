@@ -16,6 +16,7 @@ use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -25,6 +26,8 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use store::{Store, Table, TimeRange};
+
+use crate::keys::{lookup_keys, SegmentKeys, KEY_FILTER_CACHE_BYTES};
 
 /// The URL under which the store's object store is registered in DataFusion's runtime.
 pub const STORE_URL: &str = "coldtrail://store/";
@@ -36,8 +39,9 @@ pub const LEDGER_TABLE: &str = "ledger";
 pub fn register_store(ctx: &SessionContext, store: &Arc<Store>) -> DfResult<()> {
     let url = url::Url::parse(STORE_URL).map_err(|e| DataFusionError::External(Box::new(e)))?;
     ctx.runtime_env().register_object_store(&url, store.location().object_store());
+    let keys = Arc::new(SegmentKeys::new(KEY_FILTER_CACHE_BYTES));
     for table in Table::ALL {
-        ctx.register_table(table.name(), Arc::new(StoreTable::new(store.clone(), table)))?;
+        ctx.register_table(table.name(), Arc::new(StoreTable::new(store.clone(), table, keys.clone())))?;
     }
     ctx.register_table(LEDGER_TABLE, Arc::new(LedgerTable { store: store.clone() }))?;
     Ok(())
@@ -48,6 +52,8 @@ pub struct StoreTable {
     store: Arc<Store>,
     table: Table,
     schema: SchemaRef,
+    /// The segments' bloom filters, shared by every table of the store.
+    keys: Arc<SegmentKeys>,
 }
 
 impl std::fmt::Debug for StoreTable {
@@ -57,8 +63,8 @@ impl std::fmt::Debug for StoreTable {
 }
 
 impl StoreTable {
-    pub fn new(store: Arc<Store>, table: Table) -> Self {
-        StoreTable { schema: table.schema(), store, table }
+    pub fn new(store: Arc<Store>, table: Table, keys: Arc<SegmentKeys>) -> Self {
+        StoreTable { schema: table.schema(), store, table, keys }
     }
 }
 
@@ -90,8 +96,22 @@ impl TableProvider for StoreTable {
         let partitions = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        if !snapshot.segments.is_empty() {
-            let mut segments = snapshot.segments;
+        let url = ObjectStoreUrl::parse(STORE_URL)?;
+        let object_store = state.runtime_env().object_store(&url)?;
+        // The session's footer cache: segments are immutable under their names, so cached footers
+        // never go stale.
+        let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+        let files: Arc<dyn ParquetFileReaderFactory> =
+            Arc::new(CachedParquetFileReaderFactory::new(object_store, metadata_cache));
+        let mut segments = snapshot.segments;
+        // A lookup of a key reads only the segments whose bloom filters may hold it (`keys`).
+        if let Some(keys) = lookup_keys(filters, self.table).filter(|_| !segments.is_empty()) {
+            let candidates = segments.iter().map(|s| (s.path.as_str(), s.bytes)).collect();
+            let kept: std::collections::HashSet<String> =
+                self.keys.may_hold(&files, candidates, &keys).await.into_iter().map(String::from).collect();
+            segments.retain(|s| kept.contains(&s.path));
+        }
+        if !segments.is_empty() {
             segments.sort_by(|a, b| a.min_ts_micros.cmp(&b.min_ts_micros).then_with(|| a.path.cmp(&b.path)));
             let groups = spread(segments.iter().map(|s| PartitionedFile::new(s.path.clone(), s.bytes)), partitions)
                 .into_iter()
@@ -100,10 +120,7 @@ impl TableProvider for StoreTable {
             // DataFusion's filter pushdown gives the filters to the Parquet source, which prunes row
             // groups and pages by their statistics.
             // The session's Parquet options (filters evaluated while decoding, bloom filters) and its
-            // footer cache: segments are immutable under their names, so cached footers never go stale.
-            let url = ObjectStoreUrl::parse(STORE_URL)?;
-            let object_store = state.runtime_env().object_store(&url)?;
-            let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+            // footer cache.
             // Filters evaluated while decoding (late materialisation) pay for a selective filter and
             // cost for one that keeps nearly every row: the time bounds of a scan whose segments lie
             // inside them keep every row of what is left after pruning, so they are applied after
@@ -117,10 +134,7 @@ impl TableProvider for StoreTable {
                 !(inside && filters.iter().all(|f| time_bound(f, self.table.time_column())));
             let source = ParquetSource::new(self.schema.clone())
                 .with_table_parquet_options(options)
-                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-                    object_store,
-                    metadata_cache,
-                )));
+                .with_parquet_file_reader_factory(files);
             // The row count is known from the catalog: the optimizer sees which side of a join is small
             // (and broadcasts it instead of repartitioning both), and a `count(*)` without filters
             // needs no file opened.

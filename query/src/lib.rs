@@ -35,6 +35,7 @@ pub mod forensics;
 pub mod functions;
 pub mod http;
 pub mod join_windows;
+pub mod keys;
 pub mod metrics;
 pub mod pg;
 pub mod postgres;

@@ -3,7 +3,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounterVec, IntGauge,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge,
 };
 
 pub struct Metrics {
@@ -21,6 +22,10 @@ pub struct Metrics {
     pub pg_connections: IntGauge,
     /// Audit rows written and audit writes that failed.
     pub audit: IntCounterVec,
+    /// Bytes of segments' bloom filters held for lookups (`keys::SegmentKeys`).
+    pub key_filter_bytes: IntGauge,
+    /// Segments a lookup by key did not open, because their bloom filters rule the key out.
+    pub segments_skipped: IntCounter,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -55,6 +60,16 @@ pub fn metrics() -> &'static Metrics {
             "query_audit_records_total",
             "Query audit rows, by outcome (written, failed).",
             &["outcome"]
+        )
+        .expect("metric registers once"),
+        key_filter_bytes: register_int_gauge!(
+            "query_key_filter_bytes",
+            "Bytes of segment bloom filters held in memory for lookups by key."
+        )
+        .expect("metric registers once"),
+        segments_skipped: register_int_counter!(
+            "query_segments_skipped_total",
+            "Segments a lookup by key did not open: their bloom filters rule the key out."
         )
         .expect("metric registers once"),
     })

@@ -1,0 +1,358 @@
+//! Which segments can hold a looked-up key, answered from memory.
+//!
+//! A point lookup (`WHERE request_id = '…'`, a trace id, an event id) has no time bound, so every
+//! segment of the table is a candidate, and DataFusion's Parquet reader would open each one to read its
+//! bloom filters: at 56 segments that was 40 ms of a 42 ms lookup, and it grows with the table. The
+//! bloom filters a segment was written with (`store::segment::lookup_columns`, one per row group) are
+//! read once per segment and column and kept here, so a lookup skips, without any IO, every segment
+//! whose filters say the key is not in it. Segments are immutable under their names, so an entry never
+//! goes stale; the cache is bounded in bytes and drops the least recently used entries past it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::common::ScalarValue;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use futures::StreamExt;
+use parquet::bloom_filter::Sbbf;
+use parquet::errors::ParquetError;
+use store::Table;
+
+/// Bytes of bloom filters kept at most (about 1.2 bytes per stored row and lookup column at the
+/// segments' false-positive rate of 1%: the request ids of 200M invocations).
+pub const KEY_FILTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
+/// Segments whose filters are read at once when a lookup finds them missing.
+const LOADS_IN_FLIGHT: usize = 8;
+
+/// Where a scan's filters say its rows must have one of some values in a lookup column: `column = 'v'`,
+/// `'v' = column`, `column IN ('v', …)`, or a disjunction of those over lookup columns (`request_id IN
+/// (…) OR log_stream IN (…)`: a row may match through any of them), in one of the conjuncts. `None`
+/// when no conjunct pins rows to literals of lookup columns only.
+pub fn lookup_keys(filters: &[Expr], table: Table) -> Option<Keys> {
+    let columns = store::segment::lookup_columns(table);
+    filters
+        .iter()
+        .flat_map(|f| datafusion::logical_expr::utils::split_conjunction(f))
+        .find_map(|conjunct| keys_of(conjunct, columns))
+}
+
+/// Values of lookup columns, any of which a row must have.
+pub type Keys = Vec<(&'static str, Vec<String>)>;
+
+fn keys_of(expr: &Expr, columns: &[&'static str]) -> Option<Keys> {
+    let column_of = |expr: &Expr| match expr {
+        Expr::Column(column) => columns.iter().copied().find(|c| *c == column.name),
+        _ => None,
+    };
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (column_of(left), column_of(right)) {
+            (Some(column), None) => text(right).map(|v| vec![(column, vec![v])]),
+            (None, Some(column)) => text(left).map(|v| vec![(column, vec![v])]),
+            _ => None,
+        },
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let mut keys = keys_of(left, columns)?;
+            keys.extend(keys_of(right, columns)?);
+            Some(keys)
+        }
+        Expr::InList(list) if !list.negated => {
+            let column = column_of(&list.expr)?;
+            let values: Vec<String> = list.list.iter().map(text).collect::<Option<_>>()?;
+            (!values.is_empty()).then(|| vec![(column, values)])
+        }
+        _ => None,
+    }
+}
+
+/// A text literal's value.
+fn text(expr: &Expr) -> Option<String> {
+    fn of(value: &ScalarValue) -> Option<String> {
+        match value {
+            ScalarValue::Utf8(Some(v)) | ScalarValue::Utf8View(Some(v)) | ScalarValue::LargeUtf8(Some(v)) => {
+                Some(v.clone())
+            }
+            ScalarValue::Dictionary(_, inner) => of(inner),
+            _ => None,
+        }
+    }
+    match expr {
+        Expr::Literal(value, _) => of(value),
+        _ => None,
+    }
+}
+
+/// One segment's filters of one column, a row group each (`None`: that row group has none, so it may
+/// hold anything).
+struct Filters {
+    row_groups: Vec<Option<Sbbf>>,
+    bytes: usize,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<(String, &'static str), Filters>,
+    bytes: usize,
+    clock: u64,
+}
+
+/// The bloom filters of the store's segments, by segment path and column, shared by every scan.
+pub struct SegmentKeys {
+    cache: Mutex<Cache>,
+    bytes_max: usize,
+}
+
+impl SegmentKeys {
+    pub fn new(bytes_max: usize) -> SegmentKeys {
+        SegmentKeys { cache: Mutex::new(Cache::default()), bytes_max }
+    }
+
+    /// Bytes of filters held.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The segments of `segments` (path and size) that may hold one of `keys`, in their order. A segment
+    /// whose filters cannot be read is kept: the scan then reads it, and reports why it cannot.
+    pub async fn may_hold<'s>(
+        &self,
+        files: &Arc<dyn ParquetFileReaderFactory>,
+        segments: Vec<(&'s str, u64)>,
+        keys: &[(&'static str, Vec<String>)],
+    ) -> Vec<&'s str> {
+        let mut columns: Vec<&'static str> = keys.iter().map(|(column, _)| *column).collect();
+        columns.dedup();
+        // Owned, and columns by index: a borrowed item in the stream makes the scan's future not `Send`.
+        let missing: Vec<(String, u64, usize)> = {
+            let cache = self.lock();
+            segments
+                .iter()
+                .flat_map(|(path, bytes)| (0..columns.len()).map(move |column| (path.to_string(), *bytes, column)))
+                .filter(|(path, _, column)| !cache.entries.contains_key(&(path.clone(), columns[*column])))
+                .collect()
+        };
+        let loaded: Vec<(String, usize, Option<Vec<Option<Sbbf>>>)> = futures::stream::iter(missing)
+            .map(|(path, bytes, column)| {
+                let (files, name) = (files.clone(), columns[column]);
+                async move {
+                    let filters = read_filters(&files, &path, bytes, name).await;
+                    (path, column, filters)
+                }
+            })
+            .buffer_unordered(LOADS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut cache = self.lock();
+        for (path, column, filters) in loaded {
+            if let Some(row_groups) = filters {
+                self.insert(&mut cache, path, columns[column], row_groups);
+            }
+        }
+        cache.clock += 1;
+        let now = cache.clock;
+        let mut kept = Vec::new();
+        let candidates = segments.len();
+        for (path, _) in segments {
+            let may = keys.iter().any(|(column, values)| match cache.entries.get_mut(&(path.to_string(), *column)) {
+                Some(entry) => {
+                    entry.used = now;
+                    entry
+                        .row_groups
+                        .iter()
+                        .any(|filter| filter.as_ref().is_none_or(|f| values.iter().any(|v| f.check(&v.as_str()))))
+                }
+                // Unreadable, or dropped again at once because the cache is smaller than one entry.
+                None => true,
+            });
+            if may {
+                kept.push(path);
+            }
+        }
+        let metrics = crate::metrics::metrics();
+        metrics.key_filter_bytes.set(cache.bytes as i64);
+        metrics.segments_skipped.inc_by((candidates - kept.len()) as u64);
+        kept
+    }
+
+    fn insert(&self, cache: &mut Cache, path: String, column: &'static str, row_groups: Vec<Option<Sbbf>>) {
+        let bytes = row_groups.iter().flatten().map(|f| f.num_blocks() * 32).sum::<usize>() + path.len() + 64;
+        cache.clock += 1;
+        let used = cache.clock;
+        if let Some(old) = cache.entries.insert((path, column), Filters { row_groups, bytes, used }) {
+            cache.bytes -= old.bytes;
+        }
+        cache.bytes += bytes;
+        while cache.bytes > self.bytes_max {
+            let Some(oldest) = cache.entries.iter().min_by_key(|(_, f)| f.used).map(|(key, _)| key.clone()) else {
+                break;
+            };
+            let dropped = cache.entries.remove(&oldest).expect("found above");
+            cache.bytes -= dropped.bytes;
+        }
+    }
+}
+
+/// The bloom filters of `column` in the segment at `path`, a row group each; `None` when the file
+/// cannot be read. The footer comes through the scans' reader, and so from their footer cache.
+async fn read_filters(
+    files: &Arc<dyn ParquetFileReaderFactory>,
+    path: &str,
+    bytes: u64,
+    column: &str,
+) -> Option<Vec<Option<Sbbf>>> {
+    let read = async {
+        let file = PartitionedFile::new(path.to_string(), bytes);
+        let mut reader = files
+            .create_reader(0, file, None, &ExecutionPlanMetricsSet::new())
+            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        let metadata = reader.get_metadata(None).await?;
+        let Some(index) =
+            metadata.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == column)
+        else {
+            // A segment without the column (written before it was added) holds no value of it.
+            return Ok(Vec::new());
+        };
+        let mut filters = Vec::with_capacity(metadata.num_row_groups());
+        for row_group in metadata.row_groups() {
+            let chunk = row_group.column(index);
+            filters.push(match (chunk.bloom_filter_offset(), chunk.bloom_filter_length()) {
+                (Some(offset), Some(length)) => {
+                    let (offset, length) = (offset as u64, length as u64);
+                    Some(Sbbf::from_bytes(&reader.get_bytes(offset..offset + length).await?)?)
+                }
+                _ => None,
+            });
+        }
+        Ok::<_, ParquetError>(filters)
+    };
+    match read.await {
+        Ok(filters) => Some(filters),
+        Err(error) => {
+            tracing::warn!(path, column, %error, "reading a segment's bloom filters failed; the segment is scanned");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+    use datafusion::execution::cache::default_cache::DefaultCache;
+    use datafusion::prelude::{col, lit};
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    use store::fixtures::batch_with_ids;
+
+    fn reader_of(store: &Arc<dyn ObjectStore>) -> Arc<dyn ParquetFileReaderFactory> {
+        Arc::new(CachedParquetFileReaderFactory::new(store.clone(), Arc::new(DefaultCache::new(1 << 20))))
+    }
+
+    /// Two segments of invocations in an object store: ids 0..1000 and 1000..2000 (request ids
+    /// `<id>`), and one path that holds no Parquet.
+    async fn segments() -> (Arc<dyn ObjectStore>, Vec<(String, u64)>) {
+        let object_store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut paths = Vec::new();
+        for (n, ids) in [(0u64, 0..1000u64), (1, 1000..2000)] {
+            let ids: Vec<u64> = ids.collect();
+            let batch = batch_with_ids(Table::Invocations, &ids, |id| 1_767_225_600_000_000 + id as i64);
+            let encoded = store::segment::encode_segment(Table::Invocations, &[batch]).unwrap();
+            let path = format!("invocations/segment-{n}.parquet");
+            object_store
+                .put(&object_store::path::Path::from(path.as_str()), encoded.bytes.clone().into())
+                .await
+                .unwrap();
+            paths.push((path, encoded.bytes.len() as u64));
+        }
+        object_store
+            .put(&object_store::path::Path::from("invocations/broken.parquet"), b"not parquet".to_vec().into())
+            .await
+            .unwrap();
+        paths.push(("invocations/broken.parquet".to_string(), 11));
+        (object_store, paths)
+    }
+
+    async fn kept(
+        keys: &SegmentKeys,
+        store: &Arc<dyn ObjectStore>,
+        paths: &[(String, u64)],
+        values: &[&str],
+    ) -> Vec<String> {
+        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        let candidates = paths.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+        keys.may_hold(&reader_of(store), candidates, &[("request_id", values)])
+            .await
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_key_reads_only_the_segments_whose_filters_may_hold_it() {
+        let (store, paths) = segments().await;
+        let keys = SegmentKeys::new(KEY_FILTER_CACHE_BYTES);
+        let broken = "invocations/broken.parquet".to_string();
+        assert_eq!(kept(&keys, &store, &paths, &["5"]).await, [paths[0].0.clone(), broken.clone()]);
+        assert!(keys.bytes() > 0, "the two segments' filters are held");
+        assert_eq!(kept(&keys, &store, &paths, &["1500"]).await, [paths[1].0.clone(), broken.clone()]);
+        assert_eq!(kept(&keys, &store, &paths, &["5", "1999"]).await.len(), 3);
+        assert_eq!(
+            kept(&keys, &store, &paths, &["no-such-request"]).await,
+            [broken.clone()],
+            "only what cannot be read"
+        );
+        // Cached: the segments are gone from the object store, the answers are not.
+        store.delete(&object_store::path::Path::from(paths[0].0.as_str())).await.unwrap();
+        assert_eq!(kept(&keys, &store, &paths, &["7"]).await, [paths[0].0.clone(), broken]);
+    }
+
+    #[tokio::test]
+    async fn past_its_bound_the_cache_forgets_and_keeps_every_segment_it_cannot_rule_out() {
+        let (store, paths) = segments().await;
+        let one_entry = {
+            let keys = SegmentKeys::new(usize::MAX);
+            kept(&keys, &store, &paths[..1], &["5"]).await;
+            keys.bytes()
+        };
+        let keys = SegmentKeys::new(one_entry);
+        let answer = kept(&keys, &store, &paths[..2], &["5"]).await;
+        assert!(keys.bytes() <= one_entry, "{} bytes held, bound {one_entry}", keys.bytes());
+        assert!(answer.contains(&paths[0].0), "the segment that holds the key is never skipped: {answer:?}");
+        let tiny = SegmentKeys::new(1);
+        assert_eq!(kept(&tiny, &store, &paths[..2], &["5"]).await.len(), 2, "nothing held, nothing skipped");
+        assert_eq!(tiny.bytes(), 0);
+    }
+
+    #[test]
+    fn equality_and_in_lists_of_lookup_columns_are_keys() {
+        let keys = |filters: Vec<Expr>| lookup_keys(&filters, Table::Invocations);
+        let one = |column: &'static str, values: &[&str]| (column, values.iter().map(|v| v.to_string()).collect());
+        assert_eq!(keys(vec![col("request_id").eq(lit("r-1"))]), Some(vec![one("request_id", &["r-1"])]));
+        assert_eq!(keys(vec![lit("r-2").eq(col("request_id"))]), Some(vec![one("request_id", &["r-2"])]));
+        let either = col("request_id").in_list(vec![lit("a"), lit("b")], false);
+        assert_eq!(keys(vec![either]), Some(vec![one("request_id", &["a", "b"])]));
+        let conjunction = col("status").eq(lit("error")).and(col("request_id").eq(lit("r-3")));
+        assert_eq!(keys(vec![conjunction]), Some(vec![one("request_id", &["r-3"])]));
+        let any = col("request_id").in_list(vec![lit("k")], false).or(col("log_stream").eq(lit("k")));
+        assert_eq!(keys(vec![any]), Some(vec![one("request_id", &["k"]), one("log_stream", &["k"])]));
+    }
+
+    #[test]
+    fn other_filters_are_not_keys() {
+        let keys = |filters: Vec<Expr>| lookup_keys(&filters, Table::Invocations);
+        assert_eq!(keys(vec![col("status").eq(lit("error"))]), None, "not a lookup column");
+        assert_eq!(keys(vec![col("request_id").not_eq(lit("r-1"))]), None);
+        assert_eq!(keys(vec![col("request_id").in_list(vec![lit("a")], true)]), None, "NOT IN");
+        assert_eq!(keys(vec![col("request_id").like(lit("r-%"))]), None);
+        let either = col("request_id").eq(lit("a")).or(col("status").eq(lit("error")));
+        assert_eq!(keys(vec![either]), None, "a row may match through a column that is not a lookup column");
+        assert_eq!(keys(vec![col("request_id").in_list(vec![lit("a"), col("function_name")], false)]), None);
+    }
+}
