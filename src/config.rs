@@ -137,6 +137,8 @@ pub struct QueryConfig {
     pub max_concurrent_queries: usize,
     /// Memory (MiB) that running statements may hold together for sorts, joins and aggregations.
     pub memory_limit_mb: usize,
+    /// Memory (MiB) of segments' bloom filters kept for lookups by key; 0 keeps none.
+    pub key_filter_cache_mb: usize,
     /// PEM certificate chain and private key: TLS on both servers when set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -156,6 +158,7 @@ impl Default for QueryConfig {
             max_connections: 256,
             max_concurrent_queries: 16,
             memory_limit_mb: 2048,
+            key_filter_cache_mb: 256,
             tls_cert: None,
             tls_key: None,
             allow_plaintext: false,

@@ -97,6 +97,7 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         max_result_bytes: q.max_result_mb.saturating_mul(1 << 20),
         memory_bytes: q.memory_limit_mb << 20,
         max_concurrent: q.max_concurrent_queries,
+        key_filter_bytes: q.key_filter_cache_mb << 20,
     };
     let engine = QueryEngine::with_users(store.clone(), limits, users.clone()).await?;
     let (live, engine_config) = (config.detect.live(), config.detect.engine());

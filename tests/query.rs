@@ -329,6 +329,7 @@ async fn long_statements_time_out_and_big_results_are_bounded() {
             max_result_bytes: 1 << 20,
             memory_bytes: 8 << 20,
             max_concurrent: 2,
+            ..Limits::default()
         },
     )
     .await

@@ -27,7 +27,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use store::{Store, Table, TimeRange};
 
-use crate::keys::{lookup_keys, SegmentKeys, KEY_FILTER_CACHE_BYTES};
+use crate::keys::{lookup_keys, SegmentKeys};
 
 /// The URL under which the store's object store is registered in DataFusion's runtime.
 pub const STORE_URL: &str = "coldtrail://store/";
@@ -36,10 +36,10 @@ pub const STORE_URL: &str = "coldtrail://store/";
 pub const LEDGER_TABLE: &str = "ledger";
 
 /// Registers every store table, the ledger and the store's object store in `ctx`.
-pub fn register_store(ctx: &SessionContext, store: &Arc<Store>) -> DfResult<()> {
+pub fn register_store(ctx: &SessionContext, store: &Arc<Store>, key_filter_bytes: usize) -> DfResult<()> {
     let url = url::Url::parse(STORE_URL).map_err(|e| DataFusionError::External(Box::new(e)))?;
     ctx.runtime_env().register_object_store(&url, store.location().object_store());
-    let keys = Arc::new(SegmentKeys::new(KEY_FILTER_CACHE_BYTES));
+    let keys = Arc::new(SegmentKeys::new(key_filter_bytes));
     for table in Table::ALL {
         ctx.register_table(table.name(), Arc::new(StoreTable::new(store.clone(), table, keys.clone())))?;
     }

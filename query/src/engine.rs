@@ -54,6 +54,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Statements running at once; more wait (within their timeout) for a slot.
     pub max_concurrent: usize,
+    /// Bytes of segments' bloom filters held for lookups by key (`keys::SegmentKeys`).
+    pub key_filter_bytes: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +66,7 @@ impl Default for Limits {
             max_result_bytes: 256 << 20,
             memory_bytes: 2 << 30,
             max_concurrent: 16,
+            key_filter_bytes: crate::keys::KEY_FILTER_CACHE_BYTES,
         }
     }
 }
@@ -137,7 +140,7 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
     let runtime =
         datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool)).build_arc()?;
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
-    crate::catalog::register_store(&ctx, store)?;
+    crate::catalog::register_store(&ctx, store, limits.key_filter_bytes)?;
     crate::functions::register(&ctx);
     crate::postgres::register(&ctx);
     datafusion_functions_json::register_all(&mut ctx)?;
