@@ -128,6 +128,7 @@ impl SegmentKeys {
         keys: &[(&'static str, Vec<String>)],
     ) -> Vec<&'s str> {
         let mut columns: Vec<&'static str> = keys.iter().map(|(column, _)| *column).collect();
+        columns.sort_unstable();
         columns.dedup();
         // Owned, and columns by index: a borrowed item in the stream makes the scan's future not `Send`.
         let missing: Vec<(String, u64, usize)> = {
@@ -189,12 +190,19 @@ impl SegmentKeys {
             cache.bytes -= old.bytes;
         }
         cache.bytes += bytes;
-        while cache.bytes > self.bytes_max {
-            let Some(oldest) = cache.entries.iter().min_by_key(|(_, f)| f.used).map(|(key, _)| key.clone()) else {
-                break;
-            };
-            let dropped = cache.entries.remove(&oldest).expect("found above");
-            cache.bytes -= dropped.bytes;
+        if cache.bytes > self.bytes_max {
+            // Down to nine tenths of the bound at once, oldest first: one sort per overflow, not a
+            // search per entry dropped.
+            let mut by_age: Vec<(u64, (String, &'static str))> =
+                cache.entries.iter().map(|(key, filters)| (filters.used, key.clone())).collect();
+            by_age.sort_unstable_by_key(|(used, _)| *used);
+            for (_, key) in by_age {
+                if cache.bytes <= self.bytes_max / 10 * 9 {
+                    break;
+                }
+                let dropped = cache.entries.remove(&key).expect("listed above");
+                cache.bytes -= dropped.bytes;
+            }
         }
     }
 }
