@@ -21,8 +21,8 @@ use parquet::bloom_filter::Sbbf;
 use parquet::errors::ParquetError;
 use store::Table;
 
-/// Bytes of bloom filters kept at most (about 1.2 bytes per stored row and lookup column at the
-/// segments' false-positive rate of 1%: the request ids of 200M invocations).
+/// Bytes of bloom filters kept at most (about 2 bytes per stored row and lookup column, as Parquet
+/// sizes them for `store::segment::BLOOM_FILTER_FPP`: the request ids of 130M invocations).
 pub const KEY_FILTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// Segments whose filters are read at once when a lookup finds them missing.
 const LOADS_IN_FLIGHT: usize = 8;

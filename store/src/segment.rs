@@ -20,8 +20,14 @@ use crate::location::Location;
 use crate::schema::{Table, METADATA_SCHEMA_VERSION, METADATA_TABLE, SCHEMA_VERSION, TIME_ZONE};
 use crate::time::TimeRange;
 
-/// Rows per Parquet row group: small enough that time-range statistics prune, large enough to compress.
-pub const ROW_GROUP_ROWS_MAX: usize = 128 * 1024;
+/// Rows per Parquet row group: small enough that time-range statistics prune and that a lookup, once
+/// bloom filters have found the row group, decodes few ids (a random id's page cannot be found by page
+/// statistics); large enough to compress.
+pub const ROW_GROUP_ROWS_MAX: usize = 64 * 1024;
+
+/// False-positive rate of the lookup columns' bloom filters: each false positive costs a lookup the
+/// decoding of a row group's ids.
+pub const BLOOM_FILTER_FPP: f64 = 0.001;
 
 /// Rows per data page at most (and 1 MiB, Parquet's default): what a point lookup decodes per column
 /// once bloom filters have found the row group and the page index the page.
@@ -103,7 +109,7 @@ pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSe
         .iter()
         .fold(properties, |properties, column| {
             let path = ColumnPath::from(*column);
-            properties.set_column_bloom_filter_enabled(path.clone(), true).set_column_bloom_filter_fpp(path, 0.01)
+            properties.set_column_bloom_filter_enabled(path.clone(), true).set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP)
         })
         .build();
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4 + 4096);
