@@ -109,7 +109,9 @@ pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSe
         .iter()
         .fold(properties, |properties, column| {
             let path = ColumnPath::from(*column);
-            properties.set_column_bloom_filter_enabled(path.clone(), true).set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP)
+            properties
+                .set_column_bloom_filter_enabled(path.clone(), true)
+                .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP)
         })
         .build();
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4 + 4096);
