@@ -84,6 +84,9 @@ fn text(expr: &Expr) -> Option<String> {
     }
 }
 
+/// A segment's filters of one column, a row group each (`None`: that row group has none).
+type RowGroupFilters = Vec<Option<Sbbf>>;
+
 /// One segment's filters of one column, a row group each (`None`: that row group has none, so it may
 /// hold anything).
 struct Filters {
@@ -139,7 +142,7 @@ impl SegmentKeys {
                 .filter(|(path, _, column)| !cache.entries.contains_key(&(path.clone(), columns[*column])))
                 .collect()
         };
-        let loaded: Vec<(String, usize, Option<Vec<Option<Sbbf>>>)> = futures::stream::iter(missing)
+        let loaded: Vec<(String, usize, Option<RowGroupFilters>)> = futures::stream::iter(missing)
             .map(|(path, bytes, column)| {
                 let (files, name) = (files.clone(), columns[column]);
                 async move {
@@ -313,7 +316,7 @@ mod tests {
         assert_eq!(kept(&keys, &store, &paths, &["5", "1999"]).await.len(), 3);
         assert_eq!(
             kept(&keys, &store, &paths, &["no-such-request"]).await,
-            [broken.clone()],
+            std::slice::from_ref(&broken),
             "only what cannot be read"
         );
         // Cached: the segments are gone from the object store, the answers are not.
