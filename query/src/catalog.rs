@@ -106,10 +106,9 @@ impl TableProvider for StoreTable {
         let mut segments = snapshot.segments;
         // A lookup of a key reads only the segments whose bloom filters may hold it (`keys`).
         if let Some(keys) = lookup_keys(filters, self.table).filter(|_| !segments.is_empty()) {
-            let candidates = segments.iter().map(|s| (s.path.as_str(), s.bytes)).collect();
-            let kept: std::collections::HashSet<String> =
-                self.keys.may_hold(&files, candidates, &keys).await.into_iter().map(String::from).collect();
-            segments.retain(|s| kept.contains(&s.path));
+            let candidates: Vec<(&str, u64)> = segments.iter().map(|s| (s.path.as_str(), s.bytes)).collect();
+            let mut may_hold = self.keys.may_hold(&files, &candidates, &keys).await.into_iter();
+            segments.retain(|_| may_hold.next().unwrap_or(true));
         }
         if !segments.is_empty() {
             segments.sort_by(|a, b| a.min_ts_micros.cmp(&b.min_ts_micros).then_with(|| a.path.cmp(&b.path)));

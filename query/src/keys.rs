@@ -122,14 +122,14 @@ impl SegmentKeys {
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The segments of `segments` (path and size) that may hold one of `keys`, in their order. A segment
-    /// whose filters cannot be read is kept: the scan then reads it, and reports why it cannot.
-    pub async fn may_hold<'s>(
+    /// For each of `segments` (path and size), in their order, whether it may hold one of `keys`. A
+    /// segment whose filters cannot be read may: the scan then reads it, and reports why it cannot.
+    pub async fn may_hold(
         &self,
         files: &Arc<dyn ParquetFileReaderFactory>,
-        segments: Vec<(&'s str, u64)>,
+        segments: &[(&str, u64)],
         keys: &[(&'static str, Vec<String>)],
-    ) -> Vec<&'s str> {
+    ) -> Vec<bool> {
         let mut columns: Vec<&'static str> = keys.iter().map(|(column, _)| *column).collect();
         columns.sort_unstable();
         columns.dedup();
@@ -161,8 +161,7 @@ impl SegmentKeys {
         }
         cache.clock += 1;
         let now = cache.clock;
-        let mut kept = Vec::new();
-        let candidates = segments.len();
+        let mut may_hold = Vec::with_capacity(segments.len());
         for (path, _) in segments {
             let may = keys.iter().any(|(column, values)| match cache.entries.get_mut(&(path.to_string(), *column)) {
                 Some(entry) => {
@@ -175,14 +174,12 @@ impl SegmentKeys {
                 // Unreadable, or dropped again at once because the cache is smaller than one entry.
                 None => true,
             });
-            if may {
-                kept.push(path);
-            }
+            may_hold.push(may);
         }
         let metrics = crate::metrics::metrics();
         metrics.key_filter_bytes.set(cache.bytes as i64);
-        metrics.segments_skipped.inc_by((candidates - kept.len()) as u64);
-        kept
+        metrics.segments_skipped.inc_by(may_hold.iter().filter(|may| !**may).count() as u64);
+        may_hold
     }
 
     fn insert(&self, cache: &mut Cache, path: String, column: &'static str, row_groups: Vec<Option<Sbbf>>) {
@@ -297,12 +294,9 @@ mod tests {
         values: &[&str],
     ) -> Vec<String> {
         let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        let candidates = paths.iter().map(|(p, b)| (p.as_str(), *b)).collect();
-        keys.may_hold(&reader_of(store), candidates, &[("request_id", values)])
-            .await
-            .into_iter()
-            .map(String::from)
-            .collect()
+        let candidates: Vec<(&str, u64)> = paths.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+        let may_hold = keys.may_hold(&reader_of(store), &candidates, &[("request_id", values)]).await;
+        paths.iter().zip(may_hold).filter(|(_, may)| *may).map(|((path, _), _)| path.clone()).collect()
     }
 
     #[tokio::test]
