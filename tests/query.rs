@@ -152,13 +152,58 @@ async fn sql_sees_sealed_and_hot_rows_and_time_filters_prune_segments() {
     // (a FilterExec over the scan); an id lookup, or bounds that cut into a segment, while decoding.
     let whole = "ts >= '2026-11-20T11:00:00Z' AND ts < '2026-11-20T12:00:00Z'";
     let cut = "ts >= '2026-11-20T11:10:00Z' AND ts < '2026-11-20T12:00:00Z'";
-    assert!(plan(whole).await.contains("FilterExec"), "{}", plan(whole).await);
+    // A segment inside the bounds is read without them: no filter, and its time column is not decoded.
+    let inside = plan(whole).await;
+    assert!(!inside.contains("FilterExec") && !inside.contains("predicate="), "{inside}");
+    assert!(inside.contains("projection=[request_id]"), "the time column is not read:\n{inside}");
     let id = "request_id = 'payments-01-0005-0000-0000-000000000000'";
     for selective in [cut.to_string(), format!("{whole} AND {id}"), id.to_string()] {
         let sealed = plan(&format!("{selective} AND ts < '2026-11-20T13:00:00Z'")).await;
         let scan = sealed.lines().find(|l| l.contains("DataSourceExec") && l.contains(".parquet")).unwrap_or("");
         assert!(scan.contains("predicate="), "{selective}: the filter reaches the Parquet scan:\n{sealed}");
         assert!(!sealed.contains("FilterExec"), "{selective}: evaluated while decoding:\n{sealed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_bounds_count_exactly_at_the_edges_of_segments_and_hot_rows() {
+    // Issue 20: the store applies time bounds itself, and only to the segments and hot rows whose time
+    // range does not lie inside them. Every comparison, at a segment's first and last row, between
+    // segments and in the hot hour, counts what the times themselves say.
+    let f = fixture().await;
+    let times: Vec<i64> = rows(&f.engine, "SELECT CAST(ts AS BIGINT) FROM invocations")
+        .await
+        .into_iter()
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    assert!(times.len() >= 3 * 20 + 20 + 5, "{}", times.len());
+    let hour = |h: i64, minute: i64| (BASE_MS + h * 3_600_000 + minute * 60_000) * 1000;
+    let mut edges = vec![hour(0, 0) - 1, hour(4, 0)];
+    for h in 0..4 {
+        edges.extend([hour(h, 0), hour(h, 0) + 1, hour(h, 19), hour(h, 19) + 1, hour(h, 30)]);
+    }
+    let text = |micros: i64| {
+        chrono::DateTime::from_timestamp_micros(micros).unwrap().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    };
+    for &edge in &edges {
+        let ops: [(&str, fn(i64, i64) -> bool); 4] =
+            [(">", |t, e| t > e), (">=", |t, e| t >= e), ("<", |t, e| t < e), ("<=", |t, e| t <= e)];
+        for (op, holds) in ops {
+            let expected = times.iter().filter(|&&t| holds(t, edge)).count() as i64;
+            let sql = format!("SELECT count(*) FROM invocations WHERE ts {op} '{}'", text(edge));
+            assert_eq!(count(&f.engine, &sql).await, expected, "{sql}");
+            // With another filter, and with the time column not asked for.
+            let sql = format!(
+                "SELECT count(request_id) FROM invocations WHERE ts {op} '{}' AND duration_ms >= 0",
+                text(edge)
+            );
+            assert_eq!(count(&f.engine, &sql).await, expected, "{sql}");
+        }
+        for &end in edges.iter().filter(|&&end| end >= edge) {
+            let expected = times.iter().filter(|&&t| t >= edge && t <= end).count() as i64;
+            let sql = format!("SELECT count(*) FROM invocations WHERE ts BETWEEN '{}' AND '{}'", text(edge), text(end));
+            assert_eq!(count(&f.engine, &sql).await, expected, "{sql}");
+        }
     }
 }
 

@@ -7,12 +7,13 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray, Int64Array};
+use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
-use datafusion::common::{ScalarValue, Statistics};
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -21,11 +22,15 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
-use store::{Store, Table, TimeRange};
+use store::{SegmentInfo, Store, Table, TimeRange};
 
 use crate::keys::{lookup_keys, SegmentKeys};
 
@@ -79,9 +84,21 @@ impl TableProvider for StoreTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Every filter prunes what it can (time ranges, Parquet statistics); DataFusion still applies
-        // them to the rows, so hot rows need no filtering here.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Time bounds are applied here, and only where a segment's time range does not already satisfy
+        // them (`scan`): a scan of a day whose segments lie inside it then never decodes the time
+        // column for them. Every other filter prunes what it can (Parquet statistics, bloom filters)
+        // and DataFusion still applies it to the rows.
+        let time_column = self.table.time_column();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if time_bound(f, time_column) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -91,7 +108,8 @@ impl TableProvider for StoreTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let range = time_range(filters, self.table.time_column());
+        let time_column = self.table.time_column();
+        let range = time_range(filters, time_column);
         let snapshot = self.store.snapshot(self.table, range);
         let partitions = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -110,48 +128,142 @@ impl TableProvider for StoreTable {
             let mut may_hold = self.keys.may_hold(&files, &candidates, &keys).await.into_iter();
             segments.retain(|_| may_hold.next().unwrap_or(true));
         }
-        if !segments.is_empty() {
-            segments.sort_by(|a, b| a.min_ts_micros.cmp(&b.min_ts_micros).then_with(|| a.path.cmp(&b.path)));
-            let groups = spread(segments.iter().map(|s| PartitionedFile::new(s.path.clone(), s.bytes)), partitions)
-                .into_iter()
-                .map(FileGroup::new)
-                .collect();
-            // DataFusion's filter pushdown gives the filters to the Parquet source, which prunes row
-            // groups and pages by their statistics.
-            // The session's Parquet options (filters evaluated while decoding, bloom filters) and its
-            // footer cache.
-            // Filters evaluated while decoding (late materialisation) pay for a selective filter and
-            // cost for one that keeps nearly every row: the time bounds of a scan whose segments lie
-            // inside them keep every row of what is left after pruning, so they are applied after
-            // decoding, in batches.
-            // The session leaves it off (`engine::build_context`); DataFusion turns it on for a scan
-            // when either the session or the scan asks.
-            let mut options = state.table_options().parquet.clone();
-            let inside =
-                segments.iter().all(|s| range.start_micros <= s.min_ts_micros && s.max_ts_micros < range.end_micros);
-            options.global.pushdown_filters =
-                !(inside && filters.iter().all(|f| time_bound(f, self.table.time_column())));
-            let source = ParquetSource::new(self.schema.clone())
-                .with_table_parquet_options(options)
-                .with_parquet_file_reader_factory(files);
-            // The row count is known from the catalog: the optimizer sees which side of a join is small
-            // (and broadcasts it instead of repartitioning both), and a `count(*)` without filters
-            // needs no file opened.
-            let rows: u64 = segments.iter().map(|s| s.rows).sum();
-            let statistics = Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows as usize));
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
-                .with_file_groups(groups)
-                .with_statistics(statistics)
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
-            inputs.push(DataSourceExec::from_data_source(config));
+        segments.sort_by(|a, b| a.min_ts_micros.cmp(&b.min_ts_micros).then_with(|| a.path.cmp(&b.path)));
+        let bounds = TimeBounds::new(state, &self.schema, time_column, filters, projection)?;
+        // Filters evaluated while decoding (late materialisation) pay for a selective filter and cost
+        // for one that keeps nearly every row. The time bounds of segments inside them are not applied
+        // at all, and those of segments across them are selective; other filters may be.
+        // The session leaves it off (`engine::build_context`); DataFusion turns it on for a scan when
+        // either the session or the scan asks.
+        let others = filters.iter().any(|f| !time_bound(f, time_column));
+        let scan = |segments: &[SegmentInfo], projection: Option<&Vec<usize>>, pushdown: bool, limit| {
+            self.segments_exec(state, segments, projection, pushdown, limit, &files, partitions)
+        };
+        match &bounds {
+            None if !segments.is_empty() => inputs.push(scan(&segments, projection, others, limit)?),
+            None => {}
+            Some(bounds) => {
+                let (inside, across): (Vec<SegmentInfo>, Vec<SegmentInfo>) =
+                    segments.into_iter().partition(|s| bounds.hold_throughout(s.min_ts_micros, s.max_ts_micros));
+                if !inside.is_empty() {
+                    inputs.push(scan(&inside, projection, others, limit)?);
+                }
+                if !across.is_empty() {
+                    inputs.push(bounds.apply(scan(&across, Some(&bounds.read), true, None)?)?);
+                }
+            }
         }
         if !snapshot.hot.is_empty() || inputs.is_empty() {
             let hot = spread(snapshot.hot, partitions);
-            inputs.push(MemorySourceConfig::try_new_exec(&hot, self.schema.clone(), projection.cloned())?);
+            inputs.push(match &bounds {
+                None => MemorySourceConfig::try_new_exec(&hot, self.schema.clone(), projection.cloned())?,
+                Some(bounds) => bounds.apply(MemorySourceConfig::try_new_exec(
+                    &hot,
+                    self.schema.clone(),
+                    Some(bounds.read.clone()),
+                )?)?,
+            });
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+impl StoreTable {
+    /// One Parquet scan of `segments`, in `partitions` groups, with the session's Parquet options and
+    /// footer cache.
+    #[allow(clippy::too_many_arguments)]
+    fn segments_exec(
+        &self,
+        state: &dyn Session,
+        segments: &[SegmentInfo],
+        projection: Option<&Vec<usize>>,
+        pushdown_filters: bool,
+        limit: Option<usize>,
+        files: &Arc<dyn ParquetFileReaderFactory>,
+        partitions: usize,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let groups = spread(segments.iter().map(|s| PartitionedFile::new(s.path.clone(), s.bytes)), partitions)
+            .into_iter()
+            .map(FileGroup::new)
+            .collect();
+        // DataFusion's filter pushdown gives the filters to the Parquet source, which prunes row groups
+        // and pages by their statistics.
+        let mut options = state.table_options().parquet.clone();
+        options.global.pushdown_filters = pushdown_filters;
+        let source = ParquetSource::new(self.schema.clone())
+            .with_table_parquet_options(options)
+            .with_parquet_file_reader_factory(files.clone());
+        // The row count is known from the catalog: the optimizer sees which side of a join is small
+        // (and broadcasts it instead of repartitioning both), and a `count(*)` without filters needs
+        // no file opened.
+        let rows: u64 = segments.iter().map(|s| s.rows).sum();
+        let statistics = Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows as usize));
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
+            .with_file_groups(groups)
+            .with_statistics(statistics)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// The time bounds of a scan (the filters `StoreTable` takes as exact), ready to apply to rows and to
+/// test against a segment's time range.
+struct TimeBounds {
+    /// The columns read where the bounds are applied: the scan's projection and the time column.
+    read: Vec<usize>,
+    /// How many of `read` the scan returns (the time column is dropped again when it was added).
+    returned: usize,
+    /// The bounds over `read`'s columns.
+    rows: Arc<dyn PhysicalExpr>,
+    /// The bounds over a batch of the time column alone.
+    times: Arc<dyn PhysicalExpr>,
+    time_field: FieldRef,
+}
+
+impl TimeBounds {
+    fn new(
+        state: &dyn Session,
+        schema: &SchemaRef,
+        time_column: &str,
+        filters: &[Expr],
+        projection: Option<&Vec<usize>>,
+    ) -> DfResult<Option<Self>> {
+        let bounds = filters.iter().filter(|f| time_bound(f, time_column)).cloned().map(unnormalize_col);
+        let Some(bound) = conjunction(bounds) else { return Ok(None) };
+        let time_index = schema.index_of(time_column)?;
+        let mut read = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let returned = read.len();
+        if !read.contains(&time_index) {
+            read.push(time_index);
+        }
+        let rows = state.create_physical_expr(bound.clone(), &DFSchema::try_from(schema.project(&read)?)?)?;
+        let time_field = schema.field(time_index).clone();
+        let times = Schema::new(vec![time_field.clone()]);
+        let times = state.create_physical_expr(bound, &DFSchema::try_from(times)?)?;
+        Ok(Some(TimeBounds { read, returned, rows, times, time_field: Arc::new(time_field) }))
+    }
+
+    /// Whether every time from `min` to `max` (microseconds, both included) meets the bounds. They
+    /// are comparisons of the time column with constants, so each holds on an interval of time, and
+    /// holding at both ends is holding throughout.
+    fn hold_throughout(&self, min: i64, max: i64) -> bool {
+        let ends = || -> DfResult<bool> {
+            let values = arrow::compute::cast(&Int64Array::from(vec![min, max]), self.time_field.data_type())?;
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![self.time_field.clone()])), vec![values])?;
+            let held = self.times.evaluate(&batch)?.into_array(2)?;
+            let held = held.as_boolean_opt().ok_or_else(|| DataFusionError::Internal("bounds not boolean".into()))?;
+            Ok(held.null_count() == 0 && held.true_count() == 2)
+        };
+        // A range that cannot be tested is filtered row by row.
+        ends().unwrap_or(false)
+    }
+
+    /// `input` (which returns `read`) with the bounds applied, returning the scan's projection.
+    fn apply(&self, input: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let projection = (self.returned < self.read.len()).then(|| (0..self.returned).collect());
+        Ok(Arc::new(FilterExecBuilder::new(self.rows.clone(), input).apply_projection(projection)?.build()?))
     }
 }
 

@@ -215,7 +215,7 @@ fn bucket(timestamp: Expr, unit: &TimeUnit, seconds: i64) -> Expr {
 /// The band's keys: the expression of the point's bucket, and the list of the window's buckets.
 fn band_keys(band: &Band, join: &Join) -> Option<(Expr, Expr)> {
     let unit = |c: &Column, schema: &DFSchema| match schema.qualified_field_from_column(c).ok()?.1.data_type() {
-        DataType::Timestamp(unit, _) => Some(unit.clone()),
+        DataType::Timestamp(unit, _) => Some(*unit),
         _ => None,
     };
     let (point_schema, window_schema) = if band.point_on_left {
