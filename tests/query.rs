@@ -186,7 +186,8 @@ async fn time_bounds_count_exactly_at_the_edges_of_segments_and_hot_rows() {
         chrono::DateTime::from_timestamp_micros(micros).unwrap().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
     };
     for &edge in &edges {
-        let ops: [(&str, fn(i64, i64) -> bool); 4] =
+        type Holds = fn(i64, i64) -> bool;
+        let ops: [(&str, Holds); 4] =
             [(">", |t, e| t > e), (">=", |t, e| t >= e), ("<", |t, e| t < e), ("<=", |t, e| t <= e)];
         for (op, holds) in ops {
             let expected = times.iter().filter(|&&t| holds(t, edge)).count() as i64;

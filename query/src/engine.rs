@@ -139,7 +139,11 @@ pub async fn build_context(store: &Arc<Store>, limits: &Limits) -> Result<Sessio
     );
     let runtime =
         datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool)).build_arc()?;
-    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+        .with_physical_optimizer_rule(Arc::new(crate::dictionary_groups::DictionaryGroups))
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
     crate::catalog::register_store(&ctx, store, limits.key_filter_bytes)?;
     crate::functions::register(&ctx);
     crate::postgres::register(&ctx);

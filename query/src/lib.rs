@@ -29,6 +29,7 @@ pub mod bounded;
 pub mod catalog;
 pub mod console;
 pub mod count_rows;
+pub mod dictionary_groups;
 pub mod engine;
 pub mod error;
 pub mod forensics;

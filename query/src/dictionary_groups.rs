@@ -1,0 +1,376 @@
+//! A physical optimizer rule for the group-by analysts write most: by a dictionary-encoded column
+//! (`GROUP BY function_name`, `status`, `trigger`).
+//!
+//! DataFusion 55 groups a dictionary column through its row format (`GroupValuesRows`): every row's
+//! string is copied into a row and hashed, which is most of a top-10's aggregation. Only primitive and
+//! plain string columns have fast group values. This rule gives a partial aggregation an integer in
+//! place of each dictionary column it groups by: each batch's dictionary (a few hundred values) is
+//! looked up in a table shared by the query's partitions, and the row's integer is its key's. The
+//! partial aggregation then groups integers, and its few output rows get their strings back before
+//! anything else sees them, so the plan above is unchanged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::execution_plan::ChildrenPropertiesMode;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, InputOrderMode, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct DictionaryGroups;
+
+/// The strings of one query's dictionary group columns and their integers, shared by its partitions.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    values: Vec<String>,
+}
+
+impl Interner {
+    /// Each row's integer: the one of its key's value, NULL for NULL.
+    fn encode(&mut self, column: &dyn Array) -> Result<ArrayRef> {
+        let dictionary = column
+            .as_any_dictionary_opt()
+            .ok_or_else(|| DataFusionError::Internal(format!("not a dictionary: {}", column.data_type())))?;
+        let values = cast(dictionary.values(), &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        let mut ids = Vec::with_capacity(values.len());
+        for value in values.iter() {
+            ids.push(match value {
+                None => None,
+                Some(value) => Some(match self.ids.get(value) {
+                    Some(&id) => id,
+                    None => {
+                        let id = u32::try_from(self.values.len())
+                            .map_err(|_| DataFusionError::Internal("too many groups".into()))?;
+                        self.ids.insert(value.to_string(), id);
+                        self.values.push(value.to_string());
+                        id
+                    }
+                }),
+            });
+        }
+        let keys = cast(dictionary.keys(), &DataType::UInt32)?;
+        Ok(take(&UInt32Array::from(ids), &keys, None)?)
+    }
+
+    /// The values of `ids` as `data_type` (the dictionary type they stood for).
+    fn decode(&self, ids: &dyn Array, data_type: &DataType) -> Result<ArrayRef> {
+        let ids = ids
+            .as_primitive_opt::<arrow::datatypes::UInt32Type>()
+            .ok_or_else(|| DataFusionError::Internal(format!("not group ids: {}", ids.data_type())))?;
+        let strings: StringArray = ids.iter().map(|id| id.and_then(|id| self.values.get(id as usize))).collect();
+        Ok(cast(&strings, data_type)?)
+    }
+}
+
+/// Which batches a [`Mapped`] node changes, and how.
+#[derive(Debug, Clone)]
+enum Mapping {
+    /// Appends the integer of each dictionary column at these input indices.
+    Encode(Vec<usize>),
+    /// Turns the integers at these output indices back into values of their dictionary type.
+    Decode(Vec<usize>),
+}
+
+/// A node that maps each batch of its input through the shared [`Interner`].
+#[derive(Debug)]
+struct Mapped {
+    input: Arc<dyn ExecutionPlan>,
+    mapping: Mapping,
+    interner: Arc<Mutex<Interner>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl Mapped {
+    /// The node over `input`, returning `schema`: the input's partitions, without orderings (a partial
+    /// aggregation of unordered input has none to keep).
+    fn new(input: Arc<dyn ExecutionPlan>, mapping: Mapping, interner: Arc<Mutex<Interner>>, schema: SchemaRef) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            input.output_partitioning().clone(),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        );
+        Mapped { input, mapping, interner, schema, properties: Arc::new(properties) }
+    }
+}
+
+/// `batch` mapped as `mapping` says, into `schema`.
+fn map(mapping: &Mapping, interner: &Mutex<Interner>, schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+    let mut columns = batch.columns().to_vec();
+    let mut interner = interner.lock().map_err(|_| DataFusionError::Internal("interner poisoned".into()))?;
+    match mapping {
+        Mapping::Encode(indices) => {
+            for &i in indices {
+                columns.push(interner.encode(batch.column(i).as_ref())?);
+            }
+        }
+        Mapping::Decode(indices) => {
+            for &i in indices {
+                columns[i] = interner.decode(batch.column(i).as_ref(), schema.field(i).data_type())?;
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+impl DisplayAs for Mapped {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.mapping {
+            Mapping::Encode(indices) => write!(f, "DictionaryGroupsExec: encode={indices:?}"),
+            Mapping::Decode(indices) => write!(f, "DictionaryGroupsExec: decode={indices:?}"),
+        }
+    }
+}
+
+impl ExecutionPlan for Mapped {
+    fn name(&self) -> &str {
+        "DictionaryGroupsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal("DictionaryGroupsExec has one input".into()));
+        }
+        Ok(Arc::new(Mapped::new(
+            children.swap_remove(0),
+            self.mapping.clone(),
+            self.interner.clone(),
+            self.schema.clone(),
+        )))
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let (mapping, interner, schema) = (self.mapping.clone(), self.interner.clone(), self.schema.clone());
+        let stream = input.map(move |batch| map(&mapping, &interner, &schema, batch?));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+    }
+}
+
+/// Whether `data_type` is a dictionary of strings.
+fn string_dictionary(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Dictionary(_, value) if matches!(**value, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View))
+}
+
+/// `aggregate` rewritten to group integers for its dictionary columns, when it is a partial
+/// aggregation of plain groups (no grouping sets, no limit, no input order it relies on).
+fn rewrite(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let group_by = aggregate.group_expr();
+    if *aggregate.mode() != AggregateMode::Partial
+        || group_by.has_grouping_set()
+        || !group_by.null_expr().is_empty()
+        || aggregate.limit_options().is_some()
+        || *aggregate.input_order_mode() != InputOrderMode::Linear
+    {
+        return Ok(None);
+    }
+    let input = aggregate.input().clone();
+    let input_schema = input.schema();
+    // The dictionary columns among the group expressions: (position in the groups, input column index).
+    let mut dictionaries = Vec::new();
+    for (position, (expr, _)) in group_by.expr().iter().enumerate() {
+        if let Some(column) = expr.downcast_ref::<Column>() {
+            if string_dictionary(input_schema.field(column.index()).data_type()) {
+                dictionaries.push((position, column.index()));
+            }
+        }
+    }
+    if dictionaries.is_empty() {
+        return Ok(None);
+    }
+    let interner = Arc::new(Mutex::new(Interner::default()));
+    let mut fields: Vec<Field> = input_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut exprs = group_by.expr().to_vec();
+    for (n, &(position, index)) in dictionaries.iter().enumerate() {
+        let name = format!("__coldtrail_group_{n}");
+        fields.push(Field::new(&name, DataType::UInt32, input_schema.field(index).is_nullable()));
+        exprs[position].0 = Arc::new(Column::new(&name, input_schema.fields().len() + n));
+    }
+    let encoded_schema = Arc::new(Schema::new_with_metadata(fields, input_schema.metadata().clone()));
+    let encoded: Arc<dyn ExecutionPlan> = Arc::new(Mapped::new(
+        input,
+        Mapping::Encode(dictionaries.iter().map(|&(_, index)| index).collect()),
+        interner.clone(),
+        encoded_schema.clone(),
+    ));
+    let grouped = AggregateExec::try_new(
+        AggregateMode::Partial,
+        PhysicalGroupBy::new_single(exprs),
+        aggregate.aggr_expr().to_vec(),
+        aggregate.filter_expr().to_vec(),
+        encoded,
+        encoded_schema,
+    )?;
+    // The partial aggregation's output begins with its group columns, in order.
+    Ok(Some(Arc::new(Mapped::new(
+        Arc::new(grouped),
+        Mapping::Decode(dictionaries.iter().map(|&(position, _)| position).collect()),
+        interner,
+        aggregate.schema(),
+    ))))
+}
+
+impl PhysicalOptimizerRule for DictionaryGroups {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(aggregate) = node.downcast_ref::<AggregateExec>() else { return Ok(Transformed::no(node)) };
+            Ok(match rewrite(aggregate)? {
+                Some(rewritten) => Transformed::yes(rewritten),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "coldtrail_dictionary_groups"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{DictionaryArray, Int64Array};
+    use arrow::datatypes::{Int32Type, Int8Type};
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    /// Four batches in two partitions; each batch has its own dictionaries, with the same strings under
+    /// other keys, NULL keys, a NULL value in a dictionary, and values no other batch has.
+    fn context(with_rule: bool) -> SessionContext {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("f", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), true),
+            Field::new("g", DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8)), true),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let batch = |seed: i64| {
+            let names = ["alpha", "beta", "gamma", "delta"];
+            let f: DictionaryArray<Int32Type> = (0..50)
+                .map(|i| (i % 11 != 0).then(|| names[((i + seed) % 4) as usize]))
+                .chain(std::iter::once(Some(if seed == 2 { "only-in-two" } else { "alpha" })))
+                .collect();
+            let g_values = StringArray::from(vec![Some("x"), None, Some(if seed % 2 == 0 { "y" } else { "z" })]);
+            let g_keys =
+                arrow::array::Int8Array::from_iter((0..51).map(|i| (i % 7 != 0).then_some(((i + seed) % 3) as i8)));
+            let g = DictionaryArray::<Int8Type>::try_new(g_keys, Arc::new(g_values)).unwrap();
+            let v = Int64Array::from_iter_values((0..51).map(|i| i * 3 + seed));
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(f), Arc::new(g), Arc::new(v)]).unwrap()
+        };
+        let table =
+            MemTable::try_new(schema.clone(), vec![vec![batch(0), batch(1)], vec![batch(2), batch(3)]]).unwrap();
+        let config = SessionConfig::new().with_target_partitions(2);
+        let ctx = SessionContext::new_with_config(config);
+        let ctx = if with_rule {
+            SessionContext::new_with_state(
+                SessionStateBuilder::new_from_existing(ctx.state())
+                    .with_physical_optimizer_rule(Arc::new(DictionaryGroups))
+                    .build(),
+            )
+        } else {
+            ctx
+        };
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        ctx
+    }
+
+    async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn groups_by_dictionary_columns_answer_the_same_through_integers() {
+        let queries = [
+            "SELECT f, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi FROM t GROUP BY f ORDER BY f",
+            "SELECT f, g, count(*) AS n, avg(v) AS a FROM t GROUP BY f, g ORDER BY f, g",
+            "SELECT g, v % 3 AS r, count(DISTINCT f) AS fs FROM t GROUP BY g, v % 3 ORDER BY g, r",
+            "SELECT f, count(*) AS n FROM t WHERE v > 20 GROUP BY f HAVING count(*) > 3 ORDER BY n DESC, f",
+            "SELECT f, sum(CASE WHEN g = 'x' THEN 1 ELSE 0 END) AS xs FROM t GROUP BY f ORDER BY xs DESC, f LIMIT 2",
+            "SELECT arrow_typeof(f) AS ty, count(*) FROM (SELECT f FROM t GROUP BY f) GROUP BY 1",
+        ];
+        let (plain, rule) = (context(false), context(true));
+        for sql in queries {
+            let expected = rows(&plain, sql).await;
+            assert!(expected.len() > 4, "{sql}: {expected:?}");
+            assert_eq!(rows(&rule, sql).await, expected, "{sql}");
+            let plan = rows(&rule, &format!("EXPLAIN {sql}")).await.join("\n");
+            assert!(plan.contains("DictionaryGroupsExec: encode"), "{sql}: {plan}");
+            assert!(plan.contains("DictionaryGroupsExec: decode"), "{sql}: {plan}");
+        }
+        // Grouping sets are left alone, and answer as before.
+        let sets = "SELECT f, g, count(*) FROM t GROUP BY GROUPING SETS ((f), (g), ()) ORDER BY f, g";
+        assert_eq!(rows(&rule, sets).await, rows(&plain, sets).await);
+        let plan = rows(&rule, &format!("EXPLAIN {sets}")).await.join("\n");
+        assert!(!plan.contains("DictionaryGroupsExec"), "{plan}");
+    }
+
+    #[test]
+    fn one_interner_gives_a_string_one_integer_whatever_its_key() {
+        let mut interner = Interner::default();
+        let a: DictionaryArray<Int32Type> = vec![Some("a"), Some("b"), None, Some("a")].into_iter().collect();
+        let b: DictionaryArray<Int32Type> = vec![Some("b"), Some("c"), Some("a")].into_iter().collect();
+        let (a, b) = (interner.encode(&a).unwrap(), interner.encode(&b).unwrap());
+        let ids = |x: &ArrayRef| x.as_primitive::<arrow::datatypes::UInt32Type>().iter().collect::<Vec<_>>();
+        assert_eq!(ids(&a), vec![Some(0), Some(1), None, Some(0)]);
+        assert_eq!(ids(&b), vec![Some(1), Some(2), Some(0)]);
+        let ty = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let back = interner.decode(&b, &ty).unwrap();
+        let back = cast(&back, &DataType::Utf8).unwrap();
+        assert_eq!(back.as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("b"), Some("c"), Some("a")]);
+    }
+}
