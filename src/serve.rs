@@ -100,6 +100,14 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
         key_filter_bytes: q.key_filter_cache_mb << 20,
     };
     let engine = QueryEngine::with_users(store.clone(), limits, users.clone()).await?;
+    // Point lookups after a restart find the segments' id filters in memory.
+    let warming = engine.clone();
+    tokio::spawn(async move {
+        match warming.warm_key_filters().await {
+            Ok(read) => tracing::info!(segments = read, "read the segments' id filters for lookups"),
+            Err(e) => tracing::warn!("could not read the segments' id filters ahead of lookups: {e}"),
+        }
+    });
     let (live, engine_config) = (config.detect.live(), config.detect.engine());
     let detection = match config.detect.membership(&config.sources) {
         Some(member) => crate::detection::LiveDetections::join(store.clone(), &member, live, &engine_config)?,

@@ -250,6 +250,22 @@ async fn a_lookup_by_key_reads_only_the_segments_whose_bloom_filters_may_hold_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_filters_read_ahead_at_start_serve_the_first_lookup() {
+    // Issue 20: `serve` reads the segments' id filters when it starts, so that the first lookup after
+    // a restart does not. A second warming finds them all held, and lookups still find their rows.
+    let f = fixture().await;
+    let read = f.engine.warm_key_filters().await.unwrap();
+    let segments: u64 = [store::Table::Invocations, store::Table::Cloudtrail, store::Table::Logs]
+        .iter()
+        .map(|t| f.store.stats()[t].segments)
+        .sum();
+    assert!(read as u64 >= segments, "{read} filters read for {segments} segments");
+    assert_eq!(f.engine.warm_key_filters().await.unwrap(), 0, "every id filter is held already");
+    let id = "payments-01-0005-0000-0000-000000000000";
+    assert_eq!(count(&f.engine, &format!("SELECT count(*) FROM invocations WHERE request_id = '{id}'")).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeline_environment_and_helpers_answer_forensic_questions() {
     let f = fixture().await;
     let request = "payments-01-0005-0000-0000-000000000000";

@@ -3,7 +3,8 @@
 //! A scan reads a table's sealed Parquet segments through DataFusion's Parquet reader (projection,
 //! row-group and page pruning by the pushed-down predicate) and its hot rows from memory, as one union.
 //! Time-range filters on the table's time column prune whole hour partitions and segments before any
-//! file is opened: `EXPLAIN` shows only the segments whose time range overlaps the filter.
+//! file is opened: `EXPLAIN` shows only the segments whose time range overlaps the filter. The scan
+//! applies them itself, and only to the segments whose time range they cut and to the hot rows.
 
 use std::sync::Arc;
 
@@ -114,13 +115,7 @@ impl TableProvider for StoreTable {
         let partitions = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        let url = ObjectStoreUrl::parse(STORE_URL)?;
-        let object_store = state.runtime_env().object_store(&url)?;
-        // The session's footer cache: segments are immutable under their names, so cached footers
-        // never go stale.
-        let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-        let files: Arc<dyn ParquetFileReaderFactory> =
-            Arc::new(CachedParquetFileReaderFactory::new(object_store, metadata_cache));
+        let files = files(state)?;
         let mut segments = snapshot.segments;
         // A lookup of a key reads only the segments whose bloom filters may hold it (`keys`).
         if let Some(keys) = lookup_keys(filters, self.table).filter(|_| !segments.is_empty()) {
@@ -168,7 +163,26 @@ impl TableProvider for StoreTable {
     }
 }
 
+/// The segments' files, through the session's footer cache: segments are immutable under their names,
+/// so cached footers never go stale.
+fn files(state: &dyn Session) -> DfResult<Arc<dyn ParquetFileReaderFactory>> {
+    let object_store = state.runtime_env().object_store(ObjectStoreUrl::parse(STORE_URL)?)?;
+    let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    Ok(Arc::new(CachedParquetFileReaderFactory::new(object_store, metadata_cache)))
+}
+
 impl StoreTable {
+    /// Reads the bloom filters of the table's first lookup column (its id: `request_id`, `event_id`,
+    /// …) for its segments, newest first, into the shared cache while it has room; returns how many
+    /// segments' filters it read.
+    pub async fn warm_keys(&self, state: &dyn Session) -> DfResult<usize> {
+        let Some(&column) = store::segment::lookup_columns(self.table).first() else { return Ok(0) };
+        let mut segments = self.store.snapshot(self.table, TimeRange::ALL).segments;
+        segments.sort_by(|a, b| b.max_ts_micros.cmp(&a.max_ts_micros).then_with(|| a.path.cmp(&b.path)));
+        let segments: Vec<(&str, u64)> = segments.iter().map(|s| (s.path.as_str(), s.bytes)).collect();
+        Ok(self.keys.warm(&files(state)?, &segments, column).await)
+    }
+
     /// One Parquet scan of `segments`, in `partitions` groups, with the session's Parquet options and
     /// footer cache.
     #[allow(clippy::too_many_arguments)]

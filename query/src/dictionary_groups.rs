@@ -45,12 +45,9 @@ struct Interner {
 }
 
 impl Interner {
-    /// Each row's integer: the one of its key's value, NULL for NULL.
-    fn encode(&mut self, column: &dyn Array) -> Result<ArrayRef> {
-        let dictionary = column
-            .as_any_dictionary_opt()
-            .ok_or_else(|| DataFusionError::Internal(format!("not a dictionary: {}", column.data_type())))?;
-        let values = cast(dictionary.values(), &DataType::Utf8)?;
+    /// The integers of a dictionary's values (NULL for NULL), new ones given to strings not seen yet.
+    fn ids_of(&mut self, values: &dyn Array) -> Result<UInt32Array> {
+        let values = cast(values, &DataType::Utf8)?;
         let values = values.as_string::<i32>();
         let mut ids = Vec::with_capacity(values.len());
         for value in values.iter() {
@@ -68,8 +65,7 @@ impl Interner {
                 }),
             });
         }
-        let keys = cast(dictionary.keys(), &DataType::UInt32)?;
-        Ok(take(&UInt32Array::from(ids), &keys, None)?)
+        Ok(UInt32Array::from(ids))
     }
 
     /// The values of `ids` as `data_type` (the dictionary type they stood for).
@@ -115,17 +111,44 @@ impl Mapped {
     }
 }
 
-/// `batch` mapped as `mapping` says, into `schema`.
-fn map(mapping: &Mapping, interner: &Mutex<Interner>, schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+/// The integers of the last dictionary one column of one partition had: the Parquet reader shares a
+/// row group's dictionary between its batches, so it is looked up once per row group.
+type LastDictionary = Option<(ArrayRef, UInt32Array)>;
+
+/// Each row's integer (NULL for NULL): the one of its key's value.
+fn encode(interner: &Mutex<Interner>, column: &dyn Array, last: &mut LastDictionary) -> Result<ArrayRef> {
+    let dictionary = column
+        .as_any_dictionary_opt()
+        .ok_or_else(|| DataFusionError::Internal(format!("not a dictionary: {}", column.data_type())))?;
+    let ids = match last {
+        Some((values, ids)) if Arc::ptr_eq(values, dictionary.values()) => ids.clone(),
+        _ => {
+            let mut interner = interner.lock().map_err(|_| DataFusionError::Internal("interner poisoned".into()))?;
+            let ids = interner.ids_of(dictionary.values().as_ref())?;
+            *last = Some((dictionary.values().clone(), ids.clone()));
+            ids
+        }
+    };
+    Ok(take(&ids, &cast(dictionary.keys(), &DataType::UInt32)?, None)?)
+}
+
+/// `batch` mapped as `mapping` says, into `schema`; `last` has one entry per encoded column.
+fn map(
+    mapping: &Mapping,
+    interner: &Mutex<Interner>,
+    schema: &SchemaRef,
+    last: &mut [LastDictionary],
+    batch: RecordBatch,
+) -> Result<RecordBatch> {
     let mut columns = batch.columns().to_vec();
-    let mut interner = interner.lock().map_err(|_| DataFusionError::Internal("interner poisoned".into()))?;
     match mapping {
         Mapping::Encode(indices) => {
-            for &i in indices {
-                columns.push(interner.encode(batch.column(i).as_ref())?);
+            for (&i, last) in indices.iter().zip(last.iter_mut()) {
+                columns.push(encode(interner, batch.column(i).as_ref(), last)?);
             }
         }
         Mapping::Decode(indices) => {
+            let interner = interner.lock().map_err(|_| DataFusionError::Internal("interner poisoned".into()))?;
             for &i in indices {
                 columns[i] = interner.decode(batch.column(i).as_ref(), schema.field(i).data_type())?;
             }
@@ -191,7 +214,11 @@ impl ExecutionPlan for Mapped {
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let (mapping, interner, schema) = (self.mapping.clone(), self.interner.clone(), self.schema.clone());
-        let stream = input.map(move |batch| map(&mapping, &interner, &schema, batch?));
+        let mut last: Vec<LastDictionary> = match &mapping {
+            Mapping::Encode(indices) => vec![None; indices.len()],
+            Mapping::Decode(_) => Vec::new(),
+        };
+        let stream = input.map(move |batch| map(&mapping, &interner, &schema, &mut last, batch?));
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
     }
 }
@@ -361,13 +388,25 @@ mod tests {
 
     #[test]
     fn one_interner_gives_a_string_one_integer_whatever_its_key() {
-        let mut interner = Interner::default();
+        let interner = Mutex::new(Interner::default());
         let a: DictionaryArray<Int32Type> = vec![Some("a"), Some("b"), None, Some("a")].into_iter().collect();
         let b: DictionaryArray<Int32Type> = vec![Some("b"), Some("c"), Some("a")].into_iter().collect();
-        let (a, b) = (interner.encode(&a).unwrap(), interner.encode(&b).unwrap());
+        let mut last = None;
+        let (a, b) = (encode(&interner, &a, &mut last).unwrap(), encode(&interner, &b, &mut last).unwrap());
+        // A batch sharing the last one's dictionary takes its integers without a lookup.
+        let c = DictionaryArray::<Int32Type>::try_new(
+            arrow::array::Int32Array::from(vec![2, 0]),
+            last.as_ref().unwrap().0.clone(),
+        )
+        .unwrap();
+        let strings = interner.lock().unwrap().values.len();
+        let c = encode(&interner, &c, &mut last).unwrap();
+        assert_eq!(interner.lock().unwrap().values.len(), strings);
         let ids = |x: &ArrayRef| x.as_primitive::<arrow::datatypes::UInt32Type>().iter().collect::<Vec<_>>();
         assert_eq!(ids(&a), vec![Some(0), Some(1), None, Some(0)]);
         assert_eq!(ids(&b), vec![Some(1), Some(2), Some(0)]);
+        assert_eq!(ids(&c), vec![Some(0), Some(1)]);
+        let interner = interner.lock().unwrap();
         let ty = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let back = interner.decode(&b, &ty).unwrap();
         let back = cast(&back, &DataType::Utf8).unwrap();

@@ -8,7 +8,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
-use store::Store;
+use store::{Store, Table};
 
 use crate::access;
 use crate::audit::{AuditLog, AuditRecord};
@@ -183,6 +183,21 @@ impl QueryEngine {
 
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Reads each table's id column's bloom filters (`request_id`, `event_id`, `trace_id`, …) for
+    /// its segments, newest first, within `key_filter_cache_mb`, so that the first point lookups
+    /// after a start do not read them. Returns how many segments' filters it read.
+    pub async fn warm_key_filters(&self) -> Result<usize> {
+        let mut read = 0;
+        for table in [Table::Invocations, Table::Cloudtrail, Table::Spans, Table::Logs, Table::Alerts, Table::Incidents]
+        {
+            let provider = self.ctx.table_provider(table.name()).await?;
+            if let Some(table) = provider.downcast_ref::<crate::catalog::StoreTable>() {
+                read += table.warm_keys(&self.ctx.state()).await?;
+            }
+        }
+        Ok(read)
     }
 
     pub fn store(&self) -> &Arc<Store> {

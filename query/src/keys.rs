@@ -133,32 +133,8 @@ impl SegmentKeys {
         let mut columns: Vec<&'static str> = keys.iter().map(|(column, _)| *column).collect();
         columns.sort_unstable();
         columns.dedup();
-        // Owned, and columns by index: a borrowed item in the stream makes the scan's future not `Send`.
-        let missing: Vec<(String, u64, usize)> = {
-            let cache = self.lock();
-            segments
-                .iter()
-                .flat_map(|(path, bytes)| (0..columns.len()).map(move |column| (path.to_string(), *bytes, column)))
-                .filter(|(path, _, column)| !cache.entries.contains_key(&(path.clone(), columns[*column])))
-                .collect()
-        };
-        let loaded: Vec<(String, usize, Option<RowGroupFilters>)> = futures::stream::iter(missing)
-            .map(|(path, bytes, column)| {
-                let (files, name) = (files.clone(), columns[column]);
-                async move {
-                    let filters = read_filters(&files, &path, bytes, name).await;
-                    (path, column, filters)
-                }
-            })
-            .buffer_unordered(LOADS_IN_FLIGHT)
-            .collect()
-            .await;
+        self.load(files, segments, &columns).await;
         let mut cache = self.lock();
-        for (path, column, filters) in loaded {
-            if let Some(row_groups) = filters {
-                self.insert(&mut cache, path, columns[column], row_groups);
-            }
-        }
         cache.clock += 1;
         let now = cache.clock;
         let mut may_hold = Vec::with_capacity(segments.len());
@@ -180,6 +156,64 @@ impl SegmentKeys {
         metrics.key_filter_bytes.set(cache.bytes as i64);
         metrics.segments_skipped.inc_by(may_hold.iter().filter(|may| !**may).count() as u64);
         may_hold
+    }
+
+    /// Reads the filters of `columns` that the cache does not hold for `segments`; returns how many
+    /// it read.
+    async fn load(
+        &self,
+        files: &Arc<dyn ParquetFileReaderFactory>,
+        segments: &[(&str, u64)],
+        columns: &[&'static str],
+    ) -> usize {
+        // Owned, and columns by index: a borrowed item in the stream makes the scan's future not `Send`.
+        let missing: Vec<(String, u64, usize)> = {
+            let cache = self.lock();
+            segments
+                .iter()
+                .flat_map(|(path, bytes)| (0..columns.len()).map(move |column| (path.to_string(), *bytes, column)))
+                .filter(|(path, _, column)| !cache.entries.contains_key(&(path.clone(), columns[*column])))
+                .collect()
+        };
+        let loaded: Vec<(String, usize, Option<RowGroupFilters>)> = futures::stream::iter(missing)
+            .map(|(path, bytes, column)| {
+                let (files, name) = (files.clone(), columns[column]);
+                async move {
+                    let filters = read_filters(&files, &path, bytes, name).await;
+                    (path, column, filters)
+                }
+            })
+            .buffer_unordered(LOADS_IN_FLIGHT)
+            .collect()
+            .await;
+        let read = loaded.len();
+        let mut cache = self.lock();
+        for (path, column, filters) in loaded {
+            if let Some(row_groups) = filters {
+                self.insert(&mut cache, path, columns[column], row_groups);
+            }
+        }
+        crate::metrics::metrics().key_filter_bytes.set(cache.bytes as i64);
+        read
+    }
+
+    /// Reads the filters of `column` for `segments`, in their order, while the cache holds less than
+    /// nine tenths of its bound: what the first lookups after a start would otherwise read. Returns
+    /// how many segments' filters it read.
+    pub async fn warm(
+        &self,
+        files: &Arc<dyn ParquetFileReaderFactory>,
+        segments: &[(&str, u64)],
+        column: &'static str,
+    ) -> usize {
+        let mut read = 0;
+        for chunk in segments.chunks(LOADS_IN_FLIGHT * 4) {
+            if self.bytes() >= self.bytes_max / 10 * 9 {
+                break;
+            }
+            read += self.load(files, chunk, &[column]).await;
+        }
+        read
     }
 
     fn insert(&self, cache: &mut Cache, path: String, column: &'static str, row_groups: Vec<Option<Sbbf>>) {
@@ -316,6 +350,24 @@ mod tests {
         // Cached: the segments are gone from the object store, the answers are not.
         store.delete(&object_store::path::Path::from(paths[0].0.as_str())).await.unwrap();
         assert_eq!(kept(&keys, &store, &paths, &["7"]).await, [paths[0].0.clone(), broken]);
+    }
+
+    #[tokio::test]
+    async fn warming_reads_each_segments_filters_once_and_stops_at_the_bound() {
+        let (store, paths) = segments().await;
+        let candidates: Vec<(&str, u64)> = paths.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+        let keys = SegmentKeys::new(KEY_FILTER_CACHE_BYTES);
+        assert_eq!(keys.warm(&reader_of(&store), &candidates, "request_id").await, 3);
+        assert_eq!(keys.warm(&reader_of(&store), &candidates, "request_id").await, 1, "only the broken file again");
+        // Held: with the segments gone from the object store, lookups are answered from memory.
+        for (path, _) in &paths[..2] {
+            store.delete(&object_store::path::Path::from(path.as_str())).await.unwrap();
+        }
+        let broken = "invocations/broken.parquet".to_string();
+        assert_eq!(kept(&keys, &store, &paths, &["1500"]).await, [paths[1].0.clone(), broken]);
+        // A cache at its bound is not filled by warming.
+        let full = SegmentKeys::new(1);
+        assert_eq!(full.warm(&reader_of(&store), &candidates, "request_id").await, 0);
     }
 
     #[tokio::test]
