@@ -104,7 +104,7 @@ pub async fn start(paths: &Paths, config: &Config, store: Arc<Store>) -> anyhow:
     let warming = engine.clone();
     tokio::spawn(async move {
         match warming.warm_key_filters().await {
-            Ok(read) => tracing::info!(segments = read, "read the segments' id filters for lookups"),
+            Ok(read) => outln!("lookups: the id filters of {read} segments read into memory"),
             Err(e) => tracing::warn!("could not read the segments' id filters ahead of lookups: {e}"),
         }
     });
