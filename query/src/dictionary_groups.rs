@@ -310,6 +310,7 @@ impl PhysicalOptimizerRule for DictionaryGroups {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::rows;
     use arrow::array::{DictionaryArray, Int64Array};
     use arrow::datatypes::{Int32Type, Int8Type};
     use datafusion::datasource::MemTable;
@@ -352,12 +353,6 @@ mod tests {
         };
         ctx.register_table("t", Arc::new(table)).unwrap();
         ctx
-    }
-
-    async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-        text.lines().map(str::to_string).collect()
     }
 
     #[tokio::test]

@@ -315,6 +315,7 @@ impl OptimizerRule for JoinWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::rows;
     use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use datafusion::prelude::SessionContext;
@@ -360,12 +361,6 @@ mod tests {
         .unwrap();
         ctx.register_batch("invocations", batch).unwrap();
         ctx
-    }
-
-    async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
-        text.lines().map(str::to_string).collect()
     }
 
     #[tokio::test]

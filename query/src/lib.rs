@@ -47,3 +47,16 @@ pub mod tls;
 pub use auth::{Role, UserSpec, Users};
 pub use engine::{Caller, QueryEngine, QueryOutput};
 pub use error::{QueryError, Result};
+
+/// Helpers shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use datafusion::prelude::SessionContext;
+
+    /// The answer of `sql` on `ctx` as Arrow's pretty table, one string per line.
+    pub async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string();
+        text.lines().map(str::to_string).collect()
+    }
+}
