@@ -152,9 +152,7 @@ impl SegmentKeys {
             });
             may_hold.push(may);
         }
-        let metrics = crate::metrics::metrics();
-        metrics.key_filter_bytes.set(cache.bytes as i64);
-        metrics.segments_skipped.inc_by(may_hold.iter().filter(|may| !**may).count() as u64);
+        crate::metrics::metrics().segments_skipped.inc_by(may_hold.iter().filter(|may| !**may).count() as u64);
         may_hold
     }
 
