@@ -5,6 +5,9 @@
 //! Time-range filters on the table's time column prune whole hour partitions and segments before any
 //! file is opened: `EXPLAIN` shows only the segments whose time range overlaps the filter. The scan
 //! applies them itself, and only to the segments whose time range they cut and to the hot rows.
+//! Lookups of keys (`request_id = …`, or `timeline()`'s disjunction over six id columns) skip the
+//! segments whose bloom filters rule the key out, and the scan applies them itself too: to each
+//! segment only the terms whose columns may hold the key, so the others are not decoded.
 
 use std::sync::Arc;
 
@@ -33,7 +36,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use store::{SegmentInfo, Store, Table, TimeRange};
 
-use crate::keys::{lookup_keys, SegmentKeys};
+use crate::keys::{self, SegmentKeys};
 
 /// The URL under which the store's object store is registered in DataFusion's runtime.
 pub const STORE_URL: &str = "coldtrail://store/";
@@ -85,15 +88,16 @@ impl TableProvider for StoreTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Time bounds are applied here, and only where a segment's time range does not already satisfy
-        // them (`scan`): a scan of a day whose segments lie inside it then never decodes the time
-        // column for them. Every other filter prunes what it can (Parquet statistics, bloom filters)
-        // and DataFusion still applies it to the rows.
+        // Time bounds and lookups of keys are applied here, segment by segment (`scan`): a scan of a day
+        // whose segments lie inside it never decodes the time column for them, and a lookup through
+        // several columns decodes in each segment only the columns its bloom filters say may hold the
+        // key. Every other filter prunes what it can (Parquet statistics, bloom filters) and DataFusion
+        // still applies it to the rows.
         let time_column = self.table.time_column();
         Ok(filters
             .iter()
             .map(|f| {
-                if time_bound(f, time_column) {
+                if time_bound(f, time_column) || keys::is_lookup(f, self.table) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Inexact
@@ -117,46 +121,67 @@ impl TableProvider for StoreTable {
 
         let files = files(state)?;
         let mut segments = snapshot.segments;
-        // A lookup of a key reads only the segments whose bloom filters may hold it (`keys`).
-        if let Some(keys) = lookup_keys(filters, self.table).filter(|_| !segments.is_empty()) {
-            let candidates: Vec<(&str, u64)> = segments.iter().map(|s| (s.path.as_str(), s.bytes)).collect();
-            let mut may_hold = self.keys.may_hold(&files, &candidates, &keys).await.into_iter();
-            segments.retain(|_| may_hold.next().unwrap_or(true));
-        }
         segments.sort_by(|a, b| a.min_ts_micros.cmp(&b.min_ts_micros).then_with(|| a.path.cmp(&b.path)));
-        let bounds = TimeBounds::new(state, &self.schema, time_column, filters, projection)?;
+        // A lookup of a key reads only the segments whose bloom filters may hold it (`keys`), and in
+        // each only the terms of the lookup whose columns may: for each segment and lookup, one flag per
+        // term.
+        let lookups = keys::lookups(filters, self.table);
+        let mut may_hold: Vec<Vec<Vec<bool>>> = vec![Vec::with_capacity(lookups.len()); segments.len()];
+        if !segments.is_empty() {
+            let candidates: Vec<(&str, u64)> = segments.iter().map(|s| (s.path.as_str(), s.bytes)).collect();
+            for lookup in &lookups {
+                let answers = self.keys.may_hold(&files, &candidates, &lookup.keys).await;
+                may_hold.iter_mut().zip(answers).for_each(|(segment, may)| segment.push(may));
+            }
+        }
+        let bounds = TimeBounds::new(state, &self.schema, time_column, filters)?;
+        // Segments scanned alike: those that need the time bounds applied or not, and the same terms of
+        // each lookup, in the order of their first segment.
+        let mut groups: Vec<((bool, Vec<Vec<bool>>), Vec<SegmentInfo>)> = Vec::new();
+        for (segment, may) in segments.into_iter().zip(may_hold) {
+            if may.iter().any(|terms| !terms.contains(&true)) {
+                continue;
+            }
+            let across =
+                bounds.as_ref().is_some_and(|b| !b.hold_throughout(segment.min_ts_micros, segment.max_ts_micros));
+            let kind = (across, may);
+            match groups.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, group)) => group.push(segment),
+                None => groups.push((kind, vec![segment])),
+            }
+        }
         // Filters evaluated while decoding (late materialisation) pay for a selective filter and cost
         // for one that keeps nearly every row. The time bounds of segments inside them are not applied
-        // at all, and those of segments across them are selective; other filters may be.
+        // at all, and those of segments across them are selective, as lookups are; other filters may be.
         // The session leaves it off (`engine::build_context`); DataFusion turns it on for a scan when
         // either the session or the scan asks.
-        let others = filters.iter().any(|f| !time_bound(f, time_column));
-        let scan = |segments: &[SegmentInfo], projection: Option<&Vec<usize>>, pushdown: bool, limit| {
-            self.segments_exec(state, segments, projection, pushdown, limit, &files, partitions)
-        };
-        match &bounds {
-            None if !segments.is_empty() => inputs.push(scan(&segments, projection, others, limit)?),
-            None => {}
-            Some(bounds) => {
-                let (inside, across): (Vec<SegmentInfo>, Vec<SegmentInfo>) =
-                    segments.into_iter().partition(|s| bounds.hold_throughout(s.min_ts_micros, s.max_ts_micros));
-                if !inside.is_empty() {
-                    inputs.push(scan(&inside, projection, others, limit)?);
+        let others = filters.iter().any(|f| !time_bound(f, time_column) && !keys::is_lookup(f, self.table));
+        for ((across, may), group) in groups {
+            let mut applied: Vec<Expr> = bounds.iter().filter(|_| across).map(|b| b.expr.clone()).collect();
+            applied.extend(lookups.iter().zip(&may).filter_map(|(lookup, may)| lookup.terms_that_may_hold(may)));
+            inputs.push(match conjunction(applied) {
+                None => self.segments_exec(state, &group, projection, others, limit, &files, partitions)?,
+                Some(filter) => {
+                    let filter = Applied::new(state, &self.schema, filter, projection)?;
+                    let scan = self.segments_exec(state, &group, Some(&filter.read), true, None, &files, partitions)?;
+                    filter.apply(scan)?
                 }
-                if !across.is_empty() {
-                    inputs.push(bounds.apply(scan(&across, Some(&bounds.read), true, None)?)?);
-                }
-            }
+            });
         }
         if !snapshot.hot.is_empty() || inputs.is_empty() {
             let hot = spread(snapshot.hot, partitions);
-            inputs.push(match &bounds {
+            let mut applied: Vec<Expr> = bounds.iter().map(|b| b.expr.clone()).collect();
+            applied.extend(lookups.iter().map(|lookup| lookup.expr()));
+            inputs.push(match conjunction(applied) {
                 None => MemorySourceConfig::try_new_exec(&hot, self.schema.clone(), projection.cloned())?,
-                Some(bounds) => bounds.apply(MemorySourceConfig::try_new_exec(
-                    &hot,
-                    self.schema.clone(),
-                    Some(bounds.read.clone()),
-                )?)?,
+                Some(filter) => {
+                    let filter = Applied::new(state, &self.schema, filter, projection)?;
+                    filter.apply(MemorySourceConfig::try_new_exec(
+                        &hot,
+                        self.schema.clone(),
+                        Some(filter.read.clone()),
+                    )?)?
+                }
             });
         }
         UnionExec::try_new(inputs)
@@ -222,41 +247,24 @@ impl StoreTable {
     }
 }
 
-/// The time bounds of a scan (the filters `StoreTable` takes as exact), ready to apply to rows and to
-/// test against a segment's time range.
+/// The time bounds of a scan (the comparisons of its time column with constants, which `StoreTable`
+/// takes as exact), ready to test against a segment's time range.
 struct TimeBounds {
-    /// The columns read where the bounds are applied: the scan's projection and the time column.
-    read: Vec<usize>,
-    /// How many of `read` the scan returns (the time column is dropped again when it was added).
-    returned: usize,
-    /// The bounds over `read`'s columns.
-    rows: Arc<dyn PhysicalExpr>,
+    /// The bounds, one conjunction.
+    expr: Expr,
     /// The bounds over a batch of the time column alone.
     times: Arc<dyn PhysicalExpr>,
     time_field: FieldRef,
 }
 
 impl TimeBounds {
-    fn new(
-        state: &dyn Session,
-        schema: &SchemaRef,
-        time_column: &str,
-        filters: &[Expr],
-        projection: Option<&Vec<usize>>,
-    ) -> DfResult<Option<Self>> {
+    fn new(state: &dyn Session, schema: &SchemaRef, time_column: &str, filters: &[Expr]) -> DfResult<Option<Self>> {
         let bounds = filters.iter().filter(|f| time_bound(f, time_column)).cloned().map(unnormalize_col);
-        let Some(bound) = conjunction(bounds) else { return Ok(None) };
-        let time_index = schema.index_of(time_column)?;
-        let mut read = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
-        let returned = read.len();
-        if !read.contains(&time_index) {
-            read.push(time_index);
-        }
-        let rows = state.create_physical_expr(bound.clone(), &DFSchema::try_from(schema.project(&read)?)?)?;
-        let time_field = schema.field(time_index).clone();
+        let Some(expr) = conjunction(bounds) else { return Ok(None) };
+        let time_field = schema.field_with_name(time_column)?.clone();
         let times = Schema::new(vec![time_field.clone()]);
-        let times = state.create_physical_expr(bound, &DFSchema::try_from(times)?)?;
-        Ok(Some(TimeBounds { read, returned, rows, times, time_field: Arc::new(time_field) }))
+        let times = state.create_physical_expr(expr.clone(), &DFSchema::try_from(times)?)?;
+        Ok(Some(TimeBounds { expr, times, time_field: Arc::new(time_field) }))
     }
 
     /// Whether every time from `min` to `max` (microseconds, both included) meets the bounds. They
@@ -273,8 +281,32 @@ impl TimeBounds {
         // A range that cannot be tested is filtered row by row.
         ends().unwrap_or(false)
     }
+}
 
-    /// `input` (which returns `read`) with the bounds applied, returning the scan's projection.
+/// A filter the scan applies itself (time bounds, lookups), ready to apply to rows.
+struct Applied {
+    /// The columns read where it is applied: the scan's projection, then the filter's other columns.
+    read: Vec<usize>,
+    /// How many of `read` the scan returns (the filter's columns are dropped again when they were added).
+    returned: usize,
+    /// The filter over `read`'s columns.
+    rows: Arc<dyn PhysicalExpr>,
+}
+
+impl Applied {
+    fn new(state: &dyn Session, schema: &SchemaRef, filter: Expr, projection: Option<&Vec<usize>>) -> DfResult<Self> {
+        let filter = unnormalize_col(filter);
+        let mut read = projection.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        let returned = read.len();
+        let mut columns =
+            filter.column_refs().into_iter().map(|c| schema.index_of(&c.name)).collect::<Result<Vec<_>, _>>()?;
+        columns.sort_unstable();
+        read.extend(columns.into_iter().filter(|c| !read.contains(c)).collect::<Vec<_>>());
+        let rows = state.create_physical_expr(filter, &DFSchema::try_from(schema.project(&read)?)?)?;
+        Ok(Applied { read, returned, rows })
+    }
+
+    /// `input` (which returns `read`) with the filter applied, returning the scan's projection.
     fn apply(&self, input: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
         let projection = (self.returned < self.read.len()).then(|| (0..self.returned).collect());
         Ok(Arc::new(FilterExecBuilder::new(self.rows.clone(), input).apply_projection(projection)?.build()?))

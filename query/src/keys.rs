@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion::logical_expr::utils::{disjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::StreamExt;
@@ -27,16 +28,60 @@ pub const KEY_FILTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// Segments whose filters are read at once when a lookup finds them missing.
 const LOADS_IN_FLIGHT: usize = 8;
 
-/// Where a scan's filters say its rows must have one of some values in a lookup column: `column = 'v'`,
-/// `'v' = column`, `column IN ('v', …)`, or a disjunction of those over lookup columns (`request_id IN
-/// (…) OR log_stream IN (…)`: a row may match through any of them), in one of the conjuncts. `None`
-/// when no conjunct pins rows to literals of lookup columns only.
-pub fn lookup_keys(filters: &[Expr], table: Table) -> Option<Keys> {
+/// One conjunct of a scan's filters that pins rows to literals of lookup columns: `column = 'v'`, `'v' =
+/// column`, `column IN ('v', …)`, or a disjunction of those over lookup columns (`request_id IN (…) OR
+/// log_stream IN (…)`: a row may match through any of them). A segment's bloom filters can rule out
+/// each term on its own.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The terms of the disjunction, in order.
+    terms: Vec<Expr>,
+    /// The column and values of each term, in the same order.
+    pub keys: Keys,
+}
+
+impl Lookup {
+    /// The disjunction of the terms that `may` (one flag per term, as [`SegmentKeys::may_hold`] answers)
+    /// keeps: over a segment whose filters rule out the other terms, it keeps the same rows as the whole
+    /// disjunction (a bloom filter has no false negatives). `None` when it keeps none.
+    pub fn terms_that_may_hold(&self, may: &[bool]) -> Option<Expr> {
+        disjunction(self.terms.iter().zip(may).filter(|(_, may)| **may).map(|(term, _)| term.clone()))
+    }
+
+    /// The whole disjunction.
+    pub fn expr(&self) -> Expr {
+        disjunction(self.terms.iter().cloned()).expect("a lookup has a term")
+    }
+}
+
+/// Every conjunct of `filters` that is a lookup of keys (see [`Lookup`]), in order.
+pub fn lookups(filters: &[Expr], table: Table) -> Vec<Lookup> {
     let columns = store::segment::lookup_columns(table);
-    filters
-        .iter()
-        .flat_map(|f| datafusion::logical_expr::utils::split_conjunction(f))
-        .find_map(|conjunct| keys_of(conjunct, columns))
+    filters.iter().flat_map(|f| split_conjunction(f)).filter_map(|conjunct| lookup_of(conjunct, columns)).collect()
+}
+
+/// Whether `filter` is, as a whole, a lookup of keys: the scan can apply it exactly, segment by segment.
+pub fn is_lookup(filter: &Expr, table: Table) -> bool {
+    lookup_of(filter, store::segment::lookup_columns(table)).is_some()
+}
+
+fn lookup_of(expr: &Expr, columns: &[&'static str]) -> Option<Lookup> {
+    let keys = keys_of(expr, columns)?;
+    let terms: Vec<Expr> = split_disjunction(expr).into_iter().cloned().collect();
+    // `keys_of` gives one entry per term, in the same order.
+    (terms.len() == keys.len()).then_some(Lookup { terms, keys })
+}
+
+/// The terms of a disjunction, in order.
+fn split_disjunction(expr: &Expr) -> Vec<&Expr> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let mut terms = split_disjunction(left);
+            terms.extend(split_disjunction(right));
+            terms
+        }
+        other => vec![other],
+    }
 }
 
 /// Values of lookup columns, any of which a row must have.
@@ -122,14 +167,15 @@ impl SegmentKeys {
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// For each of `segments` (path and size), in their order, whether it may hold one of `keys`. A
-    /// segment whose filters cannot be read may: the scan then reads it, and reports why it cannot.
+    /// For each of `segments` (path and size), in their order, and each of `keys`, whether the segment
+    /// may hold one of that entry's values. A segment whose filters cannot be read may: the scan then
+    /// reads it, and reports why it cannot.
     pub async fn may_hold(
         &self,
         files: &Arc<dyn ParquetFileReaderFactory>,
         segments: &[(&str, u64)],
         keys: &[(&'static str, Vec<String>)],
-    ) -> Vec<bool> {
+    ) -> Vec<Vec<bool>> {
         let mut columns: Vec<&'static str> = keys.iter().map(|(column, _)| *column).collect();
         columns.sort_unstable();
         columns.dedup();
@@ -139,20 +185,23 @@ impl SegmentKeys {
         let now = cache.clock;
         let mut may_hold = Vec::with_capacity(segments.len());
         for (path, _) in segments {
-            let may = keys.iter().any(|(column, values)| match cache.entries.get_mut(&(path.to_string(), *column)) {
-                Some(entry) => {
-                    entry.used = now;
-                    entry
-                        .row_groups
-                        .iter()
-                        .any(|filter| filter.as_ref().is_none_or(|f| values.iter().any(|v| f.check(&v.as_str()))))
-                }
-                // Unreadable, or dropped again at once because the cache is smaller than one entry.
-                None => true,
-            });
+            let may: Vec<bool> =
+                keys.iter()
+                    .map(|(column, values)| match cache.entries.get_mut(&(path.to_string(), *column)) {
+                        Some(entry) => {
+                            entry.used = now;
+                            entry.row_groups.iter().any(|filter| {
+                                filter.as_ref().is_none_or(|f| values.iter().any(|v| f.check(&v.as_str())))
+                            })
+                        }
+                        // Unreadable, or dropped again at once because the cache is smaller than one entry.
+                        None => true,
+                    })
+                    .collect();
             may_hold.push(may);
         }
-        crate::metrics::metrics().segments_skipped.inc_by(may_hold.iter().filter(|may| !**may).count() as u64);
+        let skipped = may_hold.iter().filter(|may| !may.contains(&true)).count();
+        crate::metrics::metrics().segments_skipped.inc_by(skipped as u64);
         may_hold
     }
 
@@ -328,7 +377,7 @@ mod tests {
         let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         let candidates: Vec<(&str, u64)> = paths.iter().map(|(p, b)| (p.as_str(), *b)).collect();
         let may_hold = keys.may_hold(&reader_of(store), &candidates, &[("request_id", values)]).await;
-        paths.iter().zip(may_hold).filter(|(_, may)| *may).map(|((path, _), _)| path.clone()).collect()
+        paths.iter().zip(may_hold).filter(|(_, may)| may[0]).map(|((path, _), _)| path.clone()).collect()
     }
 
     #[tokio::test]
@@ -387,7 +436,7 @@ mod tests {
 
     #[test]
     fn equality_and_in_lists_of_lookup_columns_are_keys() {
-        let keys = |filters: Vec<Expr>| lookup_keys(&filters, Table::Invocations);
+        let keys = |filters: Vec<Expr>| lookups(&filters, Table::Invocations).into_iter().next().map(|l| l.keys);
         let one = |column: &'static str, values: &[&str]| (column, values.iter().map(|v| v.to_string()).collect());
         assert_eq!(keys(vec![col("request_id").eq(lit("r-1"))]), Some(vec![one("request_id", &["r-1"])]));
         assert_eq!(keys(vec![lit("r-2").eq(col("request_id"))]), Some(vec![one("request_id", &["r-2"])]));
@@ -401,7 +450,7 @@ mod tests {
 
     #[test]
     fn other_filters_are_not_keys() {
-        let keys = |filters: Vec<Expr>| lookup_keys(&filters, Table::Invocations);
+        let keys = |filters: Vec<Expr>| lookups(&filters, Table::Invocations).into_iter().next().map(|l| l.keys);
         assert_eq!(keys(vec![col("status").eq(lit("error"))]), None, "not a lookup column");
         assert_eq!(keys(vec![col("request_id").not_eq(lit("r-1"))]), None);
         assert_eq!(keys(vec![col("request_id").in_list(vec![lit("a")], true)]), None, "NOT IN");
