@@ -92,17 +92,20 @@ pub struct AssemblyStats {
     pub traces_unmatched: u64,
 }
 
+/// A map keyed by request ids and log streams, looked up for every line: a fast hash, seeded per map.
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 pub struct Assembler {
-    pending: HashMap<String, Pending>,
+    pending: Map<Pending>,
     /// Request ids in the order they became pending, for eviction; may hold ids already emitted.
     arrival: VecDeque<String>,
     /// Emitted request ids, as 64-bit hashes (a fifth of the memory of the ids; a collision, about one
     /// in 10^8 at the 400,000 remembered, would drop a late part of another request as late).
-    emitted: HashSet<u64>,
+    emitted: HashSet<u64, foldhash::fast::RandomState>,
     emitted_order: VecDeque<u64>,
     /// Keys of `id_hash`, random per assembler so that no input can aim at a collision.
     hash_keys: std::collections::hash_map::RandomState,
-    environments: HashMap<String, Environment>,
+    environments: Map<Environment>,
     /// Request ids whose START and REPORT are both in; emitted at the end of the unit.
     completed: Vec<String>,
     pending_max: usize,
@@ -114,12 +117,12 @@ pub struct Assembler {
 impl Assembler {
     pub fn new(pending_max: usize, grace_micros: i64) -> Self {
         Assembler {
-            pending: HashMap::new(),
+            pending: Map::default(),
             arrival: VecDeque::new(),
-            emitted: HashSet::new(),
+            emitted: HashSet::default(),
             emitted_order: VecDeque::new(),
             hash_keys: std::collections::hash_map::RandomState::new(),
-            environments: HashMap::new(),
+            environments: Map::default(),
             completed: Vec::new(),
             pending_max,
             emitted_memory: pending_max * 4,
@@ -187,24 +190,37 @@ impl Assembler {
     /// completed invocations are appended to `out` right away.
     pub fn observe(&mut self, message: &Message<'_>, ts: i64, origin: &Origin<'_>, out: &mut TableBuilder) {
         let environment = origin.environment();
-        match self.environments.get_mut(environment) {
-            Some(env) => env.newest_ts = env.newest_ts.max(ts),
-            None => {
-                let env = Environment { newest_ts: ts, ..Environment::default() };
-                self.environments.insert(environment.to_string(), env);
+        // The environment's state, looked up once per line.
+        let env = match self.environments.get_mut(environment) {
+            Some(env) => {
+                env.newest_ts = env.newest_ts.max(ts);
+                env
             }
-        }
-        match message {
+            None => self
+                .environments
+                .entry(environment.to_string())
+                .or_insert(Environment { newest_ts: ts, ..Environment::default() }),
+        };
+        let cold = match message {
             Message::InitStart { .. } => {
-                self.environments.entry(environment.to_string()).or_default().cold_next = true;
+                env.cold_next = true;
+                false
             }
-            Message::Start { request_id, version, trace_id } => {
-                let env = match self.environments.get_mut(environment) {
-                    Some(env) => env,
-                    None => self.environments.entry(environment.to_string()).or_default(),
-                };
-                let cold = std::mem::take(&mut env.cold_next);
+            Message::Start { request_id, .. } => {
                 env.current_request = Some(request_id.to_string());
+                std::mem::take(&mut env.cold_next)
+            }
+            Message::End { request_id } => {
+                if env.current_request.as_deref() == Some(request_id) {
+                    env.current_request = None;
+                }
+                false
+            }
+            _ => false,
+        };
+        match message {
+            Message::InitStart { .. } => {}
+            Message::Start { request_id, version, trace_id } => {
                 if let Some(pending) = self.entry(request_id, origin, ts) {
                     pending.seen_start = true;
                     pending.start_ts = Some(pending.start_ts.map_or(ts, |t| t.min(ts)));
@@ -219,11 +235,6 @@ impl Assembler {
                 self.emit_if_complete(request_id, out);
             }
             Message::End { request_id } => {
-                if let Some(env) = self.environments.get_mut(environment) {
-                    if env.current_request.as_deref() == Some(request_id) {
-                        env.current_request = None;
-                    }
-                }
                 if let Some(pending) = self.entry(request_id, origin, ts) {
                     pending.end_ts = Some(pending.end_ts.map_or(ts, |t| t.max(ts)));
                 }

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use crate::schema::TIME_ZONE;
 use crate::Table;
+use std::collections::HashMap;
+
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    StringDictionaryBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, DictionaryArray, Float64Builder, Int32Builder,
+    Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Int32Type};
 
@@ -14,7 +16,7 @@ use arrow::datatypes::{DataType, Int32Type};
 enum Column {
     Time(TimestampMicrosecondBuilder),
     Text(StringBuilder),
-    Dictionary(StringDictionaryBuilder<Int32Type>),
+    Dictionary(DictionaryColumn),
     Int(Int64Builder),
     Float(Float64Builder),
     Bool(BooleanBuilder),
@@ -26,7 +28,7 @@ impl Column {
         match data_type {
             DataType::Timestamp(_, _) => Column::Time(TimestampMicrosecondBuilder::new()),
             DataType::Utf8 => Column::Text(StringBuilder::new()),
-            DataType::Dictionary(_, _) => Column::Dictionary(StringDictionaryBuilder::new()),
+            DataType::Dictionary(_, _) => Column::Dictionary(DictionaryColumn::default()),
             DataType::Int64 => Column::Int(Int64Builder::new()),
             DataType::Float64 => Column::Float(Float64Builder::new()),
             DataType::Boolean => Column::Bool(BooleanBuilder::new()),
@@ -47,16 +49,72 @@ impl Column {
         }
     }
 
+    /// Makes the builder's buffers ready for a batch like `last` (the one it just finished): the next
+    /// batch then fills them without growing, so without copying its values and faulting pages in again
+    /// at each doubling.
+    fn reserve_like(&mut self, last: &ArrayRef) {
+        let rows = last.len();
+        match self {
+            Column::Time(b) => *b = TimestampMicrosecondBuilder::with_capacity(rows),
+            Column::Text(b) => *b = StringBuilder::with_capacity(rows, last.as_string::<i32>().values().len()),
+            Column::Dictionary(b) => b.keys = Int32Builder::with_capacity(rows),
+            Column::Int(b) => *b = Int64Builder::with_capacity(rows),
+            Column::Float(b) => *b = Float64Builder::with_capacity(rows),
+            Column::Bool(b) => *b = BooleanBuilder::with_capacity(rows),
+            Column::Binary(b) => *b = BinaryBuilder::with_capacity(rows, last.as_binary::<i32>().values().len()),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Column::Time(b) => b.len(),
             Column::Text(b) => b.len(),
-            Column::Dictionary(b) => b.len(),
+            Column::Dictionary(b) => b.keys.len(),
             Column::Int(b) => b.len(),
             Column::Float(b) => b.len(),
             Column::Bool(b) => b.len(),
             Column::Binary(b) => b.len(),
         }
+    }
+}
+
+/// A dictionary column of text. A row's dictionary values mostly repeat the row before's (the log
+/// group, stream, function and source of one payload), so the last value's key is kept and reused
+/// without hashing; other values are found in a map with a fast hash.
+#[derive(Default)]
+struct DictionaryColumn {
+    keys: Int32Builder,
+    values: StringBuilder,
+    index: HashMap<Box<str>, i32, foldhash::fast::RandomState>,
+    last: String,
+    last_key: Option<i32>,
+}
+
+impl DictionaryColumn {
+    fn append(&mut self, value: Option<&str>) {
+        let Some(value) = value else { return self.keys.append_null() };
+        if let Some(key) = self.last_key.filter(|_| self.last == value) {
+            return self.keys.append_value(key);
+        }
+        let key = match self.index.get(value) {
+            Some(key) => *key,
+            None => {
+                let key = i32::try_from(self.index.len()).expect("fewer than 2^31 distinct values in one batch");
+                self.values.append_value(value);
+                self.index.insert(value.into(), key);
+                key
+            }
+        };
+        self.last.clear();
+        self.last.push_str(value);
+        self.last_key = Some(key);
+        self.keys.append_value(key);
+    }
+
+    fn finish(&mut self) -> DictionaryArray<Int32Type> {
+        self.index.clear();
+        self.last_key = None;
+        DictionaryArray::try_new(self.keys.finish(), Arc::new(self.values.finish())).expect("every key indexes a value")
     }
 }
 
@@ -112,12 +170,7 @@ impl TableBuilder {
                     self.bytes += v.map_or(0, str::len);
                     b.append_option(*v)
                 }
-                (Column::Dictionary(b), Value::Text(v)) => match v {
-                    Some(v) => {
-                        b.append_value(v);
-                    }
-                    None => b.append_null(),
-                },
+                (Column::Dictionary(b), Value::Text(v)) => b.append(*v),
                 (Column::Int(b), Value::Int(v)) => b.append_option(*v),
                 (Column::Float(b), Value::Float(v)) => b.append_option(*v),
                 (Column::Bool(b), Value::Bool(v)) => b.append_option(*v),
@@ -138,6 +191,9 @@ impl TableBuilder {
             return None;
         }
         let columns: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        for (column, array) in self.columns.iter_mut().zip(&columns) {
+            column.reserve_like(array);
+        }
         self.rows = 0;
         self.bytes = 0;
         Some(RecordBatch::try_new(self.table.schema(), columns).expect("builders follow the table schema"))
@@ -154,4 +210,60 @@ pub fn bounded(text: &str, max_bytes: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, StringDictionaryBuilder};
+
+    /// The dictionary column's values, row by row, and each of its keys' indexes into its values.
+    fn texts(batch: &RecordBatch, column: &str) -> Vec<Option<String>> {
+        let array = batch.column_by_name(column).unwrap().as_dictionary::<Int32Type>();
+        let values = array.values().as_string::<i32>();
+        assert!(array.keys().iter().flatten().all(|k| (k as usize) < values.len()), "every key indexes a value");
+        (0..array.len())
+            .map(|i| array.is_valid(i).then(|| values.value(array.keys().value(i) as usize).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn dictionary_columns_keep_every_value_in_runs_alternations_nulls_and_batch_after_batch() {
+        // `level` is a dictionary column of `logs`.
+        let level = Table::Logs.schema().index_of("level").unwrap();
+        let batches: [&[Option<&str>]; 3] = [
+            &[Some("INFO"), Some("INFO"), None, Some("ERROR"), Some("INFO"), Some("ERROR"), Some("ERROR"), None],
+            // The next batch starts with the value the last one ended with, and then one new.
+            &[Some("ERROR"), Some("WARN"), Some("ERROR"), Some("")],
+            &[None, Some("DEBUG")],
+        ];
+        let mut builder = TableBuilder::new(Table::Logs);
+        for values in batches {
+            for value in values {
+                let cells: Vec<Value> = Table::Logs
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, field)| match field.data_type() {
+                        DataType::Timestamp(_, _) => Value::Time(Some(1)),
+                        _ if i == level => Value::Text(*value),
+                        DataType::Int64 => Value::Int(Some(1)),
+                        DataType::Float64 => Value::Float(Some(1.0)),
+                        DataType::Boolean => Value::Bool(Some(true)),
+                        DataType::Binary => Value::Binary(Some(b"x")),
+                        _ => Value::Text(Some("x")),
+                    })
+                    .collect();
+                builder.push(&cells);
+            }
+            let batch = builder.finish().unwrap();
+            let expected: Vec<Option<String>> = values.iter().map(|v| v.map(str::to_string)).collect();
+            assert_eq!(texts(&batch, "level"), expected);
+            // As Arrow's own dictionary builder makes it: each distinct value once.
+            let mut arrow = StringDictionaryBuilder::<Int32Type>::new();
+            values.iter().for_each(|v| arrow.append_option(*v));
+            assert_eq!(batch.column(level).as_dictionary::<Int32Type>().values().len(), arrow.finish().values().len());
+        }
+    }
 }
