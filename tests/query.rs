@@ -309,6 +309,52 @@ async fn a_lookup_through_several_columns_reads_in_each_segment_only_the_columns
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_reads_only_the_row_groups_whose_bloom_filters_may_hold_the_key() {
+    // Issue 20: the bloom filters held in memory say which row groups of a segment may hold a key; the
+    // scan skips the others without reading their statistics or filters again.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(StoreConfig::new(dir.path())).await.unwrap());
+    // One segment of three row groups (64 Ki rows each at most); request ids are the row numbers.
+    let ids: Vec<u64> = (0..150_000).collect();
+    let batch =
+        store::fixtures::batch_with_ids(store::Table::Invocations, &ids, |id| 1_763_632_800_000_000 + id as i64);
+    store.append_batch(store::Table::Invocations, batch).unwrap();
+    store.flush_all().await.unwrap();
+    let engine = engine_with_users(store.clone(), Limits::default()).await.unwrap();
+    let considered = |plan: &[Vec<String>]| -> Vec<String> {
+        plan.iter()
+            .flat_map(|r| r[1].lines().map(str::to_string).collect::<Vec<_>>())
+            .filter(|line| line.contains("DataSourceExec: file_groups"))
+            .map(|line| {
+                line.split("row_groups_pruned_statistics=")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split(" total")
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    for (lookup, row_groups, found) in [
+        ("request_id = '140000'", "1", 1),
+        ("request_id IN ('3', '140000')", "2", 2),
+        ("request_id = '3' OR log_stream = 'no-such-stream'", "1", 1),
+        ("request_id = 'no-such-request'", "", 0),
+    ] {
+        let sql = format!("SELECT request_id FROM invocations WHERE {lookup}");
+        assert_eq!(rows(&engine, &sql).await.len(), found, "{lookup}");
+        let plan = rows(&engine, &format!("EXPLAIN ANALYZE {sql}")).await;
+        let scans = considered(&plan);
+        if found == 0 {
+            assert!(scans.is_empty(), "{lookup}: no segment is read: {plan:?}");
+        } else {
+            assert_eq!(scans, [row_groups], "{lookup}: row groups considered of 3: {plan:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn id_filters_read_ahead_at_start_serve_the_first_lookup() {
     // Issue 20: `serve` reads the segments' id filters when it starts, so that the first lookup after
     // a restart does not. A second warming finds them all held, and lookups still find their rows.

@@ -20,7 +20,9 @@ use datafusion::common::stats::Precision;
 use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetAccessPlan, RowGroupAccess,
+};
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -36,7 +38,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use store::{SegmentInfo, Store, Table, TimeRange};
 
-use crate::keys::{self, SegmentKeys};
+use crate::keys::{self, SegmentKeys, SegmentMay};
 
 /// The URL under which the store's object store is registered in DataFusion's runtime.
 pub const STORE_URL: &str = "coldtrail://store/";
@@ -126,7 +128,7 @@ impl TableProvider for StoreTable {
         // each only the terms of the lookup whose columns may: for each segment and lookup, one flag per
         // term.
         let lookups = keys::lookups(filters, self.table);
-        let mut may_hold: Vec<Vec<Vec<bool>>> = vec![Vec::with_capacity(lookups.len()); segments.len()];
+        let mut may_hold: Vec<Vec<SegmentMay>> = vec![Vec::with_capacity(lookups.len()); segments.len()];
         if !segments.is_empty() {
             let candidates: Vec<(&str, u64)> = segments.iter().map(|s| (s.path.as_str(), s.bytes)).collect();
             for lookup in &lookups {
@@ -137,17 +139,22 @@ impl TableProvider for StoreTable {
         let bounds = TimeBounds::new(state, &self.schema, time_column, filters)?;
         // Segments scanned alike: those that need the time bounds applied or not, and the same terms of
         // each lookup, in the order of their first segment.
-        let mut groups: Vec<((bool, Vec<Vec<bool>>), Vec<SegmentInfo>)> = Vec::new();
+        let mut groups: Vec<((bool, Vec<Vec<bool>>), Vec<Candidate>)> = Vec::new();
         for (segment, may) in segments.into_iter().zip(may_hold) {
-            if may.iter().any(|terms| !terms.contains(&true)) {
+            let row_groups = row_groups_of_every_lookup(&may);
+            let terms: Vec<Vec<bool>> = may.into_iter().map(|may| may.terms).collect();
+            if terms.iter().any(|terms| !terms.contains(&true))
+                || row_groups.as_ref().is_some_and(|r| !r.contains(&true))
+            {
                 continue;
             }
             let across =
                 bounds.as_ref().is_some_and(|b| !b.hold_throughout(segment.min_ts_micros, segment.max_ts_micros));
-            let kind = (across, may);
+            let kind = (across, terms);
+            let candidate = Candidate { segment, row_groups };
             match groups.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, group)) => group.push(segment),
-                None => groups.push((kind, vec![segment])),
+                Some((_, group)) => group.push(candidate),
+                None => groups.push((kind, vec![candidate])),
             }
         }
         // Filters evaluated while decoding (late materialisation) pay for a selective filter and cost
@@ -209,34 +216,50 @@ impl StoreTable {
     }
 
     /// One Parquet scan of `segments`, in `partitions` groups, with the session's Parquet options and
-    /// footer cache.
+    /// footer cache. A segment's row groups that its bloom filters held in memory rule out are skipped
+    /// (a `ParquetAccessPlan`); when the filters held answered for every segment, the reader does not
+    /// read them again.
     #[allow(clippy::too_many_arguments)]
     fn segments_exec(
         &self,
         state: &dyn Session,
-        segments: &[SegmentInfo],
+        segments: &[Candidate],
         projection: Option<&Vec<usize>>,
         pushdown_filters: bool,
         limit: Option<usize>,
         files: &Arc<dyn ParquetFileReaderFactory>,
         partitions: usize,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let groups = spread(segments.iter().map(|s| PartitionedFile::new(s.path.clone(), s.bytes)), partitions)
-            .into_iter()
-            .map(FileGroup::new)
-            .collect();
+        let planned = segments.iter().any(|c| c.row_groups.as_ref().is_some_and(|r| r.contains(&false)));
+        let parts = segments.iter().map(|candidate| {
+            let file = PartitionedFile::new(candidate.segment.path.clone(), candidate.segment.bytes);
+            match &candidate.row_groups {
+                Some(row_groups) if row_groups.contains(&false) => file.with_extension(ParquetAccessPlan::new(
+                    row_groups
+                        .iter()
+                        .map(|may| if *may { RowGroupAccess::Scan } else { RowGroupAccess::Skip })
+                        .collect(),
+                )),
+                _ => file,
+            }
+        });
+        let groups = spread(parts, partitions).into_iter().map(FileGroup::new).collect();
         // DataFusion's filter pushdown gives the filters to the Parquet source, which prunes row groups
         // and pages by their statistics.
         let mut options = state.table_options().parquet.clone();
         options.global.pushdown_filters = pushdown_filters;
+        if !segments.is_empty() && segments.iter().all(|c| c.row_groups.is_some()) {
+            options.global.bloom_filter_on_read = false;
+        }
         let source = ParquetSource::new(self.schema.clone())
             .with_table_parquet_options(options)
             .with_parquet_file_reader_factory(files.clone());
         // The row count is known from the catalog: the optimizer sees which side of a join is small
         // (and broadcasts it instead of repartitioning both), and a `count(*)` without filters needs
-        // no file opened.
-        let rows: u64 = segments.iter().map(|s| s.rows).sum();
-        let statistics = Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(rows as usize));
+        // no file opened. Row groups skipped make it an upper bound.
+        let rows = segments.iter().map(|c| c.segment.rows).sum::<u64>() as usize;
+        let rows = if planned { Precision::Inexact(rows) } else { Precision::Exact(rows) };
+        let statistics = Statistics::new_unknown(&self.schema).with_num_rows(rows);
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(STORE_URL)?, Arc::new(source))
             .with_file_groups(groups)
             .with_statistics(statistics)
@@ -245,6 +268,27 @@ impl StoreTable {
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }
+}
+
+/// A segment a scan reads, and which of its row groups may hold the scan's keys (`None`: any).
+struct Candidate {
+    segment: SegmentInfo,
+    row_groups: Option<Vec<bool>>,
+}
+
+/// The row groups that may hold a key of every lookup (one [`SegmentMay`] each), when the filters held
+/// say for each; `None` without lookups or when they do not.
+fn row_groups_of_every_lookup(may: &[SegmentMay]) -> Option<Vec<bool>> {
+    let mut row_groups: Option<Vec<bool>> = None;
+    for may in may {
+        let these = may.row_groups.as_ref()?;
+        row_groups = Some(match row_groups {
+            None => these.clone(),
+            Some(held) if held.len() == these.len() => held.iter().zip(these).map(|(a, b)| *a && *b).collect(),
+            Some(_) => return None,
+        });
+    }
+    row_groups
 }
 
 /// The time bounds of a scan (the comparisons of its time column with constants, which `StoreTable`

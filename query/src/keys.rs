@@ -129,6 +129,16 @@ fn text(expr: &Expr) -> Option<String> {
     }
 }
 
+/// What a segment's bloom filters say of a lookup's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMay {
+    /// For each term, whether the segment may hold one of its values.
+    pub terms: Vec<bool>,
+    /// For each row group, whether it may hold a value of any term; `None` when the filters held do
+    /// not say for every row group and term (the Parquet reader then reads them itself).
+    pub row_groups: Option<Vec<bool>>,
+}
+
 /// A segment's filters of one column, a row group each (`None`: that row group has none).
 type RowGroupFilters = Vec<Option<Sbbf>>;
 
@@ -167,15 +177,15 @@ impl SegmentKeys {
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// For each of `segments` (path and size), in their order, and each of `keys`, whether the segment
-    /// may hold one of that entry's values. A segment whose filters cannot be read may: the scan then
-    /// reads it, and reports why it cannot.
+    /// For each of `segments` (path and size), in their order: for each of `keys`, whether the segment
+    /// may hold one of that entry's values, and which of its row groups may hold one of any entry's. A
+    /// segment whose filters cannot be read may: the scan then reads it, and reports why it cannot.
     pub async fn may_hold(
         &self,
         files: &Arc<dyn ParquetFileReaderFactory>,
         segments: &[(&str, u64)],
         keys: &[(&'static str, Vec<String>)],
-    ) -> Vec<Vec<bool>> {
+    ) -> Vec<SegmentMay> {
         let mut columns: Vec<&'static str> = keys.iter().map(|(column, _)| *column).collect();
         columns.sort_unstable();
         columns.dedup();
@@ -185,22 +195,36 @@ impl SegmentKeys {
         let now = cache.clock;
         let mut may_hold = Vec::with_capacity(segments.len());
         for (path, _) in segments {
-            let may: Vec<bool> =
-                keys.iter()
-                    .map(|(column, values)| match cache.entries.get_mut(&(path.to_string(), *column)) {
-                        Some(entry) => {
-                            entry.used = now;
-                            entry.row_groups.iter().any(|filter| {
-                                filter.as_ref().is_none_or(|f| values.iter().any(|v| f.check(&v.as_str())))
-                            })
-                        }
-                        // Unreadable, or dropped again at once because the cache is smaller than one entry.
-                        None => true,
-                    })
+            let mut may = SegmentMay { terms: Vec::with_capacity(keys.len()), row_groups: Some(Vec::new()) };
+            for (column, values) in keys {
+                let Some(entry) = cache.entries.get_mut(&(path.to_string(), *column)) else {
+                    // Unreadable, or dropped again at once because the cache is smaller than one entry.
+                    may.terms.push(true);
+                    may.row_groups = None;
+                    continue;
+                };
+                entry.used = now;
+                let row_groups: Vec<bool> = entry
+                    .row_groups
+                    .iter()
+                    .map(|filter| filter.as_ref().is_none_or(|f| values.iter().any(|v| f.check(&v.as_str()))))
                     .collect();
+                // A segment without the column (no row groups listed) holds no value of it.
+                may.terms.push(row_groups.contains(&true));
+                if row_groups.is_empty() {
+                    continue;
+                }
+                match &mut may.row_groups {
+                    Some(held) if held.is_empty() => *held = row_groups,
+                    Some(held) if held.len() == row_groups.len() => {
+                        held.iter_mut().zip(row_groups).for_each(|(held, may)| *held |= may)
+                    }
+                    _ => may.row_groups = None,
+                }
+            }
             may_hold.push(may);
         }
-        let skipped = may_hold.iter().filter(|may| !may.contains(&true)).count();
+        let skipped = may_hold.iter().filter(|may| !may.terms.contains(&true)).count();
         crate::metrics::metrics().segments_skipped.inc_by(skipped as u64);
         may_hold
     }
@@ -377,7 +401,7 @@ mod tests {
         let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         let candidates: Vec<(&str, u64)> = paths.iter().map(|(p, b)| (p.as_str(), *b)).collect();
         let may_hold = keys.may_hold(&reader_of(store), &candidates, &[("request_id", values)]).await;
-        paths.iter().zip(may_hold).filter(|(_, may)| may[0]).map(|((path, _), _)| path.clone()).collect()
+        paths.iter().zip(may_hold).filter(|(_, may)| may.terms[0]).map(|((path, _), _)| path.clone()).collect()
     }
 
     #[tokio::test]
