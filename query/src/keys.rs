@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
-use datafusion::logical_expr::utils::{disjunction, split_conjunction};
+use datafusion::logical_expr::utils::{disjunction, split_binary, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::StreamExt;
@@ -66,47 +66,30 @@ pub fn is_lookup(filter: &Expr, table: Table) -> bool {
 }
 
 fn lookup_of(expr: &Expr, columns: &[&'static str]) -> Option<Lookup> {
-    let keys = keys_of(expr, columns)?;
-    let terms: Vec<Expr> = split_disjunction(expr).into_iter().cloned().collect();
-    // `keys_of` gives one entry per term, in the same order.
-    (terms.len() == keys.len()).then_some(Lookup { terms, keys })
-}
-
-/// The terms of a disjunction, in order.
-fn split_disjunction(expr: &Expr) -> Vec<&Expr> {
-    match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-            let mut terms = split_disjunction(left);
-            terms.extend(split_disjunction(right));
-            terms
-        }
-        other => vec![other],
-    }
+    let terms: Vec<Expr> = split_binary(expr, Operator::Or).into_iter().cloned().collect();
+    let keys = terms.iter().map(|term| key_of(term, columns)).collect::<Option<Keys>>()?;
+    Some(Lookup { terms, keys })
 }
 
 /// Values of lookup columns, any of which a row must have.
 pub type Keys = Vec<(&'static str, Vec<String>)>;
 
-fn keys_of(expr: &Expr, columns: &[&'static str]) -> Option<Keys> {
+/// The column and values of one term of a lookup: `column = 'v'`, `'v' = column` or `column IN ('v', …)`.
+fn key_of(expr: &Expr, columns: &[&'static str]) -> Option<(&'static str, Vec<String>)> {
     let column_of = |expr: &Expr| match expr {
         Expr::Column(column) => columns.iter().copied().find(|c| *c == column.name),
         _ => None,
     };
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (column_of(left), column_of(right)) {
-            (Some(column), None) => text(right).map(|v| vec![(column, vec![v])]),
-            (None, Some(column)) => text(left).map(|v| vec![(column, vec![v])]),
+            (Some(column), None) => text(right).map(|v| (column, vec![v])),
+            (None, Some(column)) => text(left).map(|v| (column, vec![v])),
             _ => None,
         },
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-            let mut keys = keys_of(left, columns)?;
-            keys.extend(keys_of(right, columns)?);
-            Some(keys)
-        }
         Expr::InList(list) if !list.negated => {
             let column = column_of(&list.expr)?;
             let values: Vec<String> = list.list.iter().map(text).collect::<Option<_>>()?;
-            (!values.is_empty()).then(|| vec![(column, values)])
+            (!values.is_empty()).then_some((column, values))
         }
         _ => None,
     }

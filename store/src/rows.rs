@@ -1,11 +1,10 @@
 //! Column builders for the tables: parsers, detectors and generators append typed rows and take Arrow batches out.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::schema::TIME_ZONE;
 use crate::Table;
-use std::collections::HashMap;
-
 use arrow::array::{
     ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, DictionaryArray, Float64Builder, Int32Builder,
     Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
