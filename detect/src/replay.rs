@@ -8,8 +8,11 @@
 //! and message), never by where or when it was stored. After each minute with rows, and at the end of
 //! each scored range, event time advances to the end of that minute, closing its windows.
 //!
-//! Only the hours that hold rows are read (`Store::stored_hours`); memory holds one hour of the engine's
-//! tables at a time.
+//! Only the hours that hold rows are read (`Store::stored_hours`). An hour is read at once when it holds
+//! at most `READ_ROWS_MAX` rows of the engine's tables; a denser hour is read in spans of whole minutes
+//! of at most that many rows each (counted from the time column alone first). So memory holds at most
+//! `READ_ROWS_MAX` rows, or the rows of the densest single minute where one minute holds more: a minute
+//! is the unit of the canonical order and is sorted as a whole.
 
 use arrow::array::RecordBatch;
 use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
@@ -23,6 +26,11 @@ use crate::error::DetectError;
 /// The order in which the tables' rows of one minute are pushed: the control plane first (a deployment
 /// and the invocations it changes, in the same minute), then invocations, then their log lines.
 pub const TABLE_ORDER: [Table; 3] = [Table::Cloudtrail, Table::Invocations, Table::Logs];
+
+/// Most rows (of all the engine's tables together) one read of `score_range` holds, unless a single
+/// minute holds more. A row of `logs` takes a few hundred bytes in Arrow, held up to three times while
+/// it is put in order (read, concatenated, sorted): about 100 MB per read.
+pub const READ_ROWS_MAX: u64 = 100_000;
 
 /// What a replay read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +71,17 @@ pub async fn score_range(
     store: &Store,
     engine: &mut Engine,
     range: TimeRange,
+    alerts: impl FnMut(Vec<Alert>) -> Result<(), DetectError>,
+) -> Result<ReplayStats, DetectError> {
+    score_range_in_reads_of(store, engine, range, READ_ROWS_MAX, alerts).await
+}
+
+/// `score_range` with reads of at most `rows_max` rows (or one minute's).
+pub async fn score_range_in_reads_of(
+    store: &Store,
+    engine: &mut Engine,
+    range: TimeRange,
+    rows_max: u64,
     mut alerts: impl FnMut(Vec<Alert>) -> Result<(), DetectError>,
 ) -> Result<ReplayStats, DetectError> {
     let mut stats = ReplayStats::default();
@@ -76,20 +95,67 @@ pub async fn score_range(
         if end <= start {
             continue;
         }
-        let (seq, read) = store.scan_consistent(&tables, TimeRange::new(start, end)).await?;
-        stats.reads.push((TimeRange::new(start, end), seq));
         stats.hours += 1;
-        let mut sorted = Vec::with_capacity(read.len());
-        for (table, batches) in read {
-            if let Some(batch) = canonical(table, &batches)? {
-                stats.rows += batch.num_rows() as u64;
-                sorted.push((table, batch, 0usize));
+        for span in reads_of(store, &tables, TimeRange::new(start, end), rows_max).await? {
+            let (seq, read) = store.scan_consistent(&tables, span).await?;
+            stats.reads.push((span, seq));
+            let mut sorted = Vec::with_capacity(read.len());
+            for (table, batches) in read {
+                if let Some(batch) = canonical(table, &batches)? {
+                    stats.rows += batch.num_rows() as u64;
+                    sorted.push((table, batch, 0usize));
+                }
             }
+            push_by_minute(engine, &mut sorted, &mut alerts)?;
         }
-        push_by_minute(engine, &mut sorted, &mut alerts)?;
     }
     alerts(engine.advance_to(range.end_micros))?;
     Ok(stats)
+}
+
+/// The spans `range` (within one hour, starting and ending on minutes) is read in: itself when the
+/// segments and hot batches it overlaps hold at most `rows_max` rows, else consecutive spans of whole
+/// minutes of at most `rows_max` rows each (a minute with more is a span of its own), counted from the
+/// time column. Rows stored between the count and the reads only make a read larger.
+async fn reads_of(
+    store: &Store,
+    tables: &[Table],
+    range: TimeRange,
+    rows_max: u64,
+) -> Result<Vec<TimeRange>, DetectError> {
+    let estimate: u64 = tables
+        .iter()
+        .map(|table| {
+            let snapshot = store.snapshot(*table, range);
+            let sealed: u64 = snapshot.segments.iter().map(|s| s.rows).sum();
+            sealed + snapshot.hot.iter().map(|b| b.num_rows() as u64).sum::<u64>()
+        })
+        .sum();
+    if estimate <= rows_max {
+        return Ok(vec![range]);
+    }
+    let mut per_minute = std::collections::BTreeMap::<i64, u64>::new();
+    for table in tables {
+        for batch in store.scan(*table, Some(&[0]), range).await? {
+            let Some(times) = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>() else {
+                continue;
+            };
+            for ts in times.iter().flatten() {
+                *per_minute.entry(minute_floor(ts)).or_default() += 1;
+            }
+        }
+    }
+    let mut spans = Vec::new();
+    let (mut from, mut rows) = (range.start_micros, 0u64);
+    for (minute, count) in per_minute {
+        if rows > 0 && rows + count > rows_max && minute > from {
+            spans.push(TimeRange::new(from, minute));
+            (from, rows) = (minute, 0);
+        }
+        rows += count;
+    }
+    spans.push(TimeRange::new(from, range.end_micros));
+    Ok(spans)
 }
 
 /// Pushes the sorted rows of one hour, minute by minute, tables in order; advances to the end of each
