@@ -158,7 +158,7 @@ async fn reads_of(
     Ok(spans)
 }
 
-/// Pushes the sorted rows of one hour, minute by minute, tables in order; advances to the end of each
+/// Pushes the sorted rows of one read, minute by minute, tables in order; advances to the end of each
 /// minute that had rows.
 fn push_by_minute(
     engine: &mut Engine,
