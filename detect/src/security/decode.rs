@@ -2,6 +2,8 @@
 //! UTF-8 slashes), HTML entities, `\u`/`\x` escapes, base64 segments, letter case, SQL comments, log4j
 //! lookups and `${IFS}`. Each function is total: any input gives an output, nothing panics.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 
 /// Most bytes of one text that are decoded and matched.
@@ -18,7 +20,15 @@ fn hex_value(byte: u8) -> Option<u8> {
 
 /// One round of URL decoding: `%XX`, `%uXXXX` and `+`. Overlong UTF-8 encodings of `/`, `\` and `.`
 /// (`%c0%af`, `%e0%80%af`, `%c1%9c`, `%c0%ae`) decode to the character they disguise.
-pub fn url_decode(text: &str) -> String {
+///
+/// Each decoder returns its input borrowed when the text holds none of the characters it acts on, and
+/// only then: most texts are not encoded, and `forms` runs every decoder up to four times.
+pub fn url_decode(text: &str) -> Cow<'_, str> {
+    // Without `%` or `+` nothing decodes, and valid UTF-8 holds no overlong sequence (`0xc0`, `0xc1`
+    // and `0xe0 0x80..0x9f` never occur in it).
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
     let bytes = text.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -61,7 +71,7 @@ pub fn url_decode(text: &str) -> String {
         }
     }
     let out = replace_overlong(&out);
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Overlong UTF-8 sequences (invalid, and decoded as their ASCII by lax servers).
@@ -95,9 +105,9 @@ fn replace_overlong(bytes: &[u8]) -> Vec<u8> {
 
 /// HTML character references: numeric (`&#47;`, `&#x2f;`, without the `;` too) and the named ones that
 /// spell code.
-pub fn html_decode(text: &str) -> String {
+pub fn html_decode(text: &str) -> Cow<'_, str> {
     if !text.contains('&') {
-        return text.to_string();
+        return Cow::Borrowed(text);
     }
     const NAMED: [(&str, char); 20] = [
         ("lt", '<'),
@@ -159,13 +169,13 @@ pub fn html_decode(text: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    Cow::Owned(out)
 }
 
 /// `\uXXXX`, `\u{X}`, `\xHH`, `\NNN` (octal), `\n`, `\r` and `\t` escapes.
-pub fn unescape(text: &str) -> String {
+pub fn unescape(text: &str) -> Cow<'_, str> {
     if !text.contains('\\') {
-        return text.to_string();
+        return Cow::Borrowed(text);
     }
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
@@ -226,14 +236,14 @@ pub fn unescape(text: &str) -> String {
         out.push(chars[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Log4j lookups that only spell text (`${lower:j}`, `${::-n}`, `${env:X:-d}`, `${upper:i}`), resolved, so
 /// that `${${lower:j}ndi:...}` reads `${jndi:...}`.
-pub fn resolve_lookups(text: &str) -> String {
+pub fn resolve_lookups(text: &str) -> Cow<'_, str> {
     if !text.contains("${") {
-        return text.to_string();
+        return Cow::Borrowed(text);
     }
     let mut current = text.to_string();
     for _ in 0..8 {
@@ -276,37 +286,14 @@ pub fn resolve_lookups(text: &str) -> String {
             break;
         }
     }
-    current
+    Cow::Owned(current)
 }
 
 /// Lower case, SQL comments as spaces (versioned MySQL comments as their content), shell separators `${IFS}` as spaces, runs of white space as one space.
 pub fn normalise(text: &str) -> String {
     let lower = text.to_lowercase();
-    // A comment is white space to SQL; MySQL runs the content of a versioned comment (`/*!50000UNION*/`).
-    let mut without_comments = String::with_capacity(lower.len());
-    let mut rest = lower.as_str();
-    while let Some(start) = rest.find("/*") {
-        without_comments.push_str(&rest[..start]);
-        match rest[start + 2..].find("*/") {
-            Some(end) => {
-                let content = &rest[start + 2..start + 2 + end];
-                if let Some(code) = content.strip_prefix('!') {
-                    without_comments.push(' ');
-                    without_comments.push_str(code.trim_start_matches(|c: char| c.is_ascii_digit()));
-                }
-                without_comments.push(' ');
-                rest = &rest[start + 2 + end + 2..];
-            }
-            // An unterminated comment (`admin'/*`) comments out the rest of the query: kept as a marker.
-            None => {
-                without_comments.push_str(" /*");
-                rest = "";
-            }
-        }
-    }
-    without_comments.push_str(rest);
     // Each rewrite only when its text is there: most strings hold none, and this runs on every form.
-    let mut replaced = without_comments;
+    let mut replaced = if lower.contains("/*") { without_comments(&lower) } else { lower };
     if replaced.contains('$') {
         replaced = replaced.replace("${ifs}", " ").replace("$ifs$9", " ").replace("$ifs", " ");
     }
@@ -322,6 +309,13 @@ pub fn normalise(text: &str) -> String {
     } else {
         replaced
     };
+    // ASCII with no white space but single spaces is its own collapsed form.
+    let single_spaced = replaced.is_ascii()
+        && !replaced.bytes().any(|b| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+        && !replaced.contains("  ");
+    if single_spaced {
+        return replaced;
+    }
     // A run of white space is one space, or one line break if it holds one (a line break separates
     // shell commands).
     let mut out = String::with_capacity(replaced.len());
@@ -344,6 +338,34 @@ pub fn normalise(text: &str) -> String {
         out.push(space);
     }
     out
+}
+
+/// SQL comments as spaces: a comment is white space to SQL; MySQL runs the content of a versioned
+/// comment (`/*!50000UNION*/`).
+fn without_comments(lower: &str) -> String {
+    let mut without_comments = String::with_capacity(lower.len());
+    let mut rest = lower;
+    while let Some(start) = rest.find("/*") {
+        without_comments.push_str(&rest[..start]);
+        match rest[start + 2..].find("*/") {
+            Some(end) => {
+                let content = &rest[start + 2..start + 2 + end];
+                if let Some(code) = content.strip_prefix('!') {
+                    without_comments.push(' ');
+                    without_comments.push_str(code.trim_start_matches(|c: char| c.is_ascii_digit()));
+                }
+                without_comments.push(' ');
+                rest = &rest[start + 2 + end + 2..];
+            }
+            // An unterminated comment (`admin'/*`) comments out the rest of the query: kept as a marker.
+            None => {
+                without_comments.push_str(" /*");
+                rest = "";
+            }
+        }
+    }
+    without_comments.push_str(rest);
+    without_comments
 }
 
 /// A text with the quotes, backslashes and empty expansions that the shell removes from inside a word
@@ -423,14 +445,15 @@ pub fn forms(text: &str) -> Vec<String> {
         Some((i, _)) => &text[..i],
         None => text,
     };
-    let mut decoded = text.to_string();
+    let mut decoded = Cow::Borrowed(text);
     for _ in 0..4 {
-        let next = resolve_lookups(&unescape(&html_decode(&url_decode(&decoded))));
-        if next == decoded {
-            break;
-        }
-        decoded = next;
+        let next = match decode_round(&decoded) {
+            Cow::Owned(next) if next != *decoded => next,
+            _ => break,
+        };
+        decoded = Cow::Owned(next);
     }
+    let decoded = decoded.as_ref();
     let mut out = vec![normalise(text)];
     if decoded != text {
         let full = normalise(&decoded);
@@ -447,10 +470,24 @@ pub fn forms(text: &str) -> Vec<String> {
         }
     }
     for segment in
-        base64_segments(text).into_iter().chain(if decoded != text { base64_segments(&decoded) } else { Vec::new() })
+        base64_segments(text).into_iter().chain(if decoded != text { base64_segments(decoded) } else { Vec::new() })
     {
-        let segment = resolve_lookups(&unescape(&html_decode(&url_decode(&segment))));
-        out.push(normalise(&segment));
+        out.push(normalise(&decode_round(&segment)));
+    }
+    out
+}
+
+/// One round of every decoder: URL, HTML, escapes, then log4j lookups. Borrowed when nothing decoded.
+fn decode_round(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
+    for step in [url_decode, html_decode, unescape, resolve_lookups] {
+        let next = match step(&out) {
+            Cow::Owned(next) => Some(next),
+            Cow::Borrowed(_) => None,
+        };
+        if let Some(next) = next {
+            out = Cow::Owned(next);
+        }
     }
     out
 }
@@ -505,6 +542,27 @@ mod tests {
         assert_eq!(normalise("..0x2f..0x2fetc0x2fpasswd"), "../../etc/passwd");
         assert_eq!(shell_unquoted("w'h'o'am'i;wh\\oami;who$@ami"), "whoami;whoami;whoami");
         assert_eq!(shell_unquoted("don't 'quote' me"), "dont 'quote' me");
+    }
+
+    #[test]
+    fn plain_text_passes_every_decoder_borrowed_and_normalises_as_before() {
+        let plain = "INFO processed 25 records from the queue in 310 ms";
+        for step in [url_decode, html_decode, unescape, resolve_lookups] {
+            assert!(matches!(step(plain), Cow::Borrowed(_)));
+        }
+        assert!(matches!(decode_round(plain), Cow::Borrowed(_)));
+        // Text a decoder acts on is decoded, the others pass it through.
+        assert!(matches!(decode_round("a+b"), Cow::Owned(ref s) if s == "a b"));
+        assert_eq!(normalise(plain), plain.to_lowercase());
+        for (text, normal) in [
+            (" lead and trail ", " lead and trail "),
+            ("two  spaces", "two spaces"),
+            ("tab\tand\x0bvt\x0cff", "tab and vt ff"),
+            ("crlf\r\nline", "crlf\nline"),
+            ("nbsp\u{a0}and\u{2003}em", "nbsp and em"),
+        ] {
+            assert_eq!(normalise(text), normal, "{text:?}");
+        }
     }
 
     #[test]

@@ -242,6 +242,18 @@ pub struct Hit {
 
 /// Most strings of one payload that are matched.
 const STRINGS_MAX: usize = 4_096;
+/// Texts at most this long have their hits remembered, at most this many per thread (then forgotten
+/// all at once): at most 8 MiB of texts a thread.
+const REMEMBERED_TEXT_BYTES_MAX: usize = 512;
+const REMEMBERED_TEXTS_MAX: usize = 16_384;
+
+type Remembered = std::collections::HashMap<Box<str>, Vec<(Class, &'static str, String)>>;
+
+thread_local! {
+    /// The hits of the short texts this thread scanned last (`InjectionMatcher::scan_text`). The rules
+    /// are constants, so every matcher's hits for a text are the same.
+    static SCANNED: std::cell::RefCell<Remembered> = std::cell::RefCell::new(Remembered::new());
+}
 const DEPTH_MAX: usize = 16;
 
 /// The compiled rules.
@@ -295,11 +307,45 @@ impl InjectionMatcher {
     }
 
     /// Matches one text (all its decoded forms); at most one hit per class.
+    ///
+    /// The hits of a short text are remembered per thread (`SCANNED`): the strings of payloads repeat
+    /// (hosts, user agents, stages, methods, paths), and a text's hits depend on the text alone. A class
+    /// already in `out` is not added again, exactly as the scan itself skips it.
     pub fn scan_text(&self, field: &str, text: &str, out: &mut Vec<Hit>) {
         // `;id` and `|id` are three characters.
         if text.len() < 3 {
             return;
         }
+        if text.len() > REMEMBERED_TEXT_BYTES_MAX {
+            return self.scan_forms(field, text, out);
+        }
+        let remembered = SCANNED.with(|scanned| scanned.borrow().get(text).cloned());
+        let found = match remembered {
+            Some(found) => found,
+            None => {
+                let mut fresh = Vec::new();
+                self.scan_forms("", text, &mut fresh);
+                let found: Vec<(Class, &'static str, String)> =
+                    fresh.into_iter().map(|h| (h.class, h.rule, h.snippet)).collect();
+                SCANNED.with(|scanned| {
+                    let mut scanned = scanned.borrow_mut();
+                    if scanned.len() >= REMEMBERED_TEXTS_MAX {
+                        scanned.clear();
+                    }
+                    scanned.insert(text.into(), found.clone());
+                });
+                found
+            }
+        };
+        for (class, rule, snippet) in found {
+            if !out.iter().any(|h| h.class == class) {
+                out.push(Hit { class, rule, field: field.to_string(), snippet });
+            }
+        }
+    }
+
+    /// `scan_text` without the memory: every decoded form through the rules and the tokenisers.
+    fn scan_forms(&self, field: &str, text: &str, out: &mut Vec<Hit>) {
         for form in decode::forms(text) {
             let matched = self.set.matches(&form);
             for index in matched.iter() {
@@ -554,6 +600,40 @@ mod tests {
             assert!(in_query(value).contains(&class), "{value}: {:?}", in_query(value));
         }
         assert!(in_query("splittag('/path#tag') --> '/path', 'tag'.").is_empty());
+    }
+
+    #[test]
+    fn remembered_hits_are_the_scan_s_own_for_every_field_and_earlier_hit() {
+        let matcher = InjectionMatcher::new();
+        let texts = [
+            "' UNION SELECT password FROM users--",
+            "1' or sleep(5)#<script>alert(1)</script>",
+            "${jndi:ldap://x.example/a} ; cat /etc/passwd",
+            "api.example.com",
+            "python-requests/2.32.3",
+        ];
+        let earlier = [
+            vec![],
+            vec![Hit { class: Class::Sql, rule: "sql.union_select", field: "q".into(), snippet: String::new() }],
+            vec![Hit { class: Class::Xss, rule: "xss.markup", field: "q".into(), snippet: String::new() }],
+        ];
+        // Twice: the first scan of a text is remembered, the second is served from memory.
+        for _ in 0..2 {
+            for text in texts {
+                for (field, before) in ["body.q", "headers.User-Agent"].iter().zip(earlier.iter().cycle()) {
+                    let (mut scanned, mut remembered) = (before.clone(), before.clone());
+                    matcher.scan_forms(field, text, &mut scanned);
+                    matcher.scan_text(field, text, &mut remembered);
+                    assert_eq!(remembered, scanned, "{text} in {field} after {before:?}");
+                }
+            }
+        }
+        assert!(SCANNED.with(|s| s.borrow().contains_key("' UNION SELECT password FROM users--")));
+        // The memory is bounded: it is forgotten once full.
+        for i in 0..REMEMBERED_TEXTS_MAX + 10 {
+            matcher.scan_text("f", &format!("text {i}"), &mut Vec::new());
+        }
+        assert!(SCANNED.with(|s| s.borrow().len()) <= REMEMBERED_TEXTS_MAX);
     }
 
     #[test]
