@@ -120,6 +120,12 @@ impl Engine {
         tables
     }
 
+    /// The clean texts of the security detections' injection scan, for a pre-scan (`security::prescan`);
+    /// `None` without security detections.
+    pub fn clean_texts(&self) -> Option<std::sync::Arc<crate::security::prescan::CleanTexts>> {
+        self.security.as_ref().map(SecurityDetections::clean_texts)
+    }
+
     /// Event time before which the stored rows have been scored (`None`: nothing yet).
     pub fn scored_through_us(&self) -> Option<i64> {
         self.scored_through_us

@@ -32,6 +32,7 @@ use crate::cluster::{cluster_bounds, Ownership, StoredAlerts, INPUT_IDLE_AFTER};
 use crate::engine::{Checkpoints, Engine, EngineStats};
 use crate::error::DetectError;
 use crate::replay::{minute_ceiling, minute_floor, score_range, stored_span};
+use crate::security::prescan::Prescan;
 
 /// Appends buffered between the store and the detectors before appenders wait.
 const QUEUE_APPENDS_MAX: usize = 64;
@@ -203,6 +204,9 @@ struct Live<'a> {
     cluster_inputs: Option<i64>,
     cluster_read: Option<Instant>,
     stored_alerts: StoredAlerts,
+    /// An input scored only at its end (`LiveConfig::score_while_running` off) has its appended rows
+    /// scanned for injection meanwhile (`security::prescan`).
+    prescan: Option<Prescan>,
 }
 
 impl<'a> Live<'a> {
@@ -217,6 +221,13 @@ impl<'a> Live<'a> {
         let now = store::time::now_micros();
         let newest_us = stored_span(store, &engine.tables())
             .map_or(i64::MIN, |(_, newest)| newest.min(now.saturating_add(config.future_skew_us)));
+        let prescan = engine.clean_texts().filter(|_| !config.score_while_running).and_then(|clean| {
+            Prescan::start(clean)
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "cannot start the injection pre-scan; scoring scans it all"),
+                )
+                .ok()
+        });
         Live {
             store,
             engine,
@@ -231,6 +242,7 @@ impl<'a> Live<'a> {
             cluster_inputs: None,
             cluster_read: None,
             stored_alerts: StoredAlerts::default(),
+            prescan,
         }
     }
 
@@ -294,6 +306,9 @@ impl<'a> Live<'a> {
         let scored_through = self.engine.scored_through_us().unwrap_or(i64::MIN);
         let mut alerts = Vec::new();
         for (table, batch) in &appended.batches {
+            if let Some(prescan) = &self.prescan {
+                prescan.offer(*table, batch);
+            }
             let Some(times) = batch.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>() else { continue };
             if let Some(max) = arrow::compute::max(times) {
                 self.newest_us = self.newest_us.max(max.min(cap));
@@ -430,6 +445,10 @@ impl<'a> Live<'a> {
     /// At stop: takes what is queued; scores what is complete (everything, for a closed input); stores
     /// the current rows of open alert groups; checkpoints.
     fn finish(mut self, receiver: &Receiver<Appended>, end: InputEnd) -> Result<EngineStats, DetectError> {
+        // Scoring takes the cores from here: what the pre-scan has not reached, it scans itself.
+        if let Some(prescan) = &mut self.prescan {
+            prescan.stop();
+        }
         while let Ok(appended) = receiver.try_recv() {
             self.take(&appended)?;
         }

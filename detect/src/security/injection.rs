@@ -247,12 +247,12 @@ const STRINGS_MAX: usize = 4_096;
 const REMEMBERED_TEXT_BYTES_MAX: usize = 512;
 const REMEMBERED_TEXTS_MAX: usize = 16_384;
 
-type Remembered = std::collections::HashMap<Box<str>, Vec<(Class, &'static str, String)>>;
+type Remembered = std::collections::HashMap<Box<str>, Vec<(Class, &'static str, String)>, foldhash::fast::RandomState>;
 
 thread_local! {
     /// The hits of the short texts this thread scanned last (`InjectionMatcher::scan_text`). The rules
     /// are constants, so every matcher's hits for a text are the same.
-    static SCANNED: std::cell::RefCell<Remembered> = std::cell::RefCell::new(Remembered::new());
+    static SCANNED: std::cell::RefCell<Remembered> = std::cell::RefCell::new(Remembered::default());
 }
 const DEPTH_MAX: usize = 16;
 

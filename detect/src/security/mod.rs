@@ -14,6 +14,7 @@ pub mod behaviour;
 pub mod controlplane;
 pub mod decode;
 pub mod injection;
+pub mod prescan;
 pub mod rows;
 pub mod sigma;
 
@@ -267,6 +268,8 @@ const REPORTED_MAX: usize = 200_000;
 pub struct SecurityDetections {
     config: SecurityConfig,
     injection: InjectionMatcher,
+    /// Texts a pre-scan found clean (`prescan`): their injection scan is skipped.
+    clean: std::sync::Arc<prescan::CleanTexts>,
     sigma: SigmaRules,
     state: State,
     /// The ids of `state.reported`, for lookups.
@@ -283,6 +286,7 @@ impl SecurityDetections {
     pub fn new(config: SecurityConfig, sigma: SigmaRules) -> Self {
         SecurityDetections {
             injection: InjectionMatcher::new(),
+            clean: Default::default(),
             sigma,
             state: State {
                 version: STATE_VERSION,
@@ -294,6 +298,11 @@ impl SecurityDetections {
             stats: SecurityStats::default(),
             late: false,
         }
+    }
+
+    /// The clean texts the injection scan skips, for a pre-scan to note into (`prescan::Prescan`).
+    pub fn clean_texts(&self) -> std::sync::Arc<prescan::CleanTexts> {
+        self.clean.clone()
     }
 
     /// Restores learned state (deployers, callers, baselines) from what `checkpoint` wrote.
@@ -356,8 +365,8 @@ impl SecurityDetections {
             Table::Invocations => {
                 let Ok(columns) = InvocationRow::columns(batch) else { return };
                 let rows = rows::invocations(&columns);
-                let matcher = &self.injection;
-                let hits = on_cores(&rows, |row| invocation_hits(matcher, row));
+                let (matcher, clean) = (&self.injection, &*self.clean);
+                let hits = on_cores(&rows, |row| invocation_hits(matcher, clean, row));
                 for (row, hits) in rows.iter().zip(hits) {
                     self.stats.invocations += 1;
                     let from = findings.len();
@@ -368,8 +377,8 @@ impl SecurityDetections {
             Table::Logs => {
                 let Ok(columns) = LogRow::columns(batch) else { return };
                 let rows = rows::logs(&columns);
-                let matcher = &self.injection;
-                let hits = on_cores(&rows, |row| log_hits(matcher, row));
+                let (matcher, clean) = (&self.injection, &*self.clean);
+                let hits = on_cores(&rows, |row| log_hits(matcher, clean, row));
                 for (row, hits) in rows.iter().zip(hits) {
                     self.stats.log_lines += 1;
                     let from = findings.len();
@@ -533,15 +542,18 @@ impl SecurityDetections {
     }
 }
 
-/// A log line with the function's own code and runtime paths (`/var/task/`, `/var/runtime/`) taken out:
-/// every stack trace names them, so in a log line they are not input reading a sensitive file. (In a
-/// trigger event they still are.)
 /// The injection found in an invocation's payload, path and user agent: what needs no state, so it
 /// is found for a batch's rows on every core (`on_cores`).
-fn invocation_hits(matcher: &InjectionMatcher, row: &InvocationRow<Borrowed>) -> Vec<injection::Hit> {
+fn invocation_hits(
+    matcher: &InjectionMatcher,
+    clean: &prescan::CleanTexts,
+    row: &InvocationRow<Borrowed>,
+) -> Vec<injection::Hit> {
     let mut hits = Vec::new();
     if let Some(payload) = row.event_payload {
-        hits = matcher.scan_payload(payload);
+        if !clean.is_clean(prescan::Scanned::Payload, payload) {
+            hits = matcher.scan_payload(payload);
+        }
     }
     for (field, text) in [("http_path", row.http_path), ("user_agent", row.user_agent)] {
         if let Some(text) = text {
@@ -555,14 +567,11 @@ fn invocation_hits(matcher: &InjectionMatcher, row: &InvocationRow<Borrowed>) ->
 
 /// The injection found in an application log line (none in platform lines, START, END and REPORT,
 /// which carry no input, nor in lines of no function).
-fn log_hits(matcher: &InjectionMatcher, row: &LogRow<Borrowed>) -> Vec<injection::Hit> {
-    let platform = row.message.starts_with("START RequestId")
-        || row.message.starts_with("END RequestId")
-        || row.message.starts_with("REPORT RequestId");
-    if platform || row.function_name.is_none() {
-        return Vec::new();
+fn log_hits(matcher: &InjectionMatcher, clean: &prescan::CleanTexts, row: &LogRow<Borrowed>) -> Vec<injection::Hit> {
+    match prescan::log_line_scanned(row) {
+        Some(text) if !clean.is_clean(prescan::Scanned::LogLine, &text) => matcher.scan_payload(&text),
+        _ => Vec::new(),
     }
-    matcher.scan_payload(&without_own_code_paths(row.message))
 }
 
 /// Gives the findings of one row that row's entities. A windowed finding, which a row closes but is
@@ -596,14 +605,6 @@ fn on_cores<R: Sync, T: Send>(rows: &[R], scan: impl Fn(&R) -> T + Sync) -> Vec<
         }
         out
     })
-}
-
-fn without_own_code_paths(message: &str) -> std::borrow::Cow<'_, str> {
-    if message.contains("/var/task/") || message.contains("/var/runtime/") {
-        std::borrow::Cow::Owned(message.replace("/var/task/", "/").replace("/var/runtime/", "/"))
-    } else {
-        std::borrow::Cow::Borrowed(message)
-    }
 }
 
 #[cfg(test)]
