@@ -456,7 +456,7 @@ pub fn forms(text: &str) -> Vec<String> {
     let decoded = decoded.as_ref();
     let mut out = vec![normalise(text)];
     if decoded != text {
-        let full = normalise(&decoded);
+        let full = normalise(decoded);
         if full != out[0] {
             out.push(full);
         }
