@@ -242,6 +242,7 @@ pub struct Hit {
 
 /// Most strings of one payload that are matched.
 const STRINGS_MAX: usize = 4_096;
+const DEPTH_MAX: usize = 16;
 /// Texts at most this long have their hits remembered, at most this many per thread (then forgotten
 /// all at once): at most 8 MiB of texts a thread.
 const REMEMBERED_TEXT_BYTES_MAX: usize = 512;
@@ -254,7 +255,6 @@ thread_local! {
     /// are constants, so every matcher's hits for a text are the same.
     static SCANNED: std::cell::RefCell<Remembered> = std::cell::RefCell::new(Remembered::default());
 }
-const DEPTH_MAX: usize = 16;
 
 /// The compiled rules.
 pub struct InjectionMatcher {

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
@@ -73,6 +73,8 @@ impl BuildHasher for BuildPrehashed {
 pub struct CleanTexts {
     key: std::collections::hash_map::RandomState,
     noted: Mutex<HashSet<u64, BuildPrehashed>>,
+    /// Whether anything was noted: without a pre-scan (`serve`, `hunt`) a check neither hashes nor locks.
+    any: AtomicBool,
 }
 
 impl CleanTexts {
@@ -85,11 +87,18 @@ impl CleanTexts {
 
     /// Whether `text` was scanned as `scanned` and held no injection.
     pub fn is_clean(&self, scanned: Scanned, text: &str) -> bool {
+        if !self.any.load(Ordering::Relaxed) {
+            return false;
+        }
         let hash = self.hash(scanned, text);
         self.noted.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash)
     }
 
     fn note(&self, hashes: &[u64]) {
+        if hashes.is_empty() {
+            return;
+        }
+        self.any.store(true, Ordering::Relaxed);
         let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
         for hash in hashes {
             if noted.len() >= CLEAN_TEXTS_MAX {
@@ -189,9 +198,8 @@ impl Prescan {
             return;
         }
         if let Some(sender) = &self.sender {
-            match sender.try_send((table, batch.clone())) {
-                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
-            }
+            // Full or ended: the batch is left to the scoring.
+            let _ = sender.try_send((table, batch.clone()));
         }
     }
 
