@@ -10,6 +10,7 @@
 //! Memory is bounded by `pending_max`: past it, the oldest pending invocation is emitted as it is.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use crate::lambda::{Message, Report};
 use crate::trigger::Trigger;
@@ -76,7 +77,8 @@ struct Pending {
 #[derive(Debug, Default)]
 struct Environment {
     cold_next: bool,
-    current_request: Option<String>,
+    /// Empty when none is: request ids are never empty. One buffer reused from request to request.
+    current_request: String,
     /// The newest event time of a line in this environment.
     newest_ts: i64,
 }
@@ -93,21 +95,22 @@ pub struct AssemblyStats {
 }
 
 /// A map keyed by request ids and log streams, looked up for every line: a fast hash, seeded per map.
-type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 pub struct Assembler {
-    pending: Map<Pending>,
+    /// Keyed by request id; the map, `arrival` and `completed` share one allocation of each id.
+    pending: Map<Arc<str>, Pending>,
     /// Request ids in the order they became pending, for eviction; may hold ids already emitted.
-    arrival: VecDeque<String>,
+    arrival: VecDeque<Arc<str>>,
     /// Emitted request ids, as 64-bit hashes (a fifth of the memory of the ids; a collision, about one
     /// in 10^8 at the 400,000 remembered, would drop a late part of another request as late).
     emitted: HashSet<u64, foldhash::fast::RandomState>,
     emitted_order: VecDeque<u64>,
     /// Keys of `id_hash`, random per assembler so that no input can aim at a collision.
     hash_keys: std::collections::hash_map::RandomState,
-    environments: Map<Environment>,
+    environments: Map<String, Environment>,
     /// Request ids whose START and REPORT are both in; emitted at the end of the unit.
-    completed: Vec<String>,
+    completed: Vec<Arc<str>>,
     pending_max: usize,
     emitted_memory: usize,
     grace_micros: i64,
@@ -142,20 +145,23 @@ impl Assembler {
     /// The request currently running in an environment (see `Origin::environment`), for lines that do
     /// not name one.
     pub fn current_request(&self, environment: &str) -> Option<&str> {
-        self.environments.get(environment)?.current_request.as_deref()
+        Some(self.environments.get(environment)?.current_request.as_str()).filter(|id| !id.is_empty())
     }
 
-    /// The pending invocation of `request_id`, made (first seen from `origin` at `ts`) if there is none.
-    fn pending_of(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64) -> &mut Pending {
+    /// The pending invocation of `request_id`, made (first seen from `origin` at `ts`, from a log line
+    /// if `logged`) if there is none.
+    fn pending_of(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64, logged: bool) -> &mut Pending {
         if !self.pending.contains_key(request_id) {
-            self.arrival.push_back(request_id.to_string());
+            let key: Arc<str> = Arc::from(request_id);
+            self.arrival.push_back(Arc::clone(&key));
             let first = Pending {
                 source: origin.source.to_string(),
                 position: origin.position.to_string(),
                 last_ts: ts,
+                logged,
                 ..Pending::default()
             };
-            self.pending.insert(request_id.to_string(), first);
+            self.pending.insert(key, first);
         }
         self.pending.get_mut(request_id).expect("inserted above")
     }
@@ -165,7 +171,7 @@ impl Assembler {
             self.stats.late_parts += 1;
             return None;
         }
-        let pending = self.pending_of(request_id, origin, ts);
+        let pending = self.pending_of(request_id, origin, ts, true);
         let fill = |slot: &mut Option<String>, value: Option<&str>| {
             if slot.is_none() {
                 *slot = value.map(str::to_string);
@@ -207,12 +213,13 @@ impl Assembler {
                 false
             }
             Message::Start { request_id, .. } => {
-                env.current_request = Some(request_id.to_string());
+                env.current_request.clear();
+                env.current_request.push_str(request_id);
                 std::mem::take(&mut env.cold_next)
             }
             Message::End { request_id } => {
-                if env.current_request.as_deref() == Some(request_id) {
-                    env.current_request = None;
+                if env.current_request == **request_id {
+                    env.current_request.clear();
                 }
                 false
             }
@@ -315,14 +322,16 @@ impl Assembler {
         if self.emitted.contains(&self.id_hash(request_id)) {
             return;
         }
-        let pending = self.pending_of(request_id, origin, ts);
+        let pending = self.pending_of(request_id, origin, ts, false);
         pending.trace_id.get_or_insert_with(|| trace_id.to_string());
         pending.last_ts = pending.last_ts.max(ts);
     }
 
     fn emit_if_complete(&mut self, request_id: &str, out: &mut TableBuilder) {
-        if self.pending.get(request_id).is_some_and(|p| p.seen_start && p.report.is_some()) {
-            self.completed.push(request_id.to_string());
+        if let Some((key, _)) =
+            self.pending.get_key_value(request_id).filter(|(_, p)| p.seen_start && p.report.is_some())
+        {
+            self.completed.push(Arc::clone(key));
         }
         self.enforce_limit(out);
     }
@@ -356,7 +365,7 @@ impl Assembler {
         let grace = self.grace_micros;
         let quiet_cutoff = watermark_micros.saturating_sub(grace.saturating_mul(QUIET_GRACE_FACTOR));
         let environments = &self.environments;
-        let due: Vec<String> = self
+        let due: Vec<Arc<str>> = self
             .pending
             .iter()
             .filter(|(_, p)| {
@@ -378,7 +387,7 @@ impl Assembler {
 
     /// Emits every pending invocation: the input ended.
     pub fn flush_all(&mut self, out: &mut TableBuilder) {
-        let all: Vec<String> = self.pending.keys().cloned().collect();
+        let all: Vec<Arc<str>> = self.pending.keys().cloned().collect();
         for id in all {
             self.emit(&id, out);
         }

@@ -164,18 +164,26 @@ pub fn normalise_level(level: &str) -> Option<&'static str> {
 }
 
 /// Splits `text` at the first tab or space run; returns the token and the rest (without the separator).
+/// Byte searches, not `char` patterns: this runs several times on every application line.
 fn token(text: &str) -> (&str, &str) {
-    match text.find(['\t', ' ']) {
-        Some(at) => (&text[..at], text[at..].trim_start_matches([' ', '\t'])),
+    match memchr::memchr2(b'\t', b' ', text.as_bytes()) {
+        Some(at) => (&text[..at], skip_blanks(&text[at..])),
         None => (text, ""),
     }
+}
+
+/// `text` without the spaces and tabs it starts with.
+fn skip_blanks(text: &str) -> &str {
+    let blanks = text.bytes().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    &text[blanks..]
 }
 
 /// `Key: value` fields separated by tabs or newlines, as in `REPORT` lines.
 fn fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.split(['\t', '\n']).filter_map(|part| {
-        let (key, value) = part.split_once(": ")?;
-        Some((key.trim(), value.trim()))
+        // The first `: `, found by its colon.
+        let at = memchr::memchr_iter(b':', part.as_bytes()).find(|at| part.as_bytes().get(at + 1) == Some(&b' '))?;
+        Some((part[..at].trim(), part[at + 2..].trim()))
     })
 }
 
@@ -327,7 +335,7 @@ fn parse_app_line(text: &str) -> Message<'_> {
 }
 
 fn after_separator(text: &str) -> &str {
-    text.trim_start_matches([' ', '\t'])
+    skip_blanks(text)
 }
 
 fn app<'a>(ts: Option<i64>, request_id: Option<&'a str>, level: Option<&'static str>, message: &'a str) -> Message<'a> {

@@ -21,6 +21,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod progress;
 pub mod s3;
+pub mod scan;
 pub mod sink;
 pub mod sources;
 pub mod timestamp;

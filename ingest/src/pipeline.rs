@@ -14,6 +14,7 @@ use crate::assemble::{Assembler, AssemblyStats, Origin};
 use crate::cloudwatch::{export_stream_of_key, function_of_group, Subscription};
 use crate::events::{self, Event};
 use crate::lambda::{self, Message};
+use crate::scan::{self, Head};
 use crate::{cloudtrail, timestamp, trace};
 use store::rows::{bounded, TableBuilder};
 use store::tables::{Borrowed, DeadLetterRow, LogRow};
@@ -188,6 +189,8 @@ pub struct Pipeline {
     pub stats: IngestStats,
     /// The stats as last added to the metrics.
     reported: IngestStats,
+    /// The events of the subscription payload read last, their buffers reused for the next.
+    scratch: scan::Scratch,
 }
 
 /// Whether a unit may be cut at line ends without changing what it decodes to: lines of text or NDJSON,
@@ -248,6 +251,7 @@ impl Pipeline {
             unit_first_ts: None,
             stats: IngestStats::default(),
             reported: IngestStats::default(),
+            scratch: scan::Scratch::default(),
         }
     }
 
@@ -522,10 +526,8 @@ impl Pipeline {
         if body[0] == b'{' || body[0] == b'[' {
             // A subscription payload is parsed straight into borrowed structs: the hot path.
             // CloudWatch writes `messageType` first; serialisers that sort keys write it last.
-            if sniffs_subscription(body) {
-                if let Ok(subscription) = serde_json::from_slice::<Subscription<'_>>(body) {
-                    return self.subscription(subscription, unit);
-                }
+            if sniffs_subscription(body) && self.read_subscription(body, unit) {
+                return;
             }
             let error = match serde_json::from_slice::<Json>(body) {
                 Ok(json) => return self.json(&json, body, unit, depth),
@@ -554,11 +556,8 @@ impl Pipeline {
                 if line.first() == Some(&b'{') && line.len() <= LINE_BYTES_MAX {
                     // A subscription payload per line (how payloads are saved and replayed): straight into
                     // borrowed structs, not through a `Value` and the other shapes' checks.
-                    if !events_first && sniffs_subscription(line) {
-                        if let Ok(subscription) = serde_json::from_slice::<Subscription<'_>>(line) {
-                            self.subscription(subscription, &line_unit);
-                            continue;
-                        }
+                    if !events_first && sniffs_subscription(line) && self.read_subscription(line, &line_unit) {
+                        continue;
                     }
                     let text = std::str::from_utf8(line).ok();
                     if events_first {
@@ -619,7 +618,7 @@ impl Pipeline {
         }
         if json.get("messageType").is_some() {
             return match serde_json::from_slice::<Subscription<'_>>(raw) {
-                Ok(subscription) => self.subscription(subscription, unit),
+                Ok(subscription) => self.serde_subscription(subscription, unit),
                 Err(error) => self.dead_letter("bad_subscription", &error.to_string(), raw, unit.source, unit.position),
             };
         }
@@ -802,10 +801,13 @@ impl Pipeline {
     }
 
     fn subscription_bytes(&mut self, bytes: &[u8], unit: &Unit<'_>) {
+        if self.scan_subscription(bytes, unit) {
+            return;
+        }
         match serde_json::from_slice::<Json>(bytes) {
             Ok(json) if json.get("awslogs").is_some() => self.json(&json, bytes, unit, 0),
             Ok(_) => match serde_json::from_slice::<Subscription<'_>>(bytes) {
-                Ok(subscription) => self.subscription(subscription, unit),
+                Ok(subscription) => self.serde_subscription(subscription, unit),
                 Err(error) => {
                     self.dead_letter("bad_subscription", &error.to_string(), bytes, unit.source, unit.position)
                 }
@@ -814,26 +816,65 @@ impl Pipeline {
         }
     }
 
-    fn subscription(&mut self, subscription: Subscription<'_>, unit: &Unit<'_>) {
-        match subscription.message_type {
+    /// Reads `bytes` as a subscription payload if they are one; whether they were.
+    fn read_subscription(&mut self, bytes: &[u8], unit: &Unit<'_>) -> bool {
+        if self.scan_subscription(bytes, unit) {
+            return true;
+        }
+        match serde_json::from_slice::<Subscription<'_>>(bytes) {
+            Ok(subscription) => {
+                self.serde_subscription(subscription, unit);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A subscription payload through `scan`, which reads those that serde reads to the same values, or
+    /// gives up (`false`) and leaves the payload to serde.
+    fn scan_subscription(&mut self, bytes: &[u8], unit: &Unit<'_>) -> bool {
+        let Ok(body) = std::str::from_utf8(bytes) else { return false };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let read =
+            scan::subscription(body, &mut scratch).map(|head| self.subscription(head, scratch.events(body), unit));
+        self.scratch = scratch;
+        read.is_some()
+    }
+
+    fn serde_subscription(&mut self, subscription: Subscription<'_>, unit: &Unit<'_>) {
+        let head = Head {
+            message_type: subscription.message_type,
+            owner: subscription.owner,
+            log_group: subscription.log_group,
+            log_stream: subscription.log_stream,
+        };
+        self.subscription(head, subscription.log_events.iter().map(|e| (e.timestamp, e.message.as_ref())), unit)
+    }
+
+    /// A subscription payload's fields and its events' timestamps (milliseconds) and messages.
+    fn subscription<'e>(&mut self, head: Head<'_>, events: impl Iterator<Item = (i64, &'e str)>, unit: &Unit<'_>) {
+        match head.message_type {
             "CONTROL_MESSAGE" => {
                 self.stats.control_messages += 1;
             }
             "DATA_MESSAGE" => {
                 let context = Context {
-                    log_group: subscription.log_group.as_deref().or(unit.log_group),
-                    log_stream: subscription.log_stream.as_deref(),
-                    account: subscription.owner,
+                    log_group: head.log_group.as_deref().or(unit.log_group),
+                    log_stream: head.log_stream.as_deref(),
+                    account: head.owner,
                     request_id: None,
                 };
-                // One position buffer for the whole payload: this is the hot loop.
+                // One position buffer for the whole payload, its `<unit position>#` written once: this is
+                // the hot loop.
                 let mut position = String::with_capacity(unit.position.len() + 8);
-                for (idx, event) in subscription.log_events.iter().enumerate() {
-                    use std::fmt::Write;
-                    position.clear();
-                    let _ = write!(position, "{}#{idx}", unit.position);
-                    let ts = timestamp::millis_to_micros(event.timestamp);
-                    self.log_message(&context, ts, &event.message, unit, &position, None);
+                position.push_str(unit.position);
+                position.push('#');
+                let prefix = position.len();
+                for (idx, (millis, message)) in events.enumerate() {
+                    position.truncate(prefix);
+                    push_decimal(&mut position, idx);
+                    let ts = timestamp::millis_to_micros(millis);
+                    self.log_message(&context, ts, message, unit, &position, None);
                 }
             }
             other => self.dead_letter(
@@ -1096,7 +1137,21 @@ fn first_time_in(bytes: &[u8]) -> Option<i64> {
     })
 }
 
-/// Whether a line continues the message before it: stack frames, tracebacks, an `XRAY` suffix.
+/// Appends `n` in decimal, as `write!` would, without the formatting machinery.
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
 /// Whether a JSON document says `"messageType"` near one of its ends, where a subscription payload has
 /// it: CloudWatch writes it first, serialisers that sort keys write it after `logStream`.
 fn sniffs_subscription(body: &[u8]) -> bool {
@@ -1107,6 +1162,7 @@ fn sniffs_subscription(body: &[u8]) -> bool {
     sniff(&body[..4096]) || sniff(&body[body.len() - 4096..])
 }
 
+/// Whether a line continues the message before it: stack frames, tracebacks, an `XRAY` suffix.
 fn is_continuation(line: &str) -> bool {
     line.starts_with([' ', '\t'])
         || line.starts_with("at ")
