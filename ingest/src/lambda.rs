@@ -188,7 +188,31 @@ fn fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 fn number_before_unit(value: &str) -> Option<f64> {
-    value.split_whitespace().next()?.parse::<f64>().ok().filter(|v| v.is_finite())
+    let number = value.split_whitespace().next()?;
+    plain_decimal(number).or_else(|| number.parse::<f64>().ok()).filter(|v| v.is_finite())
+}
+
+/// `digits[.digits]` of at most 15 digits, as `str::parse` reads it, without its general algorithm: the
+/// digits are an integer below 2^53 and the divisor a power of ten below 2^53, both exact in an `f64`,
+/// so the one division rounds to the nearest `f64` as `parse` does. `None` for any other text.
+fn plain_decimal(text: &str) -> Option<f64> {
+    const POWERS: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let (whole, fraction) = match text.split_once('.') {
+        Some((_, "")) => return None,
+        Some(parts) => parts,
+        None => (text, ""),
+    };
+    if whole.is_empty() || whole.len() + fraction.len() > 15 {
+        return None;
+    }
+    let mut digits = 0u64;
+    for byte in whole.bytes().chain(fraction.bytes()) {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        digits = digits * 10 + u64::from(byte - b'0');
+    }
+    Some(digits as f64 / POWERS[fraction.len()])
 }
 
 /// Parses a message in Lambda's text format. Never fails: anything unrecognised is an application line.
@@ -679,6 +703,27 @@ pub fn parse_json_fast(text: &str) -> Option<(Option<i64>, Message<'_>)> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn plain_decimals_read_as_parse_reads_them(text in "[0-9]{0,12}(\\.[0-9]{0,8})?|[ -~]{0,10}") {
+            if let Some(value) = super::plain_decimal(&text) {
+                prop_assert_eq!(Some(value.to_bits()), text.parse::<f64>().ok().map(f64::to_bits), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn report_numbers_take_the_plain_path_where_they_can() {
+        for text in ["52.41", "0.5", "1234567.000001", "53", "0"] {
+            assert_eq!(super::plain_decimal(text), text.parse::<f64>().ok(), "{text}");
+        }
+        for text in ["1.", ".5", "-1", "1e3", "1234567890.1234567", "", "12a"] {
+            assert_eq!(super::plain_decimal(text), None, "{text}");
+        }
+    }
+
     use super::*;
 
     /// The fast path must say exactly what the `Value` path says, or leave the line to it.
