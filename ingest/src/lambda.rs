@@ -188,8 +188,15 @@ fn fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 fn number_before_unit(value: &str) -> Option<f64> {
-    let number = value.split_whitespace().next()?;
-    plain_decimal(number).or_else(|| number.parse::<f64>().ok()).filter(|v| v.is_finite())
+    // `52.41 ms`: digits and a dot up to a space or the end are the first word that `split_whitespace`
+    // would give, found without its Unicode tables.
+    let plain = value.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+    if matches!(value.as_bytes().get(plain), None | Some(b' ')) {
+        if let Some(number) = plain_decimal(&value[..plain]) {
+            return Some(number);
+        }
+    }
+    value.split_whitespace().next()?.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
 /// `digits[.digits]` of at most 15 digits, as `str::parse` reads it, without its general algorithm: the
@@ -711,6 +718,16 @@ mod tests {
             if let Some(value) = super::plain_decimal(&text) {
                 prop_assert_eq!(Some(value.to_bits()), text.parse::<f64>().ok().map(f64::to_bits), "{}", text);
             }
+        }
+    }
+
+    #[test]
+    fn numbers_before_units_read_as_their_first_word_parses() {
+        for text in
+            ["52.41 ms", "53 ms", "52.41", "52.41ms", " 52.41 ms", "52.41\tms", "1. ms", "-3 ms", "1e3 ms", "", "ms"]
+        {
+            let expected = text.split_whitespace().next().and_then(|w| w.parse::<f64>().ok());
+            assert_eq!(super::number_before_unit(text), expected, "{text:?}");
         }
     }
 
