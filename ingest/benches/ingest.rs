@@ -67,6 +67,13 @@ fn ingest(c: &mut Criterion) {
     let n_lines = 100_000;
     let plain = payloads(n_lines);
     let gzipped: Vec<Vec<u8>> = plain.iter().map(|p| gzip(p)).collect();
+    // `COLDTRAIL_PARSE_ITERATIONS=n`: parse the plain payloads n times and stop, for counting
+    // instructions with `perf stat`, which this machine's noise does not move as it moves time.
+    if let Some(iterations) = std::env::var("COLDTRAIL_PARSE_ITERATIONS").ok().and_then(|n| n.parse::<usize>().ok()) {
+        let rows: usize = (0..iterations).map(|_| parse_all(&plain)).sum();
+        println!("parsed {iterations} times: {rows} rows");
+        std::process::exit(0);
+    }
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Elements(n_lines as u64));
     group.sample_size(20);

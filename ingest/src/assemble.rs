@@ -48,12 +48,12 @@ impl Origin<'_> {
 
 #[derive(Debug, Default)]
 struct Pending {
-    function_name: Option<String>,
+    function_name: Option<Arc<str>>,
     function_version: Option<String>,
-    log_group: Option<String>,
-    log_stream: Option<String>,
-    account: Option<String>,
-    region: Option<String>,
+    log_group: Option<Arc<str>>,
+    log_stream: Option<Arc<str>>,
+    account: Option<Arc<str>>,
+    region: Option<Arc<str>>,
     start_ts: Option<i64>,
     end_ts: Option<i64>,
     last_ts: i64,
@@ -66,7 +66,7 @@ struct Pending {
     trace_id: Option<String>,
     trigger: Option<Trigger>,
     event_payload: Option<String>,
-    source: String,
+    source: Arc<str>,
     position: String,
     /// Whether any log line of the request has been seen; a trace alone is not an invocation row.
     logged: bool,
@@ -94,6 +94,27 @@ pub struct AssemblyStats {
     pub traces_unmatched: u64,
 }
 
+/// The context of the lines read last, shared by the invocations they belong to: the lines of one
+/// payload or file name the same function, group, stream and source, so each is allocated once per
+/// run of lines rather than once per invocation.
+#[derive(Default)]
+struct Recent {
+    function_name: Option<Arc<str>>,
+    log_group: Option<Arc<str>>,
+    log_stream: Option<Arc<str>>,
+    account: Option<Arc<str>>,
+    region: Option<Arc<str>>,
+    source: Option<Arc<str>>,
+}
+
+/// `value`, shared with `last` when it is the same text, and kept there as the new last otherwise.
+fn shared(last: &mut Option<Arc<str>>, value: &str) -> Arc<str> {
+    match last {
+        Some(text) if **text == *value => Arc::clone(text),
+        _ => Arc::clone(last.insert(Arc::from(value))),
+    }
+}
+
 /// A map keyed by request ids and log streams, looked up for every line: a fast hash, seeded per map.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -111,6 +132,7 @@ pub struct Assembler {
     environments: Map<String, Environment>,
     /// Request ids whose START and REPORT are both in; emitted at the end of the unit.
     completed: Vec<Arc<str>>,
+    recent: Recent,
     pending_max: usize,
     emitted_memory: usize,
     grace_micros: i64,
@@ -127,6 +149,7 @@ impl Assembler {
             hash_keys: std::collections::hash_map::RandomState::new(),
             environments: Map::default(),
             completed: Vec::new(),
+            recent: Recent::default(),
             pending_max,
             emitted_memory: pending_max * 4,
             grace_micros,
@@ -148,14 +171,14 @@ impl Assembler {
         Some(self.environments.get(environment)?.current_request.as_str()).filter(|id| !id.is_empty())
     }
 
-    /// The pending invocation of `request_id`, made (first seen from `origin` at `ts`, from a log line
-    /// if `logged`) if there is none.
-    fn pending_of(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64, logged: bool) -> &mut Pending {
+    /// Makes the pending invocation of `request_id` (first seen from `origin` at `ts`, from a log line if
+    /// `logged`) if there is none.
+    fn make_pending(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64, logged: bool) {
         if !self.pending.contains_key(request_id) {
             let key: Arc<str> = Arc::from(request_id);
             self.arrival.push_back(Arc::clone(&key));
             let first = Pending {
-                source: origin.source.to_string(),
+                source: shared(&mut self.recent.source, origin.source),
                 position: origin.position.to_string(),
                 last_ts: ts,
                 logged,
@@ -163,7 +186,6 @@ impl Assembler {
             };
             self.pending.insert(key, first);
         }
-        self.pending.get_mut(request_id).expect("inserted above")
     }
 
     fn entry(&mut self, request_id: &str, origin: &Origin<'_>, ts: i64) -> Option<&mut Pending> {
@@ -171,23 +193,25 @@ impl Assembler {
             self.stats.late_parts += 1;
             return None;
         }
-        let pending = self.pending_of(request_id, origin, ts, true);
-        let fill = |slot: &mut Option<String>, value: Option<&str>| {
+        self.make_pending(request_id, origin, ts, true);
+        let pending = self.pending.get_mut(request_id).expect("made above");
+        let recent = &mut self.recent;
+        let fill = |slot: &mut Option<Arc<str>>, last: &mut Option<Arc<str>>, value: Option<&str>| {
             if slot.is_none() {
-                *slot = value.map(str::to_string);
+                *slot = value.map(|value| shared(last, value));
             }
         };
         if !pending.logged {
             // A trace came first: the log lines are the invocation's origin.
             pending.logged = true;
-            pending.source = origin.source.to_string();
+            pending.source = shared(&mut recent.source, origin.source);
             pending.position = origin.position.to_string();
         }
-        fill(&mut pending.function_name, origin.function_name);
-        fill(&mut pending.log_group, origin.log_group);
-        fill(&mut pending.log_stream, origin.log_stream);
-        fill(&mut pending.account, origin.account);
-        fill(&mut pending.region, origin.region);
+        fill(&mut pending.function_name, &mut recent.function_name, origin.function_name);
+        fill(&mut pending.log_group, &mut recent.log_group, origin.log_group);
+        fill(&mut pending.log_stream, &mut recent.log_stream, origin.log_stream);
+        fill(&mut pending.account, &mut recent.account, origin.account);
+        fill(&mut pending.region, &mut recent.region, origin.region);
         pending.last_ts = pending.last_ts.max(ts);
         Some(pending)
     }
@@ -322,7 +346,8 @@ impl Assembler {
         if self.emitted.contains(&self.id_hash(request_id)) {
             return;
         }
-        let pending = self.pending_of(request_id, origin, ts, false);
+        self.make_pending(request_id, origin, ts, false);
+        let pending = self.pending.get_mut(request_id).expect("made above");
         pending.trace_id.get_or_insert_with(|| trace_id.to_string());
         pending.last_ts = pending.last_ts.max(ts);
     }
@@ -456,7 +481,7 @@ impl Assembler {
             http_method: trigger.and_then(|t| t.http_method.as_deref()),
             http_path: trigger.and_then(|t| t.http_path.as_deref()),
             event_payload: p.event_payload.as_deref(),
-            ingest_source: Some(&p.source),
+            ingest_source: Some(&*p.source),
             ingest_position: Some(&p.position),
         }
         .push_to(out);
