@@ -162,26 +162,42 @@ impl TableBuilder {
     /// On a cell count or type that does not match the schema: that is a bug in the calling parser.
     pub fn push(&mut self, cells: &[Value<'_>]) {
         assert_eq!(cells.len(), self.columns.len(), "row for {} has the wrong number of cells", self.table);
-        for (column, cell) in self.columns.iter_mut().zip(cells) {
-            match (column, cell) {
-                (Column::Time(b), Value::Time(v)) => b.append_option(*v),
-                (Column::Text(b), Value::Text(v)) => {
-                    self.bytes += v.map_or(0, str::len);
-                    b.append_option(*v)
-                }
-                (Column::Dictionary(b), Value::Text(v)) => b.append(*v),
-                (Column::Int(b), Value::Int(v)) => b.append_option(*v),
-                (Column::Float(b), Value::Float(v)) => b.append_option(*v),
-                (Column::Bool(b), Value::Bool(v)) => b.append_option(*v),
-                (Column::Binary(b), Value::Binary(v)) => {
-                    self.bytes += v.map_or(0, <[u8]>::len);
-                    b.append_option(*v)
-                }
-                (_, cell) => panic!("bug: cell {cell:?} does not fit its column in table {}", self.table),
-            }
+        for (column, cell) in cells.iter().enumerate() {
+            self.push_cell(column, *cell);
         }
+        self.end_row();
+    }
+
+    /// Appends the cell of `column` to the row being built; `end_row` ends it. Inlined into each row
+    /// type's `push_to`, where every cell's kind is known, so that only the column's is matched.
+    ///
+    /// # Panics
+    /// On a cell type that does not fit the column: that is a bug in the calling parser.
+    #[inline(always)]
+    pub fn push_cell(&mut self, column: usize, cell: Value<'_>) {
+        match (&mut self.columns[column], cell) {
+            (Column::Time(b), Value::Time(v)) => b.append_option(v),
+            (Column::Text(b), Value::Text(v)) => {
+                self.bytes += v.map_or(0, str::len);
+                b.append_option(v)
+            }
+            (Column::Dictionary(b), Value::Text(v)) => b.append(v),
+            (Column::Int(b), Value::Int(v)) => b.append_option(v),
+            (Column::Float(b), Value::Float(v)) => b.append_option(v),
+            (Column::Bool(b), Value::Bool(v)) => b.append_option(v),
+            (Column::Binary(b), Value::Binary(v)) => {
+                self.bytes += v.map_or(0, <[u8]>::len);
+                b.append_option(v)
+            }
+            (_, cell) => panic!("bug: cell {cell:?} does not fit column {column} of table {}", self.table),
+        }
+    }
+
+    /// Ends a row whose every cell `push_cell` appended.
+    #[inline]
+    pub fn end_row(&mut self) {
         self.rows += 1;
-        debug_assert!(self.columns.iter().all(|c| c.len() == self.rows));
+        debug_assert!(self.columns.iter().all(|c| c.len() == self.rows), "a row of {} lacks cells", self.table);
     }
 
     /// Takes the rows built so far as a batch, or `None` when there are none.

@@ -367,8 +367,10 @@ macro_rules! table_rows {
         impl<K: Strings> $row<K> {
             /// Appends this row to a builder of its table.
             pub fn push_to(&self, builder: &mut TableBuilder) {
-                debug_assert_eq!(builder.table(), Table::$table);
-                builder.push(&[$( field_cell!($kind, self.$field) ),*]);
+                assert_eq!(builder.table(), Table::$table, "a row pushed to another table's builder");
+                let mut column = 0..;
+                $( builder.push_cell(column.next().expect("columns are counted"), field_cell!($kind, self.$field)); )*
+                builder.end_row();
             }
 
             /// The row with its own copy of its text.
