@@ -173,6 +173,33 @@ fn fifty_sigkills_at_random_moments_each_followed_by_a_resume_store_every_row_on
     eprintln!("{kills} SIGKILLs in {round} rounds, each row stored once");
 }
 
+/// A kill between a ledger entry and the head that names it (`store::fault`'s `ledger.head`), at the
+/// chain's first entry and a later one: the next run opens the store and stores every row once. At the
+/// first entry this failed with "head file is missing" before the head was written ahead of the chain.
+#[test]
+fn a_kill_between_a_ledger_entry_and_its_head_and_the_same_ingest_again_store_every_row_once() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("payloads.ndjson");
+    let lines = write_payloads(&input);
+    for nth in [1, 3] {
+        let data = work.path().join(format!("head-{nth}"));
+        let killed =
+            ingest(&data, &input).env(store::fault::FAULT_ENV, format!("ledger.head:{nth}:abort")).output().unwrap();
+        assert!(!killed.status.success(), "entry {nth}: the ingest dies at the fault");
+        let entries = std::fs::read_dir(data.join("_ledger")).unwrap().flatten().filter(|e| e.path().is_dir()).count();
+        assert!(entries > 0, "entry {nth}: a chain was started");
+        ingest_to_end(&data, &input);
+        assert_exactly_once(
+            &data,
+            &input,
+            lines,
+            &format!("a kill before the head of entry {nth}, then the same ingest"),
+        );
+        let verify = coldtrail().arg("--data").arg(&data).arg("verify").output().unwrap();
+        assert!(verify.status.success(), "entry {nth}: verify passes: {}", String::from_utf8_lossy(&verify.stdout));
+    }
+}
+
 #[test]
 fn a_write_that_fails_for_lack_of_space_and_the_same_ingest_again_store_every_row_once() {
     let work = tempfile::tempdir().unwrap();

@@ -837,6 +837,7 @@ impl Pipeline {
         let mut scratch = std::mem::take(&mut self.scratch);
         let read =
             scan::subscription(body, &mut scratch).map(|head| self.subscription(head, scratch.events(body), unit));
+        scratch.trim();
         self.scratch = scratch;
         read.is_some()
     }

@@ -31,6 +31,10 @@ struct Span {
     unescaped: bool,
 }
 
+/// Bytes of unescaped text a `Scratch` keeps between payloads; the buffer of a larger payload (a unit
+/// may decompress to 1 GiB) is let go once it is read.
+pub const SCRATCH_BYTES_KEPT: usize = 4 * 1024 * 1024;
+
 /// The events of the payload scanned last, kept between payloads so that their buffers are reused.
 #[derive(Default)]
 pub struct Scratch {
@@ -39,6 +43,21 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// Lets go of buffers grown past what a payload CloudWatch sends needs (`SCRATCH_BYTES_KEPT`).
+    pub fn trim(&mut self) {
+        if self.unescaped.capacity() > SCRATCH_BYTES_KEPT {
+            self.unescaped = String::new();
+        }
+        if self.events.capacity() * std::mem::size_of::<(i64, Span)>() > SCRATCH_BYTES_KEPT {
+            self.events = Vec::new();
+        }
+    }
+
+    /// Bytes held by the buffers.
+    pub fn capacity_bytes(&self) -> usize {
+        self.unescaped.capacity() + self.events.capacity() * std::mem::size_of::<(i64, Span)>()
+    }
+
     /// Each event's timestamp (milliseconds) and message, in order. `body` is the payload scanned.
     pub fn events<'s>(&'s self, body: &'s str) -> impl Iterator<Item = (i64, &'s str)> + 's {
         self.events.iter().map(move |(ts, span)| {
@@ -460,6 +479,25 @@ mod tests {
         let second = r#"{"messageType":"CONTROL_MESSAGE","logEvents":[]}"#;
         assert_eq!(scan_read(second, &mut scratch).unwrap(), serde_read(second).unwrap());
         assert!(scratch.is_empty());
+    }
+
+    #[test]
+    fn a_large_payload_s_buffers_are_let_go_once_it_is_read() {
+        let message = "a\\tb".repeat(2 << 20);
+        let body = format!(r#"{{"messageType":"DATA_MESSAGE","logEvents":[{{"timestamp":1,"message":"{message}"}}]}}"#);
+        let mut scratch = Scratch::default();
+        let (_, events) = scan_read(&body, &mut scratch).unwrap();
+        assert_eq!(events[0].1.len(), 6 << 20);
+        assert!(scratch.capacity_bytes() > SCRATCH_BYTES_KEPT);
+        scratch.trim();
+        assert!(scratch.capacity_bytes() <= SCRATCH_BYTES_KEPT, "{}", scratch.capacity_bytes());
+        // A small payload's buffers are kept for the next.
+        let small = r#"{"messageType":"DATA_MESSAGE","logEvents":[{"timestamp":1,"message":"a\tb"}]}"#;
+        scan_read(small, &mut scratch).unwrap();
+        let kept = scratch.capacity_bytes();
+        scratch.trim();
+        assert_eq!(scratch.capacity_bytes(), kept);
+        assert!(kept > 0);
     }
 
     #[test]

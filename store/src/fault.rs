@@ -5,7 +5,8 @@
 //! left on device"). Unset, a point costs one relaxed load.
 //!
 //! Points: `wal.frame` (before each frame of an append is written, so `wal.frame:2:abort` dies between
-//! the first and the second frame of a multi-frame append).
+//! the first and the second frame of a multi-frame append); `ledger.head` (after a ledger entry is
+//! written, before the chain's head names it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

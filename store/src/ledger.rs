@@ -275,7 +275,14 @@ impl LedgerWriter {
             serde_json::to_string(&entry).map_err(|e| StoreError::Internal(format!("ledger entry encode: {e}")))?;
         let (hash, signature) = sign_text(&self.key, &json);
         let file = format!("{json}\n{hash} {signature}\n");
+        if self.last_seq == 0 {
+            // The chain's head exists before its first entry: a crash between an entry and its head
+            // leaves the head one entry behind (which `verify` accepts), never missing (which it must
+            // not accept: deleting the head would hide a truncation).
+            self.write_head().await?;
+        }
         self.location.put(&entry_path(&self.node, entry.seq), Bytes::from(file)).await?;
+        crate::fault::hit("ledger.head").map_err(|e| StoreError::Internal(format!("ledger head: {e}")))?;
         self.last_seq = entry.seq;
         self.last_hash = hash.clone();
         self.write_head().await?;
