@@ -68,7 +68,7 @@ fn ingest(c: &mut Criterion) {
     let plain = payloads(n_lines);
     let gzipped: Vec<Vec<u8>> = plain.iter().map(|p| gzip(p)).collect();
     // `COLDTRAIL_PARSE_ITERATIONS=n`: parse the plain payloads n times and stop, for counting
-    // instructions with `perf stat`, which this machine's noise does not move as it moves time.
+    // instructions (`valgrind --tool=cachegrind`), which this machine's noise does not move as it moves time.
     if let Some(iterations) = std::env::var("COLDTRAIL_PARSE_ITERATIONS").ok().and_then(|n| n.parse::<usize>().ok()) {
         let rows: usize = (0..iterations).map(|_| parse_all(&plain)).sum();
         println!("parsed {iterations} times: {rows} rows");

@@ -167,15 +167,9 @@ pub fn normalise_level(level: &str) -> Option<&'static str> {
 /// Byte searches, not `char` patterns: this runs several times on every application line.
 fn token(text: &str) -> (&str, &str) {
     match memchr::memchr2(b'\t', b' ', text.as_bytes()) {
-        Some(at) => (&text[..at], skip_blanks(&text[at..])),
+        Some(at) => (&text[..at], after_separator(&text[at..])),
         None => (text, ""),
     }
-}
-
-/// `text` without the spaces and tabs it starts with.
-fn skip_blanks(text: &str) -> &str {
-    let blanks = text.bytes().take_while(|b| matches!(b, b' ' | b'\t')).count();
-    &text[blanks..]
 }
 
 /// `Key: value` fields separated by tabs or newlines, as in `REPORT` lines.
@@ -365,8 +359,10 @@ fn parse_app_line(text: &str) -> Message<'_> {
     app(None, None, level, text)
 }
 
+/// `text` without the spaces and tabs it starts with.
 fn after_separator(text: &str) -> &str {
-    skip_blanks(text)
+    let blanks = text.bytes().take_while(|b| matches!(b, b' ' | b'\t')).count();
+    &text[blanks..]
 }
 
 fn app<'a>(ts: Option<i64>, request_id: Option<&'a str>, level: Option<&'static str>, message: &'a str) -> Message<'a> {
@@ -710,12 +706,13 @@ pub fn parse_json_fast(text: &str) -> Option<(Option<i64>, Message<'_>)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use proptest::prelude::*;
 
     proptest! {
         #[test]
         fn plain_decimals_read_as_parse_reads_them(text in "[0-9]{0,12}(\\.[0-9]{0,8})?|[ -~]{0,10}") {
-            if let Some(value) = super::plain_decimal(&text) {
+            if let Some(value) = plain_decimal(&text) {
                 prop_assert_eq!(Some(value.to_bits()), text.parse::<f64>().ok().map(f64::to_bits), "{}", text);
             }
         }
@@ -727,21 +724,19 @@ mod tests {
             ["52.41 ms", "53 ms", "52.41", "52.41ms", " 52.41 ms", "52.41\tms", "1. ms", "-3 ms", "1e3 ms", "", "ms"]
         {
             let expected = text.split_whitespace().next().and_then(|w| w.parse::<f64>().ok());
-            assert_eq!(super::number_before_unit(text), expected, "{text:?}");
+            assert_eq!(number_before_unit(text), expected, "{text:?}");
         }
     }
 
     #[test]
     fn report_numbers_take_the_plain_path_where_they_can() {
         for text in ["52.41", "0.5", "1234567.000001", "53", "0"] {
-            assert_eq!(super::plain_decimal(text), text.parse::<f64>().ok(), "{text}");
+            assert_eq!(plain_decimal(text), text.parse::<f64>().ok(), "{text}");
         }
         for text in ["1.", ".5", "-1", "1e3", "1234567890.1234567", "", "12a"] {
-            assert_eq!(super::plain_decimal(text), None, "{text}");
+            assert_eq!(plain_decimal(text), None, "{text}");
         }
     }
-
-    use super::*;
 
     /// The fast path must say exactly what the `Value` path says, or leave the line to it.
     fn check(text: &str, fast_expected: bool) {

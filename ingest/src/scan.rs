@@ -23,7 +23,8 @@ pub struct Head<'a> {
     pub log_stream: Option<Cow<'a, str>>,
 }
 
-/// Where an event's message is: a range of the payload, or of `Scratch::unescaped`.
+/// Where a string's text is: a range of the payload, or, when it had escapes, of the buffer it was
+/// unescaped into (`Scratch::unescaped` for messages).
 #[derive(Clone, Copy, Debug)]
 struct Span {
     start: usize,
@@ -66,10 +67,6 @@ impl Scratch {
         })
     }
 
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
@@ -83,12 +80,6 @@ pub fn subscription<'a>(body: &'a str, scratch: &mut Scratch) -> Option<Head<'a>
     let head = scanner.payload(scratch)?;
     scanner.blank();
     (scanner.at == body.len()).then_some(head)
-}
-
-/// A string value as read: where its text is, or that it was thrown away.
-enum Text {
-    Raw(usize, usize),
-    Unescaped(usize, usize),
 }
 
 struct Scanner<'a> {
@@ -155,24 +146,20 @@ impl<'a> Scanner<'a> {
 
     /// A string without escapes, borrowed from the payload.
     fn borrowed_string(&mut self) -> Option<&'a str> {
-        match self.string(None)? {
-            Text::Raw(start, end) => Some(&self.body[start..end]),
-            Text::Unescaped(..) => None,
-        }
+        let span = self.string(None)?;
+        (!span.unescaped).then(|| &self.body[span.start..span.end])
     }
 
     /// A string, its escapes resolved into a `Cow`.
     fn cow_string(&mut self) -> Option<Cow<'a, str>> {
         let mut own = String::new();
-        Some(match self.string(Some(&mut own))? {
-            Text::Raw(start, end) => Cow::Borrowed(&self.body[start..end]),
-            Text::Unescaped(..) => Cow::Owned(own),
-        })
+        let span = self.string(Some(&mut own))?;
+        Some(if span.unescaped { Cow::Owned(own) } else { Cow::Borrowed(&self.body[span.start..span.end]) })
     }
 
     /// The string starting at the cursor (its opening quote). With escapes, its text is appended to
     /// `out` (checked and dropped without one).
-    fn string(&mut self, mut out: Option<&mut String>) -> Option<Text> {
+    fn string(&mut self, mut out: Option<&mut String>) -> Option<Span> {
         debug_assert_eq!(self.bytes.get(self.at), Some(&b'"'));
         self.at += 1;
         let start = self.at;
@@ -193,9 +180,9 @@ impl<'a> Scanner<'a> {
             self.at = end + 1;
             if self.bytes[end] == b'"' {
                 return Some(if escaped {
-                    Text::Unescaped(out_start, out.map_or(0, |o| o.len()))
+                    Span { start: out_start, end: out.map_or(0, |o| o.len()), unescaped: true }
                 } else {
-                    Text::Raw(start, end)
+                    Span { start, end, unescaped: false }
                 });
             }
             if !escaped {
@@ -421,10 +408,7 @@ impl<'a> Scanner<'a> {
                     "message" => {
                         message.is_none().then_some(())?;
                         (this.peek()? == b'"').then_some(())?;
-                        message = Some(match this.string(Some(&mut scratch.unescaped))? {
-                            Text::Raw(start, end) => Span { start, end, unescaped: false },
-                            Text::Unescaped(start, end) => Span { start, end, unescaped: true },
-                        });
+                        message = Some(this.string(Some(&mut scratch.unescaped))?);
                     }
                     _ => this.skip(2)?,
                 }
