@@ -36,9 +36,10 @@ use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+use parquet::arrow::arrow_reader::RowSelection;
 use store::{SegmentInfo, Store, Table, TimeRange};
 
-use crate::keys::{self, SegmentKeys, SegmentMay};
+use crate::keys::{self, Rows, SegmentKeys, SegmentMay};
 
 /// The URL under which the store's object store is registered in DataFusion's runtime.
 pub const STORE_URL: &str = "coldtrail://store/";
@@ -144,7 +145,7 @@ impl TableProvider for StoreTable {
             let row_groups = row_groups_of_every_lookup(&may);
             let terms: Vec<Vec<bool>> = may.into_iter().map(|may| may.terms).collect();
             if terms.iter().any(|terms| !terms.contains(&true))
-                || row_groups.as_ref().is_some_and(|r| !r.contains(&true))
+                || row_groups.as_ref().is_some_and(|r| !r.iter().any(Rows::any))
             {
                 continue;
             }
@@ -205,14 +206,14 @@ fn files(state: &dyn Session) -> DfResult<Arc<dyn ParquetFileReaderFactory>> {
 
 impl StoreTable {
     /// Reads the bloom filters of the table's first lookup column (its id: `request_id`, `event_id`,
-    /// …) for its segments, newest first, into the shared cache while it has room; returns how many
-    /// segments' filters it read.
+    /// …) for its segments, newest first, into the shared cache while it has room, and makes the filters
+    /// of their pages; returns how many segments' filters it read.
     pub async fn warm_keys(&self, state: &dyn Session) -> DfResult<usize> {
         let Some(&column) = store::segment::lookup_columns(self.table).first() else { return Ok(0) };
         let mut segments = self.store.snapshot(self.table, TimeRange::ALL).segments;
         segments.sort_by(|a, b| b.max_ts_micros.cmp(&a.max_ts_micros).then_with(|| a.path.cmp(&b.path)));
         let segments: Vec<(&str, u64)> = segments.iter().map(|s| (s.path.as_str(), s.bytes)).collect();
-        Ok(self.keys.warm(&files(state)?, &segments, column).await)
+        Ok(self.keys.warm(&files(state)?, &segments, column, true).await)
     }
 
     /// One Parquet scan of `segments`, in `partitions` groups, with the session's Parquet options and
@@ -230,14 +231,21 @@ impl StoreTable {
         files: &Arc<dyn ParquetFileReaderFactory>,
         partitions: usize,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let planned = segments.iter().any(|c| c.row_groups.as_ref().is_some_and(|r| r.contains(&false)));
+        let narrowed = |row_groups: &[Rows]| row_groups.iter().any(|rows| *rows != Rows::All);
+        let planned = segments.iter().any(|c| c.row_groups.as_deref().is_some_and(narrowed));
         let parts = segments.iter().map(|candidate| {
             let file = PartitionedFile::new(candidate.segment.path.clone(), candidate.segment.bytes);
             match &candidate.row_groups {
-                Some(row_groups) if row_groups.contains(&false) => file.with_extension(ParquetAccessPlan::new(
+                Some(row_groups) if narrowed(row_groups) => file.with_extension(ParquetAccessPlan::new(
                     row_groups
                         .iter()
-                        .map(|may| if *may { RowGroupAccess::Scan } else { RowGroupAccess::Skip })
+                        .map(|rows| match rows {
+                            Rows::None => RowGroupAccess::Skip,
+                            Rows::All => RowGroupAccess::Scan,
+                            Rows::Ranges { ranges, total } => RowGroupAccess::Selection(
+                                RowSelection::from_consecutive_ranges(ranges.iter().cloned(), *total),
+                            ),
+                        })
                         .collect(),
                 )),
                 _ => file,
@@ -270,21 +278,23 @@ impl StoreTable {
     }
 }
 
-/// A segment a scan reads, and which of its row groups may hold the scan's keys (`None`: any).
+/// A segment a scan reads, and which rows of its row groups may hold the scan's keys (`None`: any).
 struct Candidate {
     segment: SegmentInfo,
-    row_groups: Option<Vec<bool>>,
+    row_groups: Option<Vec<Rows>>,
 }
 
-/// The row groups that may hold a key of every lookup (one [`SegmentMay`] each), when the filters held
-/// say for each; `None` without lookups or when they do not.
-fn row_groups_of_every_lookup(may: &[SegmentMay]) -> Option<Vec<bool>> {
-    let mut row_groups: Option<Vec<bool>> = None;
+/// The rows of each row group that may hold a key of every lookup (one [`SegmentMay`] each), when the
+/// filters held say for each; `None` without lookups or when they do not.
+fn row_groups_of_every_lookup(may: &[SegmentMay]) -> Option<Vec<Rows>> {
+    let mut row_groups: Option<Vec<Rows>> = None;
     for may in may {
         let these = may.row_groups.as_ref()?;
         row_groups = Some(match row_groups {
             None => these.clone(),
-            Some(held) if held.len() == these.len() => held.iter().zip(these).map(|(a, b)| *a && *b).collect(),
+            Some(held) if held.len() == these.len() => {
+                held.into_iter().zip(these).map(|(a, b)| a.and(b.clone())).collect()
+            }
             Some(_) => return None,
         });
     }

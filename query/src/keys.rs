@@ -9,17 +9,28 @@
 //! goes stale; the cache is bounded in bytes and drops the least recently used entries past it.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use arrow::array::{ArrayRef, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+
+use bytes::Bytes;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::logical_expr::utils::{disjunction, split_binary, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use futures::future::BoxFuture;
 use futures::StreamExt;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::bloom_filter::Sbbf;
 use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use store::Table;
 
 /// Bytes of bloom filters kept at most (about 2 bytes per stored row and lookup column, as Parquet
@@ -27,6 +38,8 @@ use store::Table;
 pub const KEY_FILTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// Segments whose filters are read at once when a lookup finds them missing.
 const LOADS_IN_FLIGHT: usize = 8;
+/// Row groups whose page filters one lookup makes at most (see [`SegmentKeys::load_pages`]).
+const PAGE_FILTER_ROW_GROUPS_MAX: usize = 8;
 
 /// One conjunct of a scan's filters that pins rows to literals of lookup columns: `column = 'v'`, `'v' =
 /// column`, `column IN ('v', …)`, or a disjunction of those over lookup columns (`request_id IN (…) OR
@@ -117,18 +130,112 @@ fn text(expr: &Expr) -> Option<String> {
 pub struct SegmentMay {
     /// For each term, whether the segment may hold one of its values.
     pub terms: Vec<bool>,
-    /// For each row group, whether it may hold a value of any term; `None` when the filters held do
-    /// not say for every row group and term (the Parquet reader then reads them itself).
-    pub row_groups: Option<Vec<bool>>,
+    /// For each row group, which of its rows may hold a value of any term; `None` when the filters
+    /// held do not say for every row group and term (the Parquet reader then reads them itself).
+    pub row_groups: Option<Vec<Rows>>,
+}
+
+/// Which rows of one row group may hold a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rows {
+    None,
+    All,
+    /// The rows of these ranges (in order, apart, within the row group), of `total`.
+    Ranges {
+        ranges: Vec<Range<usize>>,
+        total: usize,
+    },
+}
+
+impl Rows {
+    /// Whether any row may.
+    pub fn any(&self) -> bool {
+        !matches!(self, Rows::None)
+    }
+
+    /// Rows that one or the other may hold.
+    pub fn or(self, other: Rows) -> Rows {
+        match (self, other) {
+            (Rows::All, _) | (_, Rows::All) => Rows::All,
+            (Rows::None, rows) | (rows, Rows::None) => rows,
+            (Rows::Ranges { ranges: a, total }, Rows::Ranges { ranges: b, .. }) => {
+                let mut all: Vec<Range<usize>> = a.into_iter().chain(b).collect();
+                all.sort_unstable_by_key(|r| r.start);
+                let mut merged: Vec<Range<usize>> = Vec::with_capacity(all.len());
+                for range in all {
+                    match merged.last_mut() {
+                        Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                        _ => merged.push(range),
+                    }
+                }
+                Rows::ranges(merged, total)
+            }
+        }
+    }
+
+    /// Rows that both may hold.
+    pub fn and(self, other: Rows) -> Rows {
+        match (self, other) {
+            (Rows::None, _) | (_, Rows::None) => Rows::None,
+            (Rows::All, rows) | (rows, Rows::All) => rows,
+            (Rows::Ranges { ranges: a, total }, Rows::Ranges { ranges: b, .. }) => {
+                let (mut i, mut j, mut both) = (0, 0, Vec::new());
+                while i < a.len() && j < b.len() {
+                    let (start, end) = (a[i].start.max(b[j].start), a[i].end.min(b[j].end));
+                    if start < end {
+                        both.push(start..end);
+                    }
+                    if a[i].end < b[j].end {
+                        i += 1;
+                    } else {
+                        j += 1;
+                    }
+                }
+                Rows::ranges(both, total)
+            }
+        }
+    }
+
+    fn ranges(ranges: Vec<Range<usize>>, total: usize) -> Rows {
+        match ranges.as_slice() {
+            [] => Rows::None,
+            [only] if only.start == 0 && only.end >= total => Rows::All,
+            _ => Rows::Ranges { ranges, total },
+        }
+    }
 }
 
 /// A segment's filters of one column, a row group each (`None`: that row group has none).
 type RowGroupFilters = Vec<Option<Sbbf>>;
 
+/// Filters of one column per data page of one row group, made from its values the first time a lookup
+/// reads that row group (Parquet keeps one filter per row group and column; a page is 4 Ki rows at
+/// most, `store::segment::DATA_PAGE_ROWS_MAX`): a later lookup of a key in that row group decodes
+/// only the pages whose filters may hold it, not the row group's 64 Ki values.
+struct PageFilters {
+    /// The rows of the row group.
+    total: usize,
+    /// Each page's rows and the filter of its values.
+    pages: Vec<(Range<usize>, Sbbf)>,
+}
+
+impl PageFilters {
+    fn bytes(&self) -> usize {
+        self.pages.iter().map(|(_, f)| f.num_blocks() * 32 + 32).sum::<usize>() + 32
+    }
+
+    fn may_hold(&self, values: &[String]) -> Rows {
+        let ranges =
+            self.pages.iter().filter(|(_, f)| values.iter().any(|v| f.check(v.as_str()))).map(|(r, _)| r.clone());
+        Rows::ranges(ranges.collect(), self.total)
+    }
+}
+
 /// One segment's filters of one column, a row group each (`None`: that row group has none, so it may
-/// hold anything).
+/// hold anything), and the filters of its pages where a lookup has made them.
 struct Filters {
     row_groups: Vec<Option<Sbbf>>,
+    pages: Vec<Option<PageFilters>>,
     bytes: usize,
     used: u64,
 }
@@ -173,6 +280,7 @@ impl SegmentKeys {
         columns.sort_unstable();
         columns.dedup();
         self.load(files, segments, &columns).await;
+        self.load_pages(files, segments, keys).await;
         let mut cache = self.lock();
         cache.clock += 1;
         let now = cache.clock;
@@ -187,20 +295,27 @@ impl SegmentKeys {
                     continue;
                 };
                 entry.used = now;
-                let row_groups: Vec<bool> = entry
+                let row_groups: Vec<Rows> = entry
                     .row_groups
                     .iter()
-                    .map(|filter| filter.as_ref().is_none_or(|f| values.iter().any(|v| f.check(&v.as_str()))))
+                    .zip(&entry.pages)
+                    .map(|(filter, pages)| match (filter, pages) {
+                        (Some(f), _) if !values.iter().any(|v| f.check(&v.as_str())) => Rows::None,
+                        (_, Some(pages)) => pages.may_hold(values),
+                        _ => Rows::All,
+                    })
                     .collect();
                 // A segment without the column (no row groups listed) holds no value of it.
-                may.terms.push(row_groups.contains(&true));
+                may.terms.push(row_groups.iter().any(Rows::any));
                 if row_groups.is_empty() {
                     continue;
                 }
                 match &mut may.row_groups {
                     Some(held) if held.is_empty() => *held = row_groups,
                     Some(held) if held.len() == row_groups.len() => {
-                        held.iter_mut().zip(row_groups).for_each(|(held, may)| *held |= may)
+                        for (held, may) in held.iter_mut().zip(row_groups) {
+                            *held = std::mem::replace(held, Rows::None).or(may);
+                        }
                     }
                     _ => may.row_groups = None,
                 }
@@ -210,6 +325,88 @@ impl SegmentKeys {
         let skipped = may_hold.iter().filter(|may| !may.terms.contains(&true)).count();
         crate::metrics::metrics().segments_skipped.inc_by(skipped as u64);
         may_hold
+    }
+
+    /// Makes the page filters of the row groups of `segments` whose filters may hold one of `keys`
+    /// and that have none yet, when they are few (a lookup of a key finds one row group, and now and
+    /// then a false positive); a lookup that many row groups may answer, such as a principal in every
+    /// row group, is a scan, and reads as before.
+    async fn load_pages(
+        &self,
+        files: &Arc<dyn ParquetFileReaderFactory>,
+        segments: &[(&str, u64)],
+        keys: &[(&'static str, Vec<String>)],
+    ) {
+        // Owned, and columns by index: a borrowed item in the stream makes the scan's future not `Send`.
+        let wanted: Vec<(String, u64, usize, Vec<usize>)> = {
+            let cache = self.lock();
+            let mut wanted = Vec::new();
+            let mut row_groups = 0;
+            for (path, bytes) in segments {
+                for (key, (column, values)) in keys.iter().enumerate() {
+                    let Some(entry) = cache.entries.get(&(path.to_string(), *column)) else { continue };
+                    let groups: Vec<usize> = (entry.row_groups.iter().zip(&entry.pages).enumerate())
+                        .filter(|(_, (filter, pages))| {
+                            pages.is_none()
+                                && filter.as_ref().is_some_and(|f| values.iter().any(|v| f.check(v.as_str())))
+                        })
+                        .map(|(group, _)| group)
+                        .collect();
+                    row_groups += groups.len();
+                    if row_groups > PAGE_FILTER_ROW_GROUPS_MAX {
+                        return;
+                    }
+                    if !groups.is_empty() {
+                        wanted.push((path.to_string(), *bytes, key, groups));
+                    }
+                }
+            }
+            wanted
+        };
+        let columns: Vec<&'static str> = keys.iter().map(|(column, _)| *column).collect();
+        self.build_pages(files, wanted, &columns).await;
+    }
+
+    /// Makes the page filters of the row groups `wanted` lists (segment path and size, index into
+    /// `columns`, row groups) and puts them in place of the row groups' filters.
+    async fn build_pages(
+        &self,
+        files: &Arc<dyn ParquetFileReaderFactory>,
+        wanted: Vec<(String, u64, usize, Vec<usize>)>,
+        columns: &[&'static str],
+    ) {
+        let built: Vec<(String, &'static str, Option<Vec<(usize, PageFilters)>>)> = futures::stream::iter(wanted)
+            .map(|(path, bytes, column, groups)| {
+                let (files, column) = (files.clone(), columns[column]);
+                async move {
+                    let pages = read_page_filters(&files, &path, bytes, column, &groups).await;
+                    (path, column, pages)
+                }
+            })
+            .buffer_unordered(LOADS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut cache = self.lock();
+        for (path, column, pages) in built {
+            let Some(pages) = pages else { continue };
+            // Dropped meanwhile: the next lookup reads its filters again.
+            let Some(entry) = cache.entries.get_mut(&(path, column)) else { continue };
+            let before = entry.bytes;
+            for (group, filters) in pages {
+                if let Some(slot @ None) = entry.pages.get_mut(group) {
+                    // The pages' filters say all the row group's did, at a lower rate per page.
+                    if let Some(replaced) = entry.row_groups[group].take() {
+                        entry.bytes -= replaced.num_blocks() * 32;
+                    }
+                    entry.bytes += filters.bytes();
+                    *slot = Some(filters);
+                }
+            }
+            let after = entry.bytes;
+            cache.bytes = cache.bytes + after - before;
+        }
+        self.evict(&mut cache);
+        crate::metrics::metrics().key_filter_bytes.set(cache.bytes as i64);
     }
 
     /// Reads the filters of `columns` that the cache does not hold for `segments`; returns how many
@@ -252,13 +449,15 @@ impl SegmentKeys {
     }
 
     /// Reads the filters of `column` for `segments`, in their order, while the cache holds less than
-    /// nine tenths of its bound: what the first lookups after a start would otherwise read. Returns
+    /// nine tenths of its bound: what the first lookups after a start would otherwise read; with
+    /// `pages`, also makes the page filters of every row group (decoding the column once). Returns
     /// how many segments' filters it read.
     pub async fn warm(
         &self,
         files: &Arc<dyn ParquetFileReaderFactory>,
         segments: &[(&str, u64)],
         column: &'static str,
+        pages: bool,
     ) -> usize {
         let mut read = 0;
         for chunk in segments.chunks(LOADS_IN_FLIGHT * 4) {
@@ -266,6 +465,22 @@ impl SegmentKeys {
                 break;
             }
             read += self.load(files, chunk, &[column]).await;
+            if pages {
+                let wanted: Vec<(String, u64, usize, Vec<usize>)> = {
+                    let cache = self.lock();
+                    (chunk.iter())
+                        .filter_map(|(path, bytes)| {
+                            let entry = cache.entries.get(&(path.to_string(), column))?;
+                            let groups: Vec<usize> = (entry.pages.iter().enumerate())
+                                .filter(|(group, pages)| pages.is_none() && entry.row_groups[*group].is_some())
+                                .map(|(group, _)| group)
+                                .collect();
+                            (!groups.is_empty()).then(|| (path.to_string(), *bytes, 0, groups))
+                        })
+                        .collect()
+                };
+                self.build_pages(files, wanted, &[column]).await;
+            }
         }
         read
     }
@@ -274,10 +489,16 @@ impl SegmentKeys {
         let bytes = row_groups.iter().flatten().map(|f| f.num_blocks() * 32).sum::<usize>() + path.len() + 64;
         cache.clock += 1;
         let used = cache.clock;
-        if let Some(old) = cache.entries.insert((path, column), Filters { row_groups, bytes, used }) {
+        let pages = row_groups.iter().map(|_| None).collect();
+        if let Some(old) = cache.entries.insert((path, column), Filters { row_groups, pages, bytes, used }) {
             cache.bytes -= old.bytes;
         }
         cache.bytes += bytes;
+        self.evict(cache);
+    }
+
+    /// Drops the least recently used entries while the cache holds more than its bound.
+    fn evict(&self, cache: &mut Cache) {
         if cache.bytes > self.bytes_max {
             // Down to nine tenths of the bound at once, oldest first: one sort per overflow, not a
             // search per entry dropped.
@@ -291,6 +512,127 @@ impl SegmentKeys {
                 let dropped = cache.entries.remove(&key).expect("listed above");
                 cache.bytes -= dropped.bytes;
             }
+        }
+    }
+}
+
+/// A segment's reader as the scans' factory makes it, `Send` for a scan's future.
+struct Reader(Box<dyn AsyncFileReader + Send>);
+
+impl AsyncFileReader for Reader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.0.get_bytes(range)
+    }
+
+    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        self.0.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        self.0.get_metadata(options)
+    }
+}
+
+/// False-positive rate of a page's filter: a row group has 16 pages, so its pages together rule a key
+/// out about as often as the row group's own filter (`store::segment::BLOOM_FILTER_FPP`), and each
+/// false positive costs one page, not a row group. About 2.4 bytes a row, where the row group's filter
+/// it replaces took 2.
+const PAGE_FILTER_FPP: f64 = 0.0001;
+
+/// A filter of `values` distinct values at most at [`PAGE_FILTER_FPP`], with as many blocks as that
+/// takes (Parquet's own sizes are powers of two).
+fn filter_for(values: usize) -> Sbbf {
+    let fpp = PAGE_FILTER_FPP;
+    let bits = -8.0 * values as f64 / (1.0 - fpp.powf(1.0 / 8.0)).ln();
+    let blocks = (bits as usize).div_ceil(256).max(1);
+    Sbbf::new(&vec![0u8; blocks * 32])
+}
+
+/// Filters of each data page of `column` in `row_groups` of the segment at `path`, from its values
+/// (pages as the offset index places them); `None` when the file cannot be read.
+async fn read_page_filters(
+    files: &Arc<dyn ParquetFileReaderFactory>,
+    path: &str,
+    bytes: u64,
+    column: &str,
+    row_groups: &[usize],
+) -> Option<Vec<(usize, PageFilters)>> {
+    let read = async {
+        let file = PartitionedFile::new(path.to_string(), bytes);
+        let mut reader = Reader(
+            files
+                .create_reader(0, file, None, &ExecutionPlanMetricsSet::new())
+                .map_err(|e| ParquetError::External(Box::new(e)))?,
+        );
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let metadata = ArrowReaderMetadata::load_async(&mut reader, options).await?;
+        let parquet = metadata.metadata().clone();
+        let schema = parquet.file_metadata().schema_descr();
+        let index = (schema.columns().iter().position(|c| c.path().string() == column))
+            .ok_or_else(|| ParquetError::General(format!("no column {column}")))?;
+        let offsets = parquet.offset_index().ok_or_else(|| ParquetError::General("no offset index".into()))?;
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
+            .with_row_groups(row_groups.to_vec())
+            .with_projection(ProjectionMask::leaves(schema, [index]))
+            .build()?;
+        let mut out = Vec::with_capacity(row_groups.len());
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        let mut rows = 0;
+        for &group in row_groups {
+            let total = parquet.row_group(group).num_rows() as usize;
+            while rows < total {
+                let batch = stream.next().await.ok_or_else(|| ParquetError::General("rows missing".into()))??;
+                rows += batch.num_rows();
+                arrays.push(cast(batch.column(0), &DataType::Utf8).map_err(|e| ParquetError::External(Box::new(e)))?);
+            }
+            // The rows of this row group, and any of the next one in the last batch.
+            let values: Vec<Option<&str>> = arrays.iter().flat_map(|a| a.as_string::<i32>().iter()).collect();
+            if values.len() < total {
+                return Err(ParquetError::General(format!(
+                    "row group {group} has {total} rows, read {}",
+                    values.len()
+                )));
+            }
+            let starts: Vec<usize> =
+                offsets[group][index].page_locations().iter().map(|p| p.first_row_index as usize).collect();
+            let ends = starts.iter().skip(1).copied().chain([total]);
+            let pages = starts
+                .iter()
+                .zip(ends)
+                .map(|(&start, end)| {
+                    let page = &values[start.min(end)..end];
+                    let mut filter = filter_for(page.iter().flatten().count());
+                    page.iter().flatten().for_each(|value| filter.insert(*value));
+                    (start..end, filter)
+                })
+                .collect();
+            out.push((group, PageFilters { total, pages }));
+            let rest: Vec<ArrayRef> = {
+                let mut skip = total;
+                let mut rest = Vec::new();
+                for array in &arrays {
+                    if skip >= array.len() {
+                        skip -= array.len();
+                    } else {
+                        rest.push(array.slice(skip, array.len() - skip));
+                        skip = 0;
+                    }
+                }
+                rest
+            };
+            rows -= total;
+            arrays = rest;
+        }
+        Ok::<_, ParquetError>(out)
+    };
+    match read.await {
+        Ok(pages) => Some(pages),
+        Err(error) => {
+            tracing::warn!(path, column, %error, "making a segment's page filters failed; its row groups are scanned");
+            None
         }
     }
 }
@@ -411,8 +753,12 @@ mod tests {
         let (store, paths) = segments().await;
         let candidates: Vec<(&str, u64)> = paths.iter().map(|(p, b)| (p.as_str(), *b)).collect();
         let keys = SegmentKeys::new(KEY_FILTER_CACHE_BYTES);
-        assert_eq!(keys.warm(&reader_of(&store), &candidates, "request_id").await, 3);
-        assert_eq!(keys.warm(&reader_of(&store), &candidates, "request_id").await, 1, "only the broken file again");
+        assert_eq!(keys.warm(&reader_of(&store), &candidates, "request_id", false).await, 3);
+        assert_eq!(
+            keys.warm(&reader_of(&store), &candidates, "request_id", false).await,
+            1,
+            "only the broken file again"
+        );
         // Held: with the segments gone from the object store, lookups are answered from memory.
         for (path, _) in &paths[..2] {
             store.delete(&object_store::path::Path::from(path.as_str())).await.unwrap();
@@ -421,7 +767,7 @@ mod tests {
         assert_eq!(kept(&keys, &store, &paths, &["1500"]).await, [paths[1].0.clone(), broken]);
         // A cache at its bound is not filled by warming.
         let full = SegmentKeys::new(1);
-        assert_eq!(full.warm(&reader_of(&store), &candidates, "request_id").await, 0);
+        assert_eq!(full.warm(&reader_of(&store), &candidates, "request_id", false).await, 0);
     }
 
     #[tokio::test]
@@ -439,6 +785,76 @@ mod tests {
         let tiny = SegmentKeys::new(1);
         assert_eq!(kept(&tiny, &store, &paths[..2], &["5"]).await.len(), 2, "nothing held, nothing skipped");
         assert_eq!(tiny.bytes(), 0);
+    }
+
+    /// One segment of 20,000 invocations in one row group (request ids `<id>`, id n at row n), in an
+    /// object store.
+    async fn one_segment() -> (Arc<dyn ObjectStore>, String, u64) {
+        let object_store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let ids: Vec<u64> = (0..20_000).collect();
+        let batch = batch_with_ids(Table::Invocations, &ids, |id| 1_767_225_600_000_000 + id as i64);
+        let encoded = store::segment::encode_segment(Table::Invocations, &[batch]).unwrap();
+        let path = "invocations/segment.parquet".to_string();
+        object_store.put(&object_store::path::Path::from(path.as_str()), encoded.bytes.clone().into()).await.unwrap();
+        (object_store, path, encoded.bytes.len() as u64)
+    }
+
+    fn rows_of(may: &SegmentMay) -> (Vec<Range<usize>>, usize) {
+        match may.row_groups.as_deref() {
+            Some([Rows::Ranges { ranges, total }]) => (ranges.clone(), *total),
+            other => panic!("one row group narrowed to pages: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_found_in_a_row_group_is_then_found_in_one_page_of_it() {
+        let (object_store, path, bytes) = one_segment().await;
+        let keys = SegmentKeys::new(KEY_FILTER_CACHE_BYTES);
+        let segments = [(path.as_str(), bytes)];
+        let may = |values: &[&str]| {
+            let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+            let keys = &keys;
+            let reader = reader_of(&object_store);
+            async move { keys.may_hold(&reader, &segments, &[("request_id", values)]).await.remove(0) }
+        };
+        // Rows are in time order, so id n is row n; pages are 4 Ki rows.
+        let (ranges, total) = rows_of(&may(&["9000"]).await);
+        assert_eq!(total, 20_000);
+        assert_eq!(ranges, [8192..12_288]);
+        let (ranges, _) = rows_of(&may(&["5", "19999"]).await);
+        assert_eq!(ranges, [0..4096, 16_384..20_000]);
+        assert!(keys.bytes() > 20_000, "page filters are held: {}", keys.bytes());
+        // A key in no page, and a key the row group's filter rules out (nothing more to read).
+        assert_eq!(may(&["no-such-request"]).await.terms, [false]);
+        // Answers stay exact: every key of the segment is in the pages given for it.
+        for id in (0..20_000).step_by(997) {
+            let (ranges, _) = rows_of(&may(&[id.to_string().as_str()]).await);
+            assert!(ranges.iter().any(|r| r.contains(&(id as usize))), "{id} not in {ranges:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn warming_makes_the_page_filters_that_lookups_then_answer_from_memory() {
+        let (object_store, path, bytes) = one_segment().await;
+        let keys = SegmentKeys::new(KEY_FILTER_CACHE_BYTES);
+        let segments = [(path.as_str(), bytes)];
+        assert_eq!(keys.warm(&reader_of(&object_store), &segments, "request_id", true).await, 1);
+        object_store.delete(&object_store::path::Path::from(path.as_str())).await.unwrap();
+        let may = keys.may_hold(&reader_of(&object_store), &segments, &[("request_id", vec!["13000".into()])]).await;
+        assert_eq!(rows_of(&may[0]), (vec![12_288..16_384], 20_000));
+    }
+
+    #[test]
+    fn rows_of_several_terms_and_lookups_combine_as_unions_and_intersections() {
+        let ranges = |ranges: &[Range<usize>]| Rows::Ranges { ranges: ranges.to_vec(), total: 100 };
+        assert_eq!(ranges(&[0..10, 50..60]).or(ranges(&[5..20, 90..100])), ranges(&[0..20, 50..60, 90..100]));
+        assert_eq!(ranges(&[0..10]).or(Rows::None), ranges(&[0..10]));
+        assert_eq!(ranges(&[0..10]).or(Rows::All), Rows::All);
+        assert_eq!(ranges(&[0..50]).or(ranges(&[50..100])), Rows::All);
+        assert_eq!(ranges(&[0..10, 50..60]).and(ranges(&[5..55])), ranges(&[5..10, 50..55]));
+        assert_eq!(ranges(&[0..10]).and(ranges(&[10..20])), Rows::None);
+        assert_eq!(ranges(&[0..10]).and(Rows::All), ranges(&[0..10]));
+        assert_eq!(Rows::All.and(Rows::None), Rows::None);
     }
 
     #[test]
