@@ -606,9 +606,11 @@ async fn read_page_filters(
                 .iter()
                 .zip(ends)
                 .map(|(&start, end)| {
-                    let page = &values[start.min(end)..end];
-                    let mut filter = filter_for(page.iter().flatten().count());
-                    page.iter().flatten().for_each(|value| filter.insert(*value));
+                    // Sized for the page's distinct values: a request's log lines repeat its id.
+                    let distinct: std::collections::HashSet<&str> =
+                        values[start.min(end)..end].iter().flatten().copied().collect();
+                    let mut filter = filter_for(distinct.len());
+                    distinct.into_iter().for_each(|value| filter.insert(value));
                     (start..end, filter)
                 })
                 .collect();
