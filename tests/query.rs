@@ -352,6 +352,33 @@ async fn a_lookup_reads_only_the_row_groups_whose_bloom_filters_may_hold_the_key
             assert_eq!(scans, [row_groups], "{lookup}: row groups considered of 3: {plan:?}");
         }
     }
+
+    // The row groups those lookups found now have filters per page (4 Ki rows): a key in one of them is
+    // looked for in one page, and every key is still found, whatever page it is in.
+    let decoded = |plan: &[Vec<String>]| -> f64 {
+        let line = plan.iter().flat_map(|r| r[1].lines()).find(|l| l.contains("pushdown_rows_pruned=")).unwrap();
+        let metric = |name: &str| {
+            let value = line.split(&format!("{name}=")).nth(1).unwrap().split(',').next().unwrap().trim();
+            let (number, scale) = match value.split_once(' ') {
+                Some((n, "K")) => (n, 1e3),
+                Some((n, "M")) => (n, 1e6),
+                _ => (value, 1.0),
+            };
+            number.parse::<f64>().unwrap() * scale
+        };
+        metric("pushdown_rows_pruned") + metric("pushdown_rows_matched")
+    };
+    let plan = rows(&engine, "EXPLAIN ANALYZE SELECT * FROM invocations WHERE request_id = '140001'").await;
+    assert!(decoded(&plan) <= 4096.0, "one page decoded, not the row group's 18,928 rows: {plan:?}");
+    let first = rows(&engine, "EXPLAIN ANALYZE SELECT * FROM invocations WHERE request_id = '70000'").await;
+    let again = rows(&engine, "EXPLAIN ANALYZE SELECT * FROM invocations WHERE request_id = '70001'").await;
+    // A row group first met is decoded once to make its page filters, then the scan reads one page.
+    assert!(decoded(&first) <= 4096.0, "one page of 65,536 rows: {first:?}");
+    assert!(decoded(&again) <= 4096.0, "{again:?}");
+    for id in (0..150_000).step_by(4_999).chain([65_535, 65_536, 131_071, 131_072, 149_999]) {
+        let found = rows(&engine, &format!("SELECT request_id FROM invocations WHERE request_id = '{id}'")).await;
+        assert_eq!(found, [[id.to_string()]], "{id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
