@@ -564,12 +564,7 @@ async fn read_page_filters(
     row_groups: &[usize],
 ) -> Option<PagesOfRowGroups> {
     let read = async {
-        let file = PartitionedFile::new(path.to_string(), bytes);
-        let mut reader = Reader(
-            files
-                .create_reader(0, file, None, &ExecutionPlanMetricsSet::new())
-                .map_err(|e| ParquetError::External(Box::new(e)))?,
-        );
+        let mut reader = open(files, path, bytes)?;
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
         let metadata = ArrowReaderMetadata::load_async(&mut reader, options).await?;
         let parquet = metadata.metadata().clone();
@@ -633,13 +628,20 @@ async fn read_page_filters(
         }
         Ok::<_, ParquetError>(out)
     };
-    match read.await {
-        Ok(pages) => Some(pages),
-        Err(error) => {
-            tracing::warn!(path, column, %error, "making a segment's page filters failed; its row groups are scanned");
-            None
-        }
-    }
+    let pages = read.await;
+    warned(pages, path, column, "making a segment's page filters failed; its row groups are scanned")
+}
+
+/// A reader of the segment at `path` through the scans' factory, and so their footer cache.
+fn open(files: &Arc<dyn ParquetFileReaderFactory>, path: &str, bytes: u64) -> Result<Reader, ParquetError> {
+    let file = PartitionedFile::new(path.to_string(), bytes);
+    let reader = files.create_reader(0, file, None, &ExecutionPlanMetricsSet::new());
+    reader.map(Reader).map_err(|e| ParquetError::External(Box::new(e)))
+}
+
+/// The value read, or `None` after a warning that says what failed for which segment and column.
+fn warned<T>(read: Result<T, ParquetError>, path: &str, column: &str, failed: &str) -> Option<T> {
+    read.map_err(|error| tracing::warn!(path, column, %error, "{failed}")).ok()
 }
 
 /// The bloom filters of `column` in the segment at `path`, a row group each; `None` when the file
@@ -651,10 +653,7 @@ async fn read_filters(
     column: &str,
 ) -> Option<Vec<Option<Sbbf>>> {
     let read = async {
-        let file = PartitionedFile::new(path.to_string(), bytes);
-        let mut reader = files
-            .create_reader(0, file, None, &ExecutionPlanMetricsSet::new())
-            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        let mut reader = open(files, path, bytes)?;
         let metadata = reader.get_metadata(None).await?;
         let Some(index) =
             metadata.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == column)
@@ -675,13 +674,8 @@ async fn read_filters(
         }
         Ok::<_, ParquetError>(filters)
     };
-    match read.await {
-        Ok(filters) => Some(filters),
-        Err(error) => {
-            tracing::warn!(path, column, %error, "reading a segment's bloom filters failed; the segment is scanned");
-            None
-        }
-    }
+    let filters = read.await;
+    warned(filters, path, column, "reading a segment's bloom filters failed; the segment is scanned")
 }
 
 #[cfg(test)]
