@@ -7,6 +7,8 @@
 //! read once per segment and column and kept here, so a lookup skips, without any IO, every segment
 //! whose filters say the key is not in it. Segments are immutable under their names, so an entry never
 //! goes stale; the cache is bounded in bytes and drops the least recently used entries past it.
+//! Inside a row group, filters of each data page, made here from the column's values, narrow a lookup
+//! to the pages that may hold its key (a `RowSelection`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -211,10 +213,11 @@ type RowGroupFilters = Vec<Option<Sbbf>>;
 /// Page filters of some row groups of a segment, by row group index.
 type PagesOfRowGroups = Vec<(usize, PageFilters)>;
 
-/// Filters of one column per data page of one row group, made from its values the first time a lookup
-/// reads that row group (Parquet keeps one filter per row group and column; a page is 4 Ki rows at
-/// most, `store::segment::DATA_PAGE_ROWS_MAX`): a later lookup of a key in that row group decodes
-/// only the pages whose filters may hold it, not the row group's 64 Ki values.
+/// Filters of one column per data page of one row group, made from its values when `serve` warms
+/// the cache or the first time a lookup finds that row group (Parquet keeps one filter per row group
+/// and column; a page is 4 Ki rows at most, `store::segment::DATA_PAGE_ROWS_MAX`): a lookup of a key
+/// in that row group then decodes only the pages whose filters may hold it, not the row group's 64 Ki
+/// values.
 struct PageFilters {
     /// The rows of the row group.
     total: usize,
@@ -241,6 +244,17 @@ struct Filters {
     pages: Vec<Option<PageFilters>>,
     bytes: usize,
     used: u64,
+}
+
+impl Filters {
+    /// The row groups without page filters whose row-group filter `may` accepts (a row group with
+    /// neither has no filter to make them from: Parquet wrote none).
+    fn without_pages(&self, may: impl Fn(&Sbbf) -> bool) -> Vec<usize> {
+        (self.row_groups.iter().zip(&self.pages).enumerate())
+            .filter(|(_, (filter, pages))| pages.is_none() && filter.as_ref().is_some_and(&may))
+            .map(|(group, _)| group)
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -348,13 +362,7 @@ impl SegmentKeys {
             for (path, bytes) in segments {
                 for (key, (column, values)) in keys.iter().enumerate() {
                     let Some(entry) = cache.entries.get(&(path.to_string(), *column)) else { continue };
-                    let groups: Vec<usize> = (entry.row_groups.iter().zip(&entry.pages).enumerate())
-                        .filter(|(_, (filter, pages))| {
-                            pages.is_none()
-                                && filter.as_ref().is_some_and(|f| values.iter().any(|v| f.check(v.as_str())))
-                        })
-                        .map(|(group, _)| group)
-                        .collect();
+                    let groups = entry.without_pages(|f| values.iter().any(|v| f.check(v.as_str())));
                     row_groups += groups.len();
                     if row_groups > PAGE_FILTER_ROW_GROUPS_MAX {
                         return;
@@ -473,11 +481,7 @@ impl SegmentKeys {
                     let cache = self.lock();
                     (chunk.iter())
                         .filter_map(|(path, bytes)| {
-                            let entry = cache.entries.get(&(path.to_string(), column))?;
-                            let groups: Vec<usize> = (entry.pages.iter().enumerate())
-                                .filter(|(group, pages)| pages.is_none() && entry.row_groups[*group].is_some())
-                                .map(|(group, _)| group)
-                                .collect();
+                            let groups = cache.entries.get(&(path.to_string(), column))?.without_pages(|_| true);
                             (!groups.is_empty()).then(|| (path.to_string(), *bytes, 0, groups))
                         })
                         .collect()
@@ -576,24 +580,20 @@ async fn read_page_filters(
             .with_row_groups(row_groups.to_vec())
             .with_projection(ProjectionMask::leaves(schema, [index]))
             .build()?;
-        let mut out = Vec::with_capacity(row_groups.len());
+        // The column of the row groups read, in their order, then cut at each row group's rows.
         let mut arrays: Vec<ArrayRef> = Vec::new();
-        let mut rows = 0;
+        while let Some(batch) = stream.next().await {
+            arrays.push(cast(batch?.column(0), &DataType::Utf8).map_err(|e| ParquetError::External(Box::new(e)))?);
+        }
+        let values: Vec<Option<&str>> = arrays.iter().flat_map(|a| a.as_string::<i32>().iter()).collect();
+        let mut out = Vec::with_capacity(row_groups.len());
+        let mut first = 0;
         for &group in row_groups {
             let total = parquet.row_group(group).num_rows() as usize;
-            while rows < total {
-                let batch = stream.next().await.ok_or_else(|| ParquetError::General("rows missing".into()))??;
-                rows += batch.num_rows();
-                arrays.push(cast(batch.column(0), &DataType::Utf8).map_err(|e| ParquetError::External(Box::new(e)))?);
-            }
-            // The rows of this row group, and any of the next one in the last batch.
-            let values: Vec<Option<&str>> = arrays.iter().flat_map(|a| a.as_string::<i32>().iter()).collect();
-            if values.len() < total {
-                return Err(ParquetError::General(format!(
-                    "row group {group} has {total} rows, read {}",
-                    values.len()
-                )));
-            }
+            let Some(values) = values.get(first..first + total) else {
+                return Err(ParquetError::General(format!("row group {group} has {total} rows, fewer read")));
+            };
+            first += total;
             let starts: Vec<usize> =
                 offsets[group][index].page_locations().iter().map(|p| p.first_row_index as usize).collect();
             let ends = starts.iter().skip(1).copied().chain([total]);
@@ -610,21 +610,6 @@ async fn read_page_filters(
                 })
                 .collect();
             out.push((group, PageFilters { total, pages }));
-            let rest: Vec<ArrayRef> = {
-                let mut skip = total;
-                let mut rest = Vec::new();
-                for array in &arrays {
-                    if skip >= array.len() {
-                        skip -= array.len();
-                    } else {
-                        rest.push(array.slice(skip, array.len() - skip));
-                        skip = 0;
-                    }
-                }
-                rest
-            };
-            rows -= total;
-            arrays = rest;
         }
         Ok::<_, ParquetError>(out)
     };
