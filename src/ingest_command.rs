@@ -115,7 +115,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
         let config = detect::engine::EngineConfig::default().with_learning(args.learning);
         Some(crate::detection::LiveDetections::start(store.clone(), &paths.data, live, &config)?)
     };
-    let maintenance = flush_while_ingesting(store.clone());
+    let (stop_maintenance, maintenance) = flush_while_ingesting(store.clone());
     let sink = StoreSink::new(store.clone());
     let options = FileOptions { format: args.format, log_group: args.log_group.clone(), again: args.again };
     let mut files = FileSource::new(sink.clone(), options);
@@ -135,7 +135,10 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     let (file_stats, stats) = files.finish()?;
     // An ingest has an end: what it stored is complete, and is scored to its last minute.
     let detected = detection.map(|d| d.stop(detect::runner::InputEnd::Closed)).transpose()?;
-    maintenance.abort();
+    // Stopped between turns, never inside one: a seal cut between its ledger entry and the hot rows it
+    // drops would leave those rows to be sealed a second time.
+    let _ = stop_maintenance.send(());
+    maintenance.await?;
     store.flush_all().await?;
     // Sealed while the ingest ran (by size) and at its end.
     let flushed = segments(&store).saturating_sub(segments_before);
@@ -147,9 +150,13 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
 }
 
 /// Seals full partitions every half second while the ingest runs, on the other core, instead of all at
-/// the end.
-fn flush_while_ingesting(store: Arc<Store>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(store.maintain_until(std::time::Duration::from_millis(500), None, std::future::pending()))
+/// the end, until told to stop.
+fn flush_while_ingesting(store: Arc<Store>) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    (stop, tokio::spawn(store.maintain_until(std::time::Duration::from_millis(500), None, stopped)))
 }
 
 /// One input argument: stdin, an HTTP endpoint (until Ctrl-C), an S3 prefix, a Kafka group, or files.

@@ -377,3 +377,54 @@ async fn the_hot_buffer_counts_a_batch_over_two_hours_once_until_its_last_hour_i
     assert_eq!(store.hot_bytes().0, 0, "nothing holds the batch once both hours are sealed");
     assert_eq!(all_ids(&store, Table::Logs).await, ids(0..2_000));
 }
+
+#[tokio::test]
+async fn partitions_encoded_at_once_are_entered_in_order_and_a_failed_write_leaves_the_rest_hot() {
+    // Goal: a flush that encodes several partitions at once writes the ledger as one encoder would, one
+    // entry per partition in order; when a segment cannot be written, the segments entered before it
+    // stay, the partitions still encoding stay hot, and the next flush seals them, every row once.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.flush.encoders = 3;
+    let store = Store::open(config).await.unwrap();
+    let time_of = |id: u64| T0 + (id as i64 % 6) * MICROS_PER_HOUR + id as i64;
+    for table in [Table::Invocations, Table::Logs] {
+        store.append_batch(table, batch_with_ids(table, &ids(0..600), time_of)).unwrap();
+    }
+    // The fourth partition in sealing order (invocations of hour 3) cannot be written: its directory
+    // is a file.
+    let blocked = dir.path().join("invocations").join(partition_dir(store::time::hour_of(T0) + 3));
+    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    assert!(store.flush_all().await.is_err());
+    let ledger = store.ledger_batch().await.unwrap();
+    let partitions = |ledger: &arrow::array::RecordBatch| -> Vec<(String, String)> {
+        let column = |name: &str| {
+            ledger.column_by_name(name).unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone()
+        };
+        let (tables, partitions) = (column("table_name"), column("partition"));
+        (0..ledger.num_rows()).map(|i| (tables.value(i).to_string(), partitions.value(i).to_string())).collect()
+    };
+    let hour = |h: i64| partition_dir(store::time::hour_of(T0) + h);
+    let entered: Vec<(String, String)> = (0..3).map(|h| ("invocations".to_string(), hour(h))).collect();
+    assert_eq!(partitions(&ledger), entered, "the three partitions before the failed one, in order");
+    assert_eq!(store.stats()[&Table::Invocations].hot_rows, 300, "hours 3 to 5 stay hot");
+    assert_eq!(store.stats()[&Table::Logs].hot_rows, 600, "the partitions after the failure stay hot");
+    assert_eq!(all_ids(&store, Table::Invocations).await, ids(0..600));
+
+    std::fs::remove_file(&blocked).unwrap();
+    assert_eq!(store.flush_all().await.unwrap(), 9);
+    let ledger = store.ledger_batch().await.unwrap();
+    let mut expected = entered;
+    expected.extend((3..6).map(|h| ("invocations".to_string(), hour(h))));
+    expected.extend((0..6).map(|h| ("logs".to_string(), hour(h))));
+    assert_eq!(partitions(&ledger), expected, "one entry per partition, in sealing order");
+    let seqs = ledger.column_by_name("seq").unwrap().as_any().downcast_ref::<arrow::array::Int64Array>().unwrap();
+    assert_eq!(seqs.values().to_vec(), (1..=12).collect::<Vec<i64>>());
+    for table in [Table::Invocations, Table::Logs] {
+        assert_eq!(all_ids(&store, table).await, ids(0..600), "{table}: every row once");
+        assert_eq!(store.stats()[&table].hot_rows, 0);
+    }
+    let report = store::verify_location(store.location(), &Default::default(), &[]).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+}

@@ -68,33 +68,45 @@ impl Store {
         Ok(flushed)
     }
 
+    /// Seals `partitions` in the order given. Up to `FlushPolicy::encoders` of them are encoded at once
+    /// (on the blocking pool), while the segment of the first is written and entered in the ledger: the
+    /// ledger sees the same entries in the same order as from one encoder, and an error stops the flush
+    /// after the segments already entered (the partitions still encoding stay hot).
     pub(super) async fn flush_partitions(&self, partitions: &[(Table, i64)]) -> Result<usize> {
         let mut ledger = self.ledger.lock().await;
+        let width = self.config.flush.encoders.max(1);
+        let mut queued = partitions.iter().copied();
+        let mut encoding: VecDeque<tokio::task::JoinHandle<Result<Encoded>>> = VecDeque::with_capacity(width);
         let mut flushed = 0;
-        for (table, hour) in partitions {
-            if self.flush_partition(&mut ledger, *table, *hour).await? {
-                flushed += 1;
+        loop {
+            while encoding.len() < width {
+                let Some((table, hour)) = queued.next() else { break };
+                if let Some(hot) = self.hot_snapshot(table, hour) {
+                    encoding.push_back(tokio::task::spawn_blocking(move || hot.encode()));
+                }
             }
+            let Some(next) = encoding.pop_front() else { break };
+            let encoded =
+                next.await.map_err(|e| StoreError::Internal(format!("segment encoding task failed: {e}")))??;
+            self.enter_segment(&mut ledger, encoded).await?;
+            flushed += 1;
         }
         Ok(flushed)
     }
 
-    pub(super) async fn flush_partition(&self, ledger: &mut LedgerWriter, table: Table, hour: i64) -> Result<bool> {
-        let (batches, seq_hi): (Vec<RecordBatch>, u64) = {
-            let state = lock(&self.state);
-            let Some(partition) = state.hot.get(&(table, hour)) else {
-                return Ok(false);
-            };
-            let seq_hi = partition.batches.iter().map(|hot| hot.seq).max().unwrap_or(0);
-            (partition.batches.iter().map(|hot| hot.batch.clone()).collect(), seq_hi)
-        };
-        if batches.is_empty() {
-            return Ok(false);
-        }
-        let started = Instant::now();
-        let encoded = tokio::task::spawn_blocking(move || encode_segment(table, &batches))
-            .await
-            .map_err(|e| StoreError::Internal(format!("segment encoding task failed: {e}")))??;
+    /// The rows of a hot partition as they are now, with the newest WAL sequence number among them;
+    /// `None` when it has none.
+    fn hot_snapshot(&self, table: Table, hour: i64) -> Option<HotSnapshot> {
+        let state = lock(&self.state);
+        let partition = state.hot.get(&(table, hour)).filter(|p| !p.batches.is_empty())?;
+        let seq_hi = partition.batches.iter().map(|hot| hot.seq).max().unwrap_or(0);
+        let batches = partition.batches.iter().map(|hot| hot.batch.clone()).collect();
+        Some(HotSnapshot { table, hour, batches, seq_hi, started: Instant::now() })
+    }
+
+    /// Writes an encoded partition as a segment, enters it in the ledger, and drops the hot rows it holds.
+    async fn enter_segment(&self, ledger: &mut LedgerWriter, encoded: Encoded) -> Result<()> {
+        let Encoded { table, hour, seq_hi, started, segment: encoded } = encoded;
         let path = segment_path(table, hour, &self.node, ledger.next_seq());
         let bytes = encoded.bytes.len() as u64;
         self.location.put(&path, encoded.bytes.clone()).await?;
@@ -134,7 +146,7 @@ impl Store {
         }
         crate::metrics::segment_flushed(table, encoded.rows, started.elapsed());
         tracing::debug!(table = %table, path, rows = encoded.rows, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "segment flushed");
-        Ok(true)
+        Ok(())
     }
 
     /// Writes the positions checkpoint and deletes the WAL files whose frames are all in segments.
@@ -329,4 +341,29 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A hot partition's rows taken for sealing.
+struct HotSnapshot {
+    table: Table,
+    hour: i64,
+    batches: Vec<RecordBatch>,
+    seq_hi: u64,
+    started: Instant,
+}
+
+impl HotSnapshot {
+    fn encode(self) -> Result<Encoded> {
+        let segment = encode_segment(self.table, &self.batches)?;
+        Ok(Encoded { table: self.table, hour: self.hour, seq_hi: self.seq_hi, started: self.started, segment })
+    }
+}
+
+/// A hot partition encoded as a segment, not yet written.
+struct Encoded {
+    table: Table,
+    hour: i64,
+    seq_hi: u64,
+    started: Instant,
+    segment: EncodedSegment,
 }

@@ -18,7 +18,7 @@ use taps::Tap;
 pub use scan::catalog_stats;
 pub use taps::Appended;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -36,11 +36,17 @@ use crate::ledger::{
 };
 use crate::location::Location;
 use crate::schema::{ledger_schema, timestamp_type, Table};
-use crate::segment::{encode_segment, filter_time, project, projected_schema, read_segment, time_values};
+use crate::segment::{
+    encode_segment, filter_time, project, projected_schema, read_segment, time_values, EncodedSegment,
+};
 use crate::segment_path::{parse_segment_path, segment_path, valid_node_id};
 use crate::time::{hour_of, now_micros, partition_dir, TimeRange, MICROS_PER_HOUR};
 use crate::verify::check_chain;
 use crate::wal::{encode_unsealed, Frame, Position, UnsealedFrame, Wal, FLAG_CONTINUED, FLAG_CONTINUES};
+
+/// Partitions encoded at once by default, at most: past a few, a flush holds more sorted copies than it
+/// gains cores.
+const ENCODERS_MAX: usize = 4;
 
 /// When hot partitions are sealed into segments.
 #[derive(Clone, Debug)]
@@ -53,6 +59,10 @@ pub struct FlushPolicy {
     pub partition_age_max: Duration,
     /// Past this many hot bytes in all, the largest partitions are flushed first.
     pub hot_bytes_max: usize,
+    /// Partitions of one flush encoded at once (sorting, Parquet, zstd: the cost of a seal, each on a
+    /// core of its own); their segments are still written and entered in the ledger one after another,
+    /// in order. Each one encoding holds a sorted copy of its partition.
+    pub encoders: usize,
 }
 
 impl Default for FlushPolicy {
@@ -62,6 +72,7 @@ impl Default for FlushPolicy {
             partition_bytes_max: 128 * 1024 * 1024,
             partition_age_max: Duration::from_secs(60),
             hot_bytes_max: 512 * 1024 * 1024,
+            encoders: std::thread::available_parallelism().map_or(1, |n| n.get()).min(ENCODERS_MAX),
         }
     }
 }
