@@ -51,8 +51,8 @@ fn text<'j>(json: &'j Json, key: &str) -> Option<&'j str> {
     json.get(key)?.as_str()
 }
 
-fn json_text(json: &Json, key: &str) -> Option<String> {
-    match json.get(key)? {
+fn json_text(value: Option<&Json>) -> Option<String> {
+    match value? {
         Json::Null => None,
         Json::String(s) => Some(bounded(s, JSON_COLUMN_BYTES_MAX).to_string()),
         other => {
@@ -65,77 +65,657 @@ fn json_text(json: &Json, key: &str) -> Option<String> {
 /// The role session name of an assumed-role identity:
 /// `arn:aws:sts::123:assumed-role/<role>/<session>`.
 pub fn session_name(identity: &Json) -> Option<String> {
-    let from_arn = text(identity, "arn")
+    session_of(text(identity, "arn"), text(identity, "type"), text(identity, "principalId"))
+}
+
+fn session_of(arn: Option<&str>, kind: Option<&str>, principal_id: Option<&str>) -> Option<String> {
+    let from_arn = arn
         .and_then(|arn| arn.split_once(":assumed-role/"))
         .and_then(|(_, rest)| rest.split_once('/'))
         .map(|(_, session)| session.to_string());
     // `principalId` of a role session is `<role id>:<session name>`.
     from_arn.or_else(|| {
-        let is_session = matches!(text(identity, "type"), Some("AssumedRole" | "FederatedUser"));
-        text(identity, "principalId")
-            .filter(|_| is_session)
-            .and_then(|id| id.split_once(':'))
-            .map(|(_, session)| session.to_string())
+        let is_session = matches!(kind, Some("AssumedRole" | "FederatedUser"));
+        principal_id.filter(|_| is_session).and_then(|id| id.split_once(':')).map(|(_, session)| session.to_string())
     })
+}
+
+/// The fields of one record that its row is made of, read from a `Json` record or from a `TrailRecord`.
+struct Parts<'r> {
+    event_time: Option<&'r str>,
+    event_source: Option<&'r str>,
+    event_name: Option<&'r str>,
+    aws_region: Option<&'r str>,
+    source_ip: Option<&'r str>,
+    user_agent: Option<&'r str>,
+    identity_type: Option<&'r str>,
+    /// `userIdentity.arn`, else `invokedBy`, else `sessionContext.sessionIssuer.arn`.
+    principal_arn: Option<&'r str>,
+    identity_arn: Option<&'r str>,
+    identity_account: Option<&'r str>,
+    principal_id: Option<&'r str>,
+    access_key_id: Option<&'r str>,
+    error_code: Option<&'r str>,
+    error_message: Option<&'r str>,
+    event_id: Option<&'r str>,
+    event_type: Option<&'r str>,
+    recipient_account: Option<&'r str>,
+    read_only: Option<bool>,
+    request_parameters: Option<&'r Json>,
+    response_elements: Option<&'r Json>,
+    resources: Option<&'r Json>,
+}
+
+impl<'r> Parts<'r> {
+    fn of_value(record: &'r Json) -> Parts<'r> {
+        let null = &Json::Null;
+        let identity = record.get("userIdentity").unwrap_or(null);
+        let issuer_arn =
+            || identity.get("sessionContext").and_then(|s| s.get("sessionIssuer")).and_then(|i| text(i, "arn"));
+        Parts {
+            event_time: text(record, "eventTime"),
+            event_source: text(record, "eventSource"),
+            event_name: text(record, "eventName"),
+            aws_region: text(record, "awsRegion"),
+            source_ip: text(record, "sourceIPAddress"),
+            user_agent: text(record, "userAgent"),
+            identity_type: text(identity, "type"),
+            principal_arn: text(identity, "arn").or_else(|| text(identity, "invokedBy")).or_else(issuer_arn),
+            identity_arn: text(identity, "arn"),
+            identity_account: text(identity, "accountId"),
+            principal_id: text(identity, "principalId"),
+            access_key_id: text(identity, "accessKeyId"),
+            error_code: text(record, "errorCode"),
+            error_message: text(record, "errorMessage"),
+            event_id: text(record, "eventID"),
+            event_type: text(record, "eventType"),
+            recipient_account: text(record, "recipientAccountId"),
+            read_only: match record.get("readOnly") {
+                Some(Json::Bool(b)) => Some(*b),
+                Some(Json::String(s)) => s.parse::<bool>().ok(),
+                _ => None,
+            },
+            request_parameters: record.get("requestParameters"),
+            response_elements: record.get("responseElements"),
+            resources: record.get("resources"),
+        }
+    }
+
+    /// The event time, source and name every row needs, or why the record is not one.
+    fn required(&self) -> Result<(i64, &'r str, &'r str), Rejected> {
+        let Some(event_time) = self.event_time else {
+            return Err(Rejected { reason: "cloudtrail_missing_field", detail: "record without eventTime".into() });
+        };
+        let Some(time) = timestamp::parse(event_time) else {
+            return Err(Rejected {
+                reason: "cloudtrail_bad_time",
+                detail: format!("eventTime {event_time:?} is not a timestamp"),
+            });
+        };
+        let (Some(event_source), Some(event_name)) = (self.event_source, self.event_name) else {
+            return Err(Rejected {
+                reason: "cloudtrail_missing_field",
+                detail: "record without eventSource or eventName".into(),
+            });
+        };
+        Ok((time, event_source, event_name))
+    }
+
+    fn push(&self, builder: &mut TableBuilder, source: &str, position: &str) -> Result<(), Rejected> {
+        let (event_time, event_source, event_name) = self.required()?;
+        let session = session_of(self.identity_arn, self.identity_type, self.principal_id);
+        let request_parameters = json_text(self.request_parameters);
+        let response_elements = json_text(self.response_elements);
+        let resources = json_text(self.resources);
+        CloudtrailRow::<Borrowed> {
+            event_time,
+            event_source: Some(event_source),
+            event_name: Some(event_name),
+            aws_region: self.aws_region,
+            source_ip: self.source_ip,
+            user_agent: self.user_agent.map(|ua| bounded(ua, 1024)),
+            principal_arn: self.principal_arn,
+            principal_type: self.identity_type,
+            access_key_id: self.access_key_id,
+            session_name: session.as_deref(),
+            account: self.identity_account.or(self.recipient_account),
+            error_code: self.error_code,
+            error_message: self.error_message.map(|m| bounded(m, 4096)),
+            request_parameters: request_parameters.as_deref(),
+            response_elements: response_elements.as_deref(),
+            resources: resources.as_deref(),
+            read_only: self.read_only,
+            event_id: self.event_id,
+            event_type: self.event_type,
+            recipient_account: self.recipient_account,
+            ingest_source: Some(source),
+            ingest_position: Some(position),
+        }
+        .push_to(builder);
+        Ok(())
+    }
 }
 
 /// Appends one record as a `cloudtrail` row.
 pub fn push_record(builder: &mut TableBuilder, record: &Json, source: &str, position: &str) -> Result<(), Rejected> {
-    let Some(event_time) = text(record, "eventTime") else {
-        return Err(Rejected { reason: "cloudtrail_missing_field", detail: "record without eventTime".into() });
-    };
-    let Some(event_time) = timestamp::parse(event_time) else {
-        return Err(Rejected {
-            reason: "cloudtrail_bad_time",
-            detail: format!("eventTime {event_time:?} is not a timestamp"),
-        });
-    };
-    let (Some(event_source), Some(event_name)) = (text(record, "eventSource"), text(record, "eventName")) else {
-        return Err(Rejected {
-            reason: "cloudtrail_missing_field",
-            detail: "record without eventSource or eventName".into(),
-        });
-    };
-    let null = Json::Null;
-    let identity = record.get("userIdentity").unwrap_or(&null);
-    let principal_type = text(identity, "type");
-    let principal_arn = text(identity, "arn")
-        .or_else(|| text(identity, "invokedBy"))
-        .or_else(|| identity.get("sessionContext").and_then(|s| s.get("sessionIssuer")).and_then(|i| text(i, "arn")));
-    let session = session_name(identity);
-    let account = text(identity, "accountId").or_else(|| text(record, "recipientAccountId"));
-    let read_only = match record.get("readOnly") {
-        Some(Json::Bool(b)) => Some(*b),
-        Some(Json::String(s)) => s.parse::<bool>().ok(),
-        _ => None,
-    };
-    let request_parameters = json_text(record, "requestParameters");
-    let response_elements = json_text(record, "responseElements");
-    let resources = json_text(record, "resources");
-    CloudtrailRow::<Borrowed> {
-        event_time,
-        event_source: Some(event_source),
-        event_name: Some(event_name),
-        aws_region: text(record, "awsRegion"),
-        source_ip: text(record, "sourceIPAddress"),
-        user_agent: text(record, "userAgent").map(|ua| bounded(ua, 1024)),
-        principal_arn,
-        principal_type,
-        access_key_id: text(identity, "accessKeyId"),
-        session_name: session.as_deref(),
-        account,
-        error_code: text(record, "errorCode"),
-        error_message: text(record, "errorMessage").map(|m| bounded(m, 4096)),
-        request_parameters: request_parameters.as_deref(),
-        response_elements: response_elements.as_deref(),
-        resources: resources.as_deref(),
-        read_only,
-        event_id: text(record, "eventID"),
-        event_type: text(record, "eventType"),
-        recipient_account: text(record, "recipientAccountId"),
-        ingest_source: Some(source),
-        ingest_position: Some(position),
+    Parts::of_value(record).push(builder, source, position)
+}
+
+/// Whether `body` (its leading white space gone) may be a trail file, `{"Records": [...]}`, for
+/// `read_trail_file`.
+pub fn sniffs_trail_file(body: &[u8]) -> bool {
+    body.strip_prefix(b"{").is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"Records\""))
+}
+
+/// A trail file as CloudTrail writes it, `{"Records": [...]}`, read without a `Json` tree (the tree of a
+/// file of 2,000 records was most of an ingest's time: an allocation per key and value, and a map
+/// lookup per field). Pushes one row per record and returns how many, when the file is exactly that:
+/// `Records` its only key, every record an object with the fields a row needs (strings, a time that
+/// parses), none of them a Kinesis record. Otherwise, or on anything serde's tree would read
+/// differently (a repeated key, where the tree keeps the last), it pushes nothing and returns `None`,
+/// and the caller reads the document as a `Json` tree as before, which gives the same rows and the
+/// dead letters of the records that are not rows.
+pub fn read_trail_file(builder: &mut TableBuilder, body: &[u8], source: &str, position: &str) -> Option<usize> {
+    let file: trail::File<'_> = serde_json::from_slice(body).ok()?;
+    if file.records.is_empty() || file.records.iter().any(|r| r.kinesis.0) {
+        return None;
     }
-    .push_to(builder);
-    Ok(())
+    let parts: Vec<Parts<'_>> = file.records.iter().map(trail::Record::parts).collect();
+    if parts.iter().any(|p| p.required().is_err()) {
+        return None;
+    }
+    let mut at = String::new();
+    for (idx, record) in parts.iter().enumerate() {
+        use std::fmt::Write;
+        at.clear();
+        let _ = write!(at, "{position}#{idx}");
+        record.push(builder, source, &at).ok()?;
+    }
+    Some(parts.len())
+}
+
+/// The typed, borrowing form of a trail file. Its field types take any JSON value, as lookups in a
+/// `Json` tree do: a string where a string is read, nothing otherwise.
+mod trail {
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value as Json;
+
+    use super::Parts;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct File<'a> {
+        #[serde(rename = "Records", borrow)]
+        pub records: Vec<Record<'a>>,
+    }
+
+    #[derive(serde::Deserialize)]
+    pub(super) struct Record<'a> {
+        #[serde(rename = "eventTime", default, borrow)]
+        event_time: Text<'a>,
+        #[serde(rename = "eventSource", default, borrow)]
+        event_source: Text<'a>,
+        #[serde(rename = "eventName", default, borrow)]
+        event_name: Text<'a>,
+        #[serde(rename = "awsRegion", default, borrow)]
+        aws_region: Text<'a>,
+        #[serde(rename = "sourceIPAddress", default, borrow)]
+        source_ip: Text<'a>,
+        #[serde(rename = "userAgent", default, borrow)]
+        user_agent: Text<'a>,
+        #[serde(rename = "userIdentity", default, borrow)]
+        identity: Object<Identity<'a>>,
+        #[serde(rename = "errorCode", default, borrow)]
+        error_code: Text<'a>,
+        #[serde(rename = "errorMessage", default, borrow)]
+        error_message: Text<'a>,
+        #[serde(rename = "eventID", default, borrow)]
+        event_id: Text<'a>,
+        #[serde(rename = "eventType", default, borrow)]
+        event_type: Text<'a>,
+        #[serde(rename = "recipientAccountId", default, borrow)]
+        recipient_account: Text<'a>,
+        #[serde(rename = "readOnly", default)]
+        read_only: ReadOnly,
+        #[serde(rename = "requestParameters", default)]
+        request_parameters: Option<Json>,
+        #[serde(rename = "responseElements", default)]
+        response_elements: Option<Json>,
+        #[serde(default)]
+        resources: Option<Json>,
+        #[serde(default)]
+        pub kinesis: Present,
+    }
+
+    #[derive(serde::Deserialize, Default)]
+    struct Identity<'a> {
+        #[serde(rename = "type", default, borrow)]
+        kind: Text<'a>,
+        #[serde(default, borrow)]
+        arn: Text<'a>,
+        #[serde(rename = "invokedBy", default, borrow)]
+        invoked_by: Text<'a>,
+        #[serde(rename = "accountId", default, borrow)]
+        account_id: Text<'a>,
+        #[serde(rename = "principalId", default, borrow)]
+        principal_id: Text<'a>,
+        #[serde(rename = "accessKeyId", default, borrow)]
+        access_key_id: Text<'a>,
+        #[serde(rename = "sessionContext", default, borrow)]
+        session_context: Object<SessionContext<'a>>,
+    }
+
+    #[derive(serde::Deserialize, Default)]
+    struct SessionContext<'a> {
+        #[serde(rename = "sessionIssuer", default, borrow)]
+        session_issuer: Object<Issuer<'a>>,
+    }
+
+    #[derive(serde::Deserialize, Default)]
+    struct Issuer<'a> {
+        #[serde(default, borrow)]
+        arn: Text<'a>,
+    }
+
+    impl<'a> Record<'a> {
+        pub(super) fn parts(&self) -> Parts<'_> {
+            let identity = self.identity.0.as_ref();
+            let field = |f: for<'i> fn(&'i Identity<'a>) -> &'i Text<'a>| identity.and_then(|i| f(i).get());
+            let issuer_arn = identity
+                .and_then(|i| i.session_context.0.as_ref())
+                .and_then(|c| c.session_issuer.0.as_ref())
+                .and_then(|i| i.arn.get());
+            Parts {
+                event_time: self.event_time.get(),
+                event_source: self.event_source.get(),
+                event_name: self.event_name.get(),
+                aws_region: self.aws_region.get(),
+                source_ip: self.source_ip.get(),
+                user_agent: self.user_agent.get(),
+                identity_type: field(|i| &i.kind),
+                principal_arn: field(|i| &i.arn).or_else(|| field(|i| &i.invoked_by)).or(issuer_arn),
+                identity_arn: field(|i| &i.arn),
+                identity_account: field(|i| &i.account_id),
+                principal_id: field(|i| &i.principal_id),
+                access_key_id: field(|i| &i.access_key_id),
+                error_code: self.error_code.get(),
+                error_message: self.error_message.get(),
+                event_id: self.event_id.get(),
+                event_type: self.event_type.get(),
+                recipient_account: self.recipient_account.get(),
+                read_only: self.read_only.0,
+                request_parameters: self.request_parameters.as_ref(),
+                response_elements: self.response_elements.as_ref(),
+                resources: self.resources.as_ref(),
+            }
+        }
+    }
+
+    /// A string, borrowed from the input when it has no escapes; any other JSON value is `None`.
+    #[derive(Default)]
+    pub(super) struct Text<'a>(Option<Cow<'a, str>>);
+
+    impl Text<'_> {
+        fn get(&self) -> Option<&str> {
+            self.0.as_deref()
+        }
+    }
+
+    /// An object read as `T`; any other JSON value is `None` (as `Json::get` finds nothing in it).
+    #[derive(Default)]
+    pub(super) struct Object<T>(Option<T>);
+
+    /// `readOnly`: a boolean, or a string that is `true` or `false`.
+    #[derive(Default)]
+    pub(super) struct ReadOnly(Option<bool>);
+
+    /// Whether the key is there, whatever its value (`null` included).
+    #[derive(Default)]
+    pub(super) struct Present(pub bool);
+
+    /// Skips what a visitor does not keep: the elements of an array, the entries of an object.
+    fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    /// A visitor that gives `Default` for every value but those its type keeps.
+    macro_rules! other_values_are_default {
+        () => {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Default::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                skip_seq(seq)?;
+                Ok(Default::default())
+            }
+        };
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct TextVisitor<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+                type Value = Text<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                    Ok(Text(Some(Cow::Borrowed(v))))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                    Ok(Text(Some(Cow::Owned(v.to_string()))))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'a>, E> {
+                    Ok(Text(Some(Cow::Owned(v))))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text<'a>, A::Error> {
+                    skip_map(map)?;
+                    Ok(Text(None))
+                }
+                other_values_are_default!();
+            }
+            deserializer.deserialize_any(TextVisitor(PhantomData))
+        }
+    }
+
+    impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ObjectVisitor<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for ObjectVisitor<T> {
+                type Value = Object<T>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<Object<T>, E> {
+                    Ok(Object(None))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                    T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Object(Some(t)))
+                }
+                other_values_are_default!();
+            }
+            deserializer.deserialize_any(ObjectVisitor(PhantomData))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ReadOnly {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ReadOnlyVisitor;
+            impl<'de> Visitor<'de> for ReadOnlyVisitor {
+                type Value = ReadOnly;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_bool<E: de::Error>(self, v: bool) -> Result<ReadOnly, E> {
+                    Ok(ReadOnly(Some(v)))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<ReadOnly, E> {
+                    Ok(ReadOnly(v.parse::<bool>().ok()))
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<ReadOnly, E> {
+                    Ok(ReadOnly(None))
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<ReadOnly, E> {
+                    Ok(ReadOnly(None))
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<ReadOnly, E> {
+                    Ok(ReadOnly(None))
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<ReadOnly, E> {
+                    Ok(ReadOnly(None))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ReadOnly, A::Error> {
+                    skip_seq(seq)?;
+                    Ok(ReadOnly(None))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ReadOnly, A::Error> {
+                    skip_map(map)?;
+                    Ok(ReadOnly(None))
+                }
+            }
+            deserializer.deserialize_any(ReadOnlyVisitor)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Present {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            IgnoredAny::deserialize(deserializer)?;
+            Ok(Present(true))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::RecordBatch;
+    use proptest::prelude::*;
+    use store::Table;
+
+    /// What the `Json` tree gives: the rows of the records that are rows, and whether every one was.
+    fn tree_read(body: &str) -> (Option<RecordBatch>, bool) {
+        let json: Json = serde_json::from_str(body).unwrap();
+        let mut builder = TableBuilder::new(Table::Cloudtrail);
+        let mut all = true;
+        for (idx, record) in records(&json).into_iter().enumerate() {
+            all &= push_record(&mut builder, record, "src", &format!("u#{idx}")).is_ok();
+        }
+        (builder.finish(), all)
+    }
+
+    fn typed_read(body: &str) -> Option<(usize, Option<RecordBatch>)> {
+        let mut builder = TableBuilder::new(Table::Cloudtrail);
+        let records = read_trail_file(&mut builder, body.as_bytes(), "src", "u")?;
+        Some((records, builder.finish()))
+    }
+
+    fn data(dir: &str) -> Vec<std::path::PathBuf> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(dir);
+        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn real_trail_files_are_read_without_a_tree_to_the_rows_the_tree_gives() {
+        let mut files = 0;
+        for path in data("stratus-detonation-logs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let Ok(Json::Array(events)) = serde_json::from_str::<Json>(&text) else { continue };
+            // The detonations' events as the trail writes them to S3.
+            let body = serde_json::to_string(&serde_json::json!({ "Records": events })).unwrap();
+            let (tree, all) = tree_read(&body);
+            assert!(all, "{}: every record is a row", path.display());
+            let (records, typed) =
+                typed_read(&body).unwrap_or_else(|| panic!("{}: read without a tree", path.display()));
+            assert_eq!(records, events.len());
+            assert_eq!(typed, tree, "{}", path.display());
+            files += 1;
+        }
+        assert!(files >= 30, "{files} files");
+    }
+
+    #[test]
+    fn what_is_not_plainly_a_trail_file_is_left_to_the_tree() {
+        let record = r#"{"eventTime":"2024-07-31T13:06:24Z","eventSource":"s3.amazonaws.com","eventName":"GetObject"}"#;
+        assert!(typed_read(&format!(r#"{{"Records":[{record}]}}"#)).is_some());
+        for body in [
+            r#"{"Records":[]}"#.to_string(),
+            format!(r#"{{"Records":[{record}],"nextToken":"x"}}"#),
+            format!(r#"{{"Records":[{record}],"Records":[{record}]}}"#),
+            format!(r#"{{"Records":[{record},1]}}"#),
+            r#"{"Records":[{"eventTime":"not a time","eventSource":"s","eventName":"n"}]}"#.to_string(),
+            r#"{"Records":[{"eventTime":"2024-07-31T13:06:24Z","eventSource":"s","eventName":7}]}"#.to_string(),
+            r#"{"Records":[{"eventTime":"2024-07-31T13:06:24Z","eventSource":"s","eventName":"n","eventName":"m"}]}"#
+                .to_string(),
+            r#"{"Records":[{"eventTime":"2024-07-31T13:06:24Z","eventSource":"s","eventName":"n","kinesis":{"data":"eA=="}}]}"#
+                .to_string(),
+            r#"{"Records":{"eventTime":"2024-07-31T13:06:24Z"}}"#.to_string(),
+        ] {
+            assert!(typed_read(&body).is_none(), "{body}");
+        }
+        assert!(!sniffs_trail_file(b"[{\"Records\":1}]"));
+        assert!(sniffs_trail_file(b"{ \n \"Records\": []}"));
+    }
+
+    /// A JSON value of any kind, as raw text: what lookups in a tree skip must be skipped alike.
+    fn any_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("-1.5e3".to_string()),
+            Just("[1,{\"a\":[]},\"x\"]".to_string()),
+            Just("{\"arn\":{\"x\":1},\"type\":[\"AssumedRole\"]}".to_string()),
+            "[a-zA-Z0-9:/_ -]{0,12}".prop_map(|s| format!("\"{s}\"")),
+            Just("\"esc\\\"aped\\u00e9\\n\"".to_string()),
+            Just("\"AssumedRole\"".to_string()),
+            Just("\"arn:aws:sts::1:assumed-role/r/s\\u0031\"".to_string()),
+            Just("\"AROA1:sess\"".to_string()),
+            Just("\"TRUE\"".to_string()),
+            Just("\"false\"".to_string()),
+        ]
+    }
+
+    /// An object of some of `keys` (a key may come twice) and a key nobody reads, as raw text.
+    fn object_of(keys: &'static [&'static str], value: BoxedStrategy<String>) -> BoxedStrategy<String> {
+        proptest::collection::vec((proptest::sample::select(keys), value), 0..keys.len() + 2)
+            .prop_map(|fields| {
+                let fields: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            })
+            .boxed()
+    }
+
+    fn identity() -> BoxedStrategy<String> {
+        let issuer = object_of(&["arn", "type"], any_value().boxed());
+        let context = object_of(&["sessionIssuer", "attributes"], prop_oneof![issuer, any_value()].boxed());
+        let field = prop_oneof![3 => any_value(), 1 => context].boxed();
+        object_of(
+            &["type", "arn", "invokedBy", "accountId", "principalId", "accessKeyId", "sessionContext", "x"],
+            field,
+        )
+    }
+
+    fn record() -> impl Strategy<Value = String> {
+        let required = (
+            prop_oneof![4 => Just("\"2024-07-31T13:06:24Z\"".to_string()), 1 => any_value()],
+            prop_oneof![4 => Just("\"iam.amazonaws.com\"".to_string()), 1 => any_value()],
+            prop_oneof![4 => Just("\"CreateUser\"".to_string()), 1 => any_value()],
+        );
+        let keys: &'static [&'static str] = &[
+            "awsRegion",
+            "sourceIPAddress",
+            "userAgent",
+            "errorCode",
+            "errorMessage",
+            "eventID",
+            "eventType",
+            "recipientAccountId",
+            "readOnly",
+            "requestParameters",
+            "responseElements",
+            "resources",
+            "other",
+        ];
+        let optional = proptest::collection::vec((proptest::sample::select(keys), any_value()), 0..8);
+        (required, optional, proptest::option::of(identity())).prop_map(|((time, source, name), optional, identity)| {
+            let mut fields = vec![format!("\"eventTime\":{time}"), format!("\"eventSource\":{source}")];
+            fields.push(format!("\"eventName\":{name}"));
+            fields.extend(optional.iter().map(|(k, v)| format!("\"{k}\":{v}")));
+            fields.extend(identity.map(|i| format!("\"userIdentity\":{i}")));
+            format!("{{{}}}", fields.join(","))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_trail_file_read_without_a_tree_gives_the_tree_s_rows_or_is_left_to_it(
+            records in proptest::collection::vec(record(), 1..6)
+        ) {
+            let body = format!("{{\"Records\":[{}]}}", records.join(","));
+            let (tree, all) = tree_read(&body);
+            match typed_read(&body) {
+                Some((count, typed)) => {
+                    prop_assert!(all);
+                    prop_assert_eq!(count, records.len());
+                    prop_assert_eq!(typed, tree);
+                }
+                // Left to the tree: only for a record that is no row or a key given twice.
+                None => prop_assert!(!all || records.iter().any(|r| repeats_a_key(r)), "{}", body),
+            }
+        }
+    }
+
+    /// Whether any object in `json` repeats a key (which the tree reads, keeping the last).
+    fn repeats_a_key(json: &str) -> bool {
+        struct Check(bool);
+        impl<'de> serde::de::Visitor<'de> for &mut Check {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                let mut keys = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    self.0 |= !keys.insert(key);
+                    map.next_value_seed(&mut *self)?;
+                }
+                Ok(())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                while seq.next_element_seed(&mut *self)?.is_some() {}
+                Ok(())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+                Ok(())
+            }
+            fn visit_unit<E>(self) -> Result<(), E> {
+                Ok(())
+            }
+        }
+        impl<'de> serde::de::DeserializeSeed<'de> for &mut Check {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+        let mut check = Check(false);
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        serde::de::DeserializeSeed::deserialize(&mut check, &mut deserializer).unwrap();
+        check.0
+    }
 }

@@ -391,6 +391,7 @@ impl Pipeline {
             Format::Lambda | Format::Export => self.text_lines(bytes, unit),
             Format::Subscription => self.subscription_bytes(bytes, unit),
             Format::Events => self.events(bytes, unit),
+            Format::CloudTrail if self.read_trail_file(bytes.trim_ascii_start(), unit) => {}
             Format::CloudTrail | Format::XRay | Format::Otlp => match serde_json::from_slice::<Json>(bytes) {
                 Ok(json) => self.document(format, &json, bytes, unit),
                 Err(error) if !bytes.trim_ascii().contains(&b'\n') => self.json_error(&error, bytes, unit),
@@ -527,6 +528,9 @@ impl Pipeline {
             // A subscription payload is parsed straight into borrowed structs: the hot path.
             // CloudWatch writes `messageType` first; serialisers that sort keys write it last.
             if sniffs_subscription(body) && self.read_subscription(body, unit) {
+                return;
+            }
+            if cloudtrail::sniffs_trail_file(body) && self.read_trail_file(body, unit) {
                 return;
             }
             let error = match serde_json::from_slice::<Json>(body) {
@@ -885,6 +889,18 @@ impl Pipeline {
                 unit.source,
                 unit.position,
             ),
+        }
+    }
+
+    /// A trail file read without a `Json` tree (`cloudtrail::read_trail_file`); `false` when it is not
+    /// plainly one, and nothing was pushed.
+    fn read_trail_file(&mut self, body: &[u8], unit: &Unit<'_>) -> bool {
+        match cloudtrail::read_trail_file(&mut self.cloudtrail, body, unit.source, unit.position) {
+            Some(records) => {
+                self.stats.cloudtrail_events += records as u64;
+                true
+            }
+            None => false,
         }
     }
 
