@@ -390,10 +390,13 @@ mod trail {
 
     /// A visitor that gives `Default` for every value but those its type keeps.
     macro_rules! other_values_are_default {
-        () => {
+        (bool) => {
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(Default::default())
             }
+            other_values_are_default!();
+        };
+        () => {
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
                 Ok(Default::default())
             }
@@ -434,7 +437,7 @@ mod trail {
                     skip_map(map)?;
                     Ok(Text(None))
                 }
-                other_values_are_default!();
+                other_values_are_default!(bool);
             }
             deserializer.deserialize_any(TextVisitor(PhantomData))
         }
@@ -454,7 +457,7 @@ mod trail {
                 fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
                     T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Object(Some(t)))
                 }
-                other_values_are_default!();
+                other_values_are_default!(bool);
             }
             deserializer.deserialize_any(ObjectVisitor(PhantomData))
         }
@@ -474,26 +477,11 @@ mod trail {
                 fn visit_str<E: de::Error>(self, v: &str) -> Result<ReadOnly, E> {
                     Ok(ReadOnly(v.parse::<bool>().ok()))
                 }
-                fn visit_i64<E: de::Error>(self, _: i64) -> Result<ReadOnly, E> {
-                    Ok(ReadOnly(None))
-                }
-                fn visit_u64<E: de::Error>(self, _: u64) -> Result<ReadOnly, E> {
-                    Ok(ReadOnly(None))
-                }
-                fn visit_f64<E: de::Error>(self, _: f64) -> Result<ReadOnly, E> {
-                    Ok(ReadOnly(None))
-                }
-                fn visit_unit<E: de::Error>(self) -> Result<ReadOnly, E> {
-                    Ok(ReadOnly(None))
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ReadOnly, A::Error> {
-                    skip_seq(seq)?;
-                    Ok(ReadOnly(None))
-                }
                 fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ReadOnly, A::Error> {
                     skip_map(map)?;
                     Ok(ReadOnly(None))
                 }
+                other_values_are_default!();
             }
             deserializer.deserialize_any(ReadOnlyVisitor)
         }
