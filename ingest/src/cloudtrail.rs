@@ -214,7 +214,10 @@ pub fn sniffs_trail_file(body: &[u8]) -> bool {
 /// parses), none of them a Kinesis record. Otherwise, or on anything serde's tree would read
 /// differently (a repeated key, where the tree keeps the last), it pushes nothing and returns `None`,
 /// and the caller reads the document as a `Json` tree as before, which gives the same rows and the
-/// dead letters of the records that are not rows.
+/// dead letters of the records that are not rows. One difference, on purpose: a value in a field no row
+/// keeps is skipped, not read, so a file whose only damage is there (bytes that are not UTF-8, a lone
+/// surrogate escape, a number past `f64`) gives its rows, where the tree refused the whole file as a
+/// dead letter.
 pub fn read_trail_file(builder: &mut TableBuilder, body: &[u8], source: &str, position: &str) -> Option<usize> {
     let file: trail::File<'_> = serde_json::from_slice(body).ok()?;
     if file.records.is_empty() || file.records.iter().any(|r| r.kinesis.0) {
@@ -234,17 +237,15 @@ pub fn read_trail_file(builder: &mut TableBuilder, body: &[u8], source: &str, po
     Some(parts.len())
 }
 
-/// The typed, borrowing form of a trail file. Its field types take any JSON value, as lookups in a
-/// `Json` tree do: a string where a string is read, nothing otherwise.
+/// The typed, borrowing form of a trail file, in `lenient` field types.
 mod trail {
-    use std::borrow::Cow;
     use std::fmt;
-    use std::marker::PhantomData;
 
-    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
     use serde_json::Value as Json;
 
     use super::Parts;
+    use crate::lenient::{other_values_are_default, skip_map, Present, Slot, Text};
 
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -268,7 +269,7 @@ mod trail {
         #[serde(rename = "userAgent", default, borrow)]
         user_agent: Text<'a>,
         #[serde(rename = "userIdentity", default, borrow)]
-        identity: Object<Identity<'a>>,
+        identity: Slot<Identity<'a>>,
         #[serde(rename = "errorCode", default, borrow)]
         error_code: Text<'a>,
         #[serde(rename = "errorMessage", default, borrow)]
@@ -306,13 +307,13 @@ mod trail {
         #[serde(rename = "accessKeyId", default, borrow)]
         access_key_id: Text<'a>,
         #[serde(rename = "sessionContext", default, borrow)]
-        session_context: Object<SessionContext<'a>>,
+        session_context: Slot<SessionContext<'a>>,
     }
 
     #[derive(serde::Deserialize, Default)]
     struct SessionContext<'a> {
         #[serde(rename = "sessionIssuer", default, borrow)]
-        session_issuer: Object<Issuer<'a>>,
+        session_issuer: Slot<Issuer<'a>>,
     }
 
     #[derive(serde::Deserialize, Default)]
@@ -323,11 +324,11 @@ mod trail {
 
     impl<'a> Record<'a> {
         pub(super) fn parts(&self) -> Parts<'_> {
-            let identity = self.identity.0.as_ref();
+            let identity = self.identity.value.as_ref();
             let field = |f: for<'i> fn(&'i Identity<'a>) -> &'i Text<'a>| identity.and_then(|i| f(i).get());
             let issuer_arn = identity
-                .and_then(|i| i.session_context.0.as_ref())
-                .and_then(|c| c.session_issuer.0.as_ref())
+                .and_then(|i| i.session_context.value.as_ref())
+                .and_then(|c| c.session_issuer.value.as_ref())
                 .and_then(|i| i.arn.get());
             Parts {
                 event_time: self.event_time.get(),
@@ -355,113 +356,9 @@ mod trail {
         }
     }
 
-    /// A string, borrowed from the input when it has no escapes; any other JSON value is `None`.
-    #[derive(Default)]
-    pub(super) struct Text<'a>(Option<Cow<'a, str>>);
-
-    impl Text<'_> {
-        fn get(&self) -> Option<&str> {
-            self.0.as_deref()
-        }
-    }
-
-    /// An object read as `T`; any other JSON value is `None` (as `Json::get` finds nothing in it).
-    #[derive(Default)]
-    pub(super) struct Object<T>(Option<T>);
-
     /// `readOnly`: a boolean, or a string that is `true` or `false`.
     #[derive(Default)]
     pub(super) struct ReadOnly(Option<bool>);
-
-    /// Whether the key is there, whatever its value (`null` included).
-    #[derive(Default)]
-    pub(super) struct Present(pub bool);
-
-    /// Skips what a visitor does not keep: the elements of an array, the entries of an object.
-    fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-
-    fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-
-    /// A visitor that gives `Default` for every value but those its type keeps.
-    macro_rules! other_values_are_default {
-        (bool) => {
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Default::default())
-            }
-            other_values_are_default!();
-        };
-        () => {
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Default::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Default::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Default::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Default::default())
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq)?;
-                Ok(Default::default())
-            }
-        };
-    }
-
-    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct TextVisitor<'a>(PhantomData<&'a ()>);
-            impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
-                type Value = Text<'a>;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("any JSON value")
-                }
-                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
-                    Ok(Text(Some(Cow::Borrowed(v))))
-                }
-                fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'a>, E> {
-                    Ok(Text(Some(Cow::Owned(v.to_string()))))
-                }
-                fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'a>, E> {
-                    Ok(Text(Some(Cow::Owned(v))))
-                }
-                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text<'a>, A::Error> {
-                    skip_map(map)?;
-                    Ok(Text(None))
-                }
-                other_values_are_default!(bool);
-            }
-            deserializer.deserialize_any(TextVisitor(PhantomData))
-        }
-    }
-
-    impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Object<T> {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct ObjectVisitor<T>(PhantomData<T>);
-            impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for ObjectVisitor<T> {
-                type Value = Object<T>;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("any JSON value")
-                }
-                fn visit_str<E: de::Error>(self, _: &str) -> Result<Object<T>, E> {
-                    Ok(Object(None))
-                }
-                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
-                    T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Object(Some(t)))
-                }
-                other_values_are_default!(bool);
-            }
-            deserializer.deserialize_any(ObjectVisitor(PhantomData))
-        }
-    }
 
     impl<'de> Deserialize<'de> for ReadOnly {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -484,13 +381,6 @@ mod trail {
                 other_values_are_default!();
             }
             deserializer.deserialize_any(ReadOnlyVisitor)
-        }
-    }
-
-    impl<'de> Deserialize<'de> for Present {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            IgnoredAny::deserialize(deserializer)?;
-            Ok(Present(true))
         }
     }
 }
@@ -564,6 +454,14 @@ mod tests {
         ] {
             assert!(typed_read(&body).is_none(), "{body}");
         }
+        // Damage in a field no row keeps does not cost the file's rows, as it did through the tree.
+        let mut damaged = br#"{"Records":[{"eventVersion":"1.0\ud800","tlsDetails":1e999,"x":"#.to_vec();
+        damaged.extend_from_slice(b"\"\xff\xfe\",");
+        damaged.extend_from_slice(&record.as_bytes()[1..]);
+        damaged.extend_from_slice(b"]}");
+        assert!(serde_json::from_slice::<Json>(&damaged).is_err());
+        let mut builder = TableBuilder::new(Table::Cloudtrail);
+        assert_eq!(read_trail_file(&mut builder, &damaged, "src", "u"), Some(1));
         assert!(!sniffs_trail_file(b"[{\"Records\":1}]"));
         assert!(sniffs_trail_file(b"{ \n \"Records\": []}"));
     }
@@ -651,59 +549,8 @@ mod tests {
                     prop_assert_eq!(typed, tree);
                 }
                 // Left to the tree: only for a record that is no row or a key given twice.
-                None => prop_assert!(!all || records.iter().any(|r| repeats_a_key(r)), "{}", body),
+                None => prop_assert!(!all || records.iter().any(|r| crate::lenient::repeats_a_key(r)), "{}", body),
             }
         }
-    }
-
-    /// Whether any object in `json` repeats a key (which the tree reads, keeping the last).
-    fn repeats_a_key(json: &str) -> bool {
-        struct Check(bool);
-        impl<'de> serde::de::Visitor<'de> for &mut Check {
-            type Value = ();
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("JSON")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-                let mut keys = std::collections::HashSet::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    self.0 |= !keys.insert(key);
-                    map.next_value_seed(&mut *self)?;
-                }
-                Ok(())
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-                while seq.next_element_seed(&mut *self)?.is_some() {}
-                Ok(())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<(), E> {
-                Ok(())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-                Ok(())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-                Ok(())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-                Ok(())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-                Ok(())
-            }
-            fn visit_unit<E>(self) -> Result<(), E> {
-                Ok(())
-            }
-        }
-        impl<'de> serde::de::DeserializeSeed<'de> for &mut Check {
-            type Value = ();
-            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-                d.deserialize_any(self)
-            }
-        }
-        let mut check = Check(false);
-        let mut deserializer = serde_json::Deserializer::from_str(json);
-        serde::de::DeserializeSeed::deserialize(&mut check, &mut deserializer).unwrap();
-        check.0
     }
 }

@@ -14,6 +14,7 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 pub mod lambda;
+mod lenient;
 pub mod logs_api;
 pub mod membership;
 pub mod metrics;
