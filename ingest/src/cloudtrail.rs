@@ -80,7 +80,7 @@ fn session_of(arn: Option<&str>, kind: Option<&str>, principal_id: Option<&str>)
     })
 }
 
-/// The fields of one record that its row is made of, read from a `Json` record or from a `TrailRecord`.
+/// The fields of one record that its row is made of, read from a `Json` record or a `trail::Record`.
 struct Parts<'r> {
     event_time: Option<&'r str>,
     event_source: Option<&'r str>,
@@ -162,7 +162,18 @@ impl<'r> Parts<'r> {
     }
 
     fn push(&self, builder: &mut TableBuilder, source: &str, position: &str) -> Result<(), Rejected> {
-        let (event_time, event_source, event_name) = self.required()?;
+        self.push_required(self.required()?, builder, source, position);
+        Ok(())
+    }
+
+    /// `push` of a record whose `required` fields were read already.
+    fn push_required(
+        &self,
+        (event_time, event_source, event_name): (i64, &str, &str),
+        builder: &mut TableBuilder,
+        source: &str,
+        position: &str,
+    ) {
         let session = session_of(self.identity_arn, self.identity_type, self.principal_id);
         let request_parameters = json_text(self.request_parameters);
         let response_elements = json_text(self.response_elements);
@@ -192,7 +203,6 @@ impl<'r> Parts<'r> {
             ingest_position: Some(position),
         }
         .push_to(builder);
-        Ok(())
     }
 }
 
@@ -224,15 +234,13 @@ pub fn read_trail_file(builder: &mut TableBuilder, body: &[u8], source: &str, po
         return None;
     }
     let parts: Vec<Parts<'_>> = file.records.iter().map(trail::Record::parts).collect();
-    if parts.iter().any(|p| p.required().is_err()) {
-        return None;
-    }
+    let required: Vec<_> = parts.iter().map(Parts::required).collect::<Result<_, _>>().ok()?;
     let mut at = String::new();
-    for (idx, record) in parts.iter().enumerate() {
+    for (idx, (record, required)) in parts.iter().zip(required).enumerate() {
         use std::fmt::Write;
         at.clear();
         let _ = write!(at, "{position}#{idx}");
-        record.push(builder, source, &at).ok()?;
+        record.push_required(required, builder, source, &at);
     }
     Some(parts.len())
 }
