@@ -381,7 +381,8 @@ mod typed {
 
     /// A header's value as `header` of `classify` reads it.
     enum HeaderValue<'a> {
-        Text(Cow<'a, str>),
+        /// A string.
+        One(Cow<'a, str>),
         /// An array's first element, when it is a string.
         First(Option<Cow<'a, str>>),
         Other,
@@ -398,7 +399,7 @@ mod typed {
                 for (header, value) in &headers.0 {
                     if header.eq_ignore_ascii_case(name) {
                         match value {
-                            HeaderValue::Text(s) => return Some(s.to_string()),
+                            HeaderValue::One(s) => return Some(s.to_string()),
                             HeaderValue::First(first) => return first.as_deref().map(str::to_string),
                             HeaderValue::Other => {}
                         }
@@ -539,13 +540,13 @@ mod typed {
                     f.write_str("any JSON value")
                 }
                 fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<HeaderValue<'a>, E> {
-                    Ok(HeaderValue::Text(Cow::Borrowed(v)))
+                    Ok(HeaderValue::One(Cow::Borrowed(v)))
                 }
                 fn visit_str<E: de::Error>(self, v: &str) -> Result<HeaderValue<'a>, E> {
-                    Ok(HeaderValue::Text(Cow::Owned(v.to_string())))
+                    Ok(HeaderValue::One(Cow::Owned(v.to_string())))
                 }
                 fn visit_string<E: de::Error>(self, v: String) -> Result<HeaderValue<'a>, E> {
-                    Ok(HeaderValue::Text(Cow::Owned(v)))
+                    Ok(HeaderValue::One(Cow::Owned(v)))
                 }
                 fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<HeaderValue<'a>, A::Error> {
                     let first = seq.next_element::<Text<'a>>()?.and_then(|t| t.0);
