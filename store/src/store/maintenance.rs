@@ -50,8 +50,14 @@ impl Store {
 
     /// Flushes every hot partition.
     pub async fn flush_all(&self) -> Result<usize> {
+        self.flush_all_with(self.config.flush.encoders).await
+    }
+
+    /// `flush_all` with `encoders` partitions encoded at once, whatever the policy says: a process that
+    /// seals one at a time while it holds other buffers (`ingest`) can seal its last rows on every core.
+    pub async fn flush_all_with(&self, encoders: usize) -> Result<usize> {
         let all: Vec<(Table, i64)> = lock(&self.state).hot.keys().copied().collect();
-        let flushed = self.flush_partitions(&all).await?;
+        let flushed = self.flush_partitions_with(&all, encoders).await?;
         self.checkpoint_and_collect_wal().await?;
         Ok(flushed)
     }
@@ -73,8 +79,12 @@ impl Store {
     /// ledger sees the same entries in the same order as from one encoder, and an error stops the flush
     /// after the segments already entered (the partitions still encoding stay hot).
     pub(super) async fn flush_partitions(&self, partitions: &[(Table, i64)]) -> Result<usize> {
+        self.flush_partitions_with(partitions, self.config.flush.encoders).await
+    }
+
+    async fn flush_partitions_with(&self, partitions: &[(Table, i64)], encoders: usize) -> Result<usize> {
         let mut ledger = self.ledger.lock().await;
-        let width = self.config.flush.encoders.max(1);
+        let width = encoders.max(1);
         let mut queued = partitions.iter().copied();
         let mut encoding: VecDeque<tokio::task::JoinHandle<Result<Encoded>>> = VecDeque::with_capacity(width);
         let mut flushed = 0;
