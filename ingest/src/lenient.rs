@@ -66,8 +66,26 @@ pub(crate) fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Erro
 }
 
 /// The `visit_*` methods of a visitor that gives `Default` for every value but those its type keeps:
-/// `(bool)` includes booleans, `()` leaves them to the visitor.
+/// `(bool)` includes booleans, `()` leaves them to the visitor; `(scalars => value)` gives `value` for
+/// booleans, numbers and `null`, leaving strings, arrays and objects to the visitor.
 macro_rules! other_values_are_default {
+    (scalars => $value:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
     (bool) => {
         fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
             Ok(Default::default())
@@ -137,21 +155,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Slot<T> {
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Slot<T>, E> {
                 Ok(Slot { present: true, value: None })
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Slot<T>, E> {
-                Ok(Slot { present: true, value: None })
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Slot<T>, E> {
-                Ok(Slot { present: true, value: None })
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Slot<T>, E> {
-                Ok(Slot { present: true, value: None })
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Slot<T>, E> {
-                Ok(Slot { present: true, value: None })
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Slot<T>, E> {
-                Ok(Slot { present: true, value: None })
-            }
+            other_values_are_default!(scalars => Slot { present: true, value: None });
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Slot<T>, A::Error> {
                 skip_seq(seq)?;
                 Ok(Slot { present: true, value: None })
@@ -187,21 +191,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
             fn visit_str<E: de::Error>(self, _: &str) -> Result<First<T>, E> {
                 Ok(First::default())
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<First<T>, E> {
-                Ok(First::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<First<T>, E> {
-                Ok(First::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<First<T>, E> {
-                Ok(First::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<First<T>, E> {
-                Ok(First::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<First<T>, E> {
-                Ok(First::default())
-            }
+            other_values_are_default!(scalars => First::default());
         }
         deserializer.deserialize_any(FirstVisitor(PhantomData))
     }

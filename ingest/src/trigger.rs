@@ -557,21 +557,7 @@ mod typed {
                     crate::lenient::skip_map(map)?;
                     Ok(HeaderValue::Other)
                 }
-                fn visit_bool<E: de::Error>(self, _: bool) -> Result<HeaderValue<'a>, E> {
-                    Ok(HeaderValue::Other)
-                }
-                fn visit_i64<E: de::Error>(self, _: i64) -> Result<HeaderValue<'a>, E> {
-                    Ok(HeaderValue::Other)
-                }
-                fn visit_u64<E: de::Error>(self, _: u64) -> Result<HeaderValue<'a>, E> {
-                    Ok(HeaderValue::Other)
-                }
-                fn visit_f64<E: de::Error>(self, _: f64) -> Result<HeaderValue<'a>, E> {
-                    Ok(HeaderValue::Other)
-                }
-                fn visit_unit<E: de::Error>(self) -> Result<HeaderValue<'a>, E> {
-                    Ok(HeaderValue::Other)
-                }
+                other_values_are_default!(scalars => HeaderValue::Other);
             }
             deserializer.deserialize_any(ValueVisitor(PhantomData))
         }
