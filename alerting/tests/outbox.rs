@@ -366,11 +366,15 @@ async fn incidents_are_announced_when_they_open_and_when_they_escalate_once() {
     alert_row(&store, "a1", "injection.sql");
     incident_row(&store, "medium", &["a1"], None);
     alert_row(&store, "a2", "injection.command");
+    let accepted = || received.lock().unwrap().accepted.clone();
+    // a2 is sent before the row naming it is stored, so that its incident is not known yet when it
+    // is queued (the outbox polls on its own schedule).
+    let sent = |id: &str| accepted().iter().any(|m| m["id"] == id);
+    wait_until("a2 sent", Duration::from_secs(20), || sent("a2")).await;
     // Grown without a higher severity, then triaged: no message.
     incident_row(&store, "medium", &["a1", "a2"], None);
     incident_row(&store, "medium", &["a1", "a2"], Some("alice"));
     incident_row(&store, "high", &["a1", "a2", "a3"], None);
-    let accepted = || received.lock().unwrap().accepted.clone();
     wait_until("four messages", Duration::from_secs(20), || accepted().len() >= 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(true).unwrap();
