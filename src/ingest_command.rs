@@ -133,9 +133,17 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
         let total = listed.map(|lists| lists.iter().flatten().map(|f| f.bytes).sum());
         files.show_progress(ingest::progress::Progress::new(total, Box::new(std::io::stderr())));
     }
+    // Files named one after another (a shell's glob) are one list, read ahead across all of them.
+    let mut listed = Vec::new();
     for input in &args.inputs {
+        if input != "-" && !input.contains("://") {
+            listed.extend(ingest::file::list(&PathBuf::from(input))?);
+            continue;
+        }
+        files.ingest_files(&std::mem::take(&mut listed))?;
         ingest_input(input, &args, &sink, &mut files).await?;
     }
+    files.ingest_files(&listed)?;
     let (file_stats, stats) = files.finish()?;
     // An ingest has an end: what it stored is complete, and is scored to its last minute.
     let detected = detection.map(|d| d.stop(detect::runner::InputEnd::Closed)).transpose()?;
@@ -163,9 +171,9 @@ fn flush_while_ingesting(store: Arc<Store>) -> (tokio::sync::oneshot::Sender<()>
     (stop, tokio::spawn(store.maintain_until(std::time::Duration::from_millis(500), None, stopped)))
 }
 
-/// One input argument: stdin, an HTTP endpoint (until Ctrl-C), an S3 prefix, a Kafka group, or files.
-/// Files are queued through `files`; before any other kind, what they queued is stored first, so that
-/// positions stay in order.
+/// One input argument other than files: stdin, an HTTP endpoint (until Ctrl-C), an S3 prefix, a Kafka
+/// group. Before any but stdin, what the files before it queued is stored first, so that positions stay
+/// in order.
 async fn ingest_input(input: &str, args: &IngestArgs, sink: &StoreSink, files: &mut FileSource) -> anyhow::Result<()> {
     if input == "-" {
         files.ingest_stream(&mut std::io::stdin().lock(), "stdin")?;
@@ -206,9 +214,7 @@ async fn ingest_input(input: &str, args: &IngestArgs, sink: &StoreSink, files: &
             stats.position_conflicts
         );
     } else {
-        for file in ingest::file::list(&PathBuf::from(input))? {
-            files.ingest_file(&file)?;
-        }
+        anyhow::bail!("{input}: not an input coldtrail reads (files, -, s3://, kafka://, http://, cloudwatch://)");
     }
     Ok(())
 }

@@ -10,13 +10,18 @@
 //! stored as it goes (`file:<path>#decompressed`). A file that is one document (a JSON array or object,
 //! gzip'd or not) or a small file is one unit, read whole.
 
+use std::collections::VecDeque;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::Mutex;
 
 use store::Position;
 
 use crate::error::IngestError;
-use crate::pipeline::{is_gzip, splits_at_lines, Format, IngestStats, Pipeline, Unit, DECOMPRESSED_BYTES_MAX};
+use crate::pipeline::{
+    is_gzip, splits_at_lines, Format, IngestStats, Pipeline, TrailRows, Unit, DECOMPRESSED_BYTES_MAX,
+};
 use crate::progress::{Progress, Snapshot};
 use crate::sink::{Appender, StoreSink, Stored};
 
@@ -96,6 +101,8 @@ pub struct FileStats {
     pub rows_queued: u64,
     /// Input bytes read (as on disk: gzip'd bytes of a gzip file).
     pub bytes_read: u64,
+    /// Files of `files_ingested` read and parsed ahead on reader threads (`FileSource::ingest_files`).
+    pub files_read_ahead: u64,
 }
 
 /// Files and streams into the store.
@@ -107,6 +114,8 @@ pub struct FileSource {
     /// Positions of the inputs whose rows are in the pipeline's buffers.
     positions: Vec<Position>,
     progress: Option<Progress>,
+    /// Threads that read trail files for `ingest_files` (1: none, the caller's thread reads everything).
+    readers: usize,
     pub stats: FileStats,
 }
 
@@ -119,8 +128,14 @@ impl FileSource {
             options,
             positions: Vec::new(),
             progress: None,
+            readers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stats: FileStats::default(),
         }
+    }
+
+    /// How many threads `ingest_files` reads trail files on (default: one per core; 1: none).
+    pub fn set_readers(&mut self, readers: usize) {
+        self.readers = readers.max(1);
     }
 
     /// Shows `progress` as the input is read, chunk by chunk.
@@ -157,6 +172,69 @@ impl FileSource {
     /// stores through its own path.
     pub fn pipeline_mut(&mut self) -> &mut Pipeline {
         &mut self.pipeline
+    }
+
+    /// Ingests `files` in order, as `ingest_file` one after another does, to the same rows, dead letters
+    /// and positions; trail files (`Pipeline::trail_file_rows`: a unit whose rows depend on it alone)
+    /// of less than `GZIP_STREAMED_BYTES_MIN` are read and parsed ahead on `set_readers` threads and
+    /// their rows taken in order. Everything else (logs, whose invocations are assembled across
+    /// units; larger files, read in chunks; anything a reader finds is not plainly a trail file) is
+    /// read on this thread when its turn comes, while the readers go on with the trail files after it.
+    pub fn ingest_files(&mut self, files: &[FileInput]) -> Result<(), IngestError> {
+        if self.readers <= 1 || !matches!(self.options.format, Format::Auto | Format::CloudTrail) {
+            for file in files {
+                self.ingest_file(file)?;
+            }
+            return Ok(());
+        }
+        let (jobs, queue) = channel::<ReadJob>();
+        let queue = Mutex::new(queue);
+        let (format, log_group) = (self.options.format, self.options.log_group.clone());
+        std::thread::scope(|scope| {
+            for _ in 0..self.readers {
+                scope.spawn(|| read_trail_files(&queue, format, log_group.as_deref()));
+            }
+            // `jobs` is moved in and dropped at its end: the readers then end, and the scope joins them.
+            self.ingest_in_order(files, jobs)
+        })
+    }
+
+    /// `ingest_files`' thread: hands trail files to the readers up to `2 × readers` ahead, and takes
+    /// every file's rows in order.
+    fn ingest_in_order(&mut self, files: &[FileInput], jobs: Sender<ReadJob>) -> Result<(), IngestError> {
+        let ahead = 2 * self.readers;
+        let mut queued: VecDeque<(&FileInput, Option<Receiver<Option<TrailRows>>>)> = VecDeque::new();
+        for (at, file) in files.iter().enumerate() {
+            let skipped = !self.options.again && self.sink.store().position(&file.stream()) == Some(file.bytes);
+            let read_ahead = !skipped && file.bytes < GZIP_STREAMED_BYTES_MIN;
+            let rows = read_ahead.then(|| {
+                let (reply, rows) = sync_channel(1);
+                // The readers outlive this loop (the scope joins them): the send cannot fail.
+                let _ = jobs.send(ReadJob { file: file.clone(), reply });
+                rows
+            });
+            queued.push_back((file, rows));
+            while queued.len() > ahead || (at + 1 == files.len() && !queued.is_empty()) {
+                let (file, rows) = queued.pop_front().expect("not empty");
+                // A reader that found no plain trail file (or failed) leaves the file to this thread.
+                match rows.and_then(|rows| rows.recv().ok().flatten()) {
+                    Some(rows) => self.take_trail_rows(file, rows)?,
+                    None => {
+                        self.ingest_file(file)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A trail file that a reader read whole: as `ingest_file` takes a file of one unit.
+    fn take_trail_rows(&mut self, file: &FileInput, rows: TrailRows) -> Result<(), IngestError> {
+        self.pipeline.add_trail_rows(rows);
+        self.stats.files_ingested += 1;
+        self.stats.files_read_ahead += 1;
+        self.read(file.bytes);
+        self.reached(&file.stream(), file.bytes)
     }
 
     /// Ingests one file unless its stored position says it was; returns whether it read it.
@@ -400,6 +478,33 @@ impl FileSource {
             progress.finish(&now);
         }
         Ok((self.stats, self.pipeline.stats))
+    }
+}
+
+/// A file for a reader of `FileSource::ingest_files`, and where its rows go.
+struct ReadJob {
+    file: FileInput,
+    reply: SyncSender<Option<TrailRows>>,
+}
+
+/// A reader thread of `FileSource::ingest_files`: reads each file queued, whole, as `ingest_file` would
+/// read it (up to the size it was listed with), and answers with its rows when it is plainly a trail
+/// file, `None` otherwise (including when it cannot be read: `ingest_file` then reports that).
+fn read_trail_files(queue: &Mutex<Receiver<ReadJob>>, format: Format, log_group: Option<&str>) {
+    let mut builder = store::rows::TableBuilder::new(store::Table::Cloudtrail);
+    loop {
+        let job = match queue.lock().map(|queue| queue.recv()) {
+            Ok(Ok(job)) => job,
+            _ => return,
+        };
+        let mut bytes = Vec::with_capacity(job.file.bytes as usize);
+        let read = std::fs::File::open(&job.file.path).and_then(|f| f.take(job.file.bytes).read_to_end(&mut bytes));
+        let rows = read.ok().and_then(|_| {
+            let (key, stream) = (job.file.path.to_string_lossy(), job.file.stream());
+            let unit = Unit { source: &stream, position: "0", key: Some(&key), log_group };
+            Pipeline::trail_file_rows(&mut builder, format, &bytes, &unit)
+        });
+        let _ = job.reply.send(rows);
     }
 }
 

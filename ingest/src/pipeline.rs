@@ -191,6 +191,17 @@ pub struct Pipeline {
     reported: IngestStats,
     /// The events of the subscription payload read last, their buffers reused for the next.
     scratch: scan::Scratch,
+    /// Batches built elsewhere (trail files read by `FileSource`'s workers), in input order after the
+    /// builders' rows of the same table that came before them.
+    ready: Vec<(Table, RecordBatch)>,
+}
+
+/// The rows of one trail file, read off the pipeline (`Pipeline::trail_file_rows`) on another thread.
+pub struct TrailRows {
+    batch: Option<RecordBatch>,
+    records: usize,
+    /// The unit's bytes as read (gzip'd when the file is).
+    bytes: usize,
 }
 
 /// Whether a unit may be cut at line ends without changing what it decodes to: lines of text or NDJSON,
@@ -252,6 +263,7 @@ impl Pipeline {
             stats: IngestStats::default(),
             reported: IngestStats::default(),
             scratch: scan::Scratch::default(),
+            ready: Vec::new(),
         }
     }
 
@@ -261,12 +273,14 @@ impl Pipeline {
 
     /// Rows built and not yet taken.
     pub fn buffered_rows(&self) -> usize {
-        self.builders().iter().map(|b| b.rows()).sum()
+        self.builders().iter().map(|b| b.rows()).sum::<usize>()
+            + self.ready.iter().map(|(_, b)| b.num_rows()).sum::<usize>()
     }
 
     /// Approximate text bytes built and not yet taken.
     pub fn buffered_bytes(&self) -> usize {
-        self.builders().iter().map(|b| b.bytes()).sum()
+        self.builders().iter().map(|b| b.bytes()).sum::<usize>()
+            + self.ready.iter().map(|(_, b)| b.get_array_memory_size()).sum::<usize>()
     }
 
     /// Invocations waiting for missing parts.
@@ -279,10 +293,59 @@ impl Pipeline {
         self.stats.assembly = self.assembler.stats;
         self.stats.publish_since(&self.reported, self.assembler.pending());
         self.reported = self.stats.clone();
-        [&mut self.logs, &mut self.invocations, &mut self.cloudtrail, &mut self.spans, &mut self.dead_letters]
-            .into_iter()
-            .filter_map(|builder| builder.finish().map(|batch| (builder.table(), batch)))
-            .collect()
+        let mut batches = std::mem::take(&mut self.ready);
+        batches.extend(
+            [&mut self.logs, &mut self.invocations, &mut self.cloudtrail, &mut self.spans, &mut self.dead_letters]
+                .into_iter()
+                .filter_map(|builder| builder.finish().map(|batch| (builder.table(), batch))),
+        );
+        batches
+    }
+
+    /// The rows of `bytes`, one unit that `ingest` would read as a plain trail file
+    /// (`cloudtrail::read_trail_file`, no `Json` tree), built into `builder` without a pipeline, so
+    /// that another thread can read it: exactly what `ingest` would build, or `None` when `ingest`
+    /// would read it any other way (a subscription payload first, a tree, dead letters, broken gzip),
+    /// and then the unit is left to `ingest`. Needs no state: a trail file's rows depend on it alone.
+    pub fn trail_file_rows(
+        builder: &mut TableBuilder,
+        format: Format,
+        bytes: &[u8],
+        unit: &Unit<'_>,
+    ) -> Option<TrailRows> {
+        let decompressed;
+        let plain = if is_gzip(bytes) {
+            decompressed = gunzip(bytes).ok()?;
+            &decompressed[..]
+        } else {
+            bytes
+        };
+        let body = plain.trim_ascii_start();
+        let trail = match format {
+            Format::Auto => !sniffs_subscription(body) && cloudtrail::sniffs_trail_file(body),
+            Format::CloudTrail => true,
+            _ => false,
+        };
+        if !trail {
+            return None;
+        }
+        let records = cloudtrail::read_trail_file(builder, body, unit.source, unit.position)?;
+        Some(TrailRows { batch: builder.finish(), records, bytes: bytes.len() })
+    }
+
+    /// Takes a unit's rows that `trail_file_rows` read, in input order: as if `ingest` had read it now.
+    pub fn add_trail_rows(&mut self, rows: TrailRows) {
+        self.stats.units += 1;
+        self.stats.bytes += rows.bytes as u64;
+        self.stats.cloudtrail_events += rows.records as u64;
+        if let Some(batch) = rows.batch {
+            // After the rows the builder holds, which came before.
+            if let Some(before) = self.cloudtrail.finish() {
+                self.ready.push((Table::Cloudtrail, before));
+            }
+            self.ready.push((Table::Cloudtrail, batch));
+        }
+        self.end_unit();
     }
 
     /// What AWS delivers about one minute, parsed as a deployment receives it: CloudWatch Logs

@@ -353,3 +353,123 @@ async fn a_gzip_file_cut_short_keeps_what_decompressed_and_dead_letters_the_brea
     assert!(reasons.value(0).contains("broken gzip after"), "{}", reasons.value(0));
     assert_eq!(store.position(&file.stream()), Some(file.bytes), "not read again and again");
 }
+
+/// Every row of `table` as text, in the order a scan gives them.
+async fn rows_as_text(store: &Store, table: Table) -> Vec<String> {
+    let options = arrow::util::display::FormatOptions::default().with_null("∅");
+    let mut rows = Vec::new();
+    for batch in store.scan(table, None, TimeRange::ALL).await.unwrap() {
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        rows.extend(
+            (0..batch.num_rows())
+                .map(|row| columns.iter().map(|c| c.value(row).to_string()).collect::<Vec<_>>().join("|")),
+        );
+    }
+    rows
+}
+
+/// Issue 19: trail files read ahead on reader threads are stored exactly as one thread stores them
+/// (rows in order, dead letters, positions, stats), next to every kind of file the readers leave to the
+/// thread that reads in order: a Kinesis event (it looks like a trail file), broken gzip, a trail file
+/// with a record that is no row (read as a tree), one too large to read ahead, and log files whose
+/// invocation spans two files. Read again, every file is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trail_files_read_ahead_on_several_threads_are_stored_as_one_thread_stores_them() {
+    let inputs = tempfile::tempdir().unwrap();
+    let put = |name: &str, bytes: &[u8]| std::fs::write(inputs.path().join(name), bytes).unwrap();
+    let stratus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/stratus-detonation-logs");
+    let mut trails = Vec::new();
+    for entry in std::fs::read_dir(&stratus).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let records: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            trails.push(records);
+        }
+    }
+    trails.sort_by_key(|r| r.to_string());
+    assert!(trails.len() >= 30);
+    for (at, records) in trails.iter().enumerate() {
+        let file = serde_json::json!({ "Records": records }).to_string();
+        // Gzip'd as trails deliver them, and some plain.
+        match at % 3 {
+            0 => put(&format!("t{at:02}.json"), file.as_bytes()),
+            _ => put(&format!("t{at:02}.json.gz"), &gzip(file.as_bytes())),
+        }
+    }
+    let request = "0b6f3c2e-1a11-4c3d-9e8f-000000000001";
+    let payload = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "/aws/lambda/orders-api",
+        "logStream": "2024/08/01/[$LATEST]5e1b", "subscriptionFilters": ["c"],
+        "logEvents": [
+            {"id": "1", "timestamp": 1722520000037i64, "message": format!("START RequestId: {request} Version: $LATEST\n")},
+            {"id": "2", "timestamp": 1722520000090i64, "message": format!("END RequestId: {request}\n")},
+            {"id": "3", "timestamp": 1722520000091i64, "message": format!("REPORT RequestId: {request}\tDuration: 52.1 ms\tBilled Duration: 53 ms\tMemory Size: 128 MB\tMax Memory Used: 70 MB\t\n")},
+        ]
+    });
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(gzip(payload.to_string().as_bytes()));
+    let kinesis = serde_json::json!({"Records": [{"eventSource": "aws:kinesis", "kinesis": {"data": data}}]});
+    put("t05-kinesis.json", kinesis.to_string().as_bytes());
+    let whole = gzip(serde_json::json!({ "Records": trails[1] }).to_string().as_bytes());
+    put("t07-broken.json.gz", &whole[..whole.len() / 2]);
+    put(
+        "t09-no-time.json",
+        br#"{"Records":[{"eventTime":"2024-07-31T13:06:24Z","eventSource":"s3.amazonaws.com","eventName":"GetObject"},{"eventSource":"s","eventName":"n"}]}"#,
+    );
+    let mut large: Vec<serde_json::Value> = Vec::new();
+    while serde_json::to_string(&large).unwrap().len() < 1 << 20 {
+        large.extend(trails.iter().flat_map(|t| t.as_array().unwrap().iter().cloned()));
+    }
+    put("t11-large.json", serde_json::json!({ "Records": large }).to_string().as_bytes());
+    let other = "1b6f3c2e-1a11-4c3d-9e8f-000000000002";
+    put("t13-a.log", format!("2024-08-01T10:00:00.000Z START RequestId: {other} Version: $LATEST\n2024-08-01T10:00:00.010Z {other} INFO hello\n").as_bytes());
+    put("t14-b.log", format!("2024-08-01T10:00:00.020Z END RequestId: {other}\n2024-08-01T10:00:00.021Z REPORT RequestId: {other}\tDuration: 20.0 ms\tBilled Duration: 20 ms\tMemory Size: 128 MB\tMax Memory Used: 60 MB\t\n").as_bytes());
+    let files = ingest::file::list(inputs.path()).unwrap();
+
+    let mut stored = Vec::new();
+    for readers in [1, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), usize::MAX).await;
+        let options = FileOptions { format: Format::Auto, log_group: Some("/aws/lambda/f".into()), again: false };
+        let mut source = FileSource::new(StoreSink::new(store.clone()), options.clone());
+        source.set_readers(readers);
+        tokio::task::block_in_place(|| source.ingest_files(&files)).unwrap();
+        let (file_stats, stats) = tokio::task::block_in_place(|| source.finish()).unwrap();
+        let mut tables = Vec::new();
+        for table in [Table::Cloudtrail, Table::Logs, Table::Invocations] {
+            tables.push(rows_as_text(&store, table).await);
+        }
+        // Without their times: those that had none were given the time of the ingest.
+        let mut dead: Vec<String> = rows_as_text(&store, Table::DeadLetters).await;
+        dead = dead.iter().map(|row| row.split_once('|').unwrap().1.to_string()).collect();
+        dead.sort();
+        tables.push(dead);
+        let positions: Vec<_> = files.iter().map(|f| store.position(&f.stream())).collect();
+        assert!(positions.iter().zip(&files).all(|(p, f)| *p == Some(f.bytes)), "{positions:?}");
+        let mut again = FileSource::new(StoreSink::new(store.clone()), options);
+        again.set_readers(readers);
+        tokio::task::block_in_place(|| again.ingest_files(&files)).unwrap();
+        assert_eq!(tokio::task::block_in_place(|| again.finish()).unwrap().0.files_skipped, files.len() as u64);
+        stored.push((tables, file_stats, stats));
+    }
+    let (tables, file_stats, stats) = &stored[0];
+    assert!(tables[0].len() > 2 * 310, "{}", tables[0].len());
+    assert_eq!(tables[2].len(), 2, "one invocation from the Kinesis event, one across the two log files");
+    assert!(tables[3].len() >= 2, "broken gzip and the record without a time: {:?}", tables[3]);
+    assert_eq!(stats.cloudtrail_events as usize, tables[0].len());
+    assert_eq!((file_stats.files_ingested as usize, stats.units as usize), (files.len(), files.len()));
+    for (table, (one, several)) in tables.iter().zip(&stored[1].0).enumerate() {
+        assert!(one == several, "table {table}: {} rows on one thread, {} with readers", one.len(), several.len());
+    }
+    let read_ahead = stored[1].1.files_read_ahead;
+    assert_eq!(
+        (file_stats.files_read_ahead, read_ahead),
+        (0, trails.len() as u64),
+        "every plain trail file of less than 1 MiB"
+    );
+    assert_eq!((file_stats, stats), (&ingest::file::FileStats { files_read_ahead: 0, ..stored[1].1 }, &stored[1].2));
+}
