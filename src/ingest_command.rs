@@ -101,9 +101,8 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     // The hot buffer's share of the memory bound (BENCHMARKS.md, "Ingest memory"): the appender seals
     // past it before it stores more.
     config.flush.hot_bytes_max = INGEST_HOT_BYTES_MAX;
-    // While the parser's buffers are held, one partition is sealed at a time (two sorted copies at once
-    // broke the memory bound's growth check, `tests/ingest_memory.rs`); the rows left at the end are
-    // sealed on every core.
+    // One partition sealed at a time while parsing (two sorted copies at once broke
+    // `tests/ingest_memory.rs`'s growth check); the rows left at the end on every core.
     config.flush.encoders = 1;
     let store = Arc::new(Store::open(config).await?);
     let segments = |store: &Store| store.stats().values().map(|t| t.segments).sum::<u64>();
@@ -138,17 +137,16 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     for input in &args.inputs {
         if input != "-" && !input.contains("://") {
             listed.extend(ingest::file::list(&PathBuf::from(input))?);
-            continue;
+        } else {
+            files.ingest_files(&std::mem::take(&mut listed))?;
+            ingest_input(input, &args, &sink, &mut files).await?;
         }
-        files.ingest_files(&std::mem::take(&mut listed))?;
-        ingest_input(input, &args, &sink, &mut files).await?;
     }
     files.ingest_files(&listed)?;
     let (file_stats, stats) = files.finish()?;
     // An ingest has an end: what it stored is complete, and is scored to its last minute.
     let detected = detection.map(|d| d.stop(detect::runner::InputEnd::Closed)).transpose()?;
-    // Stopped between turns, never inside one: a seal cut between its ledger entry and the hot rows it
-    // drops would leave those rows to be sealed a second time.
+    // Stopped between turns: a seal cut between its ledger entry and dropping its hot rows seals them twice.
     let _ = stop_maintenance.send(());
     maintenance.await?;
     store.flush_all_with(std::thread::available_parallelism().map_or(1, |n| n.get())).await?;
@@ -161,8 +159,7 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// Seals full partitions every half second while the ingest runs, on the other core, instead of all at
-/// the end, until told to stop.
+/// Seals full partitions every half second, on the other core, instead of all at the end, until stopped.
 fn flush_while_ingesting(store: Arc<Store>) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {
@@ -171,9 +168,8 @@ fn flush_while_ingesting(store: Arc<Store>) -> (tokio::sync::oneshot::Sender<()>
     (stop, tokio::spawn(store.maintain_until(std::time::Duration::from_millis(500), None, stopped)))
 }
 
-/// One input argument other than files: stdin, an HTTP endpoint (until Ctrl-C), an S3 prefix, a Kafka
-/// group. Before any but stdin, what the files before it queued is stored first, so that positions stay
-/// in order.
+/// Stdin, an HTTP endpoint (until Ctrl-C), an S3 prefix or a Kafka group. Before any but stdin, what
+/// the files before it queued is stored first, so that positions stay in order.
 async fn ingest_input(input: &str, args: &IngestArgs, sink: &StoreSink, files: &mut FileSource) -> anyhow::Result<()> {
     if input == "-" {
         files.ingest_stream(&mut std::io::stdin().lock(), "stdin")?;
