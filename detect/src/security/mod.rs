@@ -438,7 +438,7 @@ impl SecurityDetections {
             controlplane::ControlPlane::observe_late(event, out);
         }
         if !self.sigma.is_empty() {
-            for rule in self.sigma.matching(sigma::Target::CloudTrail, event.record()) {
+            for rule in self.sigma.matching_fields(sigma::Target::CloudTrail, |keep| event.record_of(keep)) {
                 out.push(Finding {
                     detection: "sigma",
                     ts_us: event.ts_us,

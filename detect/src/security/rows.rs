@@ -148,6 +148,42 @@ impl CloudTrailEvent {
 
     /// The CloudTrail record this row was stored from, as far as the row keeps it.
     pub fn record(&self) -> Value {
+        self.record_of(&|_| true)
+    }
+
+    /// `record` with only the top-level fields that `keep` names.
+    pub fn record_of(&self, keep: &dyn Fn(&str) -> bool) -> Value {
+        let mut record = Map::new();
+        let mut put = |key: &str, value: &dyn Fn() -> Option<Value>| {
+            if keep(key) {
+                if let Some(value) = value() {
+                    record.insert(key.to_string(), value);
+                }
+            }
+        };
+        let text = |value: &Option<String>| value.as_ref().map(|v| Value::String(v.clone()));
+        let tree = |value: &Value| (!value.is_null()).then(|| value.clone());
+        put("eventTime", &|| Some(json!(store::time::format_seconds(self.ts_us))));
+        put("eventSource", &|| Some(json!(self.event_source)));
+        put("eventName", &|| Some(json!(self.event_name)));
+        put("awsRegion", &|| text(&self.region));
+        put("sourceIPAddress", &|| text(&self.source_ip));
+        put("userAgent", &|| text(&self.user_agent));
+        put("userIdentity", &|| Some(self.identity()));
+        put("errorCode", &|| text(&self.error_code));
+        put("errorMessage", &|| text(&self.error_message));
+        put("requestParameters", &|| tree(&self.request));
+        put("responseElements", &|| tree(&self.response));
+        put("resources", &|| tree(&self.resources));
+        put("readOnly", &|| self.read_only.map(|r| json!(r)));
+        put("eventID", &|| text(&self.event_id));
+        put("eventType", &|| text(&self.event_type));
+        put("recipientAccountId", &|| text(&self.recipient_account));
+        Value::Object(record)
+    }
+
+    /// `userIdentity` as far as the row keeps it.
+    fn identity(&self) -> Value {
         let mut identity = Map::new();
         let put = |map: &mut Map<String, Value>, key: &str, value: &Option<String>| {
             if let Some(v) = value {
@@ -169,32 +205,7 @@ impl CloudTrailEvent {
                 );
             }
         }
-        let mut record = Map::new();
-        record.insert("eventTime".into(), json!(store::time::format_seconds(self.ts_us)));
-        record.insert("eventSource".into(), json!(self.event_source));
-        record.insert("eventName".into(), json!(self.event_name));
-        put(&mut record, "awsRegion", &self.region);
-        put(&mut record, "sourceIPAddress", &self.source_ip);
-        put(&mut record, "userAgent", &self.user_agent);
-        record.insert("userIdentity".into(), Value::Object(identity));
-        put(&mut record, "errorCode", &self.error_code);
-        put(&mut record, "errorMessage", &self.error_message);
-        if !self.request.is_null() {
-            record.insert("requestParameters".into(), self.request.clone());
-        }
-        if !self.response.is_null() {
-            record.insert("responseElements".into(), self.response.clone());
-        }
-        if !self.resources.is_null() {
-            record.insert("resources".into(), self.resources.clone());
-        }
-        if let Some(read_only) = self.read_only {
-            record.insert("readOnly".into(), json!(read_only));
-        }
-        put(&mut record, "eventID", &self.event_id);
-        put(&mut record, "eventType", &self.event_type);
-        put(&mut record, "recipientAccountId", &self.recipient_account);
-        Value::Object(record)
+        Value::Object(identity)
     }
 }
 

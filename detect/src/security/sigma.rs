@@ -8,6 +8,7 @@
 //! lines (fields `message`, `level`, `function_name`, `log_stream`, `request_id`) when it is
 //! `product: aws, service: lambda`. Rules for other log sources are counted and skipped.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde_json::Value;
@@ -72,6 +73,8 @@ const SHIPPED: &[(&str, &str)] = &[
 #[derive(Debug, Default)]
 pub struct SigmaRules {
     rules: Vec<SigmaRule>,
+    /// The top-level fields of a record that the rules of each target read (`Target as usize`).
+    reads: [Reads; 2],
     /// Rules skipped because their log source is neither CloudTrail nor Lambda logs.
     pub skipped: Vec<String>,
 }
@@ -93,6 +96,55 @@ fn techniques(tags: &[String]) -> Vec<String> {
         .filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_digit()))
         .map(|t| format!("T{}", t.to_ascii_uppercase()))
         .collect()
+}
+
+/// Top-level fields of a record that some rules read.
+#[derive(Debug, Default)]
+struct Reads {
+    /// A rule searches every value (keywords), or names a field this could not tell.
+    all: bool,
+    fields: HashSet<String>,
+}
+
+impl Reads {
+    /// Adds the fields a rule's `detection` names. sigma-rust's `Event::get` looks a field `a.b.c` up
+    /// as a top-level key `a.b.c`, else inside `a`: both are kept.
+    fn add(&mut self, yaml: &str) {
+        let rule: Result<serde_norway::Value, _> = serde_norway::from_str(yaml);
+        let Some(detection) = rule.ok().and_then(|r| r.get("detection").and_then(|d| d.as_mapping()).cloned()) else {
+            self.all = true;
+            return;
+        };
+        for (name, selection) in &detection {
+            if matches!(name.as_str(), Some("condition" | "timeframe")) {
+                continue;
+            }
+            let maps: Vec<&serde_norway::Value> = match selection {
+                serde_norway::Value::Sequence(items) => items.iter().collect(),
+                other => vec![other],
+            };
+            for map in maps {
+                let Some(map) = map.as_mapping() else {
+                    // Keywords: matched against every value of the record.
+                    self.all = true;
+                    continue;
+                };
+                for key in map.keys() {
+                    match key.as_str().map(|k| k.split('|').next().unwrap_or_default()) {
+                        Some(field) if !field.is_empty() => {
+                            self.fields.insert(field.to_string());
+                            self.fields.insert(field.split('.').next().unwrap_or(field).to_string());
+                        }
+                        _ => self.all = true,
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(&self, key: &str) -> bool {
+        self.all || self.fields.contains(key)
+    }
 }
 
 impl SigmaRules {
@@ -119,6 +171,7 @@ impl SigmaRules {
                 return Ok(());
             }
         };
+        self.reads[target as usize].add(yaml);
         let id =
             rule.id.clone().unwrap_or_else(|| source.trim_end_matches(".yml").trim_end_matches(".yaml").to_string());
         self.rules.push(SigmaRule {
@@ -175,10 +228,21 @@ impl SigmaRules {
 
     /// The rules for `target` that match `record`.
     pub fn matching(&self, target: Target, record: Value) -> Vec<&SigmaRule> {
+        self.matching_fields(target, |_| record)
+    }
+
+    /// `matching`, for a record built by `record` with only the top-level fields that its argument
+    /// says some rule reads (the others cannot change a match), and only when a rule is for `target`.
+    pub fn matching_fields(
+        &self,
+        target: Target,
+        record: impl FnOnce(&dyn Fn(&str) -> bool) -> Value,
+    ) -> Vec<&SigmaRule> {
         if !self.rules.iter().any(|r| r.target == target) {
             return Vec::new();
         }
-        let Ok(event) = sigma_rust::Event::try_from(record) else { return Vec::new() };
+        let reads = &self.reads[target as usize];
+        let Ok(event) = sigma_rust::Event::try_from(record(&|key| reads.read(key))) else { return Vec::new() };
         self.rules.iter().filter(|r| r.target == target && r.rule.is_match(&event)).collect()
     }
 }
@@ -204,6 +268,80 @@ mod tests {
         let tags =
             vec!["attack.defense-evasion".to_string(), "attack.t1562.008".to_string(), "attack.t1098".to_string()];
         assert_eq!(techniques(&tags), vec!["T1562.008", "T1098"]);
+    }
+
+    fn event(source: &str, name: &str, request: Value, principal_type: &str) -> crate::security::rows::CloudTrailEvent {
+        crate::security::rows::CloudTrailEvent {
+            ts_us: 1_700_000_000_000_000,
+            event_source: source.into(),
+            event_name: name.into(),
+            region: Some("us-east-1".into()),
+            source_ip: Some("203.0.113.9".into()),
+            user_agent: Some("evil.example/1.0".into()),
+            principal_arn: Some("arn:aws:sts::1:assumed-role/R/s".into()),
+            principal_type: Some(principal_type.into()),
+            access_key_id: Some("ASIA0".into()),
+            session_name: None,
+            account: Some("1".into()),
+            error_code: None,
+            error_message: None,
+            request,
+            response: serde_json::json!({"x": 1}),
+            resources: Value::Null,
+            read_only: Some(false),
+            event_id: Some("e1".into()),
+            event_type: Some("AwsApiCall".into()),
+            recipient_account: Some("1".into()),
+        }
+    }
+
+    /// Rules see a record with only the top-level fields some rule of theirs reads (most of a record's
+    /// allocations were for fields no rule reads), and match it as the whole record: fields named
+    /// nested (`userIdentity.type`), with modifiers, and keywords, which read every value.
+    #[test]
+    fn rules_match_a_record_of_the_fields_they_read_as_the_whole_record() {
+        let nested = "title: root\nlogsource: {product: aws, service: cloudtrail}\ndetection:\n  selection:\n    userIdentity.type: Root\n    eventName|startswith: Delete\n  condition: selection\n";
+        let keywords = "title: kw\nlogsource: {product: aws, service: cloudtrail}\ndetection:\n  words:\n    - 'evil.example/1.0'\n  condition: words\n";
+        let events = [
+            event(
+                "iam.amazonaws.com",
+                "AttachRolePolicy",
+                serde_json::json!({"policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}),
+                "AssumedRole",
+            ),
+            event(
+                "ec2.amazonaws.com",
+                "DescribeInstanceAttribute",
+                serde_json::json!({"attribute": "userData"}),
+                "AssumedRole",
+            ),
+            event("s3.amazonaws.com", "DeleteBucket", Value::Null, "Root"),
+            event("s3.amazonaws.com", "DeleteBucket", Value::Null, "IAMUser"),
+        ];
+        let ids = |rules: Vec<&SigmaRule>| rules.into_iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let mut rules = SigmaRules::shipped();
+        let reads = &rules.reads[Target::CloudTrail as usize];
+        assert!(
+            !reads.all
+                && reads.read("requestParameters")
+                && !reads.read("userIdentity")
+                && !reads.read("responseElements")
+        );
+        rules.add("nested.yml", nested).unwrap();
+        assert!(rules.reads[Target::CloudTrail as usize].read("userIdentity"));
+        let mut matched = Vec::new();
+        for event in &events {
+            let pruned = ids(rules.matching_fields(Target::CloudTrail, |keep| event.record_of(keep)));
+            assert_eq!(pruned, ids(rules.matching(Target::CloudTrail, event.record())), "{}", event.event_name);
+            matched.push(pruned.len());
+        }
+        assert_eq!(matched, [1, 1, 1, 0]);
+        rules.add("keywords.yml", keywords).unwrap();
+        assert!(rules.reads[Target::CloudTrail as usize].all);
+        for event in &events {
+            let pruned = ids(rules.matching_fields(Target::CloudTrail, |keep| event.record_of(keep)));
+            assert!(pruned.contains(&"keywords".to_string()), "{pruned:?}");
+        }
     }
 
     #[test]
