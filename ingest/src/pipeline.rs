@@ -237,6 +237,30 @@ pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Whether a unit's first bytes (decompressed, when it is gzip) may begin a trail file, `{"Records"`:
+/// a look at 4 KiB, so that a unit that is not one (a log export object) is not decompressed whole for
+/// nothing before the pipeline reads it.
+fn may_start_trail_file(bytes: &[u8]) -> bool {
+    const LOOK: usize = 4096;
+    let mut decompressed = Vec::new();
+    let head = if is_gzip(bytes) {
+        // A broken member shows in what it gives; the whole unit is read later anyway.
+        let _ = flate2::read::MultiGzDecoder::new(bytes).take(LOOK as u64).read_to_end(&mut decompressed);
+        &decompressed[..]
+    } else {
+        &bytes[..bytes.len().min(LOOK)]
+    };
+    let head = head.trim_ascii_start();
+    match head.strip_prefix(b"{") {
+        Some(rest) => {
+            let rest = rest.trim_ascii_start();
+            rest.len() < b"\"Records\"".len() || rest.starts_with(b"\"Records\"")
+        }
+        // Nothing but whitespace so far: undecided.
+        None => head.is_empty(),
+    }
+}
+
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()
 }
@@ -313,6 +337,9 @@ impl Pipeline {
         bytes: &[u8],
         unit: &Unit<'_>,
     ) -> Option<TrailRows> {
+        if !matches!(format, Format::Auto | Format::CloudTrail) || !may_start_trail_file(bytes) {
+            return None;
+        }
         let decompressed;
         let plain = if is_gzip(bytes) {
             decompressed = gunzip(bytes).ok()?;
@@ -321,11 +348,8 @@ impl Pipeline {
             bytes
         };
         let body = plain.trim_ascii_start();
-        let trail = match format {
-            Format::Auto => !sniffs_subscription(body) && cloudtrail::sniffs_trail_file(body),
-            Format::CloudTrail => true,
-            _ => false,
-        };
+        // `auto` tries a subscription payload first.
+        let trail = format == Format::CloudTrail || (!sniffs_subscription(body) && cloudtrail::sniffs_trail_file(body));
         if !trail {
             return None;
         }
