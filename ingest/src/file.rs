@@ -116,6 +116,9 @@ pub struct FileSource {
     progress: Option<Progress>,
     /// Threads that read trail files for `ingest_files` (1: none, the caller's thread reads everything).
     readers: usize,
+    /// Read buffers of files before, reused: a chunk's buffer is 8 MiB, and a fresh one per file is
+    /// fresh pages, faulted in one by one as it fills.
+    spare_buffers: Vec<Vec<u8>>,
     pub stats: FileStats,
 }
 
@@ -129,6 +132,7 @@ impl FileSource {
             positions: Vec::new(),
             progress: None,
             readers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            spare_buffers: Vec::new(),
             stats: FileStats::default(),
         }
     }
@@ -237,6 +241,21 @@ impl FileSource {
         self.reached(&file.stream(), file.bytes)
     }
 
+    /// An empty buffer of at least `capacity` bytes, one used before if there is one.
+    fn buffer(&mut self, capacity: usize) -> Vec<u8> {
+        let mut buffer = self.spare_buffers.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.reserve(capacity);
+        buffer
+    }
+
+    /// Keeps `buffer` for the next file, unless it grew past a chunk's size (a large document read whole).
+    fn give_back(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() <= 2 * (FILE_CHUNK_BYTES + 1) && self.spare_buffers.len() < 2 {
+            self.spare_buffers.push(buffer);
+        }
+    }
+
     /// Ingests one file unless its stored position says it was; returns whether it read it.
     pub fn ingest_file(&mut self, file: &FileInput) -> Result<bool, IngestError> {
         let stream = file.stream();
@@ -252,9 +271,10 @@ impl FileSource {
         // Up to the size it had when listed: a file still being written is read to there, and its
         // position says so.
         let mut reader = std::fs::File::open(&file.path).map_err(io)?.take(file.bytes);
-        let mut head = Vec::with_capacity(FILE_CHUNK_BYTES.min(file.bytes as usize) + 1);
+        let mut head = self.buffer(FILE_CHUNK_BYTES.min(file.bytes as usize) + 1);
         (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head).map_err(io)?;
         if is_gzip(&head) && file.bytes >= GZIP_STREAMED_BYTES_MIN && self.ingest_gzip_chunked(file)? {
+            self.give_back(head);
             return Ok(true);
         }
         if head.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&head) {
@@ -264,6 +284,7 @@ impl FileSource {
             let log_group = self.options.log_group.clone();
             let unit = Unit { source: &stream, position: "0", key: Some(&key), log_group: log_group.as_deref() };
             self.pipeline.ingest(self.options.format, &head, &unit);
+            self.give_back(head);
             self.stats.files_ingested += 1;
             self.read(file.bytes);
             self.reached(&stream, file.bytes)?;
@@ -281,7 +302,8 @@ impl FileSource {
             let mut reader_at = std::fs::File::open(&file.path).map_err(io)?;
             reader_at.seek(std::io::SeekFrom::Start(resume)).map_err(io)?;
             reader = reader_at.take(file.bytes - resume);
-            Vec::with_capacity(FILE_CHUNK_BYTES + 1)
+            self.give_back(head);
+            self.buffer(FILE_CHUNK_BYTES + 1)
         };
         self.ingest_lines(file, &mut reader, buffer, (resume, resume), None, Split::Lines)?;
         Ok(true)
@@ -308,13 +330,14 @@ impl FileSource {
         // part to skip, none: the decoder has read ahead already (its header, a buffer), and those bytes
         // are counted as the chunks come.
         let read_before = if resume > 0 { decoder.get_ref().get_ref().read } else { 0 };
-        let mut head = Vec::with_capacity(FILE_CHUNK_BYTES + 1);
+        let mut head = self.buffer(FILE_CHUNK_BYTES + 1);
         let peeked = (&mut decoder).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head);
         let split = if splits_at_lines(&head) { Split::Lines } else { Split::Documents };
         let whole = peeked.is_err()
             || head.len() <= FILE_CHUNK_BYTES
             || (split == Split::Documents && !documents_back_to_back(&head));
         if resume == 0 && whole {
+            self.give_back(head);
             return Ok(false);
         }
         if resume > 0 && skipped.map_or(true, |n| n < resume) {
@@ -395,6 +418,7 @@ impl FileSource {
                 None => self.reached(&stream, if at_end { file.bytes } else { offset })?,
             }
             if at_end {
+                self.give_back(buffer);
                 return Ok(());
             }
         }
@@ -445,8 +469,13 @@ impl FileSource {
         self.store_when_full()
     }
 
+    /// Stores the rows built once they are a batch's worth. The first batches are smaller (a quarter of
+    /// the most, then as many rows as were queued before them), so that the store's thread starts on
+    /// them while this one parses on, instead of waiting for a whole batch at the start.
     fn store_when_full(&mut self) -> Result<(), IngestError> {
-        if self.pipeline.buffered_rows() >= BUFFERED_ROWS_MAX || self.pipeline.buffered_bytes() >= BUFFERED_BYTES_MAX {
+        let rows_max = (self.stats.rows_queued as usize).clamp(BUFFERED_ROWS_MAX / 4, BUFFERED_ROWS_MAX);
+        let bytes_max = BUFFERED_BYTES_MAX / BUFFERED_ROWS_MAX * rows_max;
+        if self.pipeline.buffered_rows() >= rows_max || self.pipeline.buffered_bytes() >= bytes_max {
             self.store_buffered()?;
         }
         Ok(())

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, RecordBatch, Scalar, TimestampMicrosecondArray};
-use arrow::compute::{and, filter_record_batch, interleave_record_batch, kernels::cmp};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, Scalar, TimestampMicrosecondArray};
+use arrow::compute::{and, filter_record_batch, interleave, kernels::cmp};
 use arrow::datatypes::DataType;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowColumnWriter};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
@@ -44,23 +45,55 @@ pub struct EncodedSegment {
     pub sha256: String,
 }
 
-/// `batches` as one batch sorted by time, rows of equal time in their order: one copy of the rows
-/// (`interleave`), none when they are one batch already in order. A concatenation, then a `take` by the
-/// sorted indices, copied every row twice (a tenth of an ingest's sealing time, and its page faults).
-fn sorted_by_time(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch> {
-    let times: Vec<&[i64]> =
-        batches.iter().map(|b| time_values(table, b).map(|t| &t.values()[..])).collect::<Result<_>>()?;
-    let in_order = |t: &[i64]| t.windows(2).all(|w| w[0] <= w[1]);
-    match batches {
-        [] => return Ok(RecordBatch::new_empty(table.schema())),
-        [batch] if in_order(times[0]) => return Ok(batch.clone()),
-        _ => {}
+/// The rows of `batches` in time order, rows of equal time in their order: the batch itself when it is
+/// one batch in order, else the order in which to take rows from the batches (`interleave`). Each
+/// column of each row group is taken on its own when it is encoded, so no sorted copy of the whole
+/// partition is ever made (a concatenation, then a `take` by the sorted indices, copied every row twice:
+/// a tenth of an ingest's sealing time, and its page faults).
+enum TimeOrder<'a> {
+    InOrder(&'a RecordBatch),
+    Interleaved { batches: Vec<&'a RecordBatch>, order: Vec<(usize, usize)> },
+}
+
+impl<'a> TimeOrder<'a> {
+    fn of(table: Table, batches: &'a [RecordBatch]) -> Result<(TimeOrder<'a>, Option<(i64, i64)>)> {
+        let times: Vec<&[i64]> =
+            batches.iter().map(|b| time_values(table, b).map(|t| &t.values()[..])).collect::<Result<_>>()?;
+        let in_order = |t: &[i64]| t.windows(2).all(|w| w[0] <= w[1]);
+        let nonempty: Vec<usize> = (0..batches.len()).filter(|b| !times[*b].is_empty()).collect();
+        if let [only] = nonempty[..] {
+            if in_order(times[only]) {
+                let t = times[only];
+                return Ok((TimeOrder::InOrder(&batches[only]), Some((t[0], t[t.len() - 1]))));
+            }
+        }
+        let mut order: Vec<(usize, usize)> =
+            times.iter().enumerate().flat_map(|(b, t)| (0..t.len()).map(move |row| (b, row))).collect();
+        order.sort_by_key(|&(b, row)| times[b][row]);
+        let bounds = match (order.first(), order.last()) {
+            (Some(&(b0, r0)), Some(&(b1, r1))) => Some((times[b0][r0], times[b1][r1])),
+            _ => None,
+        };
+        Ok((TimeOrder::Interleaved { batches: batches.iter().collect(), order }, bounds))
     }
-    let mut order: Vec<(usize, usize)> =
-        times.iter().enumerate().flat_map(|(b, t)| (0..t.len()).map(move |row| (b, row))).collect();
-    order.sort_by_key(|&(b, row)| times[b][row]);
-    let batches: Vec<&RecordBatch> = batches.iter().collect();
-    Ok(interleave_record_batch(&batches, &order)?)
+
+    fn rows(&self) -> usize {
+        match self {
+            TimeOrder::InOrder(batch) => batch.num_rows(),
+            TimeOrder::Interleaved { order, .. } => order.len(),
+        }
+    }
+
+    /// Column `column` of the sorted rows `rows`.
+    fn column(&self, column: usize, rows: std::ops::Range<usize>) -> Result<ArrayRef> {
+        match self {
+            TimeOrder::InOrder(batch) => Ok(batch.column(column).slice(rows.start, rows.len())),
+            TimeOrder::Interleaved { batches, order } => {
+                let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(column).as_ref()).collect();
+                Ok(interleave(&arrays, &order[rows])?)
+            }
+        }
+    }
 }
 
 /// The time column of a batch of `table`. The schema check at append makes it present and non-null.
@@ -114,14 +147,8 @@ fn plain_columns(table: Table) -> impl Iterator<Item = (String, Option<Encoding>
     by_type.into_iter().chain(unique.iter().map(|c| (c.to_string(), None)))
 }
 
-/// Sorts the batches of one partition by time and encodes them as one Parquet file.
-pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSegment> {
-    let schema = table.schema();
-    let batch = sorted_by_time(table, batches)?;
-    let times = time_values(table, &batch)?;
-    assert_eq!(times.null_count(), 0, "time column of {table} has nulls after the append check");
-    let (min_ts_micros, max_ts_micros) =
-        if times.is_empty() { (0, 0) } else { (times.value(0), times.value(times.len() - 1)) };
+/// The writer properties of a segment of `table`.
+fn writer_properties(table: Table) -> WriterProperties {
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid")))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -142,7 +169,7 @@ pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSe
             None => properties,
         }
     });
-    let properties = lookup_columns(table)
+    lookup_columns(table)
         .iter()
         .fold(properties, |properties, column| {
             let path = ColumnPath::from(*column);
@@ -153,19 +180,105 @@ pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSe
                 .set_column_bloom_filter_fpp(path.clone(), BLOOM_FILTER_FPP)
                 .set_column_bloom_filter_max_ndv(path, ROW_GROUP_ROWS_MAX as u64)
         })
-        .build();
-    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4 + 4096);
-    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(properties))?;
-    writer.write(&batch)?;
-    writer.close()?;
+        .build()
+}
+
+/// Sorts the batches of one partition by time and encodes them as one Parquet file, on one thread.
+pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSegment> {
+    encode_segment_on(table, batches, 1)
+}
+
+/// One column (its Parquet leaves) of one row group: what one thread sorts and encodes at a time.
+struct ColumnJob {
+    row_group: usize,
+    field: usize,
+    writers: Vec<ArrowColumnWriter>,
+}
+
+/// `encode_segment` on `threads` threads: each column of each row group is taken in time order and
+/// encoded (Parquet encoding, statistics, bloom filter, zstd) as a job of its own, the largest columns
+/// first, and the chunks are written in order. The file is the one `ArrowWriter` writes from the
+/// sorted rows, byte for byte, whatever the number of threads; a seal that has the cores to itself
+/// (the last partition of an ingest, one partition of a quiet server) takes them all.
+pub fn encode_segment_on(table: Table, batches: &[RecordBatch], threads: usize) -> Result<EncodedSegment> {
+    let schema = table.schema();
+    let (sorted, bounds) = TimeOrder::of(table, batches)?;
+    let (min_ts_micros, max_ts_micros) = bounds.unwrap_or((0, 0));
+    let rows = sorted.rows();
+    let bytes_in: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    let mut buffer = Vec::with_capacity(bytes_in / 4 + 4096);
+    let writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(writer_properties(table)))?;
+    let (mut file, factory) = writer.into_serialized_writer()?;
+    // The Parquet leaves of each field, in order (one each for this crate's flat schemas).
+    let leaves: Vec<usize> = schema
+        .fields()
+        .iter()
+        .map(|field| file.schema_descr().columns().iter().filter(|c| c.path().parts()[0] == *field.name()).count())
+        .collect();
+    // Largest columns first, so that the last job to end is a small one.
+    let mut by_size: Vec<usize> = (0..schema.fields().len()).collect();
+    let size = |f: usize| batches.iter().map(|b| b.column(f).get_array_memory_size()).sum::<usize>();
+    by_size.sort_by_key(|f| std::cmp::Reverse(size(*f)));
+    let row_groups = rows.div_ceil(ROW_GROUP_ROWS_MAX);
+    let mut jobs = Vec::with_capacity(row_groups * leaves.len());
+    for row_group in 0..row_groups {
+        let mut writers = factory.create_column_writers(row_group)?.into_iter();
+        let mut of_field: Vec<Option<Vec<ArrowColumnWriter>>> =
+            leaves.iter().map(|n| Some(writers.by_ref().take(*n).collect())).collect();
+        for field in &by_size {
+            let writers = of_field[*field].take().expect("each field once");
+            jobs.push(ColumnJob { row_group, field: *field, writers });
+        }
+    }
+    // Taken from the front: row group by row group, largest column first.
+    jobs.reverse();
+    let jobs = std::sync::Mutex::new(jobs);
+    let encode = |job: ColumnJob| -> Result<(usize, usize, Vec<ArrowColumnChunk>)> {
+        let start = job.row_group * ROW_GROUP_ROWS_MAX;
+        let array = sorted.column(job.field, start..rows.min(start + ROW_GROUP_ROWS_MAX))?;
+        let mut chunks = Vec::with_capacity(job.writers.len());
+        let leaves = compute_leaves(schema.field(job.field), &array)?;
+        for (mut writer, leaf) in job.writers.into_iter().zip(&leaves) {
+            writer.write(leaf)?;
+            chunks.push(writer.close()?);
+        }
+        Ok((job.row_group, job.field, chunks))
+    };
+    let work = || -> Result<Chunks> {
+        let mut done = Vec::new();
+        loop {
+            let job = jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+            match job {
+                Some(job) => done.push(encode(job)?),
+                None => return Ok(done),
+            }
+        }
+    };
+    let helpers = threads.max(1).min(row_groups * leaves.len()).saturating_sub(1);
+    type Chunks = Vec<(usize, usize, Vec<ArrowColumnChunk>)>;
+    let mut encoded = std::thread::scope(|scope| -> Result<Chunks> {
+        let handles: Vec<_> = (0..helpers).map(|_| scope.spawn(work)).collect();
+        let mut encoded = work()?;
+        for handle in handles {
+            encoded
+                .extend(handle.join().map_err(|_| StoreError::Internal("segment encoding thread panicked".into()))??);
+        }
+        Ok(encoded)
+    })?;
+    encoded.sort_unstable_by_key(|(row_group, field, _)| (*row_group, *field));
+    let mut encoded = encoded.into_iter().peekable();
+    for row_group in 0..row_groups {
+        let mut writer = file.next_row_group()?;
+        while let Some((_, _, chunks)) = encoded.next_if(|(g, _, _)| *g == row_group) {
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut writer)?;
+            }
+        }
+        writer.close()?;
+    }
+    file.close()?;
     let sha256 = sha256_hex(&buffer);
-    Ok(EncodedSegment {
-        bytes: Bytes::from(buffer),
-        rows: batch.num_rows() as u64,
-        min_ts_micros,
-        max_ts_micros,
-        sha256,
-    })
+    Ok(EncodedSegment { bytes: Bytes::from(buffer), rows: rows as u64, min_ts_micros, max_ts_micros, sha256 })
 }
 
 /// Keeps the rows of `batch` whose time (column 0) lies in `range`.
@@ -299,6 +412,105 @@ mod tests {
         let encoded = encode_segment(Table::Invocations, &[sorted.slice(1, 2)]).unwrap();
         let batches = decode_segment(Table::Invocations, "s", encoded.bytes, None, TimeRange::ALL).unwrap();
         assert_eq!(ids_of(Table::Invocations, &batches), [8, 9]);
+    }
+
+    /// A batch of `table` whose every column holds values of its type, repeated and distinct, with nulls
+    /// where the column takes them, at the times `time_of` gives.
+    fn varied_batch(table: Table, ids: std::ops::Range<u64>, time_of: impl Fn(u64) -> i64) -> RecordBatch {
+        use arrow::array::*;
+        use arrow::datatypes::Int32Type;
+        let ids: Vec<u64> = ids.collect();
+        let base = batch_with_ids(table, &ids, &time_of);
+        let schema = table.schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(c, field)| -> ArrayRef {
+                let null = |id: u64| field.is_nullable() && (id * 7 + c as u64) % 11 == 0;
+                let text = |id: u64| format!("{}-{}-{}", field.name(), id % (13 + c as u64), id / 1000);
+                match field.data_type() {
+                    _ if c == 0 || field.name() == crate::fixtures::id_column(table) => Arc::clone(base.column(c)),
+                    DataType::Utf8 => {
+                        Arc::new(ids.iter().map(|id| (!null(*id)).then(|| text(*id))).collect::<StringArray>())
+                    }
+                    DataType::Binary => Arc::new(
+                        ids.iter().map(|id| (!null(*id)).then(|| text(*id).into_bytes())).collect::<BinaryArray>(),
+                    ),
+                    DataType::Dictionary(..) => Arc::new(
+                        ids.iter()
+                            .map(|id| (!null(*id)).then(|| text(*id)))
+                            .collect::<Vec<_>>()
+                            .iter()
+                            .map(Option::as_deref)
+                            .collect::<DictionaryArray<Int32Type>>(),
+                    ),
+                    DataType::Int64 => {
+                        Arc::new(ids.iter().map(|id| (!null(*id)).then_some(*id as i64 * 31)).collect::<Int64Array>())
+                    }
+                    DataType::Int32 => {
+                        Arc::new(ids.iter().map(|id| (!null(*id)).then_some((id % 977) as i32)).collect::<Int32Array>())
+                    }
+                    DataType::Float64 => Arc::new(
+                        ids.iter().map(|id| (!null(*id)).then_some(*id as f64 / 7.0)).collect::<Float64Array>(),
+                    ),
+                    DataType::Boolean => {
+                        Arc::new(ids.iter().map(|id| (!null(*id)).then_some(id % 3 == 0)).collect::<BooleanArray>())
+                    }
+                    DataType::Timestamp(..) => Arc::new(
+                        ids.iter()
+                            .map(|id| (!null(*id)).then(|| time_of(*id) + 5))
+                            .collect::<TimestampMicrosecondArray>()
+                            .with_timezone(TIME_ZONE),
+                    ),
+                    other => panic!("no varied values for {other}"),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[test]
+    fn a_segment_encoded_on_several_threads_is_the_file_one_writer_writes_from_the_sorted_rows() {
+        // Three batches whose times interleave (and repeat), over three row groups and a partial one.
+        let time_of = |id: u64| 1_700_000_000_000_000 + ((id * 7_919) % 50_021) as i64 * 1_000;
+        for table in [Table::Invocations, Table::Logs, Table::Spans, Table::Cloudtrail, Table::Alerts] {
+            let batches = [
+                varied_batch(table, 0..90_000, time_of),
+                varied_batch(table, 90_000..150_000, time_of),
+                varied_batch(table, 150_000..210_001, time_of),
+            ];
+            let sorted = {
+                let (order, _) = TimeOrder::of(table, &batches).unwrap();
+                let TimeOrder::Interleaved { batches, order } = order else { panic!("three batches are interleaved") };
+                arrow::compute::interleave_record_batch(&batches, &order).unwrap()
+            };
+            let mut expected = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut expected, table.schema(), Some(writer_properties(table))).unwrap();
+            writer.write(&sorted).unwrap();
+            writer.close().unwrap();
+            let times = time_values(table, &sorted).unwrap();
+            for threads in [1, 2, 3] {
+                let encoded = encode_segment_on(table, &batches, threads).unwrap();
+                assert!(encoded.bytes[..] == expected[..], "{table} on {threads} threads");
+                assert_eq!(encoded.rows, 210_001);
+                assert_eq!((encoded.min_ts_micros, encoded.max_ts_micros), (times.value(0), times.value(210_000)));
+            }
+            // One batch already in order is encoded from itself, as one writer writes it.
+            let mut expected = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut expected, table.schema(), Some(writer_properties(table))).unwrap();
+            writer.write(&sorted.slice(10, 70_000)).unwrap();
+            writer.close().unwrap();
+            let encoded = encode_segment_on(table, &[sorted.slice(10, 70_000)], 2).unwrap();
+            assert!(encoded.bytes[..] == expected[..], "{table}: one batch in order");
+        }
+        // No rows: an empty file of the table, as before.
+        let empty = encode_segment_on(Table::Logs, &[], 2).unwrap();
+        assert_eq!((empty.rows, empty.min_ts_micros, empty.max_ts_micros), (0, 0, 0));
+        let read = decode_segment(Table::Logs, "s", empty.bytes, None, TimeRange::ALL).unwrap();
+        assert_eq!(read.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
     }
 
     #[test]

@@ -85,6 +85,8 @@ impl Store {
     async fn flush_partitions_with(&self, partitions: &[(Table, i64)], encoders: usize) -> Result<usize> {
         let mut ledger = self.ledger.lock().await;
         let width = encoders.max(1);
+        // The threads each partition is encoded on: the policy's, shared by the partitions encoded at once.
+        let threads = (self.config.flush.threads / width.min(partitions.len()).max(1)).max(1);
         let mut queued = partitions.iter().copied();
         let mut encoding: VecDeque<tokio::task::JoinHandle<Result<Encoded>>> = VecDeque::with_capacity(width);
         let mut flushed = 0;
@@ -92,7 +94,7 @@ impl Store {
             while encoding.len() < width {
                 let Some((table, hour)) = queued.next() else { break };
                 if let Some(hot) = self.hot_snapshot(table, hour) {
-                    encoding.push_back(tokio::task::spawn_blocking(move || hot.encode()));
+                    encoding.push_back(tokio::task::spawn_blocking(move || hot.encode(threads)));
                 }
             }
             let Some(next) = encoding.pop_front() else { break };
@@ -363,8 +365,8 @@ struct HotSnapshot {
 }
 
 impl HotSnapshot {
-    fn encode(self) -> Result<Encoded> {
-        let segment = encode_segment(self.table, &self.batches)?;
+    fn encode(self, threads: usize) -> Result<Encoded> {
+        let segment = encode_segment_on(self.table, &self.batches, threads)?;
         Ok(Encoded { table: self.table, hour: self.hour, seq_hi: self.seq_hi, started: self.started, segment })
     }
 }

@@ -37,7 +37,8 @@ use crate::ledger::{
 use crate::location::Location;
 use crate::schema::{ledger_schema, timestamp_type, Table};
 use crate::segment::{
-    encode_segment, filter_time, project, projected_schema, read_segment, time_values, EncodedSegment,
+    encode_segment, encode_segment_on, filter_time, project, projected_schema, read_segment, time_values,
+    EncodedSegment,
 };
 use crate::segment_path::{parse_segment_path, segment_path, valid_node_id};
 use crate::time::{hour_of, now_micros, partition_dir, TimeRange, MICROS_PER_HOUR};
@@ -61,8 +62,12 @@ pub struct FlushPolicy {
     pub hot_bytes_max: usize,
     /// Partitions of one flush encoded at once (sorting, Parquet, zstd: the cost of a seal, each on a
     /// core of its own); their segments are still written and entered in the ledger one after another,
-    /// in order. Each one encoding holds a sorted copy of its partition.
+    /// in order.
     pub encoders: usize,
+    /// Threads the partitions of one flush are encoded on in all: shared by the `encoders`, so that a
+    /// partition encoded alone (the last of an ingest, the one of a quiet minute) encodes its columns on
+    /// all of them (`segment::encode_segment_on`).
+    pub threads: usize,
 }
 
 impl Default for FlushPolicy {
@@ -73,6 +78,7 @@ impl Default for FlushPolicy {
             partition_age_max: Duration::from_secs(60),
             hot_bytes_max: 512 * 1024 * 1024,
             encoders: std::thread::available_parallelism().map_or(1, |n| n.get()).min(ENCODERS_MAX),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
