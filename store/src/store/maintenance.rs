@@ -50,14 +50,19 @@ impl Store {
 
     /// Flushes every hot partition.
     pub async fn flush_all(&self) -> Result<usize> {
-        self.flush_all_with(self.config.flush.encoders).await
+        self.flush_everything(self.config.flush.encoders, self.config.flush.threads).await
     }
 
-    /// `flush_all` with `encoders` partitions encoded at once, whatever the policy says: a process that
-    /// seals one at a time while it holds other buffers (`ingest`) can seal its last rows on every core.
-    pub async fn flush_all_with(&self, encoders: usize) -> Result<usize> {
+    /// `flush_all` on `threads` threads (up to `threads` partitions encoded at once, a partition alone on
+    /// all of them), whatever the policy says: a process that seals one partition on one thread while
+    /// it parses (`ingest`) seals its last rows on every core.
+    pub async fn flush_all_with(&self, threads: usize) -> Result<usize> {
+        self.flush_everything(threads, threads).await
+    }
+
+    async fn flush_everything(&self, encoders: usize, threads: usize) -> Result<usize> {
         let all: Vec<(Table, i64)> = lock(&self.state).hot.keys().copied().collect();
-        let flushed = self.flush_partitions_with(&all, encoders).await?;
+        let flushed = self.flush_partitions_with(&all, encoders, threads).await?;
         self.checkpoint_and_collect_wal().await?;
         Ok(flushed)
     }
@@ -79,14 +84,19 @@ impl Store {
     /// ledger sees the same entries in the same order as from one encoder, and an error stops the flush
     /// after the segments already entered (the partitions still encoding stay hot).
     pub(super) async fn flush_partitions(&self, partitions: &[(Table, i64)]) -> Result<usize> {
-        self.flush_partitions_with(partitions, self.config.flush.encoders).await
+        self.flush_partitions_with(partitions, self.config.flush.encoders, self.config.flush.threads).await
     }
 
-    async fn flush_partitions_with(&self, partitions: &[(Table, i64)], encoders: usize) -> Result<usize> {
+    async fn flush_partitions_with(
+        &self,
+        partitions: &[(Table, i64)],
+        encoders: usize,
+        threads: usize,
+    ) -> Result<usize> {
         let mut ledger = self.ledger.lock().await;
         let width = encoders.max(1);
-        // The threads each partition is encoded on: the policy's, shared by the partitions encoded at once.
-        let threads = (self.config.flush.threads / width.min(partitions.len()).max(1)).max(1);
+        // The threads each partition is encoded on: shared by the partitions encoded at once.
+        let threads = (threads / width.min(partitions.len()).max(1)).max(1);
         let mut queued = partitions.iter().copied();
         let mut encoding: VecDeque<tokio::task::JoinHandle<Result<Encoded>>> = VecDeque::with_capacity(width);
         let mut flushed = 0;
