@@ -4,7 +4,7 @@
 //! State is bounded (functions, callers, windows) and serialisable, so that a restart resumes its
 //! baselines from a checkpoint.
 
-use std::collections::HashMap;
+use crate::features::FastMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -200,7 +200,7 @@ struct FunctionState {
     signals: Vec<SeriesDetector>,
     multivariate: Multivariate,
     /// Caller key to the last minute it was seen.
-    known_callers: HashMap<String, i64>,
+    known_callers: FastMap<String, i64>,
     minutes: u64,
     last_minute_us: i64,
     /// The last request id seen: the evidence of a function that went silent.
@@ -211,13 +211,13 @@ struct FunctionState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnomalyDetector {
     config: AnomalyConfig,
-    functions: HashMap<String, FunctionState>,
+    functions: FastMap<String, FunctionState>,
     evicted_functions: u64,
 }
 
 impl AnomalyDetector {
     pub fn new(config: AnomalyConfig) -> Self {
-        AnomalyDetector { config, functions: HashMap::new(), evicted_functions: 0 }
+        AnomalyDetector { config, functions: FastMap::default(), evicted_functions: 0 }
     }
 
     pub fn config(&self) -> &AnomalyConfig {
@@ -262,7 +262,7 @@ impl AnomalyDetector {
                     })
                     .collect(),
                 multivariate: Multivariate::with_phase(self.config.multivariate.clone(), phase_of(&features.function)),
-                known_callers: HashMap::new(),
+                known_callers: FastMap::default(),
                 minutes: 0,
                 last_minute_us: features.minute_us,
                 last_request_id: None,

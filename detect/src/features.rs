@@ -4,7 +4,11 @@
 //! function ran nothing are closed too, as zeros. Records for an already closed minute are late: counted,
 //! not scored (they are stored all the same).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+/// Sets and maps keyed by text seen once per invocation: foldhash, not SipHash (a twentieth of a replay).
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -104,9 +108,9 @@ struct Window {
     memory_ratio_sum: f64,
     memory_ratio_n: u64,
     gb_seconds: f64,
-    source_ips: HashSet<String>,
-    principals: HashSet<String>,
-    environments: HashSet<String>,
+    source_ips: FastSet<String>,
+    principals: FastSet<String>,
+    environments: FastSet<String>,
     payload_bytes: u64,
     callers: BTreeMap<String, String>,
     evidence: Evidence,
@@ -119,9 +123,9 @@ pub struct MinuteWindows {
     functions_max: usize,
     /// Largest event time seen.
     event_time_max_us: i64,
-    open: HashMap<String, BTreeMap<i64, Window>>,
+    open: FastMap<String, BTreeMap<i64, Window>>,
     /// Per function: the last closed minute, and the last minute it had invocations.
-    closed_through: HashMap<String, (i64, i64)>,
+    closed_through: FastMap<String, (i64, i64)>,
     #[serde(alias = "late_records")]
     late_invocations: u64,
     evicted_functions: u64,
@@ -136,8 +140,8 @@ impl MinuteWindows {
             lateness_us,
             functions_max: functions_max.max(1),
             event_time_max_us: i64::MIN,
-            open: HashMap::new(),
-            closed_through: HashMap::new(),
+            open: FastMap::default(),
+            closed_through: FastMap::default(),
             late_invocations: 0,
             evicted_functions: 0,
             sample_state: 0x2545_F491_4F6C_DD1D,

