@@ -427,7 +427,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(c, field)| -> ArrayRef {
-                let null = |id: u64| field.is_nullable() && (id * 7 + c as u64) % 11 == 0;
+                let null = |id: u64| field.is_nullable() && (id * 7 + c as u64).is_multiple_of(11);
                 let text = |id: u64| format!("{}-{}-{}", field.name(), id % (13 + c as u64), id / 1000);
                 match field.data_type() {
                     _ if c == 0 || field.name() == crate::fixtures::id_column(table) => Arc::clone(base.column(c)),
