@@ -101,11 +101,8 @@ pub async fn ingest(paths: &Paths, args: IngestArgs) -> anyhow::Result<ExitCode>
     // The hot buffer's share of the memory bound (BENCHMARKS.md, "Ingest memory"): the appender seals
     // past it before it stores more.
     config.flush.hot_bytes_max = INGEST_HOT_BYTES_MAX;
-    // One partition sealed at a time while parsing (two sorted copies at once broke
-    // `tests/ingest_memory.rs`'s growth check); the rows left at the end on every core.
-    config.flush.encoders = 1;
-    // On one thread too: the parser is the other; a seal on both slows the parser, the longer of the two.
-    config.flush.threads = 1;
+    // One partition on one thread while parsing (the parser, the longer, is the other); the last on all.
+    (config.flush.encoders, config.flush.threads) = (1, 1);
     let store = Arc::new(Store::open(config).await?);
     let segments = |store: &Store| store.stats().values().map(|t| t.segments).sum::<u64>();
     let segments_before = segments(&store);
