@@ -272,11 +272,13 @@ impl FileSource {
         // position says so.
         let mut reader = std::fs::File::open(&file.path).map_err(io)?.take(file.bytes);
         let mut head = self.buffer(FILE_CHUNK_BYTES.min(file.bytes as usize) + 1);
-        (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head).map_err(io)?;
+        // The gzip magic first: a large gzip file is read by its decoder, not into a head of 8 MiB first.
+        (&mut reader).take(2).read_to_end(&mut head).map_err(io)?;
         if is_gzip(&head) && file.bytes >= GZIP_STREAMED_BYTES_MIN && self.ingest_gzip_chunked(file)? {
             self.give_back(head);
             return Ok(true);
         }
+        (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1 - head.len() as u64).read_to_end(&mut head).map_err(io)?;
         if head.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&head) {
             // One document (gzip, a JSON array or object) or a small file: one unit.
             reader.read_to_end(&mut head).map_err(io)?;
