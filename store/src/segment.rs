@@ -1,5 +1,6 @@
-//! Sealed segments: one Parquet file of one table and one hour, sorted by time, zstd-compressed,
-//! with row-group statistics, readable by any Parquet reader.
+//! Sealed segments: one Parquet file of one table and one hour, zstd-compressed, with row-group
+//! statistics, readable by any Parquet reader. Row groups follow one another in time; inside one, the
+//! rows of some tables are ordered by log stream first (`cluster_column`).
 
 use std::sync::Arc;
 
@@ -45,11 +46,14 @@ pub struct EncodedSegment {
     pub sha256: String,
 }
 
-/// The rows of `batches` in time order, rows of equal time in their order: the batch itself when it is
-/// one batch in order, else the order in which to take rows from the batches (`interleave`). Each
-/// column of each row group is taken on its own when it is encoded, so no sorted copy of the whole
-/// partition is ever made (a concatenation, then a `take` by the sorted indices, copied every row twice:
-/// a tenth of an ingest's sealing time, and its page faults).
+/// The rows of `batches` in the order a segment holds them: the rows of each row group are the next
+/// `ROW_GROUP_ROWS_MAX` rows in time order (so row groups follow one another in time, and a time range
+/// prunes them), ordered inside the row group by the table's `cluster_column` and then time, rows of
+/// equal key and time in their order. The batch itself when it is one batch already in that order,
+/// else the order in which to take rows from the batches (`interleave`). Each column of each row group
+/// is taken on its own when it is encoded, so no sorted copy of the whole partition is ever made (a
+/// concatenation, then a `take` by the sorted indices, copied every row twice: a tenth of an ingest's
+/// sealing time, and its page faults).
 enum TimeOrder<'a> {
     InOrder(&'a RecordBatch),
     Interleaved { batches: Vec<&'a RecordBatch>, order: Vec<(usize, usize)> },
@@ -62,7 +66,7 @@ impl<'a> TimeOrder<'a> {
         let in_order = |t: &[i64]| t.windows(2).all(|w| w[0] <= w[1]);
         let nonempty: Vec<usize> = (0..batches.len()).filter(|b| !times[*b].is_empty()).collect();
         if let [only] = nonempty[..] {
-            if in_order(times[only]) {
+            if cluster_column(table).is_none() && in_order(times[only]) {
                 let t = times[only];
                 return Ok((TimeOrder::InOrder(&batches[only]), Some((t[0], t[t.len() - 1]))));
             }
@@ -74,6 +78,25 @@ impl<'a> TimeOrder<'a> {
             (Some(&(b0, r0)), Some(&(b1, r1))) => Some((times[b0][r0], times[b1][r1])),
             _ => None,
         };
+        if let Some(column) = cluster_column(table) {
+            let keys = cluster_keys(table, column, batches)?;
+            let mut keyed = Vec::with_capacity(ROW_GROUP_ROWS_MAX.min(order.len()));
+            for row_group in order.chunks_mut(ROW_GROUP_ROWS_MAX) {
+                // Unstable but exact: ties of key and time are ordered by their place in the input,
+                // which is the order the time sort left them in.
+                keyed.clear();
+                keyed.extend(row_group.iter().map(|&(b, row)| (keys[b][row], times[b][row], b, row)));
+                keyed.sort_unstable();
+                for (slot, &(_, _, b, row)) in row_group.iter_mut().zip(&keyed) {
+                    *slot = (b, row);
+                }
+            }
+            if let [only] = nonempty[..] {
+                if order.iter().enumerate().all(|(at, &(b, row))| b == only && row == at) {
+                    return Ok((TimeOrder::InOrder(&batches[only]), bounds));
+                }
+            }
+        }
         Ok((TimeOrder::Interleaved { batches: batches.iter().collect(), order }, bounds))
     }
 
@@ -93,6 +116,96 @@ impl<'a> TimeOrder<'a> {
                 Ok(interleave(&arrays, &order[rows])?)
             }
         }
+    }
+}
+
+/// The column that orders the rows inside each row group of a segment of `table`, before time.
+/// Analysts look up an execution environment's rows (`environment()`, or `WHERE log_stream = …`), and
+/// a row group of an hour holds some rows of nearly every busy environment: in time order those rows
+/// are spread over all its pages, so such a lookup decoded nearly every page of the columns it reads.
+/// Ordered by log stream, an environment's rows of a row group are one run in a page or two, which the
+/// page index finds by the pages' min and max (and a log stream's function repeats along it). The row
+/// groups themselves keep following time, so time ranges prune them as before. One column only: a
+/// second one is ordered only inside the first's runs, and a page that spans several runs has a min and
+/// max of the second that rule nothing out.
+pub fn cluster_column(table: Table) -> Option<&'static str> {
+    match table {
+        Table::Invocations | Table::Logs => Some("log_stream"),
+        _ => None,
+    }
+}
+
+/// Each row's rank in the order of the values of the string column `name` (nulls first).
+fn cluster_keys(table: Table, name: &str, batches: &[RecordBatch]) -> Result<Vec<Vec<u32>>> {
+    let column = table.schema().index_of(name)?;
+    // Each distinct value numbered as it is first met (0 is null), then ranked by value.
+    let mut distinct = Distinct::default();
+    let mut keys: Vec<Vec<u32>> =
+        batches.iter().map(|batch| distinct.ids_of(batch.column(column).as_ref())).collect::<Result<_>>()?;
+    let rank = distinct.ranks();
+    for key in keys.iter_mut().flatten() {
+        *key = rank[*key as usize];
+    }
+    Ok(keys)
+}
+
+/// The distinct strings of a column, numbered from 1 as they are first met (0 is null).
+#[derive(Default)]
+struct Distinct<'a> {
+    ids: foldhash::HashMap<&'a str, u32>,
+    values: Vec<&'a str>,
+}
+
+impl<'a> Distinct<'a> {
+    fn id(&mut self, value: &'a str) -> u32 {
+        let next = self.values.len() as u32 + 1;
+        let id = *self.ids.entry(value).or_insert(next);
+        if id == next {
+            self.values.push(value);
+        }
+        id
+    }
+
+    /// The id of each row's value of a string or dictionary-of-string column.
+    fn ids_of(&mut self, array: &'a dyn Array) -> Result<Vec<u32>> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int32Type;
+        let mut of_strings = |values: &mut dyn Iterator<Item = Option<&'a str>>| -> Vec<u32> {
+            // Rows of one value come in runs (a log stream's lines): the last value is checked first.
+            let mut last: Option<(&'a str, u32)> = None;
+            values
+                .map(|value| match (value, last) {
+                    (None, _) => 0,
+                    (Some(v), Some((l, id))) if v == l => id,
+                    (Some(v), _) => {
+                        let id = self.id(v);
+                        last = Some((v, id));
+                        id
+                    }
+                })
+                .collect()
+        };
+        match array.data_type() {
+            DataType::Utf8 => Ok(of_strings(&mut array.as_string::<i32>().iter())),
+            DataType::Utf8View => Ok(of_strings(&mut array.as_string_view().iter())),
+            DataType::Dictionary(key, value) if **key == DataType::Int32 && **value == DataType::Utf8 => {
+                let dictionary = array.as_dictionary::<Int32Type>();
+                let value_ids = of_strings(&mut dictionary.values().as_string::<i32>().iter());
+                Ok(dictionary.keys().iter().map(|key| key.map_or(0, |key| value_ids[key as usize])).collect())
+            }
+            other => Err(StoreError::Internal(format!("a segment is not ordered by a column of type {other}"))),
+        }
+    }
+
+    /// The rank of each id by value (ids are indices; null, id 0, ranks first).
+    fn ranks(&self) -> Vec<u32> {
+        let mut by_value: Vec<u32> = (1..=self.values.len() as u32).collect();
+        by_value.sort_unstable_by_key(|id| self.values[*id as usize - 1]);
+        let mut rank = vec![0u32; self.values.len() + 1];
+        for (at, id) in by_value.into_iter().enumerate() {
+            rank[id as usize] = at as u32 + 1;
+        }
+        rank
     }
 }
 
@@ -122,8 +235,8 @@ pub fn lookup_columns(table: Table) -> &'static [&'static str] {
 /// Columns written without a dictionary, and the encoding of their values (`None`: plain): those whose
 /// values are nearly all distinct, where a dictionary only adds a page that every read of one row
 /// must decode whole: a point lookup read 1.8 MB of them for one row (Parquet falls back to plain
-/// pages only once a dictionary passes 1 MiB). Times are written as deltas (a segment is sorted by
-/// time, so its first column's deltas are small: half the bytes), measurements plain, and the ids that
+/// pages only once a dictionary passes 1 MiB). Times are written as deltas (a segment's rows follow
+/// time, along each log stream's run where a row group is ordered by stream, so the deltas are small), measurements plain, and the ids that
 /// name one row of their table plain. Other columns keep Parquet's choice: a log stream's dictionary,
 /// for one, is a fifth of its plain pages.
 fn plain_columns(table: Table) -> impl Iterator<Item = (String, Option<Encoding>)> {
@@ -147,6 +260,16 @@ fn plain_columns(table: Table) -> impl Iterator<Item = (String, Option<Encoding>
     by_type.into_iter().chain(unique.iter().map(|c| (c.to_string(), None)))
 }
 
+/// The order of a row group's rows, as Parquet records it: the cluster column (nulls first), then time.
+fn sorting_columns(table: Table) -> Vec<SortingColumn> {
+    let cluster = cluster_column(table).and_then(|name| table.schema().index_of(name).ok());
+    cluster
+        .map(|column| SortingColumn { column_idx: column as i32, descending: false, nulls_first: true })
+        .into_iter()
+        .chain(std::iter::once(SortingColumn { column_idx: 0, descending: false, nulls_first: false }))
+        .collect()
+}
+
 /// The writer properties of a segment of `table`.
 fn writer_properties(table: Table) -> WriterProperties {
     let properties = WriterProperties::builder()
@@ -155,7 +278,7 @@ fn writer_properties(table: Table) -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
         // Small pages: a lookup of one row decodes one page of each column, found by the page index.
         .set_data_page_row_count_limit(DATA_PAGE_ROWS_MAX)
-        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .set_sorting_columns(Some(sorting_columns(table)))
         .set_key_value_metadata(Some(vec![
             KeyValue::new(METADATA_SCHEMA_VERSION.to_string(), SCHEMA_VERSION.to_string()),
             KeyValue::new(METADATA_TABLE.to_string(), table.name().to_string()),
@@ -183,7 +306,8 @@ fn writer_properties(table: Table) -> WriterProperties {
         .build()
 }
 
-/// Sorts the batches of one partition by time and encodes them as one Parquet file, on one thread.
+/// Puts the rows of one partition in a segment's order (`TimeOrder`) and encodes them as one Parquet
+/// file, on one thread.
 pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSegment> {
     encode_segment_on(table, batches, 1)
 }
@@ -195,10 +319,10 @@ struct ColumnJob {
     writers: Vec<ArrowColumnWriter>,
 }
 
-/// `encode_segment` on `threads` threads: each column of each row group is taken in time order and
-/// encoded (Parquet encoding, statistics, bloom filter, zstd) as a job of its own, the largest columns
-/// first, and the chunks are written in order. The file is the one `ArrowWriter` writes from the
-/// sorted rows, byte for byte, whatever the number of threads; a seal that has the cores to itself
+/// `encode_segment` on `threads` threads: each column of each row group is taken in the segment's
+/// order and encoded (Parquet encoding, statistics, bloom filter, zstd) as a job of its own, the
+/// largest columns first, and the chunks are written in order. The file is the one `ArrowWriter`
+/// writes from the ordered rows, byte for byte, whatever the number of threads; a seal that has the cores to itself
 /// (the last partition of an ingest, one partition of a quiet server) takes them all.
 pub fn encode_segment_on(table: Table, batches: &[RecordBatch], threads: usize) -> Result<EncodedSegment> {
     let schema = table.schema();
@@ -491,19 +615,25 @@ mod tests {
             writer.write(&sorted).unwrap();
             writer.close().unwrap();
             let times = time_values(table, &sorted).unwrap();
+            let bounds = (arrow::compute::min(times).unwrap(), arrow::compute::max(times).unwrap());
             for threads in [1, 2, 3] {
                 let encoded = encode_segment_on(table, &batches, threads).unwrap();
                 assert!(encoded.bytes[..] == expected[..], "{table} on {threads} threads");
                 assert_eq!(encoded.rows, 210_001);
-                assert_eq!((encoded.min_ts_micros, encoded.max_ts_micros), (times.value(0), times.value(210_000)));
+                assert_eq!((encoded.min_ts_micros, encoded.max_ts_micros), bounds);
             }
-            // One batch already in order is encoded from itself, as one writer writes it.
+            // One batch already in the order of a segment is encoded from itself, as one writer writes
+            // it: whole row groups of a segment, or, without cluster columns, any rows in time order.
+            let rows = if cluster_column(table).is_none() { 10..70_010 } else { 0..2 * ROW_GROUP_ROWS_MAX };
+            let in_order = sorted.slice(rows.start, rows.len());
             let mut expected = Vec::new();
             let mut writer =
                 ArrowWriter::try_new(&mut expected, table.schema(), Some(writer_properties(table))).unwrap();
-            writer.write(&sorted.slice(10, 70_000)).unwrap();
+            writer.write(&in_order).unwrap();
             writer.close().unwrap();
-            let encoded = encode_segment_on(table, &[sorted.slice(10, 70_000)], 2).unwrap();
+            let batches = [in_order];
+            assert!(matches!(TimeOrder::of(table, &batches).unwrap().0, TimeOrder::InOrder(_)), "{table}");
+            let encoded = encode_segment_on(table, &batches, 2).unwrap();
             assert!(encoded.bytes[..] == expected[..], "{table}: one batch in order");
         }
         // No rows: an empty file of the table, as before.
@@ -511,6 +641,89 @@ mod tests {
         assert_eq!((empty.rows, empty.min_ts_micros, empty.max_ts_micros), (0, 0, 0));
         let read = decode_segment(Table::Logs, "s", empty.bytes, None, TimeRange::ALL).unwrap();
         assert_eq!(read.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    }
+
+    /// The (log stream, time) of every row of `batches` of `table`, and a text of the whole row (every
+    /// column) to compare rows by.
+    fn keyed_rows(table: Table, batches: &[RecordBatch]) -> Vec<((Option<String>, i64), String)> {
+        let batch = arrow::compute::concat_batches(&table.schema(), batches).unwrap();
+        let text = |name: &str| {
+            let column = arrow::compute::cast(batch.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+            let column = column.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
+            (0..batch.num_rows()).map(move |row| column.is_valid(row).then(|| column.value(row).to_string()))
+        };
+        let rows = arrow::util::display::ArrayFormatter::try_new;
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| rows(c.as_ref(), &arrow::util::display::FormatOptions::default()).unwrap())
+            .collect();
+        let times = time_values(table, &batch).unwrap();
+        text("log_stream")
+            .enumerate()
+            .map(|(row, stream)| {
+                let whole = formatters.iter().map(|f| f.value(row).to_string()).collect::<Vec<_>>().join("|");
+                ((stream, times.value(row)), whole)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_row_groups_rows_are_ordered_by_log_stream_and_row_groups_follow_time() {
+        let time_of = |id: u64| 1_700_000_000_000_000 + ((id * 7_919) % 50_021) as i64 * 1_000;
+        for table in [Table::Invocations, Table::Logs] {
+            let batches = [varied_batch(table, 0..70_000, time_of), varied_batch(table, 70_000..150_000, time_of)];
+            let encoded = encode_segment_on(table, &batches, 2).unwrap();
+            let reader = SerializedFileReader::new_with_options(
+                encoded.bytes.clone(),
+                ReadOptionsBuilder::new().with_page_index().build(),
+            )
+            .unwrap();
+            let metadata = reader.metadata();
+            assert_eq!(metadata.num_row_groups(), 3, "{table}");
+            let read = decode_segment(table, "s", encoded.bytes.clone(), None, TimeRange::ALL).unwrap();
+            let rows = keyed_rows(table, &read);
+            // The same rows.
+            let mut stored: Vec<&String> = rows.iter().map(|(_, whole)| whole).collect();
+            let input = keyed_rows(table, &batches);
+            let mut expected: Vec<&String> = input.iter().map(|(_, whole)| whole).collect();
+            stored.sort_unstable();
+            expected.sort_unstable();
+            assert!(stored == expected, "{table}: the rows stored are the rows given");
+            // Each row group holds the next rows in time, ordered by log stream and time.
+            let mut start = 0;
+            let mut last_max = i64::MIN;
+            let mut runs = 0;
+            for row_group in metadata.row_groups() {
+                let group = &rows[start..start + row_group.num_rows() as usize];
+                assert!(group.windows(2).all(|w| w[0].0 <= w[1].0), "{table}: a row group out of order");
+                let (min, max) =
+                    (group.iter().map(|r| r.0 .1).min().unwrap(), group.iter().map(|r| r.0 .1).max().unwrap());
+                assert!(min >= last_max, "{table}: row groups overlap in time");
+                last_max = max;
+                runs += group.windows(2).filter(|w| w[0].0 .0 != w[1].0 .0).count() + 1;
+                start += group.len();
+            }
+            // A log stream's rows of a row group are found in a page or two by the page index.
+            let stream_column = table.schema().index_of("log_stream").unwrap();
+            let (group, stream) = (1, rows[ROW_GROUP_ROWS_MAX + 30_000].0 .0.clone().unwrap());
+            let index = &metadata.column_index().unwrap()[group][stream_column];
+            let parquet::file::page_index::column_index::ColumnIndexMetaData::BYTE_ARRAY(index) = index else {
+                panic!("{table}: log_stream has no page index")
+            };
+            let pages = (0..index.num_pages() as usize)
+                .filter(|page| {
+                    let (min, max) = (index.min_value(*page), index.max_value(*page));
+                    min.zip(max).is_some_and(|(min, max)| min <= stream.as_bytes() && stream.as_bytes() <= max)
+                })
+                .count();
+            let holding = rows[ROW_GROUP_ROWS_MAX..2 * ROW_GROUP_ROWS_MAX]
+                .iter()
+                .filter(|r| r.0 .0.as_deref() == Some(stream.as_str()))
+                .count();
+            assert!(holding > 1 && pages <= 2, "{table}: {stream} ({holding} rows) in {pages} pages");
+            assert!(runs < rows.len() / 10, "{table}: {runs} runs of a log stream");
+        }
     }
 
     #[test]
