@@ -54,13 +54,13 @@ pub struct EncodedSegment {
 /// is taken on its own when it is encoded, so no sorted copy of the whole partition is ever made (a
 /// concatenation, then a `take` by the sorted indices, copied every row twice: a tenth of an ingest's
 /// sealing time, and its page faults).
-enum TimeOrder<'a> {
+enum SegmentOrder<'a> {
     InOrder(&'a RecordBatch),
     Interleaved { batches: Vec<&'a RecordBatch>, order: Vec<(usize, usize)> },
 }
 
-impl<'a> TimeOrder<'a> {
-    fn of(table: Table, batches: &'a [RecordBatch]) -> Result<(TimeOrder<'a>, Option<(i64, i64)>)> {
+impl<'a> SegmentOrder<'a> {
+    fn of(table: Table, batches: &'a [RecordBatch]) -> Result<(SegmentOrder<'a>, Option<(i64, i64)>)> {
         let times: Vec<&[i64]> =
             batches.iter().map(|b| time_values(table, b).map(|t| &t.values()[..])).collect::<Result<_>>()?;
         let in_order = |t: &[i64]| t.windows(2).all(|w| w[0] <= w[1]);
@@ -68,7 +68,7 @@ impl<'a> TimeOrder<'a> {
         if let [only] = nonempty[..] {
             if cluster_column(table).is_none() && in_order(times[only]) {
                 let t = times[only];
-                return Ok((TimeOrder::InOrder(&batches[only]), Some((t[0], t[t.len() - 1]))));
+                return Ok((SegmentOrder::InOrder(&batches[only]), Some((t[0], t[t.len() - 1]))));
             }
         }
         let mut order: Vec<(usize, usize)> =
@@ -93,25 +93,25 @@ impl<'a> TimeOrder<'a> {
             }
             if let [only] = nonempty[..] {
                 if order.iter().enumerate().all(|(at, &(b, row))| b == only && row == at) {
-                    return Ok((TimeOrder::InOrder(&batches[only]), bounds));
+                    return Ok((SegmentOrder::InOrder(&batches[only]), bounds));
                 }
             }
         }
-        Ok((TimeOrder::Interleaved { batches: batches.iter().collect(), order }, bounds))
+        Ok((SegmentOrder::Interleaved { batches: batches.iter().collect(), order }, bounds))
     }
 
     fn rows(&self) -> usize {
         match self {
-            TimeOrder::InOrder(batch) => batch.num_rows(),
-            TimeOrder::Interleaved { order, .. } => order.len(),
+            SegmentOrder::InOrder(batch) => batch.num_rows(),
+            SegmentOrder::Interleaved { order, .. } => order.len(),
         }
     }
 
     /// Column `column` of the sorted rows `rows`.
     fn column(&self, column: usize, rows: std::ops::Range<usize>) -> Result<ArrayRef> {
         match self {
-            TimeOrder::InOrder(batch) => Ok(batch.column(column).slice(rows.start, rows.len())),
-            TimeOrder::Interleaved { batches, order } => {
+            SegmentOrder::InOrder(batch) => Ok(batch.column(column).slice(rows.start, rows.len())),
+            SegmentOrder::Interleaved { batches, order } => {
                 let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(column).as_ref()).collect();
                 Ok(interleave(&arrays, &order[rows])?)
             }
@@ -306,7 +306,7 @@ fn writer_properties(table: Table) -> WriterProperties {
         .build()
 }
 
-/// Puts the rows of one partition in a segment's order (`TimeOrder`) and encodes them as one Parquet
+/// Puts the rows of one partition in a segment's order (`SegmentOrder`) and encodes them as one Parquet
 /// file, on one thread.
 pub fn encode_segment(table: Table, batches: &[RecordBatch]) -> Result<EncodedSegment> {
     encode_segment_on(table, batches, 1)
@@ -326,7 +326,7 @@ struct ColumnJob {
 /// (the last partition of an ingest, one partition of a quiet server) takes them all.
 pub fn encode_segment_on(table: Table, batches: &[RecordBatch], threads: usize) -> Result<EncodedSegment> {
     let schema = table.schema();
-    let (sorted, bounds) = TimeOrder::of(table, batches)?;
+    let (sorted, bounds) = SegmentOrder::of(table, batches)?;
     let (min_ts_micros, max_ts_micros) = bounds.unwrap_or((0, 0));
     let rows = sorted.rows();
     let bytes_in: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
@@ -605,8 +605,10 @@ mod tests {
                 varied_batch(table, 150_000..210_001, time_of),
             ];
             let sorted = {
-                let (order, _) = TimeOrder::of(table, &batches).unwrap();
-                let TimeOrder::Interleaved { batches, order } = order else { panic!("three batches are interleaved") };
+                let (order, _) = SegmentOrder::of(table, &batches).unwrap();
+                let SegmentOrder::Interleaved { batches, order } = order else {
+                    panic!("three batches are interleaved")
+                };
                 arrow::compute::interleave_record_batch(&batches, &order).unwrap()
             };
             let mut expected = Vec::new();
@@ -632,7 +634,7 @@ mod tests {
             writer.write(&in_order).unwrap();
             writer.close().unwrap();
             let batches = [in_order];
-            assert!(matches!(TimeOrder::of(table, &batches).unwrap().0, TimeOrder::InOrder(_)), "{table}");
+            assert!(matches!(SegmentOrder::of(table, &batches).unwrap().0, SegmentOrder::InOrder(_)), "{table}");
             let encoded = encode_segment_on(table, &batches, 2).unwrap();
             assert!(encoded.bytes[..] == expected[..], "{table}: one batch in order");
         }
@@ -652,11 +654,11 @@ mod tests {
             let column = column.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
             (0..batch.num_rows()).map(move |row| column.is_valid(row).then(|| column.value(row).to_string()))
         };
-        let rows = arrow::util::display::ArrayFormatter::try_new;
+        let options = arrow::util::display::FormatOptions::default();
         let formatters: Vec<_> = batch
             .columns()
             .iter()
-            .map(|c| rows(c.as_ref(), &arrow::util::display::FormatOptions::default()).unwrap())
+            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
             .collect();
         let times = time_values(table, &batch).unwrap();
         text("log_stream")
