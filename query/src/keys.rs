@@ -215,7 +215,7 @@ type PagesOfRowGroups = Vec<(usize, PageFilters)>;
 
 /// Filters of one column per data page of one row group, made from its values when `serve` warms
 /// the cache or the first time a lookup finds that row group (Parquet keeps one filter per row group
-/// and column; a page is 4 Ki rows at most, `store::segment::DATA_PAGE_ROWS_MAX`): a lookup of a key
+/// and column; a page is 4 Ki rows at most, `store::segment::DATA_PAGE_ROWS_MAX`, and about 1 Ki of an id): a lookup of a key
 /// in that row group then decodes only the pages whose filters may hold it, not the row group's 64 Ki
 /// values.
 struct PageFilters {

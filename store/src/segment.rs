@@ -36,6 +36,10 @@ pub const BLOOM_FILTER_FPP: f64 = 0.001;
 /// once bloom filters have found the row group and the page index the page.
 pub const DATA_PAGE_ROWS_MAX: usize = 4 * 1024;
 
+/// Bytes of a data page of a distinct id (`unique_columns`) before compression, at most: 1 Ki ids of
+/// 32 to 40 characters pass it, so their pages are a quarter of `DATA_PAGE_ROWS_MAX`.
+pub const ID_PAGE_BYTES_MAX: usize = 32 * 1024;
+
 /// A segment encoded in memory, ready to be put into the location.
 #[derive(Debug, Clone)]
 pub struct EncodedSegment {
@@ -240,13 +244,6 @@ pub fn lookup_columns(table: Table) -> &'static [&'static str] {
 /// name one row of their table plain. Other columns keep Parquet's choice: a log stream's dictionary,
 /// for one, is a fifth of its plain pages.
 fn plain_columns(table: Table) -> impl Iterator<Item = (String, Option<Encoding>)> {
-    let unique: &[&str] = match table {
-        Table::Invocations => &["request_id", "trace_id"],
-        Table::Spans => &["span_id"],
-        Table::Cloudtrail => &["event_id"],
-        Table::Alerts => &["alert_id"],
-        _ => &[],
-    };
     let schema = table.schema();
     let by_type: Vec<(String, Option<Encoding>)> = schema
         .fields()
@@ -257,7 +254,19 @@ fn plain_columns(table: Table) -> impl Iterator<Item = (String, Option<Encoding>
             _ => None,
         })
         .collect();
-    by_type.into_iter().chain(unique.iter().map(|c| (c.to_string(), None)))
+    by_type.into_iter().chain(unique_columns(table).iter().map(|c| (c.to_string(), None)))
+}
+
+/// The ids that name one row of their table: nearly every value distinct, and the widest columns a
+/// lookup or a timeline decodes.
+fn unique_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Invocations => &["request_id", "trace_id"],
+        Table::Spans => &["span_id"],
+        Table::Cloudtrail => &["event_id"],
+        Table::Alerts => &["alert_id"],
+        _ => &[],
+    }
 }
 
 /// The order of a row group's rows, as Parquet records it: the cluster column (nulls first), then time.
@@ -291,6 +300,12 @@ fn writer_properties(table: Table) -> WriterProperties {
             Some(encoding) => properties.set_column_encoding(path, encoding),
             None => properties,
         }
+    });
+    // A distinct id's pages hold about 1 Ki rows (the writer checks a page's size every 1 Ki values), not
+    // 4 Ki: a query that picks rows scattered over a row group (a principal's timeline, an address's
+    // invocations) decodes the pages that hold them, and ids are most of those bytes.
+    let properties = unique_columns(table).iter().fold(properties, |properties, column| {
+        properties.set_column_data_page_size_limit(ColumnPath::from(*column), ID_PAGE_BYTES_MAX)
     });
     lookup_columns(table)
         .iter()
@@ -781,6 +796,54 @@ mod tests {
         assert!(chunk("function_name").dictionary_page_offset().is_some(), "repeated names keep their dictionary");
         let read = decode_segment(Table::Invocations, "s", segment.bytes, None, TimeRange::ALL).unwrap();
         assert_eq!(arrow::compute::concat_batches(&Table::Invocations.schema(), &read).unwrap(), batch);
+    }
+
+    #[test]
+    fn a_distinct_ids_pages_hold_a_quarter_of_the_rows_of_the_other_columns_pages() {
+        use arrow::array::StringArray;
+        let ids: Vec<u64> = (0..20_000).collect();
+        let mut batch = batch_with_ids(Table::Invocations, &ids, |id| 1_700_000_000_000_000 + 37 * id as i64);
+        let schema = Table::Invocations.schema();
+        let mut columns = batch.columns().to_vec();
+        let uuid = |id: u64| {
+            format!(
+                "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                id * 2_654_435_761,
+                id % 65_521,
+                id % 4_093,
+                id % 4_091,
+                id * 40_503
+            )
+        };
+        columns[schema.index_of("request_id").unwrap()] =
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|id| uuid(*id))));
+        columns[schema.index_of("trace_id").unwrap()] = Arc::new(StringArray::from_iter_values(
+            ids.iter().map(|id| format!("1-{:08x}-{:024x}", id / 300, id * 977)),
+        ));
+        batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let segment = encode_segment(Table::Invocations, std::slice::from_ref(&batch)).unwrap();
+        let reader = SerializedFileReader::new_with_options(
+            segment.bytes.clone(),
+            ReadOptionsBuilder::new().with_page_index().build(),
+        )
+        .unwrap();
+        let offsets = &reader.metadata().offset_index().expect("a page index")[0];
+        let largest_page = |name: &str| {
+            let pages = offsets[schema.index_of(name).unwrap()].page_locations();
+            let starts: Vec<i64> = pages.iter().map(|p| p.first_row_index).chain([ids.len() as i64]).collect();
+            starts.windows(2).map(|w| w[1] - w[0]).max().unwrap()
+        };
+        for name in ["request_id", "trace_id"] {
+            // The writer checks a page's size once per 1 Ki values of each piece it is given, so a page
+            // may hold a little more than 1 Ki ids, never the 4 Ki rows of the other columns' pages.
+            let pages = offsets[schema.index_of(name).unwrap()].page_locations().len();
+            assert!(largest_page(name) <= 2 * 1_024 && ids.len() / pages <= 1_100, "{name}: {pages} pages");
+        }
+        for name in ["ts", "function_name", "duration_ms"] {
+            assert_eq!(largest_page(name), DATA_PAGE_ROWS_MAX as i64, "{name}");
+        }
+        let read = decode_segment(Table::Invocations, "s", segment.bytes, None, TimeRange::ALL).unwrap();
+        assert_eq!(arrow::compute::concat_batches(&schema, &read).unwrap(), batch);
     }
 
     #[test]
