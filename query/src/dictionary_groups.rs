@@ -202,11 +202,8 @@ impl ExecutionPlan for Mapped {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal("DictionaryGroupsExec has one input".into()));
-        }
         Ok(Arc::new(Mapped::new(
-            children.swap_remove(0),
+            only_child(&mut children, "DictionaryGroupsExec")?,
             self.mapping.clone(),
             self.interner.clone(),
             self.schema.clone(),
@@ -292,14 +289,14 @@ fn rewrite(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
             .iter()
             .all(|a| !a.is_distinct() && a.order_bys().is_empty() && a.groups_accumulator_supported());
     let grouped: Arc<dyn ExecutionPlan> = if dense {
-        Arc::new(DenseGroups::new(
-            aggregate.input().clone(),
-            dictionaries[0].1,
-            aggregate.aggr_expr().to_vec(),
-            aggregate.filter_expr().to_vec(),
-            interner.clone(),
-            grouped.schema(),
-        ))
+        let aggregation = Aggregation {
+            column: dictionaries[0].1,
+            aggregates: aggregate.aggr_expr().to_vec(),
+            filters: aggregate.filter_expr().to_vec(),
+            interner: interner.clone(),
+            schema: grouped.schema(),
+        };
+        Arc::new(DenseGroups::new(aggregate.input().clone(), Arc::new(aggregation)))
     } else {
         Arc::new(grouped)
     };
@@ -318,31 +315,31 @@ fn rewrite(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
 #[derive(Debug)]
 struct DenseGroups {
     input: Arc<dyn ExecutionPlan>,
+    aggregation: Arc<Aggregation>,
+    properties: Arc<PlanProperties>,
+}
+
+/// What a [`DenseGroups`] computes, shared by its partitions' streams.
+#[derive(Debug)]
+struct Aggregation {
     /// The dictionary column's index in the input.
     column: usize,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     interner: Arc<Mutex<Interner>>,
+    /// The partial aggregation's output.
     schema: SchemaRef,
-    properties: Arc<PlanProperties>,
 }
 
 impl DenseGroups {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        column: usize,
-        aggregates: Vec<Arc<AggregateFunctionExpr>>,
-        filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-        interner: Arc<Mutex<Interner>>,
-        schema: SchemaRef,
-    ) -> Self {
+    fn new(input: Arc<dyn ExecutionPlan>, aggregation: Arc<Aggregation>) -> Self {
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            EquivalenceProperties::new(aggregation.schema.clone()),
             input.output_partitioning().clone(),
             input.pipeline_behavior(),
             input.boundedness(),
         );
-        DenseGroups { input, column, aggregates, filters, interner, schema, properties: Arc::new(properties) }
+        DenseGroups { input, aggregation, properties: Arc::new(properties) }
     }
 }
 
@@ -387,7 +384,7 @@ impl Groups {
         Ok(rows)
     }
 
-    fn update(&mut self, node: &DenseGroups, batch: &RecordBatch) -> Result<()> {
+    fn update(&mut self, node: &Aggregation, batch: &RecordBatch) -> Result<()> {
         let rows = self.of_rows(&node.interner, batch.column(node.column).as_ref())?;
         let total = self.seen.len();
         for ((accumulator, aggregate), filter) in self.accumulators.iter_mut().zip(&node.aggregates).zip(&node.filters)
@@ -435,8 +432,8 @@ impl Groups {
 
 impl DisplayAs for DenseGroups {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let names: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
-        write!(f, "DenseGroupsExec: column={}, aggr=[{}]", self.column, names.join(", "))
+        let names: Vec<&str> = self.aggregation.aggregates.iter().map(|a| a.name()).collect();
+        write!(f, "DenseGroupsExec: column={}, aggr=[{}]", self.aggregation.column, names.join(", "))
     }
 }
 
@@ -457,15 +454,10 @@ impl ExecutionPlan for DenseGroups {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for aggregate in &self.aggregates {
-            for expr in aggregate.expressions() {
-                if f(&expr)? == TreeNodeRecursion::Stop {
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-            }
-        }
-        for filter in self.filters.iter().flatten() {
-            if f(filter)? == TreeNodeRecursion::Stop {
+        let aggregation = &self.aggregation;
+        let arguments = aggregation.aggregates.iter().flat_map(|aggregate| aggregate.expressions());
+        for expr in arguments.chain(aggregation.filters.iter().flatten().cloned()) {
+            if f(&expr)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
         }
@@ -477,17 +469,7 @@ impl ExecutionPlan for DenseGroups {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal("DenseGroupsExec has one input".into()));
-        }
-        Ok(Arc::new(DenseGroups::new(
-            children.swap_remove(0),
-            self.column,
-            self.aggregates.clone(),
-            self.filters.clone(),
-            self.interner.clone(),
-            self.schema.clone(),
-        )))
+        Ok(Arc::new(DenseGroups::new(only_child(&mut children, "DenseGroupsExec")?, self.aggregation.clone())))
     }
 
     #[allow(deprecated)]
@@ -497,15 +479,8 @@ impl ExecutionPlan for DenseGroups {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let mut input = self.input.execute(partition, context)?;
-        let node = DenseGroups::new(
-            self.input.clone(),
-            self.column,
-            self.aggregates.clone(),
-            self.filters.clone(),
-            self.interner.clone(),
-            self.schema.clone(),
-        );
-        let accumulators = self.aggregates.iter().map(|a| a.create_groups_accumulator()).collect::<Result<Vec<_>>>()?;
+        let node = self.aggregation.clone();
+        let accumulators = node.aggregates.iter().map(|a| a.create_groups_accumulator()).collect::<Result<Vec<_>>>()?;
         let stream = futures::stream::once(async move {
             let mut groups = Groups { accumulators, seen: Vec::new(), last: None };
             while let Some(batch) = input.next().await {
@@ -513,7 +488,15 @@ impl ExecutionPlan for DenseGroups {
             }
             groups.emit(&node.schema)
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.aggregation.schema.clone(), stream)))
+    }
+}
+
+/// The one child of a node with one input, taken out of `children`.
+fn only_child(children: &mut Vec<Arc<dyn ExecutionPlan>>, node: &str) -> Result<Arc<dyn ExecutionPlan>> {
+    match children.len() {
+        1 => Ok(children.swap_remove(0)),
+        n => Err(DataFusionError::Internal(format!("{node} has one input, not {n}"))),
     }
 }
 
