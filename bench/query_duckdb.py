@@ -224,6 +224,10 @@ class Server:
         while len(counts) < 6 or len(set(counts[-6:])) > 1:
             time.sleep(2)
             counts.append(self.detected())
+        # And once it has read the segments' id filters into memory ("lookups: the id filters of ..." in its
+        # log, or a warning that it could not), in the background at start: at 100M invocations, a minute.
+        while "id filters" not in open(self.log.name).read():
+            time.sleep(0.5)
         print(f"{directory}: the server's detectors caught up with the stored rows in "
               f"{time.perf_counter() - waited:.0f} s", file=sys.stderr)
 

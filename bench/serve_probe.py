@@ -60,6 +60,9 @@ try:
     while len(counts) < 6 or len(set(counts[-6:])) > 1:
         time.sleep(2)
         counts.append(detected())
+    # And once it has read the segments' id filters into memory, in the background at start.
+    while "id filters" not in open(log.name).read():
+        time.sleep(0.5)
     for name in sql_files:
         sql = open(name).read().encode()
         pa.ipc.open_stream(request("/api/v1/sql?format=arrow", sql)).read_all()

@@ -158,7 +158,7 @@ impl Default for QueryConfig {
             max_connections: 256,
             max_concurrent_queries: 16,
             memory_limit_mb: 2048,
-            key_filter_cache_mb: 256,
+            key_filter_cache_mb: 1024,
             tls_cert: None,
             tls_key: None,
             allow_plaintext: false,

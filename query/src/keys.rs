@@ -35,9 +35,12 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use store::Table;
 
-/// Bytes of bloom filters kept at most (about 2 bytes per stored row and lookup column, as Parquet
-/// sizes them for `store::segment::BLOOM_FILTER_FPP`: the request ids of 130M invocations).
-pub const KEY_FILTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
+/// Bytes of filters kept at most. An id column whose row groups' page positions `serve` makes when
+/// it starts takes about 3 bytes per stored row, another id's bloom filters about 2 (Parquet sizes
+/// them for `store::segment::BLOOM_FILTER_FPP`), and a column of few values per row group (a log
+/// stream, an address, a principal) little: Parquet folds its filters to their size. 100M invocations
+/// looked up by request id and by trace id take about 510 MB.
+pub const KEY_FILTER_CACHE_BYTES: usize = 1024 * 1024 * 1024;
 /// Segments whose filters are read at once when a lookup finds them missing.
 const LOADS_IN_FLIGHT: usize = 8;
 /// Row groups whose page filters one lookup makes at most (see [`SegmentKeys::load_pages`]).
@@ -213,28 +216,99 @@ type RowGroupFilters = Vec<Option<Sbbf>>;
 /// Page filters of some row groups of a segment, by row group index.
 type PagesOfRowGroups = Vec<(usize, PageFilters)>;
 
-/// Filters of one column per data page of one row group, made from its values when `serve` warms
-/// the cache or the first time a lookup finds that row group (Parquet keeps one filter per row group
-/// and column; a page is 4 Ki rows at most, `store::segment::DATA_PAGE_ROWS_MAX`, and about 1 Ki of an id): a lookup of a key
-/// in that row group then decodes only the pages whose filters may hold it, not the row group's 64 Ki
-/// values.
+/// Where in one row group a column's values are: the data page of each of its distinct values, by a
+/// fingerprint of the value's hash, made from the column's values when `serve` warms the cache or the
+/// first time a lookup finds that row group (Parquet keeps one bloom filter per row group and column;
+/// a page is 4 Ki rows at most, `store::segment::DATA_PAGE_ROWS_MAX`, and about 1 Ki of an id): a
+/// lookup of a key in that row group then decodes only the pages that may hold it, not the row
+/// group's 64 Ki values.
+///
+/// The hashes' top `bucket_bits` pick a bucket (about 64 values each), and the next 16 bits are the
+/// fingerprint kept, with the value's page: 3 bytes a value and a row group's table of buckets. An
+/// absent key passes with a chance of the values over 2^(bucket_bits + 16), about 0.1% per row group,
+/// the rate of the row group's own filter (`store::segment::BLOOM_FILTER_FPP`) that this replaces,
+/// whatever the number of pages; and it then names one page, not all. (Bloom filters per page were
+/// tried first: a row group of 64 pages of ids let 2% of absent keys through at 2.6 bytes a row, and
+/// still 0.5% at 3.5 bytes, where each such row group is one more segment a lookup opens.)
 struct PageFilters {
     /// The rows of the row group.
     total: usize,
-    /// Each page's rows and the filter of its values.
-    pages: Vec<(Range<usize>, Sbbf)>,
+    /// The rows of each unit of pages the positions name: a page, or, past 256 pages, runs of them.
+    pages: Vec<Range<usize>>,
+    bucket_bits: u32,
+    /// Where each bucket's entries start in `fingerprints` and `page_of`, and where the last ends.
+    starts: Vec<u32>,
+    fingerprints: Vec<u16>,
+    page_of: Vec<u8>,
+}
+
+/// The hash of a value that page positions are kept by (the same in every process: a fixed seed).
+fn key_hash(value: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x636f_6c64_7472_6169).hash_one(value)
 }
 
 impl PageFilters {
+    /// The positions of `values`, each a page's values (rows `pages[i]` of `total`).
+    fn new<'a>(total: usize, pages: Vec<(Range<usize>, impl IntoIterator<Item = &'a str>)>) -> PageFilters {
+        // Past 256 pages (very long values), a unit is a run of pages, so that its index fits a byte.
+        let per_unit = pages.len().div_ceil(256).max(1);
+        let mut units: Vec<Range<usize>> = Vec::with_capacity(pages.len().div_ceil(per_unit));
+        let mut hashes: Vec<(u64, u8)> = Vec::new();
+        for (index, (rows, values)) in pages.into_iter().enumerate() {
+            let unit = index / per_unit;
+            match units.get_mut(unit) {
+                Some(run) => run.end = rows.end,
+                None => units.push(rows),
+            }
+            hashes.extend(values.into_iter().map(|v| (key_hash(v), unit as u8)));
+        }
+        hashes.sort_unstable();
+        hashes.dedup();
+        // About 64 values a bucket: 2^bucket_bits at least a 64th of the values, a power of two.
+        let bucket_bits = (hashes.len().div_ceil(64).max(1).next_power_of_two().trailing_zeros()).min(32);
+        let bucket = |hash: u64| if bucket_bits == 0 { 0 } else { (hash >> (64 - bucket_bits)) as usize };
+        let mut starts = vec![0u32; (1 << bucket_bits) + 1];
+        for (hash, _) in &hashes {
+            starts[bucket(*hash) + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let fingerprints = hashes.iter().map(|(hash, _)| fingerprint(*hash, bucket_bits)).collect();
+        let page_of = hashes.iter().map(|(_, unit)| *unit).collect();
+        PageFilters { total, pages: units, bucket_bits, starts, fingerprints, page_of }
+    }
+
     fn bytes(&self) -> usize {
-        self.pages.iter().map(|(_, f)| f.num_blocks() * 32 + 32).sum::<usize>() + 32
+        self.starts.len() * 4 + self.fingerprints.len() * 3 + self.pages.len() * 16 + 64
     }
 
     fn may_hold(&self, values: &[String]) -> Rows {
-        let ranges =
-            self.pages.iter().filter(|(_, f)| values.iter().any(|v| f.check(v.as_str()))).map(|(r, _)| r.clone());
-        Rows::ranges(ranges.collect(), self.total)
+        let mut units: Vec<usize> = Vec::new();
+        for value in values {
+            let hash = key_hash(value);
+            let bucket = if self.bucket_bits == 0 { 0 } else { (hash >> (64 - self.bucket_bits)) as usize };
+            let (start, end) = (self.starts[bucket] as usize, self.starts[bucket + 1] as usize);
+            let wanted = fingerprint(hash, self.bucket_bits);
+            units.extend((start..end).filter(|&i| self.fingerprints[i] == wanted).map(|i| self.page_of[i] as usize));
+        }
+        units.sort_unstable();
+        units.dedup();
+        let mut ranges: Vec<Range<usize>> = Vec::with_capacity(units.len());
+        for rows in units.into_iter().map(|unit| self.pages[unit].clone()) {
+            match ranges.last_mut() {
+                Some(last) if last.end == rows.start => last.end = rows.end,
+                _ => ranges.push(rows),
+            }
+        }
+        Rows::ranges(ranges, self.total)
     }
+}
+
+/// The 16 bits of `hash` after its bucket's.
+fn fingerprint(hash: u64, bucket_bits: u32) -> u16 {
+    (hash.wrapping_shl(bucket_bits) >> 48) as u16
 }
 
 /// One segment's filters of one column, a row group each (`None`: that row group has none, so it may
@@ -405,7 +479,7 @@ impl SegmentKeys {
             let before = entry.bytes;
             for (group, filters) in pages {
                 if let Some(slot @ None) = entry.pages.get_mut(group) {
-                    // The pages' filters say all the row group's did, at a lower rate per page.
+                    // The pages' positions say all the row group's filter did, at its rate, and name the page.
                     if let Some(replaced) = entry.row_groups[group].take() {
                         entry.bytes -= replaced.num_blocks() * 32;
                     }
@@ -543,21 +617,6 @@ impl AsyncFileReader for Reader {
     }
 }
 
-/// False-positive rate of a page's filter: a row group has 16 pages, so its pages together rule a key
-/// out about as often as the row group's own filter (`store::segment::BLOOM_FILTER_FPP`), and each
-/// false positive costs one page, not a row group. About 2.4 bytes a row, where the row group's filter
-/// it replaces took 2.
-const PAGE_FILTER_FPP: f64 = 0.0001;
-
-/// A filter of `values` distinct values at most at [`PAGE_FILTER_FPP`], with as many blocks as that
-/// takes (Parquet's own sizes are powers of two).
-fn filter_for(values: usize) -> Sbbf {
-    let fpp = PAGE_FILTER_FPP;
-    let bits = -8.0 * values as f64 / (1.0 - fpp.powf(1.0 / 8.0)).ln();
-    let blocks = (bits as usize).div_ceil(256).max(1);
-    Sbbf::new(&vec![0u8; blocks * 32])
-}
-
 /// Filters of each data page of `column` in `row_groups` of the segment at `path`, from its values
 /// (pages as the offset index places them); `None` when the file cannot be read.
 async fn read_page_filters(
@@ -597,19 +656,10 @@ async fn read_page_filters(
             let starts: Vec<usize> =
                 offsets[group][index].page_locations().iter().map(|p| p.first_row_index as usize).collect();
             let ends = starts.iter().skip(1).copied().chain([total]);
-            let pages = starts
-                .iter()
-                .zip(ends)
-                .map(|(&start, end)| {
-                    // Sized for the page's distinct values: a request's log lines repeat its id.
-                    let distinct: std::collections::HashSet<&str> =
-                        values[start.min(end)..end].iter().flatten().copied().collect();
-                    let mut filter = filter_for(distinct.len());
-                    distinct.into_iter().for_each(|value| filter.insert(value));
-                    (start..end, filter)
-                })
+            let pages = (starts.iter().zip(ends))
+                .map(|(&start, end)| (start..end, values[start.min(end)..end].iter().flatten().copied()))
                 .collect();
-            out.push((group, PageFilters { total, pages }));
+            out.push((group, PageFilters::new(total, pages)));
         }
         Ok::<_, ParquetError>(out)
     };
@@ -711,6 +761,61 @@ mod tests {
         let candidates: Vec<(&str, u64)> = paths.iter().map(|(p, b)| (p.as_str(), *b)).collect();
         let may_hold = keys.may_hold(&reader_of(store), &candidates, &[("request_id", values)]).await;
         paths.iter().zip(may_hold).filter(|(_, may)| may.terms[0]).map(|((path, _), _)| path.clone()).collect()
+    }
+
+    /// A row group of request ids is 64 pages of about 1 Ki ids (`store::segment::ID_PAGE_BYTES_MAX`):
+    /// its page positions let as few absent keys through as the row group's own filter would, name the
+    /// page of every present key, and take about 3 bytes a value.
+    #[test]
+    fn a_row_groups_page_positions_let_through_as_few_absent_keys_as_its_own_filter() {
+        let (count, per_page) = (64, 1024);
+        let keys: Vec<Vec<String>> = (0..count)
+            .map(|page| (0..per_page).map(|i| format!("present-{}", page * per_page + i)).collect())
+            .collect();
+        let pages = keys
+            .iter()
+            .enumerate()
+            .map(|(page, keys)| (page * per_page..(page + 1) * per_page, keys.iter().map(String::as_str)));
+        let row_group = PageFilters::new(count * per_page, pages.collect());
+        for key in [0, 1, 1023, 1024, 40_000, count * per_page - 1] {
+            let page = key / per_page;
+            assert_eq!(
+                row_group.may_hold(&[format!("present-{key}")]),
+                Rows::Ranges {
+                    ranges: std::iter::once(page * per_page..(page + 1) * per_page).collect(),
+                    total: count * per_page
+                },
+                "present-{key}"
+            );
+        }
+        let probes = 200_000;
+        let through = (0..probes).filter(|i| row_group.may_hold(&[format!("absent-{i}")]).any()).count();
+        let rate = through as f64 / probes as f64;
+        assert!(
+            rate <= 2.0 * store::segment::BLOOM_FILTER_FPP,
+            "{through} of {probes} absent keys ({:.3}%) may be in the row group",
+            rate * 100.0
+        );
+        let bytes_per_value = row_group.bytes() as f64 / (count * per_page) as f64;
+        assert!(bytes_per_value < 3.2, "{bytes_per_value} bytes a value");
+    }
+
+    /// Past 256 pages, a position names a run of pages; a key's run holds its row, and adjacent pages
+    /// are one range.
+    #[test]
+    fn positions_of_more_than_256_pages_name_runs_of_pages() {
+        let pages: Vec<(Range<usize>, Vec<String>)> =
+            (0..600).map(|page| (page * 2..page * 2 + 2, vec![format!("k{page}"), format!("k{page}")])).collect();
+        let row_group =
+            PageFilters::new(1200, pages.iter().map(|(r, v)| (r.clone(), v.iter().map(String::as_str))).collect());
+        assert_eq!(row_group.pages.len(), 200);
+        for page in [0, 1, 2, 299, 599] {
+            let Rows::Ranges { ranges, .. } = row_group.may_hold(&[format!("k{page}")]) else { panic!("k{page}") };
+            assert!(ranges.iter().any(|r| r.contains(&(page * 2))), "k{page}: {ranges:?}");
+            assert!(ranges.iter().all(|r| r.len() <= 6), "k{page}: {ranges:?}");
+        }
+        let both = row_group.may_hold(&["k0".to_string(), "k3".to_string()]);
+        assert_eq!(both, Rows::Ranges { ranges: std::iter::once(0..12).collect(), total: 1200 });
     }
 
     #[tokio::test]
