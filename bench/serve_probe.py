@@ -3,7 +3,8 @@ statement keeps busy, which bounds what several analysts at once can get from th
 
 Starts `coldtrail serve` on DATA_DIR (HTTP with the admin token, as `bench/query_duckdb.py` does), waits
 until its detectors have stopped reading, then runs each SQL file once to warm caches and RUNS times
-(environment, default 7). For each: the median wall time, the median CPU time of the server process
+(environment, default 7), once the server has read its id filters (its resident memory is printed then).
+For each: the median wall time, the median CPU time of the server process
 (`/proc/<pid>/stat`, user and system, read before and after each statement) and their ratio over all runs.
 Run two binaries one after the other, and again, to compare them interleaved.
 
@@ -63,6 +64,9 @@ try:
     # And once it has read the segments' id filters into memory, in the background at start.
     while "id filters" not in open(log.name).read():
         time.sleep(0.5)
+    status = dict(line.split(":", 1) for line in open(f"/proc/{server.pid}/status").read().splitlines() if ":" in line)
+    print(f"ready: resident {status['VmRSS'].strip()}, peak {status['VmHWM'].strip()}; "
+          + next(line for line in open(log.name).read().splitlines() if "id filters" in line).strip(), flush=True)
     for name in sql_files:
         sql = open(name).read().encode()
         pa.ipc.open_stream(request("/api/v1/sql?format=arrow", sql)).read_all()

@@ -39,6 +39,10 @@ pub const DATA_PAGE_ROWS_MAX: usize = 4 * 1024;
 /// Bytes of a data page of a distinct id (`unique_columns`) before compression, at most: 1 Ki ids of
 /// 32 to 40 characters pass it, so their pages are a quarter of `DATA_PAGE_ROWS_MAX`.
 pub const ID_PAGE_BYTES_MAX: usize = 32 * 1024;
+/// Bytes of a data page of a log line's message (`wide_text_columns`) before compression, at most: 1 Ki
+/// messages of 64 bytes or more pass it (the writer checks every 1 Ki values), so a page of messages
+/// holds about 1 Ki rows where a longer one would be as many bytes as 4 Ki ids.
+pub const WIDE_TEXT_PAGE_BYTES_MAX: usize = 64 * 1024;
 
 /// A segment encoded in memory, ready to be put into the location.
 #[derive(Debug, Clone)]
@@ -269,6 +273,14 @@ fn unique_columns(table: Table) -> &'static [&'static str] {
     }
 }
 
+/// Text columns far wider than the rest of their row: a log line's message.
+fn wide_text_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Logs => &["message"],
+        _ => &[],
+    }
+}
+
 /// The order of a row group's rows, as Parquet records it: the cluster column (nulls first), then time.
 fn sorting_columns(table: Table) -> Vec<SortingColumn> {
     let cluster = cluster_column(table).and_then(|name| table.schema().index_of(name).ok());
@@ -306,6 +318,12 @@ fn writer_properties(table: Table) -> WriterProperties {
     // invocations) decodes the pages that hold them, and ids are most of those bytes.
     let properties = unique_columns(table).iter().fold(properties, |properties, column| {
         properties.set_column_data_page_size_limit(ColumnPath::from(*column), ID_PAGE_BYTES_MAX)
+    });
+    // A log line's message is a row group's widest column by far: an execution environment's lines
+    // (`environment()`, clustered as a run of each row group) or a request's decode a page of about 1 Ki
+    // messages around them, not 4 Ki.
+    let properties = wide_text_columns(table).iter().fold(properties, |properties, column| {
+        properties.set_column_data_page_size_limit(ColumnPath::from(*column), WIDE_TEXT_PAGE_BYTES_MAX)
     });
     lookup_columns(table)
         .iter()
@@ -844,6 +862,61 @@ mod tests {
         }
         let read = decode_segment(Table::Invocations, "s", segment.bytes, None, TimeRange::ALL).unwrap();
         assert_eq!(arrow::compute::concat_batches(&schema, &read).unwrap(), batch);
+    }
+
+    #[test]
+    fn a_log_lines_messages_pages_hold_a_quarter_of_the_rows_of_the_other_columns_pages() {
+        use arrow::array::{AsArray, StringArray};
+        let ids: Vec<u64> = (0..20_000).collect();
+        let batch = batch_with_ids(Table::Logs, &ids, |id| 1_700_000_000_000_000 + 37 * id as i64);
+        let schema = Table::Logs.schema();
+        let mut columns = batch.columns().to_vec();
+        // Lines of 100 to 300 bytes, as a function logs them.
+        columns[schema.index_of("message").unwrap()] = Arc::new(StringArray::from_iter_values(ids.iter().map(|id| {
+            format!("{id} connect ECONNREFUSED 10.0.0.1:5432 {}", "x".repeat(60 + (*id as usize * 7) % 200))
+        })));
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let segment = encode_segment(Table::Logs, std::slice::from_ref(&batch)).unwrap();
+        let reader = SerializedFileReader::new_with_options(
+            segment.bytes.clone(),
+            ReadOptionsBuilder::new().with_page_index().build(),
+        )
+        .unwrap();
+        let offsets = &reader.metadata().offset_index().expect("a page index")[0];
+        let largest_page = |name: &str| {
+            let pages = offsets[schema.index_of(name).unwrap()].page_locations();
+            let starts: Vec<i64> = pages.iter().map(|p| p.first_row_index).chain([ids.len() as i64]).collect();
+            starts.windows(2).map(|w| w[1] - w[0]).max().unwrap()
+        };
+        // Past the dictionary's first megabyte (pages of its keys, 4 Ki rows each), the writer writes the
+        // messages themselves, in pages of about 1 Ki.
+        let pages = offsets[schema.index_of("message").unwrap()].page_locations();
+        let sizes: Vec<i64> = (pages.iter().map(|p| p.first_row_index).chain([ids.len() as i64]))
+            .collect::<Vec<i64>>()
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .collect();
+        assert!(
+            sizes.iter().filter(|rows| **rows > 1_100).count() <= 2 && sizes.len() >= 15,
+            "message: pages of {sizes:?} rows"
+        );
+        for name in ["ts", "log_stream", "ingest_position"] {
+            assert_eq!(largest_page(name), DATA_PAGE_ROWS_MAX as i64, "{name}");
+        }
+        let read = decode_segment(Table::Logs, "s", segment.bytes, None, TimeRange::ALL).unwrap();
+        let read = arrow::compute::concat_batches(&schema, &read).unwrap();
+        let messages = |b: &RecordBatch| {
+            let mut all: Vec<String> = b
+                .column(schema.index_of("message").unwrap())
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect();
+            all.sort();
+            all
+        };
+        assert_eq!(messages(&read), messages(&batch));
     }
 
     #[test]
