@@ -269,10 +269,9 @@ impl PageFilters {
         hashes.dedup();
         // About 64 values a bucket: 2^bucket_bits at least a 64th of the values, a power of two.
         let bucket_bits = (hashes.len().div_ceil(64).max(1).next_power_of_two().trailing_zeros()).min(32);
-        let bucket = |hash: u64| if bucket_bits == 0 { 0 } else { (hash >> (64 - bucket_bits)) as usize };
         let mut starts = vec![0u32; (1 << bucket_bits) + 1];
         for (hash, _) in &hashes {
-            starts[bucket(*hash) + 1] += 1;
+            starts[bucket(*hash, bucket_bits) + 1] += 1;
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
@@ -290,7 +289,7 @@ impl PageFilters {
         let mut units: Vec<usize> = Vec::new();
         for value in values {
             let hash = key_hash(value);
-            let bucket = if self.bucket_bits == 0 { 0 } else { (hash >> (64 - self.bucket_bits)) as usize };
+            let bucket = bucket(hash, self.bucket_bits);
             let (start, end) = (self.starts[bucket] as usize, self.starts[bucket + 1] as usize);
             let wanted = fingerprint(hash, self.bucket_bits);
             units.extend((start..end).filter(|&i| self.fingerprints[i] == wanted).map(|i| self.page_of[i] as usize));
@@ -306,6 +305,11 @@ impl PageFilters {
         }
         Rows::ranges(ranges, self.total)
     }
+}
+
+/// The bucket of `hash`: its top `bucket_bits`.
+fn bucket(hash: u64, bucket_bits: u32) -> usize {
+    hash.checked_shr(64 - bucket_bits).unwrap_or(0) as usize
 }
 
 /// The 16 bits of `hash` after its bucket's.
