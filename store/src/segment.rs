@@ -840,21 +840,12 @@ mod tests {
         ));
         batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
         let segment = encode_segment(Table::Invocations, std::slice::from_ref(&batch)).unwrap();
-        let reader = SerializedFileReader::new_with_options(
-            segment.bytes.clone(),
-            ReadOptionsBuilder::new().with_page_index().build(),
-        )
-        .unwrap();
-        let offsets = &reader.metadata().offset_index().expect("a page index")[0];
-        let largest_page = |name: &str| {
-            let pages = offsets[schema.index_of(name).unwrap()].page_locations();
-            let starts: Vec<i64> = pages.iter().map(|p| p.first_row_index).chain([ids.len() as i64]).collect();
-            starts.windows(2).map(|w| w[1] - w[0]).max().unwrap()
-        };
+        let page_rows = page_rows_of(&segment.bytes, Table::Invocations);
+        let largest_page = |name: &str| page_rows(name).into_iter().max().unwrap();
         for name in ["request_id", "trace_id"] {
             // The writer checks a page's size once per 1 Ki values of each piece it is given, so a page
             // may hold a little more than 1 Ki ids, never the 4 Ki rows of the other columns' pages.
-            let pages = offsets[schema.index_of(name).unwrap()].page_locations().len();
+            let pages = page_rows(name).len();
             assert!(largest_page(name) <= 2 * 1_024 && ids.len() / pages <= 1_100, "{name}: {pages} pages");
         }
         for name in ["ts", "function_name", "duration_ms"] {
@@ -862,6 +853,23 @@ mod tests {
         }
         let read = decode_segment(Table::Invocations, "s", segment.bytes, None, TimeRange::ALL).unwrap();
         assert_eq!(arrow::compute::concat_batches(&schema, &read).unwrap(), batch);
+    }
+
+    /// The rows of each data page of a column of a segment's first row group, by the page index.
+    fn page_rows_of(segment: &bytes::Bytes, table: Table) -> impl Fn(&str) -> Vec<i64> {
+        let reader = SerializedFileReader::new_with_options(
+            segment.clone(),
+            ReadOptionsBuilder::new().with_page_index().build(),
+        )
+        .unwrap();
+        let metadata = reader.metadata();
+        let rows = metadata.row_group(0).num_rows();
+        let offsets = metadata.offset_index().expect("a page index")[0].clone();
+        move |name| {
+            let pages = offsets[table.schema().index_of(name).unwrap()].page_locations();
+            let starts: Vec<i64> = pages.iter().map(|p| p.first_row_index).chain([rows]).collect();
+            starts.windows(2).map(|w| w[1] - w[0]).collect()
+        }
     }
 
     #[test]
@@ -877,25 +885,11 @@ mod tests {
         })));
         let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
         let segment = encode_segment(Table::Logs, std::slice::from_ref(&batch)).unwrap();
-        let reader = SerializedFileReader::new_with_options(
-            segment.bytes.clone(),
-            ReadOptionsBuilder::new().with_page_index().build(),
-        )
-        .unwrap();
-        let offsets = &reader.metadata().offset_index().expect("a page index")[0];
-        let largest_page = |name: &str| {
-            let pages = offsets[schema.index_of(name).unwrap()].page_locations();
-            let starts: Vec<i64> = pages.iter().map(|p| p.first_row_index).chain([ids.len() as i64]).collect();
-            starts.windows(2).map(|w| w[1] - w[0]).max().unwrap()
-        };
+        let page_rows = page_rows_of(&segment.bytes, Table::Logs);
+        let largest_page = |name: &str| page_rows(name).into_iter().max().unwrap();
         // Past the dictionary's first megabyte (pages of its keys, 4 Ki rows each), the writer writes the
         // messages themselves, in pages of about 1 Ki.
-        let pages = offsets[schema.index_of("message").unwrap()].page_locations();
-        let sizes: Vec<i64> = (pages.iter().map(|p| p.first_row_index).chain([ids.len() as i64]))
-            .collect::<Vec<i64>>()
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .collect();
+        let sizes = page_rows("message");
         assert!(
             sizes.iter().filter(|rows| **rows > 1_100).count() <= 2 && sizes.len() >= 15,
             "message: pages of {sizes:?} rows"
