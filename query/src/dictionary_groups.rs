@@ -363,7 +363,12 @@ impl Groups {
                 .lock()
                 .map_err(|_| DataFusionError::Internal("interner poisoned".into()))?
                 .ids_of(dictionary.values().as_ref())?;
-            let groups = ids.iter().map(|id| id.map_or(0, |id| id as usize + 1)).collect();
+            let groups: Vec<usize> = ids.iter().map(|id| id.map_or(0, |id| id as usize + 1)).collect();
+            // Sized once per dictionary, not per batch: its groups are all a batch's rows can name.
+            let total = groups.iter().max().map_or(1, |max| max + 1);
+            if self.seen.len() < total {
+                self.seen.resize(total, false);
+            }
             self.last = Some((dictionary.values().clone(), groups));
         }
         let groups = self.last.as_ref().map(|(_, groups)| groups.as_slice()).unwrap_or_default();
@@ -374,10 +379,6 @@ impl Groups {
                 keys.iter().zip(nulls.iter()).map(|(&key, valid)| if valid { groups[key] } else { 0 }).collect()
             }
         };
-        let total = groups.iter().max().map_or(1, |max| max + 1);
-        if self.seen.len() < total {
-            self.seen.resize(total, false);
-        }
         for &group in &rows {
             self.seen[group] = true;
         }
