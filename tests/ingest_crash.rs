@@ -109,7 +109,11 @@ impl Moments {
 }
 
 fn assert_exactly_once(data: &Path, input: &Path, lines: usize, what: &str) {
-    let invocations = INVOCATIONS as i64;
+    assert_each_once(data, input, INVOCATIONS, lines, what)
+}
+
+fn assert_each_once(data: &Path, input: &Path, invocations: usize, lines: usize, what: &str) {
+    let invocations = invocations as i64;
     let lines = lines as i64;
     assert_eq!(counts(data), (invocations, invocations, lines, lines), "{what}: each row once");
     let again = ingest_to_end(data, input);
@@ -248,5 +252,75 @@ fn an_ingest_into_a_full_filesystem_then_again_after_it_is_grown_stores_every_ro
     let _ = Command::new("umount").arg(&mount).status();
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
+    }
+}
+
+/// One JSON document of `invocations` invocations' log lines, as `aws logs filter-log-events` writes a
+/// page (`events`, then its paging keys), gzip'd or not. Returns the number of log lines.
+fn write_document(path: &Path, invocations: usize, gzip: bool) -> usize {
+    let file = std::fs::File::create(path).unwrap();
+    let mut out: Box<dyn Write> = if gzip {
+        Box::new(flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::fast()))
+    } else {
+        Box::new(std::io::BufWriter::new(file))
+    };
+    out.write_all(b"{\"events\": [\n").unwrap();
+    let start_ms = 1_795_996_800_000i64;
+    for invocation in 0..invocations {
+        let rid = format!("7d0c4e2a-1b3c-4d5e-8f90-{invocation:012x}");
+        let at = start_ms + invocation as i64 * 40;
+        let messages = [
+            format!("START RequestId: {rid} Version: $LATEST\n"),
+            format!("2026-12-01T00:00:00.000Z\t{rid}\tINFO\tprocessed order {invocation}\n"),
+            format!("END RequestId: {rid}\n"),
+            format!("REPORT RequestId: {rid}\tDuration: 12.50 ms\tBilled Duration: 13 ms\tMemory Size: 256 MB\tMax Memory Used: 81 MB\t\n"),
+        ];
+        for (k, message) in messages.into_iter().enumerate() {
+            let event = serde_json::json!({
+                "logStreamName": format!("2026/12/01/[$LATEST]{:032x}", invocation % 32),
+                "timestamp": at + k as i64, "message": message, "ingestionTime": at + 900,
+                "eventId": format!("{at}{invocation:012}{k}"),
+            });
+            let separator = if invocation == 0 && k == 0 { "" } else { ",\n" };
+            write!(out, "{separator}    {event}").unwrap();
+        }
+    }
+    out.write_all(b"\n], \"searchedLogStreams\": [], \"nextToken\": \"f/1\"}\n").unwrap();
+    out.flush().unwrap();
+    drop(out);
+    invocations * 4
+}
+
+/// Issue 19: a JSON document larger than a chunk is stored in pieces, each append with the offset of the
+/// next element; a kill between two appends, then the same ingest, resumes there: every row once, plain
+/// and gzip'd. The document's log group comes from `--log-group`.
+#[test]
+fn a_document_read_in_pieces_and_killed_between_two_appends_resumes_to_store_every_row_once() {
+    let work = tempfile::tempdir().unwrap();
+    let invocations = 40_000;
+    for name in ["page.json", "page.json.gz"] {
+        let input = work.path().join(name);
+        let lines = write_document(&input, invocations, name.ends_with(".gz"));
+        for nth in [2, 3] {
+            let data = work.path().join(format!("{name}-{nth}"));
+            let killed = ingest(&data, &input)
+                .arg("--log-group")
+                .arg("/aws/lambda/orders")
+                .env(store::fault::FAULT_ENV, format!("wal.frame:{nth}:abort"))
+                .output()
+                .unwrap();
+            assert!(!killed.status.success(), "{name}, frame {nth}: the ingest dies at the fault");
+            let (stored, _, _, _) = counts(&data);
+            assert!(stored > 0 && (stored as usize) < invocations, "{name}, frame {nth}: a part was stored: {stored}");
+            let resumed = ingest(&data, &input).arg("--log-group").arg("/aws/lambda/orders").output().unwrap();
+            assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+            assert_each_once(
+                &data,
+                &input,
+                invocations,
+                lines,
+                &format!("{name}: a kill before frame {nth}, then the same ingest"),
+            );
+        }
     }
 }

@@ -143,3 +143,55 @@ fn ingest_with_the_detectors_on_stays_under_the_same_bound() {
     assert_eq!(stored as usize, lines);
     assert!(peak <= PEAK_MB_MAX, "peak memory {peak} MB with the detectors on, over the {PEAK_MB_MAX} MB bound");
 }
+
+/// A CloudTrail file (`{"Records": [...]}`, one document) of `events` API calls. Returns its events.
+fn write_trail_document(path: &Path, events: usize) -> usize {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    out.write_all(b"{\"Records\":[").unwrap();
+    for n in 0..events {
+        if n > 0 {
+            out.write_all(b",").unwrap();
+        }
+        write!(
+            out,
+            r#"{{"eventVersion":"1.09","eventTime":"2026-12-01T{:02}:{:02}:{:02}Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","sourceIPAddress":"10.0.{}.{}","userAgent":"aws-sdk-js/3.600.0","userIdentity":{{"type":"AssumedRole","principalId":"AROAEXAMPLE:orders","arn":"arn:aws:sts::123456789012:assumed-role/orders-{}-role/x","accountId":"123456789012","accessKeyId":"ASIAEXAMPLE{:08}"}},"requestParameters":{{"bucketName":"orders-archive","key":"orders/{n}.json"}},"responseElements":null,"requestID":"{n:08x}-0000","eventID":"{n:08x}-1111-4000-8000-{n:012x}","readOnly":true,"eventType":"AwsApiCall","managementEvent":false,"recipientAccountId":"123456789012"}}"#,
+            n / 36_000 % 24,
+            n / 600 % 60,
+            n / 10 % 60,
+            n % 250,
+            n % 199,
+            n % 20,
+            n % 500
+        )
+        .unwrap();
+    }
+    out.write_all(b"]}").unwrap();
+    out.flush().unwrap();
+    events
+}
+
+/// Issue 19: one JSON document is read in pieces of its largest array, so a CloudTrail file four times
+/// larger than another is ingested in the same peak memory, under the same bound. Read whole, the
+/// larger one (240,000 events, 166 MB) peaked at about four times its size.
+#[test]
+fn one_json_document_of_any_size_is_read_under_the_same_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, large) = (dir.path().join("small-trail.json"), dir.path().join("large-trail.json"));
+    let small_events = write_trail_document(&small, 60_000);
+    let large_events = write_trail_document(&large, 240_000);
+    let mut peaks = Vec::new();
+    for (file, events) in [(&small, small_events), (&large, large_events)] {
+        let data = dir.path().join(format!("data-{}", file.file_name().unwrap().to_string_lossy()));
+        let output = coldtrail().arg("--data").arg(&data).args(["ingest", "--no-detect"]).arg(file).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains(&format!(" {events} CloudTrail events, ")), "every event is read: {stdout}");
+        assert!(stdout.contains(" 0 dead letters"), "{stdout}");
+        let peak: u64 =
+            stdout.split("peak memory ").nth(1).and_then(|r| r.split(" MB").next()).unwrap().parse().unwrap();
+        peaks.push(peak);
+    }
+    let size = std::fs::metadata(&large).unwrap().len() / 1_000_000;
+    assert!(peaks[1] <= PEAK_MB_MAX, "peak memory {} MB for a {size} MB document, over {PEAK_MB_MAX} MB", peaks[1]);
+    assert!(peaks[1] <= peaks[0] + GROWTH_MB_MAX, "memory grows with the document: {peaks:?} MB");
+}

@@ -7,8 +7,11 @@
 //! chunk's rows, not the file's. Such a file is read chunk by chunk, as a stream is: memory holds one
 //! chunk of it whatever its size. A gzip file (1 MiB or more) of lines or of JSON documents back to back
 //! (a Firehose object) is decompressed as it is read and ingested the same way, its decompressed offset
-//! stored as it goes (`file:<path>#decompressed`). A file that is one document (a JSON array or object,
-//! gzip'd or not) or a small file is one unit, read whole.
+//! stored as it goes (`file:<path>#decompressed`). A file larger than a chunk that is one JSON document
+//! (a CloudTrail file, a `filter-log-events` page, a JSON array; plain or gzip) is read in pieces of its
+//! largest array, each with the document's envelope (`outline`), the offset of the next element stored
+//! after each (`file:<path>#pieces` for gzip): memory holds a piece, not the document. A small file, or
+//! a large document with no array that holds most of it, is one unit, read whole.
 
 use std::collections::VecDeque;
 use std::io::{Read, Seek};
@@ -19,6 +22,7 @@ use std::sync::Mutex;
 use store::Position;
 
 use crate::error::IngestError;
+use crate::outline;
 use crate::pipeline::{
     is_gzip, splits_at_lines, Format, IngestStats, Pipeline, TrailRows, Unit, DECOMPRESSED_BYTES_MAX,
 };
@@ -279,6 +283,27 @@ impl FileSource {
             return Ok(true);
         }
         (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1 - head.len() as u64).read_to_end(&mut head).map_err(io)?;
+        let resume = stored.filter(|at| *at < file.bytes && !self.options.again).unwrap_or(0);
+        if head.len() > FILE_CHUNK_BYTES && !is_gzip(&head) && !splits_at_lines(&head) {
+            // Larger than a chunk and not lines: JSON documents back to back, read document by document,
+            // or one document, read in pieces of its largest array; else (neither) whole, below.
+            if documents_back_to_back(&head) {
+                self.give_back(head);
+                let mut reader_at = std::fs::File::open(&file.path).map_err(io)?;
+                reader_at.seek(std::io::SeekFrom::Start(resume)).map_err(io)?;
+                if let Some(progress) = &mut self.progress {
+                    progress.skip(resume);
+                }
+                let buffer = self.buffer(FILE_CHUNK_BYTES + 1);
+                let mut reader = reader_at.take(file.bytes - resume);
+                self.ingest_lines(file, &mut reader, buffer, (resume, resume), None, Split::Documents)?;
+                return Ok(true);
+            }
+            if self.ingest_in_pieces(file, Compression::None, resume)? {
+                self.give_back(head);
+                return Ok(true);
+            }
+        }
         if head.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&head) {
             // One document (gzip, a JSON array or object) or a small file: one unit.
             reader.read_to_end(&mut head).map_err(io)?;
@@ -294,7 +319,6 @@ impl FileSource {
         }
         // Lines: read chunk by chunk, so that memory holds a chunk of the file, not the file, and resumed
         // where an interrupted ingest of this file stopped (a chunk end, so a line start).
-        let resume = stored.filter(|at| *at < file.bytes && !self.options.again).unwrap_or(0);
         if let Some(progress) = &mut self.progress {
             progress.skip(resume);
         }
@@ -320,6 +344,11 @@ impl FileSource {
     /// small: it is then read whole.
     fn ingest_gzip_chunked(&mut self, file: &FileInput) -> Result<bool, IngestError> {
         let io = |e| IngestError::io(&file.path, e);
+        if let Some(at) = self.sink.store().position(&pieces_stream(file)).filter(|_| !self.options.again) {
+            if self.ingest_in_pieces(file, Compression::Gzip, at)? {
+                return Ok(true);
+            }
+        }
         let counted = Counted { inner: std::fs::File::open(&file.path).map_err(io)?.take(file.bytes), read: 0 };
         let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, counted));
         let decompressed = decompressed_stream(file);
@@ -335,12 +364,15 @@ impl FileSource {
         let mut head = self.buffer(FILE_CHUNK_BYTES + 1);
         let peeked = (&mut decoder).take(FILE_CHUNK_BYTES as u64 + 1).read_to_end(&mut head);
         let split = if splits_at_lines(&head) { Split::Lines } else { Split::Documents };
+        let head_len = head.len();
         let whole = peeked.is_err()
             || head.len() <= FILE_CHUNK_BYTES
             || (split == Split::Documents && !documents_back_to_back(&head));
         if resume == 0 && whole {
             self.give_back(head);
-            return Ok(false);
+            // One document, larger than a chunk: in pieces of its largest array, if it has one.
+            let large = peeked.is_ok() && head_len > FILE_CHUNK_BYTES && split == Split::Documents;
+            return Ok(large && self.ingest_in_pieces(file, Compression::Gzip, 0)?);
         }
         if resume > 0 && skipped.map_or(true, |n| n < resume) {
             // The part stored before is no longer there: the file was replaced, not appended to.
@@ -350,6 +382,90 @@ impl FileSource {
             progress.skip(read_before);
         }
         self.ingest_lines(file, &mut decoder, head, (resume, read_before), Some(&decompressed), split)?;
+        Ok(true)
+    }
+
+    /// One JSON document larger than a chunk (a CloudTrail file, a `filter-log-events` page, a JSON array
+    /// of events), plain or gzip, ingested in pieces (`outline`): each piece is the document with its
+    /// largest array cut down to about a chunk of elements, so that memory holds a piece, not the
+    /// document, and a broken element is a dead letter of its piece alone. A first pass finds the array
+    /// (reading the file, decompressing it if gzip, holding none of it); the second reads the pieces.
+    /// After each piece the offset of the next element is stored (under the file's own stream for a
+    /// plain file, under `file:<path>#pieces` for a gzip one, as decompressed bytes), from which an
+    /// interrupted ingest resumes (`resume`); the file's size once it is read to the end. Returns false,
+    /// having stored nothing, when the file is not one document around a large array: it is then read
+    /// whole.
+    fn ingest_in_pieces(
+        &mut self,
+        file: &FileInput,
+        compression: Compression,
+        resume: u64,
+    ) -> Result<bool, IngestError> {
+        let io = |e| IngestError::io(&file.path, e);
+        let outline = match outline::outline(Document::open(file, compression).map_err(io)?, FILE_CHUNK_BYTES) {
+            Ok(Some(outline)) => outline,
+            Ok(None) => return Ok(false),
+            // A gzip file cut short or damaged is read whole, where what it holds becomes a dead letter.
+            Err(_) if compression == Compression::Gzip => return Ok(false),
+            Err(e) => return Err(io(e)),
+        };
+        let (key, stream) = (file.path.to_string_lossy().to_string(), file.stream());
+        let resume_stream = match compression {
+            Compression::None => stream.clone(),
+            Compression::Gzip => pieces_stream(file),
+        };
+        let mut reader = Document::open(file, compression).map_err(io)?;
+        let mut prefix = Vec::with_capacity(outline.open as usize);
+        (&mut reader).take(outline.open).read_to_end(&mut prefix).map_err(io)?;
+        let mut offset = resume.clamp(outline.open, outline.close);
+        std::io::copy(&mut (&mut reader).take(offset - outline.open), &mut std::io::sink()).map_err(io)?;
+        // The file's bytes behind the pieces ingested before, which progress skips; none at the start.
+        let mut read_before = 0;
+        if offset > outline.open {
+            read_before = reader.compressed_bytes_read().unwrap_or(offset);
+            if let Some(progress) = &mut self.progress {
+                progress.skip(read_before);
+            }
+        }
+        let mut content = (&mut reader).take(outline.close - offset);
+        let (mut buffer, mut piece) = (self.buffer(FILE_CHUNK_BYTES + READ_AHEAD_BYTES), self.buffer(0));
+        let mut elements = outline::Elements::default();
+        let log_group = self.options.log_group.clone();
+        loop {
+            let read = (&mut content).take(READ_AHEAD_BYTES as u64).read_to_end(&mut buffer).map_err(io)?;
+            elements.scan(&buffer);
+            let at_end = read < READ_AHEAD_BYTES;
+            let cut = match elements.last_comma() {
+                _ if at_end => buffer.len(),
+                Some(comma) if buffer.len() >= FILE_CHUNK_BYTES => comma,
+                // One element larger than the pipeline takes: a piece of its own, to be a dead letter.
+                None if buffer.len() > DECOMPRESSED_BYTES_MAX => buffer.len(),
+                _ => continue,
+            };
+            outline::piece(&prefix, &buffer[..cut], &outline.suffix, &mut piece);
+            let position = offset.to_string();
+            let unit = Unit { source: &stream, position: &position, key: Some(&key), log_group: log_group.as_deref() };
+            self.pipeline.ingest(self.options.format, &piece, &unit);
+            // Past the comma after the piece's last element: where the next piece starts.
+            let taken = (cut + 1).min(buffer.len());
+            offset += taken as u64;
+            buffer.drain(..taken);
+            if taken > 0 {
+                elements.cut(taken - 1);
+            }
+            let read_now = if at_end { file.bytes } else { reader_bytes(&content, offset) };
+            self.read(read_now - read_before);
+            read_before = read_now;
+            if at_end {
+                self.stats.files_ingested += 1;
+                self.reached(&resume_stream, outline.close)?;
+                self.reached(&stream, file.bytes)?;
+                break;
+            }
+            self.reached(&resume_stream, offset)?;
+        }
+        self.give_back(buffer);
+        self.give_back(piece);
         Ok(true)
     }
 
@@ -574,6 +690,62 @@ fn documents_end(bytes: &[u8]) -> usize {
 /// The stream under which the decompressed offset reached in a gzip file of lines is stored.
 fn decompressed_stream(file: &FileInput) -> String {
     format!("{}#decompressed", file.stream())
+}
+
+/// The stream under which the decompressed offset reached in a gzip file of one document read in
+/// pieces is stored.
+fn pieces_stream(file: &FileInput) -> String {
+    format!("{}#pieces", file.stream())
+}
+
+/// Bytes of a document read in pieces that are read at a time.
+const READ_AHEAD_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+}
+
+/// A file's bytes as a document of them is read: decompressed if gzip, up to the size it was listed with.
+enum Document {
+    Plain(std::io::Take<std::fs::File>),
+    Gzip(Box<flate2::read::MultiGzDecoder<std::io::BufReader<Counted<std::io::Take<std::fs::File>>>>>),
+}
+
+impl Document {
+    fn open(file: &FileInput, compression: Compression) -> std::io::Result<Document> {
+        let plain = std::fs::File::open(&file.path)?.take(file.bytes);
+        Ok(match compression {
+            Compression::None => Document::Plain(plain),
+            Compression::Gzip => Document::Gzip(Box::new(flate2::read::MultiGzDecoder::new(
+                std::io::BufReader::with_capacity(1 << 20, Counted { inner: plain, read: 0 }),
+            ))),
+        })
+    }
+}
+
+impl Read for Document {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Document::Plain(reader) => reader.read(buf),
+            Document::Gzip(reader) => reader.read(buf),
+        }
+    }
+}
+
+impl CompressedBytes for Document {
+    fn compressed_bytes_read(&self) -> Option<u64> {
+        match self {
+            Document::Plain(_) => None,
+            Document::Gzip(reader) => Some(reader.get_ref().get_ref().read),
+        }
+    }
+}
+
+/// The bytes of the file read so far through `content`, a part of a document: `offset` unless gzip.
+fn reader_bytes(content: &std::io::Take<&mut Document>, offset: u64) -> u64 {
+    content.get_ref().compressed_bytes_read().unwrap_or(offset)
 }
 
 /// Gzip files smaller than this are read whole (decompressed, they are usually one chunk or less).

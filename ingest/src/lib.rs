@@ -19,6 +19,7 @@ pub mod logs_api;
 pub mod membership;
 pub mod metrics;
 pub mod otlp;
+pub mod outline;
 pub mod pipeline;
 pub mod progress;
 pub mod s3;

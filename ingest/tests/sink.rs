@@ -473,3 +473,151 @@ async fn trail_files_read_ahead_on_several_threads_are_stored_as_one_thread_stor
     );
     assert_eq!((file_stats, stats), (&ingest::file::FileStats { files_read_ahead: 0, ..stored[1].1 }, &stored[1].2));
 }
+
+/// A page of `filter-log-events` (its `events` first, the paging keys after them) holding `invocations`
+/// invocations of Lambda text-format lines in 16 log streams.
+fn events_page(invocations: usize) -> String {
+    let mut events = Vec::with_capacity(invocations * 4);
+    for invocation in 0..invocations {
+        let rid = format!("0b6c2d1e-4f5a-4b7c-8d9e-{invocation:012x}");
+        let at = 1_795_996_800_000i64 + invocation as i64 * 30;
+        let stream = format!("2026/12/01/[$LATEST]{:032x}", invocation % 16);
+        let messages = [
+            format!("START RequestId: {rid} Version: $LATEST\n"),
+            format!("2026-12-01T00:00:00.000Z\t{rid}\tINFO\tprocessed \"order\" {invocation}, [ok]\n"),
+            format!("END RequestId: {rid}\n"),
+            format!("REPORT RequestId: {rid}\tDuration: 12.5 ms\tBilled Duration: 13 ms\tMemory Size: 256 MB\tMax Memory Used: 81 MB\t\n"),
+        ];
+        for (k, message) in messages.into_iter().enumerate() {
+            events.push(serde_json::json!({
+                "logStreamName": stream, "timestamp": at + k as i64, "message": message,
+                "ingestionTime": at + 500, "eventId": format!("{at}{invocation:012}{k}"),
+            }));
+        }
+    }
+    let page = serde_json::json!({"events": events, "searchedLogStreams": [], "nextToken": "f/3"});
+    // Keys in the order the CLI writes them: the events first.
+    let text = serde_json::to_string_pretty(&page).unwrap();
+    assert!(text.find("\"events\"") < text.find("\"nextToken\""));
+    text
+}
+
+/// Every row of `batches` as text, without the columns in `without`, sorted.
+fn sorted_rows(batches: &[arrow::array::RecordBatch], without: &[&str]) -> Vec<String> {
+    let options = arrow::util::display::FormatOptions::default().with_null("∅");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(field, _)| !without.contains(&field.name().as_str()))
+            .map(|(_, c)| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        rows.extend(
+            (0..batch.num_rows())
+                .map(|row| columns.iter().map(|c| c.value(row).to_string()).collect::<Vec<_>>().join("|")),
+        );
+    }
+    rows.sort();
+    rows
+}
+
+/// The rows of `table` that `bytes` give when the pipeline reads them whole, as one unit.
+fn rows_read_whole(bytes: &[u8], source: &str, table: Table) -> Vec<String> {
+    let mut pipeline = Pipeline::default();
+    let unit = Unit { source, position: "0", key: None, log_group: Some("/aws/lambda/orders") };
+    pipeline.ingest(Format::Auto, bytes, &unit);
+    pipeline.finish();
+    let batches: Vec<_> =
+        pipeline.take_batches().into_iter().filter(|(t, _)| *t == table).map(|(_, batch)| batch).collect();
+    sorted_rows(&batches, &["ingest_position", "ingest_source"])
+}
+
+/// Issue 19: a JSON document larger than a chunk, plain or gzip, is read in pieces of its largest array,
+/// each with the document's envelope, to the rows the whole document gives, with the next element's
+/// offset stored after each piece; then it is skipped as read.
+#[tokio::test]
+async fn a_document_larger_than_a_chunk_is_read_in_pieces_to_the_rows_it_gives_whole() {
+    let inputs = tempfile::tempdir().unwrap();
+    let page = events_page(30_000);
+    assert!(page.len() > FILE_CHUNK_BYTES * 5 / 2, "{} bytes", page.len());
+    let whole_logs = rows_read_whole(page.as_bytes(), "x", Table::Logs);
+    let whole_invocations = rows_read_whole(page.as_bytes(), "x", Table::Invocations);
+    assert_eq!((whole_logs.len(), whole_invocations.len()), (120_000, 30_000));
+    let options = FileOptions { format: Format::Auto, log_group: Some("/aws/lambda/orders".into()), again: false };
+    for (name, bytes) in [("page.json", page.as_bytes().to_vec()), ("page.json.gz", gzip(page.as_bytes()))] {
+        let path = inputs.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let file = ingest::file::list(&path).unwrap().remove(0);
+        assert!(file.bytes > 1 << 20, "{name}: {} bytes, enough to be streamed if gzip", file.bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), usize::MAX).await;
+        let mut source = FileSource::new(StoreSink::new(store.clone()), options.clone());
+        assert!(source.ingest_file(&file).unwrap());
+        let (stats, ingest_stats) = source.finish().unwrap();
+        assert!(ingest_stats.units >= 3, "{name}: in pieces, not whole: {} units", ingest_stats.units);
+        assert_eq!(ingest_stats.dead_letters_total(), 0, "{name}: {:?}", ingest_stats.dead_letters);
+        assert_eq!(stats.bytes_read, file.bytes, "{name}: progress counts the file's own bytes");
+        let logs = store.scan(Table::Logs, None, TimeRange::ALL).await.unwrap();
+        assert_eq!(sorted_rows(&logs, &["ingest_position", "ingest_source"]), whole_logs, "{name}: log rows");
+        let invocations = store.scan(Table::Invocations, None, TimeRange::ALL).await.unwrap();
+        assert_eq!(
+            sorted_rows(&invocations, &["ingest_position", "ingest_source"]),
+            whole_invocations,
+            "{name}: invocation rows"
+        );
+        assert_eq!(store.position(&file.stream()), Some(file.bytes), "{name}: read to its end");
+        let mut again = FileSource::new(StoreSink::new(store.clone()), options.clone());
+        assert!(!again.ingest_file(&file).unwrap(), "{name}: skipped next time");
+    }
+}
+
+/// Issue 19: a CloudTrail file larger than a chunk is read in pieces of its `Records`; a broken record
+/// makes its own piece a dead letter, not the whole file.
+#[tokio::test]
+async fn a_large_trail_files_broken_record_is_a_dead_letter_of_its_piece_alone() {
+    let records: Vec<String> = (0..60_000)
+        .map(|n| {
+            serde_json::json!({
+                "eventVersion": "1.09", "eventTime": format!("2026-12-01T00:{:02}:{:02}Z", n / 1000 % 60, n % 60),
+                "eventSource": "s3.amazonaws.com", "eventName": "GetObject", "awsRegion": "us-east-1",
+                "sourceIPAddress": format!("10.0.{}.{}", n % 250, n % 199), "eventID": format!("e-{n:08}"),
+                "userIdentity": {"type": "AssumedRole", "arn": format!("arn:aws:sts::123456789012:assumed-role/r{}/s", n % 20)},
+                "requestParameters": {"bucketName": "orders", "key": format!("o/{n}.json")},
+            })
+            .to_string()
+        })
+        .collect();
+    let document = format!("{{\"Records\":[{}]}}", records.join(","));
+    assert!(document.len() > FILE_CHUNK_BYTES * 3 / 2, "{} bytes", document.len());
+    let whole = rows_read_whole(document.as_bytes(), "x", Table::Cloudtrail);
+    assert_eq!(whole.len(), records.len());
+    let mut broken = records.clone();
+    broken[records.len() / 2] = r#"{"eventSource": "s3.amazonaws.com", "eventName": }"#.into();
+    let broken = format!("{{\"Records\":[{}]}}", broken.join(","));
+    let inputs = tempfile::tempdir().unwrap();
+    for (name, text) in [("whole.json", &document), ("broken.json", &broken)] {
+        let path = inputs.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let file = ingest::file::list(&path).unwrap().remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), usize::MAX).await;
+        let options = FileOptions { format: Format::Auto, log_group: None, again: false };
+        let mut source = FileSource::new(StoreSink::new(store.clone()), options);
+        assert!(source.ingest_file(&file).unwrap());
+        let (_, stats) = source.finish().unwrap();
+        let rows = store.scan(Table::Cloudtrail, None, TimeRange::ALL).await.unwrap();
+        let rows = sorted_rows(&rows, &["ingest_position", "ingest_source"]);
+        if name == "whole.json" {
+            assert_eq!(rows, whole, "every record, as the whole file gives it");
+            assert_eq!(stats.dead_letters_total(), 0);
+        } else {
+            assert_eq!(stats.dead_letters_total(), 1, "{:?}", stats.dead_letters);
+            let per_piece = records.len() * FILE_CHUNK_BYTES / document.len() + 1;
+            assert!(rows.len() < records.len() && rows.len() + per_piece >= records.len(), "{} rows kept", rows.len());
+            assert!(rows.iter().all(|row| whole.binary_search(row).is_ok()), "the rows kept are the file's");
+        }
+    }
+}
