@@ -5,7 +5,7 @@
 //! size is skipped, and a large file of lines is decoded and stored in chunks cut at line ends, each with
 //! the offset it reaches, so an interrupted ingest resumes mid-file and the pipeline's buffers hold a
 //! chunk's rows, not the file's. Such a file is read chunk by chunk, as a stream is: memory holds one
-//! chunk of it whatever its size. A gzip file (1 MiB or more) of lines or of JSON documents back to back
+//! chunk of it whatever its size. A gzip file of lines or of JSON documents back to back
 //! (a Firehose object) is decompressed as it is read and ingested the same way, its decompressed offset
 //! stored as it goes (`file:<path>#decompressed`). A file larger than a chunk that is one JSON document
 //! (a CloudTrail file, a `filter-log-events` page, a JSON array; plain or gzip) is read in pieces of its
@@ -184,7 +184,7 @@ impl FileSource {
 
     /// Ingests `files` in order, as `ingest_file` one after another does, to the same rows, dead letters
     /// and positions; trail files (`Pipeline::trail_file_rows`: a unit whose rows depend on it alone)
-    /// of less than `GZIP_STREAMED_BYTES_MIN` are read and parsed ahead on `set_readers` threads and
+    /// of less than `READ_AHEAD_FILE_BYTES_MAX` are read and parsed ahead on `set_readers` threads and
     /// their rows taken in order. Everything else (logs, whose invocations are assembled across
     /// units; larger files, read in chunks; anything a reader finds is not plainly a trail file) is
     /// read on this thread when its turn comes, while the readers go on with the trail files after it.
@@ -214,7 +214,7 @@ impl FileSource {
         let mut queued: VecDeque<(&FileInput, Option<Receiver<Option<TrailRows>>>)> = VecDeque::new();
         for (at, file) in files.iter().enumerate() {
             let skipped = !self.options.again && self.sink.store().position(&file.stream()) == Some(file.bytes);
-            let read_ahead = !skipped && file.bytes < GZIP_STREAMED_BYTES_MIN;
+            let read_ahead = !skipped && file.bytes < READ_AHEAD_FILE_BYTES_MAX;
             let rows = read_ahead.then(|| {
                 let (reply, rows) = sync_channel(1);
                 // The readers outlive this loop (the scope joins them): the send cannot fail.
@@ -278,7 +278,7 @@ impl FileSource {
         let mut head = self.buffer(FILE_CHUNK_BYTES.min(file.bytes as usize) + 1);
         // The gzip magic first: a large gzip file is read by its decoder, not into a head of 8 MiB first.
         (&mut reader).take(2).read_to_end(&mut head).map_err(io)?;
-        if is_gzip(&head) && file.bytes >= GZIP_STREAMED_BYTES_MIN && self.ingest_gzip_chunked(file)? {
+        if is_gzip(&head) && self.ingest_gzip_chunked(file)? {
             self.give_back(head);
             return Ok(true);
         }
@@ -340,8 +340,10 @@ impl FileSource {
     /// read and ingested chunk by chunk, cut at line or document ends, so that memory holds a chunk, not
     /// the file. Its progress is stored as the decompressed offset reached (stream
     /// `file:<path>#decompressed`), from which an interrupted ingest resumes; its size under `file:<path>`
-    /// once read to the end. Returns false, having stored nothing, when the file is one document or
-    /// small: it is then read whole.
+    /// once read to the end. One that decompresses to at most a chunk is one unit, decompressed once,
+    /// whatever its own size (a small file may expand a thousandfold); one larger document is read in
+    /// pieces. Returns false, having stored nothing, when the file is broken or a large document that
+    /// cannot be cut: it is then read whole, where what it holds becomes a dead letter if broken.
     fn ingest_gzip_chunked(&mut self, file: &FileInput) -> Result<bool, IngestError> {
         let io = |e| IngestError::io(&file.path, e);
         if let Some(at) = self.sink.store().position(&pieces_stream(file)).filter(|_| !self.options.again) {
@@ -369,6 +371,18 @@ impl FileSource {
             || head.len() <= FILE_CHUNK_BYTES
             || (split == Split::Documents && !documents_back_to_back(&head));
         if resume == 0 && whole {
+            if peeked.is_ok() && head.len() <= FILE_CHUNK_BYTES {
+                // All of it, decompressed: one unit, not decompressed again.
+                let (key, stream) = (file.path.to_string_lossy(), file.stream());
+                let log_group = self.options.log_group.clone();
+                let unit = Unit { source: &stream, position: "0", key: Some(&key), log_group: log_group.as_deref() };
+                self.pipeline.ingest_gunzipped(self.options.format, &head, file.bytes as usize, &unit);
+                self.give_back(head);
+                self.stats.files_ingested += 1;
+                self.read(file.bytes);
+                self.reached(&stream, file.bytes)?;
+                return Ok(true);
+            }
             self.give_back(head);
             // One document, larger than a chunk: in pieces of its largest array, if it has one.
             let large = peeked.is_ok() && head_len > FILE_CHUNK_BYTES && split == Split::Documents;
@@ -428,13 +442,13 @@ impl FileSource {
             }
         }
         let mut content = (&mut reader).take(outline.close - offset);
-        let (mut buffer, mut piece) = (self.buffer(FILE_CHUNK_BYTES + READ_AHEAD_BYTES), self.buffer(0));
+        let (mut buffer, mut piece) = (self.buffer(FILE_CHUNK_BYTES + PIECE_READ_BYTES), self.buffer(0));
         let mut elements = outline::Elements::default();
         let log_group = self.options.log_group.clone();
         loop {
-            let read = (&mut content).take(READ_AHEAD_BYTES as u64).read_to_end(&mut buffer).map_err(io)?;
+            let read = (&mut content).take(PIECE_READ_BYTES as u64).read_to_end(&mut buffer).map_err(io)?;
             elements.scan(&buffer);
-            let at_end = read < READ_AHEAD_BYTES;
+            let at_end = read < PIECE_READ_BYTES;
             let cut = match elements.last_comma() {
                 _ if at_end => buffer.len(),
                 Some(comma) if buffer.len() >= FILE_CHUNK_BYTES => comma,
@@ -699,7 +713,7 @@ fn pieces_stream(file: &FileInput) -> String {
 }
 
 /// Bytes of a document read in pieces that are read at a time.
-const READ_AHEAD_BYTES: usize = 1 << 20;
+const PIECE_READ_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Compression {
@@ -748,8 +762,9 @@ fn reader_bytes(content: &std::io::Take<&mut Document>, offset: u64) -> u64 {
     content.get_ref().compressed_bytes_read().unwrap_or(offset)
 }
 
-/// Gzip files smaller than this are read whole (decompressed, they are usually one chunk or less).
-const GZIP_STREAMED_BYTES_MIN: u64 = 1 << 20;
+/// Files smaller than this are read and parsed ahead by `ingest_files`' readers when they are trail
+/// files (a gzip'd one that expands past a chunk is left to the thread that reads in order).
+const READ_AHEAD_FILE_BYTES_MAX: u64 = 1 << 20;
 
 /// A reader that counts the bytes read through it: the compressed bytes of a gzip file, for progress.
 struct Counted<R> {

@@ -225,14 +225,16 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 
 /// Decompresses gzip (also concatenated members), refusing to go past `DECOMPRESSED_BYTES_MAX`.
 pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(64 * 1024 * 1024));
+    gunzip_at_most(bytes, DECOMPRESSED_BYTES_MAX)
+}
+
+/// Decompresses gzip (also concatenated members), refusing to go past `max` bytes.
+pub fn gunzip_at_most(bytes: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(64 * 1024 * 1024).min(max));
     let decoder = flate2::read::MultiGzDecoder::new(bytes);
-    let read = decoder
-        .take(DECOMPRESSED_BYTES_MAX as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("broken gzip: {e}"))?;
-    if read > DECOMPRESSED_BYTES_MAX {
-        return Err(format!("gzip expands past {DECOMPRESSED_BYTES_MAX} bytes"));
+    let read = decoder.take(max as u64 + 1).read_to_end(&mut out).map_err(|e| format!("broken gzip: {e}"))?;
+    if read > max {
+        return Err(format!("gzip expands past {max} bytes"));
     }
     Ok(out)
 }
@@ -342,7 +344,9 @@ impl Pipeline {
         }
         let decompressed;
         let plain = if is_gzip(bytes) {
-            decompressed = gunzip(bytes).ok()?;
+            // One that expands past a chunk (a small file can expand a thousandfold) is left to `ingest`,
+            // which reads a large document in pieces.
+            decompressed = gunzip_at_most(bytes, crate::file::FILE_CHUNK_BYTES).ok()?;
             &decompressed[..]
         } else {
             bytes
@@ -410,8 +414,18 @@ impl Pipeline {
 
     /// Decodes one unit. Never fails: what cannot be decoded becomes dead letters.
     pub fn ingest(&mut self, format: Format, bytes: &[u8], unit: &Unit<'_>) {
+        self.ingest_counted(format, bytes, bytes.len(), unit)
+    }
+
+    /// `ingest` of a unit that was gzip'd in `gzip_bytes` and is decompressed already (`plain`): the
+    /// same rows and statistics as `ingest` of the gzip'd bytes.
+    pub fn ingest_gunzipped(&mut self, format: Format, plain: &[u8], gzip_bytes: usize, unit: &Unit<'_>) {
+        self.ingest_counted(format, plain, gzip_bytes, unit)
+    }
+
+    fn ingest_counted(&mut self, format: Format, bytes: &[u8], counted: usize, unit: &Unit<'_>) {
         self.stats.units += 1;
-        self.stats.bytes += bytes.len() as u64;
+        self.stats.bytes += counted as u64;
         let context = resolve_context(unit);
         let unit = match &context {
             Some((group, _)) => Unit { log_group: Some(group), ..*unit },

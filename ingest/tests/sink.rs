@@ -621,3 +621,39 @@ async fn a_large_trail_files_broken_record_is_a_dead_letter_of_its_piece_alone()
         }
     }
 }
+
+/// Issue 19: a gzip file of less than 1 MiB may expand a thousandfold. Whether a reader of trail files
+/// or the thread that reads in order takes it, one that expands past a chunk is read in pieces (it was
+/// decompressed whole: an 873 KB file of 200 MB peaked at 1,013 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_gzip_file_that_expands_past_a_chunk_is_read_in_pieces() {
+    let record = serde_json::json!({
+        "eventVersion": "1.09", "eventTime": "2026-12-01T00:00:00Z", "eventSource": "s3.amazonaws.com",
+        "eventName": "GetObject", "awsRegion": "us-east-1", "sourceIPAddress": "10.0.0.1", "eventID": "e-1",
+        "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/r/s"},
+    })
+    .to_string();
+    let records = 3 * FILE_CHUNK_BYTES / record.len();
+    let document = format!("{{\"Records\":[{}]}}", vec![record.as_str(); records].join(","));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut encoder, document.as_bytes()).unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let path = inputs.path().join("expands.json.gz");
+    std::fs::write(&path, encoder.finish().unwrap()).unwrap();
+    let file = ingest::file::list(&path).unwrap().remove(0);
+    assert!(file.bytes < 1 << 20, "{} bytes: small enough to be read ahead", file.bytes);
+    for readers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), usize::MAX).await;
+        let options = FileOptions { format: Format::Auto, log_group: None, again: false };
+        let mut source = FileSource::new(StoreSink::new(store.clone()), options);
+        source.set_readers(readers);
+        source.ingest_files(std::slice::from_ref(&file)).unwrap();
+        let (stats, ingest_stats) = source.finish().unwrap();
+        assert_eq!((stats.files_ingested, stats.files_read_ahead), (1, 0), "{readers} readers");
+        assert!(ingest_stats.units >= 3, "{readers} readers: in pieces, not whole: {} units", ingest_stats.units);
+        assert_eq!(ingest_stats.cloudtrail_events as usize, records, "{readers} readers");
+        assert_eq!(ingest_stats.dead_letters_total(), 0, "{readers} readers");
+        assert_eq!(store.position(&file.stream()), Some(file.bytes));
+    }
+}
