@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use store::Position;
 
@@ -38,17 +38,97 @@ const BUFFERED_ROWS_MAX: usize = 100_000;
 /// Text bytes buffered in the pipeline before they are queued for the store.
 const BUFFERED_BYTES_MAX: usize = 32 * 1024 * 1024;
 
-/// One input file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One input file, or an object of a bucket read through a file (`FileInput::object`).
+#[derive(Debug, Clone)]
 pub struct FileInput {
     pub path: PathBuf,
     pub bytes: u64,
+    object: Option<Arc<Object>>,
+}
+
+/// An object (the S3 source): the name its position and rows carry, and the file that holds its bytes.
+#[derive(Debug)]
+struct Object {
+    stream: String,
+    key: String,
+    file: Arc<std::fs::File>,
 }
 
 impl FileInput {
-    /// The stream name under which the file's position is stored.
+    /// A file of `bytes` bytes at `path`.
+    pub fn new(path: impl Into<PathBuf>, bytes: u64) -> FileInput {
+        FileInput { path: path.into(), bytes, object: None }
+    }
+
+    /// An object of `bytes` bytes whose position is stored under `stream` (done: its size) and whose
+    /// rows name `key`, read from `file` (a copy, or the object itself in a local directory). Its
+    /// progress inside is kept per size (`progress_stream`): an object that changes is read again from
+    /// its start, as a whole.
+    pub fn object(stream: String, key: String, file: std::fs::File, bytes: u64) -> FileInput {
+        let object = Object { stream, key, file: Arc::new(file) };
+        FileInput { path: PathBuf::from(&object.key), bytes, object: Some(Arc::new(object)) }
+    }
+
+    /// The stream name under which the file's position is stored: its size once read.
     pub fn stream(&self) -> String {
-        format!("file:{}", self.path.display())
+        match &self.object {
+            Some(object) => object.stream.clone(),
+            None => format!("file:{}", self.path.display()),
+        }
+    }
+
+    /// The stream under which the offset reached inside it is stored while it is read in chunks: the
+    /// file's own (a file that grew is read on from there), or per size for an object.
+    fn progress_stream(&self) -> String {
+        match &self.object {
+            Some(object) => format!("{}#{}", object.stream, self.bytes),
+            None => self.stream(),
+        }
+    }
+
+    /// What its rows name as their key (the log stream of an export object is read from it).
+    fn key(&self) -> String {
+        match &self.object {
+            Some(object) => object.key.clone(),
+            None => self.path.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Its bytes from the start, up to the size it was listed with.
+    fn open(&self) -> std::io::Result<std::io::Take<Opened>> {
+        let file = match &self.object {
+            Some(object) => object.file.clone(),
+            None => Arc::new(std::fs::File::open(&self.path)?),
+        };
+        Ok(Opened { file, at: 0 }.take(self.bytes))
+    }
+}
+
+/// A file read from its own offset (`pread`), so that several readers of one object's file do not move
+/// each other's.
+pub struct Opened {
+    file: Arc<std::fs::File>,
+    at: u64,
+}
+
+impl Read for Opened {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.at)?;
+        self.at += read as u64;
+        Ok(read)
+    }
+}
+
+impl Seek for Opened {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let end = || self.file.metadata().map(|m| m.len());
+        let at = match to {
+            std::io::SeekFrom::Start(at) => Some(at),
+            std::io::SeekFrom::End(delta) => end()?.checked_add_signed(delta),
+            std::io::SeekFrom::Current(delta) => self.at.checked_add_signed(delta),
+        };
+        self.at = at.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.at)
     }
 }
 
@@ -65,7 +145,7 @@ pub fn list(path: &Path) -> Result<Vec<FileInput>, IngestError> {
 fn walk(path: &Path, files: &mut Vec<FileInput>) -> Result<(), IngestError> {
     let metadata = std::fs::metadata(path).map_err(|e| IngestError::io(path, e))?;
     if metadata.is_file() {
-        files.push(FileInput { path: path.to_path_buf(), bytes: metadata.len() });
+        files.push(FileInput::new(path, metadata.len()));
         return Ok(());
     }
     for entry in std::fs::read_dir(path).map_err(|e| IngestError::io(path, e))? {
@@ -128,10 +208,16 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn new(sink: StoreSink, options: FileOptions) -> FileSource {
+        FileSource::with_pipeline(sink, options, Pipeline::default())
+    }
+
+    /// A source that reads into `pipeline` (another source's, whose invocations in assembly its files
+    /// may complete); `into_pipeline` gives it back.
+    pub fn with_pipeline(sink: StoreSink, options: FileOptions, pipeline: Pipeline) -> FileSource {
         FileSource {
             appender: Appender::start(sink.clone()),
             sink,
-            pipeline: Pipeline::default(),
+            pipeline,
             options,
             positions: Vec::new(),
             progress: None,
@@ -274,7 +360,7 @@ impl FileSource {
         let io = |e| IngestError::io(&file.path, e);
         // Up to the size it had when listed: a file still being written is read to there, and its
         // position says so.
-        let mut reader = std::fs::File::open(&file.path).map_err(io)?.take(file.bytes);
+        let mut reader = file.open().map_err(io)?;
         let mut head = self.buffer(FILE_CHUNK_BYTES.min(file.bytes as usize) + 1);
         // The gzip magic first: a large gzip file is read by its decoder, not into a head of 8 MiB first.
         (&mut reader).take(2).read_to_end(&mut head).map_err(io)?;
@@ -283,13 +369,15 @@ impl FileSource {
             return Ok(true);
         }
         (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1 - head.len() as u64).read_to_end(&mut head).map_err(io)?;
-        let resume = stored.filter(|at| *at < file.bytes && !self.options.again).unwrap_or(0);
+        let resume = (self.sink.store().position(&file.progress_stream()))
+            .filter(|at| *at < file.bytes && !self.options.again)
+            .unwrap_or(0);
         if head.len() > FILE_CHUNK_BYTES && !is_gzip(&head) && !splits_at_lines(&head) {
             // Larger than a chunk and not lines: JSON documents back to back, read document by document,
             // or one document, read in pieces of its largest array; else (neither) whole, below.
             if documents_back_to_back(&head) {
                 self.give_back(head);
-                let mut reader_at = std::fs::File::open(&file.path).map_err(io)?;
+                let mut reader_at = file.open().map_err(io)?.into_inner();
                 reader_at.seek(std::io::SeekFrom::Start(resume)).map_err(io)?;
                 if let Some(progress) = &mut self.progress {
                     progress.skip(resume);
@@ -307,7 +395,7 @@ impl FileSource {
         if head.len() <= FILE_CHUNK_BYTES || !splits_at_lines(&head) {
             // One document (gzip, a JSON array or object) or a small file: one unit.
             reader.read_to_end(&mut head).map_err(io)?;
-            let (key, stream) = (file.path.to_string_lossy(), file.stream());
+            let (key, stream) = (file.key(), file.stream());
             let log_group = self.options.log_group.clone();
             let unit = Unit { source: &stream, position: "0", key: Some(&key), log_group: log_group.as_deref() };
             self.pipeline.ingest(self.options.format, &head, &unit);
@@ -325,7 +413,7 @@ impl FileSource {
         let buffer = if resume == 0 {
             head
         } else {
-            let mut reader_at = std::fs::File::open(&file.path).map_err(io)?;
+            let mut reader_at = file.open().map_err(io)?.into_inner();
             reader_at.seek(std::io::SeekFrom::Start(resume)).map_err(io)?;
             reader = reader_at.take(file.bytes - resume);
             self.give_back(head);
@@ -351,7 +439,7 @@ impl FileSource {
                 return Ok(true);
             }
         }
-        let counted = Counted { inner: std::fs::File::open(&file.path).map_err(io)?.take(file.bytes), read: 0 };
+        let counted = Counted { inner: file.open().map_err(io)?, read: 0 };
         let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, counted));
         let decompressed = decompressed_stream(file);
         let resume = match self.sink.store().position(&decompressed) {
@@ -373,7 +461,7 @@ impl FileSource {
         if resume == 0 && whole {
             if peeked.is_ok() && head.len() <= FILE_CHUNK_BYTES {
                 // All of it, decompressed: one unit, not decompressed again.
-                let (key, stream) = (file.path.to_string_lossy(), file.stream());
+                let (key, stream) = (file.key(), file.stream());
                 let log_group = self.options.log_group.clone();
                 let unit = Unit { source: &stream, position: "0", key: Some(&key), log_group: log_group.as_deref() };
                 self.pipeline.ingest_gunzipped(self.options.format, &head, file.bytes as usize, &unit);
@@ -423,9 +511,9 @@ impl FileSource {
             Err(_) if compression == Compression::Gzip => return Ok(false),
             Err(e) => return Err(io(e)),
         };
-        let (key, stream) = (file.path.to_string_lossy().to_string(), file.stream());
+        let (key, stream) = (file.key(), file.stream());
         let resume_stream = match compression {
-            Compression::None => stream.clone(),
+            Compression::None => file.progress_stream(),
             Compression::Gzip => pieces_stream(file),
         };
         let mut reader = Document::open(file, compression).map_err(io)?;
@@ -497,7 +585,7 @@ impl FileSource {
         decompressed: Option<&str>,
         split: Split,
     ) -> Result<(), IngestError> {
-        let (key, stream) = (file.path.to_string_lossy(), file.stream());
+        let (key, stream) = (file.key(), file.stream());
         let log_group = self.options.log_group.clone();
         // Set when the buffer holds no whole document: it is then read on until one ends.
         let mut grow = false;
@@ -547,7 +635,8 @@ impl FileSource {
                         self.reached(&stream, file.bytes)?;
                     }
                 }
-                None => self.reached(&stream, if at_end { file.bytes } else { offset })?,
+                None if at_end => self.reached(&stream, file.bytes)?,
+                None => self.reached(&file.progress_stream(), offset)?,
             }
             if at_end {
                 self.give_back(buffer);
@@ -629,6 +718,14 @@ impl FileSource {
         self.appender.drain()
     }
 
+    /// Emits the invocations still waiting for parts, stores everything, and gives the pipeline back.
+    pub fn into_pipeline(mut self) -> Result<Pipeline, IngestError> {
+        self.pipeline.finish();
+        self.drain()?;
+        self.appender.stop();
+        Ok(self.pipeline)
+    }
+
     /// The input ended: emits the invocations still waiting for parts, stores everything, and returns
     /// what the pipeline decoded.
     pub fn finish(mut self) -> Result<(FileStats, IngestStats), IngestError> {
@@ -659,9 +756,9 @@ fn read_trail_files(queue: &Mutex<Receiver<ReadJob>>, format: Format, log_group:
             _ => return,
         };
         let mut bytes = Vec::with_capacity(job.file.bytes as usize);
-        let read = std::fs::File::open(&job.file.path).and_then(|f| f.take(job.file.bytes).read_to_end(&mut bytes));
+        let read = job.file.open().and_then(|mut f| f.read_to_end(&mut bytes));
         let rows = read.ok().and_then(|_| {
-            let (key, stream) = (job.file.path.to_string_lossy(), job.file.stream());
+            let (key, stream) = (job.file.key(), job.file.stream());
             let unit = Unit { source: &stream, position: "0", key: Some(&key), log_group };
             Pipeline::trail_file_rows(&mut builder, format, &bytes, &unit)
         });
@@ -703,13 +800,13 @@ fn documents_end(bytes: &[u8]) -> usize {
 
 /// The stream under which the decompressed offset reached in a gzip file of lines is stored.
 fn decompressed_stream(file: &FileInput) -> String {
-    format!("{}#decompressed", file.stream())
+    format!("{}#decompressed", file.progress_stream())
 }
 
 /// The stream under which the decompressed offset reached in a gzip file of one document read in
 /// pieces is stored.
 fn pieces_stream(file: &FileInput) -> String {
-    format!("{}#pieces", file.stream())
+    format!("{}#pieces", file.progress_stream())
 }
 
 /// Bytes of a document read in pieces that are read at a time.
@@ -723,13 +820,13 @@ enum Compression {
 
 /// A file's bytes as a document of them is read: decompressed if gzip, up to the size it was listed with.
 enum Document {
-    Plain(std::io::Take<std::fs::File>),
-    Gzip(Box<flate2::read::MultiGzDecoder<std::io::BufReader<Counted<std::io::Take<std::fs::File>>>>>),
+    Plain(std::io::Take<Opened>),
+    Gzip(Box<flate2::read::MultiGzDecoder<std::io::BufReader<Counted<std::io::Take<Opened>>>>>),
 }
 
 impl Document {
     fn open(file: &FileInput, compression: Compression) -> std::io::Result<Document> {
-        let plain = std::fs::File::open(&file.path)?.take(file.bytes);
+        let plain = file.open()?;
         Ok(match compression {
             Compression::None => Document::Plain(plain),
             Compression::Gzip => Document::Gzip(Box::new(flate2::read::MultiGzDecoder::new(
@@ -785,7 +882,7 @@ trait CompressedBytes {
     fn compressed_bytes_read(&self) -> Option<u64>;
 }
 
-impl CompressedBytes for std::io::Take<std::fs::File> {
+impl CompressedBytes for std::io::Take<Opened> {
     fn compressed_bytes_read(&self) -> Option<u64> {
         None
     }

@@ -3,14 +3,12 @@
 //! (`s3://bucket/key` → object size), stored atomically with the object's rows, so it survives restarts
 //! and is never out of step with the data.
 
-use store::{Location, Position};
+use store::Location;
 
 use crate::error::IngestError;
-use crate::pipeline::{Format, Pipeline, Unit};
+use crate::file::{FileInput, FileOptions, FileSource};
+use crate::pipeline::{Format, Pipeline};
 use crate::sink::StoreSink;
-
-/// Rows buffered before they are stored.
-const BUFFERED_ROWS_MAX: usize = 200_000;
 
 /// What one listing pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -42,12 +40,19 @@ impl S3Source {
         format!("{}/{key}", self.url)
     }
 
-    /// Lists the prefix and ingests every object not ingested before (or changed in size since).
+    /// Lists the prefix and ingests every object not ingested before (or changed in size since). Each
+    /// object is read as a file is (`file::FileSource`): first written to an unnamed file in the data
+    /// directory as it downloads (read in place from a local directory), then read from there in chunks
+    /// of lines, documents back to back or pieces of one document, so that memory holds a chunk, not
+    /// the object; the offset reached inside an object is stored as it goes (`<stream>#<size>`, and
+    /// `#decompressed` or `#pieces` after it for gzip), and an interrupted poll resumes there.
     pub async fn poll(&self, sink: &StoreSink, pipeline: &mut Pipeline) -> Result<S3Stats, IngestError> {
         let mut stats = S3Stats::default();
         let mut objects = self.location.list("").await?;
         objects.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
-        let mut positions = Vec::new();
+        let options = FileOptions { format: self.format, log_group: self.log_group.clone(), again: false };
+        let mut files: Option<FileSource> = None;
+        let mut failed = None;
         for object in objects {
             stats.objects_listed += 1;
             let key = object.location.to_string();
@@ -56,23 +61,66 @@ impl S3Source {
                 stats.objects_skipped += 1;
                 continue;
             }
-            let bytes = self.location.get(&key).await?;
+            let copy = match self.file_of(&key, sink).await {
+                Ok(copy) => copy,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
             // The key names the log stream of export objects: decoded, as the stream is named.
             let decoded_key = percent_decode(&stream);
-            let unit =
-                Unit { source: &stream, position: "0", key: Some(&decoded_key), log_group: self.log_group.as_deref() };
-            pipeline.ingest(self.format, &bytes, &unit);
-            positions.push(Position { stream, offset: object.size });
+            let input = FileInput::object(stream, decoded_key, copy, object.size);
+            let source = files
+                .take()
+                .unwrap_or_else(|| FileSource::with_pipeline(sink.clone(), options.clone(), std::mem::take(pipeline)));
+            let (source, read) = blocking(move || {
+                let mut source = source;
+                let read = source.ingest_file(&input);
+                (source, read)
+            })
+            .await?;
+            files = Some(source);
+            if let Err(e) = read {
+                failed = Some(e);
+                break;
+            }
             stats.objects_ingested += 1;
-            stats.bytes += bytes.len() as u64;
-            if pipeline.buffered_rows() >= BUFFERED_ROWS_MAX {
-                sink.append(pipeline.take_batches(), std::mem::take(&mut positions), Vec::new()).await?;
+            stats.bytes += object.size;
+        }
+        match files {
+            Some(source) => *pipeline = blocking(move || source.into_pipeline()).await??,
+            None => {
+                pipeline.finish();
+                sink.append(pipeline.take_batches(), Vec::new(), Vec::new()).await?;
             }
         }
-        pipeline.finish();
-        sink.append(pipeline.take_batches(), positions, Vec::new()).await?;
-        Ok(stats)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(stats),
+        }
     }
+
+    /// A file holding the object's bytes: the object itself in a local directory, else an unnamed file
+    /// in the data directory (gone once read, or with the process) written as the object downloads.
+    async fn file_of(&self, key: &str, sink: &StoreSink) -> Result<std::fs::File, IngestError> {
+        if let Some(root) = self.location.local_root() {
+            // The object store's path escapes characters (`[`, `$`) that the file's name has plainly.
+            let path = root.join(percent_decode(key));
+            return std::fs::File::open(&path).map_err(|e| IngestError::io(&path, e));
+        }
+        let dir = sink.store().config().data_dir.clone();
+        let mut copy = tempfile::tempfile_in(&dir).map_err(|e| IngestError::io(&dir, e))?;
+        self.location.get_into(key, &mut copy).await?;
+        Ok(copy)
+    }
+}
+
+/// Runs blocking work (reading files, waiting for the store) off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, IngestError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| IngestError::Internal(format!("an object's reader failed: {e}")))
 }
 
 /// Decodes `%XX` escapes (object store paths escape `[`, `]`, `$` and the like).
@@ -108,7 +156,9 @@ mod tests {
 
     use std::sync::Arc;
 
-    use store::Store;
+    use store::{Position, Store};
+
+    use crate::pipeline::Unit;
 
     fn sink(store: &Arc<Store>) -> StoreSink {
         StoreSink::new(store.clone())
@@ -192,5 +242,63 @@ mod tests {
             arrow::compute::cast(batches[0].column_by_name("log_stream").unwrap(), &arrow::datatypes::DataType::Utf8)
                 .unwrap();
         assert_eq!(streams.as_any().downcast_ref::<arrow::array::StringArray>().unwrap().value(0), "stream-a");
+    }
+
+    /// Lambda log lines that do not compress, `lines` of them, about 300 bytes each.
+    fn noisy_lines(lines: usize) -> String {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut text = String::new();
+        for i in 0..lines {
+            let noise: String = (0..16)
+                .map(|_| {
+                    state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    format!("{state:016x}")
+                })
+                .collect();
+            text.push_str(&format!("2024-03-05T10:{:02}:{:02}.000Z line {i} {noise}\n", i / 60 % 60, i % 60));
+        }
+        text
+    }
+
+    /// Issue 19: an object is read as a file is, in chunks, so that memory holds a chunk, not the object
+    /// (it was read whole, its rows stored in one append); the offset reached inside it is stored per
+    /// size, and a poll cut short resumes there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_object_is_read_in_chunks_and_a_poll_cut_short_resumes_inside_it() {
+        let bucket = tempfile::tempdir().unwrap();
+        let text = noisy_lines(crate::file::FILE_CHUNK_BYTES * 5 / 2 / 300);
+        std::fs::create_dir_all(bucket.path().join("archive")).unwrap();
+        std::fs::write(bucket.path().join("archive/big[1].log"), &text).unwrap();
+        let url = bucket.path().to_string_lossy().into_owned();
+        let source = S3Source::new(&url, Format::Lambda, Some("/aws/lambda/big".into())).unwrap();
+        let stream = source.stream("archive/big[1].log");
+        let lines = text.lines().count() as u64;
+
+        let data = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(store::StoreConfig::new(data.path())).await.unwrap());
+        let mut pipeline = Pipeline::default();
+        let stats = source.poll(&sink(&store), &mut pipeline).await.unwrap();
+        assert_eq!(stats.objects_ingested, 1);
+        assert!(pipeline.stats.units >= 3, "in chunks, not whole: {} units", pipeline.stats.units);
+        assert_eq!(store.stats()[&store::Table::Logs].hot_rows, lines);
+        assert_eq!(store.position(&stream), Some(text.len() as u64), "{:?}", store.positions());
+        let again = source.poll(&sink(&store), &mut Pipeline::default()).await.unwrap();
+        assert_eq!((again.objects_ingested, again.objects_skipped), (0, 1));
+
+        // A poll that stored the first chunk and the offset after it, then stopped: the next reads the rest.
+        let data = tempfile::tempdir().unwrap();
+        let first = text[..crate::file::FILE_CHUNK_BYTES].rfind('\n').unwrap() + 1;
+        let store = Arc::new(Store::open(store::StoreConfig::new(data.path())).await.unwrap());
+        let mut cut_short = Pipeline::default();
+        let unit = Unit { source: &stream, position: "0", key: None, log_group: Some("/aws/lambda/big") };
+        cut_short.ingest(Format::Lambda, text[..first].as_bytes(), &unit);
+        cut_short.finish();
+        let progress = Position { stream: format!("{stream}#{}", text.len()), offset: first as u64 };
+        store.append(&cut_short.take_batches(), &[progress]).unwrap();
+        let mut pipeline = Pipeline::default();
+        source.poll(&sink(&store), &mut pipeline).await.unwrap();
+        assert_eq!(pipeline.stats.log_lines, lines - text[..first].lines().count() as u64, "only the rest is read");
+        assert_eq!(store.stats()[&store::Table::Logs].hot_rows, lines, "every line once");
+        assert_eq!(store.position(&stream), Some(text.len() as u64));
     }
 }

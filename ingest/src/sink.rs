@@ -89,6 +89,7 @@ enum Job {
 /// more, and `drain` reports the error.
 pub struct Appender {
     jobs: SyncSender<Job>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Appender {
@@ -98,11 +99,18 @@ impl Appender {
     pub fn start(sink: StoreSink) -> Appender {
         let (jobs, queue) = sync_channel::<Job>(APPENDER_QUEUE_MAX);
         let runtime = tokio::runtime::Handle::try_current().ok();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ingest-appender".into())
             .spawn(move || run_appender(&sink, &queue, runtime.as_ref()))
             .expect("the OS starts a thread");
-        Appender { jobs }
+        Appender { jobs, thread }
+    }
+
+    /// Ends the thread once what is queued is stored, and waits for it: its store is then no longer
+    /// held (without this, the thread ends on its own, a moment after the appender is dropped).
+    pub fn stop(self) {
+        drop(self.jobs);
+        let _ = self.thread.join();
     }
 
     /// Queues an append; blocks while the queue is full.

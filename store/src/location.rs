@@ -101,6 +101,19 @@ impl Location {
         Ok(self.object_store.get(&Self::path(path)).await?.bytes().await?)
     }
 
+    /// Writes an object into `out` as it arrives, a part at a time (memory holds a part, not the object);
+    /// returns the bytes written.
+    pub async fn get_into(&self, path: &str, out: &mut std::fs::File) -> Result<u64> {
+        use std::io::Write;
+        let mut parts = self.object_store.get(&Self::path(path)).await?.into_stream();
+        let mut written = 0u64;
+        while let Some(part) = parts.try_next().await? {
+            out.write_all(&part).map_err(|e| StoreError::io(path, e))?;
+            written += part.len() as u64;
+        }
+        Ok(written)
+    }
+
     /// Reads an object, or `None` when it does not exist.
     pub async fn get_opt(&self, path: &str) -> Result<Option<Bytes>> {
         match self.object_store.get(&Self::path(path)).await {
