@@ -77,6 +77,10 @@ pub async fn score_range(
 }
 
 /// `score_range` with reads of at most `rows_max` rows (or one minute's).
+///
+/// The reads are made and put in order ahead, on a thread of their own (with a runtime of its own),
+/// while this one pushes the read before through `engine`: reading and sorting one span overlaps
+/// detecting on the last. The reader waits until its read is taken, so memory holds at most two reads.
 pub async fn score_range_in_reads_of(
     store: &Store,
     engine: &mut Engine,
@@ -89,28 +93,80 @@ pub async fn score_range_in_reads_of(
     if range.end_micros <= range.start_micros || tables.is_empty() {
         return Ok(stats);
     }
-    for hour in store.stored_hours(&tables, range) {
-        let start = (hour * MICROS_PER_HOUR).max(range.start_micros);
-        let end = ((hour + 1) * MICROS_PER_HOUR).min(range.end_micros);
-        if end <= start {
-            continue;
-        }
-        stats.hours += 1;
-        for span in reads_of(store, &tables, TimeRange::new(start, end), rows_max).await? {
-            let (seq, read) = store.scan_consistent(&tables, span).await?;
-            stats.reads.push((span, seq));
-            let mut sorted = Vec::with_capacity(read.len());
-            for (table, batches) in read {
-                if let Some(batch) = canonical(table, &batches)? {
-                    stats.rows += batch.num_rows() as u64;
-                    sorted.push((table, batch, 0usize));
-                }
-            }
+    std::thread::scope(|scope| {
+        let (reads, taken) = std::sync::mpsc::sync_channel::<Result<Read, DetectError>>(0);
+        let tables = &tables;
+        std::thread::Builder::new()
+            .name("detect-read".into())
+            .spawn_scoped(scope, move || read_ahead(store, tables, range, rows_max, &reads))
+            .map_err(|e| DetectError::Internal(format!("starting the reader of stored rows: {e}")))?;
+        for read in taken {
+            let read = read?;
+            stats.hours += u64::from(read.first_of_hour);
+            stats.reads.push((read.span, read.seq));
+            stats.rows += read.sorted.iter().map(|(_, batch, _)| batch.num_rows() as u64).sum::<u64>();
+            let mut sorted = read.sorted;
             push_by_minute(engine, &mut sorted, &mut alerts)?;
         }
-    }
+        Ok::<(), DetectError>(())
+    })?;
     alerts(engine.advance_to(range.end_micros))?;
     Ok(stats)
+}
+
+/// One read of `score_range`, in canonical order.
+struct Read {
+    span: TimeRange,
+    /// The WAL sequence number of the last append it includes.
+    seq: u64,
+    /// Whether it is the first read of its hour.
+    first_of_hour: bool,
+    sorted: Vec<(Table, RecordBatch, usize)>,
+}
+
+/// The reader thread of `score_range_in_reads_of`: every read of `range`, in order, into `reads`, until
+/// they are all sent, one fails (its error is sent), or the receiver is gone.
+fn read_ahead(
+    store: &Store,
+    tables: &[Table],
+    range: TimeRange,
+    rows_max: u64,
+    reads: &std::sync::mpsc::SyncSender<Result<Read, DetectError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = reads.send(Err(DetectError::Internal(format!("a runtime for reading stored rows: {e}"))));
+            return;
+        }
+    };
+    let all = runtime.block_on(async {
+        for hour in store.stored_hours(tables, range) {
+            let start = (hour * MICROS_PER_HOUR).max(range.start_micros);
+            let end = ((hour + 1) * MICROS_PER_HOUR).min(range.end_micros);
+            if end <= start {
+                continue;
+            }
+            for (at, span) in
+                reads_of(store, tables, TimeRange::new(start, end), rows_max).await?.into_iter().enumerate()
+            {
+                let (seq, read) = store.scan_consistent(tables, span).await?;
+                let mut sorted = Vec::with_capacity(read.len());
+                for (table, batches) in read {
+                    if let Some(batch) = canonical(table, &batches)? {
+                        sorted.push((table, batch, 0usize));
+                    }
+                }
+                if reads.send(Ok(Read { span, seq, first_of_hour: at == 0, sorted })).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok::<(), DetectError>(())
+    });
+    if let Err(e) = all {
+        let _ = reads.send(Err(e));
+    }
 }
 
 /// The spans `range` (within one hour, starting and ending on minutes) is read in: itself when the
