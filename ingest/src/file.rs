@@ -46,12 +46,15 @@ pub struct FileInput {
     object: Option<Arc<Object>>,
 }
 
-/// An object (the S3 source): the name its position and rows carry, and the file that holds its bytes.
+/// An object (the S3 source) or a byte stream's document: the name its position and rows carry, and
+/// the file that holds its bytes.
 #[derive(Debug)]
 struct Object {
     stream: String,
     key: String,
     file: Arc<std::fs::File>,
+    /// Whether its positions are stored (not for a byte stream, which is not skipped or resumed).
+    positions: bool,
 }
 
 impl FileInput {
@@ -65,8 +68,14 @@ impl FileInput {
     /// progress inside is kept per size (`progress_stream`): an object that changes is read again from
     /// its start, as a whole.
     pub fn object(stream: String, key: String, file: std::fs::File, bytes: u64) -> FileInput {
-        let object = Object { stream, key, file: Arc::new(file) };
+        let object = Object { stream, key, file: Arc::new(file), positions: true };
         FileInput { path: PathBuf::from(&object.key), bytes, object: Some(Arc::new(object)) }
+    }
+
+    /// A byte stream's bytes, written to `file`: read as a file is, but no position of it is stored.
+    fn spooled(source: &str, file: std::fs::File, bytes: u64) -> FileInput {
+        let object = Object { stream: source.into(), key: source.into(), file: Arc::new(file), positions: false };
+        FileInput { path: PathBuf::from(source), bytes, object: Some(Arc::new(object)) }
     }
 
     /// The stream name under which the file's position is stored: its size once read.
@@ -328,7 +337,7 @@ impl FileSource {
         self.stats.files_ingested += 1;
         self.stats.files_read_ahead += 1;
         self.read(file.bytes);
-        self.reached(&file.stream(), file.bytes)
+        self.reached_in(file, &file.stream(), file.bytes)
     }
 
     /// An empty buffer of at least `capacity` bytes, one used before if there is one.
@@ -349,7 +358,7 @@ impl FileSource {
     /// Ingests one file unless its stored position says it was; returns whether it read it.
     pub fn ingest_file(&mut self, file: &FileInput) -> Result<bool, IngestError> {
         let stream = file.stream();
-        let stored = self.sink.store().position(&stream);
+        let stored = self.position_in(file, &stream);
         if !self.options.again && stored == Some(file.bytes) {
             self.stats.files_skipped += 1;
             if let Some(progress) = &mut self.progress {
@@ -369,7 +378,7 @@ impl FileSource {
             return Ok(true);
         }
         (&mut reader).take(FILE_CHUNK_BYTES as u64 + 1 - head.len() as u64).read_to_end(&mut head).map_err(io)?;
-        let resume = (self.sink.store().position(&file.progress_stream()))
+        let resume = (self.position_in(file, &file.progress_stream()))
             .filter(|at| *at < file.bytes && !self.options.again)
             .unwrap_or(0);
         if head.len() > FILE_CHUNK_BYTES && !is_gzip(&head) && !splits_at_lines(&head) {
@@ -402,7 +411,7 @@ impl FileSource {
             self.give_back(head);
             self.stats.files_ingested += 1;
             self.read(file.bytes);
-            self.reached(&stream, file.bytes)?;
+            self.reached_in(file, &stream, file.bytes)?;
             return Ok(true);
         }
         // Lines: read chunk by chunk, so that memory holds a chunk of the file, not the file, and resumed
@@ -434,7 +443,7 @@ impl FileSource {
     /// cannot be cut: it is then read whole, where what it holds becomes a dead letter if broken.
     fn ingest_gzip_chunked(&mut self, file: &FileInput) -> Result<bool, IngestError> {
         let io = |e| IngestError::io(&file.path, e);
-        if let Some(at) = self.sink.store().position(&pieces_stream(file)).filter(|_| !self.options.again) {
+        if let Some(at) = self.position_in(file, &pieces_stream(file)).filter(|_| !self.options.again) {
             if self.ingest_in_pieces(file, Compression::Gzip, at)? {
                 return Ok(true);
             }
@@ -442,7 +451,7 @@ impl FileSource {
         let counted = Counted { inner: file.open().map_err(io)?, read: 0 };
         let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, counted));
         let decompressed = decompressed_stream(file);
-        let resume = match self.sink.store().position(&decompressed) {
+        let resume = match self.position_in(file, &decompressed) {
             Some(at) if !self.options.again => at,
             _ => 0,
         };
@@ -468,7 +477,7 @@ impl FileSource {
                 self.give_back(head);
                 self.stats.files_ingested += 1;
                 self.read(file.bytes);
-                self.reached(&stream, file.bytes)?;
+                self.reached_in(file, &stream, file.bytes)?;
                 return Ok(true);
             }
             self.give_back(head);
@@ -560,11 +569,11 @@ impl FileSource {
             read_before = read_now;
             if at_end {
                 self.stats.files_ingested += 1;
-                self.reached(&resume_stream, outline.close)?;
-                self.reached(&stream, file.bytes)?;
+                self.reached_in(file, &resume_stream, outline.close)?;
+                self.reached_in(file, &stream, file.bytes)?;
                 break;
             }
-            self.reached(&resume_stream, offset)?;
+            self.reached_in(file, &resume_stream, offset)?;
         }
         self.give_back(buffer);
         self.give_back(piece);
@@ -630,13 +639,13 @@ impl FileSource {
             read_before = read_now;
             match decompressed {
                 Some(decompressed) => {
-                    self.reached(decompressed, offset)?;
+                    self.reached_in(file, decompressed, offset)?;
                     if at_end {
-                        self.reached(&stream, file.bytes)?;
+                        self.reached_in(file, &stream, file.bytes)?;
                     }
                 }
-                None if at_end => self.reached(&stream, file.bytes)?,
-                None => self.reached(&file.progress_stream(), offset)?,
+                None if at_end => self.reached_in(file, &stream, file.bytes)?,
+                None => self.reached_in(file, &file.progress_stream(), offset)?,
             }
             if at_end {
                 self.give_back(buffer);
@@ -660,6 +669,11 @@ impl FileSource {
             if whole.is_none() && buffer.iter().any(|b| !b.is_ascii_whitespace()) {
                 whole = Some(!splits_at_lines(&buffer));
             }
+            if whole == Some(true) && !done && (buffer.len() > FILE_CHUNK_BYTES || is_gzip(&buffer)) {
+                // One document larger than a chunk, or gzip (which may expand a thousandfold): read as a
+                // file is, in pieces or chunks.
+                return self.ingest_spooled(reader, buffer, source);
+            }
             let cut = match (done, whole) {
                 (true, _) => buffer.len(),
                 (false, Some(false)) if buffer.len() >= STREAM_CHUNK_BYTES / 2 => {
@@ -681,6 +695,36 @@ impl FileSource {
                 return Ok(());
             }
         }
+    }
+
+    /// The stored position of `stream`, a stream of `file`'s (none for a byte stream's document).
+    fn position_in(&self, file: &FileInput, stream: &str) -> Option<u64> {
+        match &file.object {
+            Some(object) if !object.positions => None,
+            _ => self.sink.store().position(stream),
+        }
+    }
+
+    /// `reached`, for a file whose positions are kept (not a byte stream's spooled document).
+    fn reached_in(&mut self, file: &FileInput, stream: &str, offset: u64) -> Result<(), IngestError> {
+        match &file.object {
+            Some(object) if !object.positions => self.store_when_full(),
+            _ => self.reached(stream, offset),
+        }
+    }
+
+    /// The rest of a byte stream that holds one document (or gzip) larger than a chunk, after the
+    /// `head` read of it: written to an unnamed file in the data directory, then read from there as a
+    /// file is (a document in pieces, gzip decompressed as it is read), no position stored.
+    fn ingest_spooled(&mut self, reader: &mut dyn Read, head: Vec<u8>, source: &str) -> Result<(), IngestError> {
+        let dir = self.sink.store().config().data_dir.clone();
+        let io = |e| IngestError::io(&dir, e);
+        let mut spool = tempfile::tempfile_in(&dir).map_err(io)?;
+        std::io::Write::write_all(&mut spool, &head).map_err(io)?;
+        let rest = std::io::copy(reader, &mut spool).map_err(|e| IngestError::io(source, e))?;
+        let input = FileInput::spooled(source, spool, head.len() as u64 + rest);
+        self.ingest_file(&input)?;
+        Ok(())
     }
 
     /// Notes that `stream` is read up to `offset` and queues the buffered rows when the buffers are full.

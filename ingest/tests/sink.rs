@@ -657,3 +657,25 @@ async fn a_small_gzip_file_that_expands_past_a_chunk_is_read_in_pieces() {
         assert_eq!(store.position(&file.stream()), Some(file.bytes));
     }
 }
+
+/// Issue 19: a byte stream (stdin) that holds one document larger than a chunk, such as the output of
+/// `aws logs filter-log-events` piped in, plain or gzip'd, is read in pieces as a file is, to the rows
+/// the whole document gives, and no position of it is stored.
+#[tokio::test]
+async fn a_stream_of_one_large_document_is_read_in_pieces_without_positions() {
+    let page = events_page(30_000);
+    let whole_logs = rows_read_whole(page.as_bytes(), "stdin", Table::Logs);
+    for (what, bytes) in [("plain", page.as_bytes().to_vec()), ("gzip", gzip(page.as_bytes()))] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), usize::MAX).await;
+        let options = FileOptions { format: Format::Auto, log_group: Some("/aws/lambda/orders".into()), again: false };
+        let mut source = FileSource::new(StoreSink::new(store.clone()), options);
+        source.ingest_stream(&mut Cursor::new(bytes), "stdin").unwrap();
+        let (_, stats) = source.finish().unwrap();
+        assert!(stats.units >= 3, "{what}: in pieces, not whole: {} units", stats.units);
+        assert_eq!(stats.dead_letters_total(), 0, "{what}: {:?}", stats.dead_letters);
+        let logs = store.scan(Table::Logs, None, TimeRange::ALL).await.unwrap();
+        assert_eq!(sorted_rows(&logs, &["ingest_position", "ingest_source"]), whole_logs, "{what}: log rows");
+        assert!(store.positions().is_empty(), "{what}: a stream stores no position: {:?}", store.positions());
+    }
+}
