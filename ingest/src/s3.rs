@@ -291,7 +291,7 @@ mod tests {
         let store = Arc::new(Store::open(store::StoreConfig::new(data.path())).await.unwrap());
         let mut cut_short = Pipeline::default();
         let unit = Unit { source: &stream, position: "0", key: None, log_group: Some("/aws/lambda/big") };
-        cut_short.ingest(Format::Lambda, text[..first].as_bytes(), &unit);
+        cut_short.ingest(Format::Lambda, &text.as_bytes()[..first], &unit);
         cut_short.finish();
         let progress = Position { stream: format!("{stream}#{}", text.len()), offset: first as u64 };
         store.append(&cut_short.take_batches(), &[progress]).unwrap();
