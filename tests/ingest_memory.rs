@@ -59,9 +59,20 @@ fn write_firehose(path: &Path, invocations: usize) -> usize {
     lines
 }
 
-/// Ingests `file` into a new store, with the detectors on or off; returns the peak memory the summary
-/// reports, the log lines stored, and what the progress line printed.
-fn ingest(dir: &Path, file: &Path, detect: bool) -> (u64, u64, String) {
+/// What `ingest` saw of one run.
+struct Run {
+    /// The peak memory the summary reports, in MB.
+    peak: u64,
+    /// The log lines stored.
+    lines: u64,
+    /// What the progress line printed.
+    progress: String,
+    /// The summary.
+    summary: String,
+}
+
+/// Ingests `file` into a new store, with the detectors on or off.
+fn ingest(dir: &Path, file: &Path, detect: bool) -> Run {
     let name = file.file_name().unwrap().to_string_lossy();
     let data = dir.join(format!("data-{name}{}", if detect { "-detect" } else { "" }));
     let mut command = coldtrail();
@@ -96,7 +107,7 @@ fn ingest(dir: &Path, file: &Path, detect: bool) -> (u64, u64, String) {
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     let segments: u64 = info["tables"].as_object().unwrap().values().map(|t| t["segments"].as_u64().unwrap()).sum();
     assert_eq!(sealed, segments, "{stdout}");
-    (peak, lines, stderr)
+    Run { peak, lines, progress: stderr, summary: stdout }
 }
 
 #[test]
@@ -106,9 +117,9 @@ fn ingest_memory_stays_under_its_bound_whatever_the_input_size() {
     let small_lines = write_firehose(&small, 150_000);
     let large_lines = write_firehose(&large, 600_000);
 
-    let (small_peak, stored, _) = ingest(dir.path(), &small, false);
+    let Run { peak: small_peak, lines: stored, .. } = ingest(dir.path(), &small, false);
     assert_eq!(stored as usize, small_lines);
-    let (large_peak, stored, progress) = ingest(dir.path(), &large, false);
+    let Run { peak: large_peak, lines: stored, progress, .. } = ingest(dir.path(), &large, false);
     assert_eq!(stored as usize, large_lines, "every line of the large object is read");
     assert!(large_peak <= PEAK_MB_MAX, "peak memory {large_peak} MB over the {PEAK_MB_MAX} MB bound");
     assert!(
@@ -138,7 +149,7 @@ fn ingest_with_the_detectors_on_stays_under_the_same_bound() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dense.gz");
     let lines = write_firehose(&file, 150_000);
-    let (peak, stored, _) = ingest(dir.path(), &file, true);
+    let Run { peak, lines: stored, .. } = ingest(dir.path(), &file, true);
     eprintln!("peak memory with the detectors on: {peak} MB");
     assert_eq!(stored as usize, lines);
     assert!(peak <= PEAK_MB_MAX, "peak memory {peak} MB with the detectors on, over the {PEAK_MB_MAX} MB bound");
@@ -181,15 +192,11 @@ fn one_json_document_of_any_size_is_read_under_the_same_bound() {
     let large_events = write_trail_document(&large, 240_000);
     let mut peaks = Vec::new();
     for (file, events) in [(&small, small_events), (&large, large_events)] {
-        let data = dir.path().join(format!("data-{}", file.file_name().unwrap().to_string_lossy()));
-        let output = coldtrail().arg("--data").arg(&data).args(["ingest", "--no-detect"]).arg(file).output().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-        assert!(stdout.contains(&format!(" {events} CloudTrail events, ")), "every event is read: {stdout}");
-        assert!(stdout.contains(" 0 dead letters"), "{stdout}");
-        let peak: u64 =
-            stdout.split("peak memory ").nth(1).and_then(|r| r.split(" MB").next()).unwrap().parse().unwrap();
-        peaks.push(peak);
+        let run = ingest(dir.path(), file, false);
+        let summary = &run.summary;
+        assert!(summary.contains(&format!(" {events} CloudTrail events, ")), "every event is read: {summary}");
+        assert!(summary.contains(" 0 dead letters"), "{summary}");
+        peaks.push(run.peak);
     }
     let size = std::fs::metadata(&large).unwrap().len() / 1_000_000;
     assert!(peaks[1] <= PEAK_MB_MAX, "peak memory {} MB for a {size} MB document, over {PEAK_MB_MAX} MB", peaks[1]);

@@ -41,7 +41,8 @@ pub fn outline(mut reader: impl Read, around_max: usize) -> std::io::Result<Opti
     let mut candidates: Vec<(u64, u64)> = Vec::new();
     // The last bytes read, from `tail_at` on: the suffix is among them.
     let (mut tail, mut tail_at) = (Vec::<u8>::new(), 0u64);
-    let (mut in_string, mut escaped, mut started, mut ended) = (false, false, false, false);
+    let mut string = JsonString::default();
+    let (mut started, mut ended) = (false, false);
     let mut at = 0u64;
     loop {
         let read = match reader.read(&mut chunk) {
@@ -53,24 +54,8 @@ pub fn outline(mut reader: impl Read, around_max: usize) -> std::io::Result<Opti
         let bytes = &chunk[..read];
         let mut i = 0;
         while i < bytes.len() {
-            if in_string {
-                if escaped {
-                    escaped = false;
-                    i += 1;
-                    continue;
-                }
-                match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
-                    None => i = bytes.len(),
-                    Some(found) => {
-                        i += found;
-                        if bytes[i] == b'\\' {
-                            escaped = true;
-                        } else {
-                            in_string = false;
-                        }
-                        i += 1;
-                    }
-                }
+            if string.open {
+                i = string.skip(bytes, i);
                 continue;
             }
             let byte = bytes[i];
@@ -100,7 +85,7 @@ pub fn outline(mut reader: impl Read, around_max: usize) -> std::io::Result<Opti
                     }
                     ended = open.is_empty();
                 }
-                b'"' if started => in_string = true,
+                b'"' if started => string.open = true,
                 _ if !started => return Ok(None),
                 _ => {}
             }
@@ -113,7 +98,7 @@ pub fn outline(mut reader: impl Read, around_max: usize) -> std::io::Result<Opti
             tail_at += drop as u64;
         }
     }
-    if !ended {
+    if !ended || string.open {
         return Ok(None);
     }
     // Arrays this large are nested in one another (two side by side could not each leave at most
@@ -125,13 +110,48 @@ pub fn outline(mut reader: impl Read, around_max: usize) -> std::io::Result<Opti
     Ok(chosen.map(|(from, close)| Outline { open: from, close, suffix: tail[(close - tail_at) as usize..].to_vec() }))
 }
 
+/// Where a scan is inside a JSON string: whether one is open, and whether its last byte was a
+/// backslash (so the next is escaped). A string may straddle two reads.
+#[derive(Debug, Default)]
+struct JsonString {
+    open: bool,
+    escaped: bool,
+}
+
+impl JsonString {
+    /// Inside an open string at `bytes[i]`: the index past its closing quote (the string is then
+    /// closed), or the end of `bytes` (it stays open).
+    fn skip(&mut self, bytes: &[u8], mut i: usize) -> usize {
+        if self.escaped {
+            self.escaped = false;
+            i += 1;
+            if i >= bytes.len() {
+                return i;
+            }
+        }
+        while let Some(found) = memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+            i += found + 1;
+            if bytes[i - 1] == b'"' {
+                self.open = false;
+                return i;
+            }
+            // A backslash: the byte after it is escaped, whichever it is.
+            if i >= bytes.len() {
+                self.escaped = true;
+                return i;
+            }
+            i += 1;
+        }
+        bytes.len()
+    }
+}
+
 /// The commas between the elements of an array, found as its bytes arrive: bytes are added to a buffer
 /// that starts at an element (or at the array's start), and `scan` notes the last comma at the array's
 /// own depth.
 #[derive(Debug, Default)]
 pub struct Elements {
-    in_string: bool,
-    escaped: bool,
+    string: JsonString,
     depth: u32,
     /// How much of the buffer was scanned.
     scanned: usize,
@@ -144,28 +164,12 @@ impl Elements {
     pub fn scan(&mut self, buffer: &[u8]) {
         let mut i = self.scanned;
         while i < buffer.len() {
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                    i += 1;
-                    continue;
-                }
-                match memchr::memchr2(b'"', b'\\', &buffer[i..]) {
-                    None => i = buffer.len(),
-                    Some(found) => {
-                        i += found;
-                        if buffer[i] == b'\\' {
-                            self.escaped = true;
-                        } else {
-                            self.in_string = false;
-                        }
-                        i += 1;
-                    }
-                }
+            if self.string.open {
+                i = self.string.skip(buffer, i);
                 continue;
             }
             match buffer[i] {
-                b'"' => self.in_string = true,
+                b'"' => self.string.open = true,
                 b'{' | b'[' => self.depth += 1,
                 b'}' | b']' => self.depth = self.depth.saturating_sub(1),
                 b',' if self.depth == 0 => self.last_comma = Some(i),
