@@ -512,6 +512,10 @@ impl FileSource {
         compression: Compression,
         resume: u64,
     ) -> Result<bool, IngestError> {
+        if matches!(self.options.format, Format::Lambda | Format::Export) {
+            // Read as text lines: a piece's envelope would be lines of every piece.
+            return Ok(false);
+        }
         let io = |e| IngestError::io(&file.path, e);
         let outline = match outline::outline(Document::open(file, compression).map_err(io)?, FILE_CHUNK_BYTES) {
             Ok(Some(outline)) => outline,

@@ -526,13 +526,18 @@ fn sorted_rows(batches: &[arrow::array::RecordBatch], without: &[&str]) -> Vec<S
 
 /// The rows of `table` that `bytes` give when the pipeline reads them whole, as one unit.
 fn rows_read_whole(bytes: &[u8], source: &str, table: Table) -> Vec<String> {
+    rows_read_whole_as(Format::Auto, bytes, source, table, &["ingest_position", "ingest_source"])
+}
+
+/// `rows_read_whole` read as `format`, without the columns in `without`.
+fn rows_read_whole_as(format: Format, bytes: &[u8], source: &str, table: Table, without: &[&str]) -> Vec<String> {
     let mut pipeline = Pipeline::default();
     let unit = Unit { source, position: "0", key: None, log_group: Some("/aws/lambda/orders") };
-    pipeline.ingest(Format::Auto, bytes, &unit);
+    pipeline.ingest(format, bytes, &unit);
     pipeline.finish();
     let batches: Vec<_> =
         pipeline.take_batches().into_iter().filter(|(t, _)| *t == table).map(|(_, batch)| batch).collect();
-    sorted_rows(&batches, &["ingest_position", "ingest_source"])
+    sorted_rows(&batches, without)
 }
 
 /// Issue 19: a JSON document larger than a chunk, plain or gzip, is read in pieces of its largest array,
@@ -678,4 +683,26 @@ async fn a_stream_of_one_large_document_is_read_in_pieces_without_positions() {
         assert_eq!(sorted_rows(&logs, &["ingest_position", "ingest_source"]), whole_logs, "{what}: log rows");
         assert!(store.positions().is_empty(), "{what}: a stream stores no position: {:?}", store.positions());
     }
+}
+
+/// A JSON document read with a text format forced (`--format lambda`) is text lines: it is not cut
+/// into pieces, whose envelope would be lines of every piece.
+#[tokio::test]
+async fn a_large_document_read_as_text_lines_is_not_cut_into_pieces() {
+    let page = events_page(30_000);
+    let inputs = tempfile::tempdir().unwrap();
+    let path = inputs.path().join("page.json");
+    std::fs::write(&path, &page).unwrap();
+    let file = ingest::file::list(&path).unwrap().remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), usize::MAX).await;
+    let options = FileOptions { format: Format::Lambda, log_group: Some("/aws/lambda/orders".into()), again: false };
+    let mut source = FileSource::new(StoreSink::new(store.clone()), options);
+    assert!(source.ingest_file(&file).unwrap());
+    source.finish().unwrap();
+    let logs = store.scan(Table::Logs, None, TimeRange::ALL).await.unwrap();
+    // Text without a time of its own is stamped with the time it was read (`+ingest_time`).
+    let without = ["ts", "ingest_position", "ingest_source"];
+    let whole = rows_read_whole_as(Format::Lambda, page.as_bytes(), "x", Table::Logs, &without);
+    assert_eq!(sorted_rows(&logs, &without), whole, "{} rows", logs.iter().map(|b| b.num_rows()).sum::<usize>());
 }
