@@ -14,7 +14,7 @@
 //! a large document with no array that holds most of it, is one unit, read whole.
 
 use std::collections::VecDeque;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -105,11 +105,16 @@ impl FileInput {
 
     /// Its bytes from the start, up to the size it was listed with.
     fn open(&self) -> std::io::Result<std::io::Take<Opened>> {
+        self.open_at(0)
+    }
+
+    /// Its bytes from `at`, up to the size it was listed with.
+    fn open_at(&self, at: u64) -> std::io::Result<std::io::Take<Opened>> {
         let file = match &self.object {
             Some(object) => object.file.clone(),
             None => Arc::new(std::fs::File::open(&self.path)?),
         };
-        Ok(Opened { file, at: 0 }.take(self.bytes))
+        Ok(Opened { file, at }.take(self.bytes.saturating_sub(at)))
     }
 }
 
@@ -125,19 +130,6 @@ impl Read for Opened {
         let read = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.at)?;
         self.at += read as u64;
         Ok(read)
-    }
-}
-
-impl Seek for Opened {
-    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
-        let end = || self.file.metadata().map(|m| m.len());
-        let at = match to {
-            std::io::SeekFrom::Start(at) => Some(at),
-            std::io::SeekFrom::End(delta) => end()?.checked_add_signed(delta),
-            std::io::SeekFrom::Current(delta) => self.at.checked_add_signed(delta),
-        };
-        self.at = at.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))?;
-        Ok(self.at)
     }
 }
 
@@ -386,13 +378,11 @@ impl FileSource {
             // or one document, read in pieces of its largest array; else (neither) whole, below.
             if documents_back_to_back(&head) {
                 self.give_back(head);
-                let mut reader_at = file.open().map_err(io)?.into_inner();
-                reader_at.seek(std::io::SeekFrom::Start(resume)).map_err(io)?;
                 if let Some(progress) = &mut self.progress {
                     progress.skip(resume);
                 }
                 let buffer = self.buffer(FILE_CHUNK_BYTES + 1);
-                let mut reader = reader_at.take(file.bytes - resume);
+                let mut reader = file.open_at(resume).map_err(io)?;
                 self.ingest_lines(file, &mut reader, buffer, (resume, resume), None, Split::Documents)?;
                 return Ok(true);
             }
@@ -422,9 +412,7 @@ impl FileSource {
         let buffer = if resume == 0 {
             head
         } else {
-            let mut reader_at = file.open().map_err(io)?.into_inner();
-            reader_at.seek(std::io::SeekFrom::Start(resume)).map_err(io)?;
-            reader = reader_at.take(file.bytes - resume);
+            reader = file.open_at(resume).map_err(io)?;
             self.give_back(head);
             self.buffer(FILE_CHUNK_BYTES + 1)
         };
